@@ -1,0 +1,1 @@
+pub mod ext4; pub mod fat;

@@ -1,0 +1,7 @@
+//! piforge: turn one upstream Raspberry Pi image into ready-to-flash Kubernetes node images,
+//! editing filesystems in user space (no root, no loop devices, no chroot).
+
+pub mod disk;
+pub mod fs;
+pub mod inspect;
+pub mod source;
