@@ -1,6 +1,9 @@
 //! piforge: turn one upstream Raspberry Pi image into ready-to-flash Kubernetes node images,
 //! editing filesystems in user space (no root, no loop devices, no chroot).
 
+pub mod bootcfg;
+pub mod cli;
+pub mod clock;
 pub mod disk;
 pub mod fs;
 pub mod inspect;

@@ -1,0 +1,409 @@
+//! What an image's files say about it: OS release, cloud-init, swap, fstab, machine id.
+//! Pure: everything is read through [`RootFiles`], so it is tested on in-memory trees.
+
+use serde::Serialize;
+
+/// Read access to a root filesystem (paths absolute; symlinks followed inside the filesystem).
+pub trait RootFiles {
+    /// The file's bytes, `Ok(None)` when it does not exist.
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String>;
+    /// Whether anything (file, directory, symlink, even dangling) exists at `path`.
+    fn exists(&self, path: &str) -> Result<bool, String>;
+    /// Names in a directory, sorted; empty when it does not exist.
+    fn list(&self, dir: &str) -> Result<Vec<String>, String>;
+
+    fn read_string(&self, path: &str) -> Result<Option<String>, String> {
+        Ok(self
+            .read(path)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OsRelease {
+    pub id: Option<String>,
+    pub id_like: Option<String>,
+    pub version_id: Option<String>,
+    pub version_codename: Option<String>,
+    pub pretty_name: Option<String>,
+}
+
+/// Parses os-release(5): `KEY=value` lines, values optionally quoted.
+pub fn parse_os_release(text: &str) -> OsRelease {
+    let mut os = OsRelease::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.trim().split_once('=') else {
+            continue;
+        };
+        let v = v.trim().trim_matches('"').trim_matches('\'').to_string();
+        match k.trim() {
+            "ID" => os.id = Some(v),
+            "ID_LIKE" => os.id_like = Some(v),
+            "VERSION_ID" => os.version_id = Some(v),
+            "VERSION_CODENAME" => os.version_codename = Some(v),
+            "PRETTY_NAME" => os.pretty_name = Some(v),
+            _ => {}
+        }
+    }
+    os
+}
+
+pub fn os_release(fs: &dyn RootFiles) -> Result<Option<OsRelease>, String> {
+    for p in ["/etc/os-release", "/usr/lib/os-release"] {
+        if let Some(t) = fs.read_string(p)? {
+            return Ok(Some(parse_os_release(&t)));
+        }
+    }
+    Ok(None)
+}
+
+/// Where cloud-init looks for its NoCloud seed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CloudInit {
+    pub installed: bool,
+    /// The directory of the running system that holds the seed (`seedfrom: file:///boot/firmware`),
+    /// or `LABEL=<label>` when NoCloud finds it by filesystem label (`fs_label: system-boot`).
+    pub seed_dir: Option<String>,
+    /// True when the seed lives on the image's boot (FAT) partition.
+    pub seed_on_boot_partition: bool,
+    /// The `datasource_list` line as configured, if any.
+    pub datasource_list: Option<String>,
+    /// The config files that said so.
+    pub configured_in: Vec<String>,
+}
+
+/// Where the boot partition is mounted on the running system, from fstab.
+pub fn boot_mount(fstab: &[FstabEntry]) -> Option<String> {
+    fstab
+        .iter()
+        .find(|e| e.fstype == "vfat" && e.mountpoint.starts_with("/boot"))
+        .map(|e| e.mountpoint.clone())
+}
+
+pub fn cloud_init(
+    fs: &dyn RootFiles,
+    boot_mountpoint: Option<&str>,
+    boot_label: Option<&str>,
+) -> Result<CloudInit, String> {
+    let installed = fs.exists("/usr/bin/cloud-init")? || fs.exists("/etc/cloud/cloud.cfg")?;
+    let mut files = vec!["/etc/cloud/cloud.cfg".to_string()];
+    for name in fs.list("/etc/cloud/cloud.cfg.d")? {
+        if name.ends_with(".cfg") {
+            files.push(format!("/etc/cloud/cloud.cfg.d/{name}"));
+        }
+    }
+    let mut seed_dir = None;
+    let mut datasource_list = None;
+    let mut configured_in = Vec::new();
+    // Later files override earlier ones, as cloud-init merges them in lexical order.
+    for f in &files {
+        let Some(text) = fs.read_string(f)? else {
+            continue;
+        };
+        let mut said = false;
+        for line in text.lines() {
+            let l = line.split('#').next().unwrap_or("").trim();
+            if let Some(v) = yaml_scalar(l, "seedfrom") {
+                if let Some(dir) = v.strip_prefix("file://") {
+                    let dir = dir.trim_end_matches('/');
+                    seed_dir = Some(if dir.is_empty() { "/".into() } else { dir.into() });
+                    said = true;
+                }
+            } else if let Some(v) = yaml_scalar(l, "fs_label") {
+                seed_dir = Some(format!("LABEL={v}"));
+                said = true;
+            } else if let Some(v) = yaml_scalar(l, "datasource_list") {
+                datasource_list = Some(v);
+                said = true;
+            }
+        }
+        if said {
+            configured_in.push(f.clone());
+        }
+    }
+    let seed_on_boot_partition = match &seed_dir {
+        Some(d) if d.starts_with("LABEL=") => {
+            boot_label.is_some_and(|b| d["LABEL=".len()..].eq_ignore_ascii_case(b))
+        }
+        Some(d) => boot_mountpoint.is_some_and(|m| m == d),
+        None => false,
+    };
+    Ok(CloudInit {
+        installed,
+        seed_dir,
+        seed_on_boot_partition,
+        datasource_list,
+        configured_in,
+    })
+}
+
+/// `key: value` on one line (also inside a flow mapping such as `{ NoCloud: { seedfrom: x } }`).
+fn yaml_scalar(line: &str, key: &str) -> Option<String> {
+    let at = line.find(&format!("{key}:"))?;
+    if at > 0 {
+        let before = line.as_bytes()[at - 1];
+        if before.is_ascii_alphanumeric() || before == b'_' {
+            return None;
+        }
+    }
+    let v = line[at + key.len() + 1..].trim();
+    let v = v.trim_end_matches(['}', ' ', ',']).trim();
+    let v = v.trim_matches('"').trim_matches('\'').to_string();
+    if v.is_empty() {
+        None
+    } else {
+        Some(v)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SwapMechanism {
+    /// Raspberry Pi OS bookworm: `/etc/dphys-swapfile`.
+    DphysSwapfile,
+    /// Raspberry Pi OS trixie: `rpi-swap` (zram or file).
+    RpiSwap,
+    /// systemd's zram-generator.
+    ZramGenerator,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Swap {
+    pub mechanism: SwapMechanism,
+    /// Whether it would make swap on boot as configured.
+    pub active: bool,
+    /// What decided it (file and setting).
+    pub detail: String,
+}
+
+const WANTS: &str = "/etc/systemd/system/multi-user.target.wants";
+
+pub fn swap(fs: &dyn RootFiles) -> Result<Swap, String> {
+    // trixie: rpi-swap reads /etc/rpi/swap.conf then /etc/rpi/swap.conf.d/*.conf.
+    let mut rpi_conf = Vec::new();
+    if fs.exists("/etc/rpi/swap.conf")? {
+        rpi_conf.push("/etc/rpi/swap.conf".to_string());
+    }
+    for n in fs.list("/etc/rpi/swap.conf.d")? {
+        if n.ends_with(".conf") {
+            rpi_conf.push(format!("/etc/rpi/swap.conf.d/{n}"));
+        }
+    }
+    if !rpi_conf.is_empty() || fs.exists("/usr/lib/systemd/system/rpi-swap.service")? {
+        let mut mechanism = "zram".to_string();
+        let mut from = "default".to_string();
+        for f in &rpi_conf {
+            if let Some(t) = fs.read_string(f)? {
+                for l in t.lines() {
+                    if let Some(v) = l.trim().strip_prefix("Mechanism=") {
+                        mechanism = v.trim().to_string();
+                        from = f.clone();
+                    }
+                }
+            }
+        }
+        return Ok(Swap {
+            mechanism: SwapMechanism::RpiSwap,
+            active: mechanism != "none",
+            detail: format!("Mechanism={mechanism} ({from})"),
+        });
+    }
+    if fs.exists("/etc/dphys-swapfile")? {
+        let enabled = fs.exists(&format!("{WANTS}/dphys-swapfile.service"))?;
+        let size = fs
+            .read_string("/etc/dphys-swapfile")?
+            .and_then(|t| {
+                t.lines()
+                    .filter_map(|l| l.trim().strip_prefix("CONF_SWAPSIZE="))
+                    .last()
+                    .map(|v| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "default".into());
+        return Ok(Swap {
+            mechanism: SwapMechanism::DphysSwapfile,
+            active: enabled && size != "0",
+            detail: format!(
+                "CONF_SWAPSIZE={size}, dphys-swapfile.service {}",
+                if enabled { "enabled" } else { "not enabled" }
+            ),
+        });
+    }
+    for p in [
+        "/etc/systemd/zram-generator.conf",
+        "/usr/lib/systemd/zram-generator.conf",
+    ] {
+        if let Some(t) = fs.read_string(p)? {
+            let active = t.lines().any(|l| l.trim().starts_with("[zram"));
+            return Ok(Swap {
+                mechanism: SwapMechanism::ZramGenerator,
+                active,
+                detail: p.to_string(),
+            });
+        }
+    }
+    Ok(Swap {
+        mechanism: SwapMechanism::None,
+        active: false,
+        detail: "no swap configuration found".into(),
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FstabEntry {
+    pub device: String,
+    pub mountpoint: String,
+    pub fstype: String,
+    pub options: String,
+}
+
+pub fn parse_fstab(text: &str) -> Vec<FstabEntry> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| FstabEntry {
+                device: f[0].to_string(),
+                mountpoint: f[1].to_string(),
+                fstype: f[2].to_string(),
+                options: f.get(3).unwrap_or(&"defaults").to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The state of `/etc/machine-id`: "empty" and "uninitialized" make systemd generate one on
+/// first boot; "set" means every card from this image would share one id.
+pub fn machine_id(fs: &dyn RootFiles) -> Result<String, String> {
+    Ok(match fs.read_string("/etc/machine-id")? {
+        None => "missing".into(),
+        Some(t) if t.trim().is_empty() => "empty".into(),
+        Some(t) if t.trim() == "uninitialized" => "uninitialized".into(),
+        Some(_) => "set".into(),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// An in-memory root filesystem.
+    #[derive(Default)]
+    pub(crate) struct MemFiles(pub BTreeMap<String, Vec<u8>>);
+
+    impl MemFiles {
+        pub(crate) fn with(files: &[(&str, &str)]) -> Self {
+            MemFiles(
+                files
+                    .iter()
+                    .map(|(p, c)| (p.to_string(), c.as_bytes().to_vec()))
+                    .collect(),
+            )
+        }
+    }
+
+    impl RootFiles for MemFiles {
+        fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.0.get(path).cloned())
+        }
+        fn exists(&self, path: &str) -> Result<bool, String> {
+            let dir = format!("{}/", path.trim_end_matches('/'));
+            Ok(self.0.contains_key(path) || self.0.keys().any(|k| k.starts_with(&dir)))
+        }
+        fn list(&self, dir: &str) -> Result<Vec<String>, String> {
+            let pre = format!("{}/", dir.trim_end_matches('/'));
+            let mut v: Vec<String> = self
+                .0
+                .keys()
+                .filter_map(|k| k.strip_prefix(&pre))
+                .map(|r| r.split('/').next().unwrap_or(r).to_string())
+                .collect();
+            v.dedup();
+            Ok(v)
+        }
+    }
+
+    #[test]
+    fn os_release_quoted_and_bare() {
+        let os = parse_os_release(
+            "PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\nID=debian\nVERSION_CODENAME=trixie\nVERSION_ID=\"13\"\n",
+        );
+        assert_eq!(os.id.as_deref(), Some("debian"));
+        assert_eq!(os.version_codename.as_deref(), Some("trixie"));
+        assert_eq!(os.version_id.as_deref(), Some("13"));
+    }
+
+    #[test]
+    fn cloud_init_seedfrom_and_fs_label() {
+        let fs = MemFiles::with(&[
+            ("/usr/bin/cloud-init", "#!/bin/sh"),
+            ("/etc/cloud/cloud.cfg", "users: [default]\n"),
+            (
+                "/etc/cloud/cloud.cfg.d/99_raspberry-pi.cfg",
+                "datasource_list: [NoCloud, None]\ndatasource:\n  NoCloud:\n    seedfrom: file:///boot/firmware/\n",
+            ),
+        ]);
+        let c = cloud_init(&fs, Some("/boot/firmware"), Some("bootfs")).unwrap();
+        assert!(c.installed);
+        assert_eq!(c.seed_dir.as_deref(), Some("/boot/firmware"));
+        assert!(c.seed_on_boot_partition);
+        assert_eq!(c.datasource_list.as_deref(), Some("[NoCloud, None]"));
+
+        let fs = MemFiles::with(&[
+            ("/etc/cloud/cloud.cfg", "x: 1\n"),
+            (
+                "/etc/cloud/cloud.cfg.d/99-fake_cloud.cfg",
+                "datasource: { NoCloud: { fs_label: system-boot } }\n",
+            ),
+        ]);
+        let c = cloud_init(&fs, Some("/boot/firmware"), Some("system-boot")).unwrap();
+        assert_eq!(c.seed_dir.as_deref(), Some("LABEL=system-boot"));
+        assert!(c.seed_on_boot_partition);
+
+        let c = cloud_init(&MemFiles::default(), None, None).unwrap();
+        assert!(!c.installed);
+        assert_eq!(c.seed_dir, None);
+    }
+
+    #[test]
+    fn swap_mechanisms() {
+        let fs = MemFiles::with(&[
+            ("/etc/dphys-swapfile", "CONF_SWAPSIZE=512\n"),
+            (
+                "/etc/systemd/system/multi-user.target.wants/dphys-swapfile.service",
+                "",
+            ),
+        ]);
+        let s = swap(&fs).unwrap();
+        assert_eq!(s.mechanism, SwapMechanism::DphysSwapfile);
+        assert!(s.active);
+
+        let fs = MemFiles::with(&[
+            ("/etc/rpi/swap.conf", "[Main]\nMechanism=zram\n"),
+            ("/etc/rpi/swap.conf.d/90-piforge.conf", "[Main]\nMechanism=none\n"),
+        ]);
+        let s = swap(&fs).unwrap();
+        assert_eq!(s.mechanism, SwapMechanism::RpiSwap);
+        assert!(!s.active, "{s:?}");
+
+        assert_eq!(
+            swap(&MemFiles::default()).unwrap().mechanism,
+            SwapMechanism::None
+        );
+    }
+
+    #[test]
+    fn fstab_and_machine_id() {
+        let f = parse_fstab(
+            "proc /proc proc defaults 0 0\nPARTUUID=5a7e0b1c-01  /boot/firmware  vfat    defaults 0 2\n# c\n",
+        );
+        assert_eq!(f.len(), 2);
+        assert_eq!(boot_mount(&f).as_deref(), Some("/boot/firmware"));
+        let fs = MemFiles::with(&[("/etc/machine-id", "")]);
+        assert_eq!(machine_id(&fs).unwrap(), "empty");
+        let fs = MemFiles::with(&[("/etc/machine-id", "0123456789abcdef0123456789abcdef\n")]);
+        assert_eq!(machine_id(&fs).unwrap(), "set");
+    }
+}

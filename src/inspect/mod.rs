@@ -1,0 +1,3 @@
+//! `piforge inspect`: facts about an image, for people and (with `--json`) for programs.
+
+pub mod facts;

@@ -1,0 +1,135 @@
+//! Shared helpers for the integration tests: fixtures, the built binary, the real oracles.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The directory holding the generated fixture images (made once per test binary).
+pub fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::var_os("PIFORGE_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fixtures"));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-fixtures.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .expect("running tests/fixtures/make-fixtures.sh");
+        assert!(
+            out.status.success(),
+            "fixture generation failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    fixtures().join(name)
+}
+
+/// Runs the piforge binary with `args` and an isolated cache directory.
+pub fn piforge(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_piforge"))
+        .args(args)
+        .env("PIFORGE_CACHE", cache)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("running piforge")
+}
+
+/// Runs a command and returns its stdout; panics with its stderr when it fails.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command and returns (exit code, stdout+stderr).
+pub fn run_status(cmd: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), s)
+}
+
+/// `sfdisk -J` of an image, parsed.
+pub fn sfdisk_json(img: &Path) -> serde_json::Value {
+    let s = run("sfdisk", &["-J", img.to_str().unwrap()]);
+    serde_json::from_str(&s).expect("sfdisk -J output is JSON")
+}
+
+/// `blkid -p` of the filesystem at a byte offset: TYPE, LABEL, UUID.
+pub fn blkid_at(img: &Path, offset: u64) -> std::collections::BTreeMap<String, String> {
+    let s = run(
+        "blkid",
+        &[
+            "-p",
+            "-o",
+            "export",
+            "-O",
+            &offset.to_string(),
+            img.to_str().unwrap(),
+        ],
+    );
+    s.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `debugfs -R CMD 'img?offset=N'` output.
+pub fn debugfs(img: &Path, offset: u64, cmd: &str) -> String {
+    run(
+        "debugfs",
+        &["-R", cmd, &format!("{}?offset={offset}", img.display())],
+    )
+}
+
+/// `e2fsck -fn` on the ext4 filesystem at `offset`: (exit code, output).
+pub fn e2fsck(img: &Path, offset: u64) -> (i32, String) {
+    run_status(
+        "e2fsck",
+        &["-fn", &format!("{}?offset={offset}", img.display())],
+    )
+}
+
+/// `mtype` of a file on the FAT filesystem at `offset`.
+pub fn mtype(img: &Path, offset: u64, path: &str) -> String {
+    run(
+        "mtype",
+        &["-i", &format!("{}@@{offset}", img.display()), &format!("::{path}")],
+    )
+}
+
+pub fn sha256(path: &Path) -> String {
+    let s = run("sha256sum", &[path.to_str().unwrap()]);
+    s.split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// Asserts a failed run: non-zero exit, one line on stderr, containing `needle`, no panic.
+pub fn assert_one_line_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success; stderr: {err}");
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line on stderr, got: {err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "stderr should mention {needle:?}: {err}"
+    );
+}
