@@ -2,8 +2,10 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 FIXTURES ?= $(CURDIR)/target/fixtures
+DEMO ?= $(CURDIR)/target/demo
+PIFORGE := $(CURDIR)/target/release/piforge
 
-.PHONY: all build deps fixtures test demo bench lint clean
+.PHONY: all build deps fixtures test unit lint demo bench clean
 
 all: build
 
@@ -12,18 +14,26 @@ build:
 
 # System packages the tests and the demo need (installed when run as root).
 deps:
-	@tests/install-deps.sh
+	@bash tests/install-deps.sh
 
 fixtures: deps
-	tests/fixtures/make-fixtures.sh $(FIXTURES)
+	bash tests/fixtures/make-fixtures.sh $(FIXTURES)
 
 lint:
 	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --release --all-targets -- -D warnings
 
 test: fixtures
 	PIFORGE_FIXTURES=$(FIXTURES) $(CARGO) test --release
-	$(MAKE) lint
+	$(MAKE) --no-print-directory lint
+
+demo: fixtures build
+	@mkdir -p $(DEMO)
+	@echo "== piforge inspect on an upstream-shaped Raspberry Pi OS trixie image (.img.xz)"
+	PIFORGE_CACHE=$(DEMO)/cache $(PIFORGE) inspect $(FIXTURES)/trixie.img.xz
+
+bench: fixtures build
+	bash benches/decompress.sh
 
 clean:
 	$(CARGO) clean
