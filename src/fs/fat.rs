@@ -248,3 +248,123 @@ fn round_up(n: u64, to: u64) -> u64 {
         n.div_ceil(to) * to
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::OpenOptions;
+    use std::process::Command;
+
+    fn sh(cmd: &str, args: &[&str]) -> (bool, String) {
+        let o = Command::new(cmd).args(args).output().unwrap();
+        let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+        s.push_str(&String::from_utf8_lossy(&o.stderr));
+        (o.status.success(), s)
+    }
+
+    /// A FAT32 filesystem at byte 1 MiB of a file, like a partition.
+    fn make_fat(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let part = dir.join("part.fat");
+        let (ok, out) = sh(
+            "mkfs.vfat",
+            &["-C", "-F", "32", "-S", "512", "-s", "1", "-n", "BOOTFS", "-i", "1234ABCD", part.to_str().unwrap(), "40960"],
+        );
+        assert!(ok, "{out}");
+        let (ok, out) = sh("mmd", &["-i", part.to_str().unwrap(), "::overlays"]);
+        assert!(ok, "{out}");
+        let img = dir.join("disk.img");
+        let mut data = vec![0u8; 1 << 20];
+        data.extend(std::fs::read(&part).unwrap());
+        std::fs::write(&img, data).unwrap();
+        (img, part)
+    }
+
+    fn open(img: &std::path::Path, epoch: i64) -> FatVolume<crate::disk::Slice<std::fs::File>> {
+        let f = OpenOptions::new().read(true).write(true).open(img).unwrap();
+        let len = f.metadata().unwrap().len() - (1 << 20);
+        FatVolume::open(crate::disk::Slice::new(f, 1 << 20, len), epoch).unwrap()
+    }
+
+    /// fsck.vfat has no offset option: the partition bytes are checked on their own.
+    fn fsck(img: &std::path::Path) -> std::path::PathBuf {
+        let data = std::fs::read(img).unwrap();
+        let part = img.with_extension("check");
+        std::fs::write(&part, &data[1 << 20..]).unwrap();
+        let (ok, out) = sh("fsck.vfat", &["-n", part.to_str().unwrap()]);
+        assert!(ok, "fsck.vfat -n failed: {out}");
+        part
+    }
+
+    fn fsck_and_type(img: &std::path::Path, path: &str) -> String {
+        let part = fsck(img);
+        let (ok, out) = sh("mtype", &["-i", part.to_str().unwrap(), &format!("::{path}")]);
+        assert!(ok, "{out}");
+        out
+    }
+
+    #[test]
+    fn write_replace_remove_stay_clean() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (img, _) = make_fat(tmp.path());
+        let mut v = open(&img, crate::clock::DEFAULT_EPOCH);
+        assert_eq!(v.label(), "BOOTFS");
+        assert_eq!(v.volume_id(), 0x1234_abcd);
+        v.write_file("/cmdline.txt", b"console=tty1 root=PARTUUID=1-02 rootwait\n").unwrap();
+        v.write_file("user-data", &b"#cloud-config\n".repeat(2000)).unwrap();
+        v.write_file("/overlays/piforge.dtbo", b"dtbo").unwrap();
+        v.close().unwrap();
+        assert_eq!(fsck_and_type(&img, "cmdline.txt"), "console=tty1 root=PARTUUID=1-02 rootwait\n");
+
+        // Replace with shorter content, then remove, in a second session.
+        let mut v = open(&img, crate::clock::DEFAULT_EPOCH);
+        v.write_file("user-data", b"#cloud-config\nhostname: a\n").unwrap();
+        assert!(v.remove("/overlays/piforge.dtbo").unwrap());
+        assert!(!v.remove("/nope.txt").unwrap());
+        assert_eq!(v.file_len("user-data").unwrap(), Some(26));
+        assert_eq!(v.file_len("nope").unwrap(), None);
+        v.close().unwrap();
+        assert_eq!(fsck_and_type(&img, "user-data"), "#cloud-config\nhostname: a\n");
+        let v = open(&img, 0);
+        assert_eq!(v.label(), "BOOTFS");
+        assert_eq!(v.volume_id(), 0x1234_abcd);
+        assert_eq!(v.read_file("/overlays/piforge.dtbo").unwrap(), None);
+    }
+
+    #[test]
+    fn new_directories_are_refused_and_space_is_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (img, _) = make_fat(tmp.path());
+        let mut v = open(&img, crate::clock::DEFAULT_EPOCH);
+        let e = v.write_file("/newdir/x.txt", b"x").unwrap_err();
+        assert!(matches!(e, FatError::NoDir { .. }), "{e}");
+        let free = v.free_bytes().unwrap();
+        let e = v.write_file("/big.bin", &vec![1u8; free as usize + 4096]).unwrap_err();
+        assert!(matches!(e, FatError::NoSpace { .. }), "{e}");
+        assert_eq!(v.file_len("/big.bin").unwrap(), None);
+        v.close().unwrap();
+        fsck(&img);
+    }
+
+    #[test]
+    fn same_edits_same_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (img, _) = make_fat(tmp.path());
+        let img2 = tmp.path().join("disk2.img");
+        std::fs::copy(&img, &img2).unwrap();
+        for (i, p) in [&img, &img2].into_iter().enumerate() {
+            if i == 1 {
+                std::thread::sleep(std::time::Duration::from_millis(1100));
+            }
+            let mut v = open(p, 1_700_000_000);
+            v.write_file("/meta-data", b"instance-id: x\n").unwrap();
+            v.close().unwrap();
+        }
+        assert_eq!(std::fs::read(&img).unwrap(), std::fs::read(&img2).unwrap());
+        // The timestamp written is the build clock: 2023-11-14 22:13:20 UTC.
+        let data = std::fs::read(&img).unwrap();
+        let part = tmp.path().join("p");
+        std::fs::write(&part, &data[1 << 20..]).unwrap();
+        let (_, out) = sh("mdir", &["-i", part.to_str().unwrap(), "::meta-data"]);
+        assert!(out.contains("2023-11-14") && out.contains("22:13"), "{out}");
+    }
+}
