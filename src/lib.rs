@@ -7,4 +7,5 @@ pub mod clock;
 pub mod disk;
 pub mod fs;
 pub mod inspect;
+pub mod plan;
 pub mod source;
