@@ -6,6 +6,7 @@ pub mod cli;
 pub mod clock;
 pub mod disk;
 pub mod fs;
+pub mod grow;
 pub mod inspect;
 pub mod plan;
 pub mod source;

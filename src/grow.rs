@@ -1,0 +1,305 @@
+//! Growing the root partition: extend the image file, grow the last partition in the MBR or GPT
+//! (GPT: move the backup header and fix the protective MBR), then grow ext4 with `resize2fs`
+//! (libext2fs has no resize call; resize2fs accepts `image?offset=N`).
+
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+use std::process::Command;
+
+use crate::disk::{DiskLayout, Scheme, SECTOR};
+
+/// Partitions end on 4 MiB boundaries, as the upstream images align them.
+pub const ALIGN: u64 = 4 << 20;
+/// Sectors the backup GPT (header and 128 entries) takes at the end of the disk.
+const GPT_BACKUP_SECTORS: u64 = 33;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrowError {
+    #[error("the root partition ({index}) is not the last partition on the disk, so it cannot grow")]
+    NotLast { index: u32 },
+    #[error("partition {0} is not in the partition table")]
+    NoPartition(u32),
+    #[error("the root partition would need {0} sectors, more than an MBR can describe")]
+    TooBig(u64),
+    #[error("growing the image file {path} failed: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("rewriting the GPT failed: {0}")]
+    Gpt(String),
+    #[error("resize2fs could not be run ({0}); install e2fsprogs")]
+    NoResize2fs(std::io::Error),
+    #[error("resize2fs failed to grow the root filesystem: {0}")]
+    Resize2fs(String),
+}
+
+/// Rounds up to the partition alignment.
+pub fn align_up(n: u64) -> u64 {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+/// Grows partition `index` (which must be the last one) to `new_bytes` and the ext4 filesystem
+/// inside it to fill it. Returns the new image size in bytes. `epoch` pins resize2fs's clock.
+pub fn grow_partition(
+    image: &Path,
+    layout: &DiskLayout,
+    index: u32,
+    new_bytes: u64,
+    epoch: i64,
+) -> Result<u64, GrowError> {
+    let part = layout
+        .partition(index)
+        .ok_or(GrowError::NoPartition(index))?;
+    if layout
+        .partitions
+        .iter()
+        .any(|p| p.start_bytes > part.start_bytes)
+    {
+        return Err(GrowError::NotLast { index });
+    }
+    let new_bytes = align_up(new_bytes.max(part.size_bytes));
+    let end = part.start_bytes + new_bytes;
+    let image_len = match layout.scheme {
+        Scheme::Mbr => end,
+        Scheme::Gpt => end + GPT_BACKUP_SECTORS * SECTOR,
+    }
+    .max(layout.image_bytes);
+    let io = |source| GrowError::Io {
+        path: image.display().to_string(),
+        source,
+    };
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
+        .map_err(io)?;
+    f.set_len(image_len).map_err(io)?;
+    match layout.scheme {
+        Scheme::Mbr => {
+            let sectors = new_bytes / SECTOR;
+            let sectors32 = u32::try_from(sectors).map_err(|_| GrowError::TooBig(sectors))?;
+            let entry = 446 + 16 * u64::from(index - 1);
+            // Last CHS set to the "beyond CHS" marker, as fdisk does for large disks.
+            f.seek(SeekFrom::Start(entry + 5)).map_err(io)?;
+            f.write_all(&[0xfe, 0xff, 0xff]).map_err(io)?;
+            f.seek(SeekFrom::Start(entry + 12)).map_err(io)?;
+            f.write_all(&sectors32.to_le_bytes()).map_err(io)?;
+        }
+        Scheme::Gpt => grow_gpt(&mut f, index, end / SECTOR - 1, image_len / SECTOR)?,
+    }
+    f.sync_all().map_err(io)?;
+    drop(f);
+    resize2fs(image, part.start_bytes, new_bytes, epoch)?;
+    Ok(image_len)
+}
+
+fn grow_gpt(
+    f: &mut std::fs::File,
+    index: u32,
+    last_lba: u64,
+    disk_sectors: u64,
+) -> Result<(), GrowError> {
+    let gerr = |e: &dyn std::fmt::Display| GrowError::Gpt(e.to_string());
+    let mut disk = gpt::GptConfig::new()
+        .writable(true)
+        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+        .open_from_device(&mut *f)
+        .map_err(|e| gerr(&e))?;
+    let mut parts = disk.partitions().clone();
+    let p = parts.get_mut(&index).ok_or(GrowError::NoPartition(index))?;
+    p.last_lba = last_lba;
+    // Rebuilds both headers for the new disk size: the backup moves to the last sector.
+    disk.update_partitions(parts).map_err(|e| gerr(&e))?;
+    disk.write_inplace().map_err(|e| gerr(&e))?;
+    drop(disk);
+    // The protective MBR's 0xEE entry covers the whole disk (capped at 2^32-1 sectors).
+    let io = |source| GrowError::Io {
+        path: "protective MBR".into(),
+        source,
+    };
+    let mut mbr = [0u8; 512];
+    f.seek(SeekFrom::Start(0)).map_err(io)?;
+    std::io::Read::read_exact(f, &mut mbr).map_err(io)?;
+    let size = u32::try_from(disk_sectors - 1).unwrap_or(u32::MAX);
+    for i in 0..4 {
+        let e = 446 + 16 * i;
+        if mbr[e + 4] == 0xee {
+            f.seek(SeekFrom::Start((e + 12) as u64)).map_err(io)?;
+            f.write_all(&size.to_le_bytes()).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `resize2fs -f 'image?offset=N' SIZEk` with its clock pinned to `epoch`.
+///
+/// resize2fs ignores the offset when it sizes a regular file: after growing, it truncates the
+/// file to the new filesystem size, cutting off the end of an image whose filesystem starts at
+/// an offset. It only does so when the image's descriptor is not 0 (`if (fd > 0)` in
+/// resize/main.c), so the child starts with standard input closed and its open() of the image
+/// gets descriptor 0. The image's length is checked afterwards all the same.
+pub fn resize2fs(image: &Path, offset: u64, bytes: u64, epoch: i64) -> Result<(), GrowError> {
+    use std::os::unix::process::CommandExt;
+    let len_before = std::fs::metadata(image)
+        .map_err(|source| GrowError::Io {
+            path: image.display().to_string(),
+            source,
+        })?
+        .len();
+    let mut cmd = Command::new("resize2fs");
+    cmd.arg("-f")
+        .arg(format!("{}?offset={offset}", image.display()))
+        .arg(format!("{}K", bytes / 1024))
+        .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: close(2) is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::close(0);
+            Ok(())
+        });
+    }
+    let out = cmd.output().map_err(GrowError::NoResize2fs)?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        let last = msg.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        return Err(GrowError::Resize2fs(last.trim().to_string()));
+    }
+    let len_after = std::fs::metadata(image)
+        .map_err(|source| GrowError::Io {
+            path: image.display().to_string(),
+            source,
+        })?
+        .len();
+    if len_after != len_before {
+        return Err(GrowError::Resize2fs(format!(
+            "it changed the image length from {len_before} to {len_after} bytes"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::read_layout;
+    use std::path::PathBuf;
+
+    fn sh(cmd: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+        use std::io::Write as _;
+        let mut c = Command::new(cmd);
+        c.args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        if let Some(s) = stdin {
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        let o = child.wait_with_output().unwrap();
+        let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+        s.push_str(&String::from_utf8_lossy(&o.stderr));
+        (o.status.success(), s)
+    }
+
+    const ROOT_START: u64 = 24576 * 512;
+
+    fn make_disk(dir: &Path, gpt: bool) -> PathBuf {
+        let img = dir.join(if gpt { "gpt.img" } else { "mbr.img" });
+        let f = std::fs::File::create(&img).unwrap();
+        f.set_len(40 << 20).unwrap();
+        let ok = if gpt {
+            sh(
+                "sgdisk",
+                &["-o", "-n", "1:8192:24575", "-t", "1:ef00", "-n", "2:24576:0", "-t", "2:8300", img.to_str().unwrap()],
+                None,
+            )
+        } else {
+            sh(
+                "sfdisk",
+                &["-q", img.to_str().unwrap()],
+                Some("label: dos\nlabel-id: 0x11223344\nstart=8192, size=16384, type=c\nstart=24576, type=83\n"),
+            )
+        };
+        assert!(ok.0, "{}", ok.1);
+        let r = sh(
+            "mkfs.ext4",
+            &["-q", "-F", "-L", "rootfs", "-E", &format!("offset={ROOT_START}"), img.to_str().unwrap(), "12M"],
+            None,
+        );
+        assert!(r.0, "{}", r.1);
+        img
+    }
+
+    fn block_count(img: &Path) -> u64 {
+        let (ok, out) = sh("debugfs", &["-R", "stats", &format!("{}?offset={ROOT_START}", img.display())], None);
+        assert!(ok, "{out}");
+        out.lines()
+            .find_map(|l| l.strip_prefix("Block count:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    }
+
+    fn grow_and_check(gpt: bool) {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = make_disk(tmp.path(), gpt);
+        let layout = read_layout(&mut std::fs::File::open(&img).unwrap()).unwrap();
+        let root = layout.partition(2).unwrap().clone();
+        let new_len = grow_partition(&img, &layout, 2, 100 << 20, crate::clock::DEFAULT_EPOCH).unwrap();
+        assert_eq!(std::fs::metadata(&img).unwrap().len(), new_len);
+        let after = read_layout(&mut std::fs::File::open(&img).unwrap()).unwrap();
+        let p = after.partition(2).unwrap();
+        assert_eq!(p.start_bytes, root.start_bytes);
+        assert_eq!(p.size_bytes, align_up(100 << 20));
+        assert_eq!(after.disk_id, layout.disk_id);
+        if gpt {
+            let (ok, out) = sh("sgdisk", &["-v", img.to_str().unwrap()], None);
+            assert!(ok && out.contains("No problems found"), "{out}");
+        } else {
+            let (ok, out) = sh("sfdisk", &["-V", img.to_str().unwrap()], None);
+            assert!(ok, "{out}");
+        }
+        let (ok, out) = sh("e2fsck", &["-fn", &format!("{}?offset={ROOT_START}", img.display())], None);
+        assert!(ok, "{out}");
+        assert_eq!(block_count(&img) * 1024, align_up(100 << 20), "ext4 fills the partition");
+    }
+
+    #[test]
+    fn grows_mbr_root() {
+        grow_and_check(false);
+    }
+
+    #[test]
+    fn grows_gpt_root_and_moves_backup_header() {
+        grow_and_check(true);
+    }
+
+    #[test]
+    fn same_growth_same_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = make_disk(tmp.path(), false);
+        let b = tmp.path().join("copy.img");
+        std::fs::copy(&a, &b).unwrap();
+        for (i, img) in [&a, &b].into_iter().enumerate() {
+            if i == 1 {
+                std::thread::sleep(std::time::Duration::from_millis(1100));
+            }
+            let layout = read_layout(&mut std::fs::File::open(img).unwrap()).unwrap();
+            grow_partition(img, &layout, 2, 64 << 20, 1_700_000_000).unwrap();
+        }
+        assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "two growths differ");
+    }
+
+    #[test]
+    fn refuses_a_partition_that_is_not_last() {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = make_disk(tmp.path(), false);
+        let layout = read_layout(&mut std::fs::File::open(&img).unwrap()).unwrap();
+        let e = grow_partition(&img, &layout, 1, 64 << 20, 0).unwrap_err();
+        assert!(matches!(e, GrowError::NotLast { index: 1 }), "{e}");
+    }
+}
