@@ -8,5 +8,6 @@ pub mod disk;
 pub mod fs;
 pub mod grow;
 pub mod inspect;
+pub mod output;
 pub mod plan;
 pub mod source;
