@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Show what an image holds: partitions, disk id, OS, cmdline, cloud-init, swap, ext4 features.
     Inspect(InspectArgs),
+    /// Write a customized copy of an image: overlays, boot settings, removals (never in place).
+    Customize(CustomizeArgs),
 }
 
 /// How to open an input image (shared by every command that reads one).
@@ -44,4 +46,48 @@ pub struct InspectArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CustomizeArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+
+    /// The image to write (raw, sparse); it appears only when complete.
+    #[arg(short, long, value_name = "OUT", required_unless_present = "dry_run")]
+    pub output: Option<PathBuf>,
+
+    /// Copy a directory tree into the root filesystem (repeatable; root:root, modes as in DIR,
+    /// exceptions in DIR/.piforge-attrs as `PATH MODE UID GID` lines).
+    #[arg(long, value_name = "DIR")]
+    pub root_overlay: Vec<PathBuf>,
+
+    /// Copy a directory tree's files into the boot (FAT) partition (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub boot_overlay: Vec<PathBuf>,
+
+    /// Add a kernel command-line token to cmdline.txt (repeatable; idempotent).
+    #[arg(long, value_name = "TOKEN")]
+    pub cmdline_add: Vec<String>,
+
+    /// Remove a kernel command-line token, or every token with that key (repeatable).
+    #[arg(long, value_name = "TOKEN")]
+    pub cmdline_remove: Vec<String>,
+
+    /// Set KEY=VALUE in config.txt, inside piforge's block after an [all] line (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+
+    /// Remove a file, symlink or directory tree from the root filesystem (repeatable).
+    #[arg(long = "rm", value_name = "PATH")]
+    pub remove: Vec<String>,
+
+    /// Grow the root partition: auto (as needed, +10%), off (fail when it does not fit), or a
+    /// size for the root partition such as 4G.
+    #[arg(long, value_name = "auto|off|SIZE", default_value = "auto")]
+    pub grow: String,
+
+    /// Print the changes (path, action, size, mode) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }

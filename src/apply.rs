@@ -1,0 +1,385 @@
+//! Applying a [`Plan`] to a copy of an image: the only code that changes image bytes.
+//!
+//! Order: copy the source image (sparse) to a temporary output, check the edits fit (growing
+//! the root partition when the plan allows), edit the root filesystem through libext2fs, edit
+//! the boot filesystem through fatfs, then rename the output into place. Any error leaves no
+//! output.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use crate::bootcfg;
+use crate::disk::{self, Partition, Slice};
+use crate::fs::ext4::{Attrs, Ext4, FileKind, OpenMode, OpenOptions};
+use crate::fs::fat::FatVolume;
+use crate::grow::{self, align_up};
+use crate::inspect;
+use crate::output::{self, AtomicFile};
+use crate::plan::{BootOp, Content, Grow, Plan, RootOp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Inspect(#[from] inspect::InspectError),
+    #[error("cannot write {path}: {source}")]
+    Output {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Input {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("root filesystem: {0}")]
+    Ext4(#[from] crate::fs::ext4::Ext4Error),
+    #[error("boot partition: {0}")]
+    Fat(#[from] crate::fs::fat::FatError),
+    #[error("boot partition: {0}")]
+    BootCfg(#[from] bootcfg::BootCfgError),
+    #[error(transparent)]
+    Grow(#[from] grow::GrowError),
+    #[error("the root filesystem needs {missing} more bytes ({needed} needed, {free} free) and --grow off forbids growing it")]
+    NoSpace { needed: u64, free: u64, missing: u64 },
+    #[error("the root filesystem needs {needed} inodes, {free} are free")]
+    NoInodes { needed: u64, free: u64 },
+    #[error("--grow {want} is smaller than the root partition ({have} bytes); piforge never shrinks it")]
+    WouldShrink { want: u64, have: u64 },
+    #[error("the boot partition has no {0}")]
+    NoBootFile(&'static str),
+}
+
+/// What applying a plan did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub output: PathBuf,
+    pub image_bytes: u64,
+    /// New root partition size when it grew.
+    pub grew_root_to: Option<u64>,
+    pub root_ops: usize,
+    pub boot_ops: usize,
+}
+
+/// Space a plan needs in the root filesystem, estimated before any writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootNeeds {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+/// Estimates the blocks and inodes the root operations take (removals are not credited, so the
+/// estimate errs on the side of room).
+pub fn root_needs(fs: &Ext4, plan: &Plan) -> RootNeeds {
+    let bs = u64::from(fs.info().block_size);
+    let mut bytes = 0;
+    let mut inodes = 0;
+    for op in &plan.root {
+        match op {
+            RootOp::Mkdir { .. } => {
+                bytes += bs;
+                inodes += 1;
+            }
+            RootOp::Write { content, .. } => {
+                bytes += fs.bytes_needed_for_file(content.len());
+                inodes += 1;
+            }
+            RootOp::Symlink { target, .. } => {
+                bytes += if target.len() < 60 { 0 } else { bs };
+                inodes += 1;
+            }
+            RootOp::Remove { .. } => {}
+        }
+    }
+    // Directory blocks gained by new entries: one block per 64 new names, at least one.
+    bytes += (inodes / 64 + 1) * bs;
+    RootNeeds { bytes, inodes }
+}
+
+/// The root partition size to grow to, or `None` when the edits fit as it is.
+pub fn grow_target(
+    grow: Grow,
+    part_bytes: u64,
+    needs: RootNeeds,
+    free: u64,
+) -> Result<Option<u64>, ApplyError> {
+    match grow {
+        Grow::To(want) if want < part_bytes => Err(ApplyError::WouldShrink {
+            want,
+            have: part_bytes,
+        }),
+        Grow::To(want) if align_up(want) > part_bytes => Ok(Some(want)),
+        _ if needs.bytes <= free => Ok(None),
+        Grow::Off | Grow::To(_) => Err(ApplyError::NoSpace {
+            needed: needs.bytes,
+            free,
+            missing: needs.bytes - free,
+        }),
+        Grow::Auto => {
+            let missing = needs.bytes - free;
+            Ok(Some(part_bytes + missing + needs.bytes / 10))
+        }
+    }
+}
+
+fn attrs(owner: &crate::plan::Owner, epoch: i64) -> Attrs {
+    Attrs {
+        mode: owner.mode,
+        uid: owner.uid,
+        gid: owner.gid,
+        mtime: epoch,
+    }
+}
+
+fn parent_dirs(path: &str) -> Option<&str> {
+    path.rfind('/').map(|i| &path[..i]).filter(|p| !p.is_empty())
+}
+
+/// Applies the root operations to an open read-write filesystem.
+pub fn apply_root(fs: &mut Ext4, plan: &Plan) -> Result<(), ApplyError> {
+    let dir_attrs = Attrs {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: plan.epoch,
+    };
+    for op in &plan.root {
+        match op {
+            RootOp::Mkdir { path, owner } => {
+                fs.mkdir_p(path, &attrs(owner, plan.epoch))?;
+                // An existing directory takes the overlay's mode and owner, as cp -a would.
+                fs.set_attrs(path, &attrs(owner, plan.epoch))?;
+            }
+            RootOp::Write {
+                path,
+                content,
+                owner,
+            } => {
+                if let Some(dir) = parent_dirs(path) {
+                    if fs.stat(dir)?.is_none() {
+                        fs.mkdir_p(dir, &dir_attrs)?;
+                    }
+                }
+                if let Some(st) = fs.stat(path)? {
+                    if st.kind != FileKind::File {
+                        remove_any(fs, path, st.kind)?;
+                    }
+                }
+                let a = attrs(owner, plan.epoch);
+                match content {
+                    Content::Bytes(b) => fs.write_file(path, b, &a)?,
+                    Content::Host { path: host, size } => {
+                        let f = File::open(host).map_err(|source| ApplyError::Input {
+                            path: host.display().to_string(),
+                            source,
+                        })?;
+                        let mut r = BufReader::with_capacity(256 << 10, f);
+                        fs.write_file_from(path, &mut r, *size, &a)?;
+                    }
+                }
+            }
+            RootOp::Symlink {
+                path,
+                target,
+                owner,
+            } => {
+                if let Some(dir) = parent_dirs(path) {
+                    if fs.stat(dir)?.is_none() {
+                        fs.mkdir_p(dir, &dir_attrs)?;
+                    }
+                }
+                if let Some(st) = fs.stat(path)? {
+                    remove_any(fs, path, st.kind)?;
+                }
+                fs.symlink(path, target, &attrs(owner, plan.epoch))?;
+            }
+            RootOp::Remove { path } => {
+                if let Some(st) = fs.stat(path)? {
+                    remove_any(fs, path, st.kind)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_any(fs: &mut Ext4, path: &str, kind: FileKind) -> Result<(), ApplyError> {
+    if kind == FileKind::Dir {
+        fs.remove_tree(path)?;
+    } else {
+        fs.remove(path)?;
+    }
+    Ok(())
+}
+
+fn read_content(c: &Content) -> Result<Vec<u8>, ApplyError> {
+    match c {
+        Content::Bytes(b) => Ok(b.clone()),
+        Content::Host { path, .. } => std::fs::read(path).map_err(|source| ApplyError::Input {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// Applies the boot operations and cmdline/config edits to an open FAT volume.
+pub fn apply_boot<D: std::io::Read + std::io::Write + std::io::Seek>(
+    vol: &mut FatVolume<D>,
+    plan: &Plan,
+) -> Result<(), ApplyError> {
+    for op in &plan.boot {
+        match op {
+            BootOp::Write { path, content } => vol.write_file(path, &read_content(content)?)?,
+            BootOp::Remove { path } => {
+                vol.remove(path)?;
+            }
+        }
+    }
+    if !plan.cmdline_add.is_empty() || !plan.cmdline_remove.is_empty() {
+        let old = vol
+            .read_file("/cmdline.txt")?
+            .ok_or(ApplyError::NoBootFile("cmdline.txt"))?;
+        let new = bootcfg::edit_cmdline(
+            &String::from_utf8_lossy(&old),
+            &plan.cmdline_add,
+            &plan.cmdline_remove,
+        )?;
+        if new.as_bytes() != old.as_slice() {
+            vol.write_file("/cmdline.txt", new.as_bytes())?;
+        }
+    }
+    if !plan.config.is_empty() {
+        let old = vol
+            .read_file("/config.txt")?
+            .ok_or(ApplyError::NoBootFile("config.txt"))?;
+        let new = bootcfg::edit_config(&String::from_utf8_lossy(&old), &plan.config)?;
+        if new.as_bytes() != old.as_slice() {
+            vol.write_file("/config.txt", new.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks the boot-side edits against the source image before any copying, so that bad input
+/// (a multi-line cmdline.txt, a broken piforge block) fails fast.
+fn precheck_boot(raw: &Path, boot: &Partition, plan: &Plan) -> Result<(), ApplyError> {
+    if plan.cmdline_add.is_empty() && plan.cmdline_remove.is_empty() && plan.config.is_empty() {
+        return Ok(());
+    }
+    let f = File::open(raw).map_err(|source| ApplyError::Input {
+        path: raw.display().to_string(),
+        source,
+    })?;
+    let vol = FatVolume::open(
+        disk::ReadOnly(Slice::new(f, boot.start_bytes, boot.size_bytes)),
+        plan.epoch,
+    )?;
+    if !plan.cmdline_add.is_empty() || !plan.cmdline_remove.is_empty() {
+        let c = vol
+            .read_file("/cmdline.txt")?
+            .ok_or(ApplyError::NoBootFile("cmdline.txt"))?;
+        bootcfg::edit_cmdline(&String::from_utf8_lossy(&c), &plan.cmdline_add, &plan.cmdline_remove)?;
+    }
+    if !plan.config.is_empty() {
+        let c = vol
+            .read_file("/config.txt")?
+            .ok_or(ApplyError::NoBootFile("config.txt"))?;
+        bootcfg::edit_config(&String::from_utf8_lossy(&c), &plan.config)?;
+    }
+    Ok(())
+}
+
+/// Writes a customized copy of the raw image `raw` to `out`.
+pub fn customize(raw: &Path, out: &Path, plan: &Plan) -> Result<Applied, ApplyError> {
+    let (layout, boot, root) = inspect::layout_of(raw)?;
+    precheck_boot(raw, &boot, plan)?;
+    let out_err = |source| ApplyError::Output {
+        path: out.display().to_string(),
+        source,
+    };
+    let mut dst = AtomicFile::create(out).map_err(out_err)?;
+    let mut src = File::open(raw).map_err(|source| ApplyError::Input {
+        path: raw.display().to_string(),
+        source,
+    })?;
+    output::sparse_copy(&mut src, dst.file()).map_err(out_err)?;
+    let tmp = dst.path().to_path_buf();
+
+    // Room in the root filesystem, growing it when allowed.
+    let mut grew_root_to = None;
+    if !plan.root.is_empty() || matches!(plan.grow, Grow::To(_)) {
+        let fs = Ext4::open(&tmp, root.start_bytes, OpenMode::ReadOnly)?;
+        let needs = root_needs(&fs, plan);
+        let info = fs.info();
+        let free = fs.free_bytes();
+        drop(fs);
+        if needs.inodes > u64::from(info.free_inodes) && plan.grow == Grow::Off {
+            return Err(ApplyError::NoInodes {
+                needed: needs.inodes,
+                free: u64::from(info.free_inodes),
+            });
+        }
+        if let Some(size) = grow_target(plan.grow, root.size_bytes, needs, free)? {
+            grow::grow_partition(&tmp, &layout, root.index, size, plan.epoch)?;
+            grew_root_to = Some(align_up(size));
+        }
+    }
+
+    if !plan.root.is_empty() {
+        let mut opts = OpenOptions::new(OpenMode::ReadWrite);
+        opts.clock = Some(plan.epoch);
+        let mut fs = Ext4::open_with(&tmp, root.start_bytes, &opts)?;
+        apply_root(&mut fs, plan)?;
+        fs.commit()?;
+    }
+
+    if plan.touches_boot() {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&tmp)
+            .map_err(out_err)?;
+        let mut vol = FatVolume::open(Slice::new(f, boot.start_bytes, boot.size_bytes), plan.epoch)?;
+        apply_boot(&mut vol, plan)?;
+        vol.close()?;
+    }
+
+    let image_bytes = dst.file().metadata().map_err(out_err)?.len();
+    let output = dst.commit().map_err(out_err)?;
+    Ok(Applied {
+        output,
+        image_bytes,
+        grew_root_to,
+        root_ops: plan.root.len(),
+        boot_ops: plan.boot.len()
+            + usize::from(!plan.cmdline_add.is_empty() || !plan.cmdline_remove.is_empty())
+            + usize::from(!plan.config.is_empty()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NEEDS: RootNeeds = RootNeeds {
+        bytes: 100,
+        inodes: 1,
+    };
+
+    #[test]
+    fn grow_policy() {
+        assert_eq!(grow_target(Grow::Auto, 1000, NEEDS, 500).unwrap(), None);
+        assert_eq!(grow_target(Grow::Auto, 1000, NEEDS, 40).unwrap(), Some(1000 + 60 + 10));
+        let e = grow_target(Grow::Off, 1000, NEEDS, 40).unwrap_err();
+        assert!(e.to_string().contains("needs 60 more bytes"), "{e}");
+        assert_eq!(grow_target(Grow::Off, 1000, NEEDS, 100).unwrap(), None);
+        assert!(matches!(
+            grow_target(Grow::To(500), 1000, NEEDS, 500),
+            Err(ApplyError::WouldShrink { .. })
+        ));
+        assert_eq!(
+            grow_target(Grow::To(64 << 20), 1 << 20, NEEDS, 500).unwrap(),
+            Some(64 << 20)
+        );
+    }
+}
