@@ -1,0 +1,303 @@
+//! `piforge customize` on every fixture, judged by e2fsck, fsck.vfat, debugfs, mtools, sfdisk.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+const BASES: [&str; 3] = ["bookworm", "trixie", "ubuntu"];
+
+/// Byte offsets of the boot and root partitions, from `piforge inspect --json`.
+fn offsets(img: &Path, cache: &Path) -> (u64, u64) {
+    let out = piforge(&["inspect", "--json", img.to_str().unwrap()], cache);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let start = |i: &serde_json::Value| {
+        r["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["index"] == *i)
+            .and_then(|p| p["start_bytes"].as_u64())
+            .unwrap()
+    };
+    (start(&r["boot_partition"]), start(&r["root_partition"]))
+}
+
+/// The FAT partition as a file of its own (fsck.vfat has no offset option).
+fn boot_part(img: &Path, boot_off: u64, dir: &Path) -> PathBuf {
+    let sf = sfdisk_json(img);
+    let p = sf["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["start"].as_u64().unwrap() * 512 == boot_off)
+        .unwrap()
+        .clone();
+    let size = p["size"].as_u64().unwrap() * 512;
+    let data = fs::read(img).unwrap();
+    let out = dir.join("boot.part");
+    fs::write(&out, &data[boot_off as usize..(boot_off + size) as usize]).unwrap();
+    out
+}
+
+/// Both filesystems clean by the real checkers, and the partition table valid.
+fn assert_clean(img: &Path, cache: &Path) -> (u64, u64) {
+    let (boot, root) = offsets(img, cache);
+    let (code, out) = e2fsck(img, root);
+    assert_eq!(code, 0, "e2fsck -fn on {}: {out}", img.display());
+    let tmp = tempfile::tempdir().unwrap();
+    let part = boot_part(img, boot, tmp.path());
+    let (code, out) = run_status("fsck.vfat", &["-n", part.to_str().unwrap()]);
+    assert_eq!(code, 0, "fsck.vfat -n: {out}");
+    let (code, out) = run_status("sfdisk", &["-V", img.to_str().unwrap()]);
+    assert_eq!(code, 0, "sfdisk -V: {out}");
+    (boot, root)
+}
+
+fn stat_field(img: &Path, root: u64, path: &str) -> String {
+    debugfs(img, root, &format!("stat {path}"))
+}
+
+/// A root overlay exercising the cases the issue names.
+fn make_overlay(dir: &Path) -> PathBuf {
+    let o = dir.join("overlay");
+    fs::create_dir_all(o.join("etc/piforge/a/b/c")).unwrap();
+    fs::create_dir_all(o.join("usr/bin")).unwrap();
+    fs::create_dir_all(o.join("etc/kubernetes/pki")).unwrap();
+    fs::write(o.join("etc/piforge/a/b/c/deep.conf"), "deep=1\n").unwrap();
+    // Replace an existing file with longer content.
+    fs::write(o.join("etc/hostname"), "a-much-longer-hostname-than-raspberrypi-or-ubuntu\n".repeat(40)).unwrap();
+    for i in 0..150 {
+        fs::write(o.join(format!("usr/bin/pf-tool-{i:03}")), format!("#!/bin/sh\necho {i}\n")).unwrap();
+        fs::set_permissions(o.join(format!("usr/bin/pf-tool-{i:03}")), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::write(o.join("etc/kubernetes/pki/ca.key"), "-----BEGIN EC PRIVATE KEY-----\n").unwrap();
+    symlink("/usr/bin/pf-tool-001", o.join("usr/bin/pf-short")).unwrap();
+    symlink(format!("/etc/piforge/{}", "x".repeat(80)), o.join("etc/piforge/long-link")).unwrap();
+    fs::write(o.join(".piforge-attrs"), "/etc/kubernetes/pki/ca.key 0600 0 0\n/etc/piforge/a 0750 1000 1000\n").unwrap();
+    o
+}
+
+fn customize(args: &[&str], cache: &Path) -> std::process::Output {
+    let mut a = vec!["customize"];
+    a.extend_from_slice(args);
+    piforge(&a, cache)
+}
+
+#[test]
+fn overlays_and_boot_edits_on_every_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let overlay = make_overlay(tmp.path());
+    let boot_ov = tmp.path().join("boot");
+    fs::create_dir_all(boot_ov.join("overlays")).unwrap();
+    fs::write(boot_ov.join("piforge.txt"), "hello from piforge\n").unwrap();
+    fs::write(boot_ov.join("overlays/piforge-test.dtbo"), "dtbo").unwrap();
+    for base in BASES {
+        let input = fixture(&format!("{base}.img.xz"));
+        let before = sha256(&input);
+        let out = tmp.path().join(format!("{base}-out.img"));
+        let o = customize(
+            &[
+                input.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--root-overlay",
+                overlay.to_str().unwrap(),
+                "--boot-overlay",
+                boot_ov.to_str().unwrap(),
+                "--cmdline-add",
+                "cgroup_enable=memory",
+                "--cmdline-add",
+                "cgroup_memory=1",
+                "--config",
+                "arm_64bit=1",
+                "--rm",
+                "/usr/bin/tool-0001",
+                "--rm",
+                "/etc/systemd/system/getty.target.wants",
+            ],
+            &cache,
+        );
+        assert!(o.status.success(), "{base}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(sha256(&input), before, "the input was modified");
+        let (boot, root) = assert_clean(&out, &cache);
+
+        // Content, mode and owner read back by debugfs.
+        assert_eq!(debugfs(&out, root, "cat /etc/piforge/a/b/c/deep.conf"), "deep=1\n");
+        assert!(debugfs(&out, root, "cat /etc/hostname").starts_with("a-much-longer-hostname"));
+        let st = stat_field(&out, root, "/etc/kubernetes/pki/ca.key");
+        assert!(st.contains("Mode:  0600") && st.contains("User:     0") , "{base}: {st}");
+        let st = stat_field(&out, root, "/etc/piforge/a");
+        assert!(st.contains("Mode:  0750") && st.contains("User:  1000"), "{base}: {st}");
+        let st = stat_field(&out, root, "/usr/bin/pf-tool-149");
+        assert!(st.contains("Mode:  0755"), "{base}: {st}");
+        assert_eq!(debugfs(&out, root, "cat /usr/bin/pf-tool-149"), "#!/bin/sh\necho 149\n");
+        // Symlinks, fast and slow.
+        assert!(debugfs(&out, root, "stat /usr/bin/pf-short").contains("Fast link dest: \"/usr/bin/pf-tool-001\""));
+        assert!(debugfs(&out, root, "stat /etc/piforge/long-link").contains("Type: symlink"));
+        // The hash-indexed /usr/bin still is one, and still lists every entry.
+        let ls = debugfs(&out, root, "ls -l /usr/bin");
+        assert!(ls.contains("pf-tool-000") && ls.contains("pf-tool-149"));
+        assert!(!ls.contains(" tool-0001 "), "--rm of a file");
+        assert!(debugfs(&out, root, "htree /usr/bin").contains("Root node dump"), "{base}: /usr/bin lost its index");
+        assert!(
+            !debugfs(&out, root, "ls /etc/systemd/system").contains("getty.target.wants"),
+            "--rm of a tree"
+        );
+        // An untouched file keeps its capability xattr.
+        assert!(debugfs(&out, root, "ea_list /usr/bin/ping").contains("security.capability"));
+
+        // Boot partition: overlay files, cmdline and config edits.
+        let part = boot_part(&out, boot, tmp.path());
+        let img = format!("{}", part.display());
+        assert_eq!(run("mtype", &["-i", &img, "::piforge.txt"]), "hello from piforge\n");
+        assert_eq!(run("mtype", &["-i", &img, "::overlays/piforge-test.dtbo"]), "dtbo");
+        let cmdline = run("mtype", &["-i", &img, "::cmdline.txt"]);
+        assert_eq!(cmdline.lines().count(), 1);
+        assert!(cmdline.ends_with(" cgroup_enable=memory cgroup_memory=1\n"), "{cmdline}");
+        assert!(cmdline.contains("root="));
+        let config = run("mtype", &["-i", &img, "::config.txt"]);
+        assert!(config.contains("[all]\narm_64bit=1\n# --- piforge: end ---\n"), "{config}");
+    }
+}
+
+#[test]
+fn running_twice_is_idempotent_and_reproducible() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let input = fixture("trixie.img");
+    let a = tmp.path().join("a.img");
+    let b = tmp.path().join("b.img");
+    let c = tmp.path().join("c.img");
+    let opts = ["--cmdline-add", "cgroup_enable=memory", "--cmdline-add", "cgroup_memory=1", "--config", "arm_64bit=1", "--config", "kernel=kernel8.img"];
+    for out in [&a, &b] {
+        let mut args = vec![input.to_str().unwrap(), "-o", out.to_str().unwrap()];
+        args.extend_from_slice(&opts);
+        args.extend_from_slice(&["--root-overlay", make_overlay(tmp.path()).to_str().unwrap()]);
+        let o = customize(&args, &cache);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(sha256(&a), sha256(&b), "same input, options and epoch must give the same bytes");
+
+    // Customizing the output again with the same boot edits changes nothing there.
+    let mut args = vec![a.to_str().unwrap(), "-o", c.to_str().unwrap()];
+    args.extend_from_slice(&opts);
+    let o = customize(&args, &cache);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (boot, _) = assert_clean(&c, &cache);
+    let pa = boot_part(&a, boot, tmp.path());
+    let ca = run("mtype", &["-i", pa.to_str().unwrap(), "::cmdline.txt"]);
+    let conf_a = run("mtype", &["-i", pa.to_str().unwrap(), "::config.txt"]);
+    let pc = boot_part(&c, boot, tmp.path());
+    assert_eq!(run("mtype", &["-i", pc.to_str().unwrap(), "::cmdline.txt"]), ca);
+    assert_eq!(run("mtype", &["-i", pc.to_str().unwrap(), "::config.txt"]), conf_a);
+    assert_eq!(ca.matches("cgroup_enable=memory").count(), 1);
+}
+
+#[test]
+fn big_file_and_growth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let o = tmp.path().join("big");
+    fs::create_dir_all(o.join("opt/payload")).unwrap();
+    // 60 MB of non-zero data: more than the fixtures' root filesystems have free.
+    let mut data = Vec::with_capacity(60_000_000);
+    let mut x: u32 = 1;
+    while data.len() < 60_000_000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    fs::write(o.join("opt/payload/big.bin"), &data).unwrap();
+    for base in BASES {
+        let input = fixture(&format!("{base}.img"));
+        let (_, root_in) = offsets(&input, &cache);
+        let stats = debugfs(&input, root_in, "stats");
+        let field = |k: &str| -> u64 {
+            stats
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap()
+        };
+        let free_before = field("Free blocks:") * field("Block size:");
+        let out = tmp.path().join(format!("{base}-big.img"));
+        let r = customize(&[input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--root-overlay", o.to_str().unwrap()], &cache);
+        assert!(r.status.success(), "{base}: {}", String::from_utf8_lossy(&r.stderr));
+        let (_, root) = assert_clean(&out, &cache);
+        assert!(std::fs::metadata(&out).unwrap().len() > std::fs::metadata(&input).unwrap().len(), "{base}: the image did not grow");
+        let dumped = tmp.path().join("dumped.bin");
+        debugfs(&out, root, &format!("dump /opt/payload/big.bin {}", dumped.display()));
+        assert!(fs::read(&dumped).unwrap() == data, "{base}: the 60 MB file reads back differently");
+        assert!(free_before < 60_000_000, "{base}: the fixture had room already, growth is untested");
+    }
+}
+
+#[test]
+fn grow_off_with_too_little_space_fails_without_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let o = tmp.path().join("big");
+    fs::create_dir_all(&o).unwrap();
+    let f = fs::File::create(o.join("big.bin")).unwrap();
+    f.set_len(200 << 20).unwrap();
+    drop(f);
+    let out = tmp.path().join("never.img");
+    let input = fixture("trixie.img");
+    let r = customize(
+        &[input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--root-overlay", o.to_str().unwrap(), "--grow", "off"],
+        &cache,
+    );
+    assert_one_line_error(&r, "--grow off");
+    assert!(!out.exists(), "no output on failure");
+    let left: Vec<_> = fs::read_dir(tmp.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).filter(|n| n.to_string_lossy().contains("piforge-tmp")).collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
+#[test]
+fn dry_run_lists_changes_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let overlay = make_overlay(tmp.path());
+    let out = tmp.path().join("never.img");
+    let input = fixture("bookworm.img");
+    let r = customize(
+        &[input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--dry-run", "--root-overlay", overlay.to_str().unwrap(), "--cmdline-add", "cgroup_enable=memory", "--rm", "/etc/motd"],
+        &cache,
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let text = String::from_utf8_lossy(&r.stdout);
+    for needle in [
+        "root  write    /etc/kubernetes/pki/ca.key  32 B  0600 0:0",
+        "root  mkdir    /etc/piforge/a  0750 1000:1000",
+        "root  symlink  /usr/bin/pf-short -> /usr/bin/pf-tool-001",
+        "root  remove   /etc/motd",
+        "boot  cmdline  add cgroup_enable=memory",
+    ] {
+        assert!(text.contains(needle), "dry run lacks {needle:?}:\n{text}");
+    }
+    assert!(!out.exists());
+}
+
+#[test]
+fn bad_customize_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let input = fixture("trixie.img");
+    let out = tmp.path().join("o.img");
+    let i = input.to_str().unwrap();
+    let o = out.to_str().unwrap();
+    assert_one_line_error(&customize(&[i, "-o", o, "--root-overlay", "/nonexistent/dir"], &cache), "not a directory");
+    assert_one_line_error(&customize(&[i, "-o", o, "--config", "novalue"], &cache), "KEY=VALUE");
+    assert_one_line_error(&customize(&[i, "-o", o, "--grow", "lots"], &cache), "--grow");
+    assert_one_line_error(&customize(&[i, "-o", o, "--rm", "relative/path"], &cache), "absolute");
+    assert_one_line_error(&customize(&[i, "-o", o, "--cmdline-add", "two tokens"], &cache), "token");
+    assert_one_line_error(&customize(&[i, "-o", o, "--grow", "1M"], &cache), "never shrinks");
+    assert!(!out.exists());
+}
