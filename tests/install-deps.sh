@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# install-deps.sh: install the Debian packages piforge's tests and fixtures need.
+#
+# Does nothing (fast) when they are all installed. As root, installs the
+# missing ones (apt-get update only then). As a normal user, prints one line
+# naming the missing packages and exits 1.
+set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"
+
+PKGS=(e2fsprogs libext2fs-dev dosfstools mtools fdisk gdisk bmap-tools cloud-init
+	xz-utils zstd gzip zip unzip attr openssl pkg-config)
+
+# Without dpkg (not Debian): probe a command each package provides.
+probe() {
+	case $1 in
+	e2fsprogs) command -v mkfs.ext4 && command -v debugfs && command -v e2fsck ;;
+	libext2fs-dev) pkg-config --exists ext2fs ;;
+	dosfstools) command -v mkfs.vfat && command -v fsck.vfat ;;
+	mtools) command -v mcopy ;;
+	fdisk) command -v sfdisk ;;
+	gdisk) command -v sgdisk ;;
+	bmap-tools) command -v bmaptool ;;
+	cloud-init) command -v cloud-init ;;
+	xz-utils) command -v xz ;;
+	attr) command -v setfattr ;;
+	*) command -v "$1" ;;
+	esac >/dev/null 2>&1
+}
+
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+	status=$(dpkg-query -W -f='${Package} ${Status}\n' "${PKGS[@]}" 2>/dev/null || true)
+	for p in "${PKGS[@]}"; do
+		grep -qx "$p install ok installed" <<<"$status" || missing+=("$p")
+	done
+else
+	for p in "${PKGS[@]}"; do probe "$p" || missing+=("$p"); done
+fi
+
+((${#missing[@]})) || exit 0
+
+if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+	echo "install-deps.sh: missing packages: ${missing[*]} (as root: apt-get install ${missing[*]})" >&2
+	exit 1
+fi
+
+echo "install-deps.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y --no-install-recommends "${missing[@]}"
