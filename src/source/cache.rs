@@ -1,0 +1,253 @@
+//! The decompressed-image cache: `<cache>/images/<input-sha256>.img`, written sparse and
+//! atomically (a temporary file in the same directory, renamed into place when whole).
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::{SourceError, CHUNK_SIZE};
+
+/// The piforge cache directory: `$PIFORGE_CACHE`, else `$XDG_CACHE_HOME/piforge`, else
+/// `$HOME/.cache/piforge`.
+pub fn cache_dir() -> Result<PathBuf, SourceError> {
+    let var = |name| std::env::var_os(name);
+    resolve_cache_dir(var("PIFORGE_CACHE"), var("XDG_CACHE_HOME"), var("HOME"))
+        .ok_or(SourceError::NoCacheDir)
+}
+
+fn resolve_cache_dir(
+    piforge: Option<OsString>,
+    xdg: Option<OsString>,
+    home: Option<OsString>,
+) -> Option<PathBuf> {
+    let set = |v: Option<OsString>| v.filter(|v| !v.is_empty()).map(PathBuf::from);
+    set(piforge)
+        // The XDG spec says to ignore a relative XDG_CACHE_HOME.
+        .or_else(|| {
+            set(xdg)
+                .filter(|p| p.is_absolute())
+                .map(|p| p.join("piforge"))
+        })
+        .or_else(|| set(home).map(|p| p.join(".cache").join("piforge")))
+}
+
+/// The size of a hole-or-data decision.
+const BLOCK: usize = 4096;
+
+const PARTIAL_PREFIX: &str = ".partial-";
+
+/// Where the image decoded from the input with this SHA-256 is kept.
+pub(crate) fn image_path(cache: &Path, sha256: &str) -> PathBuf {
+    cache.join("images").join(format!("{sha256}.img"))
+}
+
+/// What went wrong while filling the cache: reading the decoder, or writing the file.
+pub(crate) enum FillError {
+    Decode(io::Error),
+    Write(io::Error),
+    /// The decoded image is not usable (its size, for the caller to judge).
+    Rejected(SourceError),
+}
+
+/// Writes everything `decoded` yields to `dest` (which must not exist yet, or is replaced):
+/// sparse, through a locked temporary file in the same directory, renamed into place only when
+/// complete and synced, and made read-only. `check` sees the size before the rename. On error the
+/// temporary file is removed and `dest` is untouched.
+pub(crate) fn fill(
+    dest: &Path,
+    decoded: &mut dyn Read,
+    check: impl FnOnce(u64) -> Result<(), SourceError>,
+) -> Result<u64, FillError> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(FillError::Write)?;
+    let stem = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    remove_stale_partials(dir, &stem);
+
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("{PARTIAL_PREFIX}{stem}-"))
+        .tempfile_in(dir)
+        .map_err(FillError::Write)?;
+    // Held until the file is closed: tells other piforge processes this file is being written.
+    lock(tmp.as_file()).map_err(FillError::Write)?;
+
+    let size = copy_sparse(decoded, tmp.as_file())?;
+    check(size).map_err(FillError::Rejected)?;
+    let file = tmp.as_file();
+    file.set_len(size).map_err(FillError::Write)?;
+    file.set_permissions(fs::Permissions::from_mode(0o444))
+        .map_err(FillError::Write)?;
+    file.sync_all().map_err(FillError::Write)?;
+    tmp.persist(dest).map_err(|e| FillError::Write(e.error))?;
+    // Make the rename itself durable.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(size)
+}
+
+/// Copies `src` to `out` from offset 0, leaving a hole wherever a 4 KiB-aligned block is all
+/// zeros. Returns the number of bytes copied; the caller sets the length (for a trailing hole).
+pub(crate) fn copy_sparse(src: &mut dyn Read, out: &File) -> Result<u64, FillError> {
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    let mut offset = 0u64;
+    loop {
+        let n = read_full(src, &mut buf).map_err(FillError::Decode)?;
+        write_sparse(out, &buf[..n], offset).map_err(FillError::Write)?;
+        offset += n as u64;
+        if n < buf.len() {
+            return Ok(offset);
+        }
+    }
+}
+
+/// Fills `buf` unless the reader ends first; returns how much was read.
+fn read_full(src: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match src.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Writes `data` at `offset` (a multiple of [`BLOCK`]), one `pwrite` per run of data blocks;
+/// runs of all-zero blocks are skipped and stay holes.
+fn write_sparse(out: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    let mut blocks = data.chunks(BLOCK).map(|b| (b.len(), is_zero(b))).peekable();
+    let mut start = 0;
+    while let Some((len, zero)) = blocks.next() {
+        let mut end = start + len;
+        while let Some(&(len, _)) = blocks.peek().filter(|(_, z)| *z == zero) {
+            end += len;
+            blocks.next();
+        }
+        if !zero {
+            out.write_all_at(&data[start..end], offset + start as u64)?;
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+fn is_zero(block: &[u8]) -> bool {
+    // 64-byte chunks OR-folded: vectorised, with an early exit on the first chunk of data.
+    block
+        .chunks(64)
+        .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
+
+fn lock(file: &File) -> io::Result<()> {
+    // SAFETY: flock on a valid, open descriptor.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Removes temporary files of earlier runs that were killed while writing `stem`: those nobody
+/// holds locked and that have not changed for a minute. Best effort.
+fn remove_stale_partials(dir: &Path, stem: &str) {
+    let prefix = format!("{PARTIAL_PREFIX}{stem}-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let path = entry.path();
+        let old = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| {
+                SystemTime::now().duration_since(t).unwrap_or_default() > Duration::from_secs(60)
+            });
+        if old && File::open(&path).is_ok_and(|f| lock(&f).is_ok()) {
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn os(s: &str) -> Option<OsString> {
+        Some(s.into())
+    }
+
+    #[test]
+    fn cache_dir_precedence() {
+        assert_eq!(
+            resolve_cache_dir(os("/p"), os("/x"), os("/h")),
+            Some("/p".into())
+        );
+        assert_eq!(
+            resolve_cache_dir(os(""), os("/x"), os("/h")),
+            Some("/x/piforge".into())
+        );
+        assert_eq!(
+            resolve_cache_dir(None, os("rel"), os("/h")),
+            Some("/h/.cache/piforge".into())
+        );
+        assert_eq!(
+            resolve_cache_dir(None, None, os("/h")),
+            Some("/h/.cache/piforge".into())
+        );
+        assert_eq!(resolve_cache_dir(None, None, None), None);
+    }
+
+    #[test]
+    fn zero_blocks_become_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        // data, 8 MiB of zeros, data, a partial zero tail.
+        let mut data = vec![0u8; 10 << 20];
+        data[..BLOCK + 1].fill(0xAB);
+        data[9 << 20..(9 << 20) + 3 * BLOCK].fill(0xCD);
+        data[(9 << 20) + 3 * BLOCK + 100] = 1;
+        let out = File::create(&path).unwrap();
+        let n = copy_sparse(&mut &data[..], &out).ok().unwrap();
+        assert_eq!(n, data.len() as u64);
+        out.set_len(n).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), data);
+        let allocated = fs::metadata(&path).unwrap().blocks() * 512;
+        assert!(allocated < 1 << 20, "{allocated} bytes allocated");
+    }
+
+    #[test]
+    fn stale_partials_are_removed_but_locked_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(".partial-x.img-1");
+        let busy = dir.path().join(".partial-x.img-2");
+        let other = dir.path().join(".partial-y.img-1");
+        for p in [&stale, &busy, &other] {
+            fs::write(p, b"x").unwrap();
+            let old = SystemTime::now() - Duration::from_secs(3600);
+            File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        let holder = File::open(&busy).unwrap();
+        lock(&holder).unwrap();
+        remove_stale_partials(dir.path(), "x.img");
+        assert!(!stale.exists());
+        assert!(busy.exists());
+        assert!(other.exists());
+    }
+}

@@ -1,0 +1,263 @@
+//! Opening an input image: verify its SHA-256, tell its format by magic bytes, and decompress it
+//! once into a cache of raw images.
+//!
+//! The reading side is a chain of small `Read` adapters, each unaware of the others:
+//! input file -> [`ProgressReader`] (counts bytes, reports to a hook) -> [`decoder`] (xz, zstd,
+//! gzip, zip entry) -> sparse, atomic writer into the cache.
+
+mod cache;
+mod checksum;
+mod decode;
+mod detect;
+mod progress;
+#[cfg(test)]
+mod tests;
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+pub use cache::cache_dir;
+pub use checksum::sha256_file;
+pub use decode::{decoder, XzReader, ZipEntryReader, ZipProblem};
+pub use detect::{detect, Format, MAGIC_LEN};
+pub use progress::{Phase, Progress, ProgressHook, ProgressReader};
+
+use cache::FillError;
+use progress::InputError;
+
+/// The size of the input buffers: 8 KiB buffers spend the time in syscalls.
+pub(crate) const BUF_SIZE: usize = 256 << 10;
+
+/// How much decoded data is handed to the sparse writer at once (a multiple of 4 KiB).
+pub(crate) const CHUNK_SIZE: usize = 1 << 20;
+
+/// Everything that can go wrong opening an input. Each message is one sentence naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot read {}: {err}", path.display())]
+    Read { path: PathBuf, err: io::Error },
+
+    #[error("{} is not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+
+    #[error("{} is not a valid {}: {detail} (truncated or corrupt)", path.display(), format.noun())]
+    Corrupt {
+        path: PathBuf,
+        format: Format,
+        detail: String,
+    },
+
+    #[error("{} holds no file to use as the image", path.display())]
+    ZipNoImage { path: PathBuf },
+
+    #[error("{} holds {} files, but piforge needs exactly one image in a zip: {}", path.display(), names.len(), names.join(", "))]
+    ZipManyFiles { path: PathBuf, names: Vec<String> },
+
+    #[error("{}: entry {name} {what}, which piforge cannot read", path.display())]
+    ZipUnsupported {
+        path: PathBuf,
+        name: String,
+        what: String,
+    },
+
+    #[error("{} has SHA-256 {actual}, but {from} expects {expected}", path.display())]
+    ChecksumMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+        from: String,
+    },
+
+    #[error("{from} gives {value:?}, which is not a SHA-256 digest (64 hex digits)")]
+    BadDigest { from: String, value: String },
+
+    #[error("cannot read checksum file {}: {err}", path.display())]
+    ChecksumFile { path: PathBuf, err: io::Error },
+
+    #[error("{} {}", path.display(), if *decompressed { "decompresses to an empty image" } else { "is an empty file, not an image" })]
+    Empty { path: PathBuf, decompressed: bool },
+
+    #[error("{}: {} image is {size} bytes, not a whole number of 512-byte sectors", path.display(), if *decompressed { "decompressed" } else { "the" })]
+    NotSectors {
+        path: PathBuf,
+        size: u64,
+        decompressed: bool,
+    },
+
+    #[error("no cache directory: set PIFORGE_CACHE, XDG_CACHE_HOME or HOME")]
+    NoCacheDir,
+
+    #[error("cannot write the image cache {}: {err}", path.display())]
+    Cache { path: PathBuf, err: io::Error },
+}
+
+/// How to open an input.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// The expected SHA-256 of the input file (`--sha256 HEX`). When absent, `INPUT.sha256` or a
+    /// `SHA256SUMS` beside the input is used if present.
+    pub sha256: Option<String>,
+    /// The cache directory; defaults to [`cache_dir()`].
+    pub cache_dir: Option<PathBuf>,
+    /// Told how much of the input has been read, while checksumming and while decompressing.
+    /// The caller decides whether to draw anything (e.g. only when stderr is a terminal).
+    pub progress: Option<ProgressHook>,
+}
+
+/// An input, ready to read as a raw disk image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceImage {
+    /// A raw image file: the input itself when it is raw, else the cached decompressed image
+    /// (read-only; copy it, never write to it).
+    pub path: PathBuf,
+    /// The SHA-256 of the input file as given (compressed or not).
+    pub input_sha256: String,
+    /// The input's format.
+    pub format: Format,
+    /// The size of the raw image in bytes (a multiple of 512).
+    pub size: u64,
+    /// Whether the input's SHA-256 was checked against an expected digest.
+    pub verified: bool,
+    /// Whether the decompressed image was already in the cache.
+    pub from_cache: bool,
+}
+
+/// Opens `input`: checks its SHA-256 against the expected digest if there is one, then returns a
+/// raw image to read: the input itself if it is raw, else its decompressed copy in the cache
+/// (decompressed on the first open only).
+pub fn open_image(input: &Path, opts: &OpenOptions) -> Result<SourceImage, SourceError> {
+    let read_error = |err: io::Error| SourceError::Read {
+        path: input.to_path_buf(),
+        err,
+    };
+    let meta = std::fs::metadata(input).map_err(read_error)?;
+    if !meta.is_file() {
+        return Err(SourceError::NotAFile {
+            path: input.to_path_buf(),
+        });
+    }
+    let format = {
+        let mut head = Vec::with_capacity(MAGIC_LEN);
+        File::open(input)
+            .map_err(read_error)?
+            .take(MAGIC_LEN as u64)
+            .read_to_end(&mut head)
+            .map_err(read_error)?;
+        detect(&head)
+    };
+
+    // Checksum before any work.
+    let expected = checksum::expected_digest(input, opts.sha256.as_deref())?;
+    let actual = checksum::sha256_with_progress(input, opts.progress.clone())?;
+    if let Some(e) = &expected {
+        if e.digest != actual {
+            return Err(SourceError::ChecksumMismatch {
+                path: input.to_path_buf(),
+                expected: e.digest.clone(),
+                actual,
+                from: e.from.clone(),
+            });
+        }
+    }
+    let image = |path: PathBuf, size: u64, from_cache: bool| SourceImage {
+        path,
+        input_sha256: actual.clone(),
+        format,
+        size,
+        verified: expected.is_some(),
+        from_cache,
+    };
+
+    if format == Format::Raw {
+        check_size(input, meta.len(), false)?;
+        return Ok(image(input.to_path_buf(), meta.len(), false));
+    }
+
+    let cache = match &opts.cache_dir {
+        Some(dir) => dir.clone(),
+        None => cache_dir()?,
+    };
+    let dest = cache::image_path(&cache, &actual);
+    if let Ok(cached) = std::fs::metadata(&dest) {
+        // Only complete images are ever renamed into place; a bad size means someone else wrote
+        // there, so decode again.
+        if cached.is_file() && check_size(input, cached.len(), true).is_ok() {
+            return Ok(image(dest, cached.len(), true));
+        }
+    }
+
+    let file = File::open(input).map_err(read_error)?;
+    let counted = ProgressReader::new(file, opts.progress.clone(), Phase::Decompress, meta.len());
+    let mut decoded = open_decoder(input, format, counted)?;
+    let cache_error = |err: io::Error| SourceError::Cache {
+        path: dest.clone(),
+        err,
+    };
+    let size = cache::fill(&dest, &mut decoded, |size| check_size(input, size, true)).map_err(
+        |e| match e {
+            FillError::Decode(e) => decode_error(input, format, e),
+            FillError::Write(e) => cache_error(e),
+            FillError::Rejected(e) => e,
+        },
+    )?;
+    Ok(image(dest, size, false))
+}
+
+/// The decoder for `input`; zip layout problems become their own errors.
+fn open_decoder(
+    input: &Path,
+    format: Format,
+    reader: ProgressReader<File>,
+) -> Result<Box<dyn Read + Send>, SourceError> {
+    let path = input.to_path_buf();
+    if format != Format::Zip {
+        return decoder(format, reader).map_err(|e| decode_error(input, format, e));
+    }
+    match ZipEntryReader::open(reader) {
+        Ok(entry) => Ok(Box::new(entry)),
+        Err(ZipProblem::NoImage) => Err(SourceError::ZipNoImage { path }),
+        Err(ZipProblem::ManyFiles(names)) => Err(SourceError::ZipManyFiles { path, names }),
+        Err(ZipProblem::Unsupported { name, what }) => {
+            Err(SourceError::ZipUnsupported { path, name, what })
+        }
+        Err(ZipProblem::Archive(zip::result::ZipError::Io(e))) => {
+            Err(decode_error(input, format, e))
+        }
+        Err(ZipProblem::Archive(e)) => Err(SourceError::Corrupt {
+            path,
+            format,
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// An error from reading a decoder: the input file's own I/O error, or bad data.
+fn decode_error(input: &Path, format: Format, e: io::Error) -> SourceError {
+    match InputError::unwrap_from(e) {
+        Ok(err) => SourceError::Read {
+            path: input.to_path_buf(),
+            err,
+        },
+        Err(e) => SourceError::Corrupt {
+            path: input.to_path_buf(),
+            format,
+            detail: e.to_string(),
+        },
+    }
+}
+
+fn check_size(input: &Path, size: u64, decompressed: bool) -> Result<(), SourceError> {
+    let path = input.to_path_buf();
+    if size == 0 {
+        Err(SourceError::Empty { path, decompressed })
+    } else if size % 512 != 0 {
+        Err(SourceError::NotSectors {
+            path,
+            size,
+            decompressed,
+        })
+    } else {
+        Ok(())
+    }
+}
