@@ -5,7 +5,7 @@ FIXTURES ?= $(CURDIR)/target/fixtures
 DEMO ?= $(CURDIR)/target/demo
 PIFORGE := $(CURDIR)/target/release/piforge
 
-.PHONY: all build deps fixtures test unit lint demo bench clean
+.PHONY: all build deps fixtures test lint demo bench bench-decompress clean
 
 all: build
 
@@ -32,7 +32,10 @@ demo: fixtures build
 	@echo "== piforge inspect on an upstream-shaped Raspberry Pi OS trixie image (.img.xz)"
 	PIFORGE_CACHE=$(DEMO)/cache $(PIFORGE) inspect $(FIXTURES)/trixie.img.xz
 
-bench: fixtures build
+# Benchmarks (results and the machine go into BENCHMARKS.md).
+bench: bench-decompress
+
+bench-decompress:
 	bash benches/decompress.sh
 
 clean:

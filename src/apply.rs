@@ -41,10 +41,16 @@ pub enum ApplyError {
     #[error(transparent)]
     Grow(#[from] grow::GrowError),
     #[error("the root filesystem needs {missing} more bytes ({needed} needed, {free} free) and --grow off forbids growing it")]
-    NoSpace { needed: u64, free: u64, missing: u64 },
+    NoSpace {
+        needed: u64,
+        free: u64,
+        missing: u64,
+    },
     #[error("the root filesystem needs {needed} inodes, {free} are free")]
     NoInodes { needed: u64, free: u64 },
-    #[error("--grow {want} is smaller than the root partition ({have} bytes); piforge never shrinks it")]
+    #[error(
+        "--grow {want} is smaller than the root partition ({have} bytes); piforge never shrinks it"
+    )]
     WouldShrink { want: u64, have: u64 },
     #[error("the boot partition has no {0}")]
     NoBootFile(&'static str),
@@ -132,7 +138,9 @@ fn attrs(owner: &crate::plan::Owner, epoch: i64) -> Attrs {
 }
 
 fn parent_dirs(path: &str) -> Option<&str> {
-    path.rfind('/').map(|i| &path[..i]).filter(|p| !p.is_empty())
+    path.rfind('/')
+        .map(|i| &path[..i])
+        .filter(|p| !p.is_empty())
 }
 
 /// Applies the root operations to an open read-write filesystem.
@@ -145,10 +153,11 @@ pub fn apply_root(fs: &mut Ext4, plan: &Plan) -> Result<(), ApplyError> {
     };
     for op in &plan.root {
         match op {
-            RootOp::Mkdir { path, owner } => {
+            RootOp::Mkdir { path, owner, force } => {
                 fs.mkdir_p(path, &attrs(owner, plan.epoch))?;
-                // An existing directory takes the overlay's mode and owner, as cp -a would.
-                fs.set_attrs(path, &attrs(owner, plan.epoch))?;
+                if *force {
+                    fs.set_attrs(path, &attrs(owner, plan.epoch))?;
+                }
             }
             RootOp::Write {
                 path,
@@ -278,7 +287,11 @@ fn precheck_boot(raw: &Path, boot: &Partition, plan: &Plan) -> Result<(), ApplyE
         let c = vol
             .read_file("/cmdline.txt")?
             .ok_or(ApplyError::NoBootFile("cmdline.txt"))?;
-        bootcfg::edit_cmdline(&String::from_utf8_lossy(&c), &plan.cmdline_add, &plan.cmdline_remove)?;
+        bootcfg::edit_cmdline(
+            &String::from_utf8_lossy(&c),
+            &plan.cmdline_add,
+            &plan.cmdline_remove,
+        )?;
     }
     if !plan.config.is_empty() {
         let c = vol
@@ -339,7 +352,8 @@ pub fn customize(raw: &Path, out: &Path, plan: &Plan) -> Result<Applied, ApplyEr
             .write(true)
             .open(&tmp)
             .map_err(out_err)?;
-        let mut vol = FatVolume::open(Slice::new(f, boot.start_bytes, boot.size_bytes), plan.epoch)?;
+        let mut vol =
+            FatVolume::open(Slice::new(f, boot.start_bytes, boot.size_bytes), plan.epoch)?;
         apply_boot(&mut vol, plan)?;
         vol.close()?;
     }
@@ -369,7 +383,10 @@ mod tests {
     #[test]
     fn grow_policy() {
         assert_eq!(grow_target(Grow::Auto, 1000, NEEDS, 500).unwrap(), None);
-        assert_eq!(grow_target(Grow::Auto, 1000, NEEDS, 40).unwrap(), Some(1000 + 60 + 10));
+        assert_eq!(
+            grow_target(Grow::Auto, 1000, NEEDS, 40).unwrap(),
+            Some(1000 + 60 + 10)
+        );
         let e = grow_target(Grow::Off, 1000, NEEDS, 40).unwrap_err();
         assert!(e.to_string().contains("needs 60 more bytes"), "{e}");
         assert_eq!(grow_target(Grow::Off, 1000, NEEDS, 100).unwrap(), None);

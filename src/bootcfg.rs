@@ -47,9 +47,17 @@ pub fn edit_cmdline(text: &str, add: &[String], remove: &[String]) -> Result<Str
         .unwrap_or_default();
     for r in remove {
         check_token(r)?;
-        tokens.retain(|t| t != r && !(!r.contains('=') && token_key(t) == r));
+        // An exact token, or for a bare key (`quiet`, `init`) every token with that key.
+        let bare_key = !r.contains('=');
+        tokens.retain(|t| t != r && !(bare_key && token_key(t) == r));
     }
-    const MULTI: [&str; 5] = ["console", "cgroup_enable", "cgroup_disable", "modprobe.blacklist", "dtoverlay"];
+    const MULTI: [&str; 5] = [
+        "console",
+        "cgroup_enable",
+        "cgroup_disable",
+        "modprobe.blacklist",
+        "dtoverlay",
+    ];
     for a in add {
         check_token(a)?;
         if tokens.iter().any(|t| t == a) {
@@ -57,7 +65,10 @@ pub fn edit_cmdline(text: &str, add: &[String], remove: &[String]) -> Result<Str
         }
         let key = token_key(a);
         let keyed = a.contains('=') && !MULTI.contains(&key);
-        match tokens.iter().position(|t| keyed && t.contains('=') && token_key(t) == key) {
+        match tokens
+            .iter()
+            .position(|t| keyed && t.contains('=') && token_key(t) == key)
+        {
             Some(i) => tokens[i] = a.clone(),
             None => tokens.push(a.clone()),
         }
@@ -142,14 +153,21 @@ mod tests {
         let twice = edit_cmdline(&once, &add, &[]).unwrap();
         assert_eq!(once, twice);
         assert!(once.starts_with("console=serial0,115200 console=tty1 root=PARTUUID=5a7e0b1c-02 "));
-        assert!(once.ends_with("init=/usr/lib/raspberrypi-sys-mods/firstboot cgroup_enable=memory cgroup_memory=1\n"));
+        assert!(once.ends_with(
+            "init=/usr/lib/raspberrypi-sys-mods/firstboot cgroup_enable=memory cgroup_memory=1\n"
+        ));
         assert_eq!(once.matches("cgroup_enable=memory").count(), 1);
         assert_eq!(once.lines().count(), 1);
     }
 
     #[test]
     fn cmdline_remove_by_token_and_key_and_replace_by_key() {
-        let out = edit_cmdline(BOOKWORM, &v(&["rootwait", "fsck.repair=no"]), &v(&["quiet", "init"])).unwrap();
+        let out = edit_cmdline(
+            BOOKWORM,
+            &v(&["rootwait", "fsck.repair=no"]),
+            &v(&["quiet", "init"]),
+        )
+        .unwrap();
         assert!(!out.contains("quiet"));
         assert!(!out.contains("init="));
         assert!(out.contains("rootfstype=ext4 fsck.repair=no rootwait"));
@@ -161,8 +179,14 @@ mod tests {
 
     #[test]
     fn cmdline_rejects_bad_input() {
-        assert_eq!(edit_cmdline("a\nb\n", &[], &[]), Err(BootCfgError::MultiLine(2)));
-        assert!(matches!(edit_cmdline(BOOKWORM, &v(&["a b"]), &[]), Err(BootCfgError::BadToken(_))));
+        assert_eq!(
+            edit_cmdline("a\nb\n", &[], &[]),
+            Err(BootCfgError::MultiLine(2))
+        );
+        assert!(matches!(
+            edit_cmdline(BOOKWORM, &v(&["a b"]), &[]),
+            Err(BootCfgError::BadToken(_))
+        ));
         // No trailing newline in, exactly one out.
         assert_eq!(edit_cmdline("rootwait", &[], &[]).unwrap(), "rootwait\n");
     }
@@ -171,7 +195,10 @@ mod tests {
 
     #[test]
     fn config_block_after_all_and_idempotent() {
-        let set = vec![("arm_64bit".to_string(), "1".to_string()), ("kernel".to_string(), "kernel8.img".to_string())];
+        let set = vec![
+            ("arm_64bit".to_string(), "1".to_string()),
+            ("kernel".to_string(), "kernel8.img".to_string()),
+        ];
         let once = edit_config(CONFIG, &set).unwrap();
         let twice = edit_config(&once, &set).unwrap();
         assert_eq!(once, twice);

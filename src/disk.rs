@@ -349,7 +349,8 @@ pub fn probe_bytes(buf: &[u8; 2048]) -> FsProbe {
         let fat32 = u16::from_le_bytes([buf[22], buf[23]]) == 0;
         let (sig_at, id_at, label_at) = if fat32 { (66, 67, 71) } else { (38, 39, 43) };
         if buf[sig_at] == 0x29 || buf[sig_at] == 0x28 {
-            let id = u32::from_le_bytes([buf[id_at], buf[id_at + 1], buf[id_at + 2], buf[id_at + 3]]);
+            let id =
+                u32::from_le_bytes([buf[id_at], buf[id_at + 1], buf[id_at + 2], buf[id_at + 3]]);
             let label = clean_label(&buf[label_at..label_at + 11]).filter(|l| l != "NO NAME");
             return FsProbe {
                 filesystem: Filesystem::Vfat,
@@ -421,10 +422,11 @@ fn parse_mbr_type(s: &str) -> Option<u8> {
 
 fn pick_by_label<'a>(cands: &[&'a Partition], labels: &[&str]) -> Option<&'a Partition> {
     for want in labels {
-        if let Some(p) = cands
-            .iter()
-            .find(|p| p.label.as_deref().is_some_and(|l| l.eq_ignore_ascii_case(want)))
-        {
+        if let Some(p) = cands.iter().find(|p| {
+            p.label
+                .as_deref()
+                .is_some_and(|l| l.eq_ignore_ascii_case(want))
+        }) {
             return Some(p);
         }
     }

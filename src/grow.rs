@@ -16,7 +16,9 @@ const GPT_BACKUP_SECTORS: u64 = 33;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrowError {
-    #[error("the root partition ({index}) is not the last partition on the disk, so it cannot grow")]
+    #[error(
+        "the root partition ({index}) is not the last partition on the disk, so it cannot grow"
+    )]
     NotLast { index: u32 },
     #[error("partition {0} is not in the partition table")]
     NoPartition(u32),
@@ -165,7 +167,11 @@ pub fn resize2fs(image: &Path, offset: u64, bytes: u64, epoch: i64) -> Result<()
     let out = cmd.output().map_err(GrowError::NoResize2fs)?;
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stderr);
-        let last = msg.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let last = msg
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         return Err(GrowError::Resize2fs(last.trim().to_string()));
     }
     let len_after = std::fs::metadata(image)
@@ -215,7 +221,18 @@ mod tests {
         let ok = if gpt {
             sh(
                 "sgdisk",
-                &["-o", "-n", "1:8192:24575", "-t", "1:ef00", "-n", "2:24576:0", "-t", "2:8300", img.to_str().unwrap()],
+                &[
+                    "-o",
+                    "-n",
+                    "1:8192:24575",
+                    "-t",
+                    "1:ef00",
+                    "-n",
+                    "2:24576:0",
+                    "-t",
+                    "2:8300",
+                    img.to_str().unwrap(),
+                ],
                 None,
             )
         } else {
@@ -228,7 +245,16 @@ mod tests {
         assert!(ok.0, "{}", ok.1);
         let r = sh(
             "mkfs.ext4",
-            &["-q", "-F", "-L", "rootfs", "-E", &format!("offset={ROOT_START}"), img.to_str().unwrap(), "12M"],
+            &[
+                "-q",
+                "-F",
+                "-L",
+                "rootfs",
+                "-E",
+                &format!("offset={ROOT_START}"),
+                img.to_str().unwrap(),
+                "12M",
+            ],
             None,
         );
         assert!(r.0, "{}", r.1);
@@ -236,7 +262,15 @@ mod tests {
     }
 
     fn block_count(img: &Path) -> u64 {
-        let (ok, out) = sh("debugfs", &["-R", "stats", &format!("{}?offset={ROOT_START}", img.display())], None);
+        let (ok, out) = sh(
+            "debugfs",
+            &[
+                "-R",
+                "stats",
+                &format!("{}?offset={ROOT_START}", img.display()),
+            ],
+            None,
+        );
         assert!(ok, "{out}");
         out.lines()
             .find_map(|l| l.strip_prefix("Block count:"))
@@ -249,7 +283,8 @@ mod tests {
         let img = make_disk(tmp.path(), gpt);
         let layout = read_layout(&mut std::fs::File::open(&img).unwrap()).unwrap();
         let root = layout.partition(2).unwrap().clone();
-        let new_len = grow_partition(&img, &layout, 2, 100 << 20, crate::clock::DEFAULT_EPOCH).unwrap();
+        let new_len =
+            grow_partition(&img, &layout, 2, 100 << 20, crate::clock::DEFAULT_EPOCH).unwrap();
         assert_eq!(std::fs::metadata(&img).unwrap().len(), new_len);
         let after = read_layout(&mut std::fs::File::open(&img).unwrap()).unwrap();
         let p = after.partition(2).unwrap();
@@ -263,9 +298,17 @@ mod tests {
             let (ok, out) = sh("sfdisk", &["-V", img.to_str().unwrap()], None);
             assert!(ok, "{out}");
         }
-        let (ok, out) = sh("e2fsck", &["-fn", &format!("{}?offset={ROOT_START}", img.display())], None);
+        let (ok, out) = sh(
+            "e2fsck",
+            &["-fn", &format!("{}?offset={ROOT_START}", img.display())],
+            None,
+        );
         assert!(ok, "{out}");
-        assert_eq!(block_count(&img) * 1024, align_up(100 << 20), "ext4 fills the partition");
+        assert_eq!(
+            block_count(&img) * 1024,
+            align_up(100 << 20),
+            "ext4 fills the partition"
+        );
     }
 
     #[test]
@@ -291,7 +334,10 @@ mod tests {
             let layout = read_layout(&mut std::fs::File::open(img).unwrap()).unwrap();
             grow_partition(img, &layout, 2, 64 << 20, 1_700_000_000).unwrap();
         }
-        assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "two growths differ");
+        assert!(
+            std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+            "two growths differ"
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! piforge: turn one upstream Raspberry Pi image into ready-to-flash Kubernetes node images,
 //! editing filesystems in user space (no root, no loop devices, no chroot).
 
+pub mod apply;
 pub mod bootcfg;
 pub mod cli;
 pub mod clock;
+pub mod customize;
 pub mod disk;
 pub mod fs;
 pub mod grow;

@@ -6,17 +6,19 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use piforge::cli::{Cli, Command, InputArgs, InspectArgs};
-use piforge::{inspect, source};
+use piforge::cli::{Cli, Command, CustomizeArgs, InputArgs, InspectArgs};
+use piforge::{clock, customize, inspect, output, source};
 
 fn main() -> ExitCode {
     // A bug must still end in one sentence, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("piforge: internal error (a bug, please report it): {info}");
     }));
+    output::install_interrupt_cleanup();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(a) => cmd_inspect(a),
+        Command::Customize(a) => cmd_customize(a),
     };
     match result {
         Ok(code) => code,
@@ -27,12 +29,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// A progress bar on stderr while the input is checksummed and decompressed, only on a terminal.
+fn progress_hook() -> Option<source::ProgressHook> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    Some(source::ProgressHook::new(move |p| {
+        bar.set_message(match p.phase {
+            source::Phase::Checksum => "checksum",
+            source::Phase::Decompress => "decompress",
+        });
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+        if p.done >= p.total {
+            bar.finish_and_clear();
+        }
+    }))
+}
+
 fn open_input(a: &InputArgs) -> Result<source::SourceImage> {
     let opts = source::OpenOptions {
         sha256: a.sha256.clone(),
         cache_dir: a.cache_dir.clone(),
-        progress: std::io::stderr().is_terminal(),
-        ..Default::default()
+        progress: progress_hook(),
     };
     Ok(source::open_image(&a.image, &opts)?)
 }
@@ -46,5 +73,33 @@ fn cmd_inspect(a: InspectArgs) -> Result<ExitCode> {
     } else {
         print!("{}", report.to_text());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
+    let epoch = clock::build_epoch()?;
+    // The plan is built (and every option checked) before the image is opened.
+    let plan = customize::plan_from_args(&a, epoch)?;
+    if a.dry_run {
+        print!("{plan}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let out = a
+        .output
+        .as_deref()
+        .context("-o OUT is required unless --dry-run is given")?;
+    let img = open_input(&a.input)?;
+    let done = customize::run(&img.path, out, &plan)?;
+    let grew = match done.grew_root_to {
+        Some(n) => format!(", root partition grown to {} MiB", n >> 20),
+        None => String::new(),
+    };
+    println!(
+        "{}: {} root and {} boot changes, {} MiB{grew}",
+        done.output.display(),
+        done.root_ops,
+        done.boot_ops,
+        done.image_bytes >> 20
+    );
     Ok(ExitCode::SUCCESS)
 }

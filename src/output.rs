@@ -45,7 +45,12 @@ impl AtomicFile {
         };
         let name = dest
             .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the output path has no file name"))?
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the output path has no file name",
+                )
+            })?
             .to_string_lossy()
             .into_owned();
         let tmp = dir.join(format!(".{name}.piforge-tmp-{}", std::process::id()));
@@ -133,7 +138,13 @@ pub fn sparse_copy(src: &mut File, dst: &mut File) -> io::Result<u64> {
     Ok(len)
 }
 
-fn copy_range(src: &mut File, dst: &mut File, from: u64, to: u64, buf: &mut [u8]) -> io::Result<()> {
+fn copy_range(
+    src: &mut File,
+    dst: &mut File,
+    from: u64,
+    to: u64,
+    buf: &mut [u8],
+) -> io::Result<()> {
     src.seek(SeekFrom::Start(from))?;
     let mut at = from;
     while at < to {
@@ -196,12 +207,22 @@ mod tests {
         drop(f);
         let b = tmp.path().join("b");
         let mut src = File::open(&a).unwrap();
-        let mut dst = fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&b).unwrap();
+        let mut dst = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&b)
+            .unwrap();
         sparse_copy(&mut src, &mut dst).unwrap();
         drop(dst);
         assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
         let md = fs::metadata(&b).unwrap();
-        assert!(md.blocks() * 512 < 200 << 10, "copy allocated {} bytes", md.blocks() * 512);
+        assert!(
+            md.blocks() * 512 < 200 << 10,
+            "copy allocated {} bytes",
+            md.blocks() * 512
+        );
     }
 
     #[test]
@@ -221,6 +242,9 @@ mod tests {
         let f = AtomicFile::create(&dest2).unwrap();
         let t = f.path().to_path_buf();
         drop(f);
-        assert!(!dest2.exists() && !t.exists(), "an abandoned output leaves nothing");
+        assert!(
+            !dest2.exists() && !t.exists(),
+            "an abandoned output leaves nothing"
+        );
     }
 }

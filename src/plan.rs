@@ -70,9 +70,23 @@ impl Content {
 /// One change to the root (ext4) filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootOp {
-    Mkdir { path: String, owner: Owner },
-    Write { path: String, content: Content, owner: Owner },
-    Symlink { path: String, target: String, owner: Owner },
+    /// Creates a directory (and its parents). An existing directory keeps its mode and owner
+    /// unless `force` is set (the path is listed in `.piforge-attrs`).
+    Mkdir {
+        path: String,
+        owner: Owner,
+        force: bool,
+    },
+    Write {
+        path: String,
+        content: Content,
+        owner: Owner,
+    },
+    Symlink {
+        path: String,
+        target: String,
+        owner: Owner,
+    },
     /// Removes a file, symlink or whole directory tree (absent paths are not an error).
     Remove { path: String },
 }
@@ -122,7 +136,10 @@ impl std::str::FromStr for Grow {
 /// Parses `123`, `512K`, `100M`, `4G`, `1T` (binary units; an optional trailing `iB`/`B`).
 pub fn parse_size(s: &str) -> Option<u64> {
     let t = s.trim();
-    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
     let (num, mul) = match t.chars().last()? {
         'K' | 'k' => (&t[..t.len() - 1], 1u64 << 10),
         'M' | 'm' => (&t[..t.len() - 1], 1 << 20),
@@ -183,7 +200,9 @@ pub fn check_image_path(p: &str) -> Result<String, PlanError> {
     let ok = p.starts_with('/')
         && p.len() > 1
         && !p.ends_with('/')
-        && p[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+        && p[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
     if ok {
         Ok(p.to_string())
     } else {
@@ -265,6 +284,7 @@ pub fn add_root_overlay(plan: &mut Plan, dir: &Path) -> Result<(), PlanError> {
         if ft.is_dir() {
             plan.root.push(RootOp::Mkdir {
                 owner: owner_of(&path, &md),
+                force: attrs.contains_key(&path),
                 path,
             });
         } else if ft.is_symlink() {
@@ -375,7 +395,7 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for op in &self.root {
             match op {
-                RootOp::Mkdir { path, owner } => writeln!(
+                RootOp::Mkdir { path, owner, .. } => writeln!(
                     f,
                     "root  mkdir    {path}  {:04o} {}:{}",
                     owner.mode, owner.uid, owner.gid
@@ -497,10 +517,15 @@ mod tests {
         };
         assert_eq!(owner("/etc/a.conf").mode, 0o640);
         assert_eq!(owner("/etc/kubernetes/pki/ca.key").mode, 0o600);
-        assert!(matches!(&plan.root[6], RootOp::Symlink { target, .. } if target == "/usr/bin/true"));
+        assert!(
+            matches!(&plan.root[6], RootOp::Symlink { target, .. } if target == "/usr/bin/true")
+        );
         assert_eq!(plan.root_bytes(), 5);
         let listing = plan.to_string();
-        assert!(listing.contains("root  write    /etc/kubernetes/pki/ca.key  3 B  0600 0:0"), "{listing}");
+        assert!(
+            listing.contains("root  write    /etc/kubernetes/pki/ca.key  3 B  0600 0:0"),
+            "{listing}"
+        );
     }
 
     #[test]

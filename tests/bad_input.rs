@@ -32,7 +32,10 @@ fn no_leftovers(cache: &Path) {
     let images = cache.join("images");
     if images.exists() {
         let left: Vec<_> = fs::read_dir(&images).unwrap().collect();
-        assert!(left.is_empty(), "cache holds leftovers after a failure: {left:?}");
+        assert!(
+            left.is_empty(),
+            "cache holds leftovers after a failure: {left:?}"
+        );
     }
 }
 
@@ -73,6 +76,17 @@ fn not_a_disk_image() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("notes.img");
     fs::write(&p, "these are my notes, not a disk image\n".repeat(100)).unwrap();
+    assert_one_line_error(
+        &inspect(&p, tmp.path()),
+        "not a whole number of 512-byte sectors",
+    );
+
+    let p = tmp.path().join("notes4k.img");
+    let mut text = "these are my notes, not a disk image\n"
+        .repeat(120)
+        .into_bytes();
+    text.truncate(4096);
+    fs::write(&p, text).unwrap();
     assert_one_line_error(&inspect(&p, tmp.path()), "no partition table");
 
     let p = tmp.path().join("zeros.img");
@@ -81,6 +95,11 @@ fn not_a_disk_image() {
 
     let p = tmp.path().join("tiny.img");
     fs::write(&p, b"x").unwrap();
+    assert_one_line_error(
+        &inspect(&p, tmp.path()),
+        "not a whole number of 512-byte sectors",
+    );
+    fs::write(&p, [0u8; 512]).unwrap();
     assert_one_line_error(&inspect(&p, tmp.path()), "too small");
 }
 
@@ -100,7 +119,10 @@ fn no_fat_or_no_ext4_partition() {
 
     // The ext4 superblock magic wiped: no ext4 filesystem is left.
     let layout = sfdisk_json(&fixture("trixie.img"));
-    let root_start = layout["partitiontable"]["partitions"][1]["start"].as_u64().unwrap() * 512;
+    let root_start = layout["partitiontable"]["partitions"][1]["start"]
+        .as_u64()
+        .unwrap()
+        * 512;
     let p = patched_raw(tmp.path(), "noext4.img", root_start + 1024 + 0x38, &[0, 0]);
     assert_one_line_error(&inspect(&p, tmp.path()), "no ext4 root partition");
 }
@@ -122,7 +144,11 @@ fn checksum_mismatch_names_both_digests() {
     // A sibling .sha256 file that disagrees.
     let copy = tmp.path().join("trixie.img.xz");
     fs::copy(&input, &copy).unwrap();
-    fs::write(tmp.path().join("trixie.img.xz.sha256"), format!("{wrong}  trixie.img.xz\n")).unwrap();
+    fs::write(
+        tmp.path().join("trixie.img.xz.sha256"),
+        format!("{wrong}  trixie.img.xz\n"),
+    )
+    .unwrap();
     let cache = tempfile::tempdir().unwrap();
     assert_one_line_error(&inspect(&copy, cache.path()), &wrong);
 
@@ -133,7 +159,11 @@ fn checksum_mismatch_names_both_digests() {
     )
     .unwrap();
     let out = piforge(&["inspect", "--json", copy.to_str().unwrap()], cache.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["input"]["verified"], true);
 }
@@ -144,5 +174,8 @@ fn unreadable_path() {
     let p = tmp.path().join("does-not-exist.img.xz");
     assert_one_line_error(&inspect(&p, tmp.path()), "does-not-exist.img.xz");
     // A directory is not an image either.
-    assert_one_line_error(&inspect(tmp.path(), tmp.path()), &tmp.path().display().to_string());
+    assert_one_line_error(
+        &inspect(tmp.path(), tmp.path()),
+        &tmp.path().display().to_string(),
+    );
 }

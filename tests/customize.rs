@@ -12,7 +12,11 @@ const BASES: [&str; 3] = ["bookworm", "trixie", "ubuntu"];
 /// Byte offsets of the boot and root partitions, from `piforge inspect --json`.
 fn offsets(img: &Path, cache: &Path) -> (u64, u64) {
     let out = piforge(&["inspect", "--json", img.to_str().unwrap()], cache);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let start = |i: &serde_json::Value| {
         r["partitions"]
@@ -69,15 +73,41 @@ fn make_overlay(dir: &Path) -> PathBuf {
     fs::create_dir_all(o.join("etc/kubernetes/pki")).unwrap();
     fs::write(o.join("etc/piforge/a/b/c/deep.conf"), "deep=1\n").unwrap();
     // Replace an existing file with longer content.
-    fs::write(o.join("etc/hostname"), "a-much-longer-hostname-than-raspberrypi-or-ubuntu\n".repeat(40)).unwrap();
+    fs::write(
+        o.join("etc/hostname"),
+        "a-much-longer-hostname-than-raspberrypi-or-ubuntu\n".repeat(40),
+    )
+    .unwrap();
     for i in 0..150 {
-        fs::write(o.join(format!("usr/bin/pf-tool-{i:03}")), format!("#!/bin/sh\necho {i}\n")).unwrap();
-        fs::set_permissions(o.join(format!("usr/bin/pf-tool-{i:03}")), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(
+            o.join(format!("usr/bin/pf-tool-{i:03}")),
+            format!("#!/bin/sh\necho {i}\n"),
+        )
+        .unwrap();
+        fs::set_permissions(
+            o.join(format!("usr/bin/pf-tool-{i:03}")),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
     }
-    fs::write(o.join("etc/kubernetes/pki/ca.key"), "-----BEGIN EC PRIVATE KEY-----\n").unwrap();
+    fs::write(
+        o.join("etc/kubernetes/pki/ca.key"),
+        "-----BEGIN EC PRIVATE KEY-----\n",
+    )
+    .unwrap();
     symlink("/usr/bin/pf-tool-001", o.join("usr/bin/pf-short")).unwrap();
-    symlink(format!("/etc/piforge/{}", "x".repeat(80)), o.join("etc/piforge/long-link")).unwrap();
-    fs::write(o.join(".piforge-attrs"), "/etc/kubernetes/pki/ca.key 0600 0 0\n/etc/piforge/a 0750 1000 1000\n").unwrap();
+    symlink(
+        format!("/etc/piforge/{}", "x".repeat(80)),
+        o.join("etc/piforge/long-link"),
+    )
+    .unwrap();
+    // An overlay directory with other permissions does not change an existing one in the image.
+    fs::set_permissions(o.join("usr"), fs::Permissions::from_mode(0o775)).unwrap();
+    fs::write(
+        o.join(".piforge-attrs"),
+        "/etc/kubernetes/pki/ca.key 0600 0 0\n/etc/piforge/a 0750 1000 1000\n",
+    )
+    .unwrap();
     o
 }
 
@@ -122,28 +152,53 @@ fn overlays_and_boot_edits_on_every_base() {
             ],
             &cache,
         );
-        assert!(o.status.success(), "{base}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{base}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert_eq!(sha256(&input), before, "the input was modified");
         let (boot, root) = assert_clean(&out, &cache);
 
         // Content, mode and owner read back by debugfs.
-        assert_eq!(debugfs(&out, root, "cat /etc/piforge/a/b/c/deep.conf"), "deep=1\n");
+        assert_eq!(
+            debugfs(&out, root, "cat /etc/piforge/a/b/c/deep.conf"),
+            "deep=1\n"
+        );
         assert!(debugfs(&out, root, "cat /etc/hostname").starts_with("a-much-longer-hostname"));
         let st = stat_field(&out, root, "/etc/kubernetes/pki/ca.key");
-        assert!(st.contains("Mode:  0600") && st.contains("User:     0") , "{base}: {st}");
+        assert!(
+            st.contains("Mode:  0600") && st.contains("User:     0"),
+            "{base}: {st}"
+        );
         let st = stat_field(&out, root, "/etc/piforge/a");
-        assert!(st.contains("Mode:  0750") && st.contains("User:  1000"), "{base}: {st}");
+        assert!(
+            st.contains("Mode:  0750") && st.contains("User:  1000"),
+            "{base}: {st}"
+        );
+        let st = stat_field(&out, root, "/usr");
+        assert!(
+            st.contains("Mode:  0755"),
+            "{base}: an existing directory changed mode: {st}"
+        );
         let st = stat_field(&out, root, "/usr/bin/pf-tool-149");
         assert!(st.contains("Mode:  0755"), "{base}: {st}");
-        assert_eq!(debugfs(&out, root, "cat /usr/bin/pf-tool-149"), "#!/bin/sh\necho 149\n");
+        assert_eq!(
+            debugfs(&out, root, "cat /usr/bin/pf-tool-149"),
+            "#!/bin/sh\necho 149\n"
+        );
         // Symlinks, fast and slow.
-        assert!(debugfs(&out, root, "stat /usr/bin/pf-short").contains("Fast link dest: \"/usr/bin/pf-tool-001\""));
+        assert!(debugfs(&out, root, "stat /usr/bin/pf-short")
+            .contains("Fast link dest: \"/usr/bin/pf-tool-001\""));
         assert!(debugfs(&out, root, "stat /etc/piforge/long-link").contains("Type: symlink"));
         // The hash-indexed /usr/bin still is one, and still lists every entry.
         let ls = debugfs(&out, root, "ls -l /usr/bin");
         assert!(ls.contains("pf-tool-000") && ls.contains("pf-tool-149"));
         assert!(!ls.contains(" tool-0001 "), "--rm of a file");
-        assert!(debugfs(&out, root, "htree /usr/bin").contains("Root node dump"), "{base}: /usr/bin lost its index");
+        assert!(
+            debugfs(&out, root, "htree /usr/bin").contains("Root node dump"),
+            "{base}: /usr/bin lost its index"
+        );
         assert!(
             !debugfs(&out, root, "ls /etc/systemd/system").contains("getty.target.wants"),
             "--rm of a tree"
@@ -154,14 +209,26 @@ fn overlays_and_boot_edits_on_every_base() {
         // Boot partition: overlay files, cmdline and config edits.
         let part = boot_part(&out, boot, tmp.path());
         let img = format!("{}", part.display());
-        assert_eq!(run("mtype", &["-i", &img, "::piforge.txt"]), "hello from piforge\n");
-        assert_eq!(run("mtype", &["-i", &img, "::overlays/piforge-test.dtbo"]), "dtbo");
+        assert_eq!(
+            run("mtype", &["-i", &img, "::piforge.txt"]),
+            "hello from piforge\n"
+        );
+        assert_eq!(
+            run("mtype", &["-i", &img, "::overlays/piforge-test.dtbo"]),
+            "dtbo"
+        );
         let cmdline = run("mtype", &["-i", &img, "::cmdline.txt"]);
         assert_eq!(cmdline.lines().count(), 1);
-        assert!(cmdline.ends_with(" cgroup_enable=memory cgroup_memory=1\n"), "{cmdline}");
+        assert!(
+            cmdline.ends_with(" cgroup_enable=memory cgroup_memory=1\n"),
+            "{cmdline}"
+        );
         assert!(cmdline.contains("root="));
         let config = run("mtype", &["-i", &img, "::config.txt"]);
-        assert!(config.contains("[all]\narm_64bit=1\n# --- piforge: end ---\n"), "{config}");
+        assert!(
+            config.contains("[all]\narm_64bit=1\n# --- piforge: end ---\n"),
+            "{config}"
+        );
     }
 }
 
@@ -173,16 +240,30 @@ fn running_twice_is_idempotent_and_reproducible() {
     let a = tmp.path().join("a.img");
     let b = tmp.path().join("b.img");
     let c = tmp.path().join("c.img");
-    let opts = ["--cmdline-add", "cgroup_enable=memory", "--cmdline-add", "cgroup_memory=1", "--config", "arm_64bit=1", "--config", "kernel=kernel8.img"];
+    let opts = [
+        "--cmdline-add",
+        "cgroup_enable=memory",
+        "--cmdline-add",
+        "cgroup_memory=1",
+        "--config",
+        "arm_64bit=1",
+        "--config",
+        "kernel=kernel8.img",
+    ];
+    let overlay = make_overlay(tmp.path());
     for out in [&a, &b] {
         let mut args = vec![input.to_str().unwrap(), "-o", out.to_str().unwrap()];
         args.extend_from_slice(&opts);
-        args.extend_from_slice(&["--root-overlay", make_overlay(tmp.path()).to_str().unwrap()]);
+        args.extend_from_slice(&["--root-overlay", overlay.to_str().unwrap()]);
         let o = customize(&args, &cache);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
-    assert_eq!(sha256(&a), sha256(&b), "same input, options and epoch must give the same bytes");
+    assert_eq!(
+        sha256(&a),
+        sha256(&b),
+        "same input, options and epoch must give the same bytes"
+    );
 
     // Customizing the output again with the same boot edits changes nothing there.
     let mut args = vec![a.to_str().unwrap(), "-o", c.to_str().unwrap()];
@@ -194,8 +275,14 @@ fn running_twice_is_idempotent_and_reproducible() {
     let ca = run("mtype", &["-i", pa.to_str().unwrap(), "::cmdline.txt"]);
     let conf_a = run("mtype", &["-i", pa.to_str().unwrap(), "::config.txt"]);
     let pc = boot_part(&c, boot, tmp.path());
-    assert_eq!(run("mtype", &["-i", pc.to_str().unwrap(), "::cmdline.txt"]), ca);
-    assert_eq!(run("mtype", &["-i", pc.to_str().unwrap(), "::config.txt"]), conf_a);
+    assert_eq!(
+        run("mtype", &["-i", pc.to_str().unwrap(), "::cmdline.txt"]),
+        ca
+    );
+    assert_eq!(
+        run("mtype", &["-i", pc.to_str().unwrap(), "::config.txt"]),
+        conf_a
+    );
     assert_eq!(ca.matches("cgroup_enable=memory").count(), 1);
 }
 
@@ -228,14 +315,40 @@ fn big_file_and_growth() {
         };
         let free_before = field("Free blocks:") * field("Block size:");
         let out = tmp.path().join(format!("{base}-big.img"));
-        let r = customize(&[input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--root-overlay", o.to_str().unwrap()], &cache);
-        assert!(r.status.success(), "{base}: {}", String::from_utf8_lossy(&r.stderr));
+        let r = customize(
+            &[
+                input.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--root-overlay",
+                o.to_str().unwrap(),
+            ],
+            &cache,
+        );
+        assert!(
+            r.status.success(),
+            "{base}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
         let (_, root) = assert_clean(&out, &cache);
-        assert!(std::fs::metadata(&out).unwrap().len() > std::fs::metadata(&input).unwrap().len(), "{base}: the image did not grow");
+        assert!(
+            std::fs::metadata(&out).unwrap().len() > std::fs::metadata(&input).unwrap().len(),
+            "{base}: the image did not grow"
+        );
         let dumped = tmp.path().join("dumped.bin");
-        debugfs(&out, root, &format!("dump /opt/payload/big.bin {}", dumped.display()));
-        assert!(fs::read(&dumped).unwrap() == data, "{base}: the 60 MB file reads back differently");
-        assert!(free_before < 60_000_000, "{base}: the fixture had room already, growth is untested");
+        debugfs(
+            &out,
+            root,
+            &format!("dump /opt/payload/big.bin {}", dumped.display()),
+        );
+        assert!(
+            fs::read(&dumped).unwrap() == data,
+            "{base}: the 60 MB file reads back differently"
+        );
+        assert!(
+            free_before < 60_000_000,
+            "{base}: the fixture had room already, growth is untested"
+        );
     }
 }
 
@@ -251,12 +364,25 @@ fn grow_off_with_too_little_space_fails_without_output() {
     let out = tmp.path().join("never.img");
     let input = fixture("trixie.img");
     let r = customize(
-        &[input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--root-overlay", o.to_str().unwrap(), "--grow", "off"],
+        &[
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--root-overlay",
+            o.to_str().unwrap(),
+            "--grow",
+            "off",
+        ],
         &cache,
     );
     assert_one_line_error(&r, "--grow off");
     assert!(!out.exists(), "no output on failure");
-    let left: Vec<_> = fs::read_dir(tmp.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).filter(|n| n.to_string_lossy().contains("piforge-tmp")).collect();
+    let left: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains("piforge-tmp"))
+        .collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
@@ -268,13 +394,24 @@ fn dry_run_lists_changes_and_writes_nothing() {
     let out = tmp.path().join("never.img");
     let input = fixture("bookworm.img");
     let r = customize(
-        &[input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--dry-run", "--root-overlay", overlay.to_str().unwrap(), "--cmdline-add", "cgroup_enable=memory", "--rm", "/etc/motd"],
+        &[
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--dry-run",
+            "--root-overlay",
+            overlay.to_str().unwrap(),
+            "--cmdline-add",
+            "cgroup_enable=memory",
+            "--rm",
+            "/etc/motd",
+        ],
         &cache,
     );
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let text = String::from_utf8_lossy(&r.stdout);
     for needle in [
-        "root  write    /etc/kubernetes/pki/ca.key  32 B  0600 0:0",
+        "root  write    /etc/kubernetes/pki/ca.key  31 B  0600 0:0",
         "root  mkdir    /etc/piforge/a  0750 1000:1000",
         "root  symlink  /usr/bin/pf-short -> /usr/bin/pf-tool-001",
         "root  remove   /etc/motd",
@@ -293,11 +430,29 @@ fn bad_customize_input() {
     let out = tmp.path().join("o.img");
     let i = input.to_str().unwrap();
     let o = out.to_str().unwrap();
-    assert_one_line_error(&customize(&[i, "-o", o, "--root-overlay", "/nonexistent/dir"], &cache), "not a directory");
-    assert_one_line_error(&customize(&[i, "-o", o, "--config", "novalue"], &cache), "KEY=VALUE");
-    assert_one_line_error(&customize(&[i, "-o", o, "--grow", "lots"], &cache), "--grow");
-    assert_one_line_error(&customize(&[i, "-o", o, "--rm", "relative/path"], &cache), "absolute");
-    assert_one_line_error(&customize(&[i, "-o", o, "--cmdline-add", "two tokens"], &cache), "token");
-    assert_one_line_error(&customize(&[i, "-o", o, "--grow", "1M"], &cache), "never shrinks");
+    assert_one_line_error(
+        &customize(&[i, "-o", o, "--root-overlay", "/nonexistent/dir"], &cache),
+        "not a directory",
+    );
+    assert_one_line_error(
+        &customize(&[i, "-o", o, "--config", "novalue"], &cache),
+        "KEY=VALUE",
+    );
+    assert_one_line_error(
+        &customize(&[i, "-o", o, "--grow", "lots"], &cache),
+        "--grow",
+    );
+    assert_one_line_error(
+        &customize(&[i, "-o", o, "--rm", "relative/path"], &cache),
+        "absolute",
+    );
+    assert_one_line_error(
+        &customize(&[i, "-o", o, "--cmdline-add", "two tokens"], &cache),
+        "token",
+    );
+    assert_one_line_error(
+        &customize(&[i, "-o", o, "--grow", "1M"], &cache),
+        "never shrinks",
+    );
     assert!(!out.exists());
 }

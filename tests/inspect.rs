@@ -103,7 +103,10 @@ fn check_against_oracles(r: &Value, raw: &Path, e: &Expect) {
     } else {
         id.to_uppercase()
     };
-    assert_eq!(r["disk_id"].as_str().map(str::to_uppercase), Some(want_id.to_uppercase()));
+    assert_eq!(
+        r["disk_id"].as_str().map(str::to_uppercase),
+        Some(want_id.to_uppercase())
+    );
 
     let idx = |label: &str| {
         parts
@@ -111,8 +114,18 @@ fn check_against_oracles(r: &Value, raw: &Path, e: &Expect) {
             .find(|p| p["label"] == label)
             .and_then(|p| p["index"].as_u64())
     };
-    assert_eq!(r["boot_partition"].as_u64(), idx(e.boot_label), "{}", e.name);
-    assert_eq!(r["root_partition"].as_u64(), idx(e.root_label), "{}", e.name);
+    assert_eq!(
+        r["boot_partition"].as_u64(),
+        idx(e.boot_label),
+        "{}",
+        e.name
+    );
+    assert_eq!(
+        r["root_partition"].as_u64(),
+        idx(e.root_label),
+        "{}",
+        e.name
+    );
     let part = |i: &Value| {
         parts
             .iter()
@@ -125,16 +138,29 @@ fn check_against_oracles(r: &Value, raw: &Path, e: &Expect) {
 
     // OS release, from the root filesystem through debugfs.
     let os = debugfs(raw, root_off, "cat /usr/lib/os-release");
-    assert!(os.contains(&format!("VERSION_CODENAME={}", e.codename)), "{os}");
+    assert!(
+        os.contains(&format!("VERSION_CODENAME={}", e.codename)),
+        "{os}"
+    );
     assert_eq!(r["os"]["id"], e.os_id);
     assert_eq!(r["os"]["version_codename"], e.codename);
 
     // cmdline.txt, through mtools.
     let cmdline = mtype(raw, boot_off, "cmdline.txt");
-    assert_eq!(r["cmdline"].as_str(), Some(cmdline.trim_end()), "{}", e.name);
+    assert_eq!(
+        r["cmdline"].as_str(),
+        Some(cmdline.trim_end()),
+        "{}",
+        e.name
+    );
 
     assert_eq!(r["cloud_init"]["installed"], e.cloud_init, "{}", e.name);
-    assert_eq!(r["cloud_init"]["seed_dir"].as_str(), e.seed_dir, "{}", e.name);
+    assert_eq!(
+        r["cloud_init"]["seed_dir"].as_str(),
+        e.seed_dir,
+        "{}",
+        e.name
+    );
     if e.seed_dir.is_some() {
         assert_eq!(r["cloud_init"]["seed_on_boot_partition"], true);
     }
@@ -165,8 +191,16 @@ fn check_against_oracles(r: &Value, raw: &Path, e: &Expect) {
             .unwrap_or_else(|| panic!("{k} in debugfs stats"))
     };
     let root_free = field("Free blocks:") * field("Block size:");
-    assert_eq!(r["free_bytes"]["root"].as_u64(), Some(root_free), "{}", e.name);
-    let mdir = run("mdir", &["-i", &format!("{}@@{boot_off}", raw.display()), "::"]);
+    assert_eq!(
+        r["free_bytes"]["root"].as_u64(),
+        Some(root_free),
+        "{}",
+        e.name
+    );
+    let mdir = run(
+        "mdir",
+        &["-i", &format!("{}@@{boot_off}", raw.display()), "::"],
+    );
     let boot_free: u64 = mdir
         .lines()
         .find(|l| l.contains("bytes free"))
@@ -174,7 +208,12 @@ fn check_against_oracles(r: &Value, raw: &Path, e: &Expect) {
         .map(|n| n.split_whitespace().collect::<String>())
         .and_then(|n| n.parse().ok())
         .expect("mdir prints bytes free");
-    assert_eq!(r["free_bytes"]["boot"].as_u64(), Some(boot_free), "{}", e.name);
+    assert_eq!(
+        r["free_bytes"]["boot"].as_u64(),
+        Some(boot_free),
+        "{}",
+        e.name
+    );
 }
 
 #[test]
@@ -223,8 +262,19 @@ fn inspect_text_output_names_the_essentials() {
     let out = piforge(&["inspect", raw.to_str().unwrap()], cache.path());
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for needle in ["disk id", "bootfs", "rootfs", "rootwait resize", "/boot/firmware", "rpi-swap", "orphan_file"] {
-        assert!(text.contains(needle), "text output lacks {needle:?}:\n{text}");
+    for needle in [
+        "disk id",
+        "bootfs",
+        "rootfs",
+        "rootwait resize",
+        "/boot/firmware",
+        "rpi-swap",
+        "orphan_file",
+    ] {
+        assert!(
+            text.contains(needle),
+            "text output lacks {needle:?}:\n{text}"
+        );
     }
 }
 

@@ -19,7 +19,11 @@ pub enum FatError {
     #[error("{path} needs the directory {dir} on the boot partition, which does not exist (piforge does not create directories on FAT)")]
     NoDir { path: String, dir: String },
     #[error("the boot partition has {free} bytes free, {path} needs {needed}")]
-    NoSpace { path: String, needed: u64, free: u64 },
+    NoSpace {
+        path: String,
+        needed: u64,
+        free: u64,
+    },
     #[error("closing the boot partition failed: {0}")]
     Close(io::Error),
 }
@@ -267,7 +271,21 @@ mod tests {
         let part = dir.join("part.fat");
         let (ok, out) = sh(
             "mkfs.vfat",
-            &["-C", "-F", "32", "-S", "512", "-s", "1", "-n", "BOOTFS", "-i", "1234ABCD", part.to_str().unwrap(), "40960"],
+            &[
+                "-C",
+                "-F",
+                "32",
+                "-S",
+                "512",
+                "-s",
+                "1",
+                "-n",
+                "BOOTFS",
+                "-i",
+                "1234ABCD",
+                part.to_str().unwrap(),
+                "40960",
+            ],
         );
         assert!(ok, "{out}");
         let (ok, out) = sh("mmd", &["-i", part.to_str().unwrap(), "::overlays"]);
@@ -297,7 +315,10 @@ mod tests {
 
     fn fsck_and_type(img: &std::path::Path, path: &str) -> String {
         let part = fsck(img);
-        let (ok, out) = sh("mtype", &["-i", part.to_str().unwrap(), &format!("::{path}")]);
+        let (ok, out) = sh(
+            "mtype",
+            &["-i", part.to_str().unwrap(), &format!("::{path}")],
+        );
         assert!(ok, "{out}");
         out
     }
@@ -309,21 +330,33 @@ mod tests {
         let mut v = open(&img, crate::clock::DEFAULT_EPOCH);
         assert_eq!(v.label(), "BOOTFS");
         assert_eq!(v.volume_id(), 0x1234_abcd);
-        v.write_file("/cmdline.txt", b"console=tty1 root=PARTUUID=1-02 rootwait\n").unwrap();
-        v.write_file("user-data", &b"#cloud-config\n".repeat(2000)).unwrap();
+        v.write_file(
+            "/cmdline.txt",
+            b"console=tty1 root=PARTUUID=1-02 rootwait\n",
+        )
+        .unwrap();
+        v.write_file("user-data", &b"#cloud-config\n".repeat(2000))
+            .unwrap();
         v.write_file("/overlays/piforge.dtbo", b"dtbo").unwrap();
         v.close().unwrap();
-        assert_eq!(fsck_and_type(&img, "cmdline.txt"), "console=tty1 root=PARTUUID=1-02 rootwait\n");
+        assert_eq!(
+            fsck_and_type(&img, "cmdline.txt"),
+            "console=tty1 root=PARTUUID=1-02 rootwait\n"
+        );
 
         // Replace with shorter content, then remove, in a second session.
         let mut v = open(&img, crate::clock::DEFAULT_EPOCH);
-        v.write_file("user-data", b"#cloud-config\nhostname: a\n").unwrap();
+        v.write_file("user-data", b"#cloud-config\nhostname: a\n")
+            .unwrap();
         assert!(v.remove("/overlays/piforge.dtbo").unwrap());
         assert!(!v.remove("/nope.txt").unwrap());
         assert_eq!(v.file_len("user-data").unwrap(), Some(26));
         assert_eq!(v.file_len("nope").unwrap(), None);
         v.close().unwrap();
-        assert_eq!(fsck_and_type(&img, "user-data"), "#cloud-config\nhostname: a\n");
+        assert_eq!(
+            fsck_and_type(&img, "user-data"),
+            "#cloud-config\nhostname: a\n"
+        );
         let v = open(&img, 0);
         assert_eq!(v.label(), "BOOTFS");
         assert_eq!(v.volume_id(), 0x1234_abcd);
@@ -338,7 +371,9 @@ mod tests {
         let e = v.write_file("/newdir/x.txt", b"x").unwrap_err();
         assert!(matches!(e, FatError::NoDir { .. }), "{e}");
         let free = v.free_bytes().unwrap();
-        let e = v.write_file("/big.bin", &vec![1u8; free as usize + 4096]).unwrap_err();
+        let e = v
+            .write_file("/big.bin", &vec![1u8; free as usize + 4096])
+            .unwrap_err();
         assert!(matches!(e, FatError::NoSpace { .. }), "{e}");
         assert_eq!(v.file_len("/big.bin").unwrap(), None);
         v.close().unwrap();

@@ -1,1 +1,2 @@
-pub mod ext4; pub mod fat;
+pub mod ext4;
+pub mod fat;

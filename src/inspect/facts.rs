@@ -106,7 +106,11 @@ pub fn cloud_init(
             if let Some(v) = yaml_scalar(l, "seedfrom") {
                 if let Some(dir) = v.strip_prefix("file://") {
                     let dir = dir.trim_end_matches('/');
-                    seed_dir = Some(if dir.is_empty() { "/".into() } else { dir.into() });
+                    seed_dir = Some(if dir.is_empty() {
+                        "/".into()
+                    } else {
+                        dir.into()
+                    });
                     said = true;
                 }
             } else if let Some(v) = yaml_scalar(l, "fs_label") {
@@ -216,7 +220,7 @@ pub fn swap(fs: &dyn RootFiles) -> Result<Swap, String> {
             .and_then(|t| {
                 t.lines()
                     .filter_map(|l| l.trim().strip_prefix("CONF_SWAPSIZE="))
-                    .last()
+                    .next_back()
                     .map(|v| v.trim().to_string())
             })
             .unwrap_or_else(|| "default".into());
@@ -382,7 +386,10 @@ pub(crate) mod tests {
 
         let fs = MemFiles::with(&[
             ("/etc/rpi/swap.conf", "[Main]\nMechanism=zram\n"),
-            ("/etc/rpi/swap.conf.d/90-piforge.conf", "[Main]\nMechanism=none\n"),
+            (
+                "/etc/rpi/swap.conf.d/90-piforge.conf",
+                "[Main]\nMechanism=none\n",
+            ),
         ]);
         let s = swap(&fs).unwrap();
         assert_eq!(s.mechanism, SwapMechanism::RpiSwap);

@@ -112,7 +112,11 @@ pub fn e2fsck(img: &Path, offset: u64) -> (i32, String) {
 pub fn mtype(img: &Path, offset: u64, path: &str) -> String {
     run(
         "mtype",
-        &["-i", &format!("{}@@{offset}", img.display()), &format!("::{path}")],
+        &[
+            "-i",
+            &format!("{}@@{offset}", img.display()),
+            &format!("::{path}"),
+        ],
     )
 }
 
@@ -124,10 +128,20 @@ pub fn sha256(path: &Path) -> String {
 /// Asserts a failed run: non-zero exit, one line on stderr, containing `needle`, no panic.
 pub fn assert_one_line_error(out: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
     assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line on stderr, got: {err}");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line on stderr, got: {err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
     assert!(
         err.to_lowercase().contains(&needle.to_lowercase()),
         "stderr should mention {needle:?}: {err}"

@@ -4,11 +4,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::facts::{self, CloudInit, FstabEntry, OsRelease, RootFiles, Swap};
 use crate::disk::{self, DiskLayout, Partition, Slice};
+use crate::fs::ext4::Ext4Error;
 use crate::fs::ext4::{Ext4, OpenMode};
 use crate::fs::fat::FatVolume;
 use crate::source::{self, SourceImage};
-use facts::{CloudInit, FstabEntry, OsRelease, RootFiles, Swap};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
@@ -94,19 +95,26 @@ struct Ext4Files<'a>(&'a Ext4);
 
 impl RootFiles for Ext4Files<'_> {
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
-        self.0.read_file_opt(path).map_err(|e| e.to_string())
+        match self.0.read_file(path) {
+            Ok(b) => Ok(Some(b)),
+            Err(Ext4Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
     }
     fn exists(&self, path: &str) -> Result<bool, String> {
         Ok(self.0.stat(path).map_err(|e| e.to_string())?.is_some())
     }
     fn list(&self, dir: &str) -> Result<Vec<String>, String> {
-        match self.0.read_dir_opt(dir).map_err(|e| e.to_string())? {
-            None => Ok(Vec::new()),
-            Some(entries) => {
+        match self.0.read_dir(dir) {
+            Ok(entries) => {
                 let mut v: Vec<String> = entries.into_iter().map(|e| e.name).collect();
                 v.sort();
                 Ok(v)
             }
+            Err(Ext4Error::NotFound { .. }) | Err(Ext4Error::NotADirectory { .. }) => {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e.to_string()),
         }
     }
 }
@@ -127,10 +135,11 @@ pub fn layout_of(raw: &Path) -> Result<(DiskLayout, Partition, Partition), Inspe
         path: shown.clone(),
         source,
     })?;
-    let layout = disk::read_layout(&mut BufReader::new(f)).map_err(|source| InspectError::Disk {
-        path: shown.clone(),
-        source,
-    })?;
+    let layout =
+        disk::read_layout(&mut BufReader::new(f)).map_err(|source| InspectError::Disk {
+            path: shown.clone(),
+            source,
+        })?;
     let boot = layout
         .boot_partition()
         .cloned()
@@ -172,7 +181,13 @@ pub fn inspect(input: &Path, img: &SourceImage) -> Result<Report, InspectError> 
         .list("/")
         .map_err(|e| fs_err("boot partition", &e))?
         .into_iter()
-        .map(|e| if e.is_dir { format!("{}/", e.name) } else { e.name })
+        .map(|e| {
+            if e.is_dir {
+                format!("{}/", e.name)
+            } else {
+                e.name
+            }
+        })
         .collect();
     files.sort();
     let id = vol.volume_id();
@@ -222,8 +237,8 @@ pub fn inspect(input: &Path, img: &SourceImage) -> Result<Report, InspectError> 
         root: RootInfo {
             label: root_p.label.clone(),
             uuid: root_p.fs_uuid.clone(),
-            block_size: info.block_size,
-            size_bytes: info.blocks_count * info.block_size,
+            block_size: u64::from(info.block_size),
+            size_bytes: info.blocks_count * u64::from(info.block_size),
         },
         fstab,
         cloud_init,
@@ -232,7 +247,7 @@ pub fn inspect(input: &Path, img: &SourceImage) -> Result<Report, InspectError> 
         ext4_features: info.features.clone(),
         free_bytes: FreeBytes {
             boot: boot_free,
-            root: info.free_blocks * info.block_size,
+            root: info.free_blocks * u64::from(info.block_size),
         },
     })
 }
@@ -258,14 +273,26 @@ impl Report {
         use std::fmt::Write;
         let mut s = String::new();
         let i = &self.input;
-        let _ = writeln!(s, "image        {} ({}{})", i.path, i.format, if i.verified { ", sha256 verified" } else { "" });
+        let _ = writeln!(
+            s,
+            "image        {} ({}{})",
+            i.path,
+            i.format,
+            if i.verified { ", sha256 verified" } else { "" }
+        );
         let _ = writeln!(s, "sha256       {}", i.sha256);
-        let _ = writeln!(s, "size         {} ({})", i.image_bytes, human(i.image_bytes));
+        let _ = writeln!(
+            s,
+            "size         {} ({})",
+            i.image_bytes,
+            human(i.image_bytes)
+        );
         let os = self.os.as_ref();
         let _ = writeln!(
             s,
             "os           {}",
-            os.and_then(|o| o.pretty_name.clone()).unwrap_or_else(|| "unknown".into())
+            os.and_then(|o| o.pretty_name.clone())
+                .unwrap_or_else(|| "unknown".into())
         );
         let _ = writeln!(s, "table        {}, disk id {}", self.scheme, self.disk_id);
         let _ = writeln!(s, "partitions");
@@ -290,16 +317,28 @@ impl Report {
                 role
             );
         }
-        let _ = writeln!(s, "cmdline      {}", self.cmdline.as_deref().unwrap_or("(no cmdline.txt)"));
+        let _ = writeln!(
+            s,
+            "cmdline      {}",
+            self.cmdline.as_deref().unwrap_or("(no cmdline.txt)")
+        );
         let ci = &self.cloud_init;
         let _ = writeln!(
             s,
             "cloud-init   {}{}",
-            if ci.installed { "installed" } else { "not installed" },
+            if ci.installed {
+                "installed"
+            } else {
+                "not installed"
+            },
             match &ci.seed_dir {
                 Some(d) => format!(
                     ", NoCloud seed in {d}{}",
-                    if ci.seed_on_boot_partition { " (boot partition)" } else { "" }
+                    if ci.seed_on_boot_partition {
+                        " (boot partition)"
+                    } else {
+                        ""
+                    }
                 ),
                 None => String::new(),
             }
