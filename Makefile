@@ -5,7 +5,7 @@ FIXTURES ?= $(CURDIR)/target/fixtures
 DEMO ?= $(CURDIR)/target/demo
 PIFORGE := $(CURDIR)/target/release/piforge
 
-.PHONY: all build deps fixtures test lint demo bench bench-decompress clean
+.PHONY: all build deps fixtures test lint demo bench bench-decompress bench-customize clean
 
 all: build
 
@@ -31,9 +31,20 @@ demo: fixtures build
 	@mkdir -p $(DEMO)
 	@echo "== piforge inspect on an upstream-shaped Raspberry Pi OS trixie image (.img.xz)"
 	PIFORGE_CACHE=$(DEMO)/cache $(PIFORGE) inspect $(FIXTURES)/trixie.img.xz
+	@echo "== piforge customize: kernel cgroup flags, a config.txt setting, swap off (dry run, then for real)"
+	PIFORGE_CACHE=$(DEMO)/cache $(PIFORGE) customize $(FIXTURES)/trixie.img.xz --dry-run \
+	  --cmdline-add cgroup_enable=memory --cmdline-add cgroup_memory=1 --config arm_64bit=1 \
+	  --rm /etc/rpi/swap.conf
+	PIFORGE_CACHE=$(DEMO)/cache $(PIFORGE) customize $(FIXTURES)/trixie.img.xz -o $(DEMO)/trixie-custom.img \
+	  --cmdline-add cgroup_enable=memory --cmdline-add cgroup_memory=1 --config arm_64bit=1 \
+	  --rm /etc/rpi/swap.conf
+	PIFORGE_CACHE=$(DEMO)/cache $(PIFORGE) inspect $(DEMO)/trixie-custom.img
 
 # Benchmarks (results and the machine go into BENCHMARKS.md).
-bench: bench-decompress
+bench: bench-decompress bench-customize
+
+bench-customize:
+	bash benches/customize.sh
 
 bench-decompress:
 	bash benches/decompress.sh
