@@ -2,6 +2,7 @@
 //! editing filesystems in user space (no root, no loop devices, no chroot).
 
 pub mod bootcfg;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod disk;
@@ -9,5 +10,6 @@ pub mod fs;
 pub mod grow;
 pub mod inspect;
 pub mod output;
+pub mod payload_files;
 pub mod plan;
 pub mod source;
