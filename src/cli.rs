@@ -21,6 +21,9 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Write a customized copy of an image: overlays, boot settings, removals (never in place).
     Customize(CustomizeArgs),
+    /// Check an image against what a kubeadm node on a Pi needs: PASS/WARN/FAIL per item;
+    /// exits 0 only when nothing fails.
+    Check(CheckArgs),
 }
 
 /// How to open an input image (shared by every command that reads one).
@@ -90,4 +93,14 @@ pub struct CustomizeArgs {
     /// Print the changes (path, action, size, mode) and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod bootcfg;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod customize;
@@ -11,5 +12,6 @@ pub mod fs;
 pub mod grow;
 pub mod inspect;
 pub mod output;
+pub mod payload_files;
 pub mod plan;
 pub mod source;

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use piforge::cli::{Cli, Command, CustomizeArgs, InputArgs, InspectArgs};
-use piforge::{clock, customize, inspect, output, source};
+use piforge::cli::{CheckArgs, Cli, Command, CustomizeArgs, InputArgs, InspectArgs};
+use piforge::{check, clock, customize, inspect, output, source};
 
 fn main() -> ExitCode {
     // A bug must still end in one sentence, not a backtrace.
@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(a) => cmd_inspect(a),
         Command::Customize(a) => cmd_customize(a),
+        Command::Check(a) => cmd_check(a),
     };
     match result {
         Ok(code) => code,
@@ -102,4 +103,20 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
         done.image_bytes >> 20
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_check(a: CheckArgs) -> Result<ExitCode> {
+    let img = open_input(&a.input)?;
+    let items = inspect::check_image(&img.path)?;
+    if a.json {
+        let s = serde_json::to_string_pretty(&items).context("encoding the check as JSON")?;
+        println!("{s}");
+    } else {
+        print!("{}", check::render_text(&items));
+    }
+    Ok(if check::exit_ok(&items) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

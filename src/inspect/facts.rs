@@ -12,6 +12,13 @@ pub trait RootFiles {
     /// Names in a directory, sorted; empty when it does not exist.
     fn list(&self, dir: &str) -> Result<Vec<String>, String>;
 
+    /// The target of the symlink `path` (its last component not followed), `Ok(None)` when
+    /// `path` is not a symlink or does not exist. The default knows no symlinks; readers that
+    /// can tell should override it (systemd masks are symlinks to `/dev/null`).
+    fn read_link(&self, _path: &str) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+
     fn read_string(&self, path: &str) -> Result<Option<String>, String> {
         Ok(self
             .read(path)?
@@ -183,55 +190,38 @@ pub struct Swap {
 
 const WANTS: &str = "/etc/systemd/system/multi-user.target.wants";
 
+/// Whether `unit` is masked in `/etc/systemd/system`: a symlink to `/dev/null`, or (as
+/// systemd.unit(5) also counts it) an empty file there. A symlink whose target is missing from
+/// the image (its `/dev` is empty) reads as `None`, and counts as masked too, because systemd
+/// could not load it either.
+pub fn unit_masked(fs: &dyn RootFiles, unit: &str) -> Result<bool, String> {
+    let path = format!("/etc/systemd/system/{unit}");
+    if let Some(target) = fs.read_link(&path)? {
+        if target == "/dev/null" {
+            return Ok(true);
+        }
+    }
+    if !fs.exists(&path)? {
+        return Ok(false);
+    }
+    Ok(match fs.read(&path)? {
+        None => true,
+        Some(b) => b.is_empty(),
+    })
+}
+
+/// How swap is set up on the image. Raspberry Pi OS bookworm uses dphys-swapfile and trixie
+/// rpi-swap; when both are present (for instance rpi-swap settings layered onto bookworm) the
+/// first that is active is reported, so one still-enabled mechanism is never hidden.
+/// zram-generator alone is considered only when neither is present (rpi-swap drives zram
+/// itself on trixie).
 pub fn swap(fs: &dyn RootFiles) -> Result<Swap, String> {
-    // trixie: rpi-swap reads /etc/rpi/swap.conf then /etc/rpi/swap.conf.d/*.conf.
-    let mut rpi_conf = Vec::new();
-    if fs.exists("/etc/rpi/swap.conf")? {
-        rpi_conf.push("/etc/rpi/swap.conf".to_string());
-    }
-    for n in fs.list("/etc/rpi/swap.conf.d")? {
-        if n.ends_with(".conf") {
-            rpi_conf.push(format!("/etc/rpi/swap.conf.d/{n}"));
-        }
-    }
-    if !rpi_conf.is_empty() || fs.exists("/usr/lib/systemd/system/rpi-swap.service")? {
-        let mut mechanism = "zram".to_string();
-        let mut from = "default".to_string();
-        for f in &rpi_conf {
-            if let Some(t) = fs.read_string(f)? {
-                for l in t.lines() {
-                    if let Some(v) = l.trim().strip_prefix("Mechanism=") {
-                        mechanism = v.trim().to_string();
-                        from = f.clone();
-                    }
-                }
-            }
-        }
-        return Ok(Swap {
-            mechanism: SwapMechanism::RpiSwap,
-            active: mechanism != "none",
-            detail: format!("Mechanism={mechanism} ({from})"),
-        });
-    }
-    if fs.exists("/etc/dphys-swapfile")? {
-        let enabled = fs.exists(&format!("{WANTS}/dphys-swapfile.service"))?;
-        let size = fs
-            .read_string("/etc/dphys-swapfile")?
-            .and_then(|t| {
-                t.lines()
-                    .filter_map(|l| l.trim().strip_prefix("CONF_SWAPSIZE="))
-                    .next_back()
-                    .map(|v| v.trim().to_string())
-            })
-            .unwrap_or_else(|| "default".into());
-        return Ok(Swap {
-            mechanism: SwapMechanism::DphysSwapfile,
-            active: enabled && size != "0",
-            detail: format!(
-                "CONF_SWAPSIZE={size}, dphys-swapfile.service {}",
-                if enabled { "enabled" } else { "not enabled" }
-            ),
-        });
+    let found: Vec<Swap> = [rpi_swap(fs)?, dphys_swapfile(fs)?]
+        .into_iter()
+        .flatten()
+        .collect();
+    if let Some(s) = found.iter().find(|s| s.active).or(found.first()) {
+        return Ok(s.clone());
     }
     for p in [
         "/etc/systemd/zram-generator.conf",
@@ -251,6 +241,69 @@ pub fn swap(fs: &dyn RootFiles) -> Result<Swap, String> {
         active: false,
         detail: "no swap configuration found".into(),
     })
+}
+
+/// trixie: rpi-swap reads /etc/rpi/swap.conf then /etc/rpi/swap.conf.d/*.conf.
+fn rpi_swap(fs: &dyn RootFiles) -> Result<Option<Swap>, String> {
+    let mut rpi_conf = Vec::new();
+    if fs.exists("/etc/rpi/swap.conf")? {
+        rpi_conf.push("/etc/rpi/swap.conf".to_string());
+    }
+    for n in fs.list("/etc/rpi/swap.conf.d")? {
+        if n.ends_with(".conf") {
+            rpi_conf.push(format!("/etc/rpi/swap.conf.d/{n}"));
+        }
+    }
+    if rpi_conf.is_empty() && !fs.exists("/usr/lib/systemd/system/rpi-swap.service")? {
+        return Ok(None);
+    }
+    let mut mechanism = "zram".to_string();
+    let mut from = "default".to_string();
+    for f in &rpi_conf {
+        if let Some(t) = fs.read_string(f)? {
+            for l in t.lines() {
+                if let Some(v) = l.trim().strip_prefix("Mechanism=") {
+                    mechanism = v.trim().to_string();
+                    from = f.clone();
+                }
+            }
+        }
+    }
+    Ok(Some(Swap {
+        mechanism: SwapMechanism::RpiSwap,
+        active: mechanism != "none",
+        detail: format!("Mechanism={mechanism} ({from})"),
+    }))
+}
+
+/// bookworm: dphys-swapfile.service, enabled in multi-user.target, sized by /etc/dphys-swapfile.
+fn dphys_swapfile(fs: &dyn RootFiles) -> Result<Option<Swap>, String> {
+    if !fs.exists("/etc/dphys-swapfile")? {
+        return Ok(None);
+    }
+    let masked = unit_masked(fs, "dphys-swapfile.service")?;
+    let enabled = fs.exists(&format!("{WANTS}/dphys-swapfile.service"))?;
+    let size = fs
+        .read_string("/etc/dphys-swapfile")?
+        .and_then(|t| {
+            t.lines()
+                .filter_map(|l| l.trim().strip_prefix("CONF_SWAPSIZE="))
+                .next_back()
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "default".into());
+    let state = if masked {
+        "masked"
+    } else if enabled {
+        "enabled"
+    } else {
+        "not enabled"
+    };
+    Ok(Some(Swap {
+        mechanism: SwapMechanism::DphysSwapfile,
+        active: !masked && enabled && size != "0",
+        detail: format!("CONF_SWAPSIZE={size}, dphys-swapfile.service {state}"),
+    }))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -327,6 +380,198 @@ pub(crate) mod tests {
             v.dedup();
             Ok(v)
         }
+    }
+
+    /// An in-memory root filesystem with directories and symlinks, resolved like the ext4
+    /// reader: absolute targets inside the tree, intermediate links always followed, the last
+    /// component followed by `read`/`list` but not by `exists`/`read_link`.
+    #[derive(Default)]
+    pub(crate) struct LinkFiles {
+        files: BTreeMap<String, Vec<u8>>,
+        links: BTreeMap<String, String>,
+        dirs: std::collections::BTreeSet<String>,
+    }
+
+    impl LinkFiles {
+        pub(crate) fn new() -> Self {
+            Self::default()
+        }
+        pub(crate) fn file(mut self, path: &str, content: &str) -> Self {
+            self.links.remove(path);
+            self.files.insert(path.into(), content.as_bytes().to_vec());
+            self
+        }
+        pub(crate) fn link(mut self, path: &str, target: &str) -> Self {
+            self.files.remove(path);
+            self.links.insert(path.into(), target.into());
+            self
+        }
+        pub(crate) fn dir(mut self, path: &str) -> Self {
+            self.dirs.insert(path.trim_end_matches('/').into());
+            self
+        }
+        pub(crate) fn remove(mut self, path: &str) -> Self {
+            self.files.remove(path);
+            self.links.remove(path);
+            self
+        }
+
+        fn resolve(&self, path: &str, follow_last: bool) -> Option<String> {
+            let mut todo: Vec<String> = path.split('/').rev().map(String::from).collect();
+            let mut cur: Vec<String> = Vec::new();
+            let mut hops = 0;
+            while let Some(c) = todo.pop() {
+                match c.as_str() {
+                    "" | "." => continue,
+                    ".." => {
+                        cur.pop();
+                        continue;
+                    }
+                    _ => {}
+                }
+                let here = if cur.is_empty() {
+                    format!("/{c}")
+                } else {
+                    format!("/{}/{c}", cur.join("/"))
+                };
+                let last = todo.iter().all(|t| t.is_empty() || t == ".");
+                match self.links.get(&here) {
+                    Some(t) if !last || follow_last => {
+                        hops += 1;
+                        if hops > 40 {
+                            return None;
+                        }
+                        if t.starts_with('/') {
+                            cur.clear();
+                        }
+                        todo.extend(t.split('/').rev().map(String::from));
+                    }
+                    _ => cur.push(c),
+                }
+            }
+            Some(format!("/{}", cur.join("/")))
+        }
+
+        fn is_dir(&self, p: &str) -> bool {
+            let pre = format!("{}/", p.trim_end_matches('/'));
+            p == "/"
+                || self.dirs.contains(p)
+                || self
+                    .files
+                    .keys()
+                    .chain(self.links.keys())
+                    .chain(self.dirs.iter())
+                    .any(|k| k.starts_with(&pre))
+        }
+    }
+
+    impl RootFiles for LinkFiles {
+        fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+            Ok(self
+                .resolve(path, true)
+                .and_then(|p| self.files.get(&p).cloned()))
+        }
+        fn exists(&self, path: &str) -> Result<bool, String> {
+            Ok(self.resolve(path, false).is_some_and(|p| {
+                self.files.contains_key(&p) || self.links.contains_key(&p) || self.is_dir(&p)
+            }))
+        }
+        fn list(&self, dir: &str) -> Result<Vec<String>, String> {
+            let Some(d) = self.resolve(dir, true) else {
+                return Ok(Vec::new());
+            };
+            let pre = format!("{}/", d.trim_end_matches('/'));
+            let mut v: Vec<String> = self
+                .files
+                .keys()
+                .chain(self.links.keys())
+                .chain(self.dirs.iter())
+                .filter_map(|k| k.strip_prefix(&pre))
+                .map(|r| r.split('/').next().unwrap_or(r).to_string())
+                .collect();
+            v.sort();
+            v.dedup();
+            Ok(v)
+        }
+        fn read_link(&self, path: &str) -> Result<Option<String>, String> {
+            Ok(self
+                .resolve(path, false)
+                .and_then(|p| self.links.get(&p).cloned()))
+        }
+    }
+
+    #[test]
+    fn link_files_resolve_like_ext4() {
+        let fs = LinkFiles::new()
+            .file("/usr/lib/x/a", "A")
+            .link("/lib", "usr/lib")
+            .link("/etc/alt", "/lib/x/a")
+            .link("/etc/rel", "../usr/lib/x/a")
+            .link("/etc/null", "/dev/null")
+            .dir("/dev");
+        assert_eq!(fs.read("/lib/x/a").unwrap().unwrap(), b"A");
+        assert_eq!(fs.read("/etc/alt").unwrap().unwrap(), b"A");
+        assert_eq!(fs.read("/etc/rel").unwrap().unwrap(), b"A");
+        assert_eq!(fs.read("/etc/null").unwrap(), None);
+        assert!(fs.exists("/etc/null").unwrap());
+        assert!(fs.exists("/dev").unwrap());
+        assert!(!fs.exists("/dev/null").unwrap());
+        assert_eq!(
+            fs.read_link("/etc/null").unwrap().as_deref(),
+            Some("/dev/null")
+        );
+        assert_eq!(fs.read_link("/lib/x/a").unwrap(), None);
+        assert_eq!(fs.list("/lib").unwrap(), vec!["x"]);
+        assert_eq!(fs.list("/etc").unwrap(), vec!["alt", "null", "rel"]);
+    }
+
+    #[test]
+    fn masked_dphys_swapfile_is_off() {
+        let wants = "/etc/systemd/system/multi-user.target.wants/dphys-swapfile.service";
+        let base = || {
+            LinkFiles::new()
+                .file("/etc/dphys-swapfile", "CONF_SWAPSIZE=512\n")
+                .file("/lib/systemd/system/dphys-swapfile.service", "[Unit]\n")
+                .link(wants, "/lib/systemd/system/dphys-swapfile.service")
+                .dir("/dev")
+        };
+        assert!(swap(&base()).unwrap().active);
+        // masked, even while still linked into multi-user.target.wants
+        let masked = base().link("/etc/systemd/system/dphys-swapfile.service", "/dev/null");
+        assert!(unit_masked(&masked, "dphys-swapfile.service").unwrap());
+        let s = swap(&masked).unwrap();
+        assert!(!s.active, "{s:?}");
+        assert!(s.detail.contains("masked"), "{s:?}");
+        // a reader without read_link still sees the dangling /dev/null link as masked
+        let m = MemFiles::with(&[
+            ("/etc/dphys-swapfile", "CONF_SWAPSIZE=512\n"),
+            (wants, ""),
+            ("/etc/systemd/system/dphys-swapfile.service", ""),
+        ]);
+        assert!(!swap(&m).unwrap().active);
+        // an override unit with content is not a mask
+        let over = base().file("/etc/systemd/system/dphys-swapfile.service", "[Unit]\n");
+        assert!(!unit_masked(&over, "dphys-swapfile.service").unwrap());
+        assert!(swap(&over).unwrap().active);
+    }
+
+    #[test]
+    fn rpi_swap_settings_do_not_hide_an_active_dphys_swapfile() {
+        // piforge's rpi-swap drop-in layered onto bookworm, without masking dphys-swapfile
+        let fs = MemFiles::with(&[
+            ("/etc/dphys-swapfile", "CONF_SWAPSIZE=512\n"),
+            (
+                "/etc/systemd/system/multi-user.target.wants/dphys-swapfile.service",
+                "[Unit]\n",
+            ),
+            (
+                "/etc/rpi/swap.conf.d/90-piforge.conf",
+                "[Main]\nMechanism=none\n",
+            ),
+        ]);
+        let s = swap(&fs).unwrap();
+        assert_eq!(s.mechanism, SwapMechanism::DphysSwapfile);
+        assert!(s.active);
     }
 
     #[test]

@@ -104,6 +104,14 @@ impl RootFiles for Ext4Files<'_> {
     fn exists(&self, path: &str) -> Result<bool, String> {
         Ok(self.0.stat(path).map_err(|e| e.to_string())?.is_some())
     }
+    fn read_link(&self, path: &str) -> Result<Option<String>, String> {
+        match self.0.stat(path).map_err(|e| e.to_string())? {
+            Some(st) if st.kind == crate::fs::ext4::FileKind::Symlink => {
+                self.0.read_link(path).map(Some).map_err(|e| e.to_string())
+            }
+            _ => Ok(None),
+        }
+    }
     fn list(&self, dir: &str) -> Result<Vec<String>, String> {
         match self.0.read_dir(dir) {
             Ok(entries) => {
@@ -363,4 +371,33 @@ impl Report {
         );
         s
     }
+}
+
+/// The kubeadm-readiness check of a raw image (see [`crate::check`]).
+pub fn check_image(raw: &Path) -> Result<Vec<crate::check::CheckItem>, InspectError> {
+    let (_, boot_p, root_p) = layout_of(raw)?;
+    let f = File::open(raw).map_err(|source| InspectError::Io {
+        path: raw.display().to_string(),
+        source,
+    })?;
+    let vol = FatVolume::open(
+        disk::ReadOnly(Slice::new(f, boot_p.start_bytes, boot_p.size_bytes)),
+        0,
+    )
+    .map_err(|e| InspectError::Fs(format!("boot partition: {e}")))?;
+    let text = |name: &str| -> Result<Option<String>, InspectError> {
+        Ok(vol
+            .read_file(name)
+            .map_err(|e| InspectError::Fs(format!("boot partition: {e}")))?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    };
+    let boot = crate::check::BootFiles {
+        cmdline: text("cmdline.txt")?,
+        config: text("config.txt")?,
+        user_data: text("user-data")?,
+    };
+    let fs = Ext4::open(raw, root_p.start_bytes, OpenMode::ReadOnly)
+        .map_err(|e| InspectError::Fs(format!("root partition: {e}")))?;
+    crate::check::check(&Ext4Files(&fs), &boot)
+        .map_err(|e| InspectError::Fs(format!("root partition: {e}")))
 }

@@ -1,0 +1,705 @@
+use super::*;
+use crate::bootcfg;
+use crate::inspect::facts::tests::LinkFiles;
+use crate::payload_files::{self, SwapOffOp};
+
+const BOOKWORM_CMDLINE: &str = "console=serial0,115200 console=tty1 root=PARTUUID=5a7e0b1c-02 \
+    rootfstype=ext4 fsck.repair=yes rootwait quiet init=/usr/lib/raspberrypi-sys-mods/firstboot\n";
+
+const CONFIG_TXT: &str = "dtparam=audio=on\ncamera_auto_detect=1\ndisplay_auto_detect=1\n\
+    auto_initramfs=1\ndtoverlay=vc4-kms-v3d\nmax_framebuffers=2\ndisable_fw_kms_setup=1\n\
+    arm_64bit=1\ndisable_overscan=1\narm_boost=1\n\n[cm4]\notg_mode=1\n\n[cm5]\n\
+    dtoverlay=dwc2,dr_mode=host\n\n[all]\n";
+
+const DPKG_STATUS: &str =
+    "Package: base-files\nStatus: install ok installed\nArchitecture: arm64\n\
+    Version: 12.4\n\nPackage: dpkg\nStatus: install ok installed\nArchitecture: arm64\n\
+    Version: 1.21.22\n\nPackage: libc6\nStatus: install ok installed\nArchitecture: arm64\n";
+
+/// Raspberry Pi OS bookworm Lite as published: merged /usr, dphys-swapfile enabled, no
+/// Kubernetes pieces, no iptables.
+fn upstream() -> LinkFiles {
+    LinkFiles::new()
+        .link("/bin", "usr/bin")
+        .link("/sbin", "usr/sbin")
+        .link("/lib", "usr/lib")
+        .dir("/dev")
+        .file("/var/lib/dpkg/status", DPKG_STATUS)
+        .file("/usr/lib/aarch64-linux-gnu/libc.so.6", "ELF")
+        .file("/etc/os-release", "ID=debian\nVERSION_CODENAME=bookworm\n")
+        .file("/etc/dphys-swapfile", "CONF_SWAPSIZE=512\n")
+        .file(
+            "/usr/lib/systemd/system/dphys-swapfile.service",
+            "[Unit]\nDescription=swap\n",
+        )
+        .link(
+            "/etc/systemd/system/multi-user.target.wants/dphys-swapfile.service",
+            "/lib/systemd/system/dphys-swapfile.service",
+        )
+        .file("/usr/lib/systemd/system/ssh.service", "[Unit]\n")
+        .link(
+            "/etc/systemd/system/multi-user.target.wants/ssh.service",
+            "/lib/systemd/system/ssh.service",
+        )
+        .file(
+            "/etc/modules",
+            "# /etc/modules: kernel modules to load at boot time.\n",
+        )
+        .link("/etc/modules-load.d/modules.conf", "../modules")
+        .file("/etc/sysctl.conf", "#net.ipv4.ip_forward=1\n")
+        .link("/etc/sysctl.d/99-sysctl.conf", "../sysctl.conf")
+        .file("/usr/bin/ip", "ELF")
+        .file("/usr/bin/mount", "ELF")
+        .file("/usr/bin/nsenter", "ELF")
+        .file("/usr/bin/touch", "ELF")
+        .file("/usr/sbin/tc", "ELF")
+        .file("/usr/sbin/ethtool", "ELF")
+        .file("/etc/machine-id", "")
+        .file(
+            "/etc/ssh/sshd_config",
+            "Include /etc/ssh/sshd_config.d/*.conf\n",
+        )
+}
+
+fn upstream_boot() -> BootFiles {
+    BootFiles {
+        cmdline: Some(BOOKWORM_CMDLINE.to_string()),
+        config: Some(CONFIG_TXT.to_string()),
+        user_data: None,
+    }
+}
+
+/// `upstream()` with piforge's payload applied from `payload_files`, plus the binaries a
+/// release download would bring.
+fn prepared() -> (LinkFiles, BootFiles) {
+    let mut fs = upstream();
+    for f in payload_files::k8s_overlay() {
+        let text = if f.template {
+            payload_files::render(f.text(), &[("PAUSE_IMAGE", "registry.k8s.io/pause:3.10.1")])
+                .unwrap()
+        } else {
+            f.text().to_string()
+        };
+        fs = fs.file(f.path, &text);
+    }
+    for e in payload_files::enable_units() {
+        fs = fs.link(&e.link_path(), &e.link_target());
+    }
+    for op in payload_files::swap_off_ops() {
+        fs = match op {
+            SwapOffOp::RemoveIfExists(p) => fs.remove(p),
+            SwapOffOp::MaskUnit(_) => {
+                let (link, target) = op.mask_link().unwrap();
+                fs.link(&link, target)
+            }
+        };
+    }
+    for b in [
+        "containerd",
+        "containerd-shim-runc-v2",
+        "ctr",
+        "kubelet",
+        "kubeadm",
+        "kubectl",
+        "crictl",
+    ] {
+        fs = fs.file(&format!("/usr/local/bin/{b}"), "ELF");
+    }
+    fs = fs.file("/usr/local/sbin/runc", "ELF");
+    for p in ["bridge", "host-local", "loopback", "portmap", "dhcp"] {
+        fs = fs.file(&format!("/opt/cni/bin/{p}"), "ELF");
+    }
+    for t in ["iptables", "ebtables", "conntrack"] {
+        fs = fs.file(&format!("/usr/sbin/{t}"), "ELF");
+    }
+    fs = fs.file("/usr/bin/socat", "ELF");
+    fs = fs.file(
+        "/etc/piforge/kubeadm.yaml",
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\n---\n\
+         apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: systemd\n",
+    );
+    let mut boot = upstream_boot();
+    boot.cmdline = Some(
+        bootcfg::edit_cmdline(BOOKWORM_CMDLINE, &payload_files::cmdline_tokens(), &[]).unwrap(),
+    );
+    let mut settings = payload_files::config_settings();
+    settings.extend(payload_files::pi5_4k_pages_settings());
+    boot.config = Some(bootcfg::edit_config(CONFIG_TXT, &settings).unwrap());
+    (fs, boot)
+}
+
+fn run(fs: &LinkFiles, boot: &BootFiles) -> Vec<CheckItem> {
+    check(fs, boot).unwrap()
+}
+
+fn get<'a>(items: &'a [CheckItem], id: &str) -> &'a CheckItem {
+    items
+        .iter()
+        .find(|i| i.id == id)
+        .unwrap_or_else(|| panic!("no item {id}"))
+}
+
+fn ids(items: &[CheckItem], status: Status) -> Vec<&'static str> {
+    items
+        .iter()
+        .filter(|i| i.status == status)
+        .map(|i| i.id)
+        .collect()
+}
+
+#[test]
+fn upstream_image_lists_what_is_missing() {
+    let items = run(&upstream(), &upstream_boot());
+    let text = render_text(&items);
+    assert_eq!(
+        ids(&items, Status::Fail),
+        vec![
+            "cgroup-memory",
+            "swap-off",
+            "kernel-modules",
+            "sysctl-ip-forward",
+            "tools-required",
+            "containerd",
+            "containerd-config",
+            "runc",
+            "cni-plugins",
+            "containerd-enabled",
+            "kube-binaries",
+            "kubelet-enabled",
+            "kubeadm-dropin",
+        ],
+        "{text}"
+    );
+    assert_eq!(
+        ids(&items, Status::Warn),
+        vec![
+            "sysctl-bridge-nf",
+            "tools-optional",
+            "crictl-config",
+            "pi5-page-size"
+        ],
+        "{text}"
+    );
+    assert!(!exit_ok(&items));
+    let reason = |id| get(&items, id).reason.clone();
+    assert!(
+        reason("cgroup-memory").contains("add cgroup_enable=memory"),
+        "{text}"
+    );
+    assert!(reason("swap-off").contains("dphys-swapfile"), "{text}");
+    assert!(reason("swap-off").contains("CONF_SWAPSIZE=512"), "{text}");
+    assert!(
+        reason("tools-required").contains("iptables (iptables)"),
+        "{text}"
+    );
+    assert!(reason("tools-required").contains("crictl"), "{text}");
+    assert!(
+        reason("kernel-modules").contains("overlay, br_netfilter"),
+        "{text}"
+    );
+    assert!(
+        reason("kube-binaries").contains("kubelet, kubeadm, kubectl"),
+        "{text}"
+    );
+    assert!(
+        reason("containerd-enabled").contains("no containerd.service unit file"),
+        "{text}"
+    );
+    // the ids are unique and kebab-case
+    let mut all: Vec<&str> = items.iter().map(|i| i.id).collect();
+    assert!(all.iter().all(|i| i
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')));
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), items.len());
+}
+
+#[test]
+fn prepared_image_passes() {
+    let (fs, boot) = prepared();
+    let items = run(&fs, &boot);
+    let text = render_text(&items);
+    assert_eq!(ids(&items, Status::Fail), Vec::<&str>::new(), "{text}");
+    assert_eq!(ids(&items, Status::Warn), Vec::<&str>::new(), "{text}");
+    assert!(exit_ok(&items));
+    assert!(
+        get(&items, "swap-off").reason.contains("Mechanism=none"),
+        "{text}"
+    );
+    assert!(get(&items, "containerd-enabled").reason.contains(
+        "/etc/systemd/system/multi-user.target.wants/containerd.service -> /usr/local/lib/systemd/system/containerd.service"
+    ));
+    assert_eq!(
+        get(&items, "kubeadm-dropin").reason,
+        "runs /usr/local/bin/kubelet"
+    );
+    assert_eq!(
+        get(&items, "kernel-modules").looked_at,
+        "/etc/modules-load.d/*.conf"
+    );
+}
+
+/// The prepared tree with one change gives exactly one non-pass item, with this status.
+fn only(fs: LinkFiles, boot: BootFiles, id: &str, status: Status) -> CheckItem {
+    let items = run(&fs, &boot);
+    let bad: Vec<&CheckItem> = items.iter().filter(|i| i.status != Status::Pass).collect();
+    assert_eq!(bad.len(), 1, "{}", render_text(&items));
+    assert_eq!(
+        (bad[0].id, bad[0].status),
+        (id, status),
+        "{}",
+        render_text(&items)
+    );
+    bad[0].clone()
+}
+
+#[test]
+fn armhf_userland_fails() {
+    let (fs, boot) = prepared();
+    let fs = fs.file(
+        "/var/lib/dpkg/status",
+        &DPKG_STATUS.replace("arm64", "armhf"),
+    );
+    let i = only(fs, boot, "arch-arm64", Status::Fail);
+    assert!(i.reason.contains("dpkg is armhf"), "{i:?}");
+    // no dpkg database: the multiarch directory decides
+    let fs = LinkFiles::new().file("/usr/lib/arm-linux-gnueabihf/libc.so.6", "ELF");
+    assert_eq!(arch(&fs).unwrap().status, Status::Fail);
+    let fs = LinkFiles::new().file("/usr/lib/aarch64-linux-gnu/libc.so.6", "ELF");
+    assert_eq!(arch(&fs).unwrap().status, Status::Pass);
+    assert_eq!(arch(&LinkFiles::new()).unwrap().status, Status::Warn);
+}
+
+#[test]
+fn cgroup_tokens() {
+    let (fs, mut boot) = prepared();
+    boot.cmdline = Some(BOOKWORM_CMDLINE.into());
+    let i = only(fs, boot.clone(), "cgroup-memory", Status::Fail);
+    assert_eq!(i.looked_at, "cmdline.txt: cgroup_enable=memory");
+
+    let (fs, _) = prepared();
+    boot.cmdline = Some("root=x cgroup_enable=cpuset,memory cgroup_disable=memory\n".into());
+    let i = only(fs, boot.clone(), "cgroup-memory", Status::Fail);
+    assert_eq!(i.looked_at, "cgroup_disable=memory");
+
+    let (fs, _) = prepared();
+    boot.cmdline = Some("root=x cgroup_enable=memory systemd.unified_cgroup_hierarchy=0\n".into());
+    only(fs, boot.clone(), "cgroup-v2", Status::Fail);
+
+    let (fs, _) = prepared();
+    boot.cmdline = None;
+    let items = run(&fs, &boot);
+    assert_eq!(get(&items, "cgroup-memory").status, Status::Fail);
+    assert_eq!(get(&items, "cgroup-v2").status, Status::Warn);
+}
+
+#[test]
+fn swap_conditions() {
+    // masking undone: dphys-swapfile is enabled again
+    let (fs, boot) = prepared();
+    let fs = fs
+        .remove("/etc/systemd/system/dphys-swapfile.service")
+        .link(
+            "/etc/systemd/system/multi-user.target.wants/dphys-swapfile.service",
+            "/lib/systemd/system/dphys-swapfile.service",
+        );
+    let i = only(fs, boot.clone(), "swap-off", Status::Fail);
+    assert!(i.reason.contains("dphys-swapfile"), "{i:?}");
+
+    // trixie: rpi-swap with zram and no piforge drop-in
+    let (fs, _) = prepared();
+    let fs = fs
+        .remove("/etc/rpi/swap.conf.d/90-piforge.conf")
+        .file("/etc/rpi/swap.conf", "[Main]\nMechanism=zram\n")
+        .remove("/etc/dphys-swapfile");
+    let i = only(fs, boot.clone(), "swap-off", Status::Fail);
+    assert!(i.reason.contains("Mechanism=zram"), "{i:?}");
+
+    // the same, but kubelet tolerates swap
+    let (fs, _) = prepared();
+    let fs = fs
+        .remove("/etc/rpi/swap.conf.d/90-piforge.conf")
+        .file("/etc/rpi/swap.conf", "[Main]\nMechanism=zram\n")
+        .file(
+            "/var/lib/kubelet/config.yaml",
+            "cgroupDriver: systemd\nfailSwapOn: false\n",
+        );
+    only(fs, boot, "swap-off", Status::Warn);
+}
+
+#[test]
+fn kernel_modules_conditions() {
+    let (fs, boot) = prepared();
+    let i = only(
+        fs.remove("/etc/modules-load.d/k8s.conf"),
+        boot.clone(),
+        "kernel-modules",
+        Status::Fail,
+    );
+    assert!(i.reason.contains("overlay, br_netfilter"));
+    // one of them in /etc/modules, the other missing
+    let (fs, _) = prepared();
+    let fs = fs
+        .remove("/etc/modules-load.d/k8s.conf")
+        .file("/etc/modules", "# comment\noverlay\n");
+    let i = only(fs, boot.clone(), "kernel-modules", Status::Fail);
+    assert!(
+        i.reason.starts_with("not loaded at boot: br_netfilter;"),
+        "{i:?}"
+    );
+    // a vendor file counts; an /etc file of the same name overrides it
+    let (fs, _) = prepared();
+    let fs = fs.remove("/etc/modules-load.d/k8s.conf").file(
+        "/usr/lib/modules-load.d/k8s.conf",
+        "overlay\nbr_netfilter\n",
+    );
+    assert_eq!(kernel_modules(&fs).unwrap().status, Status::Pass);
+    let fs = fs.file("/etc/modules-load.d/k8s.conf", "# nothing\n");
+    assert_eq!(kernel_modules(&fs).unwrap().status, Status::Fail);
+}
+
+#[test]
+fn sysctl_order_and_spacing() {
+    let (fs, boot) = prepared();
+    // a later file turns forwarding off again
+    let fs = fs.file("/etc/sysctl.d/99-zz-local.conf", "net.ipv4.ip_forward=0\n");
+    let i = only(fs, boot.clone(), "sysctl-ip-forward", Status::Fail);
+    assert_eq!(i.looked_at, "/etc/sysctl.d/99-zz-local.conf");
+    // an earlier file cannot
+    let (fs, _) = prepared();
+    let fs = fs.file("/etc/sysctl.d/10-early.conf", "net.ipv4.ip_forward=0\n");
+    assert_eq!(
+        get(&run(&fs, &boot), "sysctl-ip-forward").status,
+        Status::Pass
+    );
+    // slashes, a leading '-', no spaces; through Debian's 99-sysctl.conf link
+    let (fs, _) = prepared();
+    let fs = fs.remove("/etc/sysctl.d/99-kubernetes.conf").file(
+        "/etc/sysctl.conf",
+        "-net/ipv4/ip_forward=1\n  net.bridge.bridge-nf-call-iptables=1\n",
+    );
+    let i = only(fs, boot.clone(), "sysctl-bridge-nf", Status::Warn);
+    assert!(
+        i.reason
+            .contains("net.bridge.bridge-nf-call-ip6tables not set"),
+        "{i:?}"
+    );
+    // sysctl.conf without the 99-sysctl.conf link still counts, last
+    let (fs, _) = prepared();
+    let fs = fs
+        .remove("/etc/sysctl.d/99-sysctl.conf")
+        .file("/etc/sysctl.conf", "net.ipv4.ip_forward = 0\n");
+    only(fs, boot, "sysctl-ip-forward", Status::Fail);
+}
+
+#[test]
+fn tools_and_cloud_init_packages() {
+    let (fs, boot) = prepared();
+    let fs = fs.remove("/usr/sbin/iptables");
+    let i = only(fs, boot.clone(), "tools-required", Status::Fail);
+    assert_eq!(i.reason, "missing: iptables (iptables)");
+
+    let (fs, mut boot) = prepared();
+    let fs = fs.remove("/usr/sbin/iptables").remove("/usr/bin/socat");
+    boot.user_data = Some(
+        "#cloud-config\nhostname: node1\npackages:\n  - iptables\n  - [socat, 1.7.4]\nruncmd:\n  - [ls]\n"
+            .into(),
+    );
+    let items = run(&fs, &boot);
+    let req = get(&items, "tools-required");
+    assert_eq!(req.status, Status::Warn);
+    assert_eq!(
+        req.reason,
+        "iptables (iptables) installed by cloud-init on first boot (needs network)"
+    );
+    let opt = get(&items, "tools-optional");
+    assert_eq!(opt.status, Status::Warn);
+    assert!(
+        opt.reason.contains("socat (socat) installed by cloud-init"),
+        "{opt:?}"
+    );
+    assert!(exit_ok(&items));
+
+    assert_eq!(
+        cloud_config_packages(Some("#cloud-config\npackages: [iptables, \"socat\"]\n")),
+        vec!["iptables", "socat"]
+    );
+    assert_eq!(
+        cloud_config_packages(Some(
+            "#cloud-config\npackages:\n- a # c\n- b=1.0\nusers: []\n- x\n"
+        )),
+        vec!["a", "b"]
+    );
+    assert!(cloud_config_packages(Some("#!/bin/sh\npackages:\n  - iptables\n")).is_empty());
+}
+
+#[test]
+fn containerd_conditions() {
+    let (fs, boot) = prepared();
+    only(
+        fs.remove("/usr/local/bin/containerd"),
+        boot.clone(),
+        "containerd",
+        Status::Fail,
+    );
+
+    let (fs, _) = prepared();
+    let cfg = "/etc/containerd/config.toml";
+    let rendered = fs.read_string(cfg).unwrap().unwrap();
+    let off = rendered.replace("SystemdCgroup = true", "SystemdCgroup = false");
+    only(
+        fs.file(cfg, &off),
+        boot.clone(),
+        "containerd-config",
+        Status::Fail,
+    );
+    let (fs, _) = prepared();
+    let commented = rendered.replace("SystemdCgroup = true", "# SystemdCgroup = true");
+    only(
+        fs.file(cfg, &commented),
+        boot.clone(),
+        "containerd-config",
+        Status::Fail,
+    );
+    let (fs, _) = prepared();
+    let raw = payload_files::CONTAINERD_CONFIG_V3.text();
+    let i = only(
+        fs.file(cfg, raw),
+        boot.clone(),
+        "containerd-config",
+        Status::Fail,
+    );
+    assert!(i.reason.contains("unrendered"));
+    let (fs, _) = prepared();
+    only(
+        fs.remove(cfg),
+        boot.clone(),
+        "containerd-config",
+        Status::Fail,
+    );
+    // the 1.7 (version 2) config passes too
+    let (fs, _) = prepared();
+    let v2 = payload_files::render(
+        payload_files::CONTAINERD_CONFIG_V2.text(),
+        &[("PAUSE_IMAGE", "p:1")],
+    )
+    .unwrap();
+    assert_eq!(
+        get(&run(&fs.file(cfg, &v2), &boot), "containerd-config").status,
+        Status::Pass
+    );
+
+    let (fs, _) = prepared();
+    only(
+        fs.remove("/usr/local/sbin/runc"),
+        boot.clone(),
+        "runc",
+        Status::Fail,
+    );
+    let (fs, _) = prepared();
+    let i = only(
+        fs.remove("/opt/cni/bin/loopback"),
+        boot.clone(),
+        "cni-plugins",
+        Status::Fail,
+    );
+    assert_eq!(i.reason, "missing: loopback");
+
+    let (fs, _) = prepared();
+    only(
+        fs.remove("/etc/crictl.yaml"),
+        boot.clone(),
+        "crictl-config",
+        Status::Warn,
+    );
+    let (fs, _) = prepared();
+    let fs = fs.file(
+        "/etc/crictl.yaml",
+        "runtime-endpoint: unix:///run/crio/crio.sock\n",
+    );
+    only(fs, boot.clone(), "crictl-config", Status::Warn);
+}
+
+#[test]
+fn unit_enablement() {
+    let wants = "/etc/systemd/system/multi-user.target.wants/containerd.service";
+    let (fs, boot) = prepared();
+    let i = only(
+        fs.remove(wants),
+        boot.clone(),
+        "containerd-enabled",
+        Status::Fail,
+    );
+    assert!(i.reason.contains("is not enabled"), "{i:?}");
+    // a link into another target counts
+    let (fs, _) = prepared();
+    let fs = fs.remove(wants).link(
+        "/etc/systemd/system/kubernetes.target.wants/containerd.service",
+        "/usr/local/lib/systemd/system/containerd.service",
+    );
+    assert_eq!(
+        get(&run(&fs, &boot), "containerd-enabled").status,
+        Status::Pass
+    );
+    // a dangling link (the unit file is somewhere else)
+    let (fs, _) = prepared();
+    let fs = fs
+        .remove("/usr/local/lib/systemd/system/containerd.service")
+        .file("/etc/systemd/system/containerd.service", "[Unit]\n");
+    let i = only(fs, boot.clone(), "containerd-enabled", Status::Fail);
+    assert!(i.reason.contains("does not lead to a unit file"), "{i:?}");
+    assert_eq!(i.looked_at, wants);
+    // masked
+    let (fs, _) = prepared();
+    let fs = fs.link("/etc/systemd/system/kubelet.service", "/dev/null");
+    let i = only(fs, boot.clone(), "kubelet-enabled", Status::Fail);
+    assert!(i.reason.contains("masked"));
+    // no unit file at all, the link dangles
+    let (fs, _) = prepared();
+    let fs = fs.remove("/usr/local/lib/systemd/system/kubelet.service");
+    only(fs, boot, "kubelet-enabled", Status::Fail);
+}
+
+#[test]
+fn kubelet_conditions() {
+    let (fs, boot) = prepared();
+    let i = only(
+        fs.remove("/usr/local/bin/kubeadm"),
+        boot.clone(),
+        "kube-binaries",
+        Status::Fail,
+    );
+    assert_eq!(i.reason, "missing: kubeadm");
+
+    let dropin = "/usr/local/lib/systemd/system/kubelet.service.d/10-kubeadm.conf";
+    let (fs, _) = prepared();
+    only(
+        fs.remove(dropin),
+        boot.clone(),
+        "kubeadm-dropin",
+        Status::Fail,
+    );
+    // the packaged drop-in with the packaged path, kubelet installed in /usr/local/bin
+    let (fs, _) = prepared();
+    let text = fs.read_string(dropin).unwrap().unwrap();
+    let fs = fs.file(
+        dropin,
+        &text.replace("/usr/local/bin/kubelet", "/usr/bin/kubelet"),
+    );
+    let i = only(fs, boot.clone(), "kubeadm-dropin", Status::Fail);
+    assert_eq!(
+        i.reason,
+        "ExecStart runs /usr/bin/kubelet, which is not in the image"
+    );
+    // a drop-in in /etc takes precedence
+    let (fs, _) = prepared();
+    let fs = fs.file(
+        "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
+        "[Service]\nExecStart=\nExecStart=/usr/local/bin/kubelet\n",
+    );
+    let i = only(fs, boot, "kubeadm-dropin", Status::Fail);
+    assert!(i.reason.contains("$KUBELET_KUBEADM_ARGS"));
+}
+
+#[test]
+fn identity_conditions() {
+    let (fs, boot) = prepared();
+    let fs = fs.file("/etc/machine-id", "0123456789abcdef0123456789abcdef\n");
+    only(fs, boot.clone(), "machine-id", Status::Fail);
+    let (fs, _) = prepared();
+    assert_eq!(
+        get(
+            &run(&fs.file("/etc/machine-id", "uninitialized\n"), &boot),
+            "machine-id"
+        )
+        .status,
+        Status::Pass
+    );
+
+    let (fs, _) = prepared();
+    let fs = fs
+        .file("/etc/ssh/ssh_host_ed25519_key", "KEY")
+        .file("/etc/ssh/ssh_host_ed25519_key.pub", "PUB");
+    let i = only(fs, boot.clone(), "ssh-host-keys", Status::Fail);
+    assert!(i
+        .reason
+        .contains("ssh_host_ed25519_key, ssh_host_ed25519_key.pub"));
+
+    let (fs, _) = prepared();
+    let fs = fs.file(
+        "/var/lib/dbus/machine-id",
+        "0123456789abcdef0123456789abcdef\n",
+    );
+    only(fs, boot.clone(), "dbus-machine-id", Status::Warn);
+    // Debian links it to /etc/machine-id
+    let (fs, _) = prepared();
+    let fs = fs.link("/var/lib/dbus/machine-id", "/etc/machine-id");
+    assert_eq!(
+        get(&run(&fs, &boot), "dbus-machine-id").status,
+        Status::Pass
+    );
+}
+
+#[test]
+fn pi5_page_size_sections() {
+    let (fs, mut boot) = prepared();
+    boot.config = Some(CONFIG_TXT.into());
+    let i = only(fs, boot.clone(), "pi5-page-size", Status::Warn);
+    assert!(i.reason.contains("16K"));
+    assert_eq!(pi5_kernel("[cm4]\nkernel=kernel8.img\n[all]\n"), None);
+    assert_eq!(
+        pi5_kernel("[pi5]\nkernel=kernel8.img\n[all]\n").as_deref(),
+        Some("kernel8.img")
+    );
+    assert_eq!(
+        pi5_kernel("kernel=kernel8.img\n[pi4]\nkernel=x\n").as_deref(),
+        Some("kernel8.img")
+    );
+    assert_eq!(
+        pi5_kernel("[all]\nkernel=kernel8.img\n[pi5]\nkernel=kernel_2712.img\n").as_deref(),
+        Some("kernel_2712.img")
+    );
+    assert_eq!(pi5_pages(None).status, Status::Warn);
+    assert_eq!(
+        pi5_pages(Some("[all]\nkernel=vmlinuz\n")).status,
+        Status::Warn
+    );
+}
+
+#[test]
+fn cgroup_driver_conditions() {
+    let (fs, boot) = prepared();
+    let fs = fs.file(
+        "/var/lib/kubelet/config.yaml",
+        "kind: KubeletConfiguration\ncgroupDriver: cgroupfs\n",
+    );
+    let i = only(fs, boot.clone(), "cgroup-driver", Status::Warn);
+    assert!(i.reason.contains("cgroupfs"));
+    let (fs, _) = prepared();
+    let fs = fs.file("/etc/piforge/kubeadm.yaml", "kind: InitConfiguration\n");
+    only(fs, boot.clone(), "cgroup-driver", Status::Warn);
+    let (fs, _) = prepared();
+    let fs = fs.remove("/etc/piforge/kubeadm.yaml");
+    assert_eq!(get(&run(&fs, &boot), "cgroup-driver").status, Status::Pass);
+}
+
+#[test]
+fn text_and_json() {
+    let items = vec![
+        item("a", "short", Status::Pass, "fine", "/x"),
+        item("b-long", "a longer title", Status::Fail, "broken", "/y"),
+    ];
+    assert_eq!(
+        render_text(&items),
+        "PASS  short           fine [/x]\n\
+         FAIL  a longer title  broken [/y]\n\
+         1 passed, 0 warnings, 1 failed\n"
+    );
+    assert!(!exit_ok(&items));
+    assert!(exit_ok(&items[..1]));
+    let j = serde_json::to_value(&items[1]).unwrap();
+    assert_eq!(j["status"], "fail");
+    assert_eq!(j["id"], "b-long");
+    assert_eq!(j["looked_at"], "/y");
+}
