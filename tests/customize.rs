@@ -456,3 +456,80 @@ fn bad_customize_input() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn interrupted_run_leaves_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let o = tmp.path().join("slow");
+    fs::create_dir_all(&o).unwrap();
+    // 150 MB to write: long enough to interrupt.
+    fs::write(o.join("big.bin"), vec![0x5au8; 150 << 20]).unwrap();
+    for signal in ["-INT", "-TERM"] {
+        let out = tmp.path().join("interrupted.img");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_piforge"))
+            .args([
+                "customize",
+                fixture("trixie.img").to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--root-overlay",
+                o.to_str().unwrap(),
+            ])
+            .env("PIFORGE_CACHE", &cache)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the temporary output exists, then interrupt.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let tmp_exists = || {
+            fs::read_dir(tmp.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().contains("piforge-tmp"))
+        };
+        while !tmp_exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert!(tmp_exists(), "the run never started writing");
+        run("kill", &[signal, &child.id().to_string()]);
+        let status = child.wait().unwrap();
+        assert!(
+            !status.success(),
+            "{signal}: the run finished before the signal; make the overlay bigger"
+        );
+        assert!(!out.exists(), "{signal}: an interrupted run left OUT");
+        assert!(
+            !tmp_exists(),
+            "{signal}: an interrupted run left its temporary file"
+        );
+    }
+}
+
+#[test]
+fn gpt_image_grows_with_backup_header_moved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let o = tmp.path().join("big");
+    fs::create_dir_all(&o).unwrap();
+    fs::write(o.join("big.bin"), vec![0xa5u8; 60 << 20]).unwrap();
+    let out = tmp.path().join("gpt-out.img");
+    let r = customize(
+        &[
+            fixture("gpt.img").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--root-overlay",
+            o.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (code, text) = run_status("sgdisk", &["-v", out.to_str().unwrap()]);
+    assert!(
+        code == 0 && text.contains("No problems found"),
+        "sgdisk -v: {text}"
+    );
+    assert_clean(&out, &cache);
+    assert!(fs::metadata(&out).unwrap().len() > fs::metadata(fixture("gpt.img")).unwrap().len());
+}
