@@ -1,6 +1,7 @@
 //! piforge: turn one upstream Raspberry Pi image into ready-to-flash Kubernetes node images,
 //! editing filesystems in user space (no root, no loop devices, no chroot).
 
+pub mod artifacts;
 pub mod bootcfg;
 pub mod cli;
 pub mod clock;
