@@ -1,0 +1,664 @@
+//! The catalog of arm64 release artifacts (`artifacts.toml`, embedded in the binary).
+//!
+//! Format: `[[artifact]]` tables describe each artifact once, with URL patterns;
+//! `[[release]]` tables give, per supported Kubernetes version, the component versions
+//! that fill those patterns. Placeholders:
+//!
+//! | placeholder | allowed in | value |
+//! | --- | --- | --- |
+//! | `{kubernetes}` `{containerd}` `{runc}` `{cni_plugins}` `{crictl}` `{flannel}` | `file`, `url`, `checksum_url` | the release's version (no leading `v`) |
+//! | `{file}` | `url`, `checksum_url` | the expanded `file` |
+//! | `{url}` | `checksum_url` | the expanded `url` |
+//!
+//! Parsing validates everything (unknown keys or placeholders, https-only URLs, plain file
+//! names, version syntax), so expanding a [`Release`] cannot fail afterwards.
+
+use super::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::str::FromStr;
+
+const BUILTIN: &str = include_str!("../../artifacts.toml");
+
+/// What an artifact is, which says how it is installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ArtifactKind {
+    /// A single executable (kubeadm, kubelet, kubectl, runc).
+    #[serde(rename = "binary")]
+    Binary,
+    /// A gzip-compressed tarball (containerd, CNI plugins, crictl); see [`super::tar_entries`].
+    #[serde(rename = "tar.gz")]
+    TarGz,
+    /// A Kubernetes manifest (flannel).
+    #[serde(rename = "manifest")]
+    Manifest,
+}
+
+/// How an upstream checksum file is parsed; see [`super::parse_checksum`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChecksumKind {
+    /// One digest, optionally followed by our file name (`dl.k8s.io` `.sha256`, crictl).
+    #[serde(rename = "bare")]
+    Bare,
+    /// `sha256sum` output, `<hex>  <file name>` lines: the line for our file is used
+    /// (containerd `.sha256sum`, runc `runc.sha256sum`, CNI `.sha256`).
+    #[serde(rename = "sha256sum")]
+    Sha256sum,
+}
+
+/// One artifact of one release, with its URLs expanded.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ArtifactSpec {
+    /// Short name, e.g. `kubeadm`, `containerd`.
+    pub name: String,
+    /// Upstream file name (the last URL segment), e.g. `containerd-static-2.1.4-linux-arm64.tar.gz`.
+    pub file_name: String,
+    /// Upstream URL (https).
+    pub url: String,
+    /// URL of the upstream checksum file; `None` when upstream publishes none
+    /// (the digest is then pinned in the lock on first fetch, with `allow_unpinned`).
+    pub checksum_url: Option<String>,
+    /// How the checksum file is parsed (meaningless without `checksum_url`).
+    pub checksum_kind: ChecksumKind,
+    pub kind: ArtifactKind,
+}
+
+/// The component versions of one release, as written in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentVersions {
+    /// Kubernetes version, `X.Y.Z` (kubeadm, kubelet, kubectl).
+    pub kubernetes: String,
+    pub containerd: String,
+    pub runc: String,
+    pub cni_plugins: String,
+    pub crictl: String,
+    pub flannel: String,
+    /// The sandbox ("pause") image this kubeadm expects, e.g. `registry.k8s.io/pause:3.10.1`;
+    /// containerd's `sandbox_image` must match it.
+    pub pause_image: String,
+}
+
+impl ComponentVersions {
+    /// Value of a version placeholder, `None` for an unknown name.
+    fn placeholder(&self, name: &str) -> Option<&str> {
+        Some(match name {
+            "kubernetes" => &self.kubernetes,
+            "containerd" => &self.containerd,
+            "runc" => &self.runc,
+            "cni_plugins" => &self.cni_plugins,
+            "crictl" => &self.crictl,
+            "flannel" => &self.flannel,
+            _ => return None,
+        })
+    }
+
+    fn fields(&self) -> [(&'static str, &str); 6] {
+        [
+            ("kubernetes", &self.kubernetes),
+            ("containerd", &self.containerd),
+            ("runc", &self.runc),
+            ("cni_plugins", &self.cni_plugins),
+            ("crictl", &self.crictl),
+            ("flannel", &self.flannel),
+        ]
+    }
+}
+
+/// One supported Kubernetes version with its component versions and artifacts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    versions: ComponentVersions,
+    artifacts: Vec<ArtifactSpec>,
+}
+
+impl Release {
+    /// The Kubernetes version, `X.Y.Z`.
+    pub fn kubernetes(&self) -> &str {
+        &self.versions.kubernetes
+    }
+
+    /// All component versions (and the pause image).
+    pub fn versions(&self) -> &ComponentVersions {
+        &self.versions
+    }
+
+    /// The pause image kubeadm expects for this version.
+    pub fn pause_image(&self) -> &str {
+        &self.versions.pause_image
+    }
+
+    /// Every artifact of this release, in catalog order.
+    pub fn artifacts(&self) -> Vec<ArtifactSpec> {
+        self.artifacts.clone()
+    }
+
+    /// The artifact called `name`, if the catalog has one.
+    pub fn artifact(&self, name: &str) -> Option<&ArtifactSpec> {
+        self.artifacts.iter().find(|a| a.name == name)
+    }
+}
+
+/// The parsed, validated catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Catalog {
+    /// Newest Kubernetes version first.
+    releases: Vec<Release>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    #[serde(rename = "artifact", default)]
+    artifacts: Vec<RawArtifact>,
+    #[serde(rename = "release", default)]
+    releases: Vec<ComponentVersions>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArtifact {
+    name: String,
+    kind: ArtifactKind,
+    file: String,
+    url: String,
+    checksum_url: Option<String>,
+    checksum_kind: Option<ChecksumKind>,
+}
+
+/// A URL or file-name pattern split into literal text and placeholders.
+#[derive(Debug, Clone)]
+enum Segment {
+    Lit(String),
+    Var(String),
+}
+
+fn parse_pattern(
+    pattern: &str,
+    allowed_extra: &[&str],
+) -> std::result::Result<Vec<Segment>, String> {
+    let mut out = Vec::new();
+    let mut rest = pattern;
+    while !rest.is_empty() {
+        match rest.find(['{', '}']) {
+            None => {
+                out.push(Segment::Lit(rest.to_string()));
+                break;
+            }
+            Some(i) => {
+                if rest.as_bytes()[i] == b'}' {
+                    return Err(format!("{pattern:?} has a '}}' without '{{'"));
+                }
+                if i > 0 {
+                    out.push(Segment::Lit(rest[..i].to_string()));
+                }
+                let after = &rest[i + 1..];
+                let end = after
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .filter(|&e| after.as_bytes()[e] == b'}')
+                    .ok_or_else(|| {
+                        format!("{pattern:?} has a '{{' without '}}' after a placeholder name")
+                    })?;
+                let name = &after[..end];
+                let known = VERSION_PLACEHOLDERS.contains(&name) || allowed_extra.contains(&name);
+                if !known {
+                    let mut all: Vec<&str> = VERSION_PLACEHOLDERS.to_vec();
+                    all.extend_from_slice(allowed_extra);
+                    return Err(format!(
+                        "{pattern:?} uses the unknown placeholder {{{name}}} (known here: {})",
+                        all.iter()
+                            .map(|n| format!("{{{n}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                out.push(Segment::Var(name.to_string()));
+                rest = &after[end + 1..];
+            }
+        }
+    }
+    Ok(out)
+}
+
+const VERSION_PLACEHOLDERS: [&str; 6] = [
+    "kubernetes",
+    "containerd",
+    "runc",
+    "cni_plugins",
+    "crictl",
+    "flannel",
+];
+
+fn expand(segments: &[Segment], versions: &ComponentVersions, extra: &[(&str, &str)]) -> String {
+    let mut s = String::new();
+    for seg in segments {
+        match seg {
+            Segment::Lit(l) => s.push_str(l),
+            Segment::Var(v) => {
+                // parse_pattern admitted only known names, so one of these matches.
+                let value = versions
+                    .placeholder(v)
+                    .or_else(|| extra.iter().find(|(k, _)| k == v).map(|(_, val)| *val))
+                    .unwrap_or_default();
+                s.push_str(value);
+            }
+        }
+    }
+    s
+}
+
+struct Template {
+    name: String,
+    kind: ArtifactKind,
+    file: Vec<Segment>,
+    url: Vec<Segment>,
+    checksum: Option<(Vec<Segment>, ChecksumKind)>,
+}
+
+fn is_version(v: &str) -> bool {
+    !v.is_empty()
+        && v.as_bytes()[0].is_ascii_alphanumeric()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+}
+
+/// `X.Y.Z` as numbers.
+fn parse_kube_version(v: &str) -> Option<(u64, u64, u64)> {
+    let mut it = v.split('.').map(|p| {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            None
+        } else {
+            p.parse::<u64>().ok()
+        }
+    });
+    let (a, b, c) = (it.next()??, it.next()??, it.next()??);
+    if it.next().is_some() {
+        return None;
+    }
+    Some((a, b, c))
+}
+
+fn check_url(what: &str, url: &str) -> std::result::Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("{what} {url:?} is not an https:// URL"))?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if host.is_empty() || path.is_empty() || url.contains(char::is_whitespace) {
+        return Err(format!(
+            "{what} {url:?} needs a host and a path, without spaces"
+        ));
+    }
+    if url.contains(['?', '#']) {
+        return Err(format!("{what} {url:?} must not have a query or fragment"));
+    }
+    Ok(())
+}
+
+impl Catalog {
+    /// The catalog embedded in piforge (`artifacts.toml` at the repository root).
+    pub fn builtin() -> Result<Catalog> {
+        Catalog::parse(BUILTIN, "artifacts.toml (built in)")
+    }
+
+    /// Parses and validates a catalog; `origin` names it in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Catalog> {
+        let err = |msg: String| Error::Catalog {
+            origin: origin.to_string(),
+            msg,
+        };
+        let raw: RawCatalog = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| {
+                text.as_bytes()[..s.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1
+            });
+            match line {
+                Some(n) => err(format!("line {n}: {}", e.message().trim_end())),
+                None => err(e.message().trim_end().to_string()),
+            }
+        })?;
+        if raw.artifacts.is_empty() {
+            return Err(err("it has no [[artifact]]".into()));
+        }
+        if raw.releases.is_empty() {
+            return Err(err("it has no [[release]]".into()));
+        }
+
+        let mut templates = Vec::new();
+        for a in &raw.artifacts {
+            let ctx = |m: String| err(format!("artifact {:?}: {m}", a.name));
+            if a.name.is_empty()
+                || !a
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(ctx(
+                    "the name must be lowercase letters, digits and '-'".into()
+                ));
+            }
+            if templates.iter().any(|t: &Template| t.name == a.name) {
+                return Err(ctx("the name appears twice".into()));
+            }
+            if a.file.is_empty() || a.file.contains(['/', '\\']) || a.file.starts_with('.') {
+                return Err(ctx(format!("file {:?} must be a plain file name", a.file)));
+            }
+            let file = parse_pattern(&a.file, &[]).map_err(ctx)?;
+            let url = parse_pattern(&a.url, &["file"]).map_err(ctx)?;
+            let checksum = match (&a.checksum_url, a.checksum_kind) {
+                (Some(c), Some(kind)) => {
+                    Some((parse_pattern(c, &["file", "url"]).map_err(ctx)?, kind))
+                }
+                (None, None) => None,
+                (Some(_), None) => return Err(ctx("checksum_url needs a checksum_kind".into())),
+                (None, Some(_)) => return Err(ctx("checksum_kind without checksum_url".into())),
+            };
+            templates.push(Template {
+                name: a.name.clone(),
+                kind: a.kind,
+                file,
+                url,
+                checksum,
+            });
+        }
+
+        let mut releases: Vec<(Release, (u64, u64, u64))> = Vec::new();
+        for v in raw.releases {
+            let ctx = |m: String| err(format!("release {:?}: {m}", v.kubernetes));
+            let parsed = parse_kube_version(&v.kubernetes).ok_or_else(|| {
+                ctx("kubernetes must be a version X.Y.Z without a leading 'v'".into())
+            })?;
+            for (field, value) in v.fields() {
+                if !is_version(value) {
+                    return Err(ctx(format!("{field} = {value:?} is not a version (letters, digits, '.', '_', '+', '-')")));
+                }
+            }
+            if v.pause_image.is_empty() || v.pause_image.contains(char::is_whitespace) {
+                return Err(ctx(format!(
+                    "pause_image {:?} is not an image reference",
+                    v.pause_image
+                )));
+            }
+            if let Some((other, _)) = releases
+                .iter()
+                .find(|(_, p)| (p.0, p.1) == (parsed.0, parsed.1))
+            {
+                return Err(ctx(format!(
+                    "minor version {}.{} appears twice (also {})",
+                    parsed.0,
+                    parsed.1,
+                    other.kubernetes()
+                )));
+            }
+            let mut artifacts = Vec::new();
+            for t in &templates {
+                let file_name = expand(&t.file, &v, &[]);
+                let url = expand(&t.url, &v, &[("file", &file_name)]);
+                check_url("url", &url).map_err(|m| ctx(format!("artifact {:?}: {m}", t.name)))?;
+                let checksum_url = t
+                    .checksum
+                    .as_ref()
+                    .map(|(c, _)| expand(c, &v, &[("file", &file_name), ("url", &url)]));
+                if let Some(c) = &checksum_url {
+                    check_url("checksum_url", c)
+                        .map_err(|m| ctx(format!("artifact {:?}: {m}", t.name)))?;
+                }
+                artifacts.push(ArtifactSpec {
+                    name: t.name.clone(),
+                    file_name,
+                    url,
+                    checksum_url,
+                    checksum_kind: t.checksum.as_ref().map_or(ChecksumKind::Bare, |(_, k)| *k),
+                    kind: t.kind,
+                });
+            }
+            releases.push((
+                Release {
+                    versions: v,
+                    artifacts,
+                },
+                parsed,
+            ));
+        }
+        releases.sort_by_key(|r| std::cmp::Reverse(r.1));
+        Ok(Catalog {
+            releases: releases.into_iter().map(|(r, _)| r).collect(),
+        })
+    }
+
+    /// All releases, newest Kubernetes version first.
+    pub fn releases(&self) -> &[Release] {
+        &self.releases
+    }
+
+    /// The supported Kubernetes versions, newest first (`X.Y.Z`).
+    pub fn supported_versions(&self) -> Vec<&str> {
+        self.releases.iter().map(|r| r.kubernetes()).collect()
+    }
+
+    /// The release for `k8s_version`: an exact `X.Y.Z` or a minor `X.Y`, with or without a
+    /// leading `v`. The error lists the supported versions.
+    pub fn release(&self, k8s_version: &str) -> Result<Release> {
+        let want = k8s_version.trim().trim_start_matches('v');
+        let found = self.releases.iter().find(|r| {
+            let k = r.kubernetes();
+            k == want
+                || k.strip_prefix(want)
+                    .is_some_and(|rest| rest.starts_with('.') && want.matches('.').count() == 1)
+        });
+        found.cloned().ok_or_else(|| Error::UnsupportedVersion {
+            requested: k8s_version.to_string(),
+            supported: self.supported_versions().join(", "),
+        })
+    }
+}
+
+impl FromStr for Catalog {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Catalog> {
+        Catalog::parse(text, "(string)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: &str = r#"
+[[artifact]]
+name = "kubeadm"
+kind = "binary"
+file = "kubeadm"
+url = "https://dl.k8s.io/release/v{kubernetes}/bin/linux/arm64/{file}"
+checksum_url = "{url}.sha256"
+checksum_kind = "bare"
+
+[[artifact]]
+name = "flannel"
+kind = "manifest"
+file = "kube-flannel.yml"
+url = "https://github.com/flannel-io/flannel/releases/download/v{flannel}/{file}"
+
+[[release]]
+kubernetes = "1.9.1"
+containerd = "2.1.4"
+runc = "1.3.3"
+cni_plugins = "1.8.0"
+crictl = "1.9.0"
+flannel = "0.27.3"
+pause_image = "registry.k8s.io/pause:3.10.1"
+
+[[release]]
+kubernetes = "1.10.0"
+containerd = "2.1.4"
+runc = "1.3.3"
+cni_plugins = "1.8.0"
+crictl = "1.10.0"
+flannel = "0.27.3"
+pause_image = "registry.k8s.io/pause:3.10.1"
+"#;
+
+    #[test]
+    fn builtin_catalog_has_1_34_and_1_33_with_every_component() {
+        let cat = Catalog::builtin().unwrap();
+        for (minor, pause) in [
+            ("1.34", "registry.k8s.io/pause:3.10.1"),
+            ("1.33", "registry.k8s.io/pause:3.10"),
+        ] {
+            let r = cat.release(minor).unwrap();
+            assert!(r.kubernetes().starts_with(&format!("{minor}.")));
+            assert_eq!(r.pause_image(), pause);
+            let names: Vec<String> = r.artifacts().into_iter().map(|a| a.name).collect();
+            for want in [
+                "kubeadm",
+                "kubelet",
+                "kubectl",
+                "containerd",
+                "runc",
+                "cni-plugins",
+                "crictl",
+                "flannel",
+            ] {
+                assert!(
+                    names.iter().any(|n| n == want),
+                    "{minor} lacks {want}: {names:?}"
+                );
+            }
+            for a in r.artifacts() {
+                assert!(a.url.starts_with("https://"), "{a:?}");
+                assert!(a.url.ends_with(&format!("/{}", a.file_name)), "{a:?}");
+                assert!(!a.url.contains(['{', '}']), "{a:?}");
+                // Everything but the flannel manifest has an upstream checksum file.
+                assert_eq!(a.checksum_url.is_none(), a.name == "flannel", "{a:?}");
+            }
+        }
+        let r = cat.release("1.34").unwrap();
+        let kubeadm = r.artifact("kubeadm").unwrap();
+        assert_eq!(
+            kubeadm.url,
+            format!(
+                "https://dl.k8s.io/release/v{}/bin/linux/arm64/kubeadm",
+                r.kubernetes()
+            )
+        );
+        assert_eq!(
+            kubeadm.checksum_url.as_deref(),
+            Some(&*format!("{}.sha256", kubeadm.url))
+        );
+        let ctd = r.artifact("containerd").unwrap();
+        let c = &r.versions().containerd;
+        assert!(c.starts_with("2.1."), "{c}");
+        assert_eq!(
+            ctd.file_name,
+            format!("containerd-static-{c}-linux-arm64.tar.gz")
+        );
+        assert_eq!(ctd.kind, ArtifactKind::TarGz);
+        assert_eq!(ctd.checksum_kind, ChecksumKind::Sha256sum);
+        let runc = r.artifact("runc").unwrap();
+        assert_eq!(
+            runc.checksum_url.as_deref(),
+            Some(&*format!(
+                "https://github.com/opencontainers/runc/releases/download/v{}/runc.sha256sum",
+                r.versions().runc
+            ))
+        );
+    }
+
+    #[test]
+    fn release_lookup_by_patch_or_minor_and_error_lists_versions() {
+        let cat: Catalog = SMALL.parse().unwrap();
+        assert_eq!(cat.supported_versions(), ["1.10.0", "1.9.1"]);
+        assert_eq!(cat.release("v1.9.1").unwrap().kubernetes(), "1.9.1");
+        assert_eq!(cat.release("1.10").unwrap().kubernetes(), "1.10.0");
+        // "1.1" must not match "1.10.0".
+        for bad in ["1.1", "1.9.2", "1", "1.9.1.0", ""] {
+            let e = cat.release(bad).unwrap_err().to_string();
+            assert!(e.contains("supported: 1.10.0, 1.9.1"), "{bad}: {e}");
+        }
+        let r = cat.release("1.9").unwrap();
+        let f = r.artifact("flannel").unwrap();
+        assert_eq!(
+            f.url,
+            "https://github.com/flannel-io/flannel/releases/download/v0.27.3/kube-flannel.yml"
+        );
+        assert_eq!(f.checksum_url, None);
+        assert_eq!(f.kind, ArtifactKind::Manifest);
+        assert_eq!(
+            r.artifact("kubeadm").unwrap().checksum_url.as_deref(),
+            Some("https://dl.k8s.io/release/v1.9.1/bin/linux/arm64/kubeadm.sha256")
+        );
+    }
+
+    fn err_of(text: &str) -> String {
+        Catalog::parse(text, "test.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn invalid_catalogs_are_refused_with_a_reason() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "{kubernetes}/bin/linux",
+                "{kubernetess}/bin/linux",
+                "unknown placeholder {kubernetess}",
+            ),
+            (
+                "checksum_url = \"{url}.sha256\"",
+                "checksum_url = \"{url}.sha256\"\nmirror = 1",
+                "unknown field",
+            ),
+            (
+                "https://dl.k8s.io",
+                "http://dl.k8s.io",
+                "not an https:// URL",
+            ),
+            (
+                "file = \"kubeadm\"",
+                "file = \"bin/kubeadm\"",
+                "plain file name",
+            ),
+            (
+                "file = \"kubeadm\"",
+                "file = \"kubeadm-{url}\"",
+                "unknown placeholder {url}",
+            ),
+            ("kubernetes = \"1.9.1\"", "kubernetes = \"v1.9.1\"", "X.Y.Z"),
+            (
+                "runc = \"1.3.3\"",
+                "runc = \"1.3.3/../x\"",
+                "is not a version",
+            ),
+            (
+                "kubernetes = \"1.10.0\"",
+                "kubernetes = \"1.9.7\"",
+                "appears twice",
+            ),
+            ("checksum_kind = \"bare\"", "", "needs a checksum_kind"),
+            (
+                "{kubernetes}/bin/linux",
+                "{kubernetes/bin/linux",
+                "without '}'",
+            ),
+            (
+                "checksum_kind = \"bare\"",
+                "checksum_kind = \"md5\"",
+                "unknown variant",
+            ),
+            (
+                "pause_image = \"registry.k8s.io/pause:3.10.1\"",
+                "",
+                "missing field",
+            ),
+        ];
+        for (from, to, want) in cases {
+            assert!(SMALL.contains(from), "{from}");
+            let e = err_of(&SMALL.replacen(from, to, 1));
+            assert!(
+                e.contains(want) && e.contains("test.toml"),
+                "{from} -> {to}: {e}"
+            );
+        }
+        assert!(err_of("").contains("no [[artifact]]"));
+    }
+}

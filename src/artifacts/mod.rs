@@ -1,0 +1,92 @@
+//! The arm64 release artifacts a node image needs (kubeadm, kubelet, kubectl, containerd,
+//! runc, CNI plugins, crictl, the flannel manifest): where they come from, which digests
+//! they must have, and a verified local copy of each.
+//!
+//! - [`Catalog`] (the embedded `artifacts.toml`) maps a Kubernetes version to a [`Release`]:
+//!   the matching component versions and the upstream URL of every artifact.
+//! - The lock file ([`Lock`], `piforge.lock` beside the spec) pins the SHA-256 of every
+//!   artifact once fetched, like `Cargo.lock` or `go.sum`: on first fetch the digest comes
+//!   from the upstream checksum file; afterwards only the lock is trusted, and only
+//!   `update` may change an entry.
+//! - [`fetch`] downloads into a content-addressed cache (`<cache>/artifacts/sha256/<hex>`),
+//!   resuming partial downloads with HTTP `Range`; [`from_dir`] takes the files from a
+//!   directory instead (offline builds).
+//! - [`tar_entries`] reads the tarballs, for laying their files into the root filesystem.
+//!
+//! The library never prints: warnings come back as data ([`FetchedArtifact::warning`]).
+
+// Errors carry the URLs, paths and both digests their messages name; they are rare and
+// end the operation, so their size is no cost worth boxing them for.
+#![allow(clippy::result_large_err)]
+
+mod catalog;
+mod checksum;
+mod error;
+mod fetch;
+mod lock;
+mod offline;
+mod unpack;
+
+pub use catalog::{ArtifactKind, ArtifactSpec, Catalog, ChecksumKind, Release};
+pub use checksum::parse_checksum;
+pub use error::{DigestSource, Error, Result};
+pub use fetch::{
+    fetch, fetch_artifacts, mirror_url, FetchOptions, FetchedArtifact, Pin, ProgressFn,
+};
+pub use lock::{Lock, LockEntry, LOCK_HEADER};
+pub use offline::{from_dir, from_dir_artifacts};
+pub use unpack::{for_each_tar_entry, tar_entries, TarEntry, TarEntryKind};
+
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::Path;
+
+/// Size of the I/O buffer used for hashing and downloading (see STYLE.md).
+pub(crate) const BUF_SIZE: usize = 256 * 1024;
+
+/// SHA-256 (lowercase hex) and size of the file at `path`.
+pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut size = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("cannot read", path, e)),
+        };
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+/// True for a SHA-256 digest in the form the lock and the cache use: 64 lowercase hex digits.
+pub(crate) fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_of_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        let (hex, size) = sha256_file(&p).unwrap();
+        assert_eq!(
+            hex,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(size, 3);
+        assert!(is_sha256_hex(&hex));
+        assert!(!is_sha256_hex(&hex.to_uppercase()));
+        assert!(!is_sha256_hex("abc"));
+    }
+}

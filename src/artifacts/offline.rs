@@ -1,0 +1,88 @@
+//! Offline builds: the artifacts are files in a directory, under their upstream names.
+
+use super::{
+    sha256_file, ArtifactSpec, Error, FetchedArtifact, Lock, LockEntry, Pin, Release, Result,
+};
+use std::path::Path;
+
+/// Takes every artifact of `release` from `dir`; see [`from_dir_artifacts`].
+pub fn from_dir(
+    release: &Release,
+    dir: &Path,
+    lock_path: &Path,
+    allow_unpinned: bool,
+) -> Result<Vec<FetchedArtifact>> {
+    from_dir_artifacts(&release.artifacts(), dir, lock_path, allow_unpinned)
+}
+
+/// Takes `specs` from `dir` (`dir/<upstream file name>`), each checked against the lock.
+///
+/// A file without a lock entry is an error that says to run `piforge fetch` or pass
+/// `--allow-unpinned`; with `allow_unpinned` its digest is recorded in the lock and the
+/// result says so ([`Pin::Unpinned`], [`FetchedArtifact::warning`]). A file whose digest
+/// differs from its lock entry is an error naming both digests (the file is left alone:
+/// it is the user's). The lock is written only if entries were added.
+pub fn from_dir_artifacts(
+    specs: &[ArtifactSpec],
+    dir: &Path,
+    lock_path: &Path,
+    allow_unpinned: bool,
+) -> Result<Vec<FetchedArtifact>> {
+    let mut lock = Lock::load(lock_path)?;
+    let mut added = false;
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let path = dir.join(&spec.file_name);
+        if !path.is_file() {
+            return Err(Error::MissingFile {
+                name: spec.name.clone(),
+                dir: dir.to_path_buf(),
+                file: spec.file_name.clone(),
+                url: spec.url.clone(),
+            });
+        }
+        let (sha256, size) = sha256_file(&path)?;
+        let pin = match lock.get(&spec.url) {
+            Some(entry) if entry.sha256 == sha256 => Pin::Lock,
+            Some(entry) => {
+                return Err(Error::LocalMismatch {
+                    path,
+                    url: spec.url.clone(),
+                    expected: entry.sha256.clone(),
+                    actual: sha256,
+                    lock: lock_path.to_path_buf(),
+                })
+            }
+            None if allow_unpinned => {
+                lock.insert(LockEntry {
+                    name: spec.name.clone(),
+                    file: spec.file_name.clone(),
+                    url: spec.url.clone(),
+                    sha256: sha256.clone(),
+                    size,
+                });
+                added = true;
+                Pin::Unpinned
+            }
+            None => {
+                return Err(Error::NotInLock {
+                    name: spec.name.clone(),
+                    path,
+                    lock: lock_path.to_path_buf(),
+                })
+            }
+        };
+        out.push(FetchedArtifact {
+            spec: spec.clone(),
+            path,
+            sha256,
+            size,
+            pin,
+            replaced: None,
+        });
+    }
+    if added {
+        lock.save(lock_path)?;
+    }
+    Ok(out)
+}
