@@ -90,7 +90,16 @@ fn item(
 
 /// Runs every check; the items come in a fixed order.
 pub fn check(fs: &dyn RootFiles, boot: &BootFiles) -> Result<Vec<CheckItem>, String> {
-    let packages = cloud_config_packages(boot.user_data.as_deref());
+    let mut packages = cloud_config_packages(boot.user_data.as_deref());
+    // Packages piforge's own first-boot unit installs (bases without cloud-init too).
+    if let Some(list) = fs.read_string(crate::payload::FIRST_BOOT_PACKAGES)? {
+        packages.extend(
+            list.lines()
+                .map(|l| l.split('#').next().unwrap_or("").trim())
+                .filter(|l| !l.is_empty())
+                .map(str::to_string),
+        );
+    }
     let mut items = vec![arch(fs)?];
     items.extend(cgroups(boot.cmdline.as_deref()));
     items.push(swap(fs)?);
@@ -670,7 +679,7 @@ fn tools(fs: &dyn RootFiles, packages: &[String]) -> Result<Vec<CheckItem>, Stri
         }
         let later_note = || {
             format!(
-                "{} installed by cloud-init on first boot (needs network)",
+                "{} installed on first boot (by cloud-init or piforge-packages.service; needs network)",
                 join(&later)
             )
         };
@@ -687,7 +696,10 @@ fn tools(fs: &dyn RootFiles, packages: &[String]) -> Result<Vec<CheckItem>, Stri
                 title,
                 Status::Warn,
                 later_note(),
-                format!("{path}, user-data packages"),
+                format!(
+                    "{path}, user-data packages, {}",
+                    crate::payload::FIRST_BOOT_PACKAGES
+                ),
             )
         } else {
             item(

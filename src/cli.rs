@@ -15,12 +15,16 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show what an image holds: partitions, disk id, OS, cmdline, cloud-init, swap, ext4 features.
     Inspect(InspectArgs),
     /// Write a customized copy of an image: overlays, boot settings, removals (never in place).
     Customize(CustomizeArgs),
+    /// Download the release artifacts of a Kubernetes version (verified, pinned in the lock).
+    Fetch(FetchArgs),
     /// Check an image against what a kubeadm node on a Pi needs: PASS/WARN/FAIL per item;
     /// exits 0 only when nothing fails.
     Check(CheckArgs),
@@ -93,6 +97,57 @@ pub struct CustomizeArgs {
     /// Print the changes (path, action, size, mode) and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Add the Kubernetes node payload for this version (containerd, runc, CNI plugins,
+    /// kubeadm/kubelet/kubectl, crictl, kernel and OS settings).
+    #[arg(long, value_name = "VERSION")]
+    pub kubernetes: Option<String>,
+
+    #[command(flatten)]
+    pub artifacts: ArtifactArgs,
+
+    /// Make a Pi 5 boot the 4K-page kernel (kernel=kernel8.img); some container images crash
+    /// on its default 16K pages.
+    #[arg(long)]
+    pub pi5_4k_pages: bool,
+}
+
+/// Where release artifacts come from and how they are pinned.
+#[derive(Debug, Args, Clone)]
+pub struct ArtifactArgs {
+    /// Use the artifacts in DIR (upstream file names) instead of downloading.
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+
+    /// The lock file pinning artifact digests.
+    #[arg(long, value_name = "FILE", default_value = "piforge.lock")]
+    pub lock: PathBuf,
+
+    /// Accept artifacts with no lock entry and no upstream checksum, recording their digests.
+    #[arg(long)]
+    pub allow_unpinned: bool,
+
+    /// Download through a mirror serving <URL>/<upstream host>/<upstream path>.
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The Kubernetes version (e.g. 1.34 or 1.34.2); default: the newest in the catalog.
+    #[arg(long, value_name = "VERSION")]
+    pub kubernetes: Option<String>,
+
+    #[command(flatten)]
+    pub artifacts: ArtifactArgs,
+
+    /// Re-check against upstream checksum files and replace lock entries that changed.
+    #[arg(long)]
+    pub update: bool,
+
+    /// Where downloads are cached (default: $PIFORGE_CACHE, else $XDG_CACHE_HOME/piforge).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

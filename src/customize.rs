@@ -48,3 +48,72 @@ pub fn plan_from_args(a: &CustomizeArgs, epoch: i64) -> Result<Plan, CustomizeEr
 pub fn run(raw: &Path, out: &Path, plan: &Plan) -> Result<Applied, CustomizeError> {
     Ok(apply::customize(raw, out, plan)?)
 }
+
+/// Where artifacts come from, for [`node_payload`] and `piforge fetch`.
+#[derive(Debug, Clone)]
+pub struct ArtifactSource {
+    pub dir: Option<std::path::PathBuf>,
+    pub lock: std::path::PathBuf,
+    pub allow_unpinned: bool,
+    pub mirror: Option<String>,
+    pub update: bool,
+    pub cache_dir: std::path::PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadSetupError {
+    #[error(transparent)]
+    Artifacts(Box<crate::artifacts::Error>),
+    #[error(transparent)]
+    Payload(#[from] crate::payload::PayloadError),
+    #[error(transparent)]
+    Inspect(#[from] crate::inspect::InspectError),
+    #[error("root partition: {0}")]
+    Ext4(#[from] crate::fs::ext4::Ext4Error),
+}
+
+impl From<crate::artifacts::Error> for PayloadSetupError {
+    fn from(e: crate::artifacts::Error) -> Self {
+        PayloadSetupError::Artifacts(Box::new(e))
+    }
+}
+
+/// The release artifacts: from the offline directory, else the cache (downloading what is
+/// missing). Returns them with the warnings to show (unpinned digests recorded, ...).
+pub fn release_artifacts(
+    release: &crate::artifacts::Release,
+    src: &ArtifactSource,
+    progress: Option<crate::artifacts::ProgressFn<'_>>,
+) -> Result<(Vec<crate::artifacts::FetchedArtifact>, Vec<String>), PayloadSetupError> {
+    let arts = match &src.dir {
+        Some(dir) => crate::artifacts::from_dir(release, dir, &src.lock, src.allow_unpinned)?,
+        None => {
+            let mut o = crate::artifacts::FetchOptions::new(&src.cache_dir, &src.lock);
+            o.mirror = src.mirror.clone();
+            o.update = src.update;
+            o.allow_unpinned = src.allow_unpinned;
+            o.progress = progress;
+            crate::artifacts::fetch(release, &o)?
+        }
+    };
+    let warnings = arts.iter().filter_map(|a| a.warning()).collect();
+    Ok((arts, warnings))
+}
+
+/// Adds the Kubernetes node payload to a plan, reading which OS packages the base lacks from
+/// the raw image `raw`.
+pub fn node_payload(
+    plan: &mut Plan,
+    raw: &Path,
+    release: &crate::artifacts::Release,
+    arts: &[crate::artifacts::FetchedArtifact],
+    opts: &crate::payload::PayloadOptions,
+) -> Result<(), PayloadSetupError> {
+    let (_, _, root) = crate::inspect::layout_of(raw)?;
+    let fs =
+        crate::fs::ext4::Ext4::open(raw, root.start_bytes, crate::fs::ext4::OpenMode::ReadOnly)?;
+    let missing = crate::payload::missing_packages(&crate::inspect::Ext4Files(&fs))?;
+    drop(fs);
+    crate::payload::add_payload(plan, release, arts, &missing, opts)?;
+    Ok(())
+}

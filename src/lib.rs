@@ -13,6 +13,7 @@ pub mod fs;
 pub mod grow;
 pub mod inspect;
 pub mod output;
+pub mod payload;
 pub mod payload_files;
 pub mod plan;
 pub mod source;

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use piforge::cli::{CheckArgs, Cli, Command, CustomizeArgs, InputArgs, InspectArgs};
-use piforge::{check, clock, customize, inspect, output, source};
+use piforge::cli::{
+    ArtifactArgs, CheckArgs, Cli, Command, CustomizeArgs, FetchArgs, InputArgs, InspectArgs,
+};
+use piforge::{artifacts, check, clock, customize, inspect, output, payload, source};
 
 fn main() -> ExitCode {
     // A bug must still end in one sentence, not a backtrace.
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cmd_inspect(a),
         Command::Customize(a) => cmd_customize(a),
         Command::Check(a) => cmd_check(a),
+        Command::Fetch(a) => cmd_fetch(a),
     };
     match result {
         Ok(code) => code,
@@ -90,6 +93,25 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
         .as_deref()
         .context("-o OUT is required unless --dry-run is given")?;
     let img = open_input(&a.input)?;
+    let mut plan = plan;
+    if let Some(version) = &a.kubernetes {
+        let release = artifacts::Catalog::builtin()?.release(version)?;
+        let src = artifact_source(&a.artifacts, false, None)?;
+        let bars = ArtifactBars::new();
+        let hook = |s: &artifacts::ArtifactSpec, d, t| bars.update(s, d, t);
+        let progress = bars
+            .multi
+            .is_some()
+            .then_some(&hook as artifacts::ProgressFn<'_>);
+        let (arts, warnings) = customize::release_artifacts(&release, &src, progress)?;
+        for w in warnings {
+            eprintln!("piforge: warning: {w}");
+        }
+        let opts = payload::PayloadOptions {
+            pi5_4k_pages: a.pi5_4k_pages,
+        };
+        customize::node_payload(&mut plan, &img.path, &release, &arts, &opts)?;
+    }
     let done = customize::run(&img.path, out, &plan)?;
     let grew = match done.grew_root_to {
         Some(n) => format!(", root partition grown to {} MiB", n >> 20),
@@ -119,4 +141,95 @@ fn cmd_check(a: CheckArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn artifact_source(
+    a: &ArtifactArgs,
+    update: bool,
+    cache_dir: Option<std::path::PathBuf>,
+) -> Result<customize::ArtifactSource> {
+    let cache_dir = match cache_dir {
+        Some(d) => d,
+        None => source::cache_dir()?,
+    };
+    Ok(customize::ArtifactSource {
+        dir: a.artifacts.clone(),
+        lock: a.lock.clone(),
+        allow_unpinned: a.allow_unpinned,
+        mirror: a.mirror.clone(),
+        update,
+        cache_dir,
+    })
+}
+
+/// Download progress bars on stderr, one per artifact, only on a terminal.
+struct ArtifactBars {
+    multi: Option<indicatif::MultiProgress>,
+    bars: std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+}
+
+impl ArtifactBars {
+    fn new() -> ArtifactBars {
+        ArtifactBars {
+            multi: std::io::stderr()
+                .is_terminal()
+                .then(indicatif::MultiProgress::new),
+            bars: Default::default(),
+        }
+    }
+
+    fn update(&self, spec: &artifacts::ArtifactSpec, done: u64, total: Option<u64>) {
+        let Some(multi) = &self.multi else { return };
+        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        let bar = bars.entry(spec.file_name.clone()).or_insert_with(|| {
+            let b = multi.add(indicatif::ProgressBar::new(total.unwrap_or(0)));
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:>40} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b.set_message(spec.file_name.clone());
+            b
+        });
+        if let Some(t) = total {
+            bar.set_length(t);
+        }
+        bar.set_position(done);
+    }
+}
+
+fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
+    let catalog = artifacts::Catalog::builtin()?;
+    let version = match &a.kubernetes {
+        Some(v) => v.clone(),
+        None => catalog
+            .supported_versions()
+            .first()
+            .map(|v| v.to_string())
+            .context("the artifact catalog lists no Kubernetes version")?,
+    };
+    let release = catalog.release(&version)?;
+    let src = artifact_source(&a.artifacts, a.update, a.cache_dir.clone())?;
+    let bars = ArtifactBars::new();
+    let hook = |s: &artifacts::ArtifactSpec, d, t| bars.update(s, d, t);
+    let progress = bars
+        .multi
+        .is_some()
+        .then_some(&hook as artifacts::ProgressFn<'_>);
+    let (arts, warnings) = customize::release_artifacts(&release, &src, progress)?;
+    for w in warnings {
+        eprintln!("piforge: warning: {w}");
+    }
+    for art in &arts {
+        println!("{}  {}  {} bytes", art.sha256, art.spec.file_name, art.size);
+    }
+    println!(
+        "Kubernetes {}: {} artifacts verified; digests pinned in {}",
+        release.kubernetes(),
+        arts.len(),
+        a.artifacts.lock.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

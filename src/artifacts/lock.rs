@@ -182,7 +182,7 @@ mod tests {
             name: name.into(),
             file: url.rsplit('/').next().unwrap_or_default().into(),
             url: url.into(),
-            sha256: std::iter::repeat(c).take(64).collect(),
+            sha256: std::iter::repeat_n(c, 64).collect(),
             size: 42,
         }
     }

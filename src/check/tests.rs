@@ -411,12 +411,12 @@ fn tools_and_cloud_init_packages() {
     assert_eq!(req.status, Status::Warn);
     assert_eq!(
         req.reason,
-        "iptables (iptables) installed by cloud-init on first boot (needs network)"
+        "iptables (iptables) installed on first boot (by cloud-init or piforge-packages.service; needs network)"
     );
     let opt = get(&items, "tools-optional");
     assert_eq!(opt.status, Status::Warn);
     assert!(
-        opt.reason.contains("socat (socat) installed by cloud-init"),
+        opt.reason.contains("socat (socat) installed on first boot"),
         "{opt:?}"
     );
     assert!(exit_ok(&items));

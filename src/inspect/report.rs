@@ -91,7 +91,7 @@ pub struct Report {
 }
 
 /// Root-filesystem reads through libext2fs.
-struct Ext4Files<'a>(&'a Ext4);
+pub struct Ext4Files<'a>(pub &'a Ext4);
 
 impl RootFiles for Ext4Files<'_> {
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {

@@ -88,7 +88,7 @@ pub(crate) fn expected_digest(
         let lines = sum_lines(&text);
         let chosen = match lines
             .iter()
-            .find(|(_, file)| file.map_or(true, |f| f == name))
+            .find(|(_, file)| file.is_none_or(|f| f == name))
         {
             Some(line) => Some(line),
             // One line naming another file: the input was renamed; the sibling is still its sum.

@@ -93,7 +93,7 @@ impl<R: BufRead> XzReader<R> {
             self.inner.consume(zeros);
             padding += zeros as u64;
             if more {
-                if padding % 4 != 0 {
+                if !padding.is_multiple_of(4) {
                     return Err(invalid(
                         "the padding between xz streams is not a multiple of 4 bytes",
                     ));
@@ -101,7 +101,7 @@ impl<R: BufRead> XzReader<R> {
                 return Ok(true);
             }
         }
-        if padding % 4 != 0 {
+        if !padding.is_multiple_of(4) {
             return Err(invalid(
                 "the padding after the last xz stream is not a multiple of 4 bytes",
             ));

@@ -251,7 +251,7 @@ fn check_size(input: &Path, size: u64, decompressed: bool) -> Result<(), SourceE
     let path = input.to_path_buf();
     if size == 0 {
         Err(SourceError::Empty { path, decompressed })
-    } else if size % 512 != 0 {
+    } else if !size.is_multiple_of(512) {
         Err(SourceError::NotSectors {
             path,
             size,

@@ -374,10 +374,21 @@ long pf_open(const char *path, uint64_t offset, int rw, int64_t now, int scratch
 		pf_release(h);
 		return err;
 	}
-	if (flock(h->io.img_fd, (rw ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0) {
+	/*
+	 * Another session holds the lock: fail after a short wait. The wait matters in
+	 * multithreaded programs: a child forked by another thread holds a copy of an
+	 * earlier descriptor of this image (and its lock) until it execs, even with
+	 * O_CLOEXEC, so a lock can look taken for a few milliseconds.
+	 */
+	for (int tries = 0;; tries++) {
+		if (flock(h->io.img_fd, (rw ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0)
+			break;
 		err = errno;
-		pf_release(h);
-		return err;
+		if (err != EWOULDBLOCK || tries >= 200) {
+			pf_release(h);
+			return err;
+		}
+		usleep(10000);
 	}
 	h->io.base = offset;
 	h->io.rw = rw ? 1 : 0;

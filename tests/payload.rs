@@ -1,0 +1,394 @@
+//! The Kubernetes node payload on every fixture base, with stand-in artifacts laid out exactly
+//! like the upstream release files; and `piforge fetch` through a mirror on 127.0.0.1.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use piforge::artifacts::Catalog;
+
+const K8S: &str = "1.34.2";
+
+/// Stand-in artifacts under their upstream file names; returns (dir, file name -> upstream URL).
+fn stand_in_artifacts(dir: &Path) -> (PathBuf, Vec<(String, String)>) {
+    let arts = dir.join("artifacts");
+    let work = dir.join("work");
+    fs::create_dir_all(&arts).unwrap();
+    let release = Catalog::builtin().unwrap().release(K8S).unwrap();
+    let mut files = Vec::new();
+    for spec in release.artifacts() {
+        let out = arts.join(&spec.file_name);
+        match spec.name.as_str() {
+            "kubeadm" | "kubelet" | "kubectl" => fs::write(&out, format!("#!/bin/sh\necho stand-in {}\n", spec.name)).unwrap(),
+            "runc" => fs::write(&out, "#!/bin/sh\necho stand-in runc\n").unwrap(),
+            "flannel" => fs::write(&out, "kind: ConfigMap\ndata:\n  net-conf.json: |\n    { \"Network\": \"10.244.0.0/16\" }\n").unwrap(),
+            "containerd" | "cni-plugins" | "crictl" => {
+                let (sub, names): (&str, &[&str]) = match spec.name.as_str() {
+                    "containerd" => ("bin", &["containerd", "containerd-shim-runc-v2", "ctr"]),
+                    "cni-plugins" => (".", &["bridge", "host-local", "loopback", "portmap", "flannel"]),
+                    _ => (".", &["crictl"]),
+                };
+                let t = work.join(&spec.name);
+                let files_dir = if sub == "bin" { t.join("bin") } else { t.clone() };
+                fs::create_dir_all(&files_dir).unwrap();
+                for n in names {
+                    let p = files_dir.join(n);
+                    fs::write(&p, format!("#!/bin/sh\necho stand-in {n}\n")).unwrap();
+                    run("chmod", &["0755", p.to_str().unwrap()]);
+                }
+                let mut args = vec!["-C".to_string(), t.display().to_string(), "-czf".to_string(), out.display().to_string()];
+                if sub == "bin" {
+                    args.push("bin".into());
+                } else {
+                    args.extend(names.iter().map(|n| format!("./{n}")));
+                }
+                let a: Vec<&str> = args.iter().map(String::as_str).collect();
+                run("tar", &a);
+            }
+            other => panic!("unexpected artifact {other}"),
+        }
+        files.push((spec.file_name.clone(), spec.url.clone()));
+    }
+    (arts, files)
+}
+
+fn customize_payload(
+    input: &Path,
+    out: &Path,
+    arts: &Path,
+    lock: &Path,
+    cache: &Path,
+) -> std::process::Output {
+    piforge(
+        &[
+            "customize",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--kubernetes",
+            K8S,
+            "--artifacts",
+            arts.to_str().unwrap(),
+            "--allow-unpinned",
+            "--lock",
+            lock.to_str().unwrap(),
+        ],
+        cache,
+    )
+}
+
+fn offsets(img: &Path, cache: &Path) -> (u64, u64) {
+    let out = piforge(&["inspect", "--json", img.to_str().unwrap()], cache);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let start = |i: &serde_json::Value| {
+        r["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["index"] == *i)
+            .and_then(|p| p["start_bytes"].as_u64())
+            .unwrap()
+    };
+    (start(&r["boot_partition"]), start(&r["root_partition"]))
+}
+
+fn fat_file(img: &Path, boot: u64, name: &str) -> String {
+    run(
+        "mtype",
+        &[
+            "-i",
+            &format!("{}@@{boot}", img.display()),
+            &format!("::{name}"),
+        ],
+    )
+}
+
+#[test]
+fn payload_on_every_base_passes_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let (arts, _) = stand_in_artifacts(tmp.path());
+    let lock = tmp.path().join("piforge.lock");
+    for base in ["bookworm", "trixie", "ubuntu"] {
+        let out = tmp.path().join(format!("{base}-node.img"));
+        let r = customize_payload(
+            &fixture(&format!("{base}.img.xz")),
+            &out,
+            &arts,
+            &lock,
+            &cache,
+        );
+        assert!(
+            r.status.success(),
+            "{base}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(
+            base != "bookworm" || err.contains("unpinned"),
+            "the first run records unpinned digests and says so: {err}"
+        );
+
+        // piforge check: nothing fails.
+        let c = piforge(&["check", "--json", out.to_str().unwrap()], &cache);
+        let items: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
+        let fails: Vec<_> = items
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["status"] == "fail")
+            .collect();
+        assert!(fails.is_empty(), "{base}: check fails: {fails:#?}");
+        assert_eq!(c.status.code(), Some(0), "{base}");
+
+        // The real checkers.
+        let (boot, root) = offsets(&out, &cache);
+        let (code, text) = e2fsck(&out, root);
+        assert_eq!(code, 0, "{base}: e2fsck: {text}");
+        let data = fs::read(&out).unwrap();
+        let part = tmp.path().join("boot.part");
+        fs::write(&part, &data[boot as usize..root as usize]).unwrap();
+        let (code, text) = run_status("fsck.vfat", &["-n", part.to_str().unwrap()]);
+        assert_eq!(code, 0, "{base}: fsck.vfat: {text}");
+
+        // Files, modes, owners, content.
+        for (path, mode) in [
+            ("/usr/local/bin/kubeadm", "0755"),
+            ("/usr/local/bin/kubelet", "0755"),
+            ("/usr/local/bin/containerd", "0755"),
+            ("/usr/local/bin/crictl", "0755"),
+            ("/usr/local/sbin/runc", "0755"),
+            ("/opt/cni/bin/bridge", "0755"),
+            ("/etc/containerd/config.toml", "0644"),
+            ("/etc/crictl.yaml", "0644"),
+            ("/etc/modules-load.d/k8s.conf", "0644"),
+            ("/etc/sysctl.d/99-kubernetes.conf", "0644"),
+            (
+                "/usr/local/lib/systemd/system/kubelet.service.d/10-kubeadm.conf",
+                "0644",
+            ),
+        ] {
+            let st = debugfs(&out, root, &format!("stat {path}"));
+            assert!(
+                st.contains(&format!("Mode:  {mode}")) && st.contains("User:     0   Group:     0"),
+                "{base}: {path}: {st}"
+            );
+        }
+        assert_eq!(
+            debugfs(&out, root, "cat /usr/local/bin/kubeadm"),
+            "#!/bin/sh\necho stand-in kubeadm\n"
+        );
+        let cfg = debugfs(&out, root, "cat /etc/containerd/config.toml");
+        assert!(
+            cfg.contains("SystemdCgroup = true") && cfg.contains("registry.k8s.io/pause:3.10.1"),
+            "{cfg}"
+        );
+        assert!(debugfs(&out, root, "cat /etc/sysctl.d/99-kubernetes.conf")
+            .contains("net.ipv4.ip_forward = 1"));
+        // .wants symlinks resolve to units that exist in the image.
+        for unit in ["containerd.service", "kubelet.service"] {
+            let link = format!("/etc/systemd/system/multi-user.target.wants/{unit}");
+            let st = debugfs(&out, root, &format!("stat {link}"));
+            let target = st
+                .split("Fast link dest: \"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or_else(|| panic!("{link}: {st}"));
+            assert!(
+                debugfs(&out, root, &format!("stat {target}")).contains("Type: regular"),
+                "{base}: {link} -> {target}"
+            );
+        }
+        // Missing OS packages are installed on first boot.
+        let pk = debugfs(&out, root, "cat /etc/piforge/first-boot-packages");
+        assert!(pk.contains("conntrack") && pk.contains("socat"), "{pk}");
+
+        // cmdline.txt: one line, root= intact, each cgroup token once; config.txt block.
+        let cmdline = fat_file(&out, boot, "cmdline.txt");
+        assert_eq!(cmdline.lines().count(), 1);
+        assert!(cmdline.contains("root="));
+        assert_eq!(cmdline.matches("cgroup_enable=memory").count(), 1);
+        assert_eq!(cmdline.matches("cgroup_memory=1").count(), 1);
+        assert!(fat_file(&out, boot, "config.txt").contains("[all]\narm_64bit=1\n"));
+
+        // Twice: customizing the node image again changes neither the tokens nor the block.
+        let again = tmp.path().join(format!("{base}-again.img"));
+        let r = customize_payload(&out, &again, &arts, &lock, &cache);
+        assert!(
+            r.status.success(),
+            "{base}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert_eq!(fat_file(&again, boot, "cmdline.txt"), cmdline);
+        assert_eq!(
+            fat_file(&again, boot, "config.txt"),
+            fat_file(&out, boot, "config.txt")
+        );
+        let (code, text) = e2fsck(&again, root);
+        assert_eq!(code, 0, "{base}: e2fsck after a second payload: {text}");
+        fs::remove_file(&again).unwrap();
+        fs::remove_file(&out).unwrap();
+    }
+    // The lock pinned every artifact.
+    let lock_text = fs::read_to_string(&lock).unwrap();
+    for name in [
+        "kubeadm",
+        "containerd",
+        "runc",
+        "cni-plugins",
+        "crictl",
+        "flannel",
+    ] {
+        assert!(
+            lock_text.contains(&format!("name = \"{name}\"")),
+            "{lock_text}"
+        );
+    }
+}
+
+#[test]
+fn artifacts_that_disagree_with_the_lock_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let (arts, _) = stand_in_artifacts(tmp.path());
+    let lock = tmp.path().join("piforge.lock");
+    let out = tmp.path().join("node.img");
+    let input = fixture("trixie.img");
+    assert!(customize_payload(&input, &out, &arts, &lock, &cache)
+        .status
+        .success());
+    fs::write(arts.join("kubeadm"), "#!/bin/sh\necho tampered\n").unwrap();
+    fs::remove_file(&out).unwrap();
+    let r = customize_payload(&input, &out, &arts, &lock, &cache);
+    assert_one_line_error(&r, "kubeadm");
+    assert!(!out.exists());
+}
+
+/// A mirror on 127.0.0.1 (python3 -m http.server) laid out as <mirror>/<host>/<path>.
+struct Mirror {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_mirror(root: &Path) -> Mirror {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("python3")
+        .args([
+            "-u",
+            "-m",
+            "http.server",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            root.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 for the test mirror");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+    let port = line
+        .split(" port ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{line}"));
+    Mirror {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+#[test]
+fn fetch_through_a_mirror_pins_and_reuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let (arts, files) = stand_in_artifacts(tmp.path());
+    let root = tmp.path().join("mirror");
+    let release = Catalog::builtin().unwrap().release(K8S).unwrap();
+    for spec in release.artifacts() {
+        let place = |url: &str| root.join(url.trim_start_matches("https://"));
+        let dest = place(&spec.url);
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(arts.join(&spec.file_name), &dest).unwrap();
+        if let Some(cu) = &spec.checksum_url {
+            let digest = sha256(&dest);
+            let text = if spec.name == "runc" {
+                format!(
+                    "{}  runc.amd64\n{digest}  {}\n",
+                    "0".repeat(64),
+                    spec.file_name
+                )
+            } else {
+                format!("{digest}  {}\n", spec.file_name)
+            };
+            fs::write(place(cu), text).unwrap();
+        }
+    }
+    assert_eq!(files.len(), release.artifacts().len());
+    let mirror = start_mirror(&root);
+    let lock = tmp.path().join("piforge.lock");
+    let args = [
+        "fetch",
+        "--kubernetes",
+        K8S,
+        "--mirror",
+        &mirror.url,
+        "--lock",
+        lock.to_str().unwrap(),
+    ];
+    // The flannel manifest has no upstream checksum: refused without --allow-unpinned.
+    let r = piforge(&args, &cache);
+    assert_one_line_error(&r, "flannel");
+    let mut with = args.to_vec();
+    with.push("--allow-unpinned");
+    let r = piforge(&with, &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(text.contains(&sha256(&arts.join("kubeadm"))), "{text}");
+    let pinned = fs::read_to_string(&lock).unwrap();
+    assert!(pinned.contains(&sha256(&arts.join("runc.arm64"))));
+    // Upstream changes a file: the lock wins, and only --update replaces the entry.
+    let k = root.join("dl.k8s.io/release/v1.34.2/bin/linux/arm64/kubeadm");
+    fs::write(&k, "changed upstream\n").unwrap();
+    fs::write(
+        root.join("dl.k8s.io/release/v1.34.2/bin/linux/arm64/kubeadm.sha256"),
+        format!("{}  kubeadm\n", sha256(&k)),
+    )
+    .unwrap();
+    let r = piforge(&with, &cache);
+    assert!(
+        r.status.success(),
+        "cached artifacts verified against the lock: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(&lock).unwrap(),
+        pinned,
+        "the lock changed without --update"
+    );
+    let mut update = with.clone();
+    update.push("--update");
+    let r = piforge(&update, &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(fs::read_to_string(&lock).unwrap().contains(&sha256(&k)));
+}
