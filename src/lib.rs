@@ -13,3 +13,4 @@ pub mod inspect;
 pub mod output;
 pub mod plan;
 pub mod source;
+pub mod spec;
