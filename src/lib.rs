@@ -17,3 +17,4 @@ pub mod payload;
 pub mod payload_files;
 pub mod plan;
 pub mod source;
+pub mod spec;

@@ -1,0 +1,333 @@
+//! The cluster description (`cluster.yaml`): parsed, defaulted and checked before any image work.
+//!
+//! The YAML is read into a small position-annotated tree ([`yaml::Item`]) and converted into
+//! [`Spec`] by hand, so that every problem is reported as `file:line:col: message` at the key or
+//! value to fix. All problems are reported at once, one per line, sorted by position.
+//!
+//! Node profiles (cloud-init fragments) are parsed by the same reader into a
+//! `serde_json::Value`; [`to_yaml`] writes such a value back as YAML for the user-data.
+
+mod check;
+mod cidr;
+#[cfg(test)]
+mod tests;
+pub mod yaml;
+
+use std::fmt;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use cidr::{Cidr, CidrParseError};
+pub use yaml::{to_yaml, Pos};
+
+/// The port of the Kubernetes API server when `control_plane_endpoint` is not given.
+pub const DEFAULT_API_PORT: u16 = 6443;
+
+/// A checked cluster description. Paths are resolved against the spec's directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub name: String,
+    pub image: ImageSource,
+    pub kubernetes: Kubernetes,
+    pub network: Network,
+    /// The login user that cloud-init creates (ssh keys only, no password).
+    pub user: String,
+    pub ssh_authorized_keys: Vec<String>,
+    pub timezone: String,
+    /// Extra root-filesystem overlays, in order; each is an existing directory.
+    pub overlays: Vec<PathBuf>,
+    /// An offline artifact directory (binaries and images), if given.
+    pub artifacts: Option<PathBuf>,
+    /// At least one, names and addresses unique, at least one control plane.
+    pub nodes: Vec<Node>,
+    /// The spec file as given to [`load`] (or `base_dir/file_name` for [`parse`]).
+    pub spec_path: PathBuf,
+    /// The directory relative paths in the spec were resolved against.
+    pub spec_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSource {
+    pub source: Source,
+    /// Lowercase hex; always present for a URL.
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Path(PathBuf),
+    /// An `https://` (or `http://`) URL; the digest in [`ImageSource::sha256`] guards it.
+    Url(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kubernetes {
+    /// Without a leading `v`, e.g. `1.34.2`; one of the supported versions.
+    pub version: String,
+    /// As written (`host:port`); see [`Spec::control_plane_endpoint`] for the effective one.
+    pub control_plane_endpoint: Option<String>,
+    pub pod_subnet: Cidr,
+    pub service_subnet: Cidr,
+    /// A Go duration as kubeadm reads it (`24h`, `1h30m`, `0` = never expires).
+    pub token_ttl: String,
+    pub cni: Cni,
+}
+
+impl Kubernetes {
+    /// The bootstrap token's lifetime; zero means it never expires.
+    pub fn token_ttl_duration(&self) -> Duration {
+        parse_go_duration(&self.token_ttl).unwrap_or(Duration::ZERO)
+    }
+}
+
+/// The pod network add-on applied after `kubeadm init`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cni {
+    Flannel,
+    /// Bring your own.
+    None,
+}
+
+impl Cni {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cni::Flannel => "flannel",
+            Cni::None => "none",
+        }
+    }
+}
+
+/// Settings for the nodes that have a fixed address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub interface: String,
+    /// Present whenever a node has a fixed address.
+    pub gateway: Option<IpAddr>,
+    /// Not empty whenever a node has a fixed address.
+    pub dns: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// A DNS-1123 label: the hostname and the Kubernetes node name.
+    pub name: String,
+    pub role: Role,
+    /// `None`: DHCP.
+    pub address: Option<Cidr>,
+    pub profile: Option<Profile>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    ControlPlane,
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ControlPlane => "control-plane",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A node's cloud-init fragment, to be merged into the generated user-data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// Resolved against the spec's directory.
+    pub path: PathBuf,
+    /// Always a JSON object (an empty file gives an empty one).
+    pub value: serde_json::Value,
+}
+
+impl Spec {
+    /// The first node with role control-plane: the one that runs `kubeadm init`.
+    ///
+    /// A spec from [`load`] or [`parse`] always has one; panics on a hand-made spec without.
+    pub fn first_control_plane(&self) -> &Node {
+        self.control_planes()
+            .next()
+            .expect("a checked spec has a control-plane node")
+    }
+
+    pub fn control_planes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.role == Role::ControlPlane)
+    }
+
+    pub fn workers(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.role == Role::Worker)
+    }
+
+    /// `host:port` of the API server: `kubernetes.control_plane_endpoint` if given, else the
+    /// first control-plane node's address and port 6443 (`[addr]:6443` for IPv6).
+    ///
+    /// A checked spec always has one of the two; a hand-made spec with neither gets the first
+    /// control plane's hostname.
+    pub fn control_plane_endpoint(&self) -> String {
+        if let Some(e) = &self.kubernetes.control_plane_endpoint {
+            return e.clone();
+        }
+        let cp = self.first_control_plane();
+        match cp.address.map(|a| a.addr) {
+            Some(IpAddr::V4(a)) => format!("{a}:{DEFAULT_API_PORT}"),
+            Some(IpAddr::V6(a)) => format!("[{a}]:{DEFAULT_API_PORT}"),
+            None => format!("{}:{DEFAULT_API_PORT}", cp.name),
+        }
+    }
+}
+
+/// One problem in a spec or profile file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file as named to the user (the spec's name as given, or a profile's resolved path).
+    pub file: String,
+    pub pos: Pos,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.pos.line, self.pos.col, self.message
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read {}: {err}", path.display())]
+    Read { path: PathBuf, err: io::Error },
+
+    /// Every problem found, sorted by file and position; displayed one per line.
+    #[error("{}", DisplayLines(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl SpecError {
+    /// The positioned problems (empty for a read error).
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            SpecError::Invalid(d) => d,
+            SpecError::Read { .. } => &[],
+        }
+    }
+}
+
+struct DisplayLines<'a>(&'a [Diagnostic]);
+
+impl fmt::Display for DisplayLines<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and checks a spec file and the profiles it names. `supported_versions` lists the
+/// Kubernetes versions piforge has artifacts for; the newest is the default.
+pub fn load(path: &Path, supported_versions: &[&str]) -> Result<Spec, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|err| SpecError::Read {
+        path: path.to_path_buf(),
+        err,
+    })?;
+    let base_dir = path.parent().unwrap_or(Path::new(""));
+    let file_name = path.display().to_string();
+    let mut spec = parse(&text, &file_name, base_dir, supported_versions)?;
+    spec.spec_path = path.to_path_buf();
+    Ok(spec)
+}
+
+/// Checks spec text. `file_name` is used in messages; relative paths (profiles, overlays, the
+/// image, artifacts) are resolved against `base_dir`, and profiles are read from there.
+pub fn parse(
+    text: &str,
+    file_name: &str,
+    base_dir: &Path,
+    supported_versions: &[&str],
+) -> Result<Spec, SpecError> {
+    check::check(text, file_name, base_dir, supported_versions).map_err(SpecError::Invalid)
+}
+
+/// Parses a standalone cloud-init fragment (a node profile) into a JSON object.
+pub fn parse_profile(text: &str, file_name: &str) -> Result<serde_json::Value, SpecError> {
+    check::parse_profile_text(text, file_name).map_err(SpecError::Invalid)
+}
+
+/// Writes cloud-init user-data: the `#cloud-config` header, then `value` as YAML.
+pub fn cloud_config(value: &serde_json::Value) -> String {
+    format!("#cloud-config\n{}", to_yaml(value))
+}
+
+/// Parses a Go duration as kubeadm's `ttl` accepts it: `0`, or one or more number-unit pairs
+/// (`24h`, `1h30m`, `1.5h`, `90s`, `300ms`). Negative durations are refused.
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_len);
+        let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+        if (whole.is_empty() && frac.is_empty()) || frac.contains('.') {
+            return None;
+        }
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let nanos_per_unit = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        let value: f64 = format!("{}.{}", if whole.is_empty() { "0" } else { whole }, frac)
+            .trim_end_matches('.')
+            .parse()
+            .ok()?;
+        total += value * nanos_per_unit;
+        rest = tail;
+    }
+    // Go's limit: about 290 years.
+    (total < i64::MAX as f64).then(|| Duration::from_nanos(total as u64))
+}
+
+/// The files `piforge init DIR` writes: `(path relative to DIR, content)`. The cluster.yaml
+/// validates as written (given the image file later).
+pub fn init_files() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("cluster.yaml", CLUSTER_TEMPLATE),
+        ("node-profiles/control-plane.yaml", CONTROL_PLANE_PROFILE),
+        ("node-profiles/worker.yaml", WORKER_PROFILE),
+        ("overlays/site/.keep", ""),
+    ]
+}
+
+const CLUSTER_TEMPLATE: &str = include_str!("../../examples/cluster.yaml");
+const CONTROL_PLANE_PROFILE: &str = include_str!("../../node-profiles/control-plane.yaml");
+const WORKER_PROFILE: &str = include_str!("../../node-profiles/worker.yaml");

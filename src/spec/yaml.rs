@@ -1,0 +1,468 @@
+//! A small position-annotated YAML tree on top of `saphyr-parser`'s events, its conversion to a
+//! `serde_json::Value` (for cloud-init fragments), and a block-style YAML emitter.
+//!
+//! Every node keeps the line and column where it starts, so that the spec checks can point at
+//! the offending key or value. Scalars keep their source text: `version: 1.30` stays `1.30`, not
+//! the float `1.3`.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+use serde_json::Value;
+
+/// A position in a text file: line and column, both counted from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+impl Pos {
+    pub const START: Pos = Pos { line: 1, col: 1 };
+
+    fn of(span: &Span) -> Pos {
+        Pos {
+            line: span.start.line(),
+            col: span.start.col() + 1,
+        }
+    }
+}
+
+/// One YAML node and where it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub kind: Kind,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// Entries in source order; keys may repeat (the checks report duplicates).
+    Map(Vec<(Item, Item)>),
+    Seq(Vec<Item>),
+    Scalar(Scalar),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scalar {
+    pub text: String,
+    /// Plain (unquoted, not a block scalar): only plain scalars can be null, bool or number.
+    pub plain: bool,
+    /// `!!str` and friends: the suffix of a core-schema tag, or the whole tag otherwise.
+    pub tag: Option<String>,
+}
+
+impl Item {
+    /// A plain `~`, `null` or empty scalar.
+    pub fn is_null(&self) -> bool {
+        match &self.kind {
+            Kind::Scalar(s) => s.plain && s.tag.is_none() && is_null_text(&s.text),
+            _ => false,
+        }
+    }
+
+    /// The scalar's text, if this is a scalar.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Scalar(s) => Some(&s.text),
+            _ => None,
+        }
+    }
+
+    /// "a mapping", "a list", "the value `3`": for "expected X, found Y" messages.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            Kind::Map(_) => "a mapping".into(),
+            Kind::Seq(_) => "a list".into(),
+            Kind::Scalar(_) if self.is_null() => "an empty value".into(),
+            Kind::Scalar(s) => format!("the value `{}`", s.text),
+        }
+    }
+}
+
+fn is_null_text(t: &str) -> bool {
+    matches!(t, "" | "~" | "null" | "Null" | "NULL")
+}
+
+/// A YAML syntax problem: where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub pos: Pos,
+    pub message: String,
+}
+
+/// Parses a stream holding at most one document. `Ok(None)` for an empty stream (only
+/// comments or nothing).
+pub fn parse(text: &str) -> Result<Option<Item>, SyntaxError> {
+    let mut builder = Builder::default();
+    for event in Parser::new_from_str(text) {
+        let (event, span) = event.map_err(|e| SyntaxError {
+            pos: Pos {
+                line: e.marker().line(),
+                col: e.marker().col() + 1,
+            },
+            message: format!("invalid YAML: {}", e.info()),
+        })?;
+        builder.event(event, &span)?;
+    }
+    Ok(builder.root)
+}
+
+#[derive(Default)]
+struct Builder {
+    /// Open collections: the node being filled, its anchor id, and a pending key for maps.
+    stack: Vec<(Item, usize, Option<Item>)>,
+    anchors: HashMap<usize, Item>,
+    documents: usize,
+    root: Option<Item>,
+}
+
+impl Builder {
+    fn event(&mut self, event: Event<'_>, span: &Span) -> Result<(), SyntaxError> {
+        let pos = Pos::of(span);
+        match event {
+            Event::DocumentStart(_) => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    return Err(SyntaxError {
+                        pos,
+                        message: "more than one YAML document (`---`): keep one document per file"
+                            .into(),
+                    });
+                }
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                let tag = tag.map(|t| {
+                    if t.is_yaml_core_schema() {
+                        t.suffix.clone()
+                    } else {
+                        format!("{}{}", t.handle, t.suffix)
+                    }
+                });
+                let item = Item {
+                    kind: Kind::Scalar(Scalar {
+                        text: text.into_owned(),
+                        plain: style == ScalarStyle::Plain,
+                        tag,
+                    }),
+                    pos,
+                };
+                self.finish(item, anchor);
+            }
+            Event::Alias(id) => {
+                let Some(target) = self.anchors.get(&id) else {
+                    return Err(SyntaxError {
+                        pos,
+                        message: "alias to an unknown anchor".into(),
+                    });
+                };
+                let mut item = target.clone();
+                item.pos = pos;
+                self.finish(item, 0);
+            }
+            Event::SequenceStart(anchor, _) => {
+                let item = Item {
+                    kind: Kind::Seq(Vec::new()),
+                    pos,
+                };
+                self.stack.push((item, anchor, None));
+            }
+            Event::MappingStart(anchor, _) => {
+                let item = Item {
+                    kind: Kind::Map(Vec::new()),
+                    pos,
+                };
+                self.stack.push((item, anchor, None));
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some((item, anchor, _)) = self.stack.pop() {
+                    self.finish(item, anchor);
+                }
+            }
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
+        }
+        Ok(())
+    }
+
+    /// A node is complete: remember its anchor and put it into its parent (or make it the root).
+    fn finish(&mut self, item: Item, anchor: usize) {
+        if anchor != 0 {
+            self.anchors.insert(anchor, item.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(item),
+            Some((parent, _, pending)) => match &mut parent.kind {
+                Kind::Seq(items) => items.push(item),
+                Kind::Map(entries) => match pending.take() {
+                    None => *pending = Some(item),
+                    Some(key) => entries.push((key, item)),
+                },
+                Kind::Scalar(_) => unreachable!("scalars are never on the stack"),
+            },
+        }
+    }
+}
+
+/// Converts a tree to JSON the way cloud-init (PyYAML, YAML 1.1) would read it, so that the
+/// meaning survives a trip through [`to_yaml`]: plain `yes`/`no`/`on`/`off` are booleans as
+/// well as `true`/`false`; plain decimal integers and floats are numbers; numbers with a leading
+/// zero such as a file mode `0644` stay strings (cloud-init reads modes given as strings in
+/// octal, and YAML 1.1 and 1.2 disagree on them); everything else is a string.
+pub fn to_json(item: &Item) -> Result<Value, SyntaxError> {
+    Ok(match &item.kind {
+        Kind::Scalar(s) => scalar_to_json(s),
+        Kind::Seq(items) => Value::Array(items.iter().map(to_json).collect::<Result<_, _>>()?),
+        Kind::Map(entries) => {
+            let mut map = serde_json::Map::new();
+            let mut seen: HashMap<String, Pos> = HashMap::new();
+            for (key, value) in entries {
+                let Kind::Scalar(k) = &key.kind else {
+                    return Err(SyntaxError {
+                        pos: key.pos,
+                        message: format!(
+                            "a mapping key must be a plain value, not {}",
+                            key.describe()
+                        ),
+                    });
+                };
+                if let Some(first) = seen.insert(k.text.clone(), key.pos) {
+                    return Err(SyntaxError {
+                        pos: key.pos,
+                        message: format!(
+                            "duplicate key `{}` (first at line {})",
+                            k.text, first.line
+                        ),
+                    });
+                }
+                map.insert(k.text.clone(), to_json(value)?);
+            }
+            Value::Object(map)
+        }
+    })
+}
+
+fn scalar_to_json(s: &Scalar) -> Value {
+    let text = s.text.as_str();
+    match s.tag.as_deref() {
+        Some("str") => return Value::String(s.text.clone()),
+        Some("int") | Some("float") => {
+            if let Some(n) = number(text) {
+                return n;
+            }
+            return Value::String(s.text.clone());
+        }
+        _ => {}
+    }
+    if !s.plain {
+        return Value::String(s.text.clone());
+    }
+    if is_null_text(text) {
+        return Value::Null;
+    }
+    if let Some(b) = boolean(text) {
+        return Value::Bool(b);
+    }
+    number(text).unwrap_or_else(|| Value::String(s.text.clone()))
+}
+
+/// YAML 1.1 and 1.2 booleans (PyYAML's list, which cloud-init uses).
+fn boolean(t: &str) -> Option<bool> {
+    match t {
+        "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => Some(true),
+        "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => Some(false),
+        _ => None,
+    }
+}
+
+/// Decimal integers without a leading zero, and decimal fractions (`1.5`); `None` for anything
+/// that YAML 1.1 and 1.2 read differently (octal `0644`, hex, `1_000`, `1e3`, sexagesimal, `.inf`).
+fn number(t: &str) -> Option<Value> {
+    let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
+    let (whole, frac) = match digits.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (digits, None),
+    };
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(whole) || (whole.len() > 1 && whole.starts_with('0')) {
+        return None;
+    }
+    match frac {
+        None => t.parse::<i64>().ok().map(Value::from),
+        Some(f) if all_digits(f) => t
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number),
+        Some(_) => None,
+    }
+}
+
+/// Writes a value as block-style YAML that YAML 1.1 (PyYAML, cloud-init) and YAML 1.2 readers
+/// both read back as the same value. Strings are left plain where that is unambiguous, written
+/// as `|` literal blocks when they span lines, and double-quoted otherwise. Ends with a newline.
+pub fn to_yaml(value: &Value) -> String {
+    let mut out = String::new();
+    match value {
+        Value::Object(m) if !m.is_empty() => write_map(&mut out, m, 0),
+        Value::Array(a) if !a.is_empty() => write_seq(&mut out, a, 0),
+        other => {
+            write_inline(&mut out, other, 0);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn indent(out: &mut String, n: usize) {
+    out.push_str(&" ".repeat(n));
+}
+
+fn write_map(out: &mut String, m: &serde_json::Map<String, Value>, level: usize) {
+    for (k, v) in m {
+        indent(out, level);
+        write_string(out, k, level, true);
+        out.push(':');
+        write_child(out, v, level);
+    }
+}
+
+fn write_seq(out: &mut String, a: &[Value], level: usize) {
+    for v in a {
+        indent(out, level);
+        out.push('-');
+        match v {
+            // A mapping in a list starts on the dash line: `- key: value`.
+            Value::Object(m) if !m.is_empty() => {
+                out.push(' ');
+                let mut first = true;
+                for (k, v) in m {
+                    if !first {
+                        indent(out, level + 2);
+                    }
+                    first = false;
+                    write_string(out, k, level + 2, true);
+                    out.push(':');
+                    write_child(out, v, level + 2);
+                }
+            }
+            _ => write_child(out, v, level),
+        }
+    }
+}
+
+/// The value after `key:` or `-`: nested collections go on the following lines.
+fn write_child(out: &mut String, v: &Value, level: usize) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            out.push('\n');
+            write_map(out, m, level + 2);
+        }
+        Value::Array(a) if !a.is_empty() => {
+            out.push('\n');
+            write_seq(out, a, level + 2);
+        }
+        _ => {
+            out.push(' ');
+            write_inline(out, v, level);
+            out.push('\n');
+        }
+    }
+}
+
+fn write_inline(out: &mut String, v: &Value, level: usize) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => write_string(out, s, level, false),
+        Value::Array(_) => out.push_str("[]"),
+        Value::Object(_) => out.push_str("{}"),
+    }
+}
+
+fn write_string(out: &mut String, s: &str, level: usize, is_key: bool) {
+    if is_plain_safe(s) {
+        out.push_str(s);
+    } else if !is_key && is_literal_safe(s) {
+        write_literal(out, s, level);
+    } else {
+        // JSON string escapes are valid YAML double-quoted escapes.
+        out.push_str(&serde_json::to_string(s).expect("strings always serialize"));
+    }
+}
+
+/// Whether `s` can be written as a plain scalar and read back as the same string by both
+/// YAML 1.1 and 1.2 readers, in block context and as a key.
+fn is_plain_safe(s: &str) -> bool {
+    let Some(first) = s.chars().next() else {
+        return false;
+    };
+    if is_null_text(s) || boolean(s).is_some() || looks_numeric(s) {
+        return false;
+    }
+    // Other YAML 1.1 booleans, and 1.1 timestamps.
+    if matches!(s, "y" | "Y" | "n" | "N" | "=" | "<<") || looks_like_date(s) {
+        return false;
+    }
+    if "?:,[]{}#&*!|>'\"%@`".contains(first) {
+        return false;
+    }
+    if first == '-' && (s == "-" || s.starts_with("- ") || s.starts_with("---")) {
+        return false;
+    }
+    if s.starts_with(' ') || s.ends_with(' ') || s.ends_with(':') {
+        return false;
+    }
+    if s.contains(": ") || s.contains(" #") || s.contains('\t') {
+        return false;
+    }
+    s.chars().all(|c| !is_special_char(c))
+}
+
+/// Characters a reader may not keep as they are outside double quotes.
+fn is_special_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}')
+}
+
+/// Anything that starts like a number (`1`, `-1`, `.5`, `0x1f`, `1_000`, `1:30`, `.inf`, `.nan`)
+/// is quoted: YAML 1.1 has many more number forms than 1.2.
+fn looks_numeric(s: &str) -> bool {
+    let t = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let t = t.strip_prefix('.').unwrap_or(t);
+    t.starts_with(|c: char| c.is_ascii_digit())
+        || matches!(t.to_ascii_lowercase().as_str(), "inf" | "nan")
+}
+
+fn looks_like_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 8 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-'
+}
+
+/// Multi-line text that a `|` block keeps exactly: no control characters except newlines, no
+/// trailing blanks on a line (a reader keeps them, but they are easy to lose), no leading
+/// blank on the first line (that would need an indentation indicator).
+fn is_literal_safe(s: &str) -> bool {
+    s.contains('\n')
+        && !s.starts_with([' ', '\n'])
+        && s.chars()
+            .all(|c| c == '\n' || c == '\t' || !is_special_char(c))
+        && s.split('\n').all(|l| !l.ends_with([' ', '\t']))
+}
+
+fn write_literal(out: &mut String, s: &str, level: usize) {
+    let body = s.trim_end_matches('\n');
+    let trailing = s.len() - body.len();
+    out.push_str(match trailing {
+        0 => "|-",
+        1 => "|",
+        _ => "|+",
+    });
+    let extra_blank_lines = std::iter::repeat("").take(trailing.saturating_sub(1));
+    for line in body.split('\n').chain(extra_blank_lines) {
+        out.push('\n');
+        if !line.is_empty() {
+            indent(out, level + 2);
+            out.push_str(line);
+        }
+    }
+}
