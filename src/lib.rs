@@ -10,6 +10,8 @@ pub mod disk;
 pub mod fs;
 pub mod grow;
 pub mod inspect;
+pub mod kubeadm;
 pub mod output;
+pub mod pki;
 pub mod plan;
 pub mod source;
