@@ -457,7 +457,7 @@ fn write_literal(out: &mut String, s: &str, level: usize) {
         1 => "|",
         _ => "|+",
     });
-    let extra_blank_lines = std::iter::repeat("").take(trailing.saturating_sub(1));
+    let extra_blank_lines = std::iter::repeat_n("", trailing.saturating_sub(1));
     for line in body.split('\n').chain(extra_blank_lines) {
         out.push('\n');
         if !line.is_empty() {

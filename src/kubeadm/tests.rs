@@ -1,0 +1,715 @@
+//! Oracles: a YAML parser for the configs, `sh -n` and a real run under dash with stand-in
+//! kubeadm/kubectl for the script, `systemd-analyze verify` for the unit.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+use super::firstboot::FUNCTIONS;
+use super::*;
+
+const TOKEN: &str = "abcdef.0123456789abcdef";
+
+fn cluster() -> ClusterParams {
+    ClusterParams {
+        cluster_name: "pis".into(),
+        kubernetes_version: "1.34.2".into(),
+        control_plane_endpoint: "192.168.1.10:6443".into(),
+        pod_subnet: "10.42.0.0/16".into(),
+        service_subnet: "10.96.0.0/12".into(),
+        token: TOKEN.into(),
+        token_ttl: token_ttl(Some(86_400)),
+        ca_cert_hash: format!("sha256:{}", "ab".repeat(32)),
+        cri_socket: "unix:///run/containerd/containerd.sock".into(),
+        cni: Cni::Flannel,
+    }
+}
+
+fn node(name: &str, role: Role, addr: Option<&str>) -> NodeParams {
+    NodeParams {
+        name: name.into(),
+        role,
+        advertise_address: addr.map(str::to_string),
+    }
+}
+
+fn docs(text: &str) -> Vec<Yaml> {
+    YamlLoader::load_from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+fn kinds(d: &[Yaml]) -> Vec<&str> {
+    d.iter().map(|y| y["kind"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn first_control_plane_config() {
+    let text = render_config(
+        &cluster(),
+        &node("cp1", Role::InitControlPlane, Some("192.168.1.10")),
+    );
+    let d = docs(&text);
+    assert_eq!(
+        kinds(&d),
+        [
+            "InitConfiguration",
+            "ClusterConfiguration",
+            "KubeletConfiguration"
+        ]
+    );
+    let init = &d[0];
+    assert_eq!(init["apiVersion"].as_str(), Some("kubeadm.k8s.io/v1beta4"));
+    let bt = &init["bootstrapTokens"][0];
+    assert_eq!(bt["token"].as_str(), Some(TOKEN));
+    assert_eq!(bt["ttl"].as_str(), Some("24h0m0s"));
+    assert_eq!(
+        bt["usages"],
+        Yaml::Array(vec![
+            Yaml::from_str("signing"),
+            Yaml::from_str("authentication")
+        ])
+    );
+    assert_eq!(
+        bt["groups"][0].as_str(),
+        Some("system:bootstrappers:kubeadm:default-node-token")
+    );
+    assert_eq!(init["nodeRegistration"]["name"].as_str(), Some("cp1"));
+    assert_eq!(
+        init["nodeRegistration"]["criSocket"].as_str(),
+        Some("unix:///run/containerd/containerd.sock")
+    );
+    assert_eq!(
+        init["localAPIEndpoint"]["advertiseAddress"].as_str(),
+        Some("192.168.1.10")
+    );
+
+    let cc = &d[1];
+    assert_eq!(cc["apiVersion"].as_str(), Some("kubeadm.k8s.io/v1beta4"));
+    assert_eq!(cc["kubernetesVersion"].as_str(), Some("v1.34.2"));
+    assert_eq!(
+        cc["controlPlaneEndpoint"].as_str(),
+        Some("192.168.1.10:6443")
+    );
+    assert_eq!(cc["clusterName"].as_str(), Some("pis"));
+    assert_eq!(cc["networking"]["podSubnet"].as_str(), Some("10.42.0.0/16"));
+    assert_eq!(
+        cc["networking"]["serviceSubnet"].as_str(),
+        Some("10.96.0.0/12")
+    );
+
+    let kubelet = &d[2];
+    assert_eq!(
+        kubelet["apiVersion"].as_str(),
+        Some("kubelet.config.k8s.io/v1beta1")
+    );
+    assert_eq!(kubelet["cgroupDriver"].as_str(), Some("systemd"));
+    assert_eq!(kubelet["failSwapOn"].as_bool(), Some(true));
+
+    // Without a known address kubeadm picks one; the field is left out.
+    let text = render_config(&cluster(), &node("cp1", Role::InitControlPlane, None));
+    assert!(docs(&text)[0]["localAPIEndpoint"].is_badvalue());
+    // A leading v in the version is not doubled.
+    let mut c = cluster();
+    c.kubernetes_version = "v1.34.2".into();
+    let text = render_config(&c, &node("cp1", Role::InitControlPlane, None));
+    assert_eq!(
+        docs(&text)[1]["kubernetesVersion"].as_str(),
+        Some("v1.34.2")
+    );
+}
+
+#[test]
+fn worker_config() {
+    let text = render_config(&cluster(), &node("w1", Role::Worker, Some("192.168.1.20")));
+    let d = docs(&text);
+    assert_eq!(kinds(&d), ["JoinConfiguration"]);
+    let j = &d[0];
+    assert_eq!(j["apiVersion"].as_str(), Some("kubeadm.k8s.io/v1beta4"));
+    let bt = &j["discovery"]["bootstrapToken"];
+    assert_eq!(bt["apiServerEndpoint"].as_str(), Some("192.168.1.10:6443"));
+    assert_eq!(bt["token"].as_str(), Some(TOKEN));
+    assert_eq!(
+        bt["caCertHashes"][0].as_str(),
+        Some(cluster().ca_cert_hash.as_str())
+    );
+    assert_eq!(bt["caCertHashes"].as_vec().unwrap().len(), 1);
+    assert_eq!(j["nodeRegistration"]["name"].as_str(), Some("w1"));
+    assert_eq!(
+        j["nodeRegistration"]["criSocket"].as_str(),
+        Some("unix:///run/containerd/containerd.sock")
+    );
+    assert!(j["controlPlane"].is_badvalue());
+    assert!(!text.contains("KubeletConfiguration"));
+}
+
+#[test]
+fn joining_control_plane_config() {
+    let text = render_config(
+        &cluster(),
+        &node("cp2", Role::JoinControlPlane, Some("192.168.1.11")),
+    );
+    let d = docs(&text);
+    assert_eq!(kinds(&d), ["JoinConfiguration"]);
+    assert_eq!(
+        d[0]["controlPlane"]["localAPIEndpoint"]["advertiseAddress"].as_str(),
+        Some("192.168.1.11")
+    );
+    assert!(text.contains("/etc/kubernetes/pki"), "{text}");
+    let text = render_config(&cluster(), &node("cp2", Role::JoinControlPlane, None));
+    let d = docs(&text);
+    assert!(d[0]["controlPlane"].as_hash().unwrap().is_empty());
+    assert_eq!(
+        d[0]["discovery"]["bootstrapToken"]["token"].as_str(),
+        Some(TOKEN)
+    );
+}
+
+#[test]
+fn values_cannot_inject_yaml() {
+    let mut c = cluster();
+    c.cluster_name = "a\"b: c\n- d\\".into();
+    let text = render_config(&c, &node("x: y #z", Role::InitControlPlane, None));
+    let d = docs(&text);
+    assert_eq!(d[1]["clusterName"].as_str(), Some(c.cluster_name.as_str()));
+    assert_eq!(d[0]["nodeRegistration"]["name"].as_str(), Some("x: y #z"));
+}
+
+#[test]
+fn validate_catches_bad_values() {
+    assert_eq!(cluster().validate(), Ok(()));
+    type Edit = fn(&mut ClusterParams);
+    let cases: [(&str, Edit); 7] = [
+        ("bootstrap token", |c| c.token = "abc.def".into()),
+        ("CA certificate hash", |c| {
+            c.ca_cert_hash = "sha256:xyz".into()
+        }),
+        ("Kubernetes version", |c| {
+            c.kubernetes_version = "1.34".into()
+        }),
+        ("token ttl", |c| c.token_ttl = "24 hours".into()),
+        ("CRI socket", |c| {
+            c.cri_socket = "/run/containerd/containerd.sock".into()
+        }),
+        ("control-plane endpoint", |c| {
+            c.control_plane_endpoint = "192.168.1.10".into()
+        }),
+        ("pod subnet", |c| c.pod_subnet = String::new()),
+    ];
+    for (what, edit) in cases {
+        let mut c = cluster();
+        edit(&mut c);
+        match c.validate() {
+            Err(KubeadmError::Invalid { what: w, value, .. }) => {
+                assert_eq!(w, what);
+                assert!(!value.contains(TOKEN));
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    let mut c = cluster();
+    c.token = "ABCDEF.0123456789abcdef".into();
+    assert!(!c.validate().unwrap_err().to_string().contains("ABCDEF"));
+}
+
+#[test]
+fn go_durations() {
+    for (secs, want) in [
+        (0, "0s"),
+        (45, "45s"),
+        (60, "1m0s"),
+        (90, "1m30s"),
+        (3600, "1h0m0s"),
+        (86_399, "23h59m59s"),
+        (86_400, "24h0m0s"),
+        (7 * 86_400, "168h0m0s"),
+    ] {
+        assert_eq!(go_duration(secs), want);
+        assert!(is_go_duration(want), "{want}");
+    }
+    assert_eq!(token_ttl(None), "0s");
+    assert_eq!(token_ttl(Some(86_400)), "24h0m0s");
+    for bad in ["", "h", "24", "24x", "1m1h", "1.5h", "-1h", "24h 0m"] {
+        assert!(!is_go_duration(bad), "{bad}");
+    }
+    assert!(is_go_duration("90m"));
+}
+
+/// The net-conf.json part of the upstream kube-flannel.yml.
+const FLANNEL: &str = r#"kind: ConfigMap
+apiVersion: v1
+metadata:
+  name: kube-flannel-cfg
+  namespace: kube-flannel
+data:
+  net-conf.json: |
+    {
+      "Network": "10.244.0.0/16",
+      "EnableNFTables": false,
+      "Backend": {
+        "Type": "vxlan"
+      }
+    }
+"#;
+
+#[test]
+fn flannel_gets_the_pod_subnet() {
+    let out = patch_flannel(FLANNEL, "10.42.0.0/16").unwrap();
+    assert!(out.contains(r#""Network": "10.42.0.0/16","#), "{out}");
+    assert!(!out.contains("10.244.0.0/16"));
+    assert_eq!(out.len(), FLANNEL.len() - 1);
+    // The result is still YAML with JSON inside.
+    let cm = &docs(&out)[0];
+    assert!(cm["data"]["net-conf.json"]
+        .as_str()
+        .unwrap()
+        .contains("10.42.0.0/16"));
+    assert_eq!(patch_flannel(FLANNEL, "10.244.0.0/16").unwrap(), FLANNEL);
+    assert_eq!(
+        patch_flannel("kind: ConfigMap\n", "10.42.0.0/16"),
+        Err(KubeadmError::FlannelNetworkNotFound)
+    );
+    assert!(matches!(
+        patch_flannel(FLANNEL, "10.42.0.0/16\", \"x"),
+        Err(KubeadmError::Invalid { .. })
+    ));
+}
+
+fn all_scripts() -> Vec<(Role, Cni, String)> {
+    let mut out = Vec::new();
+    for role in [Role::InitControlPlane, Role::JoinControlPlane, Role::Worker] {
+        for cni in [Cni::Flannel, Cni::None] {
+            out.push((role, cni, first_boot_script(role, cni)));
+        }
+    }
+    out
+}
+
+#[test]
+fn script_is_valid_posix_sh_and_holds_no_secret() {
+    for (role, cni, script) in all_scripts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("kubeadm-first-boot");
+        fs::write(&path, &script).unwrap();
+        let out = Command::new("sh").arg("-n").arg(&path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{role:?} {cni:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(script.starts_with("#!/bin/sh\n"));
+        match Command::new("shellcheck")
+            .args(["-s", "sh"])
+            .arg(&path)
+            .output()
+        {
+            Ok(out) => assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            ),
+            Err(_) => println!("note: shellcheck is not installed; skipping it"),
+        }
+        assert!(script.contains("\nset -eu\n"));
+        // The token lives only in kubeadm.yaml: the script has no copy and no variable for it.
+        assert!(!script.contains(TOKEN));
+        assert!(!script.contains("TOKEN"), "{role:?}");
+        assert!(!script.contains("$token"));
+        let status_fn = &FUNCTIONS[FUNCTIONS.find("status() {").unwrap()..];
+        let status_fn = &status_fn[..status_fn.find("\n}\n").unwrap()];
+        assert!(!status_fn.contains("CONFIG") && !status_fn.contains("kubeadm.yaml"));
+        assert!(
+            !status_fn.contains("RUN/output"),
+            "raw output must not reach the boot partition"
+        );
+    }
+    let init = first_boot_script(Role::InitControlPlane, Cni::Flannel);
+    assert!(init.contains(r#"kubeadm init --config "$CONFIG" --skip-token-print"#));
+    assert!(init.contains("CNI=flannel"));
+    assert!(first_boot_script(Role::InitControlPlane, Cni::None).contains("CNI=none"));
+    // Only the first control plane applies the CNI.
+    assert!(first_boot_script(Role::Worker, Cni::Flannel).contains("CNI=none"));
+    assert!(first_boot_script(Role::Worker, Cni::Flannel)
+        .contains(r#"kubeadm join --config "$CONFIG""#));
+}
+
+#[test]
+fn redact_drops_join_commands_and_masks_tokens() {
+    let kubeadm_output = "\
+[bootstrap-token] Using token: abcdef.0123456789abcdef
+Then you can join any number of worker nodes by running the following on each as root:
+
+kubeadm join 192.168.1.10:6443 --token abcdef.0123456789abcdef \\
+\t--discovery-token-ca-cert-hash sha256:0123
+error execution phase preflight: couldn't validate the identity of the API Server
+";
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{FUNCTIONS}\nredact"))
+        .stdin_bytes(kubeadm_output)
+        .unwrap();
+    assert!(!out.contains("0123456789abcdef"), "{out}");
+    assert!(!out.contains("--discovery-token"), "{out}");
+    assert!(
+        out.contains("[bootstrap-token] Using token: <token>"),
+        "{out}"
+    );
+    assert!(out.contains("error execution phase preflight"), "{out}");
+    assert!(out.contains("join any number of worker nodes"), "{out}");
+}
+
+trait StdinBytes {
+    fn stdin_bytes(&mut self, input: &str) -> std::io::Result<String>;
+}
+
+impl StdinBytes for Command {
+    fn stdin_bytes(&mut self, input: &str) -> std::io::Result<String> {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = self.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+        child.stdin.take().unwrap().write_all(input.as_bytes())?;
+        let out = child.wait_with_output()?;
+        assert!(out.status.success());
+        Ok(String::from_utf8(out.stdout).unwrap())
+    }
+}
+
+#[test]
+fn unit_has_the_right_shape_and_systemd_accepts_it() {
+    let unit = first_boot_unit();
+    for line in [
+        "After=network-online.target containerd.service",
+        "Wants=network-online.target",
+        "Requires=containerd.service",
+        "ConditionPathExists=|!/etc/kubernetes/kubelet.conf",
+        "ExecStart=/usr/local/lib/piforge/kubeadm-first-boot",
+        "Restart=on-failure",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line}");
+    }
+    assert!(unit.contains(&format!("ExecStart={FIRST_BOOT_SCRIPT_PATH}\n")));
+
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("note: systemd-analyze is not installed; skipping `systemd-analyze verify`");
+        return;
+    }
+    // verify wants ExecStart to exist and Requires= to resolve: point ExecStart at a copy of
+    // the script and put a stand-in containerd.service beside the unit.
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("kubeadm-first-boot");
+    fs::write(&script, first_boot_script(Role::Worker, Cni::None)).unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(
+        tmp.path().join("containerd.service"),
+        "[Unit]\nDescription=stand-in\n[Service]\nExecStart=/bin/true\n",
+    )
+    .unwrap();
+    let verify = |text: &str| {
+        let path = tmp.path().join(FIRST_BOOT_UNIT_NAME);
+        fs::write(
+            &path,
+            text.replace(FIRST_BOOT_SCRIPT_PATH, script.to_str().unwrap()),
+        )
+        .unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = verify(unit);
+    assert!(ok && err.trim().is_empty(), "systemd-analyze verify: {err}");
+    // The oracle does refuse what systemd refuses.
+    let (ok, err) = verify(
+        &unit
+            .replace("Type=exec", "Type=oneshot")
+            .replace("Restart=on-failure", "Restart=always"),
+    );
+    assert!(!ok, "{err}");
+}
+
+/// A node's root, with stand-in kubeadm, kubectl and sleep first on the script's PATH.
+struct FakeNode {
+    tmp: tempfile::TempDir,
+    _containerd: std::os::unix::net::UnixListener,
+}
+
+const FAKE_KUBEADM: &str = r#"#!/bin/sh
+R=$PIFORGE_ROOT
+echo "$*" >>"$R/calls"
+case "$1" in
+reset)
+    rm -rf "$R/etc/kubernetes/pki" "$R/etc/kubernetes/kubelet.conf" "$R/etc/kubernetes/admin.conf"
+    echo "[reset] Deleting contents of directories: [/etc/kubernetes/pki]"
+    ;;
+init|join)
+    n=$(cat "$R/count" 2>/dev/null || echo 0)
+    n=$((n + 1))
+    echo "$n" >"$R/count"
+    cp "$R/boot/firmware/piforge-status.txt" "$R/status-during-$n"
+    if [ "$1" = init ] && [ ! -f "$R/etc/kubernetes/pki/ca.key" ]; then
+        echo "error: the pre-placed CA is gone"
+        exit 3
+    fi
+    mkdir -p "$R/etc/kubernetes/pki"
+    echo made >"$R/etc/kubernetes/pki/apiserver.crt"
+    echo "[bootstrap-token] Using token: abcdef.0123456789abcdef"
+    if [ "$n" -le "$FAIL_TIMES" ]; then
+        echo "error execution phase preflight: [preflight] Some fatal errors occurred:"
+        echo "	[ERROR Port-6443]: Port 6443 is in use"
+        exit 1
+    fi
+    : >"$R/etc/kubernetes/kubelet.conf"
+    : >"$R/etc/kubernetes/admin.conf"
+    echo "kubeadm join 192.168.1.10:6443 --token abcdef.0123456789abcdef \\"
+    echo "	--discovery-token-ca-cert-hash sha256:0123"
+    ;;
+esac
+"#;
+
+const FAKE_KUBECTL: &str = r#"#!/bin/sh
+R=$PIFORGE_ROOT
+echo "$*" >>"$R/kubectl-calls"
+if [ ! -f "$R/kubectl-failed" ]; then
+    : >"$R/kubectl-failed"
+    echo "error: unable to recognize: no matches for kind DaemonSet"
+    exit 1
+fi
+echo "daemonset.apps/kube-flannel-ds created"
+"#;
+
+/// Records the delay; refuses after 20 sleeps so a script that never succeeds ends.
+const FAKE_SLEEP: &str = r#"#!/bin/sh
+echo "$1" >>"$PIFORGE_ROOT/sleeps"
+[ "$(wc -l <"$PIFORGE_ROOT/sleeps")" -le 20 ]
+"#;
+
+impl FakeNode {
+    fn new(role: Role, cni: Cni) -> FakeNode {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        let write = |rel: &str, text: &str, mode: u32| {
+            let p = r.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, text).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write("usr/local/bin/kubeadm", FAKE_KUBEADM, 0o755);
+        write("usr/local/bin/kubectl", FAKE_KUBECTL, 0o755);
+        write("usr/local/bin/sleep", FAKE_SLEEP, 0o755);
+        write(
+            "usr/local/lib/piforge/kubeadm-first-boot",
+            &first_boot_script(role, cni),
+            0o755,
+        );
+        let node = node("n1", role, None);
+        write(
+            "etc/piforge/kubeadm.yaml",
+            &render_config(&cluster(), &node),
+            0o600,
+        );
+        write("usr/local/share/piforge/kube-flannel.yml", FLANNEL, 0o644);
+        write(
+            "sys/fs/cgroup/cgroup.controllers",
+            "cpuset cpu io memory pids\n",
+            0o644,
+        );
+        if role.is_control_plane() {
+            write("etc/kubernetes/pki/ca.crt", "CA CERT\n", 0o644);
+            write("etc/kubernetes/pki/ca.key", "CA KEY\n", 0o600);
+        }
+        fs::create_dir_all(r.join("boot/firmware")).unwrap();
+        fs::create_dir_all(r.join("run/containerd")).unwrap();
+        let sock = std::os::unix::net::UnixListener::bind(r.join("run/containerd/containerd.sock"))
+            .unwrap();
+        FakeNode {
+            tmp,
+            _containerd: sock,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Runs the script with kubeadm failing `fail_times` times; returns (success, journal).
+    fn run(&self, fail_times: u32) -> (bool, String) {
+        let out = Command::new("timeout")
+            .arg("60")
+            .arg("sh")
+            .arg(self.root().join("usr/local/lib/piforge/kubeadm-first-boot"))
+            .env("PIFORGE_ROOT", self.root())
+            .env("FAIL_TIMES", fail_times.to_string())
+            .output()
+            .unwrap();
+        let journal = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), journal)
+    }
+
+    fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.root().join(rel)).unwrap_or_default()
+    }
+
+    fn exists(&self, rel: &str) -> bool {
+        self.root().join(rel).exists()
+    }
+}
+
+#[test]
+fn first_control_plane_retries_then_applies_flannel() {
+    let n = FakeNode::new(Role::InitControlPlane, Cni::Flannel);
+    let (ok, journal) = n.run(2);
+    assert!(ok, "{journal}");
+    let r = n.root().display().to_string();
+    let init = format!("init --config {r}/etc/piforge/kubeadm.yaml --skip-token-print");
+    assert_eq!(
+        n.read("calls").lines().collect::<Vec<_>>(),
+        [
+            init.as_str(),
+            "reset --force",
+            &init,
+            "reset --force",
+            &init
+        ]
+    );
+    // Backoff 10, 20 for kubeadm; 10 again for the one failed kubectl.
+    assert_eq!(
+        n.read("sleeps").split_whitespace().collect::<Vec<_>>(),
+        ["10", "20", "10"]
+    );
+    let apply = format!(
+        "--kubeconfig {r}/etc/kubernetes/admin.conf apply -f {r}/usr/local/share/piforge/kube-flannel.yml"
+    );
+    assert_eq!(
+        n.read("kubectl-calls").lines().collect::<Vec<_>>(),
+        [&apply, &apply]
+    );
+    // The CA survived both resets, and the spare copy is gone once done.
+    assert_eq!(n.read("etc/kubernetes/pki/ca.key"), "CA KEY\n");
+    assert!(!n.exists("var/lib/piforge/pki"));
+    assert!(!n.exists("var/lib/piforge/kubeadm-started"));
+    assert!(!n.exists("var/lib/piforge/cni-pending"));
+
+    // What the status file said while the second attempt ran.
+    let during = n.read("status-during-2");
+    assert!(during.contains("phase: kubeadm-init\n"), "{during}");
+    assert!(during.contains("attempt: 2\n"), "{during}");
+    assert!(
+        during.contains("last error: [ERROR Port-6443]: Port 6443 is in use"),
+        "{during}"
+    );
+    let status = n.read("boot/firmware/piforge-status.txt");
+    assert!(status.contains("phase: done\n"), "{status}");
+    assert!(status.contains("last error: none\n"), "{status}");
+    assert!(
+        status.contains("cgroup controllers: cpuset cpu io memory pids\n"),
+        "{status}"
+    );
+    assert!(status.contains("(init-control-plane)"), "{status}");
+    assert!(
+        status.lines().any(|l| l.starts_with("time: 20")),
+        "{status}"
+    );
+    assert!(!status.contains("warning"), "{status}");
+    for text in [&journal, &status, &during] {
+        assert!(!text.contains("0123456789abcdef"), "{text}");
+        assert!(!text.contains("--discovery-token"), "{text}");
+    }
+    assert!(
+        journal.contains("[bootstrap-token] Using token: <token>"),
+        "{journal}"
+    );
+    assert!(
+        journal.contains("daemonset.apps/kube-flannel-ds created"),
+        "{journal}"
+    );
+    // Only the status file was written to the boot partition.
+    assert_eq!(
+        fs::read_dir(n.root().join("boot/firmware"))
+            .unwrap()
+            .count(),
+        1
+    );
+
+    // Next boot: the unit's condition would skip it; run by hand it does nothing.
+    let (ok, journal) = n.run(0);
+    assert!(ok && journal.contains("already in a cluster"), "{journal}");
+    assert_eq!(n.read("calls").lines().count(), 5);
+}
+
+#[test]
+fn worker_joins_without_cni_and_warns_about_missing_memory_cgroup() {
+    let n = FakeNode::new(Role::Worker, Cni::Flannel);
+    fs::write(
+        n.root().join("sys/fs/cgroup/cgroup.controllers"),
+        "cpuset cpu io pids\n",
+    )
+    .unwrap();
+    let (ok, journal) = n.run(1);
+    assert!(ok, "{journal}");
+    let r = n.root().display().to_string();
+    let join = format!("join --config {r}/etc/piforge/kubeadm.yaml");
+    assert_eq!(
+        n.read("calls").lines().collect::<Vec<_>>(),
+        [join.as_str(), "reset --force", &join]
+    );
+    assert!(!n.exists("kubectl-calls"));
+    let status = n.read("boot/firmware/piforge-status.txt");
+    assert!(
+        status.contains("phase: done\n") && status.contains("(worker)"),
+        "{status}"
+    );
+    assert!(
+        status.contains("warning: no memory controller: add cgroup_enable=memory"),
+        "{status}"
+    );
+    assert!(n.read("status-during-1").contains("phase: kubeadm-join\n"));
+}
+
+#[test]
+fn attempt_cut_short_by_a_reboot_is_cleaned_up_first() {
+    let n = FakeNode::new(Role::InitControlPlane, Cni::None);
+    let (ok, journal) = n.run(1_000);
+    assert!(!ok, "the stand-in sleep gives up after 20 waits: {journal}");
+    // The "reboot": kubeadm is half done, the markers and the CA copy are still there.
+    assert!(n.exists("var/lib/piforge/kubeadm-started"));
+    assert!(n.exists("var/lib/piforge/pki/ca.key"));
+    fs::remove_file(n.root().join("calls")).unwrap();
+    fs::remove_file(n.root().join("sleeps")).unwrap();
+    fs::remove_file(n.root().join("count")).unwrap();
+    fs::write(n.root().join("etc/kubernetes/kubelet.conf"), "").unwrap();
+    let (ok, journal) = n.run(0);
+    assert!(ok, "{journal}");
+    let calls = n.read("calls");
+    assert!(calls.starts_with("reset --force\ninit "), "{calls}");
+    assert_eq!(n.read("etc/kubernetes/pki/ca.key"), "CA KEY\n");
+    assert!(!n.exists("kubectl-calls"), "no CNI was asked for");
+    assert!(n
+        .read("boot/firmware/piforge-status.txt")
+        .contains("phase: done\n"));
+}
+
+#[test]
+fn pending_cni_is_finished_on_the_next_boot() {
+    let n = FakeNode::new(Role::InitControlPlane, Cni::Flannel);
+    fs::create_dir_all(n.root().join("var/lib/piforge")).unwrap();
+    fs::write(n.root().join("var/lib/piforge/cni-pending"), "").unwrap();
+    fs::write(n.root().join("etc/kubernetes/kubelet.conf"), "").unwrap();
+    fs::write(n.root().join("etc/kubernetes/admin.conf"), "").unwrap();
+    let (ok, journal) = n.run(0);
+    assert!(ok, "{journal}");
+    assert!(!n.exists("calls"), "kubeadm must not run again");
+    assert_eq!(n.read("kubectl-calls").lines().count(), 2);
+    assert!(!n.exists("var/lib/piforge/cni-pending"));
+}

@@ -1,0 +1,499 @@
+//! Cluster secrets, made once on the build host and reused by every later build.
+//!
+//! The cluster CA is generated before any node boots, so the discovery hash that workers pin
+//! is known at build time, and kubeadm on the first control plane keeps the CA it finds in
+//! `/etc/kubernetes/pki`. Everything lives in one private directory (0700, files 0600, a
+//! `.gitignore` of `*`); nothing in it is ever regenerated, so rebuilding a node gives it the
+//! same CA, token and admin credentials. Removing the directory starts a new cluster.
+//!
+//! Layout: `ca.crt`/`ca.key` (ECDSA P-256, CN `kubernetes`), `token` and `token-created`,
+//! `admin.key`/`admin.crt` (the `kubernetes-admin` client certificate), and with more than one
+//! control plane `sa.key`/`sa.pub`, `front-proxy-ca.crt`/`.key`, `etcd/ca.crt`/`.key`.
+
+mod certs;
+mod files;
+mod token;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+pub use token::is_valid as is_valid_token;
+
+const CA_CRT: &str = "ca.crt";
+const CA_KEY: &str = "ca.key";
+const FRONT_PROXY_CRT: &str = "front-proxy-ca.crt";
+const FRONT_PROXY_KEY: &str = "front-proxy-ca.key";
+const ETCD_DIR: &str = "etcd";
+const ETCD_CRT: &str = "etcd/ca.crt";
+const ETCD_KEY: &str = "etcd/ca.key";
+const SA_KEY: &str = "sa.key";
+const SA_PUB: &str = "sa.pub";
+const ADMIN_KEY: &str = "admin.key";
+const ADMIN_CRT: &str = "admin.crt";
+const TOKEN: &str = "token";
+const TOKEN_CREATED: &str = "token-created";
+/// The file [`write_admin_kubeconfig`] writes in the secrets directory.
+pub const ADMIN_KUBECONFIG: &str = "admin.kubeconfig";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} has mode {mode:04o}, so others may read the cluster's secrets; \
+         make it private with `chmod go= {path}`"
+    )]
+    Permissions { path: PathBuf, mode: u32 },
+    #[error("{0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("{path} is malformed: {reason}")]
+    Malformed { path: PathBuf, reason: String },
+    #[error(
+        "{present} exists but {missing} does not; restore it, or remove both to make new ones \
+         (a new CA means rebuilding every node image)"
+    )]
+    Incomplete { present: PathBuf, missing: PathBuf },
+    #[error("could not generate {what}: {reason}")]
+    Crypto { what: &'static str, reason: String },
+    #[error("{what} {value:?} is not valid: {reason}")]
+    InvalidInput {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+/// A certificate and its private key, both PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CertAndKey {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl fmt::Debug for CertAndKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertAndKey")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"[elided]")
+            .finish()
+    }
+}
+
+/// The service-account signing key pair, both PEM (PKCS#8 private, SPKI public).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServiceAccountKey {
+    pub private_pem: String,
+    pub public_pem: String,
+}
+
+impl fmt::Debug for ServiceAccountKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceAccountKey")
+            .field("private_pem", &"[elided]")
+            .field("public_pem", &self.public_pem)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecretsOptions {
+    /// With more than one, the keys the control planes must share are made too.
+    pub control_planes: usize,
+    /// Seconds since 1970; certificates start one day before it.
+    pub build_epoch: i64,
+    /// The bootstrap token's lifetime in the cluster; `None` for a token that never expires.
+    pub token_ttl_secs: Option<u64>,
+}
+
+/// The cluster's secrets as read from (or just written to) the secrets directory.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secrets {
+    pub dir: PathBuf,
+    /// The cluster CA (`/etc/kubernetes/pki/ca.crt`, `ca.key`).
+    pub ca: CertAndKey,
+    /// Only with more than one control plane.
+    pub front_proxy_ca: Option<CertAndKey>,
+    /// Only with more than one control plane.
+    pub etcd_ca: Option<CertAndKey>,
+    /// Only with more than one control plane.
+    pub service_account: Option<ServiceAccountKey>,
+    /// The `kubernetes-admin` client certificate and key.
+    pub admin: CertAndKey,
+    /// The bootstrap token, `[a-z0-9]{6}.[a-z0-9]{16}`.
+    pub token: String,
+    /// When the token was made, in seconds since 1970 (wall clock).
+    pub token_created: i64,
+    /// Things the user should know, such as a token older than its ttl.
+    pub warnings: Vec<String>,
+    ca_spki_der: Vec<u8>,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secrets")
+            .field("dir", &self.dir)
+            .field("discovery_hash", &self.discovery_hash())
+            .field("multi_control_plane", &self.service_account.is_some())
+            .field("token", &"[elided]")
+            .field("token_created", &self.token_created)
+            .field("warnings", &self.warnings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A file for a control plane's `/etc/kubernetes/pki`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PkiFile {
+    /// Relative to `/etc/kubernetes/pki`, such as `etcd/ca.key`.
+    pub path: &'static str,
+    pub contents: String,
+    /// 0644 for certificates and public keys, 0600 for private keys (as kubeadm writes them).
+    pub mode: u32,
+}
+
+impl fmt::Debug for PkiFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PkiFile({}, {:04o})", self.path, self.mode)
+    }
+}
+
+impl Secrets {
+    /// `sha256:` and the hex SHA-256 of the CA certificate's DER SubjectPublicKeyInfo: the
+    /// value of kubeadm's `caCertHashes`.
+    pub fn discovery_hash(&self) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(&self.ca_spki_der)))
+    }
+
+    /// The files every control plane must have in `/etc/kubernetes/pki` before kubeadm runs:
+    /// the CA, and with more than one control plane the keys they share. kubeadm makes the
+    /// rest (serving certificates and so on) from these.
+    pub fn control_plane_pki(&self) -> Vec<PkiFile> {
+        let file = |path, contents: &String, mode| PkiFile {
+            path,
+            contents: contents.clone(),
+            mode,
+        };
+        let mut out = vec![
+            file(CA_CRT, &self.ca.cert_pem, 0o644),
+            file(CA_KEY, &self.ca.key_pem, 0o600),
+        ];
+        if let Some(sa) = &self.service_account {
+            out.push(file(SA_KEY, &sa.private_pem, 0o600));
+            out.push(file(SA_PUB, &sa.public_pem, 0o644));
+        }
+        if let Some(fp) = &self.front_proxy_ca {
+            out.push(file(FRONT_PROXY_CRT, &fp.cert_pem, 0o644));
+            out.push(file(FRONT_PROXY_KEY, &fp.key_pem, 0o600));
+        }
+        if let Some(etcd) = &self.etcd_ca {
+            out.push(file(ETCD_CRT, &etcd.cert_pem, 0o644));
+            out.push(file(ETCD_KEY, &etcd.key_pem, 0o600));
+        }
+        out
+    }
+
+    /// A kubeconfig for `kubernetes-admin` (group `system:masters`) on the cluster at
+    /// `server_url` (`https://host:6443`), with the CA and client credentials embedded.
+    pub fn admin_kubeconfig(
+        &self,
+        cluster_name: &str,
+        server_url: &str,
+    ) -> Result<String, PkiError> {
+        check_kubeconfig_value("cluster name", cluster_name)?;
+        check_kubeconfig_value("API server URL", server_url)?;
+        if !server_url.starts_with("https://") || server_url.len() <= "https://".len() {
+            return Err(PkiError::InvalidInput {
+                what: "API server URL",
+                value: server_url.to_string(),
+                reason: "it must start with https:// and name a host",
+            });
+        }
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+        let user = certs::ADMIN_CN;
+        let cluster = yaml_quote(cluster_name);
+        let context = yaml_quote(&format!("{user}@{cluster_name}"));
+        let lines = [
+            "apiVersion: v1".to_string(),
+            "kind: Config".into(),
+            "clusters:".into(),
+            format!("- name: {cluster}"),
+            "  cluster:".into(),
+            format!("    certificate-authority-data: {}", b64(&self.ca.cert_pem)),
+            format!("    server: {}", yaml_quote(server_url)),
+            "contexts:".into(),
+            format!("- name: {context}"),
+            "  context:".into(),
+            format!("    cluster: {cluster}"),
+            format!("    user: {user}"),
+            format!("current-context: {context}"),
+            "preferences: {}".into(),
+            "users:".into(),
+            format!("- name: {user}"),
+            "  user:".into(),
+            format!("    client-certificate-data: {}", b64(&self.admin.cert_pem)),
+            format!("    client-key-data: {}", b64(&self.admin.key_pem)),
+        ];
+        Ok(lines.join("\n") + "\n")
+    }
+
+    /// A warning if the token is older than `ttl_secs` at `now`: the cluster formed with it
+    /// has then forgotten it, and nodes built now cannot join. The token itself is not shown.
+    pub fn token_age_warning(&self, now: i64, ttl_secs: Option<u64>) -> Option<String> {
+        let ttl = i64::try_from(ttl_secs?).ok()?;
+        let age = now - self.token_created;
+        if ttl == 0 || age <= ttl {
+            return None;
+        }
+        let token = self.dir.join(TOKEN);
+        Some(format!(
+            "the bootstrap token in {} was made {} ago and its ttl is {}: a cluster formed with \
+             it no longer accepts it, so nodes built now will not join until you run \
+             `kubeadm token create \"$(cat {})\"` on a control plane",
+            token.display(),
+            human_duration(age),
+            human_duration(ttl),
+            token.display(),
+        ))
+    }
+}
+
+fn human_duration(secs: i64) -> String {
+    match secs {
+        s if s >= 2 * 86_400 => format!("{} days", s / 86_400),
+        s if s >= 3600 => format!("{} hours", s / 3600),
+        s => format!("{s} seconds"),
+    }
+}
+
+fn check_kubeconfig_value(what: &'static str, value: &str) -> Result<(), PkiError> {
+    if value.is_empty() || value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(PkiError::InvalidInput {
+            what,
+            value: value.to_string(),
+            reason: "it must be non-empty, without spaces or control characters",
+        });
+    }
+    Ok(())
+}
+
+/// A YAML double-quoted scalar (the caller has already refused control characters).
+fn yaml_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn wall_clock() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Opens the secrets directory `dir`, creating what is missing, and returns its secrets.
+///
+/// On first use this creates `dir` (0700) with a `.gitignore`, the cluster CA, a bootstrap
+/// token and the admin credentials, and with `control_planes > 1` the keys control planes
+/// share. Later calls read the same files back; nothing that exists is regenerated, except
+/// `admin.crt` when it no longer fits (expired at the build epoch, or not from this CA).
+/// A directory or file that others may read, a file that does not parse, or half of a pair is
+/// refused with an error that says what to do.
+pub fn ensure_secrets(dir: &Path, opts: &SecretsOptions) -> Result<Secrets, PkiError> {
+    ensure_secrets_at(dir, opts, wall_clock())
+}
+
+/// [`ensure_secrets`] with the wall clock passed in (it only dates a new token and decides the
+/// token-age warning).
+fn ensure_secrets_at(dir: &Path, opts: &SecretsOptions, now: i64) -> Result<Secrets, PkiError> {
+    files::ensure_private_dir(dir)?;
+    let _lock = files::lock(dir)?;
+    let gitignore = dir.join(".gitignore");
+    if std::fs::symlink_metadata(&gitignore).is_err() {
+        files::write_private(&gitignore, b"*\n")?;
+    }
+    let epoch = opts.build_epoch;
+    let (ca, ca_info) = ensure_ca(dir, CA_CRT, CA_KEY, "kubernetes", epoch)?;
+
+    let (mut front_proxy_ca, mut etcd_ca, mut service_account) = (None, None, None);
+    if opts.control_planes > 1 {
+        front_proxy_ca = Some(
+            ensure_ca(
+                dir,
+                FRONT_PROXY_CRT,
+                FRONT_PROXY_KEY,
+                "front-proxy-ca",
+                epoch,
+            )?
+            .0,
+        );
+        files::ensure_private_dir(&dir.join(ETCD_DIR))?;
+        etcd_ca = Some(ensure_ca(dir, ETCD_CRT, ETCD_KEY, "etcd-ca", epoch)?.0);
+        service_account = Some(ensure_service_account(dir)?);
+    }
+
+    let admin = ensure_admin(dir, &ca, epoch)?;
+    let (token, token_created) = ensure_token(dir, now)?;
+    let mut secrets = Secrets {
+        dir: dir.to_path_buf(),
+        ca,
+        front_proxy_ca,
+        etcd_ca,
+        service_account,
+        admin,
+        token,
+        token_created,
+        warnings: Vec::new(),
+        ca_spki_der: ca_info.spki_der,
+    };
+    if let Some(w) = secrets.token_age_warning(now, opts.token_ttl_secs) {
+        secrets.warnings.push(w);
+    }
+    Ok(secrets)
+}
+
+/// Reads or makes the CA pair `crt`/`key` in `dir`.
+fn ensure_ca(
+    dir: &Path,
+    crt: &str,
+    key: &str,
+    cn: &str,
+    epoch: i64,
+) -> Result<(CertAndKey, certs::CertInfo), PkiError> {
+    let (crt_path, key_path) = (dir.join(crt), dir.join(key));
+    let pair = match (
+        files::read_private(&crt_path)?,
+        files::read_private(&key_path)?,
+    ) {
+        (Some(cert_pem), Some(key_pem)) => {
+            let pair = CertAndKey { cert_pem, key_pem };
+            let info = certs::check_ca(&crt_path, &key_path, &pair)?;
+            return Ok((pair, info));
+        }
+        (None, None) => certs::new_ca(cn, epoch)?,
+        (Some(_), None) => return Err(incomplete(crt_path, key_path)),
+        (None, Some(_)) => return Err(incomplete(key_path, crt_path)),
+    };
+    files::write_private(&key_path, pair.key_pem.as_bytes())?;
+    files::write_private(&crt_path, pair.cert_pem.as_bytes())?;
+    let info = certs::parse_cert(&crt_path, &pair.cert_pem)?;
+    Ok((pair, info))
+}
+
+fn incomplete(present: PathBuf, missing: PathBuf) -> PkiError {
+    PkiError::Incomplete { present, missing }
+}
+
+fn ensure_service_account(dir: &Path) -> Result<ServiceAccountKey, PkiError> {
+    let (key_path, pub_path) = (dir.join(SA_KEY), dir.join(SA_PUB));
+    match (
+        files::read_private(&key_path)?,
+        files::read_private(&pub_path)?,
+    ) {
+        (Some(private_pem), Some(public_pem)) => {
+            certs::check_key_pair(&key_path, &pub_path, &private_pem, &public_pem)?;
+            Ok(ServiceAccountKey {
+                private_pem,
+                public_pem,
+            })
+        }
+        (None, None) => {
+            let (private_pem, public_pem) = certs::new_key_pair()?;
+            files::write_private(&key_path, private_pem.as_bytes())?;
+            files::write_private(&pub_path, public_pem.as_bytes())?;
+            Ok(ServiceAccountKey {
+                private_pem,
+                public_pem,
+            })
+        }
+        (Some(_), None) => Err(incomplete(key_path, pub_path)),
+        (None, Some(_)) => Err(incomplete(pub_path, key_path)),
+    }
+}
+
+/// Reads or makes `admin.key` (kept forever) and `admin.crt` (remade only when it no longer
+/// fits: expired at the build epoch, or not signed by the current CA).
+fn ensure_admin(dir: &Path, ca: &CertAndKey, epoch: i64) -> Result<CertAndKey, PkiError> {
+    let (key_path, crt_path, ca_path) =
+        (dir.join(ADMIN_KEY), dir.join(ADMIN_CRT), dir.join(CA_KEY));
+    let key_pem = match files::read_private(&key_path)? {
+        Some(k) => {
+            certs::parse_key(&key_path, &k)?;
+            k
+        }
+        None => {
+            if crt_path.exists() {
+                return Err(incomplete(crt_path, key_path));
+            }
+            let (k, _) = certs::new_key_pair()?;
+            files::write_private(&key_path, k.as_bytes())?;
+            k
+        }
+    };
+    if let Some(cert_pem) = files::read_private(&crt_path)? {
+        if certs::admin_cert_reusable(
+            &crt_path,
+            &cert_pem,
+            &key_pem,
+            &key_path,
+            &ca.cert_pem,
+            epoch,
+        )? {
+            return Ok(CertAndKey { cert_pem, key_pem });
+        }
+    }
+    let cert_pem = certs::new_admin_cert(ca, &ca_path, &key_pem, &key_path, epoch)?;
+    files::write_private(&crt_path, cert_pem.as_bytes())?;
+    Ok(CertAndKey { cert_pem, key_pem })
+}
+
+/// Reads or makes the bootstrap token and the time it was made.
+fn ensure_token(dir: &Path, now: i64) -> Result<(String, i64), PkiError> {
+    let (token_path, created_path) = (dir.join(TOKEN), dir.join(TOKEN_CREATED));
+    let token = match files::read_private(&token_path)? {
+        Some(t) => {
+            let t = t.trim();
+            if !token::is_valid(t) {
+                return Err(PkiError::Malformed {
+                    path: token_path,
+                    reason: "not a bootstrap token ([a-z0-9]{6}.[a-z0-9]{16})".into(),
+                });
+            }
+            // A token with its date is the normal case; a token without one lost its date to a
+            // crash between the two writes, and gets today's.
+            if let Some(c) = files::read_private(&created_path)? {
+                let created = c.trim().parse::<i64>().map_err(|_| PkiError::Malformed {
+                    path: created_path.clone(),
+                    reason: "not a whole number of seconds since 1970".into(),
+                })?;
+                return Ok((t.to_string(), created));
+            }
+            t.to_string()
+        }
+        None => {
+            let t = token::generate()?;
+            files::write_private(&token_path, format!("{t}\n").as_bytes())?;
+            t
+        }
+    };
+    files::write_private(&created_path, format!("{now}\n").as_bytes())?;
+    Ok((token, now))
+}
+
+/// Writes [`Secrets::admin_kubeconfig`] to `admin.kubeconfig` in the secrets directory (0600)
+/// and returns its path.
+pub fn write_admin_kubeconfig(
+    secrets: &Secrets,
+    cluster_name: &str,
+    server_url: &str,
+) -> Result<PathBuf, PkiError> {
+    let text = secrets.admin_kubeconfig(cluster_name, server_url)?;
+    let path = secrets.dir.join(ADMIN_KUBECONFIG);
+    files::write_private(&path, text.as_bytes())?;
+    Ok(path)
+}
