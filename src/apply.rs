@@ -341,6 +341,8 @@ pub fn customize(raw: &Path, out: &Path, plan: &Plan) -> Result<Applied, ApplyEr
     if !plan.root.is_empty() {
         let mut opts = OpenOptions::new(OpenMode::ReadWrite);
         opts.clock = Some(plan.epoch);
+        // The output is a temporary copy, removed on any error: no overlay needed.
+        opts.direct = true;
         let mut fs = Ext4::open_with(&tmp, root.start_bytes, &opts)?;
         apply_root(&mut fs, plan)?;
         fs.commit()?;

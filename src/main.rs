@@ -59,17 +59,20 @@ fn progress_hook() -> Option<source::ProgressHook> {
     }))
 }
 
-fn open_input(a: &InputArgs) -> Result<source::SourceImage> {
+/// Opens an input; `hash_raw`: compute the digest of a raw input even when nothing is expected
+/// (inspect reports it; customize and check need not read a multi-GiB file twice).
+fn open_input(a: &InputArgs, hash_raw: bool) -> Result<source::SourceImage> {
     let opts = source::OpenOptions {
         sha256: a.sha256.clone(),
         cache_dir: a.cache_dir.clone(),
         progress: progress_hook(),
+        skip_raw_digest: !hash_raw,
     };
     Ok(source::open_image(&a.image, &opts)?)
 }
 
 fn cmd_inspect(a: InspectArgs) -> Result<ExitCode> {
-    let img = open_input(&a.input)?;
+    let img = open_input(&a.input, true)?;
     let report = inspect::inspect(&a.input.image, &img)?;
     if a.json {
         let s = serde_json::to_string_pretty(&report).context("encoding the report as JSON")?;
@@ -92,7 +95,7 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
         .output
         .as_deref()
         .context("-o OUT is required unless --dry-run is given")?;
-    let img = open_input(&a.input)?;
+    let img = open_input(&a.input, false)?;
     let mut plan = plan;
     if let Some(version) = &a.kubernetes {
         let release = artifacts::Catalog::builtin()?.release(version)?;
@@ -128,7 +131,7 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
 }
 
 fn cmd_check(a: CheckArgs) -> Result<ExitCode> {
-    let img = open_input(&a.input)?;
+    let img = open_input(&a.input, false)?;
     let items = inspect::check_image(&img.path)?;
     if a.json {
         let s = serde_json::to_string_pretty(&items).context("encoding the check as JSON")?;

@@ -38,7 +38,7 @@ pub enum InspectError {
 pub struct InputInfo {
     pub path: String,
     pub format: String,
-    pub sha256: String,
+    pub sha256: Option<String>,
     /// True when a digest from the user or a `.sha256`/`SHA256SUMS` file was checked.
     pub verified: bool,
     /// Size of the raw (decompressed) image.
@@ -288,7 +288,11 @@ impl Report {
             i.format,
             if i.verified { ", sha256 verified" } else { "" }
         );
-        let _ = writeln!(s, "sha256       {}", i.sha256);
+        let _ = writeln!(
+            s,
+            "sha256       {}",
+            i.sha256.as_deref().unwrap_or("(not computed)")
+        );
         let _ = writeln!(
             s,
             "size         {} ({})",

@@ -103,6 +103,9 @@ pub struct OpenOptions {
     /// Told how much of the input has been read, while checksumming and while decompressing.
     /// The caller decides whether to draw anything (e.g. only when stderr is a terminal).
     pub progress: Option<ProgressHook>,
+    /// Do not hash a raw input that has no expected digest (`input_sha256` is then `None`):
+    /// commands that only read the image skip a full pass over a multi-GiB file.
+    pub skip_raw_digest: bool,
 }
 
 /// An input, ready to read as a raw disk image.
@@ -111,8 +114,9 @@ pub struct SourceImage {
     /// A raw image file: the input itself when it is raw, else the cached decompressed image
     /// (read-only; copy it, never write to it).
     pub path: PathBuf,
-    /// The SHA-256 of the input file as given (compressed or not).
-    pub input_sha256: String,
+    /// The SHA-256 of the input file as given (compressed or not); `None` only for a raw input
+    /// opened with [`OpenOptions::skip_raw_digest`] and no expected digest.
+    pub input_sha256: Option<String>,
     /// The input's format.
     pub format: Format,
     /// The size of the raw image in bytes (a multiple of 512).
@@ -149,6 +153,17 @@ pub fn open_image(input: &Path, opts: &OpenOptions) -> Result<SourceImage, Sourc
 
     // Checksum before any work.
     let expected = checksum::expected_digest(input, opts.sha256.as_deref())?;
+    if format == Format::Raw && expected.is_none() && opts.skip_raw_digest {
+        check_size(input, meta.len(), false)?;
+        return Ok(SourceImage {
+            path: input.to_path_buf(),
+            input_sha256: None,
+            format,
+            size: meta.len(),
+            verified: false,
+            from_cache: false,
+        });
+    }
     let actual = checksum::sha256_with_progress(input, opts.progress.clone())?;
     if let Some(e) = &expected {
         if e.digest != actual {
@@ -162,7 +177,7 @@ pub fn open_image(input: &Path, opts: &OpenOptions) -> Result<SourceImage, Sourc
     }
     let image = |path: PathBuf, size: u64, from_cache: bool| SourceImage {
         path,
-        input_sha256: actual.clone(),
+        input_sha256: Some(actual.clone()),
         format,
         size,
         verified: expected.is_some(),

@@ -161,6 +161,10 @@ pub struct OpenOptions {
     /// about as many bytes as the session writes). Default: the image's
     /// directory.
     pub scratch_dir: Option<PathBuf>,
+    /// Write straight into the image, with no overlay scratch file: faster (every block is
+    /// written once), but a failed session leaves the image half-edited. Only for callers that
+    /// edit a throwaway copy and discard it on error (`customize` does).
+    pub direct: bool,
 }
 
 impl OpenOptions {
@@ -169,6 +173,7 @@ impl OpenOptions {
             mode,
             clock: None,
             scratch_dir: None,
+            direct: false,
         }
     }
 }
@@ -569,6 +574,7 @@ impl Ext4 {
                 mode,
                 clock: Some(epoch),
                 scratch_dir: None,
+                direct: false,
             },
         )
     }
@@ -645,7 +651,7 @@ impl Ext4 {
             None => raw.wtime.max(1),
         };
 
-        let scratch = if rw {
+        let scratch = if rw && !opts.direct {
             let dir = match &opts.scratch_dir {
                 Some(d) => d.clone(),
                 None => match image.parent() {

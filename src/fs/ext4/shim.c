@@ -152,8 +152,15 @@ static errcode_t ov_write(struct pf_io *io, uint64_t off, const void *buf, size_
 	uint64_t pos = off, end = off + len;
 	errcode_t err;
 
-	if (!io->rw || io->scratch_fd < 0)
+	if (!io->rw)
 		return EXT2_ET_RO_FILSYS;
+	if (io->scratch_fd < 0) {
+		/* direct mode: the caller edits a throwaway copy, no overlay */
+		err = full_pwrite(io->img_fd, buf, len, io->base + off);
+		if (!err)
+			io->stats.bytes_written += len;
+		return err;
+	}
 	while (pos < end) {
 		uint64_t unit = pos / PF_UNIT;
 		uint64_t ustart = unit * PF_UNIT, uend = ustart + PF_UNIT;

@@ -934,7 +934,10 @@ fn set_attrs_changes_mode_owner_and_times() {
 }
 
 fn the_same_edits(fx: &Fx) {
-    let mut fs = fx.rw();
+    the_same_edits_in(fx.rw());
+}
+
+fn the_same_edits_in(mut fs: Ext4) {
     fs.mkdir_p("/etc/kubernetes/pki", &attrs(0o700, 0, 0))
         .unwrap();
     fs.write_file(
@@ -983,6 +986,26 @@ fn same_edits_give_identical_images() {
         "two identical sessions produced different images"
     );
     assert_eq!(a.ro().info().last_write_time, EPOCH);
+}
+
+#[test]
+fn direct_mode_gives_the_same_image_as_the_overlay() {
+    let a = Fx::new(Mkfs {
+        opts: &["metadata_csum_seed,orphan_file"],
+        ..Default::default()
+    });
+    let b = a.copy();
+    the_same_edits(&a);
+    let mut opts = OpenOptions::new(OpenMode::ReadWrite);
+    opts.clock = Some(EPOCH);
+    opts.direct = true;
+    the_same_edits_in(Ext4::open_with(&b.img, b.offset, &opts).expect("open direct"));
+    b.assert_clean("the edits in direct mode");
+    assert_eq!(
+        a.sha(),
+        b.sha(),
+        "direct mode wrote other bytes than the overlay"
+    );
 }
 
 // --------------------------------------------------------------- refusals
