@@ -23,6 +23,10 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Write a customized copy of an image: overlays, boot settings, removals (never in place).
     Customize(CustomizeArgs),
+    /// Write a commented cluster.yaml, node profiles and an empty site overlay to start from.
+    Init(InitArgs),
+    /// Build one ready-to-flash image per node of a cluster spec.
+    Build(BuildArgs),
     /// Download the release artifacts of a Kubernetes version (verified, pinned in the lock).
     Fetch(FetchArgs),
     /// Check an image against what a kubeadm node on a Pi needs: PASS/WARN/FAIL per item;
@@ -134,9 +138,14 @@ pub struct ArtifactArgs {
 
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// The Kubernetes version (e.g. 1.34 or 1.34.2); default: the newest in the catalog.
+    /// The Kubernetes version (e.g. 1.34 or 1.34.2); default: the spec's, else the newest in
+    /// the catalog.
     #[arg(long, value_name = "VERSION")]
     pub kubernetes: Option<String>,
+
+    /// Take the version from this cluster spec, and keep the lock beside it.
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
 
     #[command(flatten)]
     pub artifacts: ArtifactArgs,
@@ -158,4 +167,47 @@ pub struct CheckArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write the files (created if missing; existing files are never overwritten).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The cluster spec.
+    #[arg(long, value_name = "FILE", default_value = "cluster.yaml")]
+    pub spec: PathBuf,
+
+    /// Where the node images, SHA256SUMS go.
+    #[arg(long, value_name = "DIR", default_value = "dist")]
+    pub out: PathBuf,
+
+    /// Build only this node (repeatable): to reimage a node that failed.
+    #[arg(long = "node", value_name = "NAME")]
+    pub nodes: Vec<String>,
+
+    /// A bootstrap token minted in the running cluster (`kubeadm token create`), for a node
+    /// built after the stored token expired. Never printed.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// Use the artifacts in DIR (upstream file names) instead of the cache or the spec's.
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+
+    /// Accept artifacts with no lock entry and no upstream checksum, recording their digests.
+    #[arg(long)]
+    pub allow_unpinned: bool,
+
+    /// Download missing artifacts through a mirror serving <URL>/<upstream host>/<path>.
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+
+    /// Where downloads and decompressed images are cached.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }

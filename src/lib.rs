@@ -7,6 +7,7 @@ pub mod bootcfg;
 pub mod check;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod customize;
 pub mod disk;
 pub mod fs;

@@ -7,9 +7,12 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use piforge::cli::{
-    ArtifactArgs, CheckArgs, Cli, Command, CustomizeArgs, FetchArgs, InputArgs, InspectArgs,
+    ArtifactArgs, BuildArgs, CheckArgs, Cli, Command, CustomizeArgs, FetchArgs, InitArgs,
+    InputArgs, InspectArgs,
 };
-use piforge::{artifacts, check, clock, customize, inspect, output, payload, source};
+use piforge::{
+    artifacts, check, clock, cluster, customize, inspect, output, payload, source, spec,
+};
 
 fn main() -> ExitCode {
     // A bug must still end in one sentence, not a backtrace.
@@ -23,6 +26,8 @@ fn main() -> ExitCode {
         Command::Customize(a) => cmd_customize(a),
         Command::Check(a) => cmd_check(a),
         Command::Fetch(a) => cmd_fetch(a),
+        Command::Init(a) => cmd_init(a),
+        Command::Build(a) => cmd_build(a),
     };
     match result {
         Ok(code) => code,
@@ -204,9 +209,24 @@ impl ArtifactBars {
 }
 
 fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
+    let mut a = a;
     let catalog = artifacts::Catalog::builtin()?;
-    let version = match &a.kubernetes {
-        Some(v) => v.clone(),
+    let from_spec = match &a.spec {
+        Some(p) => {
+            let (s, _) = cluster::load_spec(p)?;
+            // The lock lives beside the spec unless --lock says otherwise.
+            if a.artifacts.lock == std::path::Path::new("piforge.lock") {
+                a.artifacts.lock = s.spec_dir.join("piforge.lock");
+            }
+            if a.artifacts.artifacts.is_none() {
+                a.artifacts.artifacts = s.artifacts.clone();
+            }
+            Some(s.kubernetes.version)
+        }
+        None => None,
+    };
+    let version = match a.kubernetes.clone().or(from_spec) {
+        Some(v) => v,
         None => catalog
             .supported_versions()
             .first()
@@ -234,5 +254,88 @@ fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
         arts.len(),
         a.artifacts.lock.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_init(a: InitArgs) -> Result<ExitCode> {
+    let files = spec::init_files();
+    for (rel, _) in &files {
+        let p = a.dir.join(rel);
+        if p.exists() {
+            anyhow::bail!(
+                "{} exists already; piforge init never overwrites files",
+                p.display()
+            );
+        }
+    }
+    for (rel, text) in &files {
+        let p = a.dir.join(rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        println!("wrote {}", p.display());
+    }
+    println!(
+        "Next: put your upstream image's path and your ssh key in {}, then `piforge fetch --spec {0}` and `piforge build --spec {0}`.",
+        a.dir.join("cluster.yaml").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
+    let epoch = clock::build_epoch()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(epoch);
+    let cache_dir = match a.cache_dir {
+        Some(d) => d,
+        None => source::cache_dir()?,
+    };
+    let opts = cluster::BuildOptions {
+        spec_path: a.spec,
+        out_dir: a.out,
+        nodes: a.nodes,
+        token: a.token,
+        artifacts_dir: a.artifacts,
+        allow_unpinned: a.allow_unpinned,
+        mirror: a.mirror,
+        cache_dir,
+        epoch,
+        now,
+    };
+    let bars = ArtifactBars::new();
+    let hook = |s: &artifacts::ArtifactSpec, d, t| bars.update(s, d, t);
+    let progress = bars
+        .multi
+        .is_some()
+        .then_some(&hook as artifacts::ProgressFn<'_>);
+    let report = cluster::build(&opts, progress)?;
+    for w in &report.warnings {
+        eprintln!("piforge: warning: {w}");
+    }
+    for n in &report.nodes {
+        println!(
+            "{:<16} {:<14} {:<18} {}  {} MiB  sha256 {}",
+            n.name,
+            n.role.as_str(),
+            n.address.as_deref().unwrap_or("dhcp"),
+            n.image.display(),
+            n.bytes >> 20,
+            &n.sha256[..16]
+        );
+    }
+    println!("checksums: {}", report.sha256sums.display());
+    println!(
+        "kubectl --kubeconfig {} get nodes   (once the control plane is up)",
+        report.admin_kubeconfig.display()
+    );
+    if !report.before_flashing.is_empty() {
+        println!("Before flashing the reimaged node(s), run in the cluster:");
+        for c in &report.before_flashing {
+            println!("  {c}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

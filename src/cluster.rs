@@ -1,0 +1,596 @@
+//! `piforge build`: one cluster spec and one upstream image in, one image per node out.
+//!
+//! Per role (first control plane, other control planes, workers) the root filesystem is edited
+//! once: the node payload, the cluster's CA (control planes), the first-boot kubeadm unit and
+//! the spec's overlays. Per node, a copy of its role's image gets the node's kubeadm
+//! configuration (root filesystem, mode 0600) and its NoCloud seed (boot partition). Secrets
+//! never reach the boot partition, which any local user can read once it is mounted.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::apply;
+use crate::artifacts::{self, Catalog, FetchedArtifact, Release};
+use crate::customize::{self, ArtifactSource};
+use crate::inspect;
+use crate::kubeadm;
+use crate::payload;
+use crate::pki;
+use crate::plan::{BootOp, Content, Owner, Plan, RootOp};
+use crate::source;
+use crate::spec::{self, Role, Spec};
+
+/// The bootstrap-token shape kubeadm accepts.
+pub fn valid_token(t: &str) -> bool {
+    let b = t.as_bytes();
+    let ok = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    b.len() == 23 && b[6] == b'.' && b[..6].iter().all(ok) && b[7..].iter().all(ok)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Spec(#[from] spec::SpecError),
+    #[error(transparent)]
+    Artifacts(Box<artifacts::Error>),
+    #[error(transparent)]
+    Setup(#[from] customize::PayloadSetupError),
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    #[error(transparent)]
+    Inspect(#[from] inspect::InspectError),
+    #[error(transparent)]
+    Apply(#[from] apply::ApplyError),
+    #[error("secrets: {0}")]
+    Pki(#[from] pki::PkiError),
+    #[error("kubeadm configuration: {0}")]
+    Kubeadm(#[from] kubeadm::KubeadmError),
+    #[error("{image} has no cloud-init, which piforge needs to configure each node on first boot; use Raspberry Pi OS Lite trixie (2025-11-24 or later) or Ubuntu Server 24.04 for Raspberry Pi")]
+    NoCloudInit { image: String },
+    #[error("image.source is a URL ({0}); download it (and check its sha256) and set image.source to the file: piforge reads local images only for now")]
+    UrlSource(String),
+    #[error("--node {0}: no node of that name in the spec")]
+    UnknownNode(String),
+    #[error("--token must look like abcdef.0123456789abcdef ([a-z0-9]{{6}}.[a-z0-9]{{16}})")]
+    BadToken,
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl From<artifacts::Error> for BuildError {
+    fn from(e: artifacts::Error) -> Self {
+        BuildError::Artifacts(Box::new(e))
+    }
+}
+
+/// How to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub spec_path: PathBuf,
+    pub out_dir: PathBuf,
+    /// Only these nodes (all when empty).
+    pub nodes: Vec<String>,
+    /// A token minted in the running cluster (`kubeadm token create`), for reimaging.
+    pub token: Option<String>,
+    /// Offline artifacts (overrides the spec's `artifacts:`).
+    pub artifacts_dir: Option<PathBuf>,
+    pub allow_unpinned: bool,
+    pub mirror: Option<String>,
+    pub cache_dir: PathBuf,
+    pub epoch: i64,
+    /// The wall clock, only to warn about an old bootstrap token.
+    pub now: i64,
+}
+
+/// One node image written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltNode {
+    pub name: String,
+    pub role: Role,
+    pub address: Option<String>,
+    pub image: PathBuf,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// What a build did, and what to tell the user.
+#[derive(Debug, Clone, Default)]
+pub struct BuildReport {
+    pub nodes: Vec<BuiltNode>,
+    pub sha256sums: PathBuf,
+    pub admin_kubeconfig: PathBuf,
+    pub warnings: Vec<String>,
+    /// Commands to run in the cluster before flashing a reimaged node.
+    pub before_flashing: Vec<String>,
+}
+
+/// The kubeadm role of each node: the first control plane inits, the others join.
+fn kubeadm_role(spec: &Spec, node: &spec::Node) -> kubeadm::Role {
+    match node.role {
+        Role::Worker => kubeadm::Role::Worker,
+        Role::ControlPlane if node.name == spec.first_control_plane().name => {
+            kubeadm::Role::InitControlPlane
+        }
+        Role::ControlPlane => kubeadm::Role::JoinControlPlane,
+    }
+}
+
+fn role_key(r: kubeadm::Role) -> &'static str {
+    match r {
+        kubeadm::Role::InitControlPlane => "init-control-plane",
+        kubeadm::Role::JoinControlPlane => "join-control-plane",
+        kubeadm::Role::Worker => "worker",
+    }
+}
+
+const ROOT_FILE: Owner = Owner {
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+};
+
+fn root_write(plan: &mut Plan, path: &str, data: impl Into<Vec<u8>>, mode: u16) {
+    plan.root.push(RootOp::Write {
+        path: path.to_string(),
+        content: Content::Bytes(data.into()),
+        owner: Owner { mode, ..ROOT_FILE },
+    });
+}
+
+/// Merges a node profile into generated user-data: profile keys win, except lists, which
+/// are appended (runcmd, write_files, packages, ...), and mappings, which merge key by key.
+pub fn merge_profile(base: &mut Map<String, Value>, profile: &Map<String, Value>) {
+    for (k, v) in profile {
+        match (base.get_mut(k), v) {
+            (Some(Value::Array(a)), Value::Array(b)) => a.extend(b.iter().cloned()),
+            (Some(Value::Object(a)), Value::Object(b)) => merge_profile(a, b),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The cloud-init user-data of a node (without the `#cloud-config` header).
+pub fn user_data(spec: &Spec, node: &spec::Node) -> Value {
+    let mut hosts = String::from(
+        "# Written by piforge (cloud-init write_files).\n127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
+    );
+    hosts.push_str(&format!("127.0.1.1 {}\n", node.name));
+    for n in &spec.nodes {
+        if let Some(a) = &n.address {
+            hosts.push_str(&format!("{} {}\n", a.addr, n.name));
+        }
+    }
+    let mut ud = json!({
+        "hostname": node.name,
+        "preserve_hostname": false,
+        "manage_etc_hosts": false,
+        "timezone": spec.timezone,
+        "ssh_pwauth": false,
+        "disable_root": true,
+        "users": [{
+            "name": spec.user,
+            "groups": ["adm", "sudo", "systemd-journal"],
+            "shell": "/bin/bash",
+            "sudo": "ALL=(ALL) NOPASSWD:ALL",
+            "lock_passwd": true,
+            "ssh_authorized_keys": spec.ssh_authorized_keys,
+        }],
+        "write_files": [{
+            "path": "/etc/hosts",
+            "content": hosts,
+            "permissions": "0644",
+            "owner": "root:root",
+        }],
+    });
+    if let (Value::Object(base), Some(p)) = (&mut ud, &node.profile) {
+        if let Value::Object(profile) = &p.value {
+            merge_profile(base, profile);
+        }
+    }
+    ud
+}
+
+/// The node's netplan v2 network-config: its fixed address, or DHCP.
+pub fn network_config(spec: &Spec, node: &spec::Node) -> Value {
+    let iface = &spec.network.interface;
+    let eth = match &node.address {
+        Some(a) => {
+            let mut e = json!({
+                "dhcp4": false,
+                "dhcp6": false,
+                "addresses": [a.to_string()],
+                "nameservers": {"addresses": spec.network.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()},
+            });
+            if let Some(gw) = spec.network.gateway {
+                e["routes"] = json!([{"to": "default", "via": gw.to_string()}]);
+            }
+            e
+        }
+        None => json!({"dhcp4": true}),
+    };
+    let mut ethernets = Map::new();
+    ethernets.insert(iface.clone(), eth);
+    json!({"version": 2, "ethernets": ethernets})
+}
+
+/// The node's NoCloud seed: (user-data, meta-data, network-config). The instance-id is a hash
+/// of everything the node is given, so changing or reimaging a node makes cloud-init run again.
+pub fn seed(spec: &Spec, node: &spec::Node, root_digest: &str) -> (String, String, String) {
+    let ud = spec::cloud_config(&user_data(spec, node));
+    let nc = spec::to_yaml(&network_config(spec, node));
+    let mut h = Sha256::new();
+    for part in [
+        node.name.as_bytes(),
+        ud.as_bytes(),
+        nc.as_bytes(),
+        root_digest.as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    let id = hex::encode(h.finalize());
+    let md = format!(
+        "instance-id: piforge-{}\nlocal-hostname: {}\n",
+        &id[..16],
+        node.name
+    );
+    (ud, md, nc)
+}
+
+/// A NoCloud pointer for a base whose cloud-init has no seed location on the boot partition.
+fn nocloud_snippet(boot_label: &str) -> String {
+    format!(
+        "# Written by piforge: read the NoCloud seed from the boot partition.\n\
+         datasource_list: [NoCloud, None]\n\
+         datasource:\n  NoCloud:\n    fs_label: {boot_label}\n"
+    )
+}
+
+/// Loads the spec with the artifact catalog's versions.
+pub fn load_spec(path: &Path) -> Result<(Spec, Catalog), BuildError> {
+    let catalog = Catalog::builtin()?;
+    let versions = catalog.supported_versions();
+    let versions: Vec<&str> = versions.iter().map(|v| v.as_ref()).collect();
+    let spec = spec::load(path, &versions)?;
+    Ok((spec, catalog))
+}
+
+/// Builds the node images a spec describes.
+pub fn build(
+    opts: &BuildOptions,
+    progress: Option<artifacts::ProgressFn<'_>>,
+) -> Result<BuildReport, BuildError> {
+    let (spec, catalog) = load_spec(&opts.spec_path)?;
+    for n in &opts.nodes {
+        if !spec.nodes.iter().any(|x| &x.name == n) {
+            return Err(BuildError::UnknownNode(n.clone()));
+        }
+    }
+    if let Some(t) = &opts.token {
+        if !valid_token(t) {
+            return Err(BuildError::BadToken);
+        }
+    }
+    let release = catalog.release(&spec.kubernetes.version)?;
+    let mut report = BuildReport::default();
+
+    // Secrets: made on the first build, reused after (so rebuilds are identical).
+    let ttl = spec.kubernetes.token_ttl_duration().as_secs();
+    let ttl_secs = (ttl > 0).then_some(ttl);
+    let secrets = pki::ensure_secrets(
+        &spec.spec_dir.join("secrets"),
+        &pki::SecretsOptions {
+            control_planes: spec.control_planes().count(),
+            build_epoch: opts.epoch,
+            token_ttl_secs: ttl_secs,
+        },
+    )?;
+    report.warnings.extend(secrets.warnings.iter().cloned());
+    if opts.token.is_none() {
+        report
+            .warnings
+            .extend(secrets.token_age_warning(opts.now, ttl_secs));
+    }
+    let endpoint = spec.control_plane_endpoint();
+    report.admin_kubeconfig =
+        pki::write_admin_kubeconfig(&secrets, &spec.name, &format!("https://{endpoint}"))?;
+
+    // Artifacts and the base image.
+    let src = ArtifactSource {
+        dir: opts
+            .artifacts_dir
+            .clone()
+            .or_else(|| spec.artifacts.clone()),
+        lock: spec.spec_dir.join("piforge.lock"),
+        allow_unpinned: opts.allow_unpinned,
+        mirror: opts.mirror.clone(),
+        update: false,
+        cache_dir: opts.cache_dir.clone(),
+    };
+    let (arts, warnings) = customize::release_artifacts(&release, &src, progress)?;
+    report.warnings.extend(warnings);
+    let image_path = match &spec.image.source {
+        spec::Source::Path(p) => p.clone(),
+        spec::Source::Url(u) => return Err(BuildError::UrlSource(u.clone())),
+    };
+    let img = source::open_image(
+        &image_path,
+        &source::OpenOptions {
+            sha256: spec.image.sha256.clone(),
+            cache_dir: Some(opts.cache_dir.clone()),
+            ..Default::default()
+        },
+    )?;
+    let base = inspect::inspect(&image_path, &img)?;
+    if !base.cloud_init.installed {
+        return Err(BuildError::NoCloudInit {
+            image: image_path.display().to_string(),
+        });
+    }
+
+    let cluster = kubeadm::ClusterParams {
+        cluster_name: spec.name.clone(),
+        kubernetes_version: spec.kubernetes.version.clone(),
+        control_plane_endpoint: endpoint.clone(),
+        pod_subnet: spec.kubernetes.pod_subnet.to_string(),
+        service_subnet: spec.kubernetes.service_subnet.to_string(),
+        token: opts.token.clone().unwrap_or_else(|| secrets.token.clone()),
+        token_ttl: kubeadm::token_ttl(ttl_secs),
+        ca_cert_hash: secrets.discovery_hash(),
+        cri_socket: "unix:///run/containerd/containerd.sock".into(),
+        cni: match spec.kubernetes.cni {
+            spec::Cni::Flannel => kubeadm::Cni::Flannel,
+            spec::Cni::None => kubeadm::Cni::None,
+        },
+    };
+    cluster.validate()?;
+
+    fs::create_dir_all(&opts.out_dir).map_err(|source| BuildError::Io {
+        path: opts.out_dir.display().to_string(),
+        source,
+    })?;
+    let work = opts.out_dir.join(".work");
+    fs::create_dir_all(&work).map_err(|source| BuildError::Io {
+        path: work.display().to_string(),
+        source,
+    })?;
+
+    let wanted: Vec<&spec::Node> = spec
+        .nodes
+        .iter()
+        .filter(|n| opts.nodes.is_empty() || opts.nodes.contains(&n.name))
+        .collect();
+
+    // One root filesystem per role.
+    let mut role_images: BTreeMap<&'static str, (PathBuf, String)> = BTreeMap::new();
+    for node in &wanted {
+        let role = kubeadm_role(&spec, node);
+        let key = role_key(role);
+        if role_images.contains_key(key) {
+            continue;
+        }
+        let plan = role_plan(
+            &spec, &release, &arts, &img.path, &base, &secrets, &cluster, role, opts.epoch,
+        )?;
+        let path = work.join(format!("{key}.img"));
+        apply::customize(&img.path, &path, &plan)?;
+        let digest = plan_digest(&plan);
+        role_images.insert(key, (path, digest));
+    }
+
+    // One image per node: its kubeadm configuration and its seed.
+    for node in &wanted {
+        let role = kubeadm_role(&spec, node);
+        let (role_img, role_digest) = &role_images[role_key(role)];
+        let mut plan = Plan::new(opts.epoch);
+        plan.grow = crate::plan::Grow::Off;
+        let np = kubeadm::NodeParams {
+            name: node.name.clone(),
+            role,
+            advertise_address: node.address.map(|a| a.addr.to_string()),
+        };
+        root_write(
+            &mut plan,
+            "/etc/piforge/kubeadm.yaml",
+            kubeadm::render_config(&cluster, &np),
+            0o600,
+        );
+        let (ud, md, nc) = seed(&spec, node, role_digest);
+        for (name, data) in [("user-data", ud), ("meta-data", md), ("network-config", nc)] {
+            plan.boot.push(BootOp::Write {
+                path: format!("/{name}"),
+                content: Content::Bytes(data.into_bytes()),
+            });
+        }
+        let out = opts.out_dir.join(format!("{}.img", node.name));
+        let done = apply::customize(role_img, &out, &plan)?;
+        let sha256 = source::sha256_file(&out)?;
+        report.nodes.push(BuiltNode {
+            name: node.name.clone(),
+            role: node.role,
+            address: node.address.map(|a| a.to_string()),
+            image: out,
+            sha256,
+            bytes: done.image_bytes,
+        });
+        if opts.token.is_some() {
+            report
+                .before_flashing
+                .push(format!("kubectl delete node {}", node.name));
+            if node.role == Role::ControlPlane {
+                report.before_flashing.push(format!(
+                    "kubectl -n kube-system exec etcd-<another control plane> -- etcdctl --endpoints https://127.0.0.1:2379 --cacert /etc/kubernetes/pki/etcd/ca.crt --cert /etc/kubernetes/pki/etcd/server.crt --key /etc/kubernetes/pki/etcd/server.key member remove <member id of {}>",
+                    node.name
+                ));
+            }
+        }
+    }
+    let _ = fs::remove_dir_all(&work);
+
+    // SHA256SUMS of every image in the output directory, sorted, as sha256sum writes it.
+    let mut sums: BTreeMap<String, String> = BTreeMap::new();
+    let sums_path = opts.out_dir.join("SHA256SUMS");
+    if let Ok(old) = fs::read_to_string(&sums_path) {
+        for l in old.lines() {
+            if let Some((h, f)) = l.split_once("  ") {
+                if opts.out_dir.join(f).exists() {
+                    sums.insert(f.to_string(), h.to_string());
+                }
+            }
+        }
+    }
+    for n in &report.nodes {
+        sums.insert(format!("{}.img", n.name), n.sha256.clone());
+    }
+    let text: String = sums.iter().map(|(f, h)| format!("{h}  {f}\n")).collect();
+    let mut f = crate::output::AtomicFile::create(&sums_path).map_err(|source| BuildError::Io {
+        path: sums_path.display().to_string(),
+        source,
+    })?;
+    f.file()
+        .write_all(text.as_bytes())
+        .and_then(|_| f.commit().map(|_| ()))
+        .map_err(|source| BuildError::Io {
+            path: sums_path.display().to_string(),
+            source,
+        })?;
+    report.sha256sums = sums_path;
+    Ok(report)
+}
+
+/// A digest of a role plan's content, so that a node's instance-id changes with it.
+fn plan_digest(plan: &Plan) -> String {
+    let mut h = Sha256::new();
+    for op in &plan.root {
+        h.update(op.path().as_bytes());
+        if let RootOp::Write {
+            content: Content::Bytes(b),
+            ..
+        } = op
+        {
+            h.update(Sha256::digest(b));
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn role_plan(
+    spec: &Spec,
+    release: &Release,
+    arts: &[FetchedArtifact],
+    raw: &Path,
+    base: &inspect::Report,
+    secrets: &pki::Secrets,
+    cluster: &kubeadm::ClusterParams,
+    role: kubeadm::Role,
+    epoch: i64,
+) -> Result<Plan, BuildError> {
+    let mut plan = Plan::new(epoch);
+    customize::node_payload(
+        &mut plan,
+        raw,
+        release,
+        arts,
+        &payload::PayloadOptions::default(),
+    )?;
+    // cloud-init must find the seed on the boot partition.
+    if !base.cloud_init.seed_on_boot_partition {
+        root_write(
+            &mut plan,
+            "/etc/cloud/cloud.cfg.d/99-piforge-nocloud.cfg",
+            nocloud_snippet(&base.boot.label),
+            0o644,
+        );
+    }
+    // The first-boot kubeadm unit and script.
+    root_write(
+        &mut plan,
+        kubeadm::FIRST_BOOT_SCRIPT_PATH,
+        kubeadm::first_boot_script(role, cluster.cni),
+        0o755,
+    );
+    let unit = format!(
+        "{}/{}",
+        crate::payload_files::UNIT_DIR,
+        kubeadm::FIRST_BOOT_UNIT_NAME
+    );
+    root_write(&mut plan, &unit, kubeadm::first_boot_unit(), 0o644);
+    plan.root.push(RootOp::Symlink {
+        path: format!(
+            "/etc/systemd/system/multi-user.target.wants/{}",
+            kubeadm::FIRST_BOOT_UNIT_NAME
+        ),
+        target: unit,
+        owner: Owner {
+            mode: 0o777,
+            ..ROOT_FILE
+        },
+    });
+    // The CA (and shared keys) on control planes, keys 0600.
+    if role.is_control_plane() {
+        for f in secrets.control_plane_pki() {
+            root_write(
+                &mut plan,
+                &format!("/etc/kubernetes/pki/{}", f.path),
+                f.contents.clone(),
+                f.mode as u16,
+            );
+        }
+    }
+    // The pod network, patched to the pod subnet, applied by the first control plane.
+    if role == kubeadm::Role::InitControlPlane && cluster.cni == kubeadm::Cni::Flannel {
+        if let Some(a) = arts.iter().find(|a| a.spec.name == "flannel") {
+            let text = fs::read_to_string(&a.path).map_err(|source| BuildError::Io {
+                path: a.path.display().to_string(),
+                source,
+            })?;
+            let patched = kubeadm::patch_flannel(&text, &cluster.pod_subnet)?;
+            root_write(&mut plan, kubeadm::FLANNEL_MANIFEST_PATH, patched, 0o644);
+        }
+    }
+    // The site's own overlays last, so they can override anything.
+    for o in &spec.overlays {
+        crate::plan::add_root_overlay(&mut plan, o).map_err(|e| BuildError::Io {
+            path: o.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens() {
+        assert!(valid_token("abcdef.0123456789abcdef"));
+        assert!(!valid_token("ABCDEF.0123456789abcdef"));
+        assert!(!valid_token("abcdef0123456789abcdef"));
+        assert!(!valid_token("abcde.0123456789abcdefg"));
+    }
+
+    #[test]
+    fn profile_merge_appends_lists_and_overrides_scalars() {
+        let mut base = json!({"hostname": "a", "runcmd": [["echo", "1"]], "users": [{"name": "pi"}], "ntp": {"enabled": true}});
+        let profile = json!({"hostname": "b", "runcmd": [["echo", "2"]], "ntp": {"servers": ["x"]}, "packages": ["htop"]});
+        if let (Value::Object(b), Value::Object(p)) = (&mut base, &profile) {
+            merge_profile(b, p);
+        }
+        assert_eq!(base["hostname"], "b");
+        assert_eq!(base["runcmd"], json!([["echo", "1"], ["echo", "2"]]));
+        assert_eq!(base["ntp"], json!({"enabled": true, "servers": ["x"]}));
+        assert_eq!(base["packages"], json!(["htop"]));
+    }
+}
