@@ -34,7 +34,7 @@ pub fn valid_token(t: &str) -> bool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("{0}")]
+    #[error(transparent)]
     Spec(#[from] spec::SpecError),
     #[error(transparent)]
     Artifacts(Box<artifacts::Error>),

@@ -13,45 +13,14 @@ use piforge::artifacts::Catalog;
 const K8S: &str = "1.34.2";
 
 /// Stand-in artifacts under their upstream file names; returns (dir, file name -> upstream URL).
-fn stand_in_artifacts(dir: &Path) -> (PathBuf, Vec<(String, String)>) {
-    let arts = dir.join("artifacts");
-    let work = dir.join("work");
-    fs::create_dir_all(&arts).unwrap();
+fn stand_in(dir: &Path) -> (PathBuf, Vec<(String, String)>) {
+    let arts = stand_in_artifacts(&dir.join("artifacts"), K8S);
     let release = Catalog::builtin().unwrap().release(K8S).unwrap();
-    let mut files = Vec::new();
-    for spec in release.artifacts() {
-        let out = arts.join(&spec.file_name);
-        match spec.name.as_str() {
-            "kubeadm" | "kubelet" | "kubectl" => fs::write(&out, format!("#!/bin/sh\necho stand-in {}\n", spec.name)).unwrap(),
-            "runc" => fs::write(&out, "#!/bin/sh\necho stand-in runc\n").unwrap(),
-            "flannel" => fs::write(&out, "kind: ConfigMap\ndata:\n  net-conf.json: |\n    { \"Network\": \"10.244.0.0/16\" }\n").unwrap(),
-            "containerd" | "cni-plugins" | "crictl" => {
-                let (sub, names): (&str, &[&str]) = match spec.name.as_str() {
-                    "containerd" => ("bin", &["containerd", "containerd-shim-runc-v2", "ctr"]),
-                    "cni-plugins" => (".", &["bridge", "host-local", "loopback", "portmap", "flannel"]),
-                    _ => (".", &["crictl"]),
-                };
-                let t = work.join(&spec.name);
-                let files_dir = if sub == "bin" { t.join("bin") } else { t.clone() };
-                fs::create_dir_all(&files_dir).unwrap();
-                for n in names {
-                    let p = files_dir.join(n);
-                    fs::write(&p, format!("#!/bin/sh\necho stand-in {n}\n")).unwrap();
-                    run("chmod", &["0755", p.to_str().unwrap()]);
-                }
-                let mut args = vec!["-C".to_string(), t.display().to_string(), "-czf".to_string(), out.display().to_string()];
-                if sub == "bin" {
-                    args.push("bin".into());
-                } else {
-                    args.extend(names.iter().map(|n| format!("./{n}")));
-                }
-                let a: Vec<&str> = args.iter().map(String::as_str).collect();
-                run("tar", &a);
-            }
-            other => panic!("unexpected artifact {other}"),
-        }
-        files.push((spec.file_name.clone(), spec.url.clone()));
-    }
+    let files = release
+        .artifacts()
+        .iter()
+        .map(|s| (s.file_name.clone(), s.url.clone()))
+        .collect();
     (arts, files)
 }
 
@@ -115,7 +84,7 @@ fn fat_file(img: &Path, boot: u64, name: &str) -> String {
 fn payload_on_every_base_passes_check() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let (arts, _) = stand_in_artifacts(tmp.path());
+    let (arts, _) = stand_in(tmp.path());
     let lock = tmp.path().join("piforge.lock");
     for base in ["bookworm", "trixie", "ubuntu"] {
         let out = tmp.path().join(format!("{base}-node.img"));
@@ -184,7 +153,7 @@ fn payload_on_every_base_passes_check() {
         }
         assert_eq!(
             debugfs(&out, root, "cat /usr/local/bin/kubeadm"),
-            "#!/bin/sh\necho stand-in kubeadm\n"
+            fs::read_to_string(arts.join("kubeadm")).unwrap()
         );
         let cfg = debugfs(&out, root, "cat /etc/containerd/config.toml");
         assert!(
@@ -258,7 +227,7 @@ fn payload_on_every_base_passes_check() {
 fn artifacts_that_disagree_with_the_lock_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let (arts, _) = stand_in_artifacts(tmp.path());
+    let (arts, _) = stand_in(tmp.path());
     let lock = tmp.path().join("piforge.lock");
     let out = tmp.path().join("node.img");
     let input = fixture("trixie.img");
@@ -322,7 +291,7 @@ fn start_mirror(root: &Path) -> Mirror {
 fn fetch_through_a_mirror_pins_and_reuses() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let (arts, files) = stand_in_artifacts(tmp.path());
+    let (arts, files) = stand_in(tmp.path());
     let root = tmp.path().join("mirror");
     let release = Catalog::builtin().unwrap().release(K8S).unwrap();
     for spec in release.artifacts() {

@@ -14,8 +14,10 @@ use super::{CertAndKey, PkiError};
 pub(super) const DAY: i64 = 86_400;
 /// Kubeadm's CAs last ten years; so do ours.
 pub(super) const CA_VALIDITY: i64 = 3650 * DAY;
-/// Kubeadm's client certificates last one year; so does the admin certificate.
-pub(super) const ADMIN_VALIDITY: i64 = 365 * DAY;
+/// The admin client certificate lives as long as the CA: it is made once, on the first build,
+/// and its clock starts at the build epoch, which defaults to a fixed date in the past
+/// (reproducible builds), so a one-year certificate would often be expired on arrival.
+pub(super) const ADMIN_VALIDITY: i64 = CA_VALIDITY;
 pub(super) const ADMIN_CN: &str = "kubernetes-admin";
 pub(super) const ADMIN_GROUP: &str = "system:masters";
 

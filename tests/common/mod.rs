@@ -147,3 +147,14 @@ pub fn assert_one_line_error(out: &Output, needle: &str) {
         "stderr should mention {needle:?}: {err}"
     );
 }
+
+/// Stand-in release artifacts of one Kubernetes version, laid out like the upstream files
+/// (tests/fixtures/make-artifacts.sh).
+pub fn stand_in_artifacts(out: &Path, kubernetes: &str) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-artifacts.sh");
+    run(
+        "bash",
+        &[script.to_str().unwrap(), out.to_str().unwrap(), kubernetes],
+    );
+    out.to_path_buf()
+}

@@ -1,0 +1,442 @@
+//! `piforge build`: a three-node cluster (one control plane, two workers, one of them on DHCP)
+//! over the trixie- and Ubuntu-shaped fixtures, judged by cloud-init, openssl, debugfs,
+//! mtools, e2fsck, fsck.vfat and piforge check.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+const K8S: &str = "1.34.2";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyFQ2JzvZ1bq0cJ5i6L3yq0u8ZP0eGq5u3y2Yc8kq9X test@laptop";
+
+fn artifacts(dir: &Path) -> PathBuf {
+    stand_in_artifacts(&dir.join("artifacts"), K8S)
+}
+
+fn write_spec(dir: &Path, image: &Path) -> PathBuf {
+    fs::create_dir_all(dir.join("node-profiles")).unwrap();
+    fs::create_dir_all(dir.join("overlays/site/etc")).unwrap();
+    fs::write(dir.join("overlays/site/etc/site.conf"), "site=1\n").unwrap();
+    fs::write(
+        dir.join("node-profiles/worker.yaml"),
+        "packages: [htop]\nruncmd:\n  - [touch, /var/lib/piforge-worker-profile]\n",
+    )
+    .unwrap();
+    let spec = format!(
+        "name: testlab
+image:
+  source: {image}
+kubernetes:
+  version: \"{K8S}\"
+  pod_subnet: 10.244.0.0/16
+  service_subnet: 10.96.0.0/12
+  token_ttl: 24h
+  cni: flannel
+network:
+  interface: eth0
+  gateway: 192.168.50.1
+  dns: [192.168.50.1]
+user: pi
+ssh_authorized_keys: [\"{KEY}\"]
+timezone: Europe/Lisbon
+overlays: [overlays/site]
+nodes:
+  - name: pi-cp-1
+    role: control-plane
+    address: 192.168.50.10/24
+  - name: pi-w-1
+    role: worker
+    address: 192.168.50.11/24
+    profile: node-profiles/worker.yaml
+  - name: pi-w-2
+    role: worker
+",
+        image = image.display()
+    );
+    let p = dir.join("cluster.yaml");
+    fs::write(&p, spec).unwrap();
+    p
+}
+
+fn build(spec: &Path, out: &Path, arts: &Path, cache: &Path) -> std::process::Output {
+    piforge(
+        &[
+            "build",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--artifacts",
+            arts.to_str().unwrap(),
+            "--allow-unpinned",
+        ],
+        cache,
+    )
+}
+
+fn offsets(img: &Path, cache: &Path) -> (u64, u64, u64) {
+    let out = piforge(&["inspect", "--json", img.to_str().unwrap()], cache);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let part = |i: &serde_json::Value| {
+        r["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["index"] == *i)
+            .cloned()
+            .unwrap()
+    };
+    let b = part(&r["boot_partition"]);
+    let root = part(&r["root_partition"]);
+    (
+        b["start_bytes"].as_u64().unwrap(),
+        b["size_bytes"].as_u64().unwrap(),
+        root["start_bytes"].as_u64().unwrap(),
+    )
+}
+
+fn openssl_hash(ca: &Path) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -pubkey -noout -in {} | openssl pkey -pubin -outform der | sha256sum",
+            ca.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn build_and_check(base: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    let spec = write_spec(tmp.path(), &fixture(&format!("{base}.img.xz")));
+    let out = tmp.path().join("dist");
+    let r = build(&spec, &out, &arts, &cache);
+    assert!(
+        r.status.success(),
+        "{base}: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    let secrets = tmp.path().join("secrets");
+    let token = fs::read_to_string(secrets.join("token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let ca_key = fs::read_to_string(secrets.join("ca.key")).unwrap();
+    assert!(
+        !stdout.contains(&token) && !String::from_utf8_lossy(&r.stderr).contains(&token),
+        "the token was printed"
+    );
+    // Token format.
+    let (a, b) = token.split_once('.').unwrap();
+    assert!(
+        a.len() == 6
+            && b.len() == 16
+            && token
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.')
+    );
+    let want_hash = format!("sha256:{}", openssl_hash(&secrets.join("ca.crt")));
+
+    // The admin kubeconfig's client certificate verifies against the CA.
+    let kc = fs::read_to_string(secrets.join("admin.kubeconfig")).unwrap();
+    let cert_b64 = kc
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("client-certificate-data:"))
+        .unwrap()
+        .trim();
+    let pem = tmp.path().join("admin.pem");
+    let decoded = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo {cert_b64} | base64 -d > {}", pem.display()))
+        .status()
+        .unwrap();
+    assert!(decoded.success());
+    let (code, text) = run_status(
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            secrets.join("ca.crt").to_str().unwrap(),
+            pem.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "openssl verify: {text}");
+    assert!(
+        kc.contains("server: \"https://192.168.50.10:6443\""),
+        "{kc}"
+    );
+
+    let mut ids = Vec::new();
+    for (node, addr) in [
+        ("pi-cp-1", Some("192.168.50.10/24")),
+        ("pi-w-1", Some("192.168.50.11/24")),
+        ("pi-w-2", None),
+    ] {
+        let img = out.join(format!("{node}.img"));
+        let (boot, boot_size, root) = offsets(&img, &cache);
+        // The seed: hostname, instance-id, network config; cloud-init accepts the user-data.
+        let fat = format!("{}@@{boot}", img.display());
+        let ud = run("mtype", &["-i", &fat, "::user-data"]);
+        let md = run("mtype", &["-i", &fat, "::meta-data"]);
+        let nc = run("mtype", &["-i", &fat, "::network-config"]);
+        assert!(ud.starts_with("#cloud-config\n"), "{ud}");
+        assert!(ud.contains(&format!("hostname: {node}")), "{ud}");
+        assert!(
+            ud.contains("192.168.50.11 pi-w-1"),
+            "/etc/hosts lists the fixed nodes: {ud}"
+        );
+        assert!(ud.contains(KEY));
+        let udf = tmp.path().join(format!("{node}.user-data"));
+        fs::write(&udf, &ud).unwrap();
+        let (code, text) = run_status(
+            "cloud-init",
+            &["schema", "--config-file", udf.to_str().unwrap()],
+        );
+        assert_eq!(code, 0, "{base} {node}: cloud-init schema: {text}");
+        assert!(md.contains(&format!("local-hostname: {node}")), "{md}");
+        let id = md
+            .lines()
+            .find_map(|l| l.strip_prefix("instance-id: "))
+            .unwrap()
+            .to_string();
+        ids.push(id);
+        match addr {
+            Some(a) => assert!(
+                nc.contains(a) && nc.contains("192.168.50.1") && nc.contains("dhcp4: false"),
+                "{nc}"
+            ),
+            None => assert!(
+                nc.contains("dhcp4: true") && !nc.contains("addresses"),
+                "{nc}"
+            ),
+        }
+        if node == "pi-w-1" {
+            assert!(
+                ud.contains("htop") && ud.contains("/var/lib/piforge-worker-profile"),
+                "profile merged: {ud}"
+            );
+        }
+        // kubeadm configuration: root filesystem only, 0600 root:root.
+        let st = debugfs(&img, root, "stat /etc/piforge/kubeadm.yaml");
+        assert!(
+            st.contains("Mode:  0600") && st.contains("User:     0   Group:     0"),
+            "{st}"
+        );
+        // Compared without quotes: the YAML may quote any scalar.
+        let cfg = debugfs(&img, root, "cat /etc/piforge/kubeadm.yaml").replace('"', "");
+        assert!(
+            cfg.contains(&token),
+            "{node}: the token is in the kubeadm config"
+        );
+        if node == "pi-cp-1" {
+            assert!(
+                cfg.contains("kind: InitConfiguration") && cfg.contains("podSubnet: 10.244.0.0/16"),
+                "{cfg}"
+            );
+            let st = debugfs(&img, root, "stat /etc/kubernetes/pki/ca.key");
+            assert!(
+                st.contains("Mode:  0600") && st.contains("User:     0   Group:     0"),
+                "{st}"
+            );
+            assert_eq!(
+                debugfs(&img, root, "cat /etc/kubernetes/pki/ca.key"),
+                ca_key
+            );
+            assert!(
+                debugfs(&img, root, "cat /usr/local/share/piforge/kube-flannel.yml")
+                    .contains("10.244.0.0/16")
+            );
+        } else {
+            assert!(cfg.contains("kind: JoinConfiguration"), "{cfg}");
+            assert!(
+                cfg.contains(&want_hash),
+                "{node}: caCertHashes is not {want_hash}: {cfg}"
+            );
+            assert!(
+                cfg.contains("apiServerEndpoint: 192.168.50.10:6443"),
+                "{cfg}"
+            );
+            assert!(
+                !debugfs(&img, root, "ls /etc/kubernetes/pki").contains("ca.key"),
+                "a worker has the CA key"
+            );
+        }
+        assert_eq!(debugfs(&img, root, "cat /etc/site.conf"), "site=1\n");
+        assert!(debugfs(
+            &img,
+            root,
+            "stat /etc/systemd/system/multi-user.target.wants/piforge-kubeadm.service"
+        )
+        .contains("symlink"));
+        // No byte of the token or the CA key on the boot partition.
+        let data = fs::read(&img).unwrap();
+        let bootfs = &data[boot as usize..(boot + boot_size) as usize];
+        assert!(
+            !contains(bootfs, token.as_bytes()),
+            "{node}: the token is on the FAT partition"
+        );
+        for line in ca_key.lines().filter(|l| l.len() > 20) {
+            assert!(
+                !contains(bootfs, line.as_bytes()),
+                "{node}: the CA key is on the FAT partition"
+            );
+        }
+        // The real checkers, and piforge check.
+        let (code, text) = e2fsck(&img, root);
+        assert_eq!(code, 0, "{node}: e2fsck: {text}");
+        let part = tmp.path().join("boot.part");
+        fs::write(&part, bootfs).unwrap();
+        let (code, text) = run_status("fsck.vfat", &["-n", part.to_str().unwrap()]);
+        assert_eq!(code, 0, "{node}: fsck.vfat: {text}");
+        let c = piforge(&["check", img.to_str().unwrap()], &cache);
+        assert!(
+            c.status.success(),
+            "{base} {node}: check: {}",
+            String::from_utf8_lossy(&c.stdout)
+        );
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "instance-ids are per node");
+
+    // Building again gives identical images.
+    let sums = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    assert_eq!(sums.lines().count(), 3);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = build(&spec, &out, &arts, &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(
+        fs::read_to_string(out.join("SHA256SUMS")).unwrap(),
+        sums,
+        "{base}: a rebuild differs"
+    );
+    let check = std::process::Command::new("sha256sum")
+        .arg("-c")
+        .arg("SHA256SUMS")
+        .current_dir(&out)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "sha256sum -c: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
+
+#[test]
+fn three_nodes_on_trixie() {
+    build_and_check("trixie");
+}
+
+#[test]
+fn three_nodes_on_ubuntu() {
+    build_and_check("ubuntu");
+}
+
+#[test]
+fn a_base_without_cloud_init_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    let spec = write_spec(tmp.path(), &fixture("bookworm.img"));
+    let out = tmp.path().join("dist");
+    let r = build(&spec, &out, &arts, &cache);
+    assert_one_line_error(&r, "has no cloud-init");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("trixie"));
+    assert!(!out.join("pi-cp-1.img").exists());
+}
+
+#[test]
+fn spec_errors_name_file_line_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
+    let text = fs::read_to_string(&spec)
+        .unwrap()
+        .replace("name: pi-w-2", "name: Pi_W_2")
+        .replace("timezone:", "timezon:");
+    fs::write(&spec, text).unwrap();
+    let r = piforge(&["build", "--spec", spec.to_str().unwrap()], &cache);
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("cluster.yaml:16:1") && err.contains("timezon"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cluster.yaml:26:11") && err.contains("Pi_W_2"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn reimage_one_node_with_a_fresh_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
+    let out = tmp.path().join("dist");
+    let fresh = "abcdef.0123456789abcdef";
+    let r = piforge(
+        &[
+            "build",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--artifacts",
+            arts.to_str().unwrap(),
+            "--allow-unpinned",
+            "--node",
+            "pi-w-1",
+            "--token",
+            fresh,
+        ],
+        &cache,
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(stdout.contains("kubectl delete node pi-w-1"), "{stdout}");
+    assert!(!stdout.contains(fresh), "the token was printed");
+    assert!(out.join("pi-w-1.img").exists() && !out.join("pi-cp-1.img").exists());
+    let (_, _, root) = offsets(&out.join("pi-w-1.img"), &cache);
+    assert!(debugfs(
+        &out.join("pi-w-1.img"),
+        root,
+        "cat /etc/piforge/kubeadm.yaml"
+    )
+    .contains(fresh));
+    let r = piforge(
+        &["build", "--spec", spec.to_str().unwrap(), "--node", "nope"],
+        &cache,
+    );
+    assert_one_line_error(&r, "nope");
+    let r = piforge(
+        &[
+            "build",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--token",
+            "short",
+        ],
+        &cache,
+    );
+    assert_one_line_error(&r, "--token");
+}
