@@ -137,10 +137,18 @@ fn attrs(owner: &crate::plan::Owner, epoch: i64) -> Attrs {
     }
 }
 
-fn parent_dirs(path: &str) -> Option<&str> {
-    path.rfind('/')
+/// Creates the parent directories of `path` that do not exist yet (root:root 0755).
+fn ensure_parent(fs: &mut Ext4, path: &str, dir_attrs: &Attrs) -> Result<(), ApplyError> {
+    let parent = path
+        .rfind('/')
         .map(|i| &path[..i])
-        .filter(|p| !p.is_empty())
+        .filter(|p| !p.is_empty());
+    if let Some(dir) = parent {
+        if fs.stat(dir)?.is_none() {
+            fs.mkdir_p(dir, dir_attrs)?;
+        }
+    }
+    Ok(())
 }
 
 /// Applies the root operations to an open read-write filesystem.
@@ -164,11 +172,7 @@ pub fn apply_root(fs: &mut Ext4, plan: &Plan) -> Result<(), ApplyError> {
                 content,
                 owner,
             } => {
-                if let Some(dir) = parent_dirs(path) {
-                    if fs.stat(dir)?.is_none() {
-                        fs.mkdir_p(dir, &dir_attrs)?;
-                    }
-                }
+                ensure_parent(fs, path, &dir_attrs)?;
                 if let Some(st) = fs.stat(path)? {
                     if st.kind != FileKind::File {
                         remove_any(fs, path, st.kind)?;
@@ -192,11 +196,7 @@ pub fn apply_root(fs: &mut Ext4, plan: &Plan) -> Result<(), ApplyError> {
                 target,
                 owner,
             } => {
-                if let Some(dir) = parent_dirs(path) {
-                    if fs.stat(dir)?.is_none() {
-                        fs.mkdir_p(dir, &dir_attrs)?;
-                    }
-                }
+                ensure_parent(fs, path, &dir_attrs)?;
                 if let Some(st) = fs.stat(path)? {
                     remove_any(fs, path, st.kind)?;
                 }

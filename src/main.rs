@@ -105,16 +105,7 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
     if let Some(version) = &a.kubernetes {
         let release = artifacts::Catalog::builtin()?.release(version)?;
         let src = artifact_source(&a.artifacts, false, None)?;
-        let bars = ArtifactBars::new();
-        let hook = |s: &artifacts::ArtifactSpec, d, t| bars.update(s, d, t);
-        let progress = bars
-            .multi
-            .is_some()
-            .then_some(&hook as artifacts::ProgressFn<'_>);
-        let (arts, warnings) = customize::release_artifacts(&release, &src, progress)?;
-        for w in warnings {
-            eprintln!("piforge: warning: {w}");
-        }
+        let arts = release_artifacts(&release, &src)?;
         let opts = payload::PayloadOptions {
             pi5_4k_pages: a.pi5_4k_pages,
         };
@@ -170,6 +161,20 @@ fn artifact_source(
     })
 }
 
+/// The release artifacts, with progress bars on a terminal and warnings on stderr.
+fn release_artifacts(
+    release: &artifacts::Release,
+    src: &customize::ArtifactSource,
+) -> Result<Vec<artifacts::FetchedArtifact>> {
+    let bars = ArtifactBars::new();
+    let hook = |s: &artifacts::ArtifactSpec, d, t| bars.update(s, d, t);
+    let (arts, warnings) = customize::release_artifacts(release, src, bars.progress(&hook))?;
+    for w in warnings {
+        eprintln!("piforge: warning: {w}");
+    }
+    Ok(arts)
+}
+
 /// Download progress bars on stderr, one per artifact, only on a terminal.
 struct ArtifactBars {
     multi: Option<indicatif::MultiProgress>,
@@ -184,6 +189,14 @@ impl ArtifactBars {
                 .then(indicatif::MultiProgress::new),
             bars: Default::default(),
         }
+    }
+
+    /// The hook to pass down, when bars are drawn at all.
+    fn progress<'a>(
+        &self,
+        hook: &'a (dyn Fn(&artifacts::ArtifactSpec, u64, Option<u64>) + Sync),
+    ) -> Option<artifacts::ProgressFn<'a>> {
+        self.multi.as_ref().map(|_| hook)
     }
 
     fn update(&self, spec: &artifacts::ArtifactSpec, done: u64, total: Option<u64>) {
@@ -235,16 +248,7 @@ fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
     };
     let release = catalog.release(&version)?;
     let src = artifact_source(&a.artifacts, a.update, a.cache_dir.clone())?;
-    let bars = ArtifactBars::new();
-    let hook = |s: &artifacts::ArtifactSpec, d, t| bars.update(s, d, t);
-    let progress = bars
-        .multi
-        .is_some()
-        .then_some(&hook as artifacts::ProgressFn<'_>);
-    let (arts, warnings) = customize::release_artifacts(&release, &src, progress)?;
-    for w in warnings {
-        eprintln!("piforge: warning: {w}");
-    }
+    let arts = release_artifacts(&release, &src)?;
     for art in &arts {
         println!("{}  {}  {} bytes", art.sha256, art.spec.file_name, art.size);
     }
@@ -307,11 +311,7 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
     };
     let bars = ArtifactBars::new();
     let hook = |s: &artifacts::ArtifactSpec, d, t| bars.update(s, d, t);
-    let progress = bars
-        .multi
-        .is_some()
-        .then_some(&hook as artifacts::ProgressFn<'_>);
-    let report = cluster::build(&opts, progress)?;
+    let report = cluster::build(&opts, bars.progress(&hook))?;
     for w in &report.warnings {
         eprintln!("piforge: warning: {w}");
     }

@@ -9,27 +9,6 @@ use std::path::{Path, PathBuf};
 
 const BASES: [&str; 3] = ["bookworm", "trixie", "ubuntu"];
 
-/// Byte offsets of the boot and root partitions, from `piforge inspect --json`.
-fn offsets(img: &Path, cache: &Path) -> (u64, u64) {
-    let out = piforge(&["inspect", "--json", img.to_str().unwrap()], cache);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let start = |i: &serde_json::Value| {
-        r["partitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["index"] == *i)
-            .and_then(|p| p["start_bytes"].as_u64())
-            .unwrap()
-    };
-    (start(&r["boot_partition"]), start(&r["root_partition"]))
-}
-
 /// The FAT partition as a file of its own (fsck.vfat has no offset option).
 fn boot_part(img: &Path, boot_off: u64, dir: &Path) -> PathBuf {
     let sf = sfdisk_json(img);

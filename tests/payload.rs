@@ -49,26 +49,6 @@ fn customize_payload(
     )
 }
 
-fn offsets(img: &Path, cache: &Path) -> (u64, u64) {
-    let out = piforge(&["inspect", "--json", img.to_str().unwrap()], cache);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let start = |i: &serde_json::Value| {
-        r["partitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["index"] == *i)
-            .and_then(|p| p["start_bytes"].as_u64())
-            .unwrap()
-    };
-    (start(&r["boot_partition"]), start(&r["root_partition"]))
-}
-
 fn fat_file(img: &Path, boot: u64, name: &str) -> String {
     run(
         "mtype",
