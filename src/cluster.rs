@@ -52,8 +52,6 @@ pub enum BuildError {
     Kubeadm(#[from] kubeadm::KubeadmError),
     #[error("{image} has no cloud-init, which piforge needs to configure each node on first boot; use Raspberry Pi OS Lite trixie (2025-11-24 or later) or Ubuntu Server 24.04 for Raspberry Pi")]
     NoCloudInit { image: String },
-    #[error("image.source is a URL ({0}); download it (and check its sha256) and set image.source to the file: piforge reads local images only for now")]
-    UrlSource(String),
     #[error("--node {0}: no node of that name in the spec")]
     UnknownNode(String),
     #[error("--token must look like abcdef.0123456789abcdef ([a-z0-9]{{6}}.[a-z0-9]{{16}})")]
@@ -321,7 +319,11 @@ pub fn build(
     report.warnings.extend(warnings);
     let image_path = match &spec.image.source {
         spec::Source::Path(p) => p.clone(),
-        spec::Source::Url(u) => return Err(BuildError::UrlSource(u.clone())),
+        spec::Source::Url(u) => {
+            // The spec's checker requires a sha256 with a URL.
+            let digest = spec.image.sha256.clone().unwrap_or_default();
+            fetch_image(u, &digest, opts, progress)?
+        }
     };
     let img = source::open_image(
         &image_path,
@@ -466,6 +468,59 @@ pub fn build(
         })?;
     report.sha256sums = sums_path;
     Ok(report)
+}
+
+/// Downloads the upstream image into the artifact cache (resuming, verified against the
+/// spec's sha256 before it is used) and returns its path there.
+fn fetch_image(
+    url: &str,
+    sha256: &str,
+    opts: &BuildOptions,
+    progress: Option<artifacts::ProgressFn<'_>>,
+) -> Result<PathBuf, BuildError> {
+    let file_name = url
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("image")
+        .to_string();
+    let spec = artifacts::ArtifactSpec {
+        name: "image".into(),
+        file_name,
+        url: url.to_string(),
+        checksum_url: None,
+        checksum_kind: artifacts::ChecksumKind::Bare,
+        kind: artifacts::ArtifactKind::Binary,
+    };
+    // A lock of one entry holding the spec's digest: the download is checked against it and
+    // the cache answers later builds without the network.
+    let lock_path = opts.cache_dir.join("images").join(format!("{sha256}.lock"));
+    if let Some(d) = lock_path.parent() {
+        fs::create_dir_all(d).map_err(|source| BuildError::Io {
+            path: d.display().to_string(),
+            source,
+        })?;
+    }
+    let mut lock = artifacts::Lock::load(&lock_path)?;
+    lock.insert(artifacts::LockEntry {
+        name: spec.name.clone(),
+        file: spec.file_name.clone(),
+        url: spec.url.clone(),
+        sha256: sha256.to_string(),
+        size: 0,
+    });
+    lock.save(&lock_path)?;
+    let mut o = artifacts::FetchOptions::new(&opts.cache_dir, &lock_path);
+    o.mirror = opts.mirror.clone();
+    o.progress = progress;
+    let got = artifacts::fetch_artifacts(&[spec], &o)?;
+    got.into_iter()
+        .next()
+        .map(|a| a.path)
+        .ok_or_else(|| BuildError::Io {
+            path: url.to_string(),
+            source: std::io::Error::other("the download returned nothing"),
+        })
 }
 
 /// A digest of a role plan's content, so that a node's instance-id changes with it.

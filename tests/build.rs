@@ -420,3 +420,46 @@ fn reimage_one_node_with_a_fresh_token() {
     );
     assert_one_line_error(&r, "--token");
 }
+
+#[test]
+fn image_from_a_url_is_downloaded_verified_and_cached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    let served = tmp.path().join("www");
+    fs::create_dir_all(&served).unwrap();
+    fs::copy(
+        fixture("trixie.img.xz"),
+        served.join("raspios-trixie.img.xz"),
+    )
+    .unwrap();
+    let server = start_mirror(&served);
+    let url = format!("{}/raspios-trixie.img.xz", server.url);
+    let digest = sha256(&served.join("raspios-trixie.img.xz"));
+    let spec = write_spec(tmp.path(), Path::new("PLACEHOLDER"));
+    let text = fs::read_to_string(&spec).unwrap();
+    let with_url = text.replace(
+        "  source: PLACEHOLDER\n",
+        &format!("  source: {url}\n  sha256: \"{digest}\"\n"),
+    );
+    fs::write(&spec, &with_url).unwrap();
+    let out = tmp.path().join("dist");
+    let r = build(&spec, &out, &arts, &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(out.join("pi-w-2.img").exists());
+    // A wrong digest is refused, naming both.
+    fs::write(&spec, with_url.replace(&digest, &"1".repeat(64))).unwrap();
+    let r = build(
+        &spec,
+        &tmp.path().join("dist2"),
+        &arts,
+        &tmp.path().join("cache2"),
+    );
+    assert_one_line_error(&r, &"1".repeat(64));
+    assert!(String::from_utf8_lossy(&r.stderr).contains(&digest));
+    // The cache answers a rebuild without the server.
+    fs::write(&spec, &with_url).unwrap();
+    drop(server);
+    let r = build(&spec, &out, &arts, &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}

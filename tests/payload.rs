@@ -6,7 +6,6 @@ use common::*;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use piforge::artifacts::Catalog;
 
@@ -219,52 +218,6 @@ fn artifacts_that_disagree_with_the_lock_are_refused() {
     let r = customize_payload(&input, &out, &arts, &lock, &cache);
     assert_one_line_error(&r, "kubeadm");
     assert!(!out.exists());
-}
-
-/// A mirror on 127.0.0.1 (python3 -m http.server) laid out as <mirror>/<host>/<path>.
-struct Mirror {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for Mirror {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_mirror(root: &Path) -> Mirror {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new("python3")
-        .args([
-            "-u",
-            "-m",
-            "http.server",
-            "0",
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-            root.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 for the test mirror");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
-    let port = line
-        .split(" port ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{line}"));
-    Mirror {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
 }
 
 #[test]

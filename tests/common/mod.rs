@@ -179,3 +179,49 @@ pub fn offsets(img: &Path, cache: &Path) -> (u64, u64) {
     };
     (start(&r["boot_partition"]), start(&r["root_partition"]))
 }
+
+/// A mirror on 127.0.0.1 (python3 -m http.server) laid out as <mirror>/<host>/<path>.
+pub struct Mirror {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start_mirror(root: &Path) -> Mirror {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-u",
+            "-m",
+            "http.server",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            root.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 for the test mirror");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+    let port = line
+        .split(" port ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{line}"));
+    Mirror {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
