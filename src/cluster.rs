@@ -361,9 +361,9 @@ pub fn build(
         path: opts.out_dir.display().to_string(),
         source,
     })?;
-    let work = opts.out_dir.join(".work");
-    fs::create_dir_all(&work).map_err(|source| BuildError::Io {
-        path: work.display().to_string(),
+    let work = WorkDir(opts.out_dir.join(".work"));
+    fs::create_dir_all(&work.0).map_err(|source| BuildError::Io {
+        path: work.0.display().to_string(),
         source,
     })?;
 
@@ -384,7 +384,7 @@ pub fn build(
         let plan = role_plan(
             &spec, &release, &arts, &img.path, &base, &secrets, &cluster, role, opts.epoch,
         )?;
-        let path = work.join(format!("{key}.img"));
+        let path = work.0.join(format!("{key}.img"));
         apply::customize(&img.path, &path, &plan)?;
         let digest = plan_digest(&plan);
         role_images.insert(key, (path, digest));
@@ -437,7 +437,7 @@ pub fn build(
             }
         }
     }
-    let _ = fs::remove_dir_all(&work);
+    drop(work);
 
     // SHA256SUMS of every image in the output directory, sorted, as sha256sum writes it.
     let mut sums: BTreeMap<String, String> = BTreeMap::new();
@@ -521,6 +521,15 @@ fn fetch_image(
             path: url.to_string(),
             source: std::io::Error::other("the download returned nothing"),
         })
+}
+
+/// The role images of a build: removed when the build ends, whether it succeeded or not.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A digest of a role plan's content, so that a node's instance-id changes with it.
