@@ -105,14 +105,18 @@ extern "C" {
     pub fn pf_file_open(h: *mut PfFs, ino: u32, write: c_int, out: *mut *mut c_void) -> c_long;
     pub fn pf_file_read(file: *mut c_void, buf: *mut c_void, len: usize, got: *mut usize)
         -> c_long;
-    pub fn pf_file_write(file: *mut c_void, buf: *const c_void, len: usize) -> c_long;
-    pub fn pf_file_close(file: *mut c_void, set_size: i64) -> c_long;
+    pub fn pf_file_close(file: *mut c_void) -> c_long;
+
+    pub fn pf_write_open(h: *mut PfFs, ino: u32, size: u64, out: *mut *mut c_void) -> c_long;
+    pub fn pf_write(writer: *mut c_void, buf: *const c_void, len: usize) -> c_long;
+    pub fn pf_write_close(writer: *mut c_void, finish: c_int) -> c_long;
 
     pub fn pf_create_file(
         h: *mut PfFs,
         parent: u32,
         name: *const c_char,
         perm: u16,
+        size: u64,
         out: *mut u32,
     ) -> c_long;
     pub fn pf_mkdir(h: *mut PfFs, parent: u32, name: *const c_char, out: *mut u32) -> c_long;

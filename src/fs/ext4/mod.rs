@@ -985,7 +985,7 @@ impl Ext4 {
             total += got as u64;
         };
         // SAFETY: file is open and closed exactly once.
-        let close = unsafe { ffi::pf_file_close(file, -1) };
+        let close = unsafe { ffi::pf_file_close(file) };
         let total = result?;
         self.check(close, "close", path)?;
         if total != size {
@@ -1268,11 +1268,13 @@ impl Ext4 {
             reclaim,
             !reuses_inode,
         )?;
-        let size_i64 = i64::try_from(size).map_err(|_| Ext4Error::NoSpace {
-            path: path.to_string(),
-            needed_bytes: size,
-            free_bytes: self.free_bytes(),
-        })?;
+        if i64::try_from(size).is_err() {
+            return Err(Ext4Error::NoSpace {
+                path: path.to_string(),
+                needed_bytes: size,
+                free_bytes: self.free_bytes(),
+            });
+        }
 
         self.mutate(|s| {
             if let Some((old, _)) = existing {
@@ -1288,19 +1290,21 @@ impl Ext4 {
                     parent,
                     name.as_ptr(),
                     attrs.mode & 0o7777,
+                    size,
                     &mut ino,
                 )
             };
             s.check(code, "create", path)?;
 
-            let mut file = std::ptr::null_mut();
+            // The shim allocates the whole file first and then writes each
+            // chunk in as few runs as the allocation allows.
+            let mut writer = std::ptr::null_mut();
             // SAFETY: live handle and out pointer.
-            let code = unsafe { ffi::pf_file_open(s.handle, ino, 1, &mut file) };
+            let code = unsafe { ffi::pf_write_open(s.handle, ino, size, &mut writer) };
             s.check(code, "open", path)?;
-            let streamed = s.stream_into(file, reader, size, path);
-            // SAFETY: file is open and closed exactly once.
-            let close =
-                unsafe { ffi::pf_file_close(file, if streamed.is_ok() { size_i64 } else { -1 }) };
+            let streamed = s.stream_into(writer, reader, size, path);
+            // SAFETY: the writer is open and closed exactly once.
+            let close = unsafe { ffi::pf_write_close(writer, c_int::from(streamed.is_ok())) };
             streamed?;
             s.check(close, "finish writing", path)?;
             s.set_meta(ino, path, attrs, true, true)
@@ -1309,7 +1313,7 @@ impl Ext4 {
 
     fn stream_into(
         &self,
-        file: *mut c_void,
+        writer: *mut c_void,
         reader: &mut dyn Read,
         size: u64,
         path: &str,
@@ -1338,8 +1342,8 @@ impl Ext4 {
                     actual: total,
                 });
             }
-            // SAFETY: file is open; buf[..n] is initialised.
-            let code = unsafe { ffi::pf_file_write(file, buf.as_ptr().cast(), n) };
+            // SAFETY: the writer is open; buf[..n] is initialised.
+            let code = unsafe { ffi::pf_write(writer, buf.as_ptr().cast(), n) };
             self.check(code, "write", path)?;
         }
         if total != size {

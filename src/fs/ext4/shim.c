@@ -780,37 +780,268 @@ long pf_file_read(void *file, void *buf, size_t len, size_t *got)
 	return err;
 }
 
-long pf_file_write(void *file, const void *buf, size_t len)
+long pf_file_close(void *file)
 {
-	const char *p = buf;
-	while (len) {
-		unsigned int n = 0;
-		unsigned int want = len > (1u << 30) ? (1u << 30) : (unsigned int)len;
-		errcode_t err = ext2fs_file_write((ext2_file_t)file, p, want, &n);
+	return ext2fs_file_close((ext2_file_t)file);
+}
+
+/* ------------------------------------------------------------------ */
+/* Writing a new file's content                                        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A writer fills a new, empty regular file with exactly `size` bytes.
+ *
+ * Fast path (extent-mapped inode): all the blocks are allocated up front by
+ * ext2fs_fallocate (initialized extents, no zeroing), i_size is set, and the
+ * content goes straight to the mapped physical blocks, one
+ * io_channel_write_blk64 (one pwrite, or one overlay write) per contiguous
+ * run of each chunk the caller passes.  ext2fs_file_write would instead
+ * allocate and write block by block, rewriting the inode and extent blocks
+ * each time.  The allocator's choices depend only on the bitmaps and the
+ * inode, so identical edits still give identical images, whatever the mode.
+ *
+ * Slow path (block-mapped or inline-data inodes): ext2fs_file_write.
+ */
+struct pf_run {
+	blk64_t lblk, pblk, len;
+};
+
+struct pf_writer {
+	ext2_filsys fs;
+	ext2_file_t file;      /* slow path only */
+	uint64_t size, done;   /* bytes expected, bytes received */
+	uint32_t bs;
+	struct pf_run *runs;
+	size_t nruns, cur;
+	char *tail;            /* a partial block not yet written */
+	size_t tail_len;
+};
+
+static void writer_free(struct pf_writer *w)
+{
+	if (w->file)
+		ext2fs_file_close(w->file);
+	free(w->runs);
+	free(w->tail);
+	free(w);
+}
+
+/* The leaf extents of an inode, which must map [0, nblocks) contiguously and initialized. */
+static errcode_t collect_runs(struct pf_writer *w, ext2_ino_t ino, struct ext2_inode *inode,
+			      blk64_t nblocks)
+{
+	ext2_extent_handle_t eh;
+	struct ext2fs_extent ext;
+	size_t cap = 0;
+	blk64_t next = 0;
+	int op = EXT2_EXTENT_ROOT;
+	errcode_t err = ext2fs_extent_open2(w->fs, ino, inode, &eh);
+	if (err)
+		return err;
+	for (;;) {
+		err = ext2fs_extent_get(eh, op, &ext);
+		op = EXT2_EXTENT_NEXT;
+		if (err == EXT2_ET_EXTENT_NO_NEXT) {
+			err = 0;
+			break;
+		}
+		if (err)
+			break;
+		if (!(ext.e_flags & EXT2_EXTENT_FLAGS_LEAF) || !ext.e_len)
+			continue;
+		if (ext.e_lblk != next || (ext.e_flags & EXT2_EXTENT_FLAGS_UNINIT)) {
+			err = EXT2_ET_INODE_CORRUPTED;
+			break;
+		}
+		if (w->nruns == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			struct pf_run *n = realloc(w->runs, ncap * sizeof(*n));
+			if (!n) {
+				err = EXT2_ET_NO_MEMORY;
+				break;
+			}
+			w->runs = n;
+			cap = ncap;
+		}
+		w->runs[w->nruns].lblk = ext.e_lblk;
+		w->runs[w->nruns].pblk = ext.e_pblk;
+		w->runs[w->nruns].len = ext.e_len;
+		w->nruns++;
+		next = ext.e_lblk + ext.e_len;
+	}
+	ext2fs_extent_free(eh);
+	if (!err && next != nblocks)
+		err = EXT2_ET_INODE_CORRUPTED;
+	return err;
+}
+
+/* `size` (> 0) bytes for the new empty file `ino`. */
+long pf_write_open(struct pf_fs *h, uint32_t ino, uint64_t size, void **out)
+{
+	ext2_filsys fs = h->fs;
+	struct ext2_inode inode;
+	struct pf_writer *w;
+	errcode_t err;
+
+	*out = NULL;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return EXT2_ET_NO_MEMORY;
+	w->fs = fs;
+	w->size = size;
+	w->bs = fs->blocksize;
+	err = ext2fs_read_inode(fs, ino, &inode);
+	if (err)
+		goto fail;
+	if (EXT2_I_SIZE(&inode) != 0 || ext2fs_inode_data_blocks2(fs, &inode) != 0) {
+		err = EXT2_ET_INVALID_ARGUMENT; /* only for new, empty files */
+		goto fail;
+	}
+	if (!(inode.i_flags & EXT4_EXTENTS_FL) || (inode.i_flags & EXT4_INLINE_DATA_FL)) {
+		err = ext2fs_file_open(fs, ino, EXT2_FILE_WRITE, &w->file);
+		if (err)
+			goto fail;
+		*out = w;
+		return 0;
+	}
+	if (size) {
+		blk64_t nblocks = (size + w->bs - 1) / w->bs;
+		err = ext2fs_fallocate(fs, EXT2_FALLOCATE_FORCE_INIT | EXT2_FALLOCATE_INIT_BEYOND_EOF,
+				       ino, &inode, ~0ULL, 0, nblocks);
+		if (err)
+			goto fail;
+		err = ext2fs_inode_size_set(fs, &inode, size);
+		if (err)
+			goto fail;
+		err = ext2fs_write_inode(fs, ino, &inode);
+		if (err)
+			goto fail;
+		err = collect_runs(w, ino, &inode, nblocks);
+		if (err)
+			goto fail;
+		w->tail = malloc(w->bs);
+		if (!w->tail) {
+			err = EXT2_ET_NO_MEMORY;
+			goto fail;
+		}
+	}
+	*out = w;
+	return 0;
+fail:
+	writer_free(w);
+	return err;
+}
+
+/* Write `count` whole blocks from logical block `lblk` on. */
+static errcode_t write_blocks(struct pf_writer *w, blk64_t lblk, blk64_t count, const char *p)
+{
+	while (count) {
+		struct pf_run *r;
+		blk64_t n;
+		errcode_t err;
+		while (w->cur < w->nruns && lblk >= w->runs[w->cur].lblk + w->runs[w->cur].len)
+			w->cur++;
+		if (w->cur == w->nruns || lblk < w->runs[w->cur].lblk)
+			return EXT2_ET_INVALID_ARGUMENT;
+		r = &w->runs[w->cur];
+		n = r->lblk + r->len - lblk;
+		if (n > count)
+			n = count;
+		if (n > 65536)
+			n = 65536;
+		err = io_channel_write_blk64(w->fs->io, r->pblk + (lblk - r->lblk), (int)n, p);
 		if (err)
 			return err;
-		if (n == 0)
-			return EXT2_ET_SHORT_WRITE;
-		p += n;
-		len -= n;
+		lblk += n;
+		count -= n;
+		p += n * w->bs;
 	}
 	return 0;
 }
 
-/* Close a file handle; set_size >= 0 truncates/extends it to that size first. */
-long pf_file_close(void *file, int64_t set_size)
+long pf_write(void *writer, const void *buf, size_t len)
 {
-	errcode_t err = 0, err2;
-	if (set_size >= 0) {
+	struct pf_writer *w = writer;
+	const char *p = buf;
+	errcode_t err;
+
+	if (len > w->size - w->done)
+		return EXT2_ET_INVALID_ARGUMENT;
+	if (w->file) {
+		while (len) {
+			unsigned int n = 0;
+			unsigned int want = len > (1u << 30) ? (1u << 30) : (unsigned int)len;
+			err = ext2fs_file_write(w->file, p, want, &n);
+			if (err)
+				return err;
+			if (n == 0)
+				return EXT2_ET_SHORT_WRITE;
+			p += n;
+			len -= n;
+			w->done += n;
+		}
+		return 0;
+	}
+	while (len) {
+		if (w->tail_len || len < w->bs) {
+			/* complete (or start) a partial block */
+			size_t n = w->bs - w->tail_len;
+			if (n > len)
+				n = len;
+			memcpy(w->tail + w->tail_len, p, n);
+			w->tail_len += n;
+			p += n;
+			len -= n;
+			w->done += n;
+			if (w->tail_len == w->bs) {
+				err = write_blocks(w, (w->done - 1) / w->bs, 1, w->tail);
+				if (err)
+					return err;
+				w->tail_len = 0;
+			}
+		} else {
+			size_t whole = len / w->bs;
+			err = write_blocks(w, w->done / w->bs, whole, p);
+			if (err)
+				return err;
+			p += whole * w->bs;
+			len -= whole * w->bs;
+			w->done += whole * w->bs;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Finish (finish != 0: all `size` bytes must have been written; the last
+ * block is zero-padded) or give up, and free the writer.
+ */
+long pf_write_close(void *writer, int finish)
+{
+	struct pf_writer *w = writer;
+	errcode_t err = 0;
+
+	if (finish && w->done != w->size)
+		err = EXT2_ET_SHORT_WRITE;
+	if (!err && finish && w->file) {
 		__u64 cur = 0;
 		/* only when it differs: set_size2 fails on inline-data files,
 		 * whose size ext2fs_file_write already maintains */
-		err = ext2fs_file_get_lsize((ext2_file_t)file, &cur);
-		if (!err && cur != (__u64)set_size)
-			err = ext2fs_file_set_size2((ext2_file_t)file, (ext2_off64_t)set_size);
+		err = ext2fs_file_get_lsize(w->file, &cur);
+		errcode_t err2;
+		if (!err && cur != w->size)
+			err = ext2fs_file_set_size2(w->file, (ext2_off64_t)w->size);
+		err2 = ext2fs_file_close(w->file);
+		w->file = NULL;
+		if (!err)
+			err = err2;
+	} else if (!err && finish && w->tail_len) {
+		memset(w->tail + w->tail_len, 0, w->bs - w->tail_len);
+		err = write_blocks(w, w->done / w->bs, 1, w->tail);
 	}
-	err2 = ext2fs_file_close((ext2_file_t)file);
-	return err ? err : err2;
+	writer_free(w);
+	return err;
 }
 
 /* ------------------------------------------------------------------ */
@@ -849,10 +1080,14 @@ static errcode_t link_expand(ext2_filsys fs, ext2_ino_t dir, const char *name, e
 }
 
 /*
- * New empty regular file `name` in `parent` (which must not contain it).
- * Sequence of create_inode.c's do_write_internal.
+ * New empty regular file `name` in `parent` (which must not contain it), for
+ * `size` bytes of content.  Sequence of create_inode.c's do_write_internal.
+ * On an inline_data filesystem the file starts inline only when the content
+ * might fit in the inode (less than a block); a bigger one would be expanded
+ * to an extent-mapped file by its first write anyway, so it starts as one.
  */
-long pf_create_file(struct pf_fs *h, uint32_t parent, const char *name, uint16_t perm, uint32_t *out)
+long pf_create_file(struct pf_fs *h, uint32_t parent, const char *name, uint16_t perm,
+		    uint64_t size, uint32_t *out)
 {
 	ext2_filsys fs = h->fs;
 	ext2_ino_t ino;
@@ -871,7 +1106,7 @@ long pf_create_file(struct pf_fs *h, uint32_t parent, const char *name, uint16_t
 	inode.i_mode = (__u16)(LINUX_S_IFREG | (perm & 07777));
 	inode.i_atime = inode.i_ctime = inode.i_mtime = (__u32)fs->now;
 	inode.i_links_count = 1;
-	if (ext2fs_has_feature_inline_data(fs->super)) {
+	if (ext2fs_has_feature_inline_data(fs->super) && size < fs->blocksize) {
 		inode.i_flags |= EXT4_INLINE_DATA_FL;
 	} else if (ext2fs_has_feature_extents(fs->super)) {
 		ext2_extent_handle_t handle;
