@@ -54,16 +54,17 @@ impl AtomicFile {
             .to_string_lossy()
             .into_owned();
         let tmp = dir.join(format!(".{name}.piforge-tmp-{}", std::process::id()));
+        // Created and listed under the lock the interrupt handler takes: the handler sees
+        // either no file or a listed one, never an unlisted one it would leave behind.
+        let mut list = pending().lock().unwrap_or_else(|p| p.into_inner());
         let file = fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        pending()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(tmp.clone());
+        list.push(tmp.clone());
+        drop(list);
         Ok(AtomicFile {
             tmp,
             dest: dest.to_path_buf(),
