@@ -134,10 +134,10 @@ fetch_artifact_debs() {
 		-o "Dir::Etc::SourceList=$d/sources.list" -o "Dir::Etc::SourceParts=-"
 		-o "Dir::Etc::Parts=$d/parts" -o "Dir::Etc::PreferencesParts=$d/prefs"
 		-o "Dir::State::status=$d/status" -o "APT::Architecture=arm64" -o "APT::Architectures=arm64")
-	apt-get "${o[@]}" update -q >"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; unreachable "apt-get update ($ARTIFACT_SUITE arm64) failed"; }
+	apt-get "${o[@]}" --error-on=any update -q >"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; unreachable "apt-get update ($ARTIFACT_SUITE arm64) failed"; }
 	# shellcheck disable=SC2086
 	(cd "$out" && apt-get "${o[@]}" download $ARTIFACT_DEBS >"$WORK/apt.log" 2>&1) ||
-		{ cat "$WORK/apt.log" >&2; unreachable "apt-get download $ARTIFACT_DEBS failed"; }
+		{ cat "$WORK/apt.log" >&2; die "apt-get download $ARTIFACT_DEBS failed"; }
 	touch "$out/.done"
 	say "artifact debs: $(cd "$out" && ls ./*.deb | tr '\n' ' ')"
 }
@@ -164,7 +164,7 @@ build_rootfs() {
 		--customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
 		"$SUITE" "$WORK/rootfs.tar.zst" "$MIRROR" >"$WORK/mmdebstrap.log" 2>&1; then
 		tail -n 40 "$WORK/mmdebstrap.log" >&2
-		if grep -qE 'Failed to fetch|Could not resolve|Temporary failure|Unable to connect|Connection failed|Release file .* is not valid|apt-get update .*failed|E: Unable to locate' "$WORK/mmdebstrap.log"; then
+		if grep -qE 'Failed to fetch|Could not resolve|Temporary failure|Unable to connect|Connection failed|Release file .* is not valid|apt-get update .*failed' "$WORK/mmdebstrap.log"; then
 			unreachable "mmdebstrap could not download packages (log above)"
 		fi
 		die "mmdebstrap failed (log above)"
@@ -339,12 +339,13 @@ unit: sectors
 start=$P1, size=$BOOT_SECT, type=c
 start=$P2, size=$ROOT_SECT, type=83
 EOF
-mkfs.fat -F 32 -S 512 -s 8 -h "$P1" -n bootfs --offset "$P1" "$IMG" $((BOOT_SECT / 2)) >/dev/null
+mkfs.fat -F 32 -S 512 -s 8 -h "$P1" -n bootfs --offset "$P1" "$IMG" $((BOOT_SECT / 2)) >"$WORK/mkfs.log" 2>&1 ||
+	{ cat "$WORK/mkfs.log" >&2; die "mkfs.fat failed"; }
 export MTOOLS_SKIP_CHECK=1
 mcopy -o -i "$IMG@@$((P1 * 512))" "$B"/* ::/
 truncate -s "${root_mib}M" "$WORK/root.ext4"
 mkfs.ext4 -q -F -L rootfs -O '^huge_file,metadata_csum_seed,orphan_file' -E root_owner=0:0 -d "$R" "$WORK/root.ext4"
-e2fsck -fn "$WORK/root.ext4" >/dev/null || die "e2fsck -fn failed on the new root filesystem"
+e2fsck -fn "$WORK/root.ext4" >/dev/null 2>&1 || die "e2fsck -fn failed on the new root filesystem"
 dd if="$WORK/root.ext4" of="$IMG" bs=4M oflag=seek_bytes seek=$((P2 * 512)) conv=notrunc,sparse status=none
 rm -f "$WORK/root.ext4"
 
