@@ -5,7 +5,7 @@ FIXTURES ?= $(CURDIR)/target/fixtures
 DEMO ?= $(CURDIR)/target/demo
 PIFORGE := $(CURDIR)/target/release/piforge
 
-.PHONY: all build deps fixtures test lint demo bench bench-decompress bench-customize clean
+.PHONY: all build deps fixtures test lint demo e2e bench bench-decompress bench-customize clean
 
 all: build
 
@@ -50,6 +50,11 @@ demo: fixtures build
 	@echo "  piforge fetch --spec cluster.yaml         # downloads and pins the release artifacts"
 	@echo "  piforge build --spec cluster.yaml         # one image per node in dist/"
 	@echo "then write each image to its card (dd if=dist/NODE.img of=/dev/sdX bs=4M conv=fsync) and boot."
+
+# Boots the node images piforge builds under QEMU and checks each node comes up configured
+# (root; builds a cached bootable stand-in image on first use). See tests/e2e/run.sh.
+e2e:
+	bash tests/e2e/run.sh
 
 # Benchmarks (results and the machine go into BENCHMARKS.md).
 bench: bench-decompress bench-customize

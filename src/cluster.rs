@@ -210,7 +210,11 @@ pub fn network_config(spec: &Spec, node: &spec::Node) -> Value {
                 "nameservers": {"addresses": spec.network.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()},
             });
             if let Some(gw) = spec.network.gateway {
-                e["routes"] = json!([{"to": "default", "via": gw.to_string()}]);
+                // `0.0.0.0/0`, not netplan's `default`: cloud-init 25.1 (Debian and Raspberry
+                // Pi OS trixie) rejects `to: default` ("Address default is not a valid ip
+                // network") and fails its local stage, leaving the node unconfigured (found by
+                // `make e2e`).
+                e["routes"] = json!([{"to": "0.0.0.0/0", "via": gw.to_string()}]);
             }
             e
         }

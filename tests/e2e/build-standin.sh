@@ -1,0 +1,355 @@
+#!/usr/bin/env bash
+# tests/e2e/build-standin.sh [CACHE_DIR]
+#
+# Builds a BOOTABLE stand-in for the upstream Raspberry Pi OS trixie arm64 Lite image, from
+# Debian packages, for `make e2e` (tests/e2e/run.sh). It is laid out like the upstream image
+# (PI-FACTS.md): MBR, `bootfs` FAT32 at sector 16384 with kernel8.img, initramfs8, config.txt,
+# cmdline.txt (`root=PARTUUID=<id>-02 ... rootwait resize`) and the NoCloud seed files; `rootfs`
+# ext4; fstab by PARTUUID; cloud-init with Raspberry Pi OS's NoCloud settings; empty
+# /etc/machine-id. Differences from upstream: Debian's generic arm64 kernel (booted by QEMU's
+# `-M virt`, not by Pi firmware), systemd-networkd instead of NetworkManager, the kubeadm
+# preflight tools (iptables, conntrack, socat, ethtool, ebtables) preinstalled, and a report
+# unit that runs only when the kernel command line holds `piforge.e2e_report`.
+#
+# Also fetches Debian's arm64 containerd, runc and containernetworking-plugins .debs (from
+# forky: containerd 2.x, the major version the catalog's Kubernetes releases use) for
+# tests/e2e/make-e2e-artifacts.sh.
+#
+# Everything lands in CACHE_DIR (default ${PIFORGE_E2E_CACHE:-$HOME/.cache/piforge-e2e}):
+#   debs/                      apt's .deb cache for the stand-in root (reused by mmdebstrap)
+#   rootfs-trixie-arm64.tar.zst  the root tree mmdebstrap built (keyed by $ROOTFS_RECIPE)
+#   standin-trixie.img.zst     the finished image (keyed by this script's sha256)
+#   artifact-debs/             containerd, runc, containernetworking-plugins (arm64, forky)
+#
+# Exit status: 0 when the image exists, 1 on a failure, 75 (EX_TEMPFAIL) when it is missing
+# and could not be built because a package registry was unreachable.
+set -euo pipefail
+export LC_ALL=C TZ=UTC PATH="$PATH:/usr/sbin:/sbin"
+
+CACHE=${1:-${PIFORGE_E2E_CACHE:-$HOME/.cache/piforge-e2e}}
+mkdir -p "$CACHE"
+CACHE=$(readlink -f "$CACHE")
+SCRIPT=$(readlink -f "${BASH_SOURCE[0]}")
+SCRIPT_SHA=$(cat "$SCRIPT" "$(dirname "$SCRIPT")/report.sh" | sha256sum | cut -c1-64)
+IMG_ZST=$CACHE/standin-trixie.img.zst
+ROOTFS_TAR=$CACHE/rootfs-trixie-arm64.tar.zst
+MIRROR=${PIFORGE_E2E_MIRROR:-http://deb.debian.org/debian}
+SUITE=trixie
+DISK_ID=e2e0c0de
+P1=16384
+BOOT_MIB=512
+P2=1064960
+
+# The root's packages: the first apt step; the kernel comes in a second step so the
+# initramfs is built once.
+PACKAGES=systemd,systemd-sysv,udev,dbus,cloud-init,iproute2,kmod,initramfs-tools,e2fsprogs,dosfstools,procps,python3,iptables,conntrack,socat,ethtool,ebtables,ca-certificates,netbase,less
+KERNEL_PACKAGES="linux-image-arm64"
+ROOTFS_RECIPE="v1 $SUITE $PACKAGES + $KERNEL_PACKAGES; initramfs modules virtio"
+ARTIFACT_DEBS="containerd runc containernetworking-plugins"
+ARTIFACT_SUITE=forky
+
+say() { echo "build-standin: $*" >&2; }
+die() {
+	say "$*"
+	exit 1
+}
+# A registry we could not reach: a different exit code, so run.sh can tell it apart.
+unreachable() {
+	say "UNREACHABLE: $*"
+	exit 75
+}
+
+[[ $(id -u) == 0 ]] || die "must run as root (mmdebstrap --arch=arm64 under qemu-user, apt-get)"
+
+up_to_date() {
+	[[ -f $IMG_ZST && -f $CACHE/standin.stamp && $(cat "$CACHE/standin.stamp") == "$SCRIPT_SHA" ]] &&
+		[[ -f $CACHE/artifact-debs/.done ]]
+}
+if up_to_date; then
+	say "cached: $IMG_ZST"
+	exit 0
+fi
+
+exec 9>"$CACHE/.lock"
+flock 9
+if up_to_date; then exit 0; fi
+T0=$SECONDS
+
+# ---------------------------------------------------------------------------
+# Tools. This machine's qemu-utils comes from bookworm-backports, so qemu-system-arm must too.
+need_tools() {
+	local missing=() t
+	for t in qemu-system-aarch64 qemu-aarch64-static mmdebstrap mkfs.fat mcopy sfdisk mkfs.ext4 debugfs zstd; do
+		command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+	done
+	((${#missing[@]} == 0)) && return 0
+	say "installing tools (missing: ${missing[*]})"
+	local codename
+	codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+	local pin=()
+	if [[ $codename == bookworm ]]; then
+		if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+			cat >/etc/apt/sources.list.d/bookworm-backports.sources <<'EOF'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+		fi
+		pin=(-t bookworm-backports)
+	fi
+	apt-get update -q >/dev/null || unreachable "apt-get update failed"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pin[@]}" \
+		qemu-system-arm qemu-user-static mmdebstrap dosfstools mtools fdisk e2fsprogs zstd \
+		>/dev/null || unreachable "apt-get install of the e2e tools failed"
+}
+need_tools
+
+# arm64 maintainer scripts run through binfmt_misc + qemu-user.
+binfmt() {
+	if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
+		mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || die "cannot mount binfmt_misc"
+	fi
+	if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+		local conf=/usr/lib/binfmt.d/qemu-aarch64.conf
+		[[ -f $conf ]] || die "$conf is missing (qemu-user-static)"
+		grep -v '^#' "$conf" >/proc/sys/fs/binfmt_misc/register || die "registering qemu-aarch64 failed"
+	fi
+}
+binfmt
+
+WORK=$(mktemp -d "$CACHE/.work.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+# ---------------------------------------------------------------------------
+# The artifact .debs (arm64), from a private apt state so the host's apt is untouched.
+fetch_artifact_debs() {
+	local d=$WORK/apt out=$CACHE/artifact-debs
+	[[ -f $out/.done ]] && return 0
+	mkdir -p "$d/lists/partial" "$d/cache/archives/partial" "$d/parts" "$d/prefs" "$out"
+	: >"$d/status"
+	echo "deb [arch=arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR $ARTIFACT_SUITE main" >"$d/sources.list"
+	local o=(-o "Dir::State=$d" -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache"
+		-o "Dir::Etc::SourceList=$d/sources.list" -o "Dir::Etc::SourceParts=-"
+		-o "Dir::Etc::Parts=$d/parts" -o "Dir::Etc::PreferencesParts=$d/prefs"
+		-o "Dir::State::status=$d/status" -o "APT::Architecture=arm64" -o "APT::Architectures=arm64")
+	apt-get "${o[@]}" --error-on=any update -q >"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; unreachable "apt-get update ($ARTIFACT_SUITE arm64) failed"; }
+	# shellcheck disable=SC2086
+	(cd "$out" && apt-get "${o[@]}" download $ARTIFACT_DEBS >"$WORK/apt.log" 2>&1) ||
+		{ cat "$WORK/apt.log" >&2; die "apt-get download $ARTIFACT_DEBS failed"; }
+	touch "$out/.done"
+	say "artifact debs: $(cd "$out" && ls ./*.deb | tr '\n' ' ')"
+}
+fetch_artifact_debs
+
+# ---------------------------------------------------------------------------
+# The root tree (the slow part: package setup under qemu-user).
+build_rootfs() {
+	if [[ -f $ROOTFS_TAR && -f $CACHE/rootfs.stamp && $(cat "$CACHE/rootfs.stamp") == "$ROOTFS_RECIPE" ]]; then
+		say "cached: $ROOTFS_TAR"
+		return 0
+	fi
+	mkdir -p "$CACHE/debs"
+	say "mmdebstrap $SUITE arm64 (15-20 minutes cold, under qemu-user)"
+	local t=$SECONDS
+	# shellcheck disable=SC2016
+	if ! mmdebstrap --mode=root --arch=arm64 --variant=apt --include="$PACKAGES" \
+		--skip=essential/unlink --skip=cleanup/apt/cache \
+		--setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \
+		--setup-hook="sync-in '$CACHE/debs' /var/cache/apt/archives/" \
+		--customize-hook='printf "virtio_pci\nvirtio_blk\nvirtio_net\next4\nvfat\n" >>"$1"/etc/initramfs-tools/modules' \
+		--customize-hook="chroot \"\$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $KERNEL_PACKAGES" \
+		--customize-hook="sync-out /var/cache/apt/archives '$CACHE/debs'" \
+		--customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
+		"$SUITE" "$WORK/rootfs.tar.zst" "$MIRROR" >"$WORK/mmdebstrap.log" 2>&1; then
+		tail -n 40 "$WORK/mmdebstrap.log" >&2
+		if grep -qE 'Failed to fetch|Could not resolve|Temporary failure|Unable to connect|Connection failed|Release file .* is not valid|apt-get update .*failed' "$WORK/mmdebstrap.log"; then
+			unreachable "mmdebstrap could not download packages (log above)"
+		fi
+		die "mmdebstrap failed (log above)"
+	fi
+	mv -f "$WORK/rootfs.tar.zst" "$ROOTFS_TAR"
+	echo "$ROOTFS_RECIPE" >"$CACHE/rootfs.stamp"
+	say "root tree built in $((SECONDS - t)) s"
+}
+build_rootfs
+
+# ---------------------------------------------------------------------------
+# The image: the root tree, Raspberry Pi OS's settings, the report unit; no mounting.
+R=$WORK/root B=$WORK/boot
+mkdir -p "$R" "$B"
+tar --zstd -xpf "$ROOTFS_TAR" --numeric-owner --xattrs --xattrs-include='*' -C "$R"
+
+kver=$(ls "$R/boot" | sed -n 's/^vmlinuz-//p' | sort -V | tail -n 1)
+[[ -n $kver ]] || die "no kernel in the root tree"
+[[ -f $R/boot/initrd.img-$kver ]] || die "no initrd for $kver in the root tree"
+# kernel8.img: the uncompressed Image (Debian ships it gzipped; QEMU and the Pi read both).
+if gzip -t "$R/boot/vmlinuz-$kver" 2>/dev/null; then
+	zcat "$R/boot/vmlinuz-$kver" >"$B/kernel8.img"
+else
+	cp "$R/boot/vmlinuz-$kver" "$B/kernel8.img"
+fi
+cp "$R/boot/initrd.img-$kver" "$B/initramfs8"
+
+echo "console=serial0,115200 console=tty1 root=PARTUUID=$DISK_ID-02 rootfstype=ext4 fsck.repair=yes rootwait resize" >"$B/cmdline.txt"
+cat >"$B/config.txt" <<'EOF'
+# For more options and information see
+# http://rptl.io/configtxt
+# Some settings may impact device functionality. See link above for details
+
+# Uncomment some or all of these to enable the optional hardware interfaces
+#dtparam=i2c_arm=on
+#dtparam=i2s=on
+#dtparam=spi=on
+
+# Enable audio (loads snd_bcm2835)
+dtparam=audio=on
+
+# Automatically load overlays for detected cameras
+camera_auto_detect=1
+
+# Automatically load overlays for detected DSI displays
+display_auto_detect=1
+
+# Automatically load initramfs files, if found
+auto_initramfs=1
+
+# Enable DRM VC4 V3D driver
+dtoverlay=vc4-kms-v3d
+max_framebuffers=2
+
+# Don't have the firmware create an initial video= setting in cmdline.txt.
+# Use the kernel's default instead.
+disable_fw_kms_setup=1
+
+# Run in 64-bit mode
+arm_64bit=1
+
+# Disable compensation for displays with overscan
+disable_overscan=1
+
+# Run as fast as firmware / board allows
+arm_boost=1
+
+[cm4]
+# Enable host mode on the 2711 built-in XHCI USB controller.
+# This line should be removed if the legacy DWC2 controller is required
+# (e.g. for USB device mode) or if USB support is not required.
+otg_mode=1
+
+[cm5]
+dtoverlay=dwc2,dr_mode=host
+
+[all]
+EOF
+# The 2025-11-24 release's seed files (overwritten by piforge per node).
+cat >"$B/user-data" <<'EOF'
+#cloud-config
+# Stand-in for Raspberry Pi OS's default user-data.
+ssh_pwauth: false
+EOF
+cat >"$B/meta-data" <<'EOF'
+dsmode: local
+instance_id: rpios-image
+EOF
+cat >"$B/network-config" <<'EOF'
+network:
+  version: 2
+  ethernets:
+    eth0:
+      dhcp4: true
+      optional: true
+EOF
+
+cat >"$R/etc/fstab" <<EOF
+proc            /proc           proc    defaults          0       0
+PARTUUID=$DISK_ID-01  /boot/firmware  vfat    defaults          0       2
+PARTUUID=$DISK_ID-02  /               ext4    defaults,noatime  0       1
+EOF
+mkdir -p "$R/boot/firmware"
+echo raspberrypi >"$R/etc/hostname"
+printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n\n127.0.1.1\traspberrypi\n' >"$R/etc/hosts"
+: >"$R/etc/machine-id"
+chmod 0444 "$R/etc/machine-id"
+rm -f "$R/var/lib/dbus/machine-id" "$R"/etc/ssh/ssh_host_*
+# Keep /boot small: the kernel lives on the boot partition, as on a Pi.
+rm -f "$R/boot/vmlinuz-$kver" "$R/boot/initrd.img-$kver"
+
+# cloud-init as Raspberry Pi OS configures it.
+cat >"$R/etc/cloud/cloud.cfg.d/99_raspberry-pi.cfg" <<'EOF'
+# configure cloud-init with NoCloud
+datasource_list: [ NoCloud, None ]
+datasource:
+  NoCloud:
+    seedfrom: file:///boot/firmware/
+EOF
+mkdir -p "$R/etc/systemd/system/cloud-init-local.service.d"
+cat >"$R/etc/systemd/system/cloud-init-local.service.d/10-boot-firmware.conf" <<'EOF'
+# The NoCloud seed is on the boot partition: do not look before it is mounted.
+[Unit]
+RequiresMountsFor=/boot/firmware
+EOF
+# systemd-networkd renders cloud-init's network-config (Raspberry Pi OS uses NetworkManager).
+mkdir -p "$R/etc/systemd/system/multi-user.target.wants" "$R/etc/systemd/system/sockets.target.wants" \
+	"$R/etc/systemd/system/network-online.target.wants"
+ln -sf /usr/lib/systemd/system/systemd-networkd.service "$R/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
+ln -sf /usr/lib/systemd/system/systemd-networkd.socket "$R/etc/systemd/system/sockets.target.wants/systemd-networkd.socket"
+ln -sf /usr/lib/systemd/system/systemd-networkd-wait-online.service "$R/etc/systemd/system/network-online.target.wants/systemd-networkd-wait-online.service"
+
+# The e2e report: runs only with `piforge.e2e_report` on the kernel command line.
+mkdir -p "$R/usr/local/lib/piforge-e2e"
+install -m 0755 "$(dirname "$SCRIPT")/report.sh" "$R/usr/local/lib/piforge-e2e/report"
+cat >"$R/etc/systemd/system/piforge-e2e-report.service" <<'EOF'
+[Unit]
+Description=piforge e2e: report this node's state on the serial console, then power off
+ConditionKernelCommandLine=piforge.e2e_report
+DefaultDependencies=no
+# DefaultDependencies=no: multi-user.target would otherwise be ordered after this unit (a cycle).
+After=sysinit.target basic.target multi-user.target cloud-init.target piforge-kubeadm.service containerd.service kubelet.service
+Conflicts=shutdown.target
+Before=shutdown.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/lib/piforge-e2e/report
+StandardOutput=tty
+StandardError=journal+console
+TTYPath=/dev/ttyAMA0
+TimeoutStartSec=900
+
+[Install]
+WantedBy=multi-user.target
+EOF
+ln -sf /etc/systemd/system/piforge-e2e-report.service "$R/etc/systemd/system/multi-user.target.wants/piforge-e2e-report.service"
+
+# ---------------------------------------------------------------------------
+# Filesystems and the partition table.
+root_kib=$(du -sk --apparent-size "$R" | cut -f1)
+root_mib=$(((root_kib * 12 / 10 / 1024 + 200 + 3) / 4 * 4))
+ROOT_SECT=$((root_mib * 2048))
+BOOT_SECT=$((BOOT_MIB * 2048))
+IMG=$WORK/standin-trixie.img
+truncate -s $(((P2 + ROOT_SECT) * 512)) "$IMG"
+sfdisk -q --no-reread --no-tell-kernel "$IMG" <<EOF >/dev/null
+label: dos
+label-id: 0x$DISK_ID
+unit: sectors
+
+start=$P1, size=$BOOT_SECT, type=c
+start=$P2, size=$ROOT_SECT, type=83
+EOF
+mkfs.fat -F 32 -S 512 -s 8 -h "$P1" -n bootfs --offset "$P1" "$IMG" $((BOOT_SECT / 2)) >"$WORK/mkfs.log" 2>&1 ||
+	{ cat "$WORK/mkfs.log" >&2; die "mkfs.fat failed"; }
+export MTOOLS_SKIP_CHECK=1
+mcopy -o -i "$IMG@@$((P1 * 512))" "$B"/* ::/
+truncate -s "${root_mib}M" "$WORK/root.ext4"
+mkfs.ext4 -q -F -L rootfs -O '^huge_file,metadata_csum_seed,orphan_file' -E root_owner=0:0 -d "$R" "$WORK/root.ext4"
+e2fsck -fn "$WORK/root.ext4" >/dev/null 2>&1 || die "e2fsck -fn failed on the new root filesystem"
+dd if="$WORK/root.ext4" of="$IMG" bs=4M oflag=seek_bytes seek=$((P2 * 512)) conv=notrunc,sparse status=none
+rm -f "$WORK/root.ext4"
+
+zstd -q -T2 -3 -f "$IMG" -o "$WORK/standin-trixie.img.zst"
+mv -f "$WORK/standin-trixie.img.zst" "$IMG_ZST"
+echo "$SCRIPT_SHA" >"$CACHE/standin.stamp"
+say "built $IMG_ZST ($(du -h "$IMG_ZST" | cut -f1), kernel $kver) in $((SECONDS - T0)) s"

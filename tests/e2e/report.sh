@@ -1,0 +1,74 @@
+#!/bin/bash
+# piforge e2e report, installed in the stand-in image as /usr/local/lib/piforge-e2e/report and
+# run by piforge-e2e-report.service only when the kernel command line holds
+# `piforge.e2e_report`. Waits (bounded) for cloud-init and piforge's first-boot unit, prints
+# `E2E key=value` lines on the serial console (and keeps them in
+# /var/log/piforge-e2e/report.txt for reading from the image afterwards), then powers off.
+export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mkdir -p /var/log/piforge-e2e
+REPORT=/var/log/piforge-e2e/report.txt
+: >"$REPORT"
+e() { echo "E2E $*" | tee -a "$REPORT"; }
+one() { tr '\n' ' ' | sed 's/ *$//'; }
+STATUS=/boot/firmware/piforge-status.txt
+
+e begin uptime_s=$(cut -d. -f1 /proc/uptime)
+# cloud-init: at most 10 minutes.
+timeout 600 cloud-init status --wait >/dev/null 2>&1
+e cloud_init_wait_done_s=$(cut -d. -f1 /proc/uptime)
+# piforge's first-boot unit: at most 5 minutes for phase "done".
+for _ in $(seq 300); do
+	grep -q '^phase: done' "$STATUS" 2>/dev/null && break
+	sleep 1
+done
+e kubeadm_wait_done_s=$(cut -d. -f1 /proc/uptime)
+
+e hostname=$(hostname)
+e cloud_init_status=$(cloud-init status 2>/dev/null | sed -n 's/^status: //p')
+python3 - <<'PY' | while IFS= read -r l; do e "$l"; done
+import json
+try:
+    r = json.load(open("/run/cloud-init/result.json"))["v1"]
+    print("cloud_init_datasource=" + str(r.get("datasource")))
+    print("cloud_init_errors=%d" % len(r.get("errors", [])))
+    for x in r.get("errors", []):
+        print("cloud_init_error=" + str(x).replace("\n", " ")[:300])
+    rec = r.get("recoverable_errors", {}) or {}
+    print("cloud_init_recoverable=%d" % sum(len(v) for v in rec.values()))
+    for k, v in rec.items():
+        for x in v:
+            print("cloud_init_recoverable_%s=%s" % (k, str(x).replace("\n", " ")[:300]))
+except Exception as ex:
+    print("cloud_init_result_error=" + str(ex))
+PY
+e eth0_inet=$(ip -4 -o addr show dev eth0 2>/dev/null | awk '{print $4}' | one)
+e eth0_dynamic=$(ip -4 -o addr show dev eth0 2>/dev/null | grep -c dynamic)
+e default_route=$(ip -4 route show default 2>/dev/null | head -n 1)
+e networkd_files=$(ls /etc/systemd/network/ /run/systemd/network/ 2>/dev/null | grep -c '\.network$')
+e containerd_active=$(systemctl is-active containerd.service)
+pid=$(systemctl show -p MainPID --value containerd.service)
+e containerd_exe=$(readlink "/proc/$pid/exe" 2>/dev/null)
+e containerd_systemd_cgroup=$(grep -c '^[[:space:]]*SystemdCgroup = true' /etc/containerd/config.toml 2>/dev/null)
+e ctr_server_version=$(timeout 60 ctr version 2>/dev/null | awk '/^Server:/{s=1} s && $1=="Version:" {print $2; exit}')
+e runc_version=$(runc --version 2>/dev/null | head -n 1)
+e kubelet_enabled=$(systemctl is-enabled kubelet.service 2>/dev/null)
+e kubelet_active=$(systemctl is-active kubelet.service)
+e kubeadm_unit_result=$(systemctl show -p Result --value piforge-kubeadm.service)
+e kubeadm_phase=$(sed -n 's/^phase: //p' "$STATUS" 2>/dev/null)
+e kubeadm_calls=$(grep -c ' kubeadm ' /var/log/piforge-e2e/kubeadm.log 2>/dev/null)
+while IFS= read -r l; do e "kubeadm_call=${l#* kubeadm }"; done < <(grep ' kubeadm ' /var/log/piforge-e2e/kubeadm.log 2>/dev/null)
+e kubectl_calls=$(grep -c ' kubectl ' /var/log/piforge-e2e/kubectl.log 2>/dev/null)
+e modules_loaded=$(lsmod | awk '$1=="overlay"||$1=="br_netfilter"{print $1}' | sort | one)
+e ip_forward=$(sysctl -n net.ipv4.ip_forward)
+e bridge_nf_call_iptables=$(sysctl -n net.bridge.bridge-nf-call-iptables 2>/dev/null)
+e swap_active=$(tail -n +2 /proc/swaps | wc -l)
+e cgroup_controllers=$(cat /sys/fs/cgroup/cgroup.controllers)
+e machine_id=$(cat /etc/machine-id)
+e machine_id_log=$(journalctl -b -o cat _PID=1 2>/dev/null | grep -i -m1 'machine.id' )
+e status_file=$(test -f "$STATUS" && echo present || echo missing)
+e boot_firmware_mounted=$(findmnt -n -o SOURCE /boot/firmware)
+e failed_units=$(systemctl --failed --plain --no-legend 2>/dev/null | awk '{print $1}' | one)
+e cmdline=$(cat /proc/cmdline)
+e end uptime_s=$(cut -d. -f1 /proc/uptime)
+sync
+systemctl --no-block poweroff
