@@ -24,7 +24,7 @@ lint:
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
 test: fixtures
-	PIFORGE_FIXTURES=$(FIXTURES) $(CARGO) test --release
+	PIFORGE_FIXTURES=$(FIXTURES) $(CARGO) test --release --lib --bins --tests
 	$(MAKE) --no-print-directory lint
 
 # The main job on an embedded default: an upstream-shaped Raspberry Pi OS trixie image and

@@ -29,6 +29,7 @@ K8S=1.34.2
 PIFORGE=$REPO/target/release/piforge
 T0=$SECONDS
 FAILS=0
+PASSES=0
 declare -A TIMES
 
 say() { echo "e2e: $*"; }
@@ -37,7 +38,10 @@ die() {
 	say "ERROR: $*"
 	exit 1
 }
-pass() { say "PASS $*"; }
+pass() {
+	PASSES=$((PASSES + 1))
+	say "PASS $*"
+}
 fail() {
 	say "FAIL $*"
 	FAILS=$((FAILS + 1))
@@ -316,7 +320,9 @@ if ((FAILS)); then
 		say "last 60 lines of $OUT/logs/$node-serial.log:"
 		tail -n 60 "$OUT/logs/$node-serial.log" 2>/dev/null | sed 's/^/  | /'
 	done
+	echo "e2e: $PASSES passed, $FAILS failed"
 	exit 1
 fi
 say "all checks passed (kubeadm, kubelet and kubectl were stand-ins; containerd, runc, CNI plugins real)"
+echo "e2e: $PASSES passed, 0 failed"
 rm -rf "$OUT/run"
