@@ -316,6 +316,12 @@ pub fn customize(raw: &Path, out: &Path, plan: &Plan) -> Result<Applied, ApplyEr
         source,
     })?;
     output::sparse_copy(&mut src, dst.file()).map_err(out_err)?;
+    if let (Some(id), disk::Scheme::Mbr) = (plan.disk_id, layout.scheme) {
+        use std::io::{Seek, SeekFrom, Write};
+        let f = dst.file();
+        f.seek(SeekFrom::Start(440)).map_err(out_err)?;
+        f.write_all(&id.to_le_bytes()).map_err(out_err)?;
+    }
     let tmp = dst.path().to_path_buf();
 
     // Room in the root filesystem, growing it when allowed.

@@ -400,6 +400,8 @@ pub fn build(
         let (role_img, role_digest) = &role_images[role_key(role)];
         let mut plan = Plan::new(opts.epoch);
         plan.grow = crate::plan::Grow::Off;
+        // Every card its own MBR disk id (PARTUUID prefix), and the references to it.
+        retarget_disk_id(&mut plan, role_img, disk_id(&spec.name, &node.name))?;
         let np = kubeadm::NodeParams {
             name: node.name.clone(),
             role,
@@ -525,6 +527,84 @@ fn fetch_image(
             path: url.to_string(),
             source: std::io::Error::other("the download returned nothing"),
         })
+}
+
+/// A card's MBR disk id, derived from the cluster and node names (never 0): unique per node,
+/// the same on every rebuild.
+pub fn disk_id(cluster: &str, node: &str) -> u32 {
+    let h = Sha256::digest(format!("piforge disk id\0{cluster}\0{node}"));
+    match u32::from_le_bytes([h[0], h[1], h[2], h[3]]) {
+        0 => 1,
+        id => id,
+    }
+}
+
+/// Gives the image a new MBR disk id and rewrites `PARTUUID=<old id>-` in cmdline.txt and
+/// /etc/fstab to match. GPT images keep theirs.
+fn retarget_disk_id(plan: &mut Plan, img: &Path, new: u32) -> Result<(), BuildError> {
+    let (layout, boot, root) = inspect::layout_of(img)?;
+    if layout.scheme != crate::disk::Scheme::Mbr {
+        return Ok(());
+    }
+    plan.disk_id = Some(new);
+    let (old, new) = (layout.disk_id.to_lowercase(), format!("{new:08x}"));
+    let swap = |text: &str| {
+        text.replace(&format!("PARTUUID={old}-"), &format!("PARTUUID={new}-"))
+            .replace(
+                &format!("PARTUUID={}-", old.to_uppercase()),
+                &format!("PARTUUID={new}-"),
+            )
+    };
+    let io = |source| BuildError::Io {
+        path: img.display().to_string(),
+        source,
+    };
+    let f = fs::File::open(img).map_err(io)?;
+    let vol = crate::fs::fat::FatVolume::open(
+        crate::disk::ReadOnly(crate::disk::Slice::new(
+            f,
+            boot.start_bytes,
+            boot.size_bytes,
+        )),
+        plan.epoch,
+    )
+    .map_err(apply::ApplyError::from)?;
+    if let Some(b) = vol
+        .read_file("/cmdline.txt")
+        .map_err(apply::ApplyError::from)?
+    {
+        let text = String::from_utf8_lossy(&b);
+        let changed = swap(&text);
+        if changed != text {
+            plan.boot.push(BootOp::Write {
+                path: "/cmdline.txt".into(),
+                content: Content::Bytes(changed.into_bytes()),
+            });
+        }
+    }
+    let ext =
+        crate::fs::ext4::Ext4::open(img, root.start_bytes, crate::fs::ext4::OpenMode::ReadOnly)
+            .map_err(apply::ApplyError::from)?;
+    if let Some(st) = ext.stat("/etc/fstab").map_err(apply::ApplyError::from)? {
+        let text = String::from_utf8_lossy(
+            &ext.read_file("/etc/fstab")
+                .map_err(apply::ApplyError::from)?,
+        )
+        .into_owned();
+        let changed = swap(&text);
+        if changed != text {
+            plan.root.push(RootOp::Write {
+                path: "/etc/fstab".into(),
+                content: Content::Bytes(changed.into_bytes()),
+                owner: Owner {
+                    mode: st.mode,
+                    uid: st.uid,
+                    gid: st.gid,
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The role images of a build: removed when the build ends, whether it succeeded or not.

@@ -159,6 +159,9 @@ pub struct Plan {
     pub cmdline_remove: Vec<String>,
     pub config: Vec<(String, String)>,
     pub grow: Grow,
+    /// A new MBR disk signature (the `PARTUUID=<id>-0N` prefix); references to the old one in
+    /// cmdline.txt and /etc/fstab are the caller's to rewrite. Ignored on GPT disks.
+    pub disk_id: Option<u32>,
     /// The build clock (seconds since 1970) for every timestamp written.
     pub epoch: i64,
 }
@@ -172,6 +175,7 @@ impl Plan {
             cmdline_remove: Vec::new(),
             config: Vec::new(),
             grow: Grow::Auto,
+            disk_id: None,
             epoch,
         }
     }
@@ -434,6 +438,9 @@ impl fmt::Display for Plan {
         }
         for (k, v) in &self.config {
             writeln!(f, "boot  config   {k}={v}")?;
+        }
+        if let Some(id) = self.disk_id {
+            writeln!(f, "disk  id       {id:08x}")?;
         }
         match self.grow {
             Grow::Auto => writeln!(f, "root  grow     as needed (+10% headroom)")?,

@@ -162,6 +162,7 @@ fn build_and_check(base: &str) {
     );
 
     let mut ids = Vec::new();
+    let mut disk_ids = Vec::new();
     for (node, addr) in [
         ("pi-cp-1", Some("192.168.50.10/24")),
         ("pi-w-1", Some("192.168.50.11/24")),
@@ -212,6 +213,24 @@ fn build_and_check(base: &str) {
                 "profile merged: {ud}"
             );
         }
+        // Every card its own MBR disk id, and cmdline.txt and fstab point at it.
+        let disk_id = sfdisk_json(&img)["partitiontable"]["id"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x")
+            .to_string();
+        disk_ids.push(disk_id.clone());
+        let cmdline = run("mtype", &["-i", &fat, "::cmdline.txt"]);
+        let fstab = debugfs(&img, root, "cat /etc/fstab");
+        if base == "trixie" {
+            assert!(
+                cmdline.contains(&format!("root=PARTUUID={disk_id}-02 ")),
+                "{cmdline}"
+            );
+            assert!(fstab.contains(&format!("PARTUUID={disk_id}-02")), "{fstab}");
+            assert!(fstab.contains(&format!("PARTUUID={disk_id}-01")), "{fstab}");
+        }
+        assert_eq!(cmdline.lines().count(), 1);
         // kubeadm configuration: root filesystem only, 0600 root:root.
         let st = debugfs(&img, root, "stat /etc/piforge/kubeadm.yaml");
         assert!(
@@ -294,6 +313,9 @@ fn build_and_check(base: &str) {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 3, "instance-ids are per node");
+    disk_ids.sort();
+    disk_ids.dedup();
+    assert_eq!(disk_ids.len(), 3, "disk ids are per card");
 
     // Building again gives identical images.
     let sums = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
