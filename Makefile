@@ -5,7 +5,7 @@ FIXTURES ?= $(CURDIR)/target/fixtures
 DEMO ?= $(CURDIR)/target/demo
 PIFORGE := $(CURDIR)/target/release/piforge
 
-.PHONY: all build deps fixtures test lint demo e2e bench bench-decompress bench-customize clean
+.PHONY: all build deps fixtures test lint demo e2e bench bench-decompress bench-customize bench-build clean
 
 all: build
 
@@ -57,7 +57,10 @@ e2e:
 	bash tests/e2e/run.sh
 
 # Benchmarks (results and the machine go into BENCHMARKS.md).
-bench: bench-decompress bench-customize
+bench: bench-decompress bench-customize bench-build
+
+bench-build:
+	bash benches/build.sh
 
 bench-customize:
 	bash benches/customize.sh
