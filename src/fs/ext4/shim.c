@@ -1131,11 +1131,24 @@ long pf_create_file(struct pf_fs *h, uint32_t parent, const char *name, uint16_t
 	return 0;
 }
 
+/* After a new entry `name` was linked into `parent`: its inode number, and the parent's times. */
+static long created(ext2_filsys fs, ext2_ino_t parent, const char *name, uint32_t *out)
+{
+	ext2_ino_t ino = 0;
+	errcode_t err = ext2fs_lookup(fs, parent, name, (int)strlen(name), NULL, &ino);
+	if (err)
+		return err;
+	err = touch_dir(fs, parent);
+	if (err)
+		return err;
+	*out = ino;
+	return 0;
+}
+
 /* New directory; parent's link count is handled by ext2fs_mkdir. */
 long pf_mkdir(struct pf_fs *h, uint32_t parent, const char *name, uint32_t *out)
 {
 	ext2_filsys fs = h->fs;
-	ext2_ino_t ino = 0;
 	errcode_t err;
 
 	err = ext2fs_mkdir(fs, parent, 0, name);
@@ -1147,21 +1160,13 @@ long pf_mkdir(struct pf_fs *h, uint32_t parent, const char *name, uint32_t *out)
 	}
 	if (err)
 		return err;
-	err = ext2fs_lookup(fs, parent, name, (int)strlen(name), NULL, &ino);
-	if (err)
-		return err;
-	err = touch_dir(fs, parent);
-	if (err)
-		return err;
-	*out = ino;
-	return 0;
+	return created(fs, parent, name, out);
 }
 
 /* New symlink (fast when the target fits in the inode, else one block). */
 long pf_symlink(struct pf_fs *h, uint32_t parent, const char *name, const char *target, uint32_t *out)
 {
 	ext2_filsys fs = h->fs;
-	ext2_ino_t ino = 0;
 	errcode_t err;
 
 	err = ext2fs_symlink(fs, parent, 0, name, target);
@@ -1173,14 +1178,7 @@ long pf_symlink(struct pf_fs *h, uint32_t parent, const char *name, const char *
 	}
 	if (err)
 		return err;
-	err = ext2fs_lookup(fs, parent, name, (int)strlen(name), NULL, &ino);
-	if (err)
-		return err;
-	err = touch_dir(fs, parent);
-	if (err)
-		return err;
-	*out = ino;
-	return 0;
+	return created(fs, parent, name, out);
 }
 
 /* ------------------------------------------------------------------ */
