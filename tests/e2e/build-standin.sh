@@ -76,10 +76,11 @@ if up_to_date; then exit 0; fi
 T0=$SECONDS
 
 # ---------------------------------------------------------------------------
-# Tools. This machine's qemu-utils comes from bookworm-backports, so qemu-system-arm must too.
+# Tools (arch-test: mmdebstrap only Recommends it, and refuses a foreign --arch without it).
+# This machine's qemu-utils comes from bookworm-backports, so qemu-system-arm must too.
 need_tools() {
 	local missing=() t
-	for t in qemu-system-aarch64 qemu-aarch64-static mmdebstrap mkfs.fat mcopy sfdisk mkfs.ext4 debugfs zstd; do
+	for t in qemu-system-aarch64 qemu-aarch64-static mmdebstrap arch-test mkfs.fat mcopy sfdisk mkfs.ext4 debugfs zstd; do
 		command -v "$t" >/dev/null 2>&1 || missing+=("$t")
 	done
 	((${#missing[@]} == 0)) && return 0
@@ -101,7 +102,7 @@ EOF
 	fi
 	apt-get update -q >/dev/null || unreachable "apt-get update failed"
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pin[@]}" \
-		qemu-system-arm qemu-user-static mmdebstrap dosfstools mtools fdisk e2fsprogs zstd \
+		qemu-system-arm qemu-user-static mmdebstrap arch-test dosfstools mtools fdisk e2fsprogs zstd \
 		>/dev/null || unreachable "apt-get install of the e2e tools failed"
 }
 need_tools
