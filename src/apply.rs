@@ -302,9 +302,75 @@ fn precheck_boot(raw: &Path, boot: &Partition, plan: &Plan) -> Result<(), ApplyE
     Ok(())
 }
 
+/// The edits a new MBR disk id implies: `PARTUUID=<old id>-` becomes `PARTUUID=<new id>-` in
+/// cmdline.txt and /etc/fstab (read from `raw`), as operations to run before the plan's own.
+fn disk_id_ops(
+    raw: &Path,
+    old: &str,
+    new: u32,
+    boot: &Partition,
+    root: &Partition,
+    epoch: i64,
+) -> Result<(Vec<RootOp>, Vec<BootOp>), ApplyError> {
+    let (old, new) = (old.to_lowercase(), format!("{new:08x}"));
+    let swap = |text: &str| bootcfg::retarget_partuuid(text, &old, &new);
+    let f = File::open(raw).map_err(|source| ApplyError::Input {
+        path: raw.display().to_string(),
+        source,
+    })?;
+    let vol = FatVolume::open(
+        disk::ReadOnly(Slice::new(f, boot.start_bytes, boot.size_bytes)),
+        epoch,
+    )?;
+    let mut boot_ops = Vec::new();
+    if let Some(b) = vol.read_file("/cmdline.txt")? {
+        let text = String::from_utf8_lossy(&b);
+        let changed = swap(&text);
+        if changed != text {
+            boot_ops.push(BootOp::Write {
+                path: "/cmdline.txt".into(),
+                content: Content::Bytes(changed.into_bytes()),
+            });
+        }
+    }
+    let mut root_ops = Vec::new();
+    let ext = Ext4::open(raw, root.start_bytes, OpenMode::ReadOnly)?;
+    if let Some(st) = ext.stat("/etc/fstab")? {
+        let text = String::from_utf8_lossy(&ext.read_file("/etc/fstab")?).into_owned();
+        let changed = swap(&text);
+        if changed != text {
+            root_ops.push(RootOp::Write {
+                path: "/etc/fstab".into(),
+                content: Content::Bytes(changed.into_bytes()),
+                owner: crate::plan::Owner {
+                    mode: st.mode,
+                    uid: st.uid,
+                    gid: st.gid,
+                },
+            });
+        }
+    }
+    Ok((root_ops, boot_ops))
+}
+
 /// Writes a customized copy of the raw image `raw` to `out`.
 pub fn customize(raw: &Path, out: &Path, plan: &Plan) -> Result<Applied, ApplyError> {
     let (layout, boot, root) = inspect::layout_of(raw)?;
+    // A new disk id on an MBR disk: the PARTUUID references follow it (GPT disks keep theirs).
+    let expanded;
+    let plan = match (plan.disk_id, layout.scheme) {
+        (Some(id), disk::Scheme::Mbr) => {
+            let (mut root_ops, mut boot_ops) =
+                disk_id_ops(raw, &layout.disk_id, id, &boot, &root, plan.epoch)?;
+            let mut p = plan.clone();
+            root_ops.append(&mut p.root);
+            boot_ops.append(&mut p.boot);
+            (p.root, p.boot) = (root_ops, boot_ops);
+            expanded = p;
+            &expanded
+        }
+        _ => plan,
+    };
     precheck_boot(raw, &boot, plan)?;
     let out_err = |source| ApplyError::Output {
         path: out.display().to_string(),

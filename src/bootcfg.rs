@@ -136,11 +136,39 @@ pub fn parse_setting(s: &str) -> Result<(String, String), BootCfgError> {
     }
 }
 
+/// `text` with every `PARTUUID=<old>-` (any case of the hex id) replaced by
+/// `PARTUUID=<new>-`: the references of cmdline.txt and /etc/fstab to an MBR disk id.
+pub fn retarget_partuuid(text: &str, old: &str, new: &str) -> String {
+    text.replace(
+        &format!("PARTUUID={}-", old.to_lowercase()),
+        &format!("PARTUUID={new}-"),
+    )
+    .replace(
+        &format!("PARTUUID={}-", old.to_uppercase()),
+        &format!("PARTUUID={new}-"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const BOOKWORM: &str = "console=serial0,115200 console=tty1 root=PARTUUID=5a7e0b1c-02 rootfstype=ext4 fsck.repair=yes rootwait quiet init=/usr/lib/raspberrypi-sys-mods/firstboot\n";
+
+    #[test]
+    fn partuuid_references_follow_a_new_disk_id() {
+        let fstab = "proc /proc proc defaults 0 0\nPARTUUID=5A7E0B1C-01 /boot/firmware vfat defaults 0 2\nPARTUUID=5a7e0b1c-02 / ext4 defaults,noatime 0 1\n";
+        let out = retarget_partuuid(fstab, "5a7e0b1c", "0000beef");
+        assert_eq!(out.matches("PARTUUID=0000beef-0").count(), 2, "{out}");
+        assert!(!out.to_lowercase().contains("5a7e0b1c"), "{out}");
+        let cmd = retarget_partuuid(BOOKWORM, "5A7E0B1C", "0000beef");
+        assert!(cmd.contains("root=PARTUUID=0000beef-02 "), "{cmd}");
+        // Another disk's id is left alone.
+        assert_eq!(
+            retarget_partuuid(BOOKWORM, "11111111", "0000beef"),
+            BOOKWORM
+        );
+    }
 
     fn v(s: &[&str]) -> Vec<String> {
         s.iter().map(|x| x.to_string()).collect()

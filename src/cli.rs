@@ -210,4 +210,9 @@ pub struct BuildArgs {
     /// Where downloads and decompressed images are cached.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+
+    /// Print every layer's plan (common, per role, per node) and write nothing: no secrets,
+    /// no lock entries, no downloads, no images.
+    #[arg(long)]
+    pub dry_run: bool,
 }

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod artifacts;
 pub mod bootcfg;
+pub mod build;
 pub mod check;
 pub mod cli;
 pub mod clock;

@@ -10,9 +10,7 @@ use piforge::cli::{
     ArtifactArgs, BuildArgs, CheckArgs, Cli, Command, CustomizeArgs, FetchArgs, InitArgs,
     InputArgs, InspectArgs,
 };
-use piforge::{
-    artifacts, check, clock, cluster, customize, inspect, output, payload, source, spec,
-};
+use piforge::{artifacts, build, check, clock, customize, inspect, output, payload, source, spec};
 
 fn main() -> ExitCode {
     // A bug must still end in one sentence, not a backtrace.
@@ -109,7 +107,7 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
         let opts = payload::PayloadOptions {
             pi5_4k_pages: a.pi5_4k_pages,
         };
-        customize::node_payload(&mut plan, &img.path, &release, &arts, &opts)?;
+        payload::node_payload(&mut plan, &img.path, &release, &arts, &opts)?;
     }
     let done = customize::run(&img.path, out, &plan)?;
     let grew = match done.grew_root_to {
@@ -146,12 +144,12 @@ fn artifact_source(
     a: &ArtifactArgs,
     update: bool,
     cache_dir: Option<std::path::PathBuf>,
-) -> Result<customize::ArtifactSource> {
+) -> Result<artifacts::ArtifactSource> {
     let cache_dir = match cache_dir {
         Some(d) => d,
         None => source::cache_dir()?,
     };
-    Ok(customize::ArtifactSource {
+    Ok(artifacts::ArtifactSource {
         dir: a.artifacts.clone(),
         lock: a.lock.clone(),
         allow_unpinned: a.allow_unpinned,
@@ -164,11 +162,11 @@ fn artifact_source(
 /// The release artifacts, with progress bars on a terminal and warnings on stderr.
 fn release_artifacts(
     release: &artifacts::Release,
-    src: &customize::ArtifactSource,
+    src: &artifacts::ArtifactSource,
 ) -> Result<Vec<artifacts::FetchedArtifact>> {
     let bars = ArtifactBars::new();
     let hook = |s: &artifacts::ArtifactSpec, d, t| bars.update(s, d, t);
-    let (arts, warnings) = customize::release_artifacts(release, src, bars.progress(&hook))?;
+    let (arts, warnings) = src.release_artifacts(release, bars.progress(&hook))?;
     for w in warnings {
         eprintln!("piforge: warning: {w}");
     }
@@ -226,7 +224,7 @@ fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
     let catalog = artifacts::Catalog::builtin()?;
     let from_spec = match &a.spec {
         Some(p) => {
-            let (s, _) = cluster::load_spec(p)?;
+            let (s, _) = build::load_spec(p)?;
             // The lock lives beside the spec unless --lock says otherwise.
             if a.artifacts.lock == std::path::Path::new("piforge.lock") {
                 a.artifacts.lock = s.spec_dir.join("piforge.lock");
@@ -297,7 +295,7 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         Some(d) => d,
         None => source::cache_dir()?,
     };
-    let opts = cluster::BuildOptions {
+    let opts = build::BuildOptions {
         spec_path: a.spec,
         out_dir: a.out,
         nodes: a.nodes,
@@ -309,9 +307,18 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         epoch,
         now,
     };
+    if a.dry_run {
+        let (plan, notes) = build::dry_run(&opts)?;
+        for n in &notes {
+            eprintln!("piforge: dry run: {n}");
+        }
+        print!("{plan}");
+        println!("\n(dry run: nothing was written)");
+        return Ok(ExitCode::SUCCESS);
+    }
     let bars = ArtifactBars::new();
     let hook = |s: &artifacts::ArtifactSpec, d, t| bars.update(s, d, t);
-    let report = cluster::build(&opts, bars.progress(&hook))?;
+    let report = build::build(&opts, bars.progress(&hook))?;
     for w in &report.warnings {
         eprintln!("piforge: warning: {w}");
     }

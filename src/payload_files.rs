@@ -219,7 +219,7 @@ pub fn pi5_4k_pages_settings() -> Vec<(String, String)> {
 }
 
 /// Where the units of the payload live in the image.
-pub const UNIT_DIR: &str = "/usr/local/lib/systemd/system";
+pub use crate::payload::paths::UNIT_DIR;
 
 /// A unit to enable, as `systemctl enable` would: a symlink
 /// `/etc/systemd/system/<wanted_by>.wants/<unit>` -> `/usr/local/lib/systemd/system/<unit>`.

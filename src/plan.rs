@@ -159,8 +159,8 @@ pub struct Plan {
     pub cmdline_remove: Vec<String>,
     pub config: Vec<(String, String)>,
     pub grow: Grow,
-    /// A new MBR disk signature (the `PARTUUID=<id>-0N` prefix); references to the old one in
-    /// cmdline.txt and /etc/fstab are the caller's to rewrite. Ignored on GPT disks.
+    /// A new MBR disk signature (the `PARTUUID=<id>-0N` prefix); `apply` rewrites the
+    /// references to the old one in cmdline.txt and /etc/fstab. Ignored on GPT disks.
     pub disk_id: Option<u32>,
     /// The build clock (seconds since 1970) for every timestamp written.
     pub epoch: i64,
@@ -189,6 +189,29 @@ impl Plan {
                 _ => 0,
             })
             .sum()
+    }
+
+    /// This plan followed by `layer`: the operations of both, in order. The later layer's
+    /// grow policy and disk id win where it sets them; the epoch is this plan's.
+    pub fn then(&self, layer: &Plan) -> Plan {
+        let mut p = self.clone();
+        p.root.extend(layer.root.iter().cloned());
+        p.boot.extend(layer.boot.iter().cloned());
+        for t in &layer.cmdline_add {
+            if !p.cmdline_add.contains(t) {
+                p.cmdline_add.push(t.clone());
+            }
+        }
+        p.cmdline_remove
+            .extend(layer.cmdline_remove.iter().cloned());
+        p.config.extend(layer.config.iter().cloned());
+        if layer.grow != Grow::Auto {
+            p.grow = layer.grow;
+        }
+        if layer.disk_id.is_some() {
+            p.disk_id = layer.disk_id;
+        }
+        p
     }
 
     pub fn touches_boot(&self) -> bool {

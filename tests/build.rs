@@ -485,3 +485,141 @@ fn image_from_a_url_is_downloaded_verified_and_cached() {
     let r = build(&spec, &out, &arts, &cache);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
 }
+
+/// The files under `dir`, relative, sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(d: &Path, root: &Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(root).unwrap().display().to_string());
+            if p.is_dir() && !p.is_symlink() {
+                walk(&p, root, out);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(dir, dir, &mut v);
+    v.sort();
+    v
+}
+
+#[test]
+fn dry_run_prints_every_layer_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
+    let out = tmp.path().join("dist");
+    let before = tree(tmp.path());
+    let r = piforge(
+        &[
+            "build",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--artifacts",
+            arts.to_str().unwrap(),
+            "--allow-unpinned",
+            "--dry-run",
+        ],
+        &cache,
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    for heading in [
+        "== common layer (every node)",
+        "== role layer: init-control-plane",
+        "== role layer: worker",
+        "== node layer: pi-cp-1 (init-control-plane, 192.168.50.10/24)",
+        "== node layer: pi-w-1 (worker, 192.168.50.11/24)",
+        "== node layer: pi-w-2 (worker, dhcp)",
+    ] {
+        assert!(stdout.contains(heading), "{heading} missing:\n{stdout}");
+    }
+    // The payload in the common layer, the CA in the control plane's role layer only, the
+    // kubeadm configuration (0600), the seed and a disk id in every node layer.
+    let section = |h: &str| {
+        let i = stdout.find(h).unwrap();
+        let rest = &stdout[i + h.len()..];
+        rest[..rest.find("\n==").unwrap_or(rest.len())].to_string()
+    };
+    assert!(section("== common layer").contains("root  write    /usr/local/bin/kubeadm"));
+    assert!(section("== role layer: init-control-plane")
+        .contains("root  write    /etc/kubernetes/pki/ca.key"));
+    assert!(!section("== role layer: worker").contains("/etc/kubernetes/pki/"));
+    assert!(section("== role layer: worker").contains("/etc/site.conf"));
+    for node in ["pi-cp-1", "pi-w-1", "pi-w-2"] {
+        let s = section(&format!("== node layer: {node}"));
+        assert!(
+            s.contains("root  write    /etc/piforge/kubeadm.yaml"),
+            "{s}"
+        );
+        assert!(s.contains("0600 0:0"), "{s}");
+        for f in ["/user-data", "/meta-data", "/network-config"] {
+            assert!(s.contains(&format!("boot  write    {f}")), "{s}");
+        }
+        assert!(s.contains("disk  id"), "{s}");
+    }
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(stderr.contains("secrets would be created"), "{stderr}");
+    // Nothing was written beside the spec: no secrets, no lock, no output directory.
+    let mut after = tree(tmp.path());
+    after.retain(|p| !p.starts_with("cache"));
+    let mut before = before;
+    before.retain(|p| !p.starts_with("cache"));
+    assert_eq!(before, after);
+    // No secret reaches the terminal.
+    assert!(!stdout.contains("BEGIN") && !stderr.contains("BEGIN"));
+
+    // With secrets in place (after a real build), the dry run lists the same layers and a
+    // later build still gives the images the first one did.
+    let r = build(&spec, &out, &arts, &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let sums = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    let r = piforge(
+        &[
+            "build",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--artifacts",
+            arts.to_str().unwrap(),
+            "--dry-run",
+        ],
+        &cache,
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(!String::from_utf8_lossy(&r.stderr).contains("would be created"));
+    assert_eq!(fs::read_to_string(out.join("SHA256SUMS")).unwrap(), sums);
+}
+
+#[test]
+fn base_and_artifact_problems_are_found_before_any_secret_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    // A base without cloud-init.
+    let spec = write_spec(tmp.path(), &fixture("bookworm.img"));
+    let out = tmp.path().join("dist");
+    let r = build(&spec, &out, &arts, &cache);
+    assert_one_line_error(&r, "has no cloud-init");
+    assert!(!tmp.path().join("secrets").exists(), "secrets were written");
+    assert!(
+        !tmp.path().join("piforge.lock").exists(),
+        "the lock was written"
+    );
+    // An offline directory that lacks an artifact.
+    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
+    fs::remove_file(arts.join("kubeadm")).unwrap();
+    let r = build(&spec, &out, &arts, &cache);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("kubeadm"));
+    assert!(!tmp.path().join("secrets").exists(), "secrets were written");
+    assert!(
+        !tmp.path().join("piforge.lock").exists(),
+        "the lock was written"
+    );
+    assert!(!out.exists());
+}

@@ -33,6 +33,59 @@ pub enum ArtifactKind {
     Manifest,
 }
 
+/// The artifacts the node payload installs, by their catalog names. The payload looks them
+/// up by this enum, never by a string, and the built-in catalog must have every one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ArtifactName {
+    Kubeadm,
+    Kubelet,
+    Kubectl,
+    Containerd,
+    Runc,
+    CniPlugins,
+    Crictl,
+    Flannel,
+}
+
+impl ArtifactName {
+    pub const ALL: [ArtifactName; 8] = [
+        ArtifactName::Kubeadm,
+        ArtifactName::Kubelet,
+        ArtifactName::Kubectl,
+        ArtifactName::Containerd,
+        ArtifactName::Runc,
+        ArtifactName::CniPlugins,
+        ArtifactName::Crictl,
+        ArtifactName::Flannel,
+    ];
+
+    /// The `name` in `artifacts.toml` and `piforge.lock`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactName::Kubeadm => "kubeadm",
+            ArtifactName::Kubelet => "kubelet",
+            ArtifactName::Kubectl => "kubectl",
+            ArtifactName::Containerd => "containerd",
+            ArtifactName::Runc => "runc",
+            ArtifactName::CniPlugins => "cni-plugins",
+            ArtifactName::Crictl => "crictl",
+            ArtifactName::Flannel => "flannel",
+        }
+    }
+}
+
+impl std::fmt::Display for ArtifactName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<ArtifactName> for String {
+    fn eq(&self, other: &ArtifactName) -> bool {
+        self == other.as_str()
+    }
+}
+
 /// How an upstream checksum file is parsed; see [`super::parse_checksum`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ChecksumKind {
@@ -135,6 +188,11 @@ impl Release {
     /// The artifact called `name`, if the catalog has one.
     pub fn artifact(&self, name: &str) -> Option<&ArtifactSpec> {
         self.artifacts.iter().find(|a| a.name == name)
+    }
+
+    /// The payload artifact `name`, if the catalog has it.
+    pub fn payload_artifact(&self, name: ArtifactName) -> Option<&ArtifactSpec> {
+        self.artifact(name.as_str())
     }
 }
 
@@ -510,6 +568,9 @@ pause_image = "registry.k8s.io/pause:3.10.1"
             let r = cat.release(minor).unwrap();
             assert!(r.kubernetes().starts_with(&format!("{minor}.")));
             assert_eq!(r.pause_image(), pause);
+            for n in ArtifactName::ALL {
+                assert!(r.payload_artifact(n).is_some(), "{minor} lacks {n}");
+            }
             let names: Vec<String> = r.artifacts().into_iter().map(|a| a.name).collect();
             for want in [
                 "kubeadm",
@@ -530,6 +591,12 @@ pause_image = "registry.k8s.io/pause:3.10.1"
                 assert!(a.url.starts_with("https://"), "{a:?}");
                 assert!(a.url.ends_with(&format!("/{}", a.file_name)), "{a:?}");
                 assert!(!a.url.contains(['{', '}']), "{a:?}");
+                // Every artifact of the built-in catalog is one the payload knows by name.
+                assert!(
+                    ArtifactName::ALL.iter().any(|n| a.name == *n),
+                    "{} is not an ArtifactName",
+                    a.name
+                );
                 // Everything but the flannel manifest has an upstream checksum file.
                 assert_eq!(a.checksum_url.is_none(), a.name == "flannel", "{a:?}");
             }

@@ -174,6 +174,11 @@ pub fn fetch_artifacts(
     Ok(out)
 }
 
+/// Where the cache keeps the verified file with digest `sha256` (it may not be there).
+pub fn cached_object(cache_dir: &Path, sha256: &str) -> PathBuf {
+    cache_dir.join("artifacts").join("sha256").join(sha256)
+}
+
 struct Cache {
     objects: PathBuf,
     partial: PathBuf,

@@ -25,16 +25,19 @@ mod error;
 mod fetch;
 mod lock;
 mod offline;
+mod sources;
 mod unpack;
 
-pub use catalog::{ArtifactKind, ArtifactSpec, Catalog, ChecksumKind, Release};
+pub use catalog::{ArtifactKind, ArtifactName, ArtifactSpec, Catalog, ChecksumKind, Release};
 pub use checksum::parse_checksum;
 pub use error::{DigestSource, Error, Result};
 pub use fetch::{
-    fetch, fetch_artifacts, mirror_url, FetchOptions, FetchedArtifact, Pin, ProgressFn,
+    cached_object, fetch, fetch_artifacts, mirror_url, FetchOptions, FetchedArtifact, Pin,
+    ProgressFn,
 };
 pub use lock::{Lock, LockEntry, LOCK_HEADER};
-pub use offline::{from_dir, from_dir_artifacts};
+pub use offline::{check_dir_artifacts, from_dir, from_dir_artifacts};
+pub use sources::{fetch_image, ArtifactSource};
 pub use unpack::{for_each_tar_entry, tar_entries, TarEntry, TarEntryKind};
 
 use sha2::{Digest, Sha256};

@@ -29,6 +29,35 @@ pub fn from_dir_artifacts(
     allow_unpinned: bool,
 ) -> Result<Vec<FetchedArtifact>> {
     let mut lock = Lock::load(lock_path)?;
+    let (out, added) = check_dir(specs, dir, &mut lock, lock_path, allow_unpinned)?;
+    if added {
+        lock.save(lock_path)?;
+    }
+    Ok(out)
+}
+
+/// Checks that `dir` holds every artifact of `specs`, each matching its lock entry (or, with
+/// `allow_unpinned`, without one), and writes nothing: what [`from_dir_artifacts`] would
+/// take, found before a build has any side effect.
+pub fn check_dir_artifacts(
+    specs: &[ArtifactSpec],
+    dir: &Path,
+    lock_path: &Path,
+    allow_unpinned: bool,
+) -> Result<()> {
+    let mut lock = Lock::load(lock_path)?;
+    check_dir(specs, dir, &mut lock, lock_path, allow_unpinned).map(|_| ())
+}
+
+/// The artifacts of `specs` in `dir`, checked against `lock`; unpinned ones (with
+/// `allow_unpinned`) are added to `lock`, and the flag says whether any was.
+fn check_dir(
+    specs: &[ArtifactSpec],
+    dir: &Path,
+    lock: &mut Lock,
+    lock_path: &Path,
+    allow_unpinned: bool,
+) -> Result<(Vec<FetchedArtifact>, bool)> {
     let mut added = false;
     let mut out = Vec::with_capacity(specs.len());
     for spec in specs {
@@ -81,8 +110,5 @@ pub fn from_dir_artifacts(
             replaced: None,
         });
     }
-    if added {
-        lock.save(lock_path)?;
-    }
-    Ok(out)
+    Ok((out, added))
 }

@@ -308,6 +308,12 @@ pub fn ensure_secrets(dir: &Path, opts: &SecretsOptions) -> Result<Secrets, PkiE
     ensure_secrets_at(dir, opts, wall_clock())
 }
 
+/// Whether `dir` already holds a cluster's secrets (its CA certificate), so that
+/// [`ensure_secrets`] would only read them.
+pub fn secrets_exist(dir: &Path) -> bool {
+    dir.join(CA_CRT).is_file()
+}
+
 /// [`ensure_secrets`] with the wall clock passed in (it only dates a new token and decides the
 /// token-age warning).
 fn ensure_secrets_at(dir: &Path, opts: &SecretsOptions, now: i64) -> Result<Secrets, PkiError> {

@@ -2,21 +2,24 @@
 //! artifacts), the built-in files of [`crate::payload_files`], enabled units, swap off, the OS
 //! packages the base lacks, and the boot settings.
 
-use std::collections::BTreeSet;
+pub mod paths;
 
-use crate::artifacts::{self, ArtifactKind, FetchedArtifact, Release};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::artifacts::{self, ArtifactKind, ArtifactName, FetchedArtifact, Release};
 use crate::inspect::facts::RootFiles;
 use crate::payload_files::{self, SwapOffOp};
 use crate::plan::{Content, Owner, Plan, RootOp};
 
-/// The list of packages `piforge-packages.service` installs on first boot.
-pub const FIRST_BOOT_PACKAGES: &str = "/etc/piforge/first-boot-packages";
+pub use paths::{FIRST_BOOT_PACKAGES, FLANNEL_MANIFEST};
+
 const INSTALL_SCRIPT: &[u8] =
-    include_bytes!("../overlays/first-boot/usr/local/lib/piforge/install-packages");
-const PACKAGES_UNIT: &[u8] =
-    include_bytes!("../overlays/first-boot/usr/local/lib/systemd/system/piforge-packages.service");
-/// Where the pod-network manifest goes (applied by the first control plane after init).
-pub const FLANNEL_MANIFEST: &str = "/usr/local/share/piforge/kube-flannel.yml";
+    include_bytes!("../../overlays/first-boot/usr/local/lib/piforge/install-packages");
+const PACKAGES_UNIT_NAME: &str = "piforge-packages.service";
+const PACKAGES_UNIT: &[u8] = include_bytes!(
+    "../../overlays/first-boot/usr/local/lib/systemd/system/piforge-packages.service"
+);
 
 /// Debian packages kubeadm's preflight looks for, with the tool each provides.
 pub const NEEDED_PACKAGES: [(&str, &str); 5] = [
@@ -30,7 +33,7 @@ pub const NEEDED_PACKAGES: [(&str, &str); 5] = [
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
     #[error("the artifacts lack {0}")]
-    Missing(&'static str),
+    Missing(ArtifactName),
     #[error("{0}")]
     Artifact(Box<artifacts::Error>),
     #[error("{file}: {msg}")]
@@ -88,10 +91,7 @@ fn symlink(plan: &mut Plan, path: &str, target: &str) {
     });
 }
 
-fn find<'a>(
-    arts: &'a [FetchedArtifact],
-    name: &'static str,
-) -> Result<&'a FetchedArtifact, PayloadError> {
+fn find(arts: &[FetchedArtifact], name: ArtifactName) -> Result<&FetchedArtifact, PayloadError> {
     arts.iter()
         .find(|a| a.spec.name == name)
         .ok_or(PayloadError::Missing(name))
@@ -162,48 +162,62 @@ pub fn add_payload(
     opts: &PayloadOptions,
 ) -> Result<(), PayloadError> {
     // Kubernetes binaries.
-    for name in ["kubeadm", "kubelet", "kubectl"] {
+    for name in [
+        ArtifactName::Kubeadm,
+        ArtifactName::Kubelet,
+        ArtifactName::Kubectl,
+    ] {
         let a = find(arts, name)?;
         let content = Content::Host {
             path: a.path.clone(),
             size: a.size,
         };
-        write(plan, &format!("/usr/local/bin/{name}"), content, ROOT_EXEC);
-    }
-    // Container runtime: containerd's bin/ into /usr/local/bin, runc into /usr/local/sbin.
-    for (name, _, data) in tar_files(find(arts, "containerd")?, "bin/")? {
         write(
             plan,
-            &format!("/usr/local/bin/{name}"),
+            &format!("{}/{name}", paths::BIN_DIR),
+            content,
+            ROOT_EXEC,
+        );
+    }
+    // Container runtime: containerd's bin/ into /usr/local/bin, runc into /usr/local/sbin.
+    for (name, _, data) in tar_files(find(arts, ArtifactName::Containerd)?, "bin/")? {
+        write(
+            plan,
+            &format!("{}/{name}", paths::BIN_DIR),
             Content::Bytes(data),
             ROOT_EXEC,
         );
     }
-    let runc = find(arts, "runc")?;
+    let runc = find(arts, ArtifactName::Runc)?;
     let content = Content::Host {
         path: runc.path.clone(),
         size: runc.size,
     };
-    write(plan, "/usr/local/sbin/runc", content, ROOT_EXEC);
-    for (name, _, data) in tar_files(find(arts, "cni-plugins")?, "./")? {
+    write(
+        plan,
+        &format!("{}/runc", paths::SBIN_DIR),
+        content,
+        ROOT_EXEC,
+    );
+    for (name, _, data) in tar_files(find(arts, ArtifactName::CniPlugins)?, "./")? {
         write(
             plan,
-            &format!("/opt/cni/bin/{name}"),
+            &format!("{}/{name}", paths::CNI_BIN_DIR),
             Content::Bytes(data),
             ROOT_EXEC,
         );
     }
-    for (name, _, data) in tar_files(find(arts, "crictl")?, "")? {
+    for (name, _, data) in tar_files(find(arts, ArtifactName::Crictl)?, "")? {
         write(
             plan,
-            &format!("/usr/local/bin/{name}"),
+            &format!("{}/{name}", paths::BIN_DIR),
             Content::Bytes(data),
             ROOT_EXEC,
         );
     }
     if let Some(a) = arts
         .iter()
-        .find(|a| a.spec.kind == ArtifactKind::Manifest && a.spec.name == "flannel")
+        .find(|a| a.spec.kind == ArtifactKind::Manifest && a.spec.name == ArtifactName::Flannel)
     {
         let content = Content::Host {
             path: a.path.clone(),
@@ -278,22 +292,18 @@ pub fn add_payload(
         );
         write(
             plan,
-            "/usr/local/lib/piforge/install-packages",
+            paths::INSTALL_PACKAGES_SCRIPT,
             Content::Bytes(INSTALL_SCRIPT.to_vec()),
             ROOT_EXEC,
         );
-        let unit = format!("{}/piforge-packages.service", payload_files::UNIT_DIR);
         write(
             plan,
-            &unit,
+            &paths::unit(PACKAGES_UNIT_NAME),
             Content::Bytes(PACKAGES_UNIT.to_vec()),
             ROOT_FILE,
         );
-        symlink(
-            plan,
-            "/etc/systemd/system/multi-user.target.wants/piforge-packages.service",
-            &unit,
-        );
+        let (link, target) = paths::wants_link(PACKAGES_UNIT_NAME);
+        symlink(plan, &link, &target);
     }
 
     // Boot partition: cgroup tokens and config.txt settings.
@@ -306,6 +316,35 @@ pub fn add_payload(
     if opts.pi5_4k_pages {
         plan.config.extend(payload_files::pi5_4k_pages_settings());
     }
+    Ok(())
+}
+
+/// Errors of [`node_payload`]: reading the base image, or laying out the payload.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadSetupError {
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error(transparent)]
+    Inspect(#[from] crate::inspect::InspectError),
+    #[error("root partition: {0}")]
+    Ext4(#[from] crate::fs::ext4::Ext4Error),
+}
+
+/// Adds the Kubernetes node payload to a plan, reading which OS packages the base lacks from
+/// the raw image `raw`.
+pub fn node_payload(
+    plan: &mut Plan,
+    raw: &Path,
+    release: &Release,
+    arts: &[FetchedArtifact],
+    opts: &PayloadOptions,
+) -> Result<(), PayloadSetupError> {
+    let (_, _, root) = crate::inspect::layout_of(raw)?;
+    let fs =
+        crate::fs::ext4::Ext4::open(raw, root.start_bytes, crate::fs::ext4::OpenMode::ReadOnly)?;
+    let missing = missing_packages(&crate::inspect::Ext4Files(&fs))?;
+    drop(fs);
+    add_payload(plan, release, arts, &missing, opts)?;
     Ok(())
 }
 

@@ -1,0 +1,334 @@
+//! Phase 4 of a build: the changes as data, in layers.
+//!
+//! - the common layer: the node payload, the same for every node of the cluster;
+//! - a role layer per kubeadm role in use (first control plane, other control planes,
+//!   workers): the NoCloud pointer when the base needs one, the first-boot kubeadm unit and
+//!   script, the CA on control planes, the pod network on the first control plane, and the
+//!   site's overlays last (so they can override anything);
+//! - a node layer per node: its disk id, kubeadm configuration and NoCloud seed (kilobytes).
+//!
+//! Nothing here writes; [`super::outputs`] applies the layers.
+
+use std::fmt;
+use std::fs;
+
+use sha2::{Digest, Sha256};
+
+use super::{io_error, BuildError, BuildOptions, Validated};
+use crate::artifacts::{ArtifactName, FetchedArtifact};
+use crate::cluster;
+use crate::kubeadm;
+use crate::payload;
+use crate::pki;
+use crate::plan::{BootOp, Content, Grow, Owner, Plan, RootOp};
+use crate::spec::{self, Role, Spec};
+
+/// A role's layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleLayer {
+    pub role: kubeadm::Role,
+    pub plan: Plan,
+}
+
+/// A node's layer, applied to a copy of its role's image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLayer {
+    pub name: String,
+    pub role: kubeadm::Role,
+    pub spec_role: Role,
+    pub address: Option<String>,
+    pub plan: Plan,
+}
+
+/// Everything a build will change, layer by layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildPlan {
+    pub common: Plan,
+    pub roles: Vec<RoleLayer>,
+    pub nodes: Vec<NodeLayer>,
+}
+
+impl BuildPlan {
+    /// The common layer followed by a role's layer: what one role image gets.
+    pub fn role_image_plan(&self, role: kubeadm::Role) -> Option<Plan> {
+        let layer = self.roles.iter().find(|r| r.role == role)?;
+        Some(self.common.then(&layer.plan))
+    }
+}
+
+impl fmt::Display for BuildPlan {
+    /// The `build --dry-run` listing.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "== common layer (every node)")?;
+        write!(f, "{}", self.common)?;
+        for r in &self.roles {
+            writeln!(f, "\n== role layer: {}", role_key(r.role))?;
+            write!(f, "{}", r.plan)?;
+        }
+        for n in &self.nodes {
+            writeln!(
+                f,
+                "\n== node layer: {} ({}, {})",
+                n.name,
+                role_key(n.role),
+                n.address.as_deref().unwrap_or("dhcp")
+            )?;
+            write!(f, "{}", n.plan)?;
+        }
+        Ok(())
+    }
+}
+
+/// The kubeadm role of each node: the first control plane inits, the others join.
+pub(super) fn kubeadm_role(spec: &Spec, node: &spec::Node) -> kubeadm::Role {
+    match node.role {
+        Role::Worker => kubeadm::Role::Worker,
+        Role::ControlPlane if node.name == spec.first_control_plane().name => {
+            kubeadm::Role::InitControlPlane
+        }
+        Role::ControlPlane => kubeadm::Role::JoinControlPlane,
+    }
+}
+
+/// The name of a role image (`<out>/.work/<key>.img`) and of a role in listings.
+pub(super) fn role_key(r: kubeadm::Role) -> &'static str {
+    match r {
+        kubeadm::Role::InitControlPlane => "init-control-plane",
+        kubeadm::Role::JoinControlPlane => "join-control-plane",
+        kubeadm::Role::Worker => "worker",
+    }
+}
+
+/// A card's MBR disk id, derived from the cluster and node names (never 0): unique per node,
+/// the same on every rebuild.
+pub fn disk_id(cluster: &str, node: &str) -> u32 {
+    let h = Sha256::digest(format!("piforge disk id\0{cluster}\0{node}"));
+    match u32::from_le_bytes([h[0], h[1], h[2], h[3]]) {
+        0 => 1,
+        id => id,
+    }
+}
+
+fn root_write(plan: &mut Plan, path: &str, data: impl Into<Vec<u8>>, mode: u16) {
+    plan.root.push(RootOp::Write {
+        path: path.to_string(),
+        content: Content::Bytes(data.into()),
+        owner: Owner {
+            mode,
+            uid: 0,
+            gid: 0,
+        },
+    });
+}
+
+/// What every node shares: the cluster parameters of the kubeadm configuration.
+pub(super) fn cluster_params(
+    spec: &Spec,
+    secrets: &pki::Secrets,
+    opts: &BuildOptions,
+) -> Result<kubeadm::ClusterParams, BuildError> {
+    let cluster = kubeadm::ClusterParams {
+        cluster_name: spec.name.clone(),
+        kubernetes_version: spec.kubernetes.version.clone(),
+        control_plane_endpoint: spec.control_plane_endpoint(),
+        pod_subnet: spec.kubernetes.pod_subnet.to_string(),
+        service_subnet: spec.kubernetes.service_subnet.to_string(),
+        token: opts.token.clone().unwrap_or_else(|| secrets.token.clone()),
+        token_ttl: kubeadm::token_ttl(super::token_ttl_secs(spec)),
+        ca_cert_hash: secrets.discovery_hash(),
+        cri_socket: "unix:///run/containerd/containerd.sock".into(),
+        cni: match spec.kubernetes.cni {
+            spec::Cni::Flannel => kubeadm::Cni::Flannel,
+            spec::Cni::None => kubeadm::Cni::None,
+        },
+    };
+    cluster.validate()?;
+    Ok(cluster)
+}
+
+/// Phase 4: every layer of the build, as data.
+pub(super) fn plan(
+    v: &Validated,
+    secrets: &pki::Secrets,
+    arts: &[FetchedArtifact],
+    opts: &BuildOptions,
+) -> Result<BuildPlan, BuildError> {
+    let spec = &v.spec;
+    let cluster = cluster_params(spec, secrets, opts)?;
+    let mut common = Plan::new(opts.epoch);
+    payload::node_payload(
+        &mut common,
+        &v.base.path,
+        &v.release,
+        arts,
+        &payload::PayloadOptions::default(),
+    )?;
+
+    let wanted: Vec<&spec::Node> = spec
+        .nodes
+        .iter()
+        .filter(|n| v.nodes.contains(&n.name))
+        .collect();
+    let mut roles: Vec<RoleLayer> = Vec::new();
+    for node in &wanted {
+        let role = kubeadm_role(spec, node);
+        if roles.iter().any(|r| r.role == role) {
+            continue;
+        }
+        let plan = role_layer(v, secrets, arts, &cluster, role, opts.epoch)?;
+        roles.push(RoleLayer { role, plan });
+    }
+    let mut build = BuildPlan {
+        common,
+        roles,
+        nodes: Vec::new(),
+    };
+    for node in &wanted {
+        let role = kubeadm_role(spec, node);
+        let role_digest = build
+            .role_image_plan(role)
+            .map(|p| plan_digest(&p))
+            .unwrap_or_default();
+        let plan = node_layer(spec, node, role, &cluster, &role_digest, opts.epoch);
+        build.nodes.push(NodeLayer {
+            name: node.name.clone(),
+            role,
+            spec_role: node.role,
+            address: node.address.map(|a| a.to_string()),
+            plan,
+        });
+    }
+    Ok(build)
+}
+
+/// What one kubeadm role adds to the common layer.
+fn role_layer(
+    v: &Validated,
+    secrets: &pki::Secrets,
+    arts: &[FetchedArtifact],
+    cluster: &kubeadm::ClusterParams,
+    role: kubeadm::Role,
+    epoch: i64,
+) -> Result<Plan, BuildError> {
+    let mut plan = Plan::new(epoch);
+    // cloud-init must find the seed on the boot partition.
+    if !v.facts.cloud_init.seed_on_boot_partition {
+        root_write(
+            &mut plan,
+            payload::paths::NOCLOUD_SNIPPET,
+            cluster::nocloud_snippet(&v.facts.boot.label),
+            0o644,
+        );
+    }
+    // The first-boot kubeadm unit and script.
+    root_write(
+        &mut plan,
+        kubeadm::FIRST_BOOT_SCRIPT_PATH,
+        kubeadm::first_boot_script(role, cluster.cni),
+        0o755,
+    );
+    let unit = payload::paths::unit(kubeadm::FIRST_BOOT_UNIT_NAME);
+    root_write(&mut plan, &unit, kubeadm::first_boot_unit(), 0o644);
+    let (link, target) = payload::paths::wants_link(kubeadm::FIRST_BOOT_UNIT_NAME);
+    plan.root.push(RootOp::Symlink {
+        path: link,
+        target,
+        owner: Owner {
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+        },
+    });
+    // The CA (and shared keys) on control planes, keys 0600.
+    if role.is_control_plane() {
+        for f in secrets.control_plane_pki() {
+            root_write(
+                &mut plan,
+                &format!("{}/{}", payload::paths::KUBERNETES_PKI, f.path),
+                f.contents.clone(),
+                f.mode as u16,
+            );
+        }
+    }
+    // The pod network, patched to the pod subnet, applied by the first control plane.
+    if role == kubeadm::Role::InitControlPlane && cluster.cni == kubeadm::Cni::Flannel {
+        if let Some(a) = arts.iter().find(|a| a.spec.name == ArtifactName::Flannel) {
+            let text = fs::read_to_string(&a.path).map_err(io_error(&a.path))?;
+            let patched = kubeadm::patch_flannel(&text, &cluster.pod_subnet)?;
+            root_write(&mut plan, payload::paths::FLANNEL_MANIFEST, patched, 0o644);
+        }
+    }
+    // The site's own overlays last, so they can override anything.
+    for o in &v.spec.overlays {
+        crate::plan::add_root_overlay(&mut plan, o).map_err(|e| BuildError::Overlay {
+            path: o.display().to_string(),
+            msg: e.to_string(),
+        })?;
+    }
+    Ok(plan)
+}
+
+/// What one node adds to its role's image: a disk id of its own (apply rewrites the
+/// `PARTUUID=` references to it), its kubeadm configuration (0600: it holds the token) and
+/// its NoCloud seed.
+fn node_layer(
+    spec: &Spec,
+    node: &spec::Node,
+    role: kubeadm::Role,
+    cluster: &kubeadm::ClusterParams,
+    role_digest: &str,
+    epoch: i64,
+) -> Plan {
+    let mut plan = Plan::new(epoch);
+    plan.grow = Grow::Off;
+    plan.disk_id = Some(disk_id(&spec.name, &node.name));
+    let np = kubeadm::NodeParams {
+        name: node.name.clone(),
+        role,
+        advertise_address: node.address.map(|a| a.addr.to_string()),
+    };
+    root_write(
+        &mut plan,
+        payload::paths::KUBEADM_CONFIG,
+        kubeadm::render_config(cluster, &np),
+        0o600,
+    );
+    let (ud, md, nc) = cluster::seed(spec, node, role_digest);
+    for (name, data) in [("user-data", ud), ("meta-data", md), ("network-config", nc)] {
+        plan.boot.push(BootOp::Write {
+            path: format!("/{name}"),
+            content: Content::Bytes(data.into_bytes()),
+        });
+    }
+    plan
+}
+
+/// A digest of a role image's plan content, so that a node's instance-id changes with it.
+fn plan_digest(plan: &Plan) -> String {
+    let mut h = Sha256::new();
+    for op in &plan.root {
+        h.update(op.path().as_bytes());
+        if let RootOp::Write {
+            content: Content::Bytes(b),
+            ..
+        } = op
+        {
+            h.update(Sha256::digest(b));
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_ids_differ_per_node_and_are_stable() {
+        let a = disk_id("home", "pi-1");
+        assert_eq!(a, disk_id("home", "pi-1"));
+        assert_ne!(a, disk_id("home", "pi-2"));
+        assert_ne!(a, disk_id("lab", "pi-1"));
+        assert_ne!(a, 0);
+    }
+}

@@ -1,0 +1,47 @@
+//! Every path the node payload and the build write in the root filesystem, defined once.
+//!
+//! The payload follows the upstream "without a package manager" layout (binaries in
+//! `/usr/local/bin`, units in `/usr/local/lib/systemd/system`), so upstream documentation
+//! applies to the nodes. `check` looks for these same paths.
+
+/// Release binaries (kubeadm, kubelet, kubectl, containerd's, crictl).
+pub const BIN_DIR: &str = "/usr/local/bin";
+/// runc.
+pub const SBIN_DIR: &str = "/usr/local/sbin";
+/// The CNI plugins.
+pub const CNI_BIN_DIR: &str = "/opt/cni/bin";
+/// The payload's systemd units.
+pub const UNIT_DIR: &str = "/usr/local/lib/systemd/system";
+/// The node's kubeadm configuration (mode 0600: it holds the bootstrap token).
+pub const KUBEADM_CONFIG: &str = "/etc/piforge/kubeadm.yaml";
+/// The OS packages `piforge-packages.service` installs on first boot.
+pub const FIRST_BOOT_PACKAGES: &str = "/etc/piforge/first-boot-packages";
+/// The script `piforge-packages.service` runs.
+pub const INSTALL_PACKAGES_SCRIPT: &str = "/usr/local/lib/piforge/install-packages";
+/// The pod-network manifest the first control plane applies after `kubeadm init`.
+pub const FLANNEL_MANIFEST: &str = "/usr/local/share/piforge/kube-flannel.yml";
+/// Where kubeadm keeps (and finds pre-placed) cluster keys.
+pub const KUBERNETES_PKI: &str = "/etc/kubernetes/pki";
+/// cloud-init's pointer to the NoCloud seed on the boot partition, for bases without one.
+pub const NOCLOUD_SNIPPET: &str = "/etc/cloud/cloud.cfg.d/99-piforge-nocloud.cfg";
+/// containerd's configuration.
+pub const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
+
+/// The path of a payload unit.
+pub fn unit(name: &str) -> String {
+    format!("{UNIT_DIR}/{name}")
+}
+
+/// The symlink `systemctl enable` makes for a payload unit wanted by multi-user.target, and
+/// its target: `/etc/systemd/system/multi-user.target.wants/<unit>` -> `<UNIT_DIR>/<unit>`.
+pub fn wants_link(unit_name: &str) -> (String, String) {
+    wanted_by_link(unit_name, "multi-user.target")
+}
+
+/// As [`wants_link`], for another target.
+pub fn wanted_by_link(unit_name: &str, target: &str) -> (String, String) {
+    (
+        format!("/etc/systemd/system/{target}.wants/{unit_name}"),
+        unit(unit_name),
+    )
+}
