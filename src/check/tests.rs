@@ -463,7 +463,7 @@ fn containerd_conditions() {
         Status::Fail,
     );
     let (fs, _) = prepared();
-    let raw = payload_files::CONTAINERD_CONFIG_V3.text();
+    let raw = payload_files::containerd_config(2).text();
     let i = only(
         fs.file(cfg, raw),
         boot.clone(),
@@ -481,7 +481,7 @@ fn containerd_conditions() {
     // the 1.7 (version 2) config passes too
     let (fs, _) = prepared();
     let v2 = payload_files::render(
-        payload_files::CONTAINERD_CONFIG_V2.text(),
+        payload_files::containerd_config(1).text(),
         &[("PAUSE_IMAGE", "p:1")],
     )
     .unwrap();

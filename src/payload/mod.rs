@@ -14,12 +14,12 @@ use crate::plan::{Content, Owner, Plan, RootOp};
 
 pub use paths::{FIRST_BOOT_PACKAGES, FLANNEL_MANIFEST};
 
-const INSTALL_SCRIPT: &[u8] =
-    include_bytes!("../../overlays/first-boot/usr/local/lib/piforge/install-packages");
 const PACKAGES_UNIT_NAME: &str = "piforge-packages.service";
-const PACKAGES_UNIT: &[u8] = include_bytes!(
-    "../../overlays/first-boot/usr/local/lib/systemd/system/piforge-packages.service"
-);
+
+/// A file of the built-in `first-boot` overlay (its presence is checked by the tests).
+fn first_boot_file(path: &str) -> &'static [u8] {
+    payload_files::builtin_file("first-boot", path).map_or(&[], |f| f.data)
+}
 
 /// Debian packages kubeadm's preflight looks for, with the tool each provides.
 pub const NEEDED_PACKAGES: [(&str, &str); 5] = [
@@ -236,7 +236,7 @@ pub fn add_payload(
         .ok_or_else(|| PayloadError::BadVersion(release.versions().containerd.clone()))?;
     let vars = [("PAUSE_IMAGE", release.pause_image())];
     for f in payload_files::k8s_overlay() {
-        let f = if f.path == payload_files::CONTAINERD_CONFIG_V3.path {
+        let f = if f.path == paths::CONTAINERD_CONFIG {
             payload_files::containerd_config(major)
         } else {
             f
@@ -293,13 +293,13 @@ pub fn add_payload(
         write(
             plan,
             paths::INSTALL_PACKAGES_SCRIPT,
-            Content::Bytes(INSTALL_SCRIPT.to_vec()),
+            Content::Bytes(first_boot_file(paths::INSTALL_PACKAGES_SCRIPT).to_vec()),
             ROOT_EXEC,
         );
         write(
             plan,
             &paths::unit(PACKAGES_UNIT_NAME),
-            Content::Bytes(PACKAGES_UNIT.to_vec()),
+            Content::Bytes(first_boot_file(&paths::unit(PACKAGES_UNIT_NAME)).to_vec()),
             ROOT_FILE,
         );
         let (link, target) = paths::wants_link(PACKAGES_UNIT_NAME);
@@ -370,14 +370,22 @@ mod tests {
     fn first_boot_script_is_valid_sh() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s");
-        std::fs::write(&p, INSTALL_SCRIPT).unwrap();
+        let script = first_boot_file(paths::INSTALL_PACKAGES_SCRIPT);
+        assert!(!script.is_empty());
+        assert_eq!(
+            payload_files::builtin_file("first-boot", paths::INSTALL_PACKAGES_SCRIPT)
+                .unwrap()
+                .mode,
+            0o755
+        );
+        std::fs::write(&p, script).unwrap();
         let ok = std::process::Command::new("sh")
             .arg("-n")
             .arg(&p)
             .status()
             .unwrap();
         assert!(ok.success());
-        let unit = std::str::from_utf8(PACKAGES_UNIT).unwrap();
+        let unit = std::str::from_utf8(first_boot_file(&paths::unit(PACKAGES_UNIT_NAME))).unwrap();
         assert!(unit.contains("ExecStart=/usr/local/lib/piforge/install-packages"));
         assert!(unit.contains("WantedBy=multi-user.target"));
     }
