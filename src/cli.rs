@@ -211,6 +211,11 @@ pub struct BuildArgs {
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
+    /// With --node: allow rebuilding the only control plane alone, which starts a new, empty
+    /// cluster on its first boot (without it, piforge refuses).
+    #[arg(long)]
+    pub new_cluster: bool,
+
     /// Print every layer's plan (common, per role, per node) and write nothing: no secrets,
     /// no lock entries, no downloads, no images.
     #[arg(long)]

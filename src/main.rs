@@ -306,6 +306,7 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         cache_dir,
         epoch,
         now,
+        new_cluster: a.new_cluster,
     };
     if a.dry_run {
         let (plan, notes) = build::dry_run(&opts)?;

@@ -623,3 +623,85 @@ fn base_and_artifact_problems_are_found_before_any_secret_is_written() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn reimaging_the_init_node_joins_or_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
+    let out = tmp.path().join("dist");
+    let node_build = |extra: &[&str]| {
+        let mut args = vec![
+            "build",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--artifacts",
+            arts.to_str().unwrap(),
+            "--allow-unpinned",
+            "--node",
+            "pi-cp-1",
+        ];
+        args.extend_from_slice(extra);
+        piforge(&args, &cache)
+    };
+    // The first build records the init node (0600, beside the secrets).
+    let r = build(&spec, &out, &arts, &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let state = tmp.path().join("secrets/cluster-state.json");
+    let text = fs::read_to_string(&state).unwrap();
+    assert!(text.contains("\"init_node\": \"pi-cp-1\""), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (_, root) = offsets(&out.join("pi-cp-1.img"), &cache);
+    let cfg = debugfs(
+        &out.join("pi-cp-1.img"),
+        root,
+        "cat /etc/piforge/kubeadm.yaml",
+    );
+    assert!(cfg.contains("kind: InitConfiguration"), "{cfg}");
+
+    // Rebuilding the only control plane alone would start a second cluster: refused, and
+    // the card from the first build is left as it was.
+    let before = sha256(&out.join("pi-cp-1.img"));
+    let r = node_build(&[]);
+    assert_one_line_error(&r, "--new-cluster");
+    assert_eq!(sha256(&out.join("pi-cp-1.img")), before);
+    // Asked for, it inits again.
+    let r = node_build(&["--new-cluster"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let cfg = debugfs(
+        &out.join("pi-cp-1.img"),
+        root,
+        "cat /etc/piforge/kubeadm.yaml",
+    );
+    assert!(cfg.contains("kind: InitConfiguration"), "{cfg}");
+
+    // With a second control plane in the spec, the reimaged init node joins it as a control
+    // plane, with the shared keys in place.
+    let text = fs::read_to_string(&spec).unwrap().replace(
+        "  - name: pi-w-1\n",
+        "  - name: pi-cp-2\n    role: control-plane\n    address: 192.168.50.12/24\n  - name: pi-w-1\n",
+    );
+    fs::write(&spec, text).unwrap();
+    let r = node_build(&[]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let img = out.join("pi-cp-1.img");
+    let cfg = debugfs(&img, root, "cat /etc/piforge/kubeadm.yaml");
+    assert!(cfg.contains("kind: JoinConfiguration"), "{cfg}");
+    assert!(!cfg.contains("kind: InitConfiguration"), "{cfg}");
+    assert!(cfg.contains("controlPlane:"), "{cfg}");
+    for f in ["ca.key", "sa.key", "front-proxy-ca.key", "etcd/ca.key"] {
+        let stat = debugfs(&img, root, &format!("stat /etc/kubernetes/pki/{f}"));
+        assert!(stat.contains("Mode:  0600"), "{f}: {stat}");
+    }
+    // The recorded init node is unchanged by a reimage.
+    assert!(fs::read_to_string(&state)
+        .unwrap()
+        .contains("\"init_node\": \"pi-cp-1\""));
+}

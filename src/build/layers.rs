@@ -79,11 +79,12 @@ impl fmt::Display for BuildPlan {
     }
 }
 
-/// The kubeadm role of each node: the first control plane inits, the others join.
-pub(super) fn kubeadm_role(spec: &Spec, node: &spec::Node) -> kubeadm::Role {
+/// The kubeadm role of each node: the init node (see [`super::state::init_node`]) inits,
+/// other control planes join as control planes, workers join.
+pub(super) fn kubeadm_role(node: &spec::Node, init_node: Option<&str>) -> kubeadm::Role {
     match node.role {
         Role::Worker => kubeadm::Role::Worker,
-        Role::ControlPlane if node.name == spec.first_control_plane().name => {
+        Role::ControlPlane if Some(node.name.as_str()) == init_node => {
             kubeadm::Role::InitControlPlane
         }
         Role::ControlPlane => kubeadm::Role::JoinControlPlane,
@@ -171,7 +172,7 @@ pub(super) fn plan(
         .collect();
     let mut roles: Vec<RoleLayer> = Vec::new();
     for node in &wanted {
-        let role = kubeadm_role(spec, node);
+        let role = kubeadm_role(node, v.init_node.as_deref());
         if roles.iter().any(|r| r.role == role) {
             continue;
         }
@@ -184,7 +185,7 @@ pub(super) fn plan(
         nodes: Vec::new(),
     };
     for node in &wanted {
-        let role = kubeadm_role(spec, node);
+        let role = kubeadm_role(node, v.init_node.as_deref());
         let role_digest = build
             .role_image_plan(role)
             .map(|p| plan_digest(&p))

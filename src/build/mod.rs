@@ -19,6 +19,7 @@
 
 mod layers;
 mod outputs;
+pub mod state;
 
 use std::path::{Path, PathBuf};
 
@@ -61,6 +62,10 @@ pub enum BuildError {
     Overlay { path: String, msg: String },
     #[error("--dry-run does not download: {0}; run `piforge fetch` first or pass --artifacts DIR")]
     DryRunNeedsDownload(String),
+    #[error("{path}: {msg}")]
+    State { path: String, msg: String },
+    #[error("{node} is the only control plane of {cluster}, and the node that ran `kubeadm init`: rebuilding it alone would start a new, empty cluster (the other nodes would lose theirs); add a second control plane first, or pass --new-cluster if a new cluster is what you want")]
+    OnlyControlPlane { node: String, cluster: String },
     #[error("cannot write {path}: {source}")]
     Io {
         path: String,
@@ -98,6 +103,8 @@ pub struct BuildOptions {
     pub epoch: i64,
     /// The wall clock, only to warn about an old bootstrap token.
     pub now: i64,
+    /// Rebuilding the only control plane alone starts a new cluster: allowed only with this.
+    pub new_cluster: bool,
 }
 
 /// One node image written.
@@ -143,6 +150,10 @@ pub struct Validated {
     pub artifact_source: artifacts::ArtifactSource,
     /// The nodes to build, in spec order.
     pub nodes: Vec<String>,
+    /// The node that runs `kubeadm init` in this build (see [`state::init_node`]).
+    pub init_node: Option<String>,
+    /// The cluster's recorded state, `None` before the first build.
+    pub state: Option<state::ClusterState>,
 }
 
 /// Phase 1: every check the spec, the options, the base image and the artifact sources
@@ -215,12 +226,21 @@ pub fn validate(
             }
         })?;
     }
-    let nodes = spec
+    let nodes: Vec<String> = spec
         .nodes
         .iter()
         .filter(|n| opts.nodes.is_empty() || opts.nodes.contains(&n.name))
         .map(|n| n.name.clone())
         .collect();
+    let state = state::load(&spec.spec_dir.join("secrets"))?;
+    let control_planes: Vec<&str> = spec.control_planes().map(|n| n.name.as_str()).collect();
+    let init_node = state::init_node(
+        state.as_ref(),
+        &control_planes,
+        !opts.nodes.is_empty(),
+        &nodes,
+        opts.new_cluster,
+    )?;
     Ok(Validated {
         spec,
         release,
@@ -229,6 +249,8 @@ pub fn validate(
         facts,
         artifact_source,
         nodes,
+        init_node,
+        state,
     })
 }
 
@@ -246,6 +268,18 @@ fn secrets(
             .warnings
             .extend(secrets.token_age_warning(opts.now, token_ttl_secs(&v.spec)));
     }
+    // The first build records which node runs `kubeadm init`; a full build keeps it current.
+    let dir = v.spec.spec_dir.join("secrets");
+    if let Some(init) = &v.init_node {
+        let want = state::ClusterState {
+            cluster: v.spec.name.clone(),
+            created: v.state.as_ref().map_or(opts.epoch, |s| s.created),
+            init_node: init.clone(),
+        };
+        if v.state.as_ref() != Some(&want) && (v.state.is_none() || opts.nodes.is_empty()) {
+            state::save(&dir, &want)?;
+        }
+    }
     report.admin_kubeconfig = pki::write_admin_kubeconfig(
         &secrets,
         &v.spec.name,
@@ -256,7 +290,6 @@ fn secrets(
 
 fn secrets_options(v: &Validated, opts: &BuildOptions) -> pki::SecretsOptions {
     pki::SecretsOptions {
-        control_planes: v.spec.control_planes().count(),
         build_epoch: opts.epoch,
         token_ttl_secs: token_ttl_secs(&v.spec),
     }

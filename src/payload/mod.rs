@@ -153,14 +153,76 @@ pub fn missing_packages(fs: &dyn RootFiles) -> Result<Vec<String>, PayloadError>
         .collect())
 }
 
+/// What the payload needs to know about the base image's root filesystem.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BaseFacts {
+    /// Packages from [`NEEDED_PACKAGES`] the base lacks.
+    pub missing_packages: Vec<String>,
+    /// The symlinks `systemctl enable ssh` would make, when the base has sshd installed but
+    /// not enabled (Raspberry Pi OS: pi-gen's stage2 runs `systemctl disable ssh` unless
+    /// `ENABLE_SSH=1`, and cloud-init's ssh module does not enable the unit).
+    pub ssh_enable: Vec<(String, String)>,
+    /// SSH host keys the base ships (`/etc/ssh/ssh_host_*`): every card would share them.
+    pub host_keys: Vec<String>,
+}
+
+/// Where Debian's openssh-server puts its unit (`/lib` is a link to it on merged-/usr bases).
+const SSH_UNIT_FILES: [&str; 2] = [
+    "/usr/lib/systemd/system/ssh.service",
+    "/lib/systemd/system/ssh.service",
+];
+
+/// Reads [`BaseFacts`] from a root filesystem.
+pub fn base_facts(fs: &dyn RootFiles) -> Result<BaseFacts, PayloadError> {
+    let missing_packages = missing_packages(fs)?;
+    let mut ssh_enable = Vec::new();
+    let mut unit = None;
+    for u in SSH_UNIT_FILES {
+        if fs.exists(u).map_err(PayloadError::Base)? {
+            unit = Some(u);
+            break;
+        }
+    }
+    if let Some(unit) = unit {
+        let (link, _) = paths::wants_link("ssh.service");
+        if !fs.exists(&link).map_err(PayloadError::Base)? {
+            ssh_enable.push((link, unit.to_string()));
+            // ssh.service's [Install] Alias=sshd.service, as systemctl enable makes it.
+            let text = fs
+                .read_string(unit)
+                .map_err(PayloadError::Base)?
+                .unwrap_or_default();
+            let alias = "/etc/systemd/system/sshd.service";
+            if text.lines().any(|l| l.trim() == "Alias=sshd.service")
+                && !fs.exists(alias).map_err(PayloadError::Base)?
+            {
+                ssh_enable.push((alias.to_string(), unit.to_string()));
+            }
+        }
+    }
+    let host_keys = fs
+        .list("/etc/ssh")
+        .map_err(PayloadError::Base)?
+        .into_iter()
+        .filter(|n| n.starts_with("ssh_host_"))
+        .map(|n| format!("/etc/ssh/{n}"))
+        .collect();
+    Ok(BaseFacts {
+        missing_packages,
+        ssh_enable,
+        host_keys,
+    })
+}
+
 /// Adds the node payload to a plan.
 pub fn add_payload(
     plan: &mut Plan,
     release: &Release,
     arts: &[FetchedArtifact],
-    missing: &[String],
+    base: &BaseFacts,
     opts: &PayloadOptions,
 ) -> Result<(), PayloadError> {
+    let missing = &base.missing_packages;
     // Kubernetes binaries.
     for name in [
         ArtifactName::Kubeadm,
@@ -306,6 +368,15 @@ pub fn add_payload(
         symlink(plan, &link, &target);
     }
 
+    // sshd enabled where the base ships it disabled; no host keys shared by every card
+    // (cloud-init's ssh module makes a node's own on first boot).
+    for (link, target) in &base.ssh_enable {
+        symlink(plan, link, target);
+    }
+    for k in &base.host_keys {
+        plan.root.push(RootOp::Remove { path: k.clone() });
+    }
+
     // Boot partition: cgroup tokens and config.txt settings.
     for t in payload_files::cmdline_tokens() {
         if !plan.cmdline_add.contains(&t) {
@@ -342,9 +413,9 @@ pub fn node_payload(
     let (_, _, root) = crate::inspect::layout_of(raw)?;
     let fs =
         crate::fs::ext4::Ext4::open(raw, root.start_bytes, crate::fs::ext4::OpenMode::ReadOnly)?;
-    let missing = missing_packages(&crate::inspect::Ext4Files(&fs))?;
+    let base = base_facts(&crate::inspect::Ext4Files(&fs))?;
     drop(fs);
-    add_payload(plan, release, arts, &missing, opts)?;
+    add_payload(plan, release, arts, &base, opts)?;
     Ok(())
 }
 
@@ -364,6 +435,53 @@ mod tests {
             ["conntrack", "socat", "ebtables"]
         );
         assert_eq!(missing_packages(&MemFiles::default()).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn ssh_is_enabled_where_the_base_disables_it_and_host_keys_go() {
+        let unit = "[Unit]\nDescription=OpenBSD Secure Shell server\n[Install]\nWantedBy=multi-user.target\nAlias=sshd.service\n";
+        // Raspberry Pi OS: installed, disabled, host keys removed by pi-gen.
+        let fs = MemFiles::with(&[("/usr/lib/systemd/system/ssh.service", unit)]);
+        let facts = base_facts(&fs).unwrap();
+        assert_eq!(
+            facts.ssh_enable,
+            vec![
+                (
+                    "/etc/systemd/system/multi-user.target.wants/ssh.service".to_string(),
+                    "/usr/lib/systemd/system/ssh.service".to_string()
+                ),
+                (
+                    "/etc/systemd/system/sshd.service".to_string(),
+                    "/usr/lib/systemd/system/ssh.service".to_string()
+                ),
+            ]
+        );
+        assert!(facts.host_keys.is_empty());
+        // Already enabled, with host keys shipped: nothing to enable, the keys go.
+        let fs = MemFiles::with(&[
+            ("/lib/systemd/system/ssh.service", unit),
+            (
+                "/etc/systemd/system/multi-user.target.wants/ssh.service",
+                "",
+            ),
+            ("/etc/ssh/ssh_host_ed25519_key", "k"),
+            ("/etc/ssh/ssh_host_ed25519_key.pub", "p"),
+            ("/etc/ssh/sshd_config", "x"),
+        ]);
+        let facts = base_facts(&fs).unwrap();
+        assert!(facts.ssh_enable.is_empty());
+        assert_eq!(
+            facts.host_keys,
+            [
+                "/etc/ssh/ssh_host_ed25519_key",
+                "/etc/ssh/ssh_host_ed25519_key.pub"
+            ]
+        );
+        // No sshd at all: nothing to enable.
+        assert!(base_facts(&MemFiles::default())
+            .unwrap()
+            .ssh_enable
+            .is_empty());
     }
 
     #[test]

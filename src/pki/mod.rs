@@ -106,8 +106,6 @@ impl fmt::Debug for ServiceAccountKey {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SecretsOptions {
-    /// With more than one, the keys the control planes must share are made too.
-    pub control_planes: usize,
     /// Seconds since 1970; certificates start one day before it.
     pub build_epoch: i64,
     /// The bootstrap token's lifetime in the cluster; `None` for a token that never expires.
@@ -299,13 +297,19 @@ fn wall_clock() -> i64 {
 /// Opens the secrets directory `dir`, creating what is missing, and returns its secrets.
 ///
 /// On first use this creates `dir` (0700) with a `.gitignore`, the cluster CA, a bootstrap
-/// token and the admin credentials, and with `control_planes > 1` the keys control planes
-/// share. Later calls read the same files back; nothing that exists is regenerated, except
+/// token, the admin credentials and the keys control planes share (service-account key,
+/// front-proxy CA, etcd CA). Later calls read the same files back; nothing that exists is regenerated, except
 /// `admin.crt` when it no longer fits (expired at the build epoch, or not from this CA).
 /// A directory or file that others may read, a file that does not parse, or half of a pair is
 /// refused with an error that says what to do.
 pub fn ensure_secrets(dir: &Path, opts: &SecretsOptions) -> Result<Secrets, PkiError> {
     ensure_secrets_at(dir, opts, wall_clock())
+}
+
+/// Writes `contents` to `path` in a secrets directory as the secrets are written: mode 0600,
+/// atomically.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
+    files::write_private(path, contents)
 }
 
 /// Whether `dir` already holds a cluster's secrets (its CA certificate), so that
@@ -326,22 +330,21 @@ fn ensure_secrets_at(dir: &Path, opts: &SecretsOptions, now: i64) -> Result<Secr
     let epoch = opts.build_epoch;
     let (ca, ca_info) = ensure_ca(dir, CA_CRT, CA_KEY, "kubernetes", epoch)?;
 
-    let (mut front_proxy_ca, mut etcd_ca, mut service_account) = (None, None, None);
-    if opts.control_planes > 1 {
-        front_proxy_ca = Some(
-            ensure_ca(
-                dir,
-                FRONT_PROXY_CRT,
-                FRONT_PROXY_KEY,
-                "front-proxy-ca",
-                epoch,
-            )?
-            .0,
-        );
-        files::ensure_private_dir(&dir.join(ETCD_DIR))?;
-        etcd_ca = Some(ensure_ca(dir, ETCD_CRT, ETCD_KEY, "etcd-ca", epoch)?.0);
-        service_account = Some(ensure_service_account(dir)?);
-    }
+    // The keys control planes share are made on the first build, even with one control
+    // plane: a control plane added later must join with the same ones `kubeadm init` used.
+    let front_proxy_ca = Some(
+        ensure_ca(
+            dir,
+            FRONT_PROXY_CRT,
+            FRONT_PROXY_KEY,
+            "front-proxy-ca",
+            epoch,
+        )?
+        .0,
+    );
+    files::ensure_private_dir(&dir.join(ETCD_DIR))?;
+    let etcd_ca = Some(ensure_ca(dir, ETCD_CRT, ETCD_KEY, "etcd-ca", epoch)?.0);
+    let service_account = Some(ensure_service_account(dir)?);
 
     let admin = ensure_admin(dir, &ca, epoch)?;
     let (token, token_created) = ensure_token(dir, now)?;

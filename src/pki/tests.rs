@@ -12,9 +12,8 @@ use crate::clock::{civil, DEFAULT_EPOCH};
 
 const EPOCH: i64 = DEFAULT_EPOCH; // 2024-01-01T00:00:00Z
 
-fn opts(control_planes: usize) -> SecretsOptions {
+fn opts() -> SecretsOptions {
     SecretsOptions {
-        control_planes,
         build_epoch: EPOCH,
         token_ttl_secs: Some(86_400),
     }
@@ -85,7 +84,7 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 #[test]
 fn ca_is_a_backdated_ten_year_ecdsa_ca() {
     let (_tmp, dir) = secrets_dir();
-    ensure_secrets(&dir, &opts(1)).unwrap();
+    ensure_secrets(&dir, &opts()).unwrap();
     let ca = dir.join("ca.crt");
     let text = openssl(&["x509", "-in", path_str(&ca), "-noout", "-text"]);
     assert!(text.contains("CA:TRUE"), "{text}");
@@ -120,7 +119,7 @@ fn ca_is_a_backdated_ten_year_ecdsa_ca() {
 #[test]
 fn discovery_hash_matches_openssl() {
     let (_tmp, dir) = secrets_dir();
-    let s = ensure_secrets(&dir, &opts(1)).unwrap();
+    let s = ensure_secrets(&dir, &opts()).unwrap();
     let out = sh(&format!(
         "openssl x509 -pubkey -noout -in '{}' | openssl pkey -pubin -outform der | sha256sum",
         path_str(&dir.join("ca.crt"))
@@ -132,7 +131,7 @@ fn discovery_hash_matches_openssl() {
 #[test]
 fn admin_kubeconfig_carries_a_client_cert_the_ca_verifies() {
     let (tmp, dir) = secrets_dir();
-    let s = ensure_secrets(&dir, &opts(1)).unwrap();
+    let s = ensure_secrets(&dir, &opts()).unwrap();
     let kc = s
         .admin_kubeconfig("pis", "https://192.168.1.10:6443")
         .unwrap();
@@ -217,7 +216,7 @@ fn admin_kubeconfig_carries_a_client_cert_the_ca_verifies() {
 #[test]
 fn write_admin_kubeconfig_writes_it_private() {
     let (_tmp, dir) = secrets_dir();
-    let s = ensure_secrets(&dir, &opts(1)).unwrap();
+    let s = ensure_secrets(&dir, &opts()).unwrap();
     let path = write_admin_kubeconfig(&s, "pis", "https://pi-cp.local:6443").unwrap();
     assert_eq!(path, dir.join("admin.kubeconfig"));
     assert_eq!(mode(&path), 0o600);
@@ -241,7 +240,7 @@ fn write_admin_kubeconfig_writes_it_private() {
 #[test]
 fn files_are_private_and_ignored_by_git() {
     let (_tmp, dir) = secrets_dir();
-    ensure_secrets(&dir, &opts(3)).unwrap();
+    ensure_secrets(&dir, &opts()).unwrap();
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&dir.join("etcd")), 0o700);
     assert_eq!(fs::read_to_string(dir.join(".gitignore")).unwrap(), "*\n");
@@ -259,9 +258,9 @@ fn files_are_private_and_ignored_by_git() {
 #[test]
 fn second_call_reuses_everything() {
     let (_tmp, dir) = secrets_dir();
-    let first = ensure_secrets(&dir, &opts(3)).unwrap();
+    let first = ensure_secrets(&dir, &opts()).unwrap();
     let before = snapshot(&dir);
-    let second = ensure_secrets(&dir, &opts(3)).unwrap();
+    let second = ensure_secrets(&dir, &opts()).unwrap();
     assert_eq!(first, second);
     assert_eq!(before, snapshot(&dir));
     assert_eq!(
@@ -275,7 +274,7 @@ fn second_call_reuses_everything() {
     // A later build epoch inside the admin certificate's lifetime changes nothing either.
     let later = SecretsOptions {
         build_epoch: EPOCH + 30 * 86_400,
-        ..opts(3)
+        ..opts()
     };
     assert_eq!(ensure_secrets(&dir, &later).unwrap().admin, first.admin);
 }
@@ -285,10 +284,10 @@ fn admin_cert_stays_valid_as_long_as_the_ca() {
     // The build epoch defaults to a fixed date in the past: a certificate made at it must still
     // verify years later.
     let (_tmp, dir) = secrets_dir();
-    let first = ensure_secrets(&dir, &opts(1)).unwrap();
+    let first = ensure_secrets(&dir, &opts()).unwrap();
     let later = SecretsOptions {
         build_epoch: EPOCH + 3000 * 86_400,
-        ..opts(1)
+        ..opts()
     };
     let second = ensure_secrets(&dir, &later).unwrap();
     assert_eq!(first.ca, second.ca);
@@ -312,7 +311,7 @@ fn admin_cert_stays_valid_as_long_as_the_ca() {
 #[test]
 fn token_is_well_formed_and_random() {
     let (_tmp, dir) = secrets_dir();
-    let s = ensure_secrets(&dir, &opts(1)).unwrap();
+    let s = ensure_secrets(&dir, &opts()).unwrap();
     let re_ok = |t: &str| {
         t.len() == 23
             && t.char_indices().all(|(i, c)| {
@@ -355,17 +354,17 @@ fn token_is_well_formed_and_random() {
 fn old_token_warns_without_showing_it() {
     let (_tmp, dir) = secrets_dir();
     let now = 1_800_000_000;
-    let s = ensure_secrets_at(&dir, &opts(1), now).unwrap();
+    let s = ensure_secrets_at(&dir, &opts(), now).unwrap();
     assert_eq!(s.token_created, now);
     assert!(s.warnings.is_empty());
-    let s = ensure_secrets_at(&dir, &opts(1), now + 3 * 86_400).unwrap();
+    let s = ensure_secrets_at(&dir, &opts(), now + 3 * 86_400).unwrap();
     assert_eq!(s.token_created, now);
     assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
     assert!(s.warnings[0].contains("3 days"), "{}", s.warnings[0]);
     assert!(!s.warnings[0].contains(&s.token));
     let never = SecretsOptions {
         token_ttl_secs: None,
-        ..opts(1)
+        ..opts()
     };
     assert!(ensure_secrets_at(&dir, &never, now + 300 * 86_400)
         .unwrap()
@@ -374,14 +373,28 @@ fn old_token_warns_without_showing_it() {
 }
 
 #[test]
-fn multiple_control_planes_get_shared_keys() {
+fn shared_control_plane_keys_are_made_on_the_first_build() {
     let (_tmp, dir) = secrets_dir();
-    let single = ensure_secrets(&dir, &opts(1)).unwrap();
-    assert!(single.service_account.is_none() && single.etcd_ca.is_none());
-    assert!(!dir.join("sa.key").exists());
-    // Growing to three control planes keeps the CA and adds the shared keys.
-    let s = ensure_secrets(&dir, &opts(3)).unwrap();
-    assert_eq!(s.ca, single.ca);
+    let first = ensure_secrets(&dir, &opts()).unwrap();
+    assert!(first.service_account.is_some() && first.etcd_ca.is_some());
+    // A secrets directory from before (CA only) gets them on the next build, the CA kept.
+    for f in [
+        "sa.key",
+        "sa.pub",
+        "front-proxy-ca.crt",
+        "front-proxy-ca.key",
+        "etcd/ca.crt",
+        "etcd/ca.key",
+    ] {
+        fs::remove_file(dir.join(f)).unwrap();
+    }
+    let s = ensure_secrets(&dir, &opts()).unwrap();
+    assert_eq!(s.ca, first.ca);
+    // Reused afterwards, never remade.
+    assert_eq!(
+        ensure_secrets(&dir, &opts()).unwrap().service_account,
+        s.service_account
+    );
     for f in [
         "sa.key",
         "sa.pub",
@@ -422,15 +435,15 @@ fn multiple_control_planes_get_shared_keys() {
             ("etcd/ca.key", 0o600),
         ]
     );
-    assert_eq!(single.control_plane_pki().len(), 2);
+    assert_eq!(first.control_plane_pki().len(), 8);
 }
 
 #[test]
 fn readable_dir_or_file_is_refused() {
     let (_tmp, dir) = secrets_dir();
-    ensure_secrets(&dir, &opts(1)).unwrap();
+    ensure_secrets(&dir, &opts()).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
-    let err = ensure_secrets(&dir, &opts(1)).unwrap_err();
+    let err = ensure_secrets(&dir, &opts()).unwrap_err();
     assert!(
         matches!(err, PkiError::Permissions { mode: 0o750, .. }),
         "{err}"
@@ -438,7 +451,7 @@ fn readable_dir_or_file_is_refused() {
     assert!(err.to_string().contains("chmod go="), "{err}");
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
     fs::set_permissions(dir.join("ca.key"), fs::Permissions::from_mode(0o644)).unwrap();
-    let err = ensure_secrets(&dir, &opts(1)).unwrap_err();
+    let err = ensure_secrets(&dir, &opts()).unwrap_err();
     assert!(
         matches!(err, PkiError::Permissions { ref path, .. } if path.ends_with("ca.key")),
         "{err}"
@@ -448,7 +461,7 @@ fn readable_dir_or_file_is_refused() {
     fs::create_dir(&loose).unwrap();
     fs::set_permissions(&loose, fs::Permissions::from_mode(0o755)).unwrap();
     assert!(matches!(
-        ensure_secrets(&loose, &opts(1)),
+        ensure_secrets(&loose, &opts()),
         Err(PkiError::Permissions { .. })
     ));
     assert_eq!(fs::read_dir(&loose).unwrap().count(), 0);
@@ -458,14 +471,14 @@ fn readable_dir_or_file_is_refused() {
 fn malformed_or_half_pairs_are_refused() {
     let fresh = || {
         let (tmp, dir) = secrets_dir();
-        ensure_secrets(&dir, &opts(1)).unwrap();
+        ensure_secrets(&dir, &opts()).unwrap();
         (tmp, dir)
     };
     let write = |p: PathBuf, s: &str| files::write_private(&p, s.as_bytes()).unwrap();
 
     let (_t, dir) = fresh();
     write(dir.join("ca.crt"), "not a certificate\n");
-    let err = ensure_secrets(&dir, &opts(1)).unwrap_err();
+    let err = ensure_secrets(&dir, &opts()).unwrap_err();
     assert!(
         matches!(err, PkiError::Malformed { ref path, .. } if path.ends_with("ca.crt")),
         "{err}"
@@ -474,14 +487,14 @@ fn malformed_or_half_pairs_are_refused() {
     let (_t, dir) = fresh();
     write(dir.join("token"), "abc.def\n");
     assert!(matches!(
-        ensure_secrets(&dir, &opts(1)),
+        ensure_secrets(&dir, &opts()),
         Err(PkiError::Malformed { .. })
     ));
 
     let (_t, dir) = fresh();
     write(dir.join("token-created"), "yesterday\n");
     assert!(matches!(
-        ensure_secrets(&dir, &opts(1)),
+        ensure_secrets(&dir, &opts()),
         Err(PkiError::Malformed { .. })
     ));
 
@@ -492,7 +505,7 @@ fn malformed_or_half_pairs_are_refused() {
         dir.join("ca.key"),
         &fs::read_to_string(other.join("ca.key")).unwrap(),
     );
-    let err = ensure_secrets(&dir, &opts(1)).unwrap_err();
+    let err = ensure_secrets(&dir, &opts()).unwrap_err();
     assert!(err.to_string().contains("does not belong to"), "{err}");
 
     // The admin certificate is not a CA.
@@ -501,13 +514,13 @@ fn malformed_or_half_pairs_are_refused() {
         dir.join("ca.crt"),
         &fs::read_to_string(dir.join("admin.crt")).unwrap(),
     );
-    let err = ensure_secrets(&dir, &opts(1)).unwrap_err();
+    let err = ensure_secrets(&dir, &opts()).unwrap_err();
     assert!(err.to_string().contains("not a CA"), "{err}");
 
     // Half a pair is never completed with a new half.
     let (_t, dir) = fresh();
     fs::remove_file(dir.join("ca.key")).unwrap();
-    let err = ensure_secrets(&dir, &opts(1)).unwrap_err();
+    let err = ensure_secrets(&dir, &opts()).unwrap_err();
     assert!(matches!(err, PkiError::Incomplete { .. }), "{err}");
     assert!(!dir.join("ca.key").exists());
 }
@@ -515,12 +528,12 @@ fn malformed_or_half_pairs_are_refused() {
 #[test]
 fn admin_cert_from_an_old_ca_is_remade() {
     let (_t, dir) = secrets_dir();
-    let first = ensure_secrets(&dir, &opts(1)).unwrap();
+    let first = ensure_secrets(&dir, &opts()).unwrap();
     // The user starts a new cluster by removing the CA (and the token) but keeps admin.*.
     for f in ["ca.crt", "ca.key", "token", "token-created"] {
         fs::remove_file(dir.join(f)).unwrap();
     }
-    let second = ensure_secrets(&dir, &opts(1)).unwrap();
+    let second = ensure_secrets(&dir, &opts()).unwrap();
     assert_ne!(first.ca, second.ca);
     assert_ne!(first.token, second.token);
     assert_eq!(first.admin.key_pem, second.admin.key_pem);
@@ -539,7 +552,7 @@ fn admin_cert_from_an_old_ca_is_remade() {
 #[test]
 fn debug_output_hides_secrets() {
     let (_t, dir) = secrets_dir();
-    let s = ensure_secrets(&dir, &opts(3)).unwrap();
+    let s = ensure_secrets(&dir, &opts()).unwrap();
     let dbg = format!("{s:?} {:?} {:?}", s.ca, s.service_account);
     assert!(!dbg.contains(&s.token));
     assert!(!dbg.contains("PRIVATE KEY"), "{dbg}");
