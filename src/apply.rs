@@ -353,8 +353,18 @@ fn disk_id_ops(
     Ok((root_ops, boot_ops))
 }
 
-/// Writes a customized copy of the raw image `raw` to `out`.
+/// Writes a customized copy of the raw image `raw` to `out` (mode 0644 less the umask).
 pub fn customize(raw: &Path, out: &Path, plan: &Plan) -> Result<Applied, ApplyError> {
+    customize_with_mode(raw, out, plan, 0o644)
+}
+
+/// [`customize`], the output created with `mode` (0600 for images that hold secrets).
+pub fn customize_with_mode(
+    raw: &Path,
+    out: &Path,
+    plan: &Plan,
+    mode: u32,
+) -> Result<Applied, ApplyError> {
     let (layout, boot, root) = inspect::layout_of(raw)?;
     // A new disk id on an MBR disk: the PARTUUID references follow it (GPT disks keep theirs).
     let expanded;
@@ -376,7 +386,7 @@ pub fn customize(raw: &Path, out: &Path, plan: &Plan) -> Result<Applied, ApplyEr
         path: out.display().to_string(),
         source,
     };
-    let mut dst = AtomicFile::create(out).map_err(out_err)?;
+    let mut dst = AtomicFile::create_with_mode(out, mode).map_err(out_err)?;
     let mut src = File::open(raw).map_err(|source| ApplyError::Input {
         path: raw.display().to_string(),
         source,

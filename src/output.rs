@@ -37,8 +37,20 @@ pub struct AtomicFile {
 }
 
 impl AtomicFile {
-    /// Creates `.NAME.piforge-tmp-PID` beside `dest`.
+    /// Creates a temporary file beside `dest`, mode 0644 (less the umask): see
+    /// [`AtomicFile::create_with_mode`].
     pub fn create(dest: &Path) -> io::Result<AtomicFile> {
+        AtomicFile::create_with_mode(dest, 0o644)
+    }
+
+    /// Creates `.NAME.<random>.piforge-tmp` beside `dest`, with `mode` (less the umask).
+    ///
+    /// The name is unpredictable and the file is made with `O_CREAT|O_EXCL` (which never
+    /// follows a symlink), so a link planted at a guessed temporary name cannot make piforge
+    /// write through it; [`AtomicFile::commit`] renames this file, which replaces whatever
+    /// entry is at `dest` (a symlink there is replaced, not followed).
+    pub fn create_with_mode(dest: &Path, mode: u32) -> io::Result<AtomicFile> {
+        use std::os::unix::fs::PermissionsExt;
         let dir = match dest.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -53,16 +65,18 @@ impl AtomicFile {
             })?
             .to_string_lossy()
             .into_owned();
-        let tmp = dir.join(format!(".{name}.piforge-tmp-{}", std::process::id()));
         // Created and listed under the lock the interrupt handler takes: the handler sees
         // either no file or a listed one, never an unlisted one it would leave behind.
         let mut list = pending().lock().unwrap_or_else(|p| p.into_inner());
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let umask = current_umask();
+        let (file, tmp) = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".piforge-tmp")
+            .rand_bytes(12)
+            .permissions(fs::Permissions::from_mode(mode & !umask))
+            .tempfile_in(&dir)?
+            .keep()
+            .map_err(|e| e.error)?;
         list.push(tmp.clone());
         drop(list);
         Ok(AtomicFile {
@@ -100,6 +114,17 @@ impl Drop for AtomicFile {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|p| p != &self.tmp);
+    }
+}
+
+/// The process's umask (read by setting it and setting it back).
+fn current_umask() -> u32 {
+    // SAFETY: umask(2) cannot fail; the value is restored at once. Another thread creating a
+    // file between the two calls would get mode & !0o022 at worst, the common umask.
+    unsafe {
+        let old = libc::umask(0o022);
+        libc::umask(old);
+        u32::from(old)
     }
 }
 
@@ -244,6 +269,34 @@ fn is_zero(b: &[u8]) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn planted_links_are_never_written_through() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let dest = dir.path().join("out.img");
+        // Links at the temporary names an attacker could guess (the old scheme was
+        // .NAME.piforge-tmp-PID), and at the output itself.
+        symlink(&victim, dir.path().join(format!(".out.img.piforge-tmp-{}", std::process::id())))
+            .unwrap();
+        symlink(&victim, &dest).unwrap();
+        let mut f = AtomicFile::create(&dest).unwrap();
+        assert!(!f.path().to_string_lossy().contains(&std::process::id().to_string()));
+        f.file().write_all(b"new image").unwrap();
+        f.commit().unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        let meta = fs::symlink_metadata(&dest).unwrap();
+        assert!(meta.file_type().is_file(), "the output is still a link");
+        assert_eq!(fs::read(&dest).unwrap(), b"new image");
+        // A private output is 0600 from its creation on.
+        let p = dir.path().join("secret.img");
+        let mut f = AtomicFile::create_with_mode(&p, 0o600).unwrap();
+        assert_eq!(f.file().metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        f.commit().unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+    }
 
     #[test]
     fn sparse_copy_keeps_content_and_holes() {

@@ -11,14 +11,9 @@ use crate::apply;
 use crate::source;
 use crate::spec::Role;
 
-/// The role images of a build: removed when the build ends, whether it succeeded or not.
-struct WorkDir(PathBuf);
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+/// Node and role images hold the bootstrap token (and control planes the CA key): only their
+/// owner may read them.
+pub const IMAGE_MODE: u32 = 0o600;
 
 /// Writes a role image per role in use, then each node's image from its role's, then
 /// `SHA256SUMS`.
@@ -29,15 +24,19 @@ pub(super) fn apply(
     report: &mut BuildReport,
 ) -> Result<(), BuildError> {
     fs::create_dir_all(&opts.out_dir).map_err(io_error(&opts.out_dir))?;
-    let work = WorkDir(opts.out_dir.join(".work"));
-    fs::create_dir_all(&work.0).map_err(io_error(&work.0))?;
+    // The role images: in a directory made fresh for this build (0700, a name nobody can
+    // plant a link at beforehand), removed when the build ends, whether it succeeded or not.
+    let work = tempfile::Builder::new()
+        .prefix(".work.")
+        .tempdir_in(&opts.out_dir)
+        .map_err(io_error(&opts.out_dir))?;
 
     let mut role_images: BTreeMap<&'static str, PathBuf> = BTreeMap::new();
     for layer in &plan.roles {
         let key = role_key(layer.role);
-        let path = work.0.join(format!("{key}.img"));
+        let path = work.path().join(format!("{key}.img"));
         let role_plan = plan.common.then(&layer.plan);
-        apply::customize(&v.base.path, &path, &role_plan)?;
+        apply::customize_with_mode(&v.base.path, &path, &role_plan, IMAGE_MODE)?;
         role_images.insert(key, path);
     }
 
@@ -46,7 +45,7 @@ pub(super) fn apply(
             continue;
         };
         let out = opts.out_dir.join(format!("{}.img", node.name));
-        let done = apply::customize(role_img, &out, &node.plan)?;
+        let done = apply::customize_with_mode(role_img, &out, &node.plan, IMAGE_MODE)?;
         let sha256 = source::sha256_file(&out)?;
         report.nodes.push(BuiltNode {
             name: node.name.clone(),
