@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::artifacts::{self, ArtifactKind, FetchedArtifact, Release};
-use crate::inspect::facts::RootFiles;
+use crate::fs::RootFiles;
 use crate::payload_files::{self, SwapOffOp};
 use crate::plan::{Content, Owner, Plan, RootOp};
 
@@ -312,7 +312,7 @@ pub fn add_payload(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inspect::facts::tests::MemFiles;
+    use crate::fs::root_files::tests::MemFiles;
 
     #[test]
     fn missing_packages_from_dpkg_status() {

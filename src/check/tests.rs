@@ -1,6 +1,6 @@
 use super::*;
 use crate::bootcfg;
-use crate::inspect::facts::tests::LinkFiles;
+use crate::fs::root_files::tests::LinkFiles;
 use crate::payload_files::{self, SwapOffOp};
 
 const BOOKWORM_CMDLINE: &str = "console=serial0,115200 console=tty1 root=PARTUUID=5a7e0b1c-02 \
@@ -150,7 +150,7 @@ fn ids(items: &[CheckItem], status: Status) -> Vec<&'static str> {
 #[test]
 fn upstream_image_lists_what_is_missing() {
     let items = run(&upstream(), &upstream_boot());
-    let text = render_text(&items);
+    let text = crate::text::check(&items);
     assert_eq!(
         ids(&items, Status::Fail),
         vec![
@@ -219,7 +219,7 @@ fn upstream_image_lists_what_is_missing() {
 fn prepared_image_passes() {
     let (fs, boot) = prepared();
     let items = run(&fs, &boot);
-    let text = render_text(&items);
+    let text = crate::text::check(&items);
     assert_eq!(ids(&items, Status::Fail), Vec::<&str>::new(), "{text}");
     assert_eq!(ids(&items, Status::Warn), Vec::<&str>::new(), "{text}");
     assert!(exit_ok(&items));
@@ -244,12 +244,12 @@ fn prepared_image_passes() {
 fn only(fs: LinkFiles, boot: BootFiles, id: &str, status: Status) -> CheckItem {
     let items = run(&fs, &boot);
     let bad: Vec<&CheckItem> = items.iter().filter(|i| i.status != Status::Pass).collect();
-    assert_eq!(bad.len(), 1, "{}", render_text(&items));
+    assert_eq!(bad.len(), 1, "{}", crate::text::check(&items));
     assert_eq!(
         (bad[0].id, bad[0].status),
         (id, status),
         "{}",
-        render_text(&items)
+        crate::text::check(&items)
     );
     bad[0].clone()
 }
@@ -691,7 +691,7 @@ fn text_and_json() {
         item("b-long", "a longer title", Status::Fail, "broken", "/y"),
     ];
     assert_eq!(
-        render_text(&items),
+        crate::text::check(&items),
         "PASS  short           fine [/x]\n\
          FAIL  a longer title  broken [/y]\n\
          1 passed, 0 warnings, 1 failed\n"
