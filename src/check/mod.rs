@@ -20,13 +20,16 @@ use serde::Serialize;
 use crate::fs::RootFiles;
 use crate::inspect::facts::{self, SwapMechanism};
 
-#[cfg(test)]
-use identity::pi5_kernel;
 use identity::{identity, pi5_pages};
 pub use image::check_image;
 use os::{arch, cgroups, kernel_modules, swap, sysctls};
 use runtime::{cgroup_driver, containerd, kubelet};
 use tools::{cloud_config_packages, tools};
+#[cfg(test)]
+use {
+    identity::pi5_kernel,
+    runtime::{systemd_cgroup_for_runc, yaml_values},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]

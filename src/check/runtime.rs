@@ -10,7 +10,7 @@ use crate::spec::yaml::{self, Item, Kind};
 /// Whether `text` (containerd's config.toml) sets `SystemdCgroup = true` in a runc options
 /// table (any table whose path names `runc` and `options`, for config versions 2 and 3).
 /// `Err` with the parser's message when the file is not valid TOML.
-fn systemd_cgroup_for_runc(text: &str) -> Result<bool, String> {
+pub(super) fn systemd_cgroup_for_runc(text: &str) -> Result<bool, String> {
     fn walk(table: &toml::Table, path: &mut Vec<String>) -> bool {
         table.iter().any(|(k, v)| match v {
             toml::Value::Table(t) => {

@@ -108,7 +108,7 @@ pub(crate) mod tests {
     /// An in-memory root filesystem with directories and symlinks, resolved like the ext4
     /// reader: absolute targets inside the tree, intermediate links always followed, the last
     /// component followed by `read`/`list` but not by `exists`/`read_link`.
-    #[derive(Default)]
+    #[derive(Clone, Default)]
     pub(crate) struct LinkFiles {
         files: BTreeMap<String, Vec<u8>>,
         links: BTreeMap<String, String>,

@@ -442,6 +442,43 @@ mod tests {
     }
 
     #[test]
+    fn cloud_cfg_files_are_read_as_yaml() {
+        let fs = MemFiles::with(&[
+            ("/usr/bin/cloud-init", "#!/bin/sh"),
+            // Block lists, a comment that mentions a seed, a seed outside NoCloud.
+            (
+                "/etc/cloud/cloud.cfg",
+                "# seedfrom: file:///nowhere/\ndatasource_list:\n  - NoCloud\n  - None\n\
+                 datasource:\n  Ec2:\n    seedfrom: file:///ec2/\n",
+            ),
+            // Not YAML: skipped, as cloud-init skips it.
+            (
+                "/etc/cloud/cloud.cfg.d/10_broken.cfg",
+                "datasource: {NoCloud: {fs_label: x}\n",
+            ),
+            // Later files win.
+            (
+                "/etc/cloud/cloud.cfg.d/90_seed.cfg",
+                "datasource:\n  NoCloud:\n    seedfrom: \"file:///boot/firmware/\"\n",
+            ),
+        ]);
+        let c = cloud_init(&fs, Some("/boot/firmware"), None).unwrap();
+        assert_eq!(c.datasource_list.as_deref(), Some("[NoCloud, None]"));
+        assert_eq!(c.seed_dir.as_deref(), Some("/boot/firmware"));
+        assert!(c.seed_on_boot_partition);
+        assert_eq!(
+            c.configured_in,
+            ["/etc/cloud/cloud.cfg", "/etc/cloud/cloud.cfg.d/90_seed.cfg"]
+        );
+        // Only the comment and the Ec2 seed: no NoCloud seed.
+        let only_base = MemFiles::with(&[(
+            "/etc/cloud/cloud.cfg",
+            "# seedfrom: file:///nowhere/\ndatasource:\n  Ec2:\n    seedfrom: file:///ec2/\n",
+        )]);
+        assert_eq!(cloud_init(&only_base, None, None).unwrap().seed_dir, None);
+    }
+
+    #[test]
     fn swap_mechanisms() {
         let fs = MemFiles::with(&[
             ("/etc/dphys-swapfile", "CONF_SWAPSIZE=512\n"),
