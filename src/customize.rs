@@ -69,16 +69,8 @@ pub fn run(raw: &Path, out: &Path, plan: &Plan) -> Result<Applied, CustomizeErro
     Ok(apply::customize(raw, out, plan)?)
 }
 
-/// Where artifacts come from, for [`node_payload`] and `piforge fetch`.
-#[derive(Debug, Clone)]
-pub struct ArtifactSource {
-    pub dir: Option<std::path::PathBuf>,
-    pub lock: std::path::PathBuf,
-    pub allow_unpinned: bool,
-    pub mirror: Option<String>,
-    pub update: bool,
-    pub cache_dir: std::path::PathBuf,
-}
+// Where artifacts come from now lives in `artifacts`; re-exported for existing callers.
+pub use crate::artifacts::{release_artifacts, ArtifactSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadSetupError {
@@ -96,28 +88,6 @@ impl From<crate::artifacts::Error> for PayloadSetupError {
     fn from(e: crate::artifacts::Error) -> Self {
         PayloadSetupError::Artifacts(Box::new(e))
     }
-}
-
-/// The release artifacts: from the offline directory, else the cache (downloading what is
-/// missing). Returns them with the warnings to show (unpinned digests recorded, ...).
-pub fn release_artifacts(
-    release: &crate::artifacts::Release,
-    src: &ArtifactSource,
-    progress: Option<crate::artifacts::ProgressFn<'_>>,
-) -> Result<(Vec<crate::artifacts::FetchedArtifact>, Vec<String>), PayloadSetupError> {
-    let arts = match &src.dir {
-        Some(dir) => crate::artifacts::from_dir(release, dir, &src.lock, src.allow_unpinned)?,
-        None => {
-            let mut o = crate::artifacts::FetchOptions::new(&src.cache_dir, &src.lock);
-            o.mirror = src.mirror.clone();
-            o.update = src.update;
-            o.allow_unpinned = src.allow_unpinned;
-            o.progress = progress;
-            crate::artifacts::fetch(release, &o)?
-        }
-    };
-    let warnings = arts.iter().filter_map(|a| a.warning()).collect();
-    Ok((arts, warnings))
 }
 
 /// Adds the Kubernetes node payload to a plan, reading which OS packages the base lacks from

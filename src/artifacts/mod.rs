@@ -25,6 +25,7 @@ mod error;
 mod fetch;
 mod lock;
 mod offline;
+mod origin;
 mod unpack;
 
 pub use catalog::{ArtifactKind, ArtifactSpec, Catalog, ChecksumKind, Release};
@@ -35,6 +36,7 @@ pub use fetch::{
 };
 pub use lock::{Lock, LockEntry, LOCK_HEADER};
 pub use offline::{from_dir, from_dir_artifacts};
+pub use origin::{release_artifacts, ArtifactSource};
 pub use unpack::{for_each_tar_entry, tar_entries, TarEntry, TarEntryKind};
 
 use std::path::Path;

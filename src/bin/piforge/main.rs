@@ -155,12 +155,12 @@ fn artifact_source(
     a: &ArtifactArgs,
     update: bool,
     cache_dir: Option<std::path::PathBuf>,
-) -> Result<customize::ArtifactSource> {
+) -> Result<artifacts::ArtifactSource> {
     let cache_dir = match cache_dir {
         Some(d) => d,
         None => source::cache_dir()?,
     };
-    Ok(customize::ArtifactSource {
+    Ok(artifacts::ArtifactSource {
         dir: a.artifacts.clone(),
         lock: a.lock.clone(),
         allow_unpinned: a.allow_unpinned,
@@ -173,10 +173,10 @@ fn artifact_source(
 /// The release artifacts, with progress bars on a terminal and warnings on stderr.
 fn release_artifacts(
     release: &artifacts::Release,
-    src: &customize::ArtifactSource,
+    src: &artifacts::ArtifactSource,
 ) -> Result<Vec<artifacts::FetchedArtifact>> {
     let bars = progress_bars();
-    let (arts, warnings) = customize::release_artifacts(release, src, bars.as_deref())?;
+    let (arts, warnings) = artifacts::release_artifacts(release, src, bars.as_deref())?;
     for w in warnings {
         eprintln!("piforge: warning: {w}");
     }
