@@ -1,8 +1,12 @@
 //! `piforge check`: does an image hold what a kubeadm node needs (PI-FACTS.md, "What a kubeadm
 //! node on a Pi needs")? A static check of the image's files, before any card is flashed.
 //!
-//! Pure: the root filesystem is read through [`RootFiles`] and the boot partition's few files
-//! are passed in as text, so every rule is tested on in-memory trees.
+//! The rules are pure: the root filesystem is read through [`RootFiles`] and the boot
+//! partition's few files are passed in as text, so every rule is tested on in-memory trees.
+//! [`check_image`] reads them from an image. By topic: `os` (64-bit userland, cgroups, swap,
+//! modules, sysctls), `tools` (kubeadm's preflight tools), `runtime` (containerd, runc, CNI,
+//! crictl, kubelet and its configuration), `identity` (per-node ids, the Pi 5 kernel).
+//! The text form of the result is [`crate::text::check`].
 
 mod identity;
 mod image;
