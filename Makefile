@@ -22,6 +22,8 @@ fixtures: deps
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
+	# The library builds without the binary's dependencies (clap, indicatif, ctrlc).
+	$(CARGO) check --release --lib --no-default-features
 
 test: fixtures
 	PIFORGE_FIXTURES=$(FIXTURES) $(CARGO) test --release --lib --bins --tests

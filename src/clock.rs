@@ -27,26 +27,22 @@ pub struct Civil {
     pub second: u32,
 }
 
-/// Converts seconds since 1970 to a UTC calendar date (Howard Hinnant's civil_from_days).
+/// Converts seconds since 1970 to a UTC calendar date, through the `time` crate. Epochs
+/// outside years -9999..=9999 (which `time` cannot represent) are clamped to those ends.
 pub fn civil(epoch: i64) -> Civil {
-    let days = epoch.div_euclid(86_400);
-    let secs = epoch.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    use time::OffsetDateTime;
+    let t = OffsetDateTime::from_unix_timestamp(epoch).unwrap_or(if epoch < 0 {
+        time::PrimitiveDateTime::MIN.assume_utc()
+    } else {
+        time::PrimitiveDateTime::MAX.assume_utc()
+    });
     Civil {
-        year,
-        month,
-        day,
-        hour: (secs / 3600) as u32,
-        minute: (secs % 3600 / 60) as u32,
-        second: (secs % 60) as u32,
+        year: i64::from(t.year()),
+        month: u32::from(u8::from(t.month())),
+        day: u32::from(t.day()),
+        hour: u32::from(t.hour()),
+        minute: u32::from(t.minute()),
+        second: u32::from(t.second()),
     }
 }
 
@@ -65,5 +61,10 @@ mod tests {
             (2000, 2, 29, 12, 34, 56)
         );
         assert_eq!(civil(0).year, 1970);
+        // Before 1970, and the ends `time` can represent.
+        let c = civil(-1);
+        assert_eq!((c.year, c.month, c.day, c.second), (1969, 12, 31, 59));
+        assert_eq!(civil(i64::MAX).year, 9999);
+        assert_eq!(civil(i64::MIN).year, -9999);
     }
 }

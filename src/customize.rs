@@ -1,11 +1,31 @@
-//! `piforge customize`: turn command-line options into a [`Plan`], then apply it.
+//! `piforge customize`: turn [`CustomizeOptions`] into a [`Plan`], then apply it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::apply::{self, Applied, ApplyError};
 use crate::bootcfg;
-use crate::cli::CustomizeArgs;
 use crate::plan::{self, Grow, Plan, PlanError, RootOp};
+
+/// What to change in an image, as the options of `piforge customize` give it (the binary
+/// builds this from its command line; nothing here knows about clap). Every field is checked
+/// by [`plan_from_options`], with messages naming the option.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomizeOptions {
+    /// Trees copied into the root filesystem (`--root-overlay`).
+    pub root_overlays: Vec<PathBuf>,
+    /// Trees whose files are copied into the boot partition (`--boot-overlay`).
+    pub boot_overlays: Vec<PathBuf>,
+    /// Kernel command-line tokens to add (`--cmdline-add`).
+    pub cmdline_add: Vec<String>,
+    /// Kernel command-line tokens (or keys) to remove (`--cmdline-remove`).
+    pub cmdline_remove: Vec<String>,
+    /// `KEY=VALUE` config.txt settings (`--config`).
+    pub config: Vec<String>,
+    /// Paths removed from the root filesystem (`--rm`).
+    pub remove: Vec<String>,
+    /// `auto`, `off` or a size for the root partition (`--grow`).
+    pub grow: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CustomizeError {
@@ -22,17 +42,17 @@ pub enum CustomizeError {
 }
 
 /// Builds the plan the options describe (no image is touched).
-pub fn plan_from_args(a: &CustomizeArgs, epoch: i64) -> Result<Plan, CustomizeError> {
+pub fn plan_from_options(a: &CustomizeOptions, epoch: i64) -> Result<Plan, CustomizeError> {
     let mut p = Plan::new(epoch);
     p.grow = a.grow.parse::<Grow>().map_err(CustomizeError::Grow)?;
     for r in &a.remove {
         let path = plan::check_image_path(r).map_err(CustomizeError::Remove)?;
         p.root.push(RootOp::Remove { path });
     }
-    for d in &a.root_overlay {
+    for d in &a.root_overlays {
         plan::add_root_overlay(&mut p, d)?;
     }
-    for d in &a.boot_overlay {
+    for d in &a.boot_overlays {
         plan::add_boot_overlay(&mut p, d)?;
     }
     p.cmdline_add = a.cmdline_add.clone();

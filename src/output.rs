@@ -1,6 +1,6 @@
 //! Writing outputs: sparse copies, and files that appear under their final name only when
-//! whole (a temporary name in the same directory, renamed at the end; removed on error, on
-//! Ctrl-C and on SIGTERM).
+//! whole (a temporary name in the same directory, renamed at the end; removed on error, and
+//! on Ctrl-C and SIGTERM by the binary's handler calling [`cleanup_pending`]).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -14,17 +14,18 @@ fn pending() -> &'static Mutex<Vec<PathBuf>> {
     P.get_or_init(|| Mutex::new(Vec::new()))
 }
 
-/// Installs the Ctrl-C / SIGTERM handler that removes temporary outputs and exits 130.
-/// Call once from the binary; the library works without it.
-pub fn install_interrupt_cleanup() {
-    let _ = ctrlc::set_handler(|| {
-        let list = pending().lock().unwrap_or_else(|p| p.into_inner());
-        for p in list.iter() {
-            let _ = fs::remove_file(p);
-        }
-        eprintln!("piforge: interrupted; no output was written");
-        std::process::exit(130);
-    });
+/// Removes every temporary output still being written; returns how many there were.
+/// For the binary's Ctrl-C / SIGTERM handler, which then exits. The registry's lock stays
+/// held (and is leaked) afterwards, so that no new temporary file appears between the
+/// cleanup and the exit: [`AtomicFile::create`] blocks instead.
+pub fn cleanup_pending() -> usize {
+    let list = pending().lock().unwrap_or_else(|p| p.into_inner());
+    for p in list.iter() {
+        let _ = fs::remove_file(p);
+    }
+    let n = list.len();
+    std::mem::forget(list);
+    n
 }
 
 /// A file being written under a temporary name beside its final path.

@@ -8,6 +8,8 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::size::human_whole;
+
 /// The file in an overlay's top directory that lists mode and owner exceptions.
 pub const ATTRS_FILE: &str = ".piforge-attrs";
 
@@ -133,22 +135,7 @@ impl std::str::FromStr for Grow {
     }
 }
 
-/// Parses `123`, `512K`, `100M`, `4G`, `1T` (binary units; an optional trailing `iB`/`B`).
-pub fn parse_size(s: &str) -> Option<u64> {
-    let t = s.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
-    let (num, mul) = match t.chars().last()? {
-        'K' | 'k' => (&t[..t.len() - 1], 1u64 << 10),
-        'M' | 'm' => (&t[..t.len() - 1], 1 << 20),
-        'G' | 'g' => (&t[..t.len() - 1], 1 << 30),
-        'T' | 't' => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    num.trim().parse::<u64>().ok()?.checked_mul(mul)
-}
+pub use crate::size::parse_size;
 
 /// Everything one customization changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -407,16 +394,6 @@ fn walk(base: &Path, rel: &str, out: &mut Vec<WalkEntry>) -> Result<(), (PathBuf
     Ok(())
 }
 
-fn human(n: u64) -> String {
-    if n >= 10 << 20 {
-        format!("{} MiB", n >> 20)
-    } else if n >= 10 << 10 {
-        format!("{} KiB", n >> 10)
-    } else {
-        format!("{n} B")
-    }
-}
-
 impl fmt::Display for Plan {
     /// The `--dry-run` listing: one change per line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -434,7 +411,7 @@ impl fmt::Display for Plan {
                 } => writeln!(
                     f,
                     "root  write    {path}  {}  {:04o} {}:{}",
-                    human(content.len()),
+                    human_whole(content.len()),
                     owner.mode,
                     owner.uid,
                     owner.gid
@@ -448,7 +425,7 @@ impl fmt::Display for Plan {
         for op in &self.boot {
             match op {
                 BootOp::Write { path, content } => {
-                    writeln!(f, "boot  write    {path}  {}", human(content.len()))?
+                    writeln!(f, "boot  write    {path}  {}", human_whole(content.len()))?
                 }
                 BootOp::Remove { path } => writeln!(f, "boot  remove   {path}")?,
             }

@@ -3,9 +3,10 @@
 //! mismatches, HTTP errors, `update`, and offline builds from a directory.
 
 use piforge::artifacts::{
-    fetch, fetch_artifacts, from_dir, tar_entries, ArtifactSpec, Catalog, Error, FetchOptions,
-    Lock, Pin, Release, TarEntryKind,
+    fetch, fetch_artifacts, from_dir, tar_entries, Catalog, Error, FetchOptions, Lock, Pin,
+    Release, TarEntryKind,
 };
+use piforge::progress::{Progress, Task};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -455,6 +456,40 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Records download progress as `(file name, bytes done, total when known)`, and which
+/// downloads finished.
+#[derive(Default)]
+struct ProgressLog {
+    totals: Mutex<HashMap<String, Option<u64>>>,
+    calls: Mutex<Vec<(String, u64, Option<u64>)>>,
+    finished: Mutex<Vec<String>>,
+}
+
+impl Progress for ProgressLog {
+    fn begin(&self, task: Task<'_>, total: Option<u64>) {
+        self.totals
+            .lock()
+            .unwrap()
+            .insert(task.label().to_string(), total);
+    }
+    fn advance(&self, task: Task<'_>, done: u64) {
+        let total = self
+            .totals
+            .lock()
+            .unwrap()
+            .get(task.label())
+            .copied()
+            .flatten();
+        self.calls
+            .lock()
+            .unwrap()
+            .push((task.label().to_string(), done, total));
+    }
+    fn finish(&self, task: Task<'_>) {
+        self.finished.lock().unwrap().push(task.label().to_string());
+    }
+}
+
 // ---------------------------------------------------------------- tests
 
 #[test]
@@ -463,13 +498,7 @@ fn first_fetch_pins_upstream_digests_and_the_second_uses_the_cache() {
     let rel = release(CATALOG);
     let stand = StandIns::serve(&server, &rel);
     let dir = tempfile::tempdir().unwrap();
-    let progress_calls = Mutex::new(Vec::<(String, u64, Option<u64>)>::new());
-    let hook = |s: &ArtifactSpec, done: u64, total: Option<u64>| {
-        progress_calls
-            .lock()
-            .unwrap()
-            .push((s.name.clone(), done, total));
-    };
+    let hook = ProgressLog::default();
     let mut o = opts(&server, dir.path());
     o.allow_unpinned = true; // the flannel manifest has no upstream checksum
     o.progress = Some(&hook);
@@ -497,10 +526,16 @@ fn first_fetch_pins_upstream_digests_and_the_second_uses_the_cache() {
     assert!(
         flannel_warning.contains("unpinned, recorded") && flannel_warning.contains(&got[5].sha256)
     );
-    // Progress ends at the full size of each artifact.
-    let calls = progress_calls.lock().unwrap().clone();
+    // Progress ends at the full size of each artifact, and each download is finished.
+    let calls = hook.calls.lock().unwrap().clone();
     let last_kubeadm = calls.iter().rev().find(|c| c.0 == "kubeadm").unwrap();
     assert_eq!((last_kubeadm.1, last_kubeadm.2), (300_000, Some(300_000)));
+    let finished = hook.finished.lock().unwrap().clone();
+    let mut files: Vec<String> = got.iter().map(|a| a.spec.file_name.clone()).collect();
+    files.sort();
+    let mut finished_sorted = finished.clone();
+    finished_sorted.sort();
+    assert_eq!(finished_sorted, files);
 
     // The lock: header, every upstream URL (not the mirror) with its digest and size,
     // entries sorted by name.

@@ -1,6 +1,7 @@
 //! Parsing upstream checksum files.
 
 use super::ChecksumKind;
+use crate::digest::{parse_sha256, sum_lines};
 
 /// The SHA-256 (lowercase hex) that a checksum file gives for `file_name`, or `None`.
 ///
@@ -9,35 +10,25 @@ use super::ChecksumKind;
 /// - [`ChecksumKind::Sha256sum`]: `sha256sum` lines, `<hex>  <name>` or `<hex> *<name>`;
 ///   the line whose name (without a leading `./` or directories) is `file_name`.
 ///   A digest is never guessed from a line for another file.
+///
+/// The lines are read by [`crate::digest::sum_lines`], as for input images.
 pub fn parse_checksum(text: &str, kind: ChecksumKind, file_name: &str) -> Option<String> {
-    let names_us = |name: &str| {
-        let name = name.trim_start_matches('*');
-        name.rsplit('/').next() == Some(file_name)
-    };
-    let digest = |token: &str| {
-        (token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| token.to_ascii_lowercase())
-    };
+    let names_us = |name: &str| name.rsplit('/').next() == Some(file_name);
+    let lines = sum_lines(text);
     match kind {
         ChecksumKind::Bare => {
-            let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
-            let mut tokens = line.split_whitespace();
-            let hex = digest(tokens.next()?)?;
-            match tokens.next() {
+            let line = lines.first()?;
+            let hex = parse_sha256(line.digest)?;
+            match line.file {
                 None => Some(hex),
-                Some(name) if names_us(name) && tokens.next().is_none() => Some(hex),
+                Some(name) if names_us(name) => Some(hex),
                 Some(_) => None,
             }
         }
-        ChecksumKind::Sha256sum => text.lines().find_map(|line| {
-            let (hex, name) = line.trim().split_once(char::is_whitespace)?;
-            let name = name.trim();
-            if names_us(name) {
-                digest(hex)
-            } else {
-                None
-            }
-        }),
+        ChecksumKind::Sha256sum => lines
+            .iter()
+            .filter(|l| l.file.is_some_and(names_us))
+            .find_map(|l| parse_sha256(l.digest)),
     }
 }
 

@@ -17,9 +17,12 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Progress hook: `(artifact, bytes done, total bytes if known)`. Called often during a
-/// download (after every buffer), never for a cache hit.
-pub type ProgressFn<'a> = &'a (dyn Fn(&ArtifactSpec, u64, Option<u64>) + Sync);
+use crate::progress::{Progress, Task};
+
+/// Where download progress goes: [`Task::Download`] with the artifact's file name, begun for
+/// every attempt, advanced after every buffer, finished once the file is verified and in the
+/// cache; never called for a cache hit.
+pub type ProgressFn<'a> = &'a dyn Progress;
 
 /// How [`fetch`] works. Build with [`FetchOptions::new`] and set the public fields.
 #[derive(Clone)]
@@ -305,6 +308,9 @@ fn fetch_one(
             let path = cache.object(&actual);
             std::fs::rename(&part, &path)
                 .map_err(|e| Error::io("cannot move the download into the cache", &path, e))?;
+            if let Some(p) = opts.progress {
+                p.finish(Task::Download(&spec.file_name));
+            }
             (path, actual, size)
         }
     };
@@ -487,7 +493,8 @@ fn download(
             }
         };
         if let Some(p) = opts.progress {
-            p(spec, done, total);
+            p.begin(Task::Download(&spec.file_name), total);
+            p.advance(Task::Download(&spec.file_name), done);
         }
         let mut body = resp.into_reader();
         loop {
@@ -506,7 +513,7 @@ fn download(
                 .map_err(|e| io_err("cannot write", e))?;
             done += n as u64;
             if let Some(p) = opts.progress {
-                p(spec, done, total);
+                p.advance(Task::Download(&spec.file_name), done);
             }
         }
         file.sync_all().map_err(|e| io_err("cannot write", e))?;

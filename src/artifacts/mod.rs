@@ -40,37 +40,17 @@ pub use offline::{check_dir_artifacts, from_dir, from_dir_artifacts};
 pub use sources::{fetch_image, ArtifactSource};
 pub use unpack::{for_each_tar_entry, tar_entries, TarEntry, TarEntryKind};
 
-use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::path::Path;
 
-/// Size of the I/O buffer used for hashing and downloading (see STYLE.md).
+pub(crate) use crate::digest::is_sha256_hex;
+
+/// Size of the I/O buffer used for downloading (see STYLE.md).
 pub(crate) const BUF_SIZE: usize = 256 * 1024;
 
 /// SHA-256 (lowercase hex) and size of the file at `path`.
 pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; BUF_SIZE];
-    let mut size = 0u64;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("cannot read", path, e)),
-        };
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), size))
-}
-
-/// True for a SHA-256 digest in the form the lock and the cache use: 64 lowercase hex digits.
-pub(crate) fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    let file = std::fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+    crate::digest::sha256_reader(file).map_err(|e| Error::io("cannot read", path, e))
 }
 
 #[cfg(test)]

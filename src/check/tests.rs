@@ -1,6 +1,6 @@
 use super::*;
 use crate::bootcfg;
-use crate::inspect::facts::tests::LinkFiles;
+use crate::fs::root_files::tests::LinkFiles;
 use crate::payload_files::{self, SwapOffOp};
 
 const BOOKWORM_CMDLINE: &str = "console=serial0,115200 console=tty1 root=PARTUUID=5a7e0b1c-02 \
@@ -150,7 +150,7 @@ fn ids(items: &[CheckItem], status: Status) -> Vec<&'static str> {
 #[test]
 fn upstream_image_lists_what_is_missing() {
     let items = run(&upstream(), &upstream_boot());
-    let text = render_text(&items);
+    let text = crate::text::check(&items);
     assert_eq!(
         ids(&items, Status::Fail),
         vec![
@@ -219,7 +219,7 @@ fn upstream_image_lists_what_is_missing() {
 fn prepared_image_passes() {
     let (fs, boot) = prepared();
     let items = run(&fs, &boot);
-    let text = render_text(&items);
+    let text = crate::text::check(&items);
     assert_eq!(ids(&items, Status::Fail), Vec::<&str>::new(), "{text}");
     assert_eq!(ids(&items, Status::Warn), Vec::<&str>::new(), "{text}");
     assert!(exit_ok(&items));
@@ -244,12 +244,12 @@ fn prepared_image_passes() {
 fn only(fs: LinkFiles, boot: BootFiles, id: &str, status: Status) -> CheckItem {
     let items = run(&fs, &boot);
     let bad: Vec<&CheckItem> = items.iter().filter(|i| i.status != Status::Pass).collect();
-    assert_eq!(bad.len(), 1, "{}", render_text(&items));
+    assert_eq!(bad.len(), 1, "{}", crate::text::check(&items));
     assert_eq!(
         (bad[0].id, bad[0].status),
         (id, status),
         "{}",
-        render_text(&items)
+        crate::text::check(&items)
     );
     bad[0].clone()
 }
@@ -691,7 +691,7 @@ fn text_and_json() {
         item("b-long", "a longer title", Status::Fail, "broken", "/y"),
     ];
     assert_eq!(
-        render_text(&items),
+        crate::text::check(&items),
         "PASS  short           fine [/x]\n\
          FAIL  a longer title  broken [/y]\n\
          1 passed, 0 warnings, 1 failed\n"
@@ -702,4 +702,83 @@ fn text_and_json() {
     assert_eq!(j["status"], "fail");
     assert_eq!(j["id"], "b-long");
     assert_eq!(j["looked_at"], "/y");
+}
+
+#[test]
+fn containerd_config_is_read_as_toml() {
+    // Both shipped configurations (containerd 2.x and 1.7) pass.
+    for f in [
+        payload_files::CONTAINERD_CONFIG_V3,
+        payload_files::CONTAINERD_CONFIG_V2,
+    ] {
+        let text = payload_files::render(f.text(), &[("PAUSE_IMAGE", "p:1")]).unwrap();
+        assert_eq!(systemd_cgroup_for_runc(&text), Ok(true), "{}", f.path);
+    }
+    // Dotted keys and inline tables say the same as a table header.
+    let dotted = "version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]\n\
+                  options.SystemdCgroup = true\n";
+    assert_eq!(systemd_cgroup_for_runc(dotted), Ok(true));
+    let inline = "[plugins.x.runtimes.runc]\noptions = { SystemdCgroup = true }\n";
+    assert_eq!(systemd_cgroup_for_runc(inline), Ok(true));
+    // Not in runc's options, a string instead of a boolean, or only in a comment: not set.
+    for text in [
+        "[plugins.x.runtimes.crun.options]\nSystemdCgroup = true\n",
+        "[plugins.x.runtimes.runc.options]\nSystemdCgroup = \"true\"\n",
+        "[plugins.x.runtimes.runc.options]\n# SystemdCgroup = true\n",
+        "[plugins.x.runtimes.runc]\nSystemdCgroup = true\n",
+    ] {
+        assert_eq!(systemd_cgroup_for_runc(text), Ok(false), "{text}");
+    }
+
+    // A file containerd cannot parse fails, saying so.
+    let (fs, boot) = prepared();
+    let cfg = "/etc/containerd/config.toml";
+    let broken = "[plugins.x.runtimes.runc.options]\nSystemdCgroup = true\nSystemdCgroup = true\n";
+    let i = only(
+        fs.file(cfg, broken),
+        boot,
+        "containerd-config",
+        Status::Fail,
+    );
+    assert!(i.reason.starts_with("not valid TOML ("), "{}", i.reason);
+}
+
+#[test]
+fn kubelet_configuration_is_read_as_yaml() {
+    let multi = "kind: InitConfiguration\nnodeRegistration:\n  kubeletExtraArgs: []\n---\n\
+                 kind: KubeletConfiguration\ncgroupDriver: \"systemd\"  # quoted\n\
+                 nested:\n  failSwapOn: false\n---\n";
+    assert_eq!(yaml_values(multi, "cgroupDriver").unwrap(), ["systemd"]);
+    assert_eq!(yaml_values(multi, "failSwapOn").unwrap(), ["false"]);
+    // A block scalar that mentions the key is text, not a setting.
+    let text = "kind: X\nnote: |\n  cgroupDriver: cgroupfs\n";
+    assert!(yaml_values(text, "cgroupDriver").unwrap().is_empty());
+    let bad = yaml_values("kind: [unclosed\n", "cgroupDriver").unwrap_err();
+    assert!(bad.starts_with("line "), "{bad}");
+
+    let (fs, boot) = prepared();
+    let fs = fs.file("/etc/piforge/kubeadm.yaml", "kind: [unclosed\n");
+    let i = only(fs, boot, "cgroup-driver", Status::Warn);
+    assert!(i.reason.starts_with("not valid YAML ("), "{}", i.reason);
+}
+
+#[test]
+fn crictl_endpoint_is_read_as_yaml() {
+    let (fs, boot) = prepared();
+    let quoted = "runtime-endpoint: \"unix:///run/containerd/containerd.sock\"\ntimeout: 10\n";
+    let items = run(&fs.clone().file("/etc/crictl.yaml", quoted), &boot);
+    assert_eq!(get(&items, "crictl-config").status, Status::Pass);
+    // Only the top-level key counts; a file that is not YAML names no endpoint.
+    for text in [
+        "x:\n  runtime-endpoint: unix:///run/containerd/containerd.sock\n",
+        "runtime-endpoint: [unix:///run/containerd/containerd.sock\n",
+    ] {
+        let i = only(
+            fs.clone().file("/etc/crictl.yaml", text),
+            boot.clone(),
+            "crictl-config",
+            Status::Warn,
+        );
+        assert!(i.reason.starts_with("no runtime-endpoint"), "{}", i.reason);
+    }
 }

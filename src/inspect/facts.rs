@@ -3,28 +3,8 @@
 
 use serde::Serialize;
 
-/// Read access to a root filesystem (paths absolute; symlinks followed inside the filesystem).
-pub trait RootFiles {
-    /// The file's bytes, `Ok(None)` when it does not exist.
-    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String>;
-    /// Whether anything (file, directory, symlink, even dangling) exists at `path`.
-    fn exists(&self, path: &str) -> Result<bool, String>;
-    /// Names in a directory, sorted; empty when it does not exist.
-    fn list(&self, dir: &str) -> Result<Vec<String>, String>;
-
-    /// The target of the symlink `path` (its last component not followed), `Ok(None)` when
-    /// `path` is not a symlink or does not exist. The default knows no symlinks; readers that
-    /// can tell should override it (systemd masks are symlinks to `/dev/null`).
-    fn read_link(&self, _path: &str) -> Result<Option<String>, String> {
-        Ok(None)
-    }
-
-    fn read_string(&self, path: &str) -> Result<Option<String>, String> {
-        Ok(self
-            .read(path)?
-            .map(|b| String::from_utf8_lossy(&b).into_owned()))
-    }
-}
+pub use crate::fs::RootFiles;
+use crate::spec::yaml::{self, Item, Kind};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct OsRelease {
@@ -107,25 +87,41 @@ pub fn cloud_init(
         let Some(text) = fs.read_string(f)? else {
             continue;
         };
+        // A file that is not YAML is skipped, as cloud-init skips it (with a warning).
+        let Ok(Some(doc)) = yaml::parse(&text) else {
+            continue;
+        };
         let mut said = false;
-        for line in text.lines() {
-            let l = line.split('#').next().unwrap_or("").trim();
-            if let Some(v) = yaml_scalar(l, "seedfrom") {
-                if let Some(dir) = v.strip_prefix("file://") {
-                    let dir = dir.trim_end_matches('/');
-                    seed_dir = Some(if dir.is_empty() {
-                        "/".into()
-                    } else {
-                        dir.into()
-                    });
+        for (key, value) in entries(&doc) {
+            match key {
+                "datasource_list" => {
+                    datasource_list = Some(flow_text(value));
                     said = true;
                 }
-            } else if let Some(v) = yaml_scalar(l, "fs_label") {
-                seed_dir = Some(format!("LABEL={v}"));
-                said = true;
-            } else if let Some(v) = yaml_scalar(l, "datasource_list") {
-                datasource_list = Some(v);
-                said = true;
+                "datasource" => {
+                    let nocloud = entries(value).filter(|(k, _)| *k == "NoCloud");
+                    for (k, v) in nocloud.flat_map(|(_, v)| entries(v)) {
+                        match (k, v.as_str()) {
+                            ("seedfrom", Some(v)) => {
+                                if let Some(dir) = v.strip_prefix("file://") {
+                                    let dir = dir.trim_end_matches('/');
+                                    seed_dir = Some(if dir.is_empty() {
+                                        "/".into()
+                                    } else {
+                                        dir.into()
+                                    });
+                                    said = true;
+                                }
+                            }
+                            ("fs_label", Some(v)) if !v.is_empty() => {
+                                seed_dir = Some(format!("LABEL={v}"));
+                                said = true;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         if said {
@@ -148,22 +144,30 @@ pub fn cloud_init(
     })
 }
 
-/// `key: value` on one line (also inside a flow mapping such as `{ NoCloud: { seedfrom: x } }`).
-fn yaml_scalar(line: &str, key: &str) -> Option<String> {
-    let at = line.find(&format!("{key}:"))?;
-    if at > 0 {
-        let before = line.as_bytes()[at - 1];
-        if before.is_ascii_alphanumeric() || before == b'_' {
-            return None;
+/// The entries of a mapping with scalar keys, in order (nothing for anything else).
+fn entries(item: &Item) -> impl Iterator<Item = (&str, &Item)> {
+    let list: &[(Item, Item)] = match &item.kind {
+        Kind::Map(e) => e,
+        _ => &[],
+    };
+    list.iter().filter_map(|(k, v)| Some((k.as_str()?, v)))
+}
+
+/// A value as one line: a scalar's text, a list as `[a, b]`, a mapping as `{k: v}`.
+fn flow_text(item: &Item) -> String {
+    match &item.kind {
+        Kind::Scalar(s) => s.text.clone(),
+        Kind::Seq(items) => {
+            let parts: Vec<String> = items.iter().map(flow_text).collect();
+            format!("[{}]", parts.join(", "))
         }
-    }
-    let v = line[at + key.len() + 1..].trim();
-    let v = v.trim_end_matches(['}', ' ', ',']).trim();
-    let v = v.trim_matches('"').trim_matches('\'').to_string();
-    if v.is_empty() {
-        None
-    } else {
-        Some(v)
+        Kind::Map(e) => {
+            let parts: Vec<String> = e
+                .iter()
+                .map(|(k, v)| format!("{}: {}", flow_text(k), flow_text(v)))
+                .collect();
+            format!("{{{}}}", parts.join(", "))
+        }
     }
 }
 
@@ -342,188 +346,9 @@ pub fn machine_id(fs: &dyn RootFiles) -> Result<String, String> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-
-    /// An in-memory root filesystem.
-    #[derive(Default)]
-    pub(crate) struct MemFiles(pub BTreeMap<String, Vec<u8>>);
-
-    impl MemFiles {
-        pub(crate) fn with(files: &[(&str, &str)]) -> Self {
-            MemFiles(
-                files
-                    .iter()
-                    .map(|(p, c)| (p.to_string(), c.as_bytes().to_vec()))
-                    .collect(),
-            )
-        }
-    }
-
-    impl RootFiles for MemFiles {
-        fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
-            Ok(self.0.get(path).cloned())
-        }
-        fn exists(&self, path: &str) -> Result<bool, String> {
-            let dir = format!("{}/", path.trim_end_matches('/'));
-            Ok(self.0.contains_key(path) || self.0.keys().any(|k| k.starts_with(&dir)))
-        }
-        fn list(&self, dir: &str) -> Result<Vec<String>, String> {
-            let pre = format!("{}/", dir.trim_end_matches('/'));
-            let mut v: Vec<String> = self
-                .0
-                .keys()
-                .filter_map(|k| k.strip_prefix(&pre))
-                .map(|r| r.split('/').next().unwrap_or(r).to_string())
-                .collect();
-            v.dedup();
-            Ok(v)
-        }
-    }
-
-    /// An in-memory root filesystem with directories and symlinks, resolved like the ext4
-    /// reader: absolute targets inside the tree, intermediate links always followed, the last
-    /// component followed by `read`/`list` but not by `exists`/`read_link`.
-    #[derive(Default)]
-    pub(crate) struct LinkFiles {
-        files: BTreeMap<String, Vec<u8>>,
-        links: BTreeMap<String, String>,
-        dirs: std::collections::BTreeSet<String>,
-    }
-
-    impl LinkFiles {
-        pub(crate) fn new() -> Self {
-            Self::default()
-        }
-        pub(crate) fn file(mut self, path: &str, content: &str) -> Self {
-            self.links.remove(path);
-            self.files.insert(path.into(), content.as_bytes().to_vec());
-            self
-        }
-        pub(crate) fn link(mut self, path: &str, target: &str) -> Self {
-            self.files.remove(path);
-            self.links.insert(path.into(), target.into());
-            self
-        }
-        pub(crate) fn dir(mut self, path: &str) -> Self {
-            self.dirs.insert(path.trim_end_matches('/').into());
-            self
-        }
-        pub(crate) fn remove(mut self, path: &str) -> Self {
-            self.files.remove(path);
-            self.links.remove(path);
-            self
-        }
-
-        fn resolve(&self, path: &str, follow_last: bool) -> Option<String> {
-            let mut todo: Vec<String> = path.split('/').rev().map(String::from).collect();
-            let mut cur: Vec<String> = Vec::new();
-            let mut hops = 0;
-            while let Some(c) = todo.pop() {
-                match c.as_str() {
-                    "" | "." => continue,
-                    ".." => {
-                        cur.pop();
-                        continue;
-                    }
-                    _ => {}
-                }
-                let here = if cur.is_empty() {
-                    format!("/{c}")
-                } else {
-                    format!("/{}/{c}", cur.join("/"))
-                };
-                let last = todo.iter().all(|t| t.is_empty() || t == ".");
-                match self.links.get(&here) {
-                    Some(t) if !last || follow_last => {
-                        hops += 1;
-                        if hops > 40 {
-                            return None;
-                        }
-                        if t.starts_with('/') {
-                            cur.clear();
-                        }
-                        todo.extend(t.split('/').rev().map(String::from));
-                    }
-                    _ => cur.push(c),
-                }
-            }
-            Some(format!("/{}", cur.join("/")))
-        }
-
-        fn is_dir(&self, p: &str) -> bool {
-            let pre = format!("{}/", p.trim_end_matches('/'));
-            p == "/"
-                || self.dirs.contains(p)
-                || self
-                    .files
-                    .keys()
-                    .chain(self.links.keys())
-                    .chain(self.dirs.iter())
-                    .any(|k| k.starts_with(&pre))
-        }
-    }
-
-    impl RootFiles for LinkFiles {
-        fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
-            Ok(self
-                .resolve(path, true)
-                .and_then(|p| self.files.get(&p).cloned()))
-        }
-        fn exists(&self, path: &str) -> Result<bool, String> {
-            Ok(self.resolve(path, false).is_some_and(|p| {
-                self.files.contains_key(&p) || self.links.contains_key(&p) || self.is_dir(&p)
-            }))
-        }
-        fn list(&self, dir: &str) -> Result<Vec<String>, String> {
-            let Some(d) = self.resolve(dir, true) else {
-                return Ok(Vec::new());
-            };
-            let pre = format!("{}/", d.trim_end_matches('/'));
-            let mut v: Vec<String> = self
-                .files
-                .keys()
-                .chain(self.links.keys())
-                .chain(self.dirs.iter())
-                .filter_map(|k| k.strip_prefix(&pre))
-                .map(|r| r.split('/').next().unwrap_or(r).to_string())
-                .collect();
-            v.sort();
-            v.dedup();
-            Ok(v)
-        }
-        fn read_link(&self, path: &str) -> Result<Option<String>, String> {
-            Ok(self
-                .resolve(path, false)
-                .and_then(|p| self.links.get(&p).cloned()))
-        }
-    }
-
-    #[test]
-    fn link_files_resolve_like_ext4() {
-        let fs = LinkFiles::new()
-            .file("/usr/lib/x/a", "A")
-            .link("/lib", "usr/lib")
-            .link("/etc/alt", "/lib/x/a")
-            .link("/etc/rel", "../usr/lib/x/a")
-            .link("/etc/null", "/dev/null")
-            .dir("/dev");
-        assert_eq!(fs.read("/lib/x/a").unwrap().unwrap(), b"A");
-        assert_eq!(fs.read("/etc/alt").unwrap().unwrap(), b"A");
-        assert_eq!(fs.read("/etc/rel").unwrap().unwrap(), b"A");
-        assert_eq!(fs.read("/etc/null").unwrap(), None);
-        assert!(fs.exists("/etc/null").unwrap());
-        assert!(fs.exists("/dev").unwrap());
-        assert!(!fs.exists("/dev/null").unwrap());
-        assert_eq!(
-            fs.read_link("/etc/null").unwrap().as_deref(),
-            Some("/dev/null")
-        );
-        assert_eq!(fs.read_link("/lib/x/a").unwrap(), None);
-        assert_eq!(fs.list("/lib").unwrap(), vec!["x"]);
-        assert_eq!(fs.list("/etc").unwrap(), vec!["alt", "null", "rel"]);
-    }
+    use crate::fs::root_files::tests::{LinkFiles, MemFiles};
 
     #[test]
     fn masked_dphys_swapfile_is_off() {
@@ -614,6 +439,43 @@ pub(crate) mod tests {
         let c = cloud_init(&MemFiles::default(), None, None).unwrap();
         assert!(!c.installed);
         assert_eq!(c.seed_dir, None);
+    }
+
+    #[test]
+    fn cloud_cfg_files_are_read_as_yaml() {
+        let fs = MemFiles::with(&[
+            ("/usr/bin/cloud-init", "#!/bin/sh"),
+            // Block lists, a comment that mentions a seed, a seed outside NoCloud.
+            (
+                "/etc/cloud/cloud.cfg",
+                "# seedfrom: file:///nowhere/\ndatasource_list:\n  - NoCloud\n  - None\n\
+                 datasource:\n  Ec2:\n    seedfrom: file:///ec2/\n",
+            ),
+            // Not YAML: skipped, as cloud-init skips it.
+            (
+                "/etc/cloud/cloud.cfg.d/10_broken.cfg",
+                "datasource: {NoCloud: {fs_label: x}\n",
+            ),
+            // Later files win.
+            (
+                "/etc/cloud/cloud.cfg.d/90_seed.cfg",
+                "datasource:\n  NoCloud:\n    seedfrom: \"file:///boot/firmware/\"\n",
+            ),
+        ]);
+        let c = cloud_init(&fs, Some("/boot/firmware"), None).unwrap();
+        assert_eq!(c.datasource_list.as_deref(), Some("[NoCloud, None]"));
+        assert_eq!(c.seed_dir.as_deref(), Some("/boot/firmware"));
+        assert!(c.seed_on_boot_partition);
+        assert_eq!(
+            c.configured_in,
+            ["/etc/cloud/cloud.cfg", "/etc/cloud/cloud.cfg.d/90_seed.cfg"]
+        );
+        // Only the comment and the Ec2 seed: no NoCloud seed.
+        let only_base = MemFiles::with(&[(
+            "/etc/cloud/cloud.cfg",
+            "# seedfrom: file:///nowhere/\ndatasource:\n  Ec2:\n    seedfrom: file:///ec2/\n",
+        )]);
+        assert_eq!(cloud_init(&only_base, None, None).unwrap().seed_dir, None);
     }
 
     #[test]

@@ -6,9 +6,9 @@ use serde::Serialize;
 
 use super::facts::{self, CloudInit, FstabEntry, OsRelease, RootFiles, Swap};
 use crate::disk::{self, DiskLayout, Partition, Slice};
-use crate::fs::ext4::Ext4Error;
 use crate::fs::ext4::{Ext4, OpenMode};
 use crate::fs::fat::FatVolume;
+use crate::fs::Ext4Files;
 use crate::source::{self, SourceImage};
 
 #[derive(Debug, thiserror::Error)]
@@ -88,43 +88,6 @@ pub struct Report {
     pub machine_id: String,
     pub ext4_features: Vec<String>,
     pub free_bytes: FreeBytes,
-}
-
-/// Root-filesystem reads through libext2fs.
-pub struct Ext4Files<'a>(pub &'a Ext4);
-
-impl RootFiles for Ext4Files<'_> {
-    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
-        match self.0.read_file(path) {
-            Ok(b) => Ok(Some(b)),
-            Err(Ext4Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-    fn exists(&self, path: &str) -> Result<bool, String> {
-        Ok(self.0.stat(path).map_err(|e| e.to_string())?.is_some())
-    }
-    fn read_link(&self, path: &str) -> Result<Option<String>, String> {
-        match self.0.stat(path).map_err(|e| e.to_string())? {
-            Some(st) if st.kind == crate::fs::ext4::FileKind::Symlink => {
-                self.0.read_link(path).map(Some).map_err(|e| e.to_string())
-            }
-            _ => Ok(None),
-        }
-    }
-    fn list(&self, dir: &str) -> Result<Vec<String>, String> {
-        match self.0.read_dir(dir) {
-            Ok(entries) => {
-                let mut v: Vec<String> = entries.into_iter().map(|e| e.name).collect();
-                v.sort();
-                Ok(v)
-            }
-            Err(Ext4Error::NotFound { .. }) | Err(Ext4Error::NotADirectory { .. }) => {
-                Ok(Vec::new())
-            }
-            Err(e) => Err(e.to_string()),
-        }
-    }
 }
 
 fn describe(layout: &DiskLayout) -> String {
@@ -258,150 +221,4 @@ pub fn inspect(input: &Path, img: &SourceImage) -> Result<Report, InspectError> 
             root: info.free_blocks * u64::from(info.block_size),
         },
     })
-}
-
-fn human(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
-
-impl Report {
-    /// The human-readable form.
-    pub fn to_text(&self) -> String {
-        use std::fmt::Write;
-        let mut s = String::new();
-        let i = &self.input;
-        let _ = writeln!(
-            s,
-            "image        {} ({}{})",
-            i.path,
-            i.format,
-            if i.verified { ", sha256 verified" } else { "" }
-        );
-        let _ = writeln!(
-            s,
-            "sha256       {}",
-            i.sha256.as_deref().unwrap_or("(not computed)")
-        );
-        let _ = writeln!(
-            s,
-            "size         {} ({})",
-            i.image_bytes,
-            human(i.image_bytes)
-        );
-        let os = self.os.as_ref();
-        let _ = writeln!(
-            s,
-            "os           {}",
-            os.and_then(|o| o.pretty_name.clone())
-                .unwrap_or_else(|| "unknown".into())
-        );
-        let _ = writeln!(s, "table        {}, disk id {}", self.scheme, self.disk_id);
-        let _ = writeln!(s, "partitions");
-        for p in &self.partitions {
-            let role = if p.index == self.boot_partition {
-                "  boot"
-            } else if p.index == self.root_partition {
-                "  root"
-            } else {
-                ""
-            };
-            let _ = writeln!(
-                s,
-                "  {}  start {:>11}  size {:>11} ({:>9})  type {:<8} {:<6} label {}{}",
-                p.index,
-                p.start_bytes,
-                p.size_bytes,
-                human(p.size_bytes),
-                p.type_id,
-                p.filesystem.to_string(),
-                p.label.as_deref().unwrap_or("-"),
-                role
-            );
-        }
-        let _ = writeln!(
-            s,
-            "cmdline      {}",
-            self.cmdline.as_deref().unwrap_or("(no cmdline.txt)")
-        );
-        let ci = &self.cloud_init;
-        let _ = writeln!(
-            s,
-            "cloud-init   {}{}",
-            if ci.installed {
-                "installed"
-            } else {
-                "not installed"
-            },
-            match &ci.seed_dir {
-                Some(d) => format!(
-                    ", NoCloud seed in {d}{}",
-                    if ci.seed_on_boot_partition {
-                        " (boot partition)"
-                    } else {
-                        ""
-                    }
-                ),
-                None => String::new(),
-            }
-        );
-        let _ = writeln!(
-            s,
-            "swap         {} ({}): {}",
-            serde_json::to_value(&self.swap.mechanism)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            if self.swap.active { "active" } else { "off" },
-            self.swap.detail
-        );
-        let _ = writeln!(s, "machine-id   {}", self.machine_id);
-        let _ = writeln!(s, "ext4         {}", self.ext4_features.join(" "));
-        let _ = writeln!(
-            s,
-            "free         boot {}, root {}",
-            human(self.free_bytes.boot),
-            human(self.free_bytes.root)
-        );
-        s
-    }
-}
-
-/// The kubeadm-readiness check of a raw image (see [`crate::check`]).
-pub fn check_image(raw: &Path) -> Result<Vec<crate::check::CheckItem>, InspectError> {
-    let (_, boot_p, root_p) = layout_of(raw)?;
-    let f = File::open(raw).map_err(|source| InspectError::Io {
-        path: raw.display().to_string(),
-        source,
-    })?;
-    let vol = FatVolume::open(
-        disk::ReadOnly(Slice::new(f, boot_p.start_bytes, boot_p.size_bytes)),
-        0,
-    )
-    .map_err(|e| InspectError::Fs(format!("boot partition: {e}")))?;
-    let text = |name: &str| -> Result<Option<String>, InspectError> {
-        Ok(vol
-            .read_file(name)
-            .map_err(|e| InspectError::Fs(format!("boot partition: {e}")))?
-            .map(|b| String::from_utf8_lossy(&b).into_owned()))
-    };
-    let boot = crate::check::BootFiles {
-        cmdline: text("cmdline.txt")?,
-        config: text("config.txt")?,
-        user_data: text("user-data")?,
-    };
-    let fs = Ext4::open(raw, root_p.start_bytes, OpenMode::ReadOnly)
-        .map_err(|e| InspectError::Fs(format!("root partition: {e}")))?;
-    crate::check::check(&Ext4Files(&fs), &boot)
-        .map_err(|e| InspectError::Fs(format!("root partition: {e}")))
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::artifacts::{self, ArtifactKind, ArtifactName, FetchedArtifact, Release};
-use crate::inspect::facts::RootFiles;
+use crate::fs::RootFiles;
 use crate::payload_files::{self, SwapOffOp};
 use crate::plan::{Content, Owner, Plan, RootOp};
 
@@ -413,7 +413,7 @@ pub fn node_payload(
     let (_, _, root) = crate::inspect::layout_of(raw)?;
     let fs =
         crate::fs::ext4::Ext4::open(raw, root.start_bytes, crate::fs::ext4::OpenMode::ReadOnly)?;
-    let base = base_facts(&crate::inspect::Ext4Files(&fs))?;
+    let base = base_facts(&crate::fs::Ext4Files(&fs))?;
     drop(fs);
     add_payload(plan, release, arts, &base, opts)?;
     Ok(())
@@ -422,7 +422,7 @@ pub fn node_payload(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inspect::facts::tests::MemFiles;
+    use crate::fs::root_files::tests::MemFiles;
 
     #[test]
     fn missing_packages_from_dpkg_status() {

@@ -1,13 +1,14 @@
 //! SHA-256 of the input, and where the expected digest comes from.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
-use super::progress::{Phase, ProgressHook, ProgressReader};
-use super::{SourceError, BUF_SIZE};
+use super::progress::{InputError, ProgressReader};
+use super::SourceError;
+use crate::digest::{parse_sha256, sha256_reader, sum_lines};
+use crate::progress::{Progress, Task};
 
 /// The SHA-256 of a file, as 64 lowercase hex digits.
 pub fn sha256_file(path: impl AsRef<Path>) -> Result<String, SourceError> {
@@ -16,7 +17,7 @@ pub fn sha256_file(path: impl AsRef<Path>) -> Result<String, SourceError> {
 
 pub(crate) fn sha256_with_progress(
     path: &Path,
-    hook: Option<ProgressHook>,
+    progress: Option<Arc<dyn Progress>>,
 ) -> Result<String, SourceError> {
     let read_error = |err: io::Error| SourceError::Read {
         path: path.to_path_buf(),
@@ -24,22 +25,13 @@ pub(crate) fn sha256_with_progress(
     };
     let file = File::open(path).map_err(read_error)?;
     let total = file.metadata().map_err(read_error)?.len();
-    let mut reader = ProgressReader::new(file, hook, Phase::Checksum, total);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; BUF_SIZE];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(read_error(
-                    super::progress::InputError::unwrap_from(e).unwrap_or_else(|e| e),
-                ))
-            }
-        }
+    let reader = ProgressReader::new(file, progress.clone(), Task::Checksum, total);
+    let (digest, _) = sha256_reader(reader)
+        .map_err(|e| read_error(InputError::unwrap_from(e).unwrap_or_else(|e| e)))?;
+    if let Some(p) = &progress {
+        p.finish(Task::Checksum);
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(digest)
 }
 
 /// An expected digest and where it was found, for messages ("--sha256", "/x/SHA256SUMS").
@@ -52,14 +44,10 @@ pub struct Expected {
 /// Checks that `value` is a SHA-256 digest and returns it in lowercase.
 pub(crate) fn parse_digest(value: &str, from: &str) -> Result<String, SourceError> {
     let v = value.trim();
-    if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(v.to_ascii_lowercase())
-    } else {
-        Err(SourceError::BadDigest {
-            from: from.to_string(),
-            value: v.to_string(),
-        })
-    }
+    parse_sha256(v).ok_or_else(|| SourceError::BadDigest {
+        from: from.to_string(),
+        value: v.to_string(),
+    })
 }
 
 /// The expected digest of `input`: from the user if given, else from `INPUT.sha256`, else from
@@ -86,23 +74,20 @@ pub(crate) fn expected_digest(
     if let Some(text) = read_if_exists(&sibling)? {
         let from = sibling.display().to_string();
         let lines = sum_lines(&text);
-        let chosen = match lines
-            .iter()
-            .find(|(_, file)| file.is_none_or(|f| f == name))
-        {
+        let chosen = match lines.iter().find(|l| l.file.is_none_or(|f| f == name)) {
             Some(line) => Some(line),
             // One line naming another file: the input was renamed; the sibling is still its sum.
             None if lines.len() == 1 => lines.first(),
             None => None,
         };
-        let Some((digest, _)) = chosen else {
+        let Some(line) = chosen else {
             return Err(SourceError::BadDigest {
                 from,
                 value: text.trim().chars().take(80).collect(),
             });
         };
         return Ok(Some(Expected {
-            digest: parse_digest(digest, &from)?,
+            digest: parse_digest(line.digest, &from)?,
             from,
         }));
     }
@@ -110,12 +95,9 @@ pub(crate) fn expected_digest(
     let sums = dir.join("SHA256SUMS");
     if let Some(text) = read_if_exists(&sums)? {
         let from = sums.display().to_string();
-        if let Some((digest, _)) = sum_lines(&text)
-            .into_iter()
-            .find(|(_, file)| *file == Some(name))
-        {
+        if let Some(line) = sum_lines(&text).into_iter().find(|l| l.file == Some(name)) {
             return Ok(Some(Expected {
-                digest: parse_digest(digest, &from)?,
+                digest: parse_digest(line.digest, &from)?,
                 from,
             }));
         }
@@ -134,41 +116,9 @@ fn read_if_exists(path: &Path) -> Result<Option<String>, SourceError> {
     }
 }
 
-/// The lines of a `sha256sum` listing: `hex  name`, `hex *name` (binary mode) or a bare `hex`.
-/// The name is given without the `*` and without a leading `./`.
-fn sum_lines(text: &str) -> Vec<(&str, Option<&str>)> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|line| match line.split_once(char::is_whitespace) {
-            None => (line, None),
-            Some((digest, rest)) => {
-                let file = rest.trim_start();
-                let file = file.strip_prefix('*').unwrap_or(file);
-                let file = file.strip_prefix("./").unwrap_or(file);
-                (digest, Some(file).filter(|f| !f.is_empty()))
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sum_lines_formats() {
-        let text = "ABC  a.img.xz\n\ndef *b.img\n# comment\n0123\n999 ./c.img\n";
-        assert_eq!(
-            sum_lines(text),
-            [
-                ("ABC", Some("a.img.xz")),
-                ("def", Some("b.img")),
-                ("0123", None),
-                ("999", Some("c.img"))
-            ]
-        );
-    }
 
     #[test]
     fn digests_must_be_64_hex_digits() {

@@ -2,7 +2,7 @@
 //! once into a cache of raw images.
 //!
 //! The reading side is a chain of small `Read` adapters, each unaware of the others:
-//! input file -> [`ProgressReader`] (counts bytes, reports to a hook) -> [`decoder`] (xz, zstd,
+//! input file -> [`ProgressReader`] (counts bytes, reports to a [`Progress`]) -> [`decoder`] (xz, zstd,
 //! gzip, zip entry) -> sparse, atomic writer into the cache.
 
 mod cache;
@@ -16,13 +16,15 @@ mod tests;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use cache::cache_dir;
 pub use checksum::sha256_file;
 pub use decode::{decoder, XzReader, ZipEntryReader, ZipProblem};
 pub use detect::{detect, Format, MAGIC_LEN};
-pub use progress::{Phase, Progress, ProgressHook, ProgressReader};
+pub use progress::ProgressReader;
 
+use crate::progress::{Progress, Task};
 use cache::FillError;
 use progress::InputError;
 
@@ -93,19 +95,31 @@ pub enum SourceError {
 }
 
 /// How to open an input.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct OpenOptions {
     /// The expected SHA-256 of the input file (`--sha256 HEX`). When absent, `INPUT.sha256` or a
     /// `SHA256SUMS` beside the input is used if present.
     pub sha256: Option<String>,
     /// The cache directory; defaults to [`cache_dir()`].
     pub cache_dir: Option<PathBuf>,
-    /// Told how much of the input has been read, while checksumming and while decompressing.
-    /// The caller decides whether to draw anything (e.g. only when stderr is a terminal).
-    pub progress: Option<ProgressHook>,
+    /// Told how much of the input has been read, while checksumming ([`Task::Checksum`]) and
+    /// while decompressing ([`Task::Decompress`]). The caller decides whether to draw anything
+    /// (e.g. only when stderr is a terminal).
+    pub progress: Option<Arc<dyn Progress>>,
     /// Do not hash a raw input that has no expected digest (`input_sha256` is then `None`):
     /// commands that only read the image skip a full pass over a multi-GiB file.
     pub skip_raw_digest: bool,
+}
+
+impl std::fmt::Debug for OpenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenOptions")
+            .field("sha256", &self.sha256)
+            .field("cache_dir", &self.cache_dir)
+            .field("progress", &self.progress.is_some())
+            .field("skip_raw_digest", &self.skip_raw_digest)
+            .finish()
+    }
 }
 
 /// An input, ready to read as a raw disk image.
@@ -203,7 +217,7 @@ pub fn open_image(input: &Path, opts: &OpenOptions) -> Result<SourceImage, Sourc
     }
 
     let file = File::open(input).map_err(read_error)?;
-    let counted = ProgressReader::new(file, opts.progress.clone(), Phase::Decompress, meta.len());
+    let counted = ProgressReader::new(file, opts.progress.clone(), Task::Decompress, meta.len());
     let mut decoded = open_decoder(input, format, counted)?;
     let cache_error = |err: io::Error| SourceError::Cache {
         path: dest.clone(),
@@ -216,6 +230,9 @@ pub fn open_image(input: &Path, opts: &OpenOptions) -> Result<SourceImage, Sourc
             FillError::Rejected(e) => e,
         },
     )?;
+    if let Some(p) = &opts.progress {
+        p.finish(Task::Decompress);
+    }
     Ok(image(dest, size, false))
 }
 

@@ -1,74 +1,46 @@
 //! A `Read` adapter that reports how much of the input has been consumed.
 //!
-//! It knows nothing of decoders or terminals: the caller passes a hook and decides whether to
-//! draw anything (for example only when stderr is a terminal).
+//! It knows nothing of decoders or terminals: the caller passes a [`Progress`] and decides
+//! whether to draw anything (for example only when stderr is a terminal).
 
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-/// Which pass over the input a [`Progress`] report is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Computing the SHA-256 of the input.
-    Checksum,
-    /// Decompressing the input into the cache.
-    Decompress,
-}
-
-/// One progress report: `done` of `total` input bytes consumed in `phase`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Progress {
-    pub phase: Phase,
-    pub done: u64,
-    pub total: u64,
-}
-
-/// A progress callback, called after every read from the input (every 256 KiB or so).
-/// To drive an `indicatif::ProgressBar`: `Arc::new(move |p| { bar.set_length(p.total); bar.set_position(p.done) })`.
-#[derive(Clone)]
-pub struct ProgressHook(pub Arc<dyn Fn(Progress) + Send + Sync>);
-
-impl ProgressHook {
-    pub fn new(f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
-        ProgressHook(Arc::new(f))
-    }
-}
-
-impl fmt::Debug for ProgressHook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ProgressHook(..)")
-    }
-}
+use crate::progress::{Progress, Task};
 
 /// Wraps the input file: counts the bytes read (and follows seeks), reports them to the hook,
 /// and marks I/O errors as the input's own, so that they are not mistaken for corrupt data.
+/// Reports `begin(task, total)` when made, and the position after every read; the caller
+/// reports `finish` once the whole step has succeeded.
 pub struct ProgressReader<R> {
     inner: R,
-    hook: Option<ProgressHook>,
-    phase: Phase,
+    progress: Option<Arc<dyn Progress>>,
+    task: Task<'static>,
     done: u64,
-    total: u64,
 }
 
 impl<R> ProgressReader<R> {
-    pub fn new(inner: R, hook: Option<ProgressHook>, phase: Phase, total: u64) -> Self {
+    pub fn new(
+        inner: R,
+        progress: Option<Arc<dyn Progress>>,
+        task: Task<'static>,
+        total: u64,
+    ) -> Self {
+        if let Some(p) = &progress {
+            p.begin(task, Some(total));
+        }
         ProgressReader {
             inner,
-            hook,
-            phase,
+            progress,
+            task,
             done: 0,
-            total,
         }
     }
 
     fn report(&self) {
-        if let Some(hook) = &self.hook {
-            (hook.0)(Progress {
-                phase: self.phase,
-                done: self.done,
-                total: self.total,
-            });
+        if let Some(p) = &self.progress {
+            p.advance(self.task, self.done);
         }
     }
 }
@@ -126,23 +98,23 @@ impl std::error::Error for InputError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::tests::Recorder;
     use std::io::Cursor;
-    use std::sync::Mutex;
 
     #[test]
     fn counts_reads_and_reports_them() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::clone(&seen);
-        let hook = ProgressHook::new(move |p| log.lock().map(|mut v| v.push(p.done)).unwrap_or(()));
+        let rec = Arc::new(Recorder::default());
         let mut r = ProgressReader::new(
             Cursor::new(vec![7u8; 10]),
-            Some(hook),
-            Phase::Decompress,
+            Some(rec.clone() as Arc<dyn Progress>),
+            Task::Decompress,
             10,
         );
         let mut buf = [0u8; 4];
         while r.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
-        assert_eq!(*seen.lock().unwrap(), [4, 8, 10, 10]);
+        let seen: Vec<u64> = rec.calls().iter().map(|c| c.2).collect();
+        assert_eq!(seen, [10, 4, 8, 10, 10]);
+        assert_eq!(rec.calls()[0].0, "begin");
         r.seek(SeekFrom::Start(3)).unwrap();
         assert_eq!(r.done, 3);
     }
@@ -155,7 +127,7 @@ mod tests {
                 Err(io::Error::from_raw_os_error(libc::EIO))
             }
         }
-        let e = ProgressReader::new(Failing, None, Phase::Checksum, 0)
+        let e = ProgressReader::new(Failing, None, Task::Checksum, 0)
             .read(&mut [0u8; 1])
             .unwrap_err();
         let inner = InputError::unwrap_from(e).unwrap();

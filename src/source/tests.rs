@@ -4,7 +4,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -430,18 +430,28 @@ fn progress_reports_both_passes() {
     c.sh("gzip os.img");
     let input = input.with_extension("img.gz");
     let total = fs::metadata(&input).unwrap().len();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = Arc::clone(&seen);
-    let hook = ProgressHook::new(move |p| log.lock().unwrap().push(p));
+    let rec = Arc::new(crate::progress::tests::Recorder::default());
     let opts = OpenOptions {
-        progress: Some(hook),
+        progress: Some(rec.clone()),
         ..c.opts()
     };
     open_image(&input, &opts).unwrap();
-    let seen = seen.lock().unwrap();
-    for phase in [Phase::Checksum, Phase::Decompress] {
-        let last = seen.iter().rev().find(|p| p.phase == phase).unwrap();
-        assert_eq!((last.done, last.total), (total, total), "{phase:?}");
+    let seen = rec.calls();
+    for phase in ["checksum", "decompress"] {
+        let begin = seen
+            .iter()
+            .find(|p| p.0 == "begin" && p.1 == phase)
+            .unwrap();
+        let last = seen
+            .iter()
+            .rev()
+            .find(|p| p.0 == "advance" && p.1 == phase)
+            .unwrap();
+        assert_eq!((last.2, begin.2), (total, total), "{phase:?}");
+        assert!(
+            seen.iter().any(|p| p.0 == "finish" && p.1 == phase),
+            "{phase:?}"
+        );
     }
 }
 

@@ -95,6 +95,22 @@ pub struct SyntaxError {
 /// comments or nothing).
 pub fn parse(text: &str) -> Result<Option<Item>, SyntaxError> {
     let mut builder = Builder::default();
+    feed(&mut builder, text)?;
+    Ok(builder.root)
+}
+
+/// Parses a stream of any number of documents (`---` between them), for reading files such
+/// as a multi-document kubeadm configuration. Empty documents are left out.
+pub fn parse_documents(text: &str) -> Result<Vec<Item>, SyntaxError> {
+    let mut builder = Builder {
+        many: true,
+        ..Builder::default()
+    };
+    feed(&mut builder, text)?;
+    Ok(builder.documents_done)
+}
+
+fn feed(builder: &mut Builder, text: &str) -> Result<(), SyntaxError> {
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| SyntaxError {
             pos: Pos {
@@ -105,7 +121,7 @@ pub fn parse(text: &str) -> Result<Option<Item>, SyntaxError> {
         })?;
         builder.event(event, &span)?;
     }
-    Ok(builder.root)
+    Ok(())
 }
 
 #[derive(Default)]
@@ -115,6 +131,9 @@ struct Builder {
     anchors: HashMap<usize, Item>,
     documents: usize,
     root: Option<Item>,
+    /// Accept several documents, collecting them in `documents_done`.
+    many: bool,
+    documents_done: Vec<Item>,
 }
 
 impl Builder {
@@ -123,7 +142,7 @@ impl Builder {
         match event {
             Event::DocumentStart(_) => {
                 self.documents += 1;
-                if self.documents > 1 {
+                if self.documents > 1 && !self.many {
                     return Err(SyntaxError {
                         pos,
                         message: "more than one YAML document (`---`): keep one document per file"
@@ -179,7 +198,12 @@ impl Builder {
                     self.finish(item, anchor);
                 }
             }
-            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
+            Event::DocumentEnd => {
+                if self.many {
+                    self.documents_done.extend(self.root.take());
+                }
+            }
+            Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
         }
         Ok(())
     }

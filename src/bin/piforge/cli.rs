@@ -1,4 +1,4 @@
-//! The command line (clap derive types only).
+//! The command line (clap derive types only; the binary turns them into library options).
 
 use std::path::PathBuf;
 

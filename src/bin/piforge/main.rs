@@ -1,23 +1,32 @@
 //! The piforge binary: parse the command line, call the library, turn errors into one line.
+//! clap (the command line), indicatif (progress bars) and ctrlc (interrupts) live here only;
+//! the library takes option structs and reports progress through [`piforge::progress`].
 
-use std::io::IsTerminal;
+mod cli;
+mod progress;
+
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use piforge::cli::{
+use cli::{
     ArtifactArgs, BuildArgs, CheckArgs, Cli, Command, CustomizeArgs, FetchArgs, InitArgs,
     InputArgs, InspectArgs,
 };
-use piforge::{artifacts, build, check, clock, customize, inspect, output, payload, source, spec};
+use piforge::progress::Progress;
+use piforge::{
+    artifacts, build, check, clock, customize, inspect, output, payload, source, spec, text,
+};
+use progress::Bars;
 
 fn main() -> ExitCode {
     // A bug must still end in one sentence, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("piforge: internal error (a bug, please report it): {info}");
     }));
-    output::install_interrupt_cleanup();
+    install_interrupt_cleanup();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(a) => cmd_inspect(a),
@@ -36,30 +45,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// A progress bar on stderr while the input is checksummed and decompressed, only on a terminal.
-fn progress_hook() -> Option<source::ProgressHook> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    Some(source::ProgressHook::new(move |p| {
-        bar.set_message(match p.phase {
-            source::Phase::Checksum => "checksum",
-            source::Phase::Decompress => "decompress",
-        });
-        bar.set_length(p.total);
-        bar.set_position(p.done);
-        if p.done >= p.total {
-            bar.finish_and_clear();
-        }
-    }))
+/// Removes half-written outputs on Ctrl-C and SIGTERM (ctrlc runs the handler on its own
+/// thread), then exits 130.
+fn install_interrupt_cleanup() {
+    let _ = ctrlc::set_handler(|| {
+        output::cleanup_pending();
+        eprintln!("piforge: interrupted; no output was written");
+        std::process::exit(130);
+    });
+}
+
+/// The progress reporter to pass down: bars on a terminal, nothing otherwise.
+fn progress_bars() -> Option<Arc<dyn Progress>> {
+    Bars::for_stderr().map(|b| b as Arc<dyn Progress>)
 }
 
 /// Opens an input; `hash_raw`: compute the digest of a raw input even when nothing is expected
@@ -68,7 +66,7 @@ fn open_input(a: &InputArgs, hash_raw: bool) -> Result<source::SourceImage> {
     let opts = source::OpenOptions {
         sha256: a.sha256.clone(),
         cache_dir: a.cache_dir.clone(),
-        progress: progress_hook(),
+        progress: progress_bars(),
         skip_raw_digest: !hash_raw,
     };
     Ok(source::open_image(&a.image, &opts)?)
@@ -81,7 +79,7 @@ fn cmd_inspect(a: InspectArgs) -> Result<ExitCode> {
         let s = serde_json::to_string_pretty(&report).context("encoding the report as JSON")?;
         println!("{s}");
     } else {
-        print!("{}", report.to_text());
+        print!("{}", text::inspect(&report));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -89,7 +87,7 @@ fn cmd_inspect(a: InspectArgs) -> Result<ExitCode> {
 fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
     let epoch = clock::build_epoch()?;
     // The plan is built (and every option checked) before the image is opened.
-    let plan = customize::plan_from_args(&a, epoch)?;
+    let plan = customize::plan_from_options(&customize_options(&a), epoch)?;
     if a.dry_run {
         print!("{plan}");
         return Ok(ExitCode::SUCCESS);
@@ -124,14 +122,27 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The library's options from the command line.
+fn customize_options(a: &CustomizeArgs) -> customize::CustomizeOptions {
+    customize::CustomizeOptions {
+        root_overlays: a.root_overlay.clone(),
+        boot_overlays: a.boot_overlay.clone(),
+        cmdline_add: a.cmdline_add.clone(),
+        cmdline_remove: a.cmdline_remove.clone(),
+        config: a.config.clone(),
+        remove: a.remove.clone(),
+        grow: a.grow.clone(),
+    }
+}
+
 fn cmd_check(a: CheckArgs) -> Result<ExitCode> {
     let img = open_input(&a.input, false)?;
-    let items = inspect::check_image(&img.path)?;
+    let items = check::check_image(&img.path)?;
     if a.json {
         let s = serde_json::to_string_pretty(&items).context("encoding the check as JSON")?;
         println!("{s}");
     } else {
-        print!("{}", check::render_text(&items));
+        print!("{}", text::check(&items));
     }
     Ok(if check::exit_ok(&items) {
         ExitCode::SUCCESS
@@ -164,59 +175,12 @@ fn release_artifacts(
     release: &artifacts::Release,
     src: &artifacts::ArtifactSource,
 ) -> Result<Vec<artifacts::FetchedArtifact>> {
-    let bars = ArtifactBars::new();
-    let hook = |s: &artifacts::ArtifactSpec, d, t| bars.update(s, d, t);
-    let (arts, warnings) = src.release_artifacts(release, bars.progress(&hook))?;
+    let bars = progress_bars();
+    let (arts, warnings) = src.release_artifacts(release, bars.as_deref())?;
     for w in warnings {
         eprintln!("piforge: warning: {w}");
     }
     Ok(arts)
-}
-
-/// Download progress bars on stderr, one per artifact, only on a terminal.
-struct ArtifactBars {
-    multi: Option<indicatif::MultiProgress>,
-    bars: std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
-}
-
-impl ArtifactBars {
-    fn new() -> ArtifactBars {
-        ArtifactBars {
-            multi: std::io::stderr()
-                .is_terminal()
-                .then(indicatif::MultiProgress::new),
-            bars: Default::default(),
-        }
-    }
-
-    /// The hook to pass down, when bars are drawn at all.
-    fn progress<'a>(
-        &self,
-        hook: &'a (dyn Fn(&artifacts::ArtifactSpec, u64, Option<u64>) + Sync),
-    ) -> Option<artifacts::ProgressFn<'a>> {
-        self.multi.as_ref().map(|_| hook)
-    }
-
-    fn update(&self, spec: &artifacts::ArtifactSpec, done: u64, total: Option<u64>) {
-        let Some(multi) = &self.multi else { return };
-        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
-        let bar = bars.entry(spec.file_name.clone()).or_insert_with(|| {
-            let b = multi.add(indicatif::ProgressBar::new(total.unwrap_or(0)));
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg:>40} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            b.set_message(spec.file_name.clone());
-            b
-        });
-        if let Some(t) = total {
-            bar.set_length(t);
-        }
-        bar.set_position(done);
-    }
 }
 
 fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
@@ -317,9 +281,8 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         println!("\n(dry run: nothing was written)");
         return Ok(ExitCode::SUCCESS);
     }
-    let bars = ArtifactBars::new();
-    let hook = |s: &artifacts::ArtifactSpec, d, t| bars.update(s, d, t);
-    let report = build::build(&opts, bars.progress(&hook))?;
+    let bars = progress_bars();
+    let report = build::build(&opts, bars.as_deref())?;
     for w in &report.warnings {
         eprintln!("piforge: warning: {w}");
     }

@@ -1,0 +1,130 @@
+//! What must differ between nodes (machine-id, ssh host keys) and the Pi 5 kernel choice.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------------
+// 9. per-node identity
+
+pub(super) fn identity(fs: &dyn RootFiles) -> Result<Vec<CheckItem>, String> {
+    let mut out = Vec::new();
+    const MID: &str = "/etc/machine-id";
+    let state = facts::machine_id(fs)?;
+    out.push(match state.as_str() {
+        "empty" | "uninitialized" => item(
+            "machine-id",
+            "machine-id not baked in",
+            Status::Pass,
+            format!("{state}: systemd makes a new one on first boot"),
+            MID,
+        ),
+        "missing" => item(
+            "machine-id",
+            "machine-id not baked in",
+            Status::Warn,
+            "missing: systemd makes one on first boot only if the root fs is writable then; ship it empty",
+            MID,
+        ),
+        _ => item(
+            "machine-id",
+            "machine-id not baked in",
+            Status::Fail,
+            "holds a fixed id: every node would share it (and its DHCP lease); empty it",
+            MID,
+        ),
+    });
+
+    let keys: Vec<String> = fs
+        .list("/etc/ssh")?
+        .into_iter()
+        .filter(|n| n.starts_with("ssh_host_"))
+        .collect();
+    out.push(if keys.is_empty() {
+        item(
+            "ssh-host-keys",
+            "no shared ssh host keys",
+            Status::Pass,
+            "no ssh host keys in the image",
+            "/etc/ssh/ssh_host_*",
+        )
+    } else {
+        item(
+            "ssh-host-keys",
+            "no shared ssh host keys",
+            Status::Fail,
+            format!("every node would share {}; remove them", join(&keys)),
+            "/etc/ssh/ssh_host_*",
+        )
+    });
+
+    const DBUS: &str = "/var/lib/dbus/machine-id";
+    out.push(if let Some(t) = fs.read_link(DBUS)? {
+        item("dbus-machine-id", "D-Bus machine-id", Status::Pass, format!("a symlink to {t}"), DBUS)
+    } else {
+        match fs.read(DBUS)? {
+            Some(b) if !b.iter().all(u8::is_ascii_whitespace) => item(
+                "dbus-machine-id",
+                "D-Bus machine-id",
+                Status::Warn,
+                "holds a fixed id that every node would share; remove it or link it to /etc/machine-id",
+                DBUS,
+            ),
+            Some(_) => item("dbus-machine-id", "D-Bus machine-id", Status::Pass, "empty", DBUS),
+            None => item("dbus-machine-id", "D-Bus machine-id", Status::Pass, "absent", DBUS),
+        }
+    });
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Pi 5 page size
+
+/// The `kernel=` setting a Pi 5 reads from config.txt: the last one under `[all]`, `[pi5]` or
+/// before any section (other model or conditional filters do not apply to every Pi 5 boot).
+pub(super) fn pi5_kernel(config: &str) -> Option<String> {
+    let mut applies = true;
+    let mut kernel = None;
+    for l in config_lines(config) {
+        if l.starts_with('[') && l.ends_with(']') {
+            applies = matches!(
+                l[1..l.len() - 1].trim().to_ascii_lowercase().as_str(),
+                "all" | "pi5"
+            );
+        } else if applies {
+            if let Some(v) = l.strip_prefix("kernel=") {
+                kernel = Some(v.trim().to_string());
+            }
+        }
+    }
+    kernel
+}
+
+pub(super) fn pi5_pages(config: Option<&str>) -> CheckItem {
+    const ID: &str = "pi5-page-size";
+    const TITLE: &str = "Pi 5 4K-page kernel";
+    const WHY: &str = "a Pi 5 boots the 16K-page kernel_2712.img, on which some container images \
+                       (jemalloc, some JITs) crash; add kernel=kernel8.img under [all] or [pi5]";
+    match config.map(pi5_kernel) {
+        None => item(
+            ID,
+            TITLE,
+            Status::Warn,
+            format!("no config.txt: {WHY}"),
+            "config.txt",
+        ),
+        Some(Some(k)) if k == "kernel8.img" => item(
+            ID,
+            TITLE,
+            Status::Pass,
+            "kernel=kernel8.img: 4K pages on a Pi 5",
+            "config.txt: kernel=",
+        ),
+        Some(Some(k)) => item(
+            ID,
+            TITLE,
+            Status::Warn,
+            format!("kernel={k}; {WHY}"),
+            "config.txt: kernel=",
+        ),
+        Some(None) => item(ID, TITLE, Status::Warn, WHY, "config.txt: kernel="),
+    }
+}

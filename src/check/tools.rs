@@ -1,0 +1,137 @@
+//! The tools kubeadm's preflight looks for on PATH, and the packages first boot installs.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------------
+// 6. tools
+
+/// Package names a cloud-config `user-data` installs on first boot (`packages:`).
+pub(super) fn cloud_config_packages(user_data: Option<&str>) -> Vec<String> {
+    let Some(text) = user_data else {
+        return Vec::new();
+    };
+    if !text.trim_start().starts_with("#cloud-config") {
+        return Vec::new();
+    }
+    let clean = |s: &str| -> Option<String> {
+        let s = s.trim().trim_start_matches('[').trim_end_matches(']');
+        let s = s
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches(['"', '\'']);
+        let s = s.split('=').next().unwrap_or("").trim();
+        (!s.is_empty()).then(|| s.to_string())
+    };
+    let mut out = Vec::new();
+    let mut in_list = false;
+    for line in text.lines() {
+        let l = match line.find(" #") {
+            Some(i) => &line[..i],
+            None => line,
+        };
+        if l.trim().is_empty() || l.trim_start().starts_with('#') {
+            continue;
+        }
+        let indent = l.len() - l.trim_start().len();
+        let t = l.trim();
+        if in_list {
+            if let Some(rest) = t.strip_prefix('-') {
+                out.extend(clean(rest));
+                continue;
+            }
+            if indent > 0 {
+                continue;
+            }
+            in_list = false;
+        }
+        if indent == 0 {
+            if let Some(rest) = t.strip_prefix("packages:") {
+                let rest = rest.trim();
+                if let Some(flow) = rest.strip_prefix('[') {
+                    // `[a, b, [c, 1.0]]`: names and (harmlessly) version strings
+                    out.extend(flow.split(',').filter_map(clean));
+                } else {
+                    in_list = true;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// (tool, Debian package, required by kubeadm's preflight). crictl is mandatory in kubeadm's
+/// preflight too; conntrack only for Kubernetes before 1.32.
+const TOOLS: [(&str, &str, bool); 11] = [
+    ("ip", "iproute2", true),
+    ("iptables", "iptables", true),
+    ("mount", "mount", true),
+    ("nsenter", "util-linux", true),
+    ("crictl", "cri-tools", true),
+    ("ebtables", "ebtables", false),
+    ("ethtool", "ethtool", false),
+    ("socat", "socat", false),
+    ("tc", "iproute2", false),
+    ("touch", "coreutils", false),
+    ("conntrack", "conntrack", false),
+];
+
+pub(super) fn tools(fs: &dyn RootFiles, packages: &[String]) -> Result<Vec<CheckItem>, String> {
+    let path = PATH.join(":");
+    let mut out = Vec::new();
+    for required in [true, false] {
+        let (id, title) = if required {
+            ("tools-required", "required tools on PATH")
+        } else {
+            ("tools-optional", "optional tools on PATH")
+        };
+        let mut absent = Vec::new();
+        let mut later = Vec::new();
+        let mut present = Vec::new();
+        for (tool, pkg, _) in TOOLS.iter().filter(|t| t.2 == required) {
+            if which(fs, tool)?.is_some() {
+                present.push(tool.to_string());
+            } else if packages.iter().any(|p| p == pkg || p == tool) {
+                later.push(format!("{tool} ({pkg})"));
+            } else {
+                absent.push(format!("{tool} ({pkg})"));
+            }
+        }
+        let later_note = || {
+            format!(
+                "{} installed on first boot (by cloud-init or piforge-packages.service; needs network)",
+                join(&later)
+            )
+        };
+        let it = if !absent.is_empty() {
+            let mut reason = format!("missing: {}", join(&absent));
+            if !later.is_empty() {
+                let _ = write!(reason, "; {}", later_note());
+            }
+            let status = if required { Status::Fail } else { Status::Warn };
+            item(id, title, status, reason, path.clone())
+        } else if !later.is_empty() {
+            item(
+                id,
+                title,
+                Status::Warn,
+                later_note(),
+                format!(
+                    "{path}, user-data packages, {}",
+                    crate::payload::FIRST_BOOT_PACKAGES
+                ),
+            )
+        } else {
+            item(
+                id,
+                title,
+                Status::Pass,
+                format!("found: {}", join(&present)),
+                path.clone(),
+            )
+        };
+        out.push(it);
+    }
+    Ok(out)
+}
