@@ -1,0 +1,233 @@
+//! [`Image`]: a disk image opened once, with its layout read once, handing out filesystem
+//! handles bounded to their partitions and owning every write to the partition table.
+
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::path::{Path, PathBuf};
+
+use super::grow::{self, GrowError};
+use super::io::{ReadOnly, Slice};
+use super::layout::{read_layout, DiskError, DiskLayout, Partition, Scheme};
+use super::mbr::Mbr;
+use crate::fs::ext4::{Ext4, Ext4Error, OpenMode, OpenOptions};
+use crate::fs::fat::{FatError, FatVolume};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("cannot open {path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("{path}: {source}")]
+    Disk { path: String, source: DiskError },
+    #[error("{path} has no FAT boot partition ({found})")]
+    NoBoot { path: String, found: String },
+    #[error("{path} has no ext4 root partition ({found})")]
+    NoRoot { path: String, found: String },
+    #[error("cannot write the partition table of {path}: {source}")]
+    Write { path: String, source: io::Error },
+    #[error("{path} is opened read-only, so its partition table cannot change")]
+    ReadOnly { path: String },
+    #[error("{path} has a GPT partition table; only an MBR has a 32-bit disk id")]
+    NotMbr { path: String },
+    #[error(transparent)]
+    Grow(#[from] GrowError),
+}
+
+/// The boot partition of a read-only [`Image`], through fatfs.
+pub type BootFs<'a> = FatVolume<ReadOnly<Slice<&'a File>>>;
+/// The boot partition of a writable [`Image`], through fatfs.
+pub type BootFsMut<'a> = FatVolume<Slice<&'a File>>;
+
+/// A raw disk image with a boot (FAT) and a root (ext4) partition.
+///
+/// The file is opened once and its partition table read once; the FAT handle reads and writes
+/// only inside the boot partition ([`Slice`]) and the ext4 handle only inside the root partition
+/// (the shim refuses I/O past its end and a superblock that claims more). Every change to the
+/// partition table (disk id, growth) goes through here.
+#[derive(Debug)]
+pub struct Image {
+    path: PathBuf,
+    file: File,
+    writable: bool,
+    layout: DiskLayout,
+    boot: Partition,
+    root: Partition,
+}
+
+fn describe(layout: &DiskLayout) -> String {
+    let parts: Vec<String> = layout
+        .partitions
+        .iter()
+        .map(|p| format!("partition {} is {} ({})", p.index, p.filesystem, p.type_id))
+        .collect();
+    parts.join(", ")
+}
+
+impl Image {
+    /// Opens a raw image for reading and finds its boot and root partitions.
+    pub fn open(path: &Path) -> Result<Image, ImageError> {
+        Self::open_mode(path, false)
+    }
+
+    /// Opens a raw image for editing (a throwaway copy: see `apply`).
+    pub fn open_rw(path: &Path) -> Result<Image, ImageError> {
+        Self::open_mode(path, true)
+    }
+
+    fn open_mode(path: &Path, writable: bool) -> Result<Image, ImageError> {
+        let shown = path.display().to_string();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(path)
+            .map_err(|source| ImageError::Io {
+                path: shown.clone(),
+                source,
+            })?;
+        let (layout, boot, root) = Self::read(&file, &shown)?;
+        Ok(Image {
+            path: path.to_path_buf(),
+            file,
+            writable,
+            layout,
+            boot,
+            root,
+        })
+    }
+
+    fn read(file: &File, shown: &str) -> Result<(DiskLayout, Partition, Partition), ImageError> {
+        let layout = read_layout(&mut BufReader::new(file)).map_err(|source| ImageError::Disk {
+            path: shown.to_string(),
+            source,
+        })?;
+        let boot = layout
+            .boot_partition()
+            .cloned()
+            .ok_or_else(|| ImageError::NoBoot {
+                path: shown.to_string(),
+                found: describe(&layout),
+            })?;
+        let root = layout
+            .root_partition()
+            .cloned()
+            .ok_or_else(|| ImageError::NoRoot {
+                path: shown.to_string(),
+                found: describe(&layout),
+            })?;
+        Ok((layout, boot, root))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn layout(&self) -> &DiskLayout {
+        &self.layout
+    }
+
+    pub fn scheme(&self) -> Scheme {
+        self.layout.scheme
+    }
+
+    /// The boot (FAT) partition.
+    pub fn boot(&self) -> &Partition {
+        &self.boot
+    }
+
+    /// The root (ext4) partition.
+    pub fn root(&self) -> &Partition {
+        &self.root
+    }
+
+    /// The boot filesystem, read-only; `epoch` is the fatfs clock.
+    pub fn boot_fs(&self, epoch: i64) -> Result<BootFs<'_>, FatError> {
+        let b = &self.boot;
+        FatVolume::open(
+            ReadOnly(Slice::new(&self.file, b.start_bytes, b.size_bytes)),
+            epoch,
+        )
+    }
+
+    /// The boot filesystem for editing (the image must be opened with [`Image::open_rw`]).
+    pub fn boot_fs_mut(&mut self, epoch: i64) -> Result<BootFsMut<'_>, FatError> {
+        if !self.writable {
+            return Err(FatError::Open(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the image is opened read-only",
+            )));
+        }
+        let b = &self.boot;
+        FatVolume::open(Slice::new(&self.file, b.start_bytes, b.size_bytes), epoch)
+    }
+
+    /// The root filesystem, read-only.
+    pub fn root_fs(&self) -> Result<Ext4, Ext4Error> {
+        self.root_fs_with(&OpenOptions::new(OpenMode::ReadOnly))
+    }
+
+    /// The root filesystem with `opts` (read-write needs [`Image::open_rw`]). The session is
+    /// bounded to the root partition.
+    pub fn root_fs_with(&self, opts: &OpenOptions) -> Result<Ext4, Ext4Error> {
+        if opts.mode == OpenMode::ReadWrite && !self.writable {
+            return Err(Ext4Error::ReadOnly {
+                op: "edit the root filesystem of",
+                path: self.path.display().to_string(),
+            });
+        }
+        Ext4::open_bounded(
+            &self.path,
+            self.root.start_bytes,
+            self.root.size_bytes,
+            opts,
+        )
+    }
+
+    fn writable(&self) -> Result<(), ImageError> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(ImageError::ReadOnly {
+                path: self.path.display().to_string(),
+            })
+        }
+    }
+
+    /// Sets the MBR disk id (bytes 440..444, the `PARTUUID=<id>-0N` prefix).
+    pub fn set_disk_id(&mut self, id: u32) -> Result<(), ImageError> {
+        self.writable()?;
+        let path = self.path.display().to_string();
+        if self.layout.scheme != Scheme::Mbr {
+            return Err(ImageError::NotMbr { path });
+        }
+        let werr = |source| ImageError::Write {
+            path: path.clone(),
+            source,
+        };
+        let mut mbr = Mbr::read_from(&mut &self.file)
+            .map_err(werr)?
+            .ok_or_else(|| werr(io::Error::other("the MBR boot signature is gone")))?;
+        mbr.set_disk_id(id);
+        mbr.write_into(&mut &self.file).map_err(werr)?;
+        self.layout.disk_id = format!("{id:08x}");
+        Ok(())
+    }
+
+    /// Grows the root partition (which must be the last) to at least `new_bytes`, rounded up to
+    /// [`grow::ALIGN`], and its ext4 filesystem to fill it; the layout is read again afterwards.
+    /// Returns the new image size. `epoch` pins resize2fs's clock.
+    pub fn grow_root(&mut self, new_bytes: u64, epoch: i64) -> Result<u64, ImageError> {
+        self.writable()?;
+        let len = grow::grow_partition(
+            &mut self.file,
+            &self.path,
+            &self.layout,
+            self.root.index,
+            new_bytes,
+            epoch,
+        )?;
+        let (layout, boot, root) = Self::read(&self.file, &self.path.display().to_string())?;
+        self.layout = layout;
+        self.boot = boot;
+        self.root = root;
+        Ok(len)
+    }
+}
