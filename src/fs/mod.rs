@@ -1,2 +1,3 @@
 pub mod ext4;
 pub mod fat;
+mod fat_chains;
