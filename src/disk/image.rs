@@ -231,3 +231,211 @@ impl Image {
         Ok(len)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Judged by sfdisk, e2fsck, fsck.vfat and debugfs, not by piforge's own reader.
+    use super::*;
+    use crate::disk::align_up;
+    use std::process::Command;
+
+    fn sh(cmd: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+        use std::io::Write as _;
+        let mut child = Command::new(cmd)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
+        if let Some(s) = stdin {
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        let o = child.wait_with_output().unwrap();
+        let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+        s.push_str(&String::from_utf8_lossy(&o.stderr));
+        (o.status.success(), s)
+    }
+
+    const BOOT_START: u64 = 8192;
+    const ROOT_START: u64 = 24576;
+
+    /// A 40 MiB disk: FAT16 `bootfs` at sector 8192, ext4 `rootfs` from sector 24576 to the end.
+    fn make_disk(dir: &Path, gpt: bool) -> PathBuf {
+        let img = dir.join(if gpt { "gpt.img" } else { "mbr.img" });
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(40 << 20)
+            .unwrap();
+        let p = img.to_str().unwrap();
+        let (ok, out) = if gpt {
+            sh(
+                "sgdisk",
+                &[
+                    "-o",
+                    "-n",
+                    "1:8192:24575",
+                    "-t",
+                    "1:ef00",
+                    "-n",
+                    "2:24576:0",
+                    "-t",
+                    "2:8300",
+                    p,
+                ],
+                None,
+            )
+        } else {
+            sh(
+                "sfdisk",
+                &["-q", p],
+                Some("label: dos\nlabel-id: 0x11223344\nstart=8192, size=16384, type=c\nstart=24576, type=83\n"),
+            )
+        };
+        assert!(ok, "{out}");
+        let (ok, out) = sh(
+            "mkfs.vfat",
+            &[
+                "-F",
+                "16",
+                "-s",
+                "1",
+                "-n",
+                "bootfs",
+                &format!("--offset={BOOT_START}"),
+                p,
+                "8192",
+            ],
+            None,
+        );
+        assert!(ok, "{out}");
+        let (ok, out) = sh(
+            "mkfs.ext4",
+            &[
+                "-q",
+                "-F",
+                "-L",
+                "rootfs",
+                "-E",
+                &format!("offset={}", ROOT_START * 512),
+                p,
+                "12M",
+            ],
+            None,
+        );
+        assert!(ok, "{out}");
+        img
+    }
+
+    fn sfdisk_id(img: &Path) -> String {
+        let (ok, out) = sh("sfdisk", &["-J", img.to_str().unwrap()], None);
+        assert!(ok, "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["partitiontable"]["id"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn finds_both_partitions_and_hands_out_bounded_filesystems() {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = make_disk(tmp.path(), false);
+        let image = Image::open(&img).unwrap();
+        assert_eq!(image.scheme(), Scheme::Mbr);
+        assert_eq!(image.layout().disk_id, "11223344");
+        assert_eq!(image.boot().start_bytes, BOOT_START * 512);
+        assert_eq!(image.root().start_bytes, ROOT_START * 512);
+        let vol = image.boot_fs(0).unwrap();
+        assert_eq!(vol.label(), "bootfs");
+        drop(vol);
+        let fs = image.root_fs().unwrap();
+        assert_eq!(fs.info().label, "rootfs");
+        // Read-only: no table writes, no read-write filesystem.
+        let mut image = image;
+        assert!(matches!(
+            image.set_disk_id(1),
+            Err(ImageError::ReadOnly { .. })
+        ));
+        assert!(matches!(
+            image.grow_root(64 << 20, 1),
+            Err(ImageError::ReadOnly { .. })
+        ));
+        assert!(image.boot_fs_mut(0).is_err());
+        let rw = OpenOptions::new(OpenMode::ReadWrite);
+        assert!(matches!(
+            image.root_fs_with(&rw),
+            Err(Ext4Error::ReadOnly { .. })
+        ));
+    }
+
+    #[test]
+    fn disk_id_and_growth_go_through_the_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = make_disk(tmp.path(), false);
+        let mut image = Image::open_rw(&img).unwrap();
+        image.set_disk_id(0xdead_beef).unwrap();
+        assert_eq!(image.layout().disk_id, "deadbeef");
+        assert_eq!(sfdisk_id(&img), "0xdeadbeef");
+        let len = image
+            .grow_root(100 << 20, crate::clock::DEFAULT_EPOCH)
+            .unwrap();
+        assert_eq!(std::fs::metadata(&img).unwrap().len(), len);
+        // The layout was read again: the handle now sees the grown partition.
+        assert_eq!(image.root().size_bytes, align_up(100 << 20));
+        assert_eq!(image.layout().disk_id, "deadbeef");
+        let fs = image.root_fs().unwrap();
+        let info = fs.info();
+        assert_eq!(
+            info.blocks_count * u64::from(info.block_size),
+            align_up(100 << 20)
+        );
+        drop(fs);
+        drop(image);
+        let (ok, out) = sh("sfdisk", &["-V", img.to_str().unwrap()], None);
+        assert!(ok, "{out}");
+        assert_eq!(sfdisk_id(&img), "0xdeadbeef");
+        let (ok, out) = sh(
+            "e2fsck",
+            &[
+                "-fn",
+                &format!("{}?offset={}", img.display(), ROOT_START * 512),
+            ],
+            None,
+        );
+        assert!(ok, "{out}");
+        let data = std::fs::read(&img).unwrap();
+        let boot = tmp.path().join("boot.part");
+        let b = (BOOT_START * 512) as usize;
+        std::fs::write(&boot, &data[b..b + (16384 * 512)]).unwrap();
+        let (ok, out) = sh("fsck.vfat", &["-n", boot.to_str().unwrap()], None);
+        assert!(ok, "{out}");
+    }
+
+    #[test]
+    fn a_gpt_disk_has_no_mbr_disk_id_to_set() {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = make_disk(tmp.path(), true);
+        let before = std::fs::read(&img).unwrap();
+        let mut image = Image::open_rw(&img).unwrap();
+        assert_eq!(image.scheme(), Scheme::Gpt);
+        assert!(matches!(
+            image.set_disk_id(7),
+            Err(ImageError::NotMbr { .. })
+        ));
+        drop(image);
+        assert!(std::fs::read(&img).unwrap() == before, "the image changed");
+    }
+
+    #[test]
+    fn an_image_without_a_root_partition_is_one_sentence() {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = make_disk(tmp.path(), false);
+        // Wipe the ext4 superblock magic.
+        let mut data = std::fs::read(&img).unwrap();
+        let at = (ROOT_START * 512 + 1024 + 0x38) as usize;
+        data[at..at + 2].copy_from_slice(&[0, 0]);
+        std::fs::write(&img, &data).unwrap();
+        let e = Image::open(&img).unwrap_err();
+        assert!(matches!(e, ImageError::NoRoot { .. }), "{e}");
+        assert!(e.to_string().contains("has no ext4 root partition"), "{e}");
+    }
+}
