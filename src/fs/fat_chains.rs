@@ -139,3 +139,69 @@ fn walk<D: Read + Seek>(dev: &mut D) -> io::Result<Option<u32>> {
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Cursor;
+
+    /// A FAT16 volume: 512-byte sectors, 1 sector per cluster, 1 reserved sector, one FAT of
+    /// `fat_sectors`, 512 root entries (32 sectors), `clusters` data clusters.
+    fn fat16(clusters: u32, fat_sectors: u16, fat: &[(u32, u16)]) -> Vec<u8> {
+        let total = 1 + u32::from(fat_sectors) + 32 + clusters;
+        let mut d = vec![0u8; total as usize * 512];
+        d[0] = 0xeb;
+        d[11..13].copy_from_slice(&512u16.to_le_bytes());
+        d[13] = 1;
+        d[14..16].copy_from_slice(&1u16.to_le_bytes());
+        d[16] = 1;
+        d[17..19].copy_from_slice(&512u16.to_le_bytes());
+        d[32..36].copy_from_slice(&total.to_le_bytes());
+        d[22..24].copy_from_slice(&fat_sectors.to_le_bytes());
+        d[510] = 0x55;
+        d[511] = 0xaa;
+        for &(c, v) in fat {
+            let at = 512 + c as usize * 2;
+            d[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        }
+        d
+    }
+
+    #[test]
+    fn chains_that_end_pass_and_a_cycle_anywhere_is_found() {
+        // 2 -> 3 -> 4 -> end, 5 -> 6 -> end
+        let ok = fat16(
+            5000,
+            20,
+            &[(2, 3), (3, 4), (4, 0xffff), (5, 6), (6, 0xfff8)],
+        );
+        assert_eq!(find_loop(&mut Cursor::new(ok)).unwrap(), None);
+        // 10 -> 11 -> 12 -> 11
+        let bad = fat16(5000, 20, &[(10, 11), (11, 12), (12, 11)]);
+        let mut dev = Cursor::new(bad);
+        assert_eq!(find_loop(&mut dev).unwrap(), Some(11));
+        assert_eq!(dev.position(), 0, "left at the start for fatfs");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_boot_sectors_and_fats_never_panic(
+            bs in proptest::collection::vec(any::<u8>(), 512),
+            fat in proptest::collection::vec(any::<u8>(), 0..65536),
+        ) {
+            let mut d = bs;
+            d.extend_from_slice(&fat);
+            let _ = find_loop(&mut Cursor::new(d));
+        }
+
+        #[test]
+        fn arbitrary_fat16_tables_never_panic(
+            entries in proptest::collection::vec((2u32..5002, any::<u16>()), 0..400),
+        ) {
+            let _ = find_loop(&mut Cursor::new(fat16(5000, 20, &entries)));
+        }
+    }
+}
