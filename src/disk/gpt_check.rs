@@ -169,6 +169,36 @@ mod tests {
         assert!(e.to_string().contains("larger than any disk"), "{e}");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Headers with valid CRCs and arbitrary entry geometry and partition bounds: an error
+        /// or a layout inside the disk, never a panic.
+        #[test]
+        fn valid_crc_headers_never_panic(
+            entry in proptest::prop_oneof![
+                proptest::prelude::Just(128u32),
+                proptest::prelude::any::<u32>()
+            ],
+            count in proptest::prop_oneof![
+                proptest::prelude::Just(128u32),
+                0u32..300,
+                proptest::prelude::any::<u32>()
+            ],
+            first in proptest::prelude::any::<u64>(),
+            last in proptest::prelude::any::<u64>(),
+            small in proptest::prelude::any::<bool>(),
+        ) {
+            let (first, last) = if small { (first % 4096, last % 4096) } else { (first, last) };
+            if let Ok(l) = read_layout(&mut Cursor::new(disk(entry, count, first, last))) {
+                for p in &l.partitions {
+                    proptest::prop_assert!(p.start_bytes.checked_add(p.size_bytes).is_some());
+                    proptest::prop_assert!(p.end_bytes() <= 2048 * SECTOR);
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_valid_table_still_reads() {
         let l = read_layout(&mut Cursor::new(disk(128, 128, 34, 100))).unwrap();
