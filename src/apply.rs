@@ -10,18 +10,16 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use crate::bootcfg;
-use crate::disk::{self, Partition, Slice};
+use crate::disk::{self, align_up, Image};
 use crate::fs::ext4::{Attrs, Ext4, FileKind, OpenMode, OpenOptions};
 use crate::fs::fat::FatVolume;
-use crate::grow::{self, align_up};
-use crate::inspect;
 use crate::output::{self, AtomicFile};
 use crate::plan::{BootOp, Content, Grow, Plan, RootOp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error(transparent)]
-    Inspect(#[from] inspect::InspectError),
+    Image(#[from] disk::ImageError),
     #[error("cannot write {path}: {source}")]
     Output {
         path: String,
@@ -39,7 +37,7 @@ pub enum ApplyError {
     #[error("boot partition: {0}")]
     BootCfg(#[from] bootcfg::BootCfgError),
     #[error(transparent)]
-    Grow(#[from] grow::GrowError),
+    Grow(#[from] disk::GrowError),
     #[error("the root filesystem needs {missing} more bytes ({needed} needed, {free} free) and --grow off forbids growing it")]
     NoSpace {
         needed: u64,
@@ -271,18 +269,11 @@ pub fn apply_boot<D: std::io::Read + std::io::Write + std::io::Seek>(
 
 /// Checks the boot-side edits against the source image before any copying, so that bad input
 /// (a multi-line cmdline.txt, a broken piforge block) fails fast.
-fn precheck_boot(raw: &Path, boot: &Partition, plan: &Plan) -> Result<(), ApplyError> {
+fn precheck_boot(img: &Image, plan: &Plan) -> Result<(), ApplyError> {
     if plan.cmdline_add.is_empty() && plan.cmdline_remove.is_empty() && plan.config.is_empty() {
         return Ok(());
     }
-    let f = File::open(raw).map_err(|source| ApplyError::Input {
-        path: raw.display().to_string(),
-        source,
-    })?;
-    let vol = FatVolume::open(
-        disk::ReadOnly(Slice::new(f, boot.start_bytes, boot.size_bytes)),
-        plan.epoch,
-    )?;
+    let vol = img.boot_fs(plan.epoch)?;
     if !plan.cmdline_add.is_empty() || !plan.cmdline_remove.is_empty() {
         let c = vol
             .read_file("/cmdline.txt")?
@@ -304,8 +295,12 @@ fn precheck_boot(raw: &Path, boot: &Partition, plan: &Plan) -> Result<(), ApplyE
 
 /// Writes a customized copy of the raw image `raw` to `out`.
 pub fn customize(raw: &Path, out: &Path, plan: &Plan) -> Result<Applied, ApplyError> {
-    let (layout, boot, root) = inspect::layout_of(raw)?;
-    precheck_boot(raw, &boot, plan)?;
+    let source = Image::open(raw)?;
+    precheck_boot(&source, plan)?;
+    // A root filesystem that is corrupt or claims more than its partition is refused here,
+    // naming the input, before anything is copied.
+    drop(source.root_fs()?);
+    drop(source);
     let out_err = |source| ApplyError::Output {
         path: out.display().to_string(),
         source,
@@ -316,18 +311,15 @@ pub fn customize(raw: &Path, out: &Path, plan: &Plan) -> Result<Applied, ApplyEr
         source,
     })?;
     output::sparse_copy(&mut src, dst.file()).map_err(out_err)?;
-    if let (Some(id), disk::Scheme::Mbr) = (plan.disk_id, layout.scheme) {
-        use std::io::{Seek, SeekFrom, Write};
-        let f = dst.file();
-        f.seek(SeekFrom::Start(440)).map_err(out_err)?;
-        f.write_all(&id.to_le_bytes()).map_err(out_err)?;
+    let mut img = Image::open_rw(dst.path())?;
+    if let (Some(id), disk::Scheme::Mbr) = (plan.disk_id, img.scheme()) {
+        img.set_disk_id(id)?;
     }
-    let tmp = dst.path().to_path_buf();
 
     // Room in the root filesystem, growing it when allowed.
     let mut grew_root_to = None;
     if !plan.root.is_empty() || matches!(plan.grow, Grow::To(_)) {
-        let fs = Ext4::open(&tmp, root.start_bytes, OpenMode::ReadOnly)?;
+        let fs = img.root_fs()?;
         let needs = root_needs(&fs, plan);
         let info = fs.info();
         let free = fs.free_bytes();
@@ -338,8 +330,8 @@ pub fn customize(raw: &Path, out: &Path, plan: &Plan) -> Result<Applied, ApplyEr
                 free: u64::from(info.free_inodes),
             });
         }
-        if let Some(size) = grow_target(plan.grow, root.size_bytes, needs, free)? {
-            grow::grow_partition(&tmp, &layout, root.index, size, plan.epoch)?;
+        if let Some(size) = grow_target(plan.grow, img.root().size_bytes, needs, free)? {
+            img.grow_root(size, plan.epoch)?;
             grew_root_to = Some(align_up(size));
         }
     }
@@ -349,22 +341,17 @@ pub fn customize(raw: &Path, out: &Path, plan: &Plan) -> Result<Applied, ApplyEr
         opts.clock = Some(plan.epoch);
         // The output is a temporary copy, removed on any error: no overlay needed.
         opts.direct = true;
-        let mut fs = Ext4::open_with(&tmp, root.start_bytes, &opts)?;
+        let mut fs = img.root_fs_with(&opts)?;
         apply_root(&mut fs, plan)?;
         fs.commit()?;
     }
 
     if plan.touches_boot() {
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&tmp)
-            .map_err(out_err)?;
-        let mut vol =
-            FatVolume::open(Slice::new(f, boot.start_bytes, boot.size_bytes), plan.epoch)?;
+        let mut vol = img.boot_fs_mut(plan.epoch)?;
         apply_boot(&mut vol, plan)?;
         vol.close()?;
     }
+    drop(img);
 
     let image_bytes = dst.file().metadata().map_err(out_err)?.len();
     let output = dst.commit().map_err(out_err)?;

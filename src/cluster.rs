@@ -542,7 +542,8 @@ pub fn disk_id(cluster: &str, node: &str) -> u32 {
 /// Gives the image a new MBR disk id and rewrites `PARTUUID=<old id>-` in cmdline.txt and
 /// /etc/fstab to match. GPT images keep theirs.
 fn retarget_disk_id(plan: &mut Plan, img: &Path, new: u32) -> Result<(), BuildError> {
-    let (layout, boot, root) = inspect::layout_of(img)?;
+    let image = crate::disk::Image::open(img).map_err(apply::ApplyError::from)?;
+    let layout = image.layout();
     if layout.scheme != crate::disk::Scheme::Mbr {
         return Ok(());
     }
@@ -555,20 +556,7 @@ fn retarget_disk_id(plan: &mut Plan, img: &Path, new: u32) -> Result<(), BuildEr
                 &format!("PARTUUID={new}-"),
             )
     };
-    let io = |source| BuildError::Io {
-        path: img.display().to_string(),
-        source,
-    };
-    let f = fs::File::open(img).map_err(io)?;
-    let vol = crate::fs::fat::FatVolume::open(
-        crate::disk::ReadOnly(crate::disk::Slice::new(
-            f,
-            boot.start_bytes,
-            boot.size_bytes,
-        )),
-        plan.epoch,
-    )
-    .map_err(apply::ApplyError::from)?;
+    let vol = image.boot_fs(plan.epoch).map_err(apply::ApplyError::from)?;
     if let Some(b) = vol
         .read_file("/cmdline.txt")
         .map_err(apply::ApplyError::from)?
@@ -582,9 +570,7 @@ fn retarget_disk_id(plan: &mut Plan, img: &Path, new: u32) -> Result<(), BuildEr
             });
         }
     }
-    let ext =
-        crate::fs::ext4::Ext4::open(img, root.start_bytes, crate::fs::ext4::OpenMode::ReadOnly)
-            .map_err(apply::ApplyError::from)?;
+    let ext = image.root_fs().map_err(apply::ApplyError::from)?;
     if let Some(st) = ext.stat("/etc/fstab").map_err(apply::ApplyError::from)? {
         let text = String::from_utf8_lossy(
             &ext.read_file("/etc/fstab")

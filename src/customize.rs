@@ -79,7 +79,7 @@ pub enum PayloadSetupError {
     #[error(transparent)]
     Payload(#[from] crate::payload::PayloadError),
     #[error(transparent)]
-    Inspect(#[from] crate::inspect::InspectError),
+    Image(#[from] crate::disk::ImageError),
     #[error("root partition: {0}")]
     Ext4(#[from] crate::fs::ext4::Ext4Error),
 }
@@ -99,9 +99,7 @@ pub fn node_payload(
     arts: &[crate::artifacts::FetchedArtifact],
     opts: &crate::payload::PayloadOptions,
 ) -> Result<(), PayloadSetupError> {
-    let (_, _, root) = crate::inspect::layout_of(raw)?;
-    let fs =
-        crate::fs::ext4::Ext4::open(raw, root.start_bytes, crate::fs::ext4::OpenMode::ReadOnly)?;
+    let fs = crate::disk::Image::open(raw)?.root_fs()?;
     let missing = crate::payload::missing_packages(&crate::fs::Ext4Files(&fs))?;
     drop(fs);
     crate::payload::add_payload(plan, release, arts, &missing, opts)?;

@@ -11,7 +11,6 @@ pub mod customize;
 pub mod digest;
 pub mod disk;
 pub mod fs;
-pub mod grow;
 pub mod inspect;
 pub mod kubeadm;
 pub mod output;
