@@ -224,8 +224,8 @@ pub fn build(
         cluster_name: spec.name.clone(),
         kubernetes_version: spec.kubernetes.version.clone(),
         control_plane_endpoint: endpoint.clone(),
-        pod_subnet: spec.kubernetes.pod_subnet.to_string(),
-        service_subnet: spec.kubernetes.service_subnet.to_string(),
+        pod_subnet: spec.kubernetes.pod_subnet,
+        service_subnet: spec.kubernetes.service_subnet,
         token: match token {
             Some(t) => t,
             None => spec::Token::parse(&secrets.token).map_err(BuildError::SecretsToken)?,
@@ -579,7 +579,7 @@ fn role_plan(
                 path: a.path.display().to_string(),
                 source,
             })?;
-            let patched = kubeadm::patch_flannel(&text, &cluster.pod_subnet)?;
+            let patched = kubeadm::patch_flannel(&text, cluster.pod_subnet)?;
             root_write(&mut plan, first_boot::FLANNEL_MANIFEST_PATH, patched, 0o644);
         }
     }

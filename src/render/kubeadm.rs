@@ -2,7 +2,7 @@
 //! fitted to the pod subnet. Pure rendering, no I/O.
 
 use super::yaml::{self, Document, SeqIndent, Yaml};
-use crate::spec::{GoDuration, Token};
+use crate::spec::{Cidr, GoDuration, Token};
 
 /// Where the node's kubeadm configuration goes on the root filesystem (mode 0600: it holds the
 /// bootstrap token).
@@ -37,8 +37,8 @@ pub struct ClusterParams {
     pub kubernetes_version: String,
     /// `host:port` of the API server every node talks to, such as `192.168.1.10:6443`.
     pub control_plane_endpoint: String,
-    pub pod_subnet: String,
-    pub service_subnet: String,
+    pub pod_subnet: Cidr,
+    pub service_subnet: Cidr,
     /// The bootstrap token (its `Debug` elides it).
     pub token: Token,
     /// The token's lifetime (zero: never expires), written in Go's form (`24h0m0s`).
@@ -101,7 +101,7 @@ pub enum KubeadmError {
 
 impl ClusterParams {
     /// Checks the fields whose format kubeadm would only reject on the node, at first boot
-    /// (the token and its ttl are typed and checked when they are made).
+    /// (the token, its ttl and the subnets are typed and checked when they are made).
     pub fn validate(&self) -> Result<(), KubeadmError> {
         let bad = |what, value: &str, reason| {
             Err(KubeadmError::Invalid {
@@ -145,14 +145,9 @@ impl ClusterParams {
                 "it must be HOST:PORT",
             );
         }
-        for (what, v) in [
-            ("cluster name", &self.cluster_name),
-            ("pod subnet", &self.pod_subnet),
-            ("service subnet", &self.service_subnet),
-        ] {
-            if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return bad(what, v, "it must be non-empty, without spaces");
-            }
+        let name = &self.cluster_name;
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return bad("cluster name", name, "it must be non-empty, without spaces");
         }
         Ok(())
     }
@@ -221,8 +216,8 @@ pub fn render_config(cluster: &ClusterParams, node: &NodeParams) -> String {
                 (
                     "networking",
                     Yaml::map([
-                        ("podSubnet", q(cluster.pod_subnet.as_str())),
-                        ("serviceSubnet", q(cluster.service_subnet.as_str())),
+                        ("podSubnet", q(cluster.pod_subnet.to_string())),
+                        ("serviceSubnet", q(cluster.service_subnet.to_string())),
                     ]),
                 ),
             ]);
@@ -298,18 +293,7 @@ pub fn render_config(cluster: &ClusterParams, node: &NodeParams) -> String {
 /// Sets the pod network of the upstream Flannel manifest (`kube-flannel.yml`) to `pod_subnet`:
 /// replaces `"Network": "10.244.0.0/16"` in its `net-conf.json`. Flannel must use the cluster's
 /// pod subnet or pods get addresses the nodes do not route.
-pub fn patch_flannel(manifest: &str, pod_subnet: &str) -> Result<String, KubeadmError> {
-    if pod_subnet.is_empty()
-        || !pod_subnet
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() || b".:/".contains(&b))
-    {
-        return Err(KubeadmError::Invalid {
-            what: "pod subnet",
-            value: pod_subnet.to_string(),
-            reason: "it must be a CIDR such as 10.244.0.0/16",
-        });
-    }
+pub fn patch_flannel(manifest: &str, pod_subnet: Cidr) -> Result<String, KubeadmError> {
     const DEFAULT: &str = "\"Network\": \"10.244.0.0/16\"";
     if !manifest.contains(DEFAULT) {
         return Err(KubeadmError::FlannelNetworkNotFound);

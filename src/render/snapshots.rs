@@ -38,8 +38,8 @@ fn fixed_cluster(spec: &Spec) -> ClusterParams {
         cluster_name: spec.name.clone(),
         kubernetes_version: spec.kubernetes.version.clone(),
         control_plane_endpoint: spec.control_plane_endpoint(),
-        pod_subnet: spec.kubernetes.pod_subnet.to_string(),
-        service_subnet: spec.kubernetes.service_subnet.to_string(),
+        pod_subnet: spec.kubernetes.pod_subnet,
+        service_subnet: spec.kubernetes.service_subnet,
         token: Token::parse("snap01.0123456789abcdef").unwrap(),
         token_ttl: GoDuration::from_secs(spec.kubernetes.token_ttl.as_secs()),
         ca_cert_hash: format!("sha256:{ca_hash}"),
@@ -132,7 +132,7 @@ fn render_all() -> BTreeMap<String, String> {
     );
     files.insert(
         "kube-flannel.yml".into(),
-        kubeadm::patch_flannel(FLANNEL, &cluster.pod_subnet).unwrap(),
+        kubeadm::patch_flannel(FLANNEL, cluster.pod_subnet).unwrap(),
     );
     files
 }

@@ -32,8 +32,8 @@ fn cluster() -> ClusterParams {
         cluster_name: "pis".into(),
         kubernetes_version: "1.34.2".into(),
         control_plane_endpoint: "192.168.1.10:6443".into(),
-        pod_subnet: "10.42.0.0/16".into(),
-        service_subnet: "10.96.0.0/12".into(),
+        pod_subnet: "10.42.0.0/16".parse().unwrap(),
+        service_subnet: "10.96.0.0/12".parse().unwrap(),
         token: Token::parse(TOKEN).unwrap(),
         token_ttl: GoDuration::from_secs(86_400),
         ca_cert_hash: format!("sha256:{}", "ab".repeat(32)),
@@ -207,7 +207,7 @@ fn validate_catches_bad_values() {
         ("control-plane endpoint", |c| {
             c.control_plane_endpoint = "192.168.1.10".into()
         }),
-        ("pod subnet", |c| c.pod_subnet = String::new()),
+        ("cluster name", |c| c.cluster_name = "my cluster".into()),
     ];
     for (what, edit) in cases {
         let mut c = cluster();
@@ -226,6 +226,7 @@ fn validate_catches_bad_values() {
     assert!(!err.to_string().contains("ABCDEF"));
     assert!(Token::parse("abc.def").is_err());
     assert!(GoDuration::parse("24 hours").is_none());
+    assert!("".parse::<crate::spec::Cidr>().is_err());
 }
 
 /// The ttl as kubeadm writes it (Go's `Duration.String`), read back by the one grammar.
@@ -287,7 +288,8 @@ data:
 
 #[test]
 fn flannel_gets_the_pod_subnet() {
-    let out = patch_flannel(FLANNEL, "10.42.0.0/16").unwrap();
+    let cidr = |s: &str| s.parse::<crate::spec::Cidr>().unwrap();
+    let out = patch_flannel(FLANNEL, cidr("10.42.0.0/16")).unwrap();
     assert!(out.contains(r#""Network": "10.42.0.0/16","#), "{out}");
     assert!(!out.contains("10.244.0.0/16"));
     assert_eq!(out.len(), FLANNEL.len() - 1);
@@ -297,15 +299,16 @@ fn flannel_gets_the_pod_subnet() {
         .as_str()
         .unwrap()
         .contains("10.42.0.0/16"));
-    assert_eq!(patch_flannel(FLANNEL, "10.244.0.0/16").unwrap(), FLANNEL);
     assert_eq!(
-        patch_flannel("kind: ConfigMap\n", "10.42.0.0/16"),
+        patch_flannel(FLANNEL, cidr("10.244.0.0/16")).unwrap(),
+        FLANNEL
+    );
+    assert_eq!(
+        patch_flannel("kind: ConfigMap\n", cidr("10.42.0.0/16")),
         Err(KubeadmError::FlannelNetworkNotFound)
     );
-    assert!(matches!(
-        patch_flannel(FLANNEL, "10.42.0.0/16\", \"x"),
-        Err(KubeadmError::Invalid { .. })
-    ));
+    // The subnet is a typed Cidr: text that would break out of the JSON cannot become one.
+    assert!("10.42.0.0/16\", \"x".parse::<crate::spec::Cidr>().is_err());
 }
 
 fn all_scripts() -> Vec<(Role, Cni, String)> {
