@@ -204,8 +204,12 @@ impl Writer {
                     if i > 0 {
                         out.push_str(", ");
                     }
-                    // Flow context: `,[]{}` end a plain scalar too.
-                    if is_plain_safe(s) && !s.contains([',', '[', ']', '{', '}']) {
+                    // Flow context has more indicators than block context; plain only for
+                    // words such as `NoCloud` (letters, digits, `-`, `_`, `.`, `/`).
+                    let word = s
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+                    if word && is_plain_safe(s) {
                         out.push_str(s);
                     } else {
                         double_quoted(out, s);

@@ -288,3 +288,43 @@ fn sequence_styles() {
     assert_eq!(to_yaml(&json!("yes")), "\"yes\"\n");
     assert_eq!(to_yaml(&json!({})), "{}\n");
 }
+
+mod random {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Strings from the characters YAML gives a meaning to, plus letters, digits, blanks, line
+    /// breaks and a few non-ASCII ones (including the YAML 1.1 line breaks NEL, LS and PS).
+    fn tricky_string() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            proptest::sample::select(vec![
+                'a', 'Z', '0', '1', '9', ' ', ' ', '\t', '\n', '\r', ':', '#', '-', '?', ',', '[',
+                ']', '{', '}', '&', '*', '!', '|', '>', '\'', '"', '%', '@', '`', '\\', '.', '~',
+                '=', '<', '+', '_', '/', 'é', '✓', '\u{85}', '\u{2028}', '\u{2029}', '\u{feff}',
+                '\u{1}', '\u{7f}',
+            ]),
+            0..12,
+        )
+        .prop_map(|cs| cs.into_iter().collect())
+    }
+
+    proptest! {
+        // One PyYAML run per case, each reading 64 strings as values, keys and list items.
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn pyyaml_reads_back_random_strings(
+            strings in proptest::collection::vec(tricky_string(), 64),
+            flush in any::<bool>(),
+        ) {
+            let keys: serde_json::Map<String, Value> =
+                strings.iter().map(|s| (s.clone(), json!(s))).collect();
+            let value = json!({"list": strings, "map": keys, "nested": [strings]});
+            let seq = if flush { SeqIndent::Flush } else { SeqIndent::Indented };
+            let text = write(&Yaml::from(&value), seq);
+            assert_same(&pyyaml(&text), &value, "", &text);
+            let flow = write(&Yaml::map([("f", Yaml::FlowSeq(strings.clone()))]), seq);
+            prop_assert_eq!(pyyaml(&flow), json!({"f": strings}));
+        }
+    }
+}
