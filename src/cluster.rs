@@ -11,26 +11,18 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::apply;
 use crate::artifacts::{self, Catalog, FetchedArtifact, Release};
 use crate::customize::{self, ArtifactSource};
 use crate::inspect;
-use crate::kubeadm;
 use crate::payload;
 use crate::pki;
 use crate::plan::{BootOp, Content, Owner, Plan, RootOp};
+use crate::render::{cloud_init, first_boot, kubeadm};
 use crate::source;
 use crate::spec::{self, Role, Spec};
-
-/// The bootstrap-token shape kubeadm accepts.
-pub fn valid_token(t: &str) -> bool {
-    let b = t.as_bytes();
-    let ok = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    b.len() == 23 && b[6] == b'.' && b[..6].iter().all(ok) && b[7..].iter().all(ok)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -56,6 +48,8 @@ pub enum BuildError {
     UnknownNode(String),
     #[error("--token must look like abcdef.0123456789abcdef ([a-z0-9]{{6}}.[a-z0-9]{{16}})")]
     BadToken,
+    #[error("the token in the secrets directory: {0}")]
+    SecretsToken(spec::TokenError),
     #[error("cannot write {path}: {source}")]
     Io {
         path: String,
@@ -122,11 +116,7 @@ fn kubeadm_role(spec: &Spec, node: &spec::Node) -> kubeadm::Role {
 }
 
 fn role_key(r: kubeadm::Role) -> &'static str {
-    match r {
-        kubeadm::Role::InitControlPlane => "init-control-plane",
-        kubeadm::Role::JoinControlPlane => "join-control-plane",
-        kubeadm::Role::Worker => "worker",
-    }
+    r.as_str()
 }
 
 const ROOT_FILE: Owner = Owner {
@@ -141,121 +131,6 @@ fn root_write(plan: &mut Plan, path: &str, data: impl Into<Vec<u8>>, mode: u16) 
         content: Content::Bytes(data.into()),
         owner: Owner { mode, ..ROOT_FILE },
     });
-}
-
-/// Merges a node profile into generated user-data: profile keys win, except lists, which
-/// are appended (runcmd, write_files, packages, ...), and mappings, which merge key by key.
-pub fn merge_profile(base: &mut Map<String, Value>, profile: &Map<String, Value>) {
-    for (k, v) in profile {
-        match (base.get_mut(k), v) {
-            (Some(Value::Array(a)), Value::Array(b)) => a.extend(b.iter().cloned()),
-            (Some(Value::Object(a)), Value::Object(b)) => merge_profile(a, b),
-            _ => {
-                base.insert(k.clone(), v.clone());
-            }
-        }
-    }
-}
-
-/// The cloud-init user-data of a node (without the `#cloud-config` header).
-pub fn user_data(spec: &Spec, node: &spec::Node) -> Value {
-    let mut hosts = String::from(
-        "# Written by piforge (cloud-init write_files).\n127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
-    );
-    hosts.push_str(&format!("127.0.1.1 {}\n", node.name));
-    for n in &spec.nodes {
-        if let Some(a) = &n.address {
-            hosts.push_str(&format!("{} {}\n", a.addr, n.name));
-        }
-    }
-    let mut ud = json!({
-        "hostname": node.name,
-        "preserve_hostname": false,
-        "manage_etc_hosts": false,
-        "timezone": spec.timezone,
-        "ssh_pwauth": false,
-        "disable_root": true,
-        "users": [{
-            "name": spec.user,
-            "groups": ["adm", "sudo", "systemd-journal"],
-            "shell": "/bin/bash",
-            "sudo": "ALL=(ALL) NOPASSWD:ALL",
-            "lock_passwd": true,
-            "ssh_authorized_keys": spec.ssh_authorized_keys,
-        }],
-        "write_files": [{
-            "path": "/etc/hosts",
-            "content": hosts,
-            "permissions": "0644",
-            "owner": "root:root",
-        }],
-    });
-    if let (Value::Object(base), Some(p)) = (&mut ud, &node.profile) {
-        if let Value::Object(profile) = &p.value {
-            merge_profile(base, profile);
-        }
-    }
-    ud
-}
-
-/// The node's netplan v2 network-config: its fixed address, or DHCP.
-pub fn network_config(spec: &Spec, node: &spec::Node) -> Value {
-    let iface = &spec.network.interface;
-    let eth = match &node.address {
-        Some(a) => {
-            let mut e = json!({
-                "dhcp4": false,
-                "dhcp6": false,
-                "addresses": [a.to_string()],
-                "nameservers": {"addresses": spec.network.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()},
-            });
-            if let Some(gw) = spec.network.gateway {
-                // `0.0.0.0/0`, not netplan's `default`: cloud-init 25.1 (Debian and Raspberry
-                // Pi OS trixie) rejects `to: default` ("Address default is not a valid ip
-                // network") and fails its local stage, leaving the node unconfigured (found by
-                // `make e2e`).
-                e["routes"] = json!([{"to": "0.0.0.0/0", "via": gw.to_string()}]);
-            }
-            e
-        }
-        None => json!({"dhcp4": true}),
-    };
-    let mut ethernets = Map::new();
-    ethernets.insert(iface.clone(), eth);
-    json!({"version": 2, "ethernets": ethernets})
-}
-
-/// The node's NoCloud seed: (user-data, meta-data, network-config). The instance-id is a hash
-/// of everything the node is given, so changing or reimaging a node makes cloud-init run again.
-pub fn seed(spec: &Spec, node: &spec::Node, root_digest: &str) -> (String, String, String) {
-    let ud = spec::cloud_config(&user_data(spec, node));
-    let nc = spec::to_yaml(&network_config(spec, node));
-    let mut h = Sha256::new();
-    for part in [
-        node.name.as_bytes(),
-        ud.as_bytes(),
-        nc.as_bytes(),
-        root_digest.as_bytes(),
-    ] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part);
-    }
-    let id = hex::encode(h.finalize());
-    let md = format!(
-        "instance-id: piforge-{}\nlocal-hostname: {}\n",
-        &id[..16],
-        node.name
-    );
-    (ud, md, nc)
-}
-
-/// A NoCloud pointer for a base whose cloud-init has no seed location on the boot partition.
-fn nocloud_snippet(boot_label: &str) -> String {
-    format!(
-        "# Written by piforge: read the NoCloud seed from the boot partition.\n\
-         datasource_list: [NoCloud, None]\n\
-         datasource:\n  NoCloud:\n    fs_label: {boot_label}\n"
-    )
 }
 
 /// Loads the spec with the artifact catalog's versions.
@@ -274,15 +149,16 @@ pub fn build(
 ) -> Result<BuildReport, BuildError> {
     let (spec, catalog) = load_spec(&opts.spec_path)?;
     for n in &opts.nodes {
-        if !spec.nodes.iter().any(|x| &x.name == n) {
+        if !spec.nodes.iter().any(|x| x.name == *n) {
             return Err(BuildError::UnknownNode(n.clone()));
         }
     }
-    if let Some(t) = &opts.token {
-        if !valid_token(t) {
-            return Err(BuildError::BadToken);
-        }
-    }
+    let token = opts
+        .token
+        .as_deref()
+        .map(spec::Token::parse)
+        .transpose()
+        .map_err(|_| BuildError::BadToken)?;
     let release = catalog.release(&spec.kubernetes.version)?;
     let mut report = BuildReport::default();
 
@@ -348,16 +224,16 @@ pub fn build(
         cluster_name: spec.name.clone(),
         kubernetes_version: spec.kubernetes.version.clone(),
         control_plane_endpoint: endpoint.clone(),
-        pod_subnet: spec.kubernetes.pod_subnet.to_string(),
-        service_subnet: spec.kubernetes.service_subnet.to_string(),
-        token: opts.token.clone().unwrap_or_else(|| secrets.token.clone()),
-        token_ttl: kubeadm::token_ttl(ttl_secs),
+        pod_subnet: spec.kubernetes.pod_subnet,
+        service_subnet: spec.kubernetes.service_subnet,
+        token: match token {
+            Some(t) => t,
+            None => spec::Token::parse(&secrets.token).map_err(BuildError::SecretsToken)?,
+        },
+        token_ttl: spec::GoDuration::from_secs(ttl_secs.unwrap_or(0)),
         ca_cert_hash: secrets.discovery_hash(),
         cri_socket: "unix:///run/containerd/containerd.sock".into(),
-        cni: match spec.kubernetes.cni {
-            spec::Cni::Flannel => kubeadm::Cni::Flannel,
-            spec::Cni::None => kubeadm::Cni::None,
-        },
+        cni: spec.kubernetes.cni.into(),
     };
     cluster.validate()?;
 
@@ -374,7 +250,7 @@ pub fn build(
     let wanted: Vec<&spec::Node> = spec
         .nodes
         .iter()
-        .filter(|n| opts.nodes.is_empty() || opts.nodes.contains(&n.name))
+        .filter(|n| opts.nodes.is_empty() || opts.nodes.iter().any(|w| n.name == *w))
         .collect();
 
     // One root filesystem per role.
@@ -403,28 +279,28 @@ pub fn build(
         // Every card its own MBR disk id (PARTUUID prefix), and the references to it.
         retarget_disk_id(&mut plan, role_img, disk_id(&spec.name, &node.name))?;
         let np = kubeadm::NodeParams {
-            name: node.name.clone(),
+            name: node.name.to_string(),
             role,
             advertise_address: node.address.map(|a| a.addr.to_string()),
         };
         root_write(
             &mut plan,
-            "/etc/piforge/kubeadm.yaml",
+            kubeadm::CONFIG_PATH,
             kubeadm::render_config(&cluster, &np),
             0o600,
         );
-        let (ud, md, nc) = seed(&spec, node, role_digest);
-        for (name, data) in [("user-data", ud), ("meta-data", md), ("network-config", nc)] {
+        let seed = cloud_init::seed(&spec, node, role_digest);
+        for (name, data) in seed.files() {
             plan.boot.push(BootOp::Write {
                 path: format!("/{name}"),
-                content: Content::Bytes(data.into_bytes()),
+                content: Content::Bytes(data.as_bytes().to_vec()),
             });
         }
         let out = opts.out_dir.join(format!("{}.img", node.name));
         let done = apply::customize(role_img, &out, &plan)?;
         let sha256 = source::sha256_file(&out)?;
         report.nodes.push(BuiltNode {
-            name: node.name.clone(),
+            name: node.name.to_string(),
             role: node.role,
             address: node.address.map(|a| a.to_string()),
             image: out,
@@ -642,28 +518,28 @@ fn role_plan(
     if !base.cloud_init.seed_on_boot_partition {
         root_write(
             &mut plan,
-            "/etc/cloud/cloud.cfg.d/99-piforge-nocloud.cfg",
-            nocloud_snippet(&base.boot.label),
+            cloud_init::NOCLOUD_SNIPPET_PATH,
+            cloud_init::nocloud_snippet(&base.boot.label),
             0o644,
         );
     }
     // The first-boot kubeadm unit and script.
     root_write(
         &mut plan,
-        kubeadm::FIRST_BOOT_SCRIPT_PATH,
-        kubeadm::first_boot_script(role, cluster.cni),
+        first_boot::FIRST_BOOT_SCRIPT_PATH,
+        first_boot::first_boot_script(role, cluster.cni),
         0o755,
     );
     let unit = format!(
         "{}/{}",
         crate::payload_files::UNIT_DIR,
-        kubeadm::FIRST_BOOT_UNIT_NAME
+        first_boot::FIRST_BOOT_UNIT_NAME
     );
-    root_write(&mut plan, &unit, kubeadm::first_boot_unit(), 0o644);
+    root_write(&mut plan, &unit, first_boot::first_boot_unit(), 0o644);
     plan.root.push(RootOp::Symlink {
         path: format!(
             "/etc/systemd/system/multi-user.target.wants/{}",
-            kubeadm::FIRST_BOOT_UNIT_NAME
+            first_boot::FIRST_BOOT_UNIT_NAME
         ),
         target: unit,
         owner: Owner {
@@ -689,8 +565,8 @@ fn role_plan(
                 path: a.path.display().to_string(),
                 source,
             })?;
-            let patched = kubeadm::patch_flannel(&text, &cluster.pod_subnet)?;
-            root_write(&mut plan, kubeadm::FLANNEL_MANIFEST_PATH, patched, 0o644);
+            let patched = kubeadm::patch_flannel(&text, cluster.pod_subnet)?;
+            root_write(&mut plan, first_boot::FLANNEL_MANIFEST_PATH, patched, 0o644);
         }
     }
     // The site's own overlays last, so they can override anything.
@@ -701,30 +577,4 @@ fn role_plan(
         })?;
     }
     Ok(plan)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens() {
-        assert!(valid_token("abcdef.0123456789abcdef"));
-        assert!(!valid_token("ABCDEF.0123456789abcdef"));
-        assert!(!valid_token("abcdef0123456789abcdef"));
-        assert!(!valid_token("abcde.0123456789abcdefg"));
-    }
-
-    #[test]
-    fn profile_merge_appends_lists_and_overrides_scalars() {
-        let mut base = json!({"hostname": "a", "runcmd": [["echo", "1"]], "users": [{"name": "pi"}], "ntp": {"enabled": true}});
-        let profile = json!({"hostname": "b", "runcmd": [["echo", "2"]], "ntp": {"servers": ["x"]}, "packages": ["htop"]});
-        if let (Value::Object(b), Value::Object(p)) = (&mut base, &profile) {
-            merge_profile(b, p);
-        }
-        assert_eq!(base["hostname"], "b");
-        assert_eq!(base["runcmd"], json!([["echo", "1"], ["echo", "2"]]));
-        assert_eq!(base["ntp"], json!({"enabled": true, "servers": ["x"]}));
-        assert_eq!(base["packages"], json!(["htop"]));
-    }
 }
