@@ -10,18 +10,16 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use crate::bootcfg;
-use crate::disk::{self, Partition, Slice};
+use crate::disk::{self, align_up, Image};
 use crate::fs::ext4::{Attrs, Ext4, FileKind, OpenMode, OpenOptions};
 use crate::fs::fat::FatVolume;
-use crate::grow::{self, align_up};
-use crate::inspect;
 use crate::output::{self, AtomicFile};
 use crate::plan::{BootOp, Content, Grow, Plan, RootOp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error(transparent)]
-    Inspect(#[from] inspect::InspectError),
+    Image(#[from] disk::ImageError),
     #[error("cannot write {path}: {source}")]
     Output {
         path: String,
@@ -39,7 +37,7 @@ pub enum ApplyError {
     #[error("boot partition: {0}")]
     BootCfg(#[from] bootcfg::BootCfgError),
     #[error(transparent)]
-    Grow(#[from] grow::GrowError),
+    Grow(#[from] disk::GrowError),
     #[error("the root filesystem needs {missing} more bytes ({needed} needed, {free} free) and --grow off forbids growing it")]
     NoSpace {
         needed: u64,
@@ -271,18 +269,11 @@ pub fn apply_boot<D: std::io::Read + std::io::Write + std::io::Seek>(
 
 /// Checks the boot-side edits against the source image before any copying, so that bad input
 /// (a multi-line cmdline.txt, a broken piforge block) fails fast.
-fn precheck_boot(raw: &Path, boot: &Partition, plan: &Plan) -> Result<(), ApplyError> {
+fn precheck_boot(img: &Image, plan: &Plan) -> Result<(), ApplyError> {
     if plan.cmdline_add.is_empty() && plan.cmdline_remove.is_empty() && plan.config.is_empty() {
         return Ok(());
     }
-    let f = File::open(raw).map_err(|source| ApplyError::Input {
-        path: raw.display().to_string(),
-        source,
-    })?;
-    let vol = FatVolume::open(
-        disk::ReadOnly(Slice::new(f, boot.start_bytes, boot.size_bytes)),
-        plan.epoch,
-    )?;
+    let vol = img.boot_fs(plan.epoch)?;
     if !plan.cmdline_add.is_empty() || !plan.cmdline_remove.is_empty() {
         let c = vol
             .read_file("/cmdline.txt")?
@@ -303,25 +294,15 @@ fn precheck_boot(raw: &Path, boot: &Partition, plan: &Plan) -> Result<(), ApplyE
 }
 
 /// The edits a new MBR disk id implies: `PARTUUID=<old id>-` becomes `PARTUUID=<new id>-` in
-/// cmdline.txt and /etc/fstab (read from `raw`), as operations to run before the plan's own.
+/// cmdline.txt and /etc/fstab (read from `img`), as operations to run before the plan's own.
 fn disk_id_ops(
-    raw: &Path,
-    old: &str,
+    img: &Image,
     new: u32,
-    boot: &Partition,
-    root: &Partition,
     epoch: i64,
 ) -> Result<(Vec<RootOp>, Vec<BootOp>), ApplyError> {
-    let (old, new) = (old.to_lowercase(), format!("{new:08x}"));
+    let (old, new) = (img.layout().disk_id.to_lowercase(), format!("{new:08x}"));
     let swap = |text: &str| bootcfg::retarget_partuuid(text, &old, &new);
-    let f = File::open(raw).map_err(|source| ApplyError::Input {
-        path: raw.display().to_string(),
-        source,
-    })?;
-    let vol = FatVolume::open(
-        disk::ReadOnly(Slice::new(f, boot.start_bytes, boot.size_bytes)),
-        epoch,
-    )?;
+    let vol = img.boot_fs(epoch)?;
     let mut boot_ops = Vec::new();
     if let Some(b) = vol.read_file("/cmdline.txt")? {
         let text = String::from_utf8_lossy(&b);
@@ -334,7 +315,7 @@ fn disk_id_ops(
         }
     }
     let mut root_ops = Vec::new();
-    let ext = Ext4::open(raw, root.start_bytes, OpenMode::ReadOnly)?;
+    let ext = img.root_fs()?;
     if let Some(st) = ext.stat("/etc/fstab")? {
         let text = String::from_utf8_lossy(&ext.read_file("/etc/fstab")?).into_owned();
         let changed = swap(&text);
@@ -365,13 +346,12 @@ pub fn customize_with_mode(
     plan: &Plan,
     mode: u32,
 ) -> Result<Applied, ApplyError> {
-    let (layout, boot, root) = inspect::layout_of(raw)?;
+    let source = Image::open(raw)?;
     // A new disk id on an MBR disk: the PARTUUID references follow it (GPT disks keep theirs).
     let expanded;
-    let plan = match (plan.disk_id, layout.scheme) {
+    let plan = match (plan.disk_id, source.scheme()) {
         (Some(id), disk::Scheme::Mbr) => {
-            let (mut root_ops, mut boot_ops) =
-                disk_id_ops(raw, &layout.disk_id, id, &boot, &root, plan.epoch)?;
+            let (mut root_ops, mut boot_ops) = disk_id_ops(&source, id, plan.epoch)?;
             let mut p = plan.clone();
             root_ops.append(&mut p.root);
             boot_ops.append(&mut p.boot);
@@ -381,7 +361,11 @@ pub fn customize_with_mode(
         }
         _ => plan,
     };
-    precheck_boot(raw, &boot, plan)?;
+    precheck_boot(&source, plan)?;
+    // A root filesystem that is corrupt or claims more than its partition is refused here,
+    // naming the input, before anything is copied.
+    drop(source.root_fs()?);
+    drop(source);
     let out_err = |source| ApplyError::Output {
         path: out.display().to_string(),
         source,
@@ -392,18 +376,15 @@ pub fn customize_with_mode(
         source,
     })?;
     output::sparse_copy(&mut src, dst.file()).map_err(out_err)?;
-    if let (Some(id), disk::Scheme::Mbr) = (plan.disk_id, layout.scheme) {
-        use std::io::{Seek, SeekFrom, Write};
-        let f = dst.file();
-        f.seek(SeekFrom::Start(440)).map_err(out_err)?;
-        f.write_all(&id.to_le_bytes()).map_err(out_err)?;
+    let mut img = Image::open_rw(dst.path())?;
+    if let (Some(id), disk::Scheme::Mbr) = (plan.disk_id, img.scheme()) {
+        img.set_disk_id(id)?;
     }
-    let tmp = dst.path().to_path_buf();
 
     // Room in the root filesystem, growing it when allowed.
     let mut grew_root_to = None;
     if !plan.root.is_empty() || matches!(plan.grow, Grow::To(_)) {
-        let fs = Ext4::open(&tmp, root.start_bytes, OpenMode::ReadOnly)?;
+        let fs = img.root_fs()?;
         let needs = root_needs(&fs, plan);
         let info = fs.info();
         let free = fs.free_bytes();
@@ -414,8 +395,8 @@ pub fn customize_with_mode(
                 free: u64::from(info.free_inodes),
             });
         }
-        if let Some(size) = grow_target(plan.grow, root.size_bytes, needs, free)? {
-            grow::grow_partition(&tmp, &layout, root.index, size, plan.epoch)?;
+        if let Some(size) = grow_target(plan.grow, img.root().size_bytes, needs, free)? {
+            img.grow_root(size, plan.epoch)?;
             grew_root_to = Some(align_up(size));
         }
     }
@@ -425,22 +406,17 @@ pub fn customize_with_mode(
         opts.clock = Some(plan.epoch);
         // The output is a temporary copy, removed on any error: no overlay needed.
         opts.direct = true;
-        let mut fs = Ext4::open_with(&tmp, root.start_bytes, &opts)?;
+        let mut fs = img.root_fs_with(&opts)?;
         apply_root(&mut fs, plan)?;
         fs.commit()?;
     }
 
     if plan.touches_boot() {
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&tmp)
-            .map_err(out_err)?;
-        let mut vol =
-            FatVolume::open(Slice::new(f, boot.start_bytes, boot.size_bytes), plan.epoch)?;
+        let mut vol = img.boot_fs_mut(plan.epoch)?;
         apply_boot(&mut vol, plan)?;
         vol.close()?;
     }
+    drop(img);
 
     let image_bytes = dst.file().metadata().map_err(out_err)?.len();
     let output = dst.commit().map_err(out_err)?;

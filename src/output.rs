@@ -125,7 +125,7 @@ fn current_umask() -> u32 {
     unsafe {
         let old = libc::umask(0o022);
         libc::umask(old);
-        u32::from(old)
+        old
     }
 }
 
@@ -280,11 +280,18 @@ mod tests {
         let dest = dir.path().join("out.img");
         // Links at the temporary names an attacker could guess (the old scheme was
         // .NAME.piforge-tmp-PID), and at the output itself.
-        symlink(&victim, dir.path().join(format!(".out.img.piforge-tmp-{}", std::process::id())))
-            .unwrap();
+        symlink(
+            &victim,
+            dir.path()
+                .join(format!(".out.img.piforge-tmp-{}", std::process::id())),
+        )
+        .unwrap();
         symlink(&victim, &dest).unwrap();
         let mut f = AtomicFile::create(&dest).unwrap();
-        assert!(!f.path().to_string_lossy().contains(&std::process::id().to_string()));
+        assert!(!f
+            .path()
+            .to_string_lossy()
+            .contains(&std::process::id().to_string()));
         f.file().write_all(b"new image").unwrap();
         f.commit().unwrap();
         assert_eq!(fs::read(&victim).unwrap(), b"precious");
@@ -294,9 +301,15 @@ mod tests {
         // A private output is 0600 from its creation on.
         let p = dir.path().join("secret.img");
         let mut f = AtomicFile::create_with_mode(&p, 0o600).unwrap();
-        assert_eq!(f.file().metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            f.file().metadata().unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         f.commit().unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]

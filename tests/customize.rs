@@ -512,3 +512,90 @@ fn gpt_image_grows_with_backup_header_moved() {
     assert_clean(&out, &cache);
     assert!(fs::metadata(&out).unwrap().len() > fs::metadata(fixture("gpt.img")).unwrap().len());
 }
+
+/// Hardening #12 item 3: a root filesystem whose superblock claims more blocks than its
+/// partition holds (here: the partition entry shrunk under it, a third partition in the freed
+/// space) is refused with one sentence, and nothing is written.
+#[test]
+fn root_filesystem_larger_than_its_partition_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let img = tmp.path().join("short-root.img");
+    fs::copy(fixture("trixie.img"), &img).unwrap();
+    let sf = sfdisk_json(&img);
+    let parts = sf["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let root = &parts[1];
+    let (start, size) = (
+        root["start"].as_u64().unwrap(),
+        root["size"].as_u64().unwrap(),
+    );
+    let keep = size - 16384; // 8 MiB less than the filesystem
+    let shrink = std::process::Command::new("sfdisk")
+        .args(["--no-reread", "--no-tell-kernel", "-q", "-N", "2"])
+        .arg(&img)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(format!("{start},{keep}\n").as_bytes())?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(shrink.success(), "sfdisk -N 2");
+    let append = std::process::Command::new("sfdisk")
+        .args(["--no-reread", "--no-tell-kernel", "-q", "--append"])
+        .arg(&img)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(format!("start={}, size=16384, type=83\n", start + keep).as_bytes())?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(append.success(), "sfdisk --append");
+    let after = sfdisk_json(&img);
+    let after_parts = after["partitiontable"]["partitions"].as_array().unwrap();
+    assert_eq!(after_parts.len(), 3, "{after}");
+    assert_eq!(after_parts[1]["size"].as_u64(), Some(keep));
+    let before = sha256(&img);
+
+    let o = tmp.path().join("overlay");
+    fs::create_dir_all(o.join("etc")).unwrap();
+    fs::write(o.join("etc/piforge-test"), b"x\n").unwrap();
+    let out = tmp.path().join("never.img");
+    for extra in [
+        &["--root-overlay", o.to_str().unwrap()][..],
+        &["--grow", "1G"][..],
+    ] {
+        let mut args = vec![img.to_str().unwrap(), "-o", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let r = customize(&args, &cache);
+        assert_one_line_error(&r, "more than the 41943040 bytes of its partition");
+        assert!(
+            !out.exists(),
+            "no output when the root filesystem overflows its partition"
+        );
+    }
+    assert_eq!(
+        sha256(&img),
+        before,
+        "the input and its third partition are unchanged"
+    );
+    let left: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains("piforge-tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}

@@ -8,7 +8,8 @@ set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 
 PKGS=(e2fsprogs libext2fs-dev dosfstools mtools fdisk gdisk bmap-tools cloud-init
-	xz-utils zstd gzip zip unzip attr openssl pkg-config)
+	xz-utils zstd gzip zip unzip attr openssl pkg-config shellcheck python3-yaml
+	systemd)
 
 # Without dpkg (not Debian): probe a command each package provides.
 probe() {
@@ -23,6 +24,8 @@ probe() {
 	cloud-init) command -v cloud-init ;;
 	xz-utils) command -v xz ;;
 	attr) command -v setfattr ;;
+	python3-yaml) python3 -c 'import yaml' ;;
+	systemd) command -v systemd-analyze ;;
 	*) command -v "$1" ;;
 	esac >/dev/null 2>&1
 }

@@ -16,11 +16,10 @@ use sha2::{Digest, Sha256};
 
 use super::{io_error, BuildError, BuildOptions, Validated};
 use crate::artifacts::{ArtifactName, FetchedArtifact};
-use crate::cluster;
-use crate::kubeadm;
 use crate::payload;
 use crate::pki;
 use crate::plan::{BootOp, Content, Grow, Owner, Plan, RootOp};
+use crate::render::{cloud_init, first_boot, kubeadm};
 use crate::spec::{self, Role, Spec};
 
 /// A role's layer.
@@ -128,20 +127,21 @@ pub(super) fn cluster_params(
     secrets: &pki::Secrets,
     opts: &BuildOptions,
 ) -> Result<kubeadm::ClusterParams, BuildError> {
+    let token = match &opts.token {
+        Some(t) => spec::Token::parse(t).map_err(|_| BuildError::BadToken)?,
+        None => spec::Token::parse(&secrets.token).map_err(BuildError::SecretsToken)?,
+    };
     let cluster = kubeadm::ClusterParams {
         cluster_name: spec.name.clone(),
         kubernetes_version: spec.kubernetes.version.clone(),
         control_plane_endpoint: spec.control_plane_endpoint(),
-        pod_subnet: spec.kubernetes.pod_subnet.to_string(),
-        service_subnet: spec.kubernetes.service_subnet.to_string(),
-        token: opts.token.clone().unwrap_or_else(|| secrets.token.clone()),
-        token_ttl: kubeadm::token_ttl(super::token_ttl_secs(spec)),
+        pod_subnet: spec.kubernetes.pod_subnet,
+        service_subnet: spec.kubernetes.service_subnet,
+        token,
+        token_ttl: spec::GoDuration::from_secs(super::token_ttl_secs(spec).unwrap_or(0)),
         ca_cert_hash: secrets.discovery_hash(),
         cri_socket: "unix:///run/containerd/containerd.sock".into(),
-        cni: match spec.kubernetes.cni {
-            spec::Cni::Flannel => kubeadm::Cni::Flannel,
-            spec::Cni::None => kubeadm::Cni::None,
-        },
+        cni: spec.kubernetes.cni.into(),
     };
     cluster.validate()?;
     Ok(cluster)
@@ -168,7 +168,7 @@ pub(super) fn plan(
     let wanted: Vec<&spec::Node> = spec
         .nodes
         .iter()
-        .filter(|n| v.nodes.contains(&n.name))
+        .filter(|n| v.nodes.iter().any(|w| *w == n.name))
         .collect();
     let mut roles: Vec<RoleLayer> = Vec::new();
     for node in &wanted {
@@ -192,7 +192,7 @@ pub(super) fn plan(
             .unwrap_or_default();
         let plan = node_layer(spec, node, role, &cluster, &role_digest, opts.epoch);
         build.nodes.push(NodeLayer {
-            name: node.name.clone(),
+            name: node.name.to_string(),
             role,
             spec_role: node.role,
             address: node.address.map(|a| a.to_string()),
@@ -217,20 +217,20 @@ fn role_layer(
         root_write(
             &mut plan,
             payload::paths::NOCLOUD_SNIPPET,
-            cluster::nocloud_snippet(&v.facts.boot.label),
+            cloud_init::nocloud_snippet(&v.facts.boot.label),
             0o644,
         );
     }
     // The first-boot kubeadm unit and script.
     root_write(
         &mut plan,
-        kubeadm::FIRST_BOOT_SCRIPT_PATH,
-        kubeadm::first_boot_script(role, cluster.cni),
+        first_boot::FIRST_BOOT_SCRIPT_PATH,
+        first_boot::first_boot_script(role, cluster.cni),
         0o755,
     );
-    let unit = payload::paths::unit(kubeadm::FIRST_BOOT_UNIT_NAME);
-    root_write(&mut plan, &unit, kubeadm::first_boot_unit(), 0o644);
-    let (link, target) = payload::paths::wants_link(kubeadm::FIRST_BOOT_UNIT_NAME);
+    let unit = payload::paths::unit(first_boot::FIRST_BOOT_UNIT_NAME);
+    root_write(&mut plan, &unit, first_boot::first_boot_unit(), 0o644);
+    let (link, target) = payload::paths::wants_link(first_boot::FIRST_BOOT_UNIT_NAME);
     plan.root.push(RootOp::Symlink {
         path: link,
         target,
@@ -255,7 +255,7 @@ fn role_layer(
     if role == kubeadm::Role::InitControlPlane && cluster.cni == kubeadm::Cni::Flannel {
         if let Some(a) = arts.iter().find(|a| a.spec.name == ArtifactName::Flannel) {
             let text = fs::read_to_string(&a.path).map_err(io_error(&a.path))?;
-            let patched = kubeadm::patch_flannel(&text, &cluster.pod_subnet)?;
+            let patched = kubeadm::patch_flannel(&text, cluster.pod_subnet)?;
             root_write(&mut plan, payload::paths::FLANNEL_MANIFEST, patched, 0o644);
         }
     }
@@ -284,7 +284,7 @@ fn node_layer(
     plan.grow = Grow::Off;
     plan.disk_id = Some(disk_id(&spec.name, &node.name));
     let np = kubeadm::NodeParams {
-        name: node.name.clone(),
+        name: node.name.to_string(),
         role,
         advertise_address: node.address.map(|a| a.addr.to_string()),
     };
@@ -294,11 +294,10 @@ fn node_layer(
         kubeadm::render_config(cluster, &np),
         0o600,
     );
-    let (ud, md, nc) = cluster::seed(spec, node, role_digest);
-    for (name, data) in [("user-data", ud), ("meta-data", md), ("network-config", nc)] {
+    for (name, data) in cloud_init::seed(spec, node, role_digest).files() {
         plan.boot.push(BootOp::Write {
             path: format!("/{name}"),
-            content: Content::Bytes(data.into_bytes()),
+            content: Content::Bytes(data.into()),
         });
     }
     plan

@@ -26,9 +26,9 @@ use std::path::{Path, PathBuf};
 use crate::apply;
 use crate::artifacts::{self, Catalog, FetchedArtifact, Release};
 use crate::inspect;
-use crate::kubeadm;
 use crate::payload;
 use crate::pki;
+use crate::render::kubeadm;
 use crate::source;
 use crate::spec::{self, Role, Spec};
 
@@ -62,6 +62,8 @@ pub enum BuildError {
     Overlay { path: String, msg: String },
     #[error("--dry-run does not download: {0}; run `piforge fetch` first or pass --artifacts DIR")]
     DryRunNeedsDownload(String),
+    #[error("the token in the secrets directory: {0}")]
+    SecretsToken(spec::TokenError),
     #[error("{path}: {msg}")]
     State { path: String, msg: String },
     #[error("{node} is the only control plane of {cluster}, and the node that ran `kubeadm init`: rebuilding it alone would start a new, empty cluster (the other nodes would lose theirs); add a second control plane first, or pass --new-cluster if a new cluster is what you want")]
@@ -165,7 +167,7 @@ pub fn validate(
 ) -> Result<Validated, BuildError> {
     let (spec, catalog) = load_spec(&opts.spec_path)?;
     for n in &opts.nodes {
-        if !spec.nodes.iter().any(|x| &x.name == n) {
+        if !spec.nodes.iter().any(|x| x.name == *n) {
             return Err(BuildError::UnknownNode(n.clone()));
         }
     }
@@ -229,11 +231,11 @@ pub fn validate(
     let nodes: Vec<String> = spec
         .nodes
         .iter()
-        .filter(|n| opts.nodes.is_empty() || opts.nodes.contains(&n.name))
-        .map(|n| n.name.clone())
+        .filter(|n| opts.nodes.is_empty() || opts.nodes.iter().any(|w| *w == n.name))
+        .map(|n| n.name.to_string())
         .collect();
     let state = state::load(&spec.spec_dir.join("secrets"))?;
-    let control_planes: Vec<&str> = spec.control_planes().map(|n| n.name.as_str()).collect();
+    let control_planes: Vec<&str> = spec.control_planes().map(|n| &*n.name).collect();
     let init_node = state::init_node(
         state.as_ref(),
         &control_planes,

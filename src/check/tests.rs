@@ -708,8 +708,8 @@ fn text_and_json() {
 fn containerd_config_is_read_as_toml() {
     // Both shipped configurations (containerd 2.x and 1.7) pass.
     for f in [
-        payload_files::CONTAINERD_CONFIG_V3,
-        payload_files::CONTAINERD_CONFIG_V2,
+        payload_files::containerd_config(2),
+        payload_files::containerd_config(1),
     ] {
         let text = payload_files::render(f.text(), &[("PAUSE_IMAGE", "p:1")]).unwrap();
         assert_eq!(systemd_cgroup_for_runc(&text), Ok(true), "{}", f.path);

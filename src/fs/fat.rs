@@ -26,6 +26,8 @@ pub enum FatError {
     },
     #[error("closing the boot partition failed: {0}")]
     Close(io::Error),
+    #[error("the boot partition's FAT is corrupt: the cluster chain through cluster {cluster} loops back on itself (repair it with fsck.vfat)")]
+    ChainLoop { cluster: u32 },
 }
 
 /// One entry of a FAT directory listing.
@@ -95,7 +97,13 @@ fn rel(path: &str) -> &str {
 
 impl<D: Read + Write + Seek> FatVolume<D> {
     /// Opens the filesystem; `epoch` is the build clock for anything written.
-    pub fn open(dev: D, epoch: i64) -> Result<Self, FatError> {
+    ///
+    /// A FAT whose cluster chains loop is refused first: fatfs would follow such a directory
+    /// chain forever (see [`super::fat_chains`]).
+    pub fn open(mut dev: D, epoch: i64) -> Result<Self, FatError> {
+        if let Some(cluster) = super::fat_chains::find_loop(&mut dev).map_err(FatError::Open)? {
+            return Err(FatError::ChainLoop { cluster });
+        }
         let opts = fatfs::FsOptions::new()
             .update_accessed_date(false)
             .time_provider(time_provider(epoch));
@@ -321,6 +329,37 @@ mod tests {
         );
         assert!(ok, "{out}");
         out
+    }
+
+    #[test]
+    fn a_looping_root_directory_chain_is_refused_not_followed_forever() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (img, part) = make_fat(tmp.path());
+        let mut data = std::fs::read(&img).unwrap();
+        let bs = 1 << 20;
+        let reserved = u16::from_le_bytes([data[bs + 14], data[bs + 15]]) as usize;
+        let root = u32::from_le_bytes(data[bs + 44..bs + 48].try_into().unwrap());
+        // FAT[root] = root: the root directory's chain points back at itself.
+        let at = bs + reserved * 512 + root as usize * 4;
+        data[at..at + 4].copy_from_slice(&root.to_le_bytes());
+        std::fs::write(&img, &data).unwrap();
+        std::fs::write(&part, &data[bs..]).unwrap();
+        let (ok, out) = sh("fsck.vfat", &["-n", part.to_str().unwrap()]);
+        assert!(!ok, "fsck.vfat calls the looping FAT clean: {out}");
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&img)
+            .unwrap();
+        let len = f.metadata().unwrap().len() - (1 << 20);
+        let e = FatVolume::open(crate::disk::Slice::new(f, 1 << 20, len), 0)
+            .err()
+            .expect("opened a FAT whose root directory chain loops");
+        assert!(
+            matches!(e, FatError::ChainLoop { cluster } if cluster == root),
+            "{e}"
+        );
+        assert!(e.to_string().contains("loops back on itself"), "{e}");
     }
 
     #[test]

@@ -1,13 +1,9 @@
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 
 use serde::Serialize;
 
 use super::facts::{self, CloudInit, FstabEntry, OsRelease, RootFiles, Swap};
-use crate::disk::{self, DiskLayout, Partition, Slice};
-use crate::fs::ext4::{Ext4, OpenMode};
-use crate::fs::fat::FatVolume;
+use crate::disk::{self, Image, Partition};
 use crate::fs::Ext4Files;
 use crate::source::{self, SourceImage};
 
@@ -15,22 +11,10 @@ use crate::source::{self, SourceImage};
 pub enum InspectError {
     #[error(transparent)]
     Source(#[from] source::SourceError),
-    #[error("{path}: {source}")]
-    Disk {
-        path: String,
-        source: disk::DiskError,
-    },
-    #[error("{path} has no FAT boot partition ({found})")]
-    NoBoot { path: String, found: String },
-    #[error("{path} has no ext4 root partition ({found})")]
-    NoRoot { path: String, found: String },
+    #[error(transparent)]
+    Image(#[from] disk::ImageError),
     #[error("{0}")]
     Fs(String),
-    #[error("cannot open {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
 }
 
 /// What the input was and how it was read.
@@ -90,60 +74,14 @@ pub struct Report {
     pub free_bytes: FreeBytes,
 }
 
-fn describe(layout: &DiskLayout) -> String {
-    let parts: Vec<String> = layout
-        .partitions
-        .iter()
-        .map(|p| format!("partition {} is {} ({})", p.index, p.filesystem, p.type_id))
-        .collect();
-    parts.join(", ")
-}
-
-/// Reads the partition table of a raw image and finds its boot and root partitions.
-pub fn layout_of(raw: &Path) -> Result<(DiskLayout, Partition, Partition), InspectError> {
-    let shown = raw.display().to_string();
-    let f = File::open(raw).map_err(|source| InspectError::Io {
-        path: shown.clone(),
-        source,
-    })?;
-    let layout =
-        disk::read_layout(&mut BufReader::new(f)).map_err(|source| InspectError::Disk {
-            path: shown.clone(),
-            source,
-        })?;
-    let boot = layout
-        .boot_partition()
-        .cloned()
-        .ok_or_else(|| InspectError::NoBoot {
-            path: shown.clone(),
-            found: describe(&layout),
-        })?;
-    let root = layout
-        .root_partition()
-        .cloned()
-        .ok_or_else(|| InspectError::NoRoot {
-            path: shown.clone(),
-            found: describe(&layout),
-        })?;
-    Ok((layout, boot, root))
-}
-
 /// Inspects an opened source image.
 pub fn inspect(input: &Path, img: &SourceImage) -> Result<Report, InspectError> {
-    let (layout, boot_p, root_p) = layout_of(&img.path)?;
-    let raw = &img.path;
+    let image = Image::open(&img.path)?;
+    let (layout, boot_p, root_p) = (image.layout(), image.boot(), image.root());
     let fs_err = |what: &str, e: &dyn std::fmt::Display| InspectError::Fs(format!("{what}: {e}"));
 
     // Boot partition (FAT), read-only.
-    let f = File::open(raw).map_err(|source| InspectError::Io {
-        path: raw.display().to_string(),
-        source,
-    })?;
-    let vol = FatVolume::open(
-        disk::ReadOnly(Slice::new(f, boot_p.start_bytes, boot_p.size_bytes)),
-        0,
-    )
-    .map_err(|e| fs_err("boot partition", &e))?;
+    let vol = image.boot_fs(0).map_err(|e| fs_err("boot partition", &e))?;
     let cmdline = vol
         .read_file("cmdline.txt")
         .map_err(|e| fs_err("boot partition", &e))?
@@ -172,8 +110,7 @@ pub fn inspect(input: &Path, img: &SourceImage) -> Result<Report, InspectError> 
     drop(vol);
 
     // Root partition (ext4) through libext2fs, read-only.
-    let fs = Ext4::open(raw, root_p.start_bytes, OpenMode::ReadOnly)
-        .map_err(|e| fs_err("root partition", &e))?;
+    let fs = image.root_fs().map_err(|e| fs_err("root partition", &e))?;
     let info = fs.info();
     let files = Ext4Files(&fs);
     let e = |e: String| InspectError::Fs(format!("root partition: {e}"));

@@ -396,7 +396,7 @@ pub enum PayloadSetupError {
     #[error(transparent)]
     Payload(#[from] PayloadError),
     #[error(transparent)]
-    Inspect(#[from] crate::inspect::InspectError),
+    Image(#[from] crate::disk::ImageError),
     #[error("root partition: {0}")]
     Ext4(#[from] crate::fs::ext4::Ext4Error),
 }
@@ -410,9 +410,7 @@ pub fn node_payload(
     arts: &[FetchedArtifact],
     opts: &PayloadOptions,
 ) -> Result<(), PayloadSetupError> {
-    let (_, _, root) = crate::inspect::layout_of(raw)?;
-    let fs =
-        crate::fs::ext4::Ext4::open(raw, root.start_bytes, crate::fs::ext4::OpenMode::ReadOnly)?;
+    let fs = crate::disk::Image::open(raw)?.root_fs()?;
     let base = base_facts(&crate::fs::Ext4Files(&fs))?;
     drop(fs);
     add_payload(plan, release, arts, &base, opts)?;

@@ -20,7 +20,6 @@ mod tests;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 pub use token::is_valid as is_valid_token;
@@ -215,32 +214,16 @@ impl Secrets {
                 reason: "it must start with https:// and name a host",
             });
         }
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-        let user = certs::ADMIN_CN;
-        let cluster = yaml_quote(cluster_name);
-        let context = yaml_quote(&format!("{user}@{cluster_name}"));
-        let lines = [
-            "apiVersion: v1".to_string(),
-            "kind: Config".into(),
-            "clusters:".into(),
-            format!("- name: {cluster}"),
-            "  cluster:".into(),
-            format!("    certificate-authority-data: {}", b64(&self.ca.cert_pem)),
-            format!("    server: {}", yaml_quote(server_url)),
-            "contexts:".into(),
-            format!("- name: {context}"),
-            "  context:".into(),
-            format!("    cluster: {cluster}"),
-            format!("    user: {user}"),
-            format!("current-context: {context}"),
-            "preferences: {}".into(),
-            "users:".into(),
-            format!("- name: {user}"),
-            "  user:".into(),
-            format!("    client-certificate-data: {}", b64(&self.admin.cert_pem)),
-            format!("    client-key-data: {}", b64(&self.admin.key_pem)),
-        ];
-        Ok(lines.join("\n") + "\n")
+        Ok(crate::render::kubeconfig::render(
+            cluster_name,
+            server_url,
+            certs::ADMIN_CN,
+            crate::render::kubeconfig::Credentials {
+                ca_cert_pem: &self.ca.cert_pem,
+                client_cert_pem: &self.admin.cert_pem,
+                client_key_pem: &self.admin.key_pem,
+            },
+        ))
     }
 
     /// A warning if the token is older than `ttl_secs` at `now`: the cluster formed with it
@@ -281,11 +264,6 @@ fn check_kubeconfig_value(what: &'static str, value: &str) -> Result<(), PkiErro
         });
     }
     Ok(())
-}
-
-/// A YAML double-quoted scalar (the caller has already refused control characters).
-fn yaml_quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 fn wall_clock() -> i64 {

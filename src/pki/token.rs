@@ -7,11 +7,9 @@ use super::PkiError;
 
 const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
-/// Whether `s` is a well-formed bootstrap token.
+/// Whether `s` is a well-formed bootstrap token (the one check is `spec::Token::parse`).
 pub fn is_valid(s: &str) -> bool {
-    let b = s.as_bytes();
-    let ok = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    b.len() == 23 && b[6] == b'.' && b[..6].iter().all(ok) && b[7..].iter().all(ok)
+    crate::spec::Token::is_valid(s)
 }
 
 /// A new token from the operating system's random source, every character uniform over

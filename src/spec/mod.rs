@@ -5,12 +5,15 @@
 //! value to fix. All problems are reported at once, one per line, sorted by position.
 //!
 //! Node profiles (cloud-init fragments) are parsed by the same reader into a
-//! `serde_json::Value`; [`to_yaml`] writes such a value back as YAML for the user-data.
+//! `serde_json::Value`; `render::yaml::to_yaml` writes such a value back as YAML for the
+//! user-data. Values with a grammar of their own are typed once here ([`Cidr`],
+//! [`GoDuration`], [`NodeName`], [`Token`]) so that nothing downstream re-checks a string.
 
 mod check;
 mod cidr;
 #[cfg(test)]
 mod tests;
+mod values;
 pub mod yaml;
 
 use std::fmt;
@@ -20,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use cidr::{Cidr, CidrParseError};
-pub use yaml::{to_yaml, Pos};
+pub use values::{is_dns_label, GoDuration, NodeName, Token, TokenError};
+pub use yaml::Pos;
 
 /// The port of the Kubernetes API server when `control_plane_endpoint` is not given.
 pub const DEFAULT_API_PORT: u16 = 6443;
@@ -70,15 +74,15 @@ pub struct Kubernetes {
     pub control_plane_endpoint: Option<String>,
     pub pod_subnet: Cidr,
     pub service_subnet: Cidr,
-    /// A Go duration as kubeadm reads it (`24h`, `1h30m`, `0` = never expires).
-    pub token_ttl: String,
+    /// As kubeadm reads it (`24h`, `1h30m`, `0` = never expires).
+    pub token_ttl: GoDuration,
     pub cni: Cni,
 }
 
 impl Kubernetes {
     /// The bootstrap token's lifetime; zero means it never expires.
     pub fn token_ttl_duration(&self) -> Duration {
-        parse_go_duration(&self.token_ttl).unwrap_or(Duration::ZERO)
+        self.token_ttl.as_duration()
     }
 }
 
@@ -111,8 +115,8 @@ pub struct Network {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
-    /// A DNS-1123 label: the hostname and the Kubernetes node name.
-    pub name: String,
+    /// The hostname and the Kubernetes node name.
+    pub name: NodeName,
     pub role: Role,
     /// `None`: DHCP.
     pub address: Option<Cidr>,
@@ -266,55 +270,6 @@ pub fn parse(
 /// Parses a standalone cloud-init fragment (a node profile) into a JSON object.
 pub fn parse_profile(text: &str, file_name: &str) -> Result<serde_json::Value, SpecError> {
     check::parse_profile_text(text, file_name).map_err(SpecError::Invalid)
-}
-
-/// Writes cloud-init user-data: the `#cloud-config` header, then `value` as YAML.
-pub fn cloud_config(value: &serde_json::Value) -> String {
-    format!("#cloud-config\n{}", to_yaml(value))
-}
-
-/// Parses a Go duration as kubeadm's `ttl` accepts it: `0`, or one or more number-unit pairs
-/// (`24h`, `1h30m`, `1.5h`, `90s`, `300ms`). Negative durations are refused.
-pub fn parse_go_duration(s: &str) -> Option<Duration> {
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (num, tail) = rest.split_at(num_len);
-        let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
-        if (whole.is_empty() && frac.is_empty()) || frac.contains('.') {
-            return None;
-        }
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let nanos_per_unit = match unit {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        let value: f64 = format!("{}.{}", if whole.is_empty() { "0" } else { whole }, frac)
-            .trim_end_matches('.')
-            .parse()
-            .ok()?;
-        total += value * nanos_per_unit;
-        rest = tail;
-    }
-    // Go's limit: about 290 years.
-    (total < i64::MAX as f64).then(|| Duration::from_nanos(total as u64))
 }
 
 /// The files `piforge init DIR` writes: `(path relative to DIR, content)`. The cluster.yaml

@@ -1,5 +1,5 @@
-//! A small position-annotated YAML tree on top of `saphyr-parser`'s events, its conversion to a
-//! `serde_json::Value` (for cloud-init fragments), and a block-style YAML emitter.
+//! A small position-annotated YAML tree on top of `saphyr-parser`'s events and its conversion
+//! to a `serde_json::Value` (for cloud-init fragments). Writing YAML is `render::yaml`'s job.
 //!
 //! Every node keeps the line and column where it starts, so that the spec checks can point at
 //! the offending key or value. Scalars keep their source text: `version: 1.30` stays `1.30`, not
@@ -228,7 +228,7 @@ impl Builder {
 }
 
 /// Converts a tree to JSON the way cloud-init (PyYAML, YAML 1.1) would read it, so that the
-/// meaning survives a trip through [`to_yaml`]: plain `yes`/`no`/`on`/`off` are booleans as
+/// meaning survives a trip through `render::yaml::to_yaml`: plain `yes`/`no`/`on`/`off` are booleans as
 /// well as `true`/`false`; plain decimal integers and floats are numbers; numbers with a leading
 /// zero such as a file mode `0644` stay strings (cloud-init reads modes given as strings in
 /// octal, and YAML 1.1 and 1.2 disagree on them); everything else is a string.
@@ -318,175 +318,5 @@ fn number(t: &str) -> Option<Value> {
             .and_then(serde_json::Number::from_f64)
             .map(Value::Number),
         Some(_) => None,
-    }
-}
-
-/// Writes a value as block-style YAML that YAML 1.1 (PyYAML, cloud-init) and YAML 1.2 readers
-/// both read back as the same value. Strings are left plain where that is unambiguous, written
-/// as `|` literal blocks when they span lines, and double-quoted otherwise. Ends with a newline.
-pub fn to_yaml(value: &Value) -> String {
-    let mut out = String::new();
-    match value {
-        Value::Object(m) if !m.is_empty() => write_map(&mut out, m, 0),
-        Value::Array(a) if !a.is_empty() => write_seq(&mut out, a, 0),
-        other => {
-            write_inline(&mut out, other, 0);
-            out.push('\n');
-        }
-    }
-    out
-}
-
-fn indent(out: &mut String, n: usize) {
-    out.push_str(&" ".repeat(n));
-}
-
-fn write_map(out: &mut String, m: &serde_json::Map<String, Value>, level: usize) {
-    for (k, v) in m {
-        indent(out, level);
-        write_string(out, k, level, true);
-        out.push(':');
-        write_child(out, v, level);
-    }
-}
-
-fn write_seq(out: &mut String, a: &[Value], level: usize) {
-    for v in a {
-        indent(out, level);
-        out.push('-');
-        match v {
-            // A mapping in a list starts on the dash line: `- key: value`.
-            Value::Object(m) if !m.is_empty() => {
-                out.push(' ');
-                let mut first = true;
-                for (k, v) in m {
-                    if !first {
-                        indent(out, level + 2);
-                    }
-                    first = false;
-                    write_string(out, k, level + 2, true);
-                    out.push(':');
-                    write_child(out, v, level + 2);
-                }
-            }
-            _ => write_child(out, v, level),
-        }
-    }
-}
-
-/// The value after `key:` or `-`: nested collections go on the following lines.
-fn write_child(out: &mut String, v: &Value, level: usize) {
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            out.push('\n');
-            write_map(out, m, level + 2);
-        }
-        Value::Array(a) if !a.is_empty() => {
-            out.push('\n');
-            write_seq(out, a, level + 2);
-        }
-        _ => {
-            out.push(' ');
-            write_inline(out, v, level);
-            out.push('\n');
-        }
-    }
-}
-
-fn write_inline(out: &mut String, v: &Value, level: usize) {
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
-        Value::String(s) => write_string(out, s, level, false),
-        Value::Array(_) => out.push_str("[]"),
-        Value::Object(_) => out.push_str("{}"),
-    }
-}
-
-fn write_string(out: &mut String, s: &str, level: usize, is_key: bool) {
-    if is_plain_safe(s) {
-        out.push_str(s);
-    } else if !is_key && is_literal_safe(s) {
-        write_literal(out, s, level);
-    } else {
-        // JSON string escapes are valid YAML double-quoted escapes.
-        out.push_str(&serde_json::to_string(s).expect("strings always serialize"));
-    }
-}
-
-/// Whether `s` can be written as a plain scalar and read back as the same string by both
-/// YAML 1.1 and 1.2 readers, in block context and as a key.
-fn is_plain_safe(s: &str) -> bool {
-    let Some(first) = s.chars().next() else {
-        return false;
-    };
-    if is_null_text(s) || boolean(s).is_some() || looks_numeric(s) {
-        return false;
-    }
-    // Other YAML 1.1 booleans, and 1.1 timestamps.
-    if matches!(s, "y" | "Y" | "n" | "N" | "=" | "<<") || looks_like_date(s) {
-        return false;
-    }
-    if "?:,[]{}#&*!|>'\"%@`".contains(first) {
-        return false;
-    }
-    if first == '-' && (s == "-" || s.starts_with("- ") || s.starts_with("---")) {
-        return false;
-    }
-    if s.starts_with(' ') || s.ends_with(' ') || s.ends_with(':') {
-        return false;
-    }
-    if s.contains(": ") || s.contains(" #") || s.contains('\t') {
-        return false;
-    }
-    s.chars().all(|c| !is_special_char(c))
-}
-
-/// Characters a reader may not keep as they are outside double quotes.
-fn is_special_char(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}')
-}
-
-/// Anything that starts like a number (`1`, `-1`, `.5`, `0x1f`, `1_000`, `1:30`, `.inf`, `.nan`)
-/// is quoted: YAML 1.1 has many more number forms than 1.2.
-fn looks_numeric(s: &str) -> bool {
-    let t = s.strip_prefix(['-', '+']).unwrap_or(s);
-    let t = t.strip_prefix('.').unwrap_or(t);
-    t.starts_with(|c: char| c.is_ascii_digit())
-        || matches!(t.to_ascii_lowercase().as_str(), "inf" | "nan")
-}
-
-fn looks_like_date(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() >= 8 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-'
-}
-
-/// Multi-line text that a `|` block keeps exactly: no control characters except newlines, no
-/// trailing blanks on a line (a reader keeps them, but they are easy to lose), no leading
-/// blank on the first line (that would need an indentation indicator).
-fn is_literal_safe(s: &str) -> bool {
-    s.contains('\n')
-        && !s.starts_with([' ', '\n'])
-        && s.chars()
-            .all(|c| c == '\n' || c == '\t' || !is_special_char(c))
-        && s.split('\n').all(|l| !l.ends_with([' ', '\t']))
-}
-
-fn write_literal(out: &mut String, s: &str, level: usize) {
-    let body = s.trim_end_matches('\n');
-    let trailing = s.len() - body.len();
-    out.push_str(match trailing {
-        0 => "|-",
-        1 => "|",
-        _ => "|+",
-    });
-    let extra_blank_lines = std::iter::repeat_n("", trailing.saturating_sub(1));
-    for line in body.split('\n').chain(extra_blank_lines) {
-        out.push('\n');
-        if !line.is_empty() {
-            indent(out, level + 2);
-            out.push_str(line);
-        }
     }
 }

@@ -159,25 +159,32 @@ pub fn stand_in_artifacts(out: &Path, kubernetes: &str) -> PathBuf {
     out.to_path_buf()
 }
 
-/// Byte offsets of the boot and root partitions, from `piforge inspect --json`.
-pub fn offsets(img: &Path, cache: &Path) -> (u64, u64) {
-    let out = piforge(&["inspect", "--json", img.to_str().unwrap()], cache);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let start = |i: &serde_json::Value| {
-        r["partitions"]
-            .as_array()
-            .unwrap()
+/// Byte offsets of the boot (FAT) and root (ext4) partitions, found with tools independent of
+/// piforge: `sfdisk -J` for the table, `blkid -p` for what each partition holds (the first vfat
+/// and the first ext4 partition, in table order). `_cache` is unused (kept for the callers).
+pub fn offsets(img: &Path, _cache: &Path) -> (u64, u64) {
+    let sf = sfdisk_json(img);
+    let table = &sf["partitiontable"];
+    let sector = table["sectorsize"].as_u64().unwrap_or(512);
+    let starts: Vec<u64> = table["partitions"]
+        .as_array()
+        .expect("sfdisk -J lists partitions")
+        .iter()
+        .map(|p| p["start"].as_u64().expect("sfdisk start") * sector)
+        .collect();
+    let find = |ty: &str| {
+        starts
             .iter()
-            .find(|p| p["index"] == *i)
-            .and_then(|p| p["start_bytes"].as_u64())
-            .unwrap()
+            .copied()
+            .find(|&s| blkid_at(img, s).get("TYPE").map(String::as_str) == Some(ty))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: no {ty} partition by sfdisk -J and blkid",
+                    img.display()
+                )
+            })
     };
-    (start(&r["boot_partition"]), start(&r["root_partition"]))
+    (find("vfat"), find("ext4"))
 }
 
 /// A mirror on 127.0.0.1 (python3 -m http.server) laid out as <mirror>/<host>/<path>.

@@ -4,6 +4,10 @@
 //! boundary (see the comment at the top of `shim.c` for why this is a
 //! hand-written shim rather than bindgen output). `#[repr(C)]` structs here
 //! mirror structs defined in `shim.c` itself, never libext2fs structures.
+//!
+//! Both sides pin those layouts: `shim.c` has a `_Static_assert` on the size and every field
+//! offset of each shared struct, this file the same numbers as `const` assertions, and the
+//! shim exports `sizeof` of each so a test (and every `open`, in debug builds) compares them.
 
 use std::os::raw::{c_char, c_int, c_long, c_void};
 
@@ -34,6 +38,27 @@ pub struct PfInfo {
     pub label: [c_char; 17],
 }
 
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<PfInfo>() == 104);
+    assert!(offset_of!(PfInfo, blocks_count) == 0);
+    assert!(offset_of!(PfInfo, free_blocks) == 8);
+    assert!(offset_of!(PfInfo, reserved_blocks) == 16);
+    assert!(offset_of!(PfInfo, wtime) == 24);
+    assert!(offset_of!(PfInfo, block_size) == 32);
+    assert!(offset_of!(PfInfo, inodes_count) == 36);
+    assert!(offset_of!(PfInfo, free_inodes) == 40);
+    assert!(offset_of!(PfInfo, first_ino) == 44);
+    assert!(offset_of!(PfInfo, compat) == 48);
+    assert!(offset_of!(PfInfo, incompat) == 52);
+    assert!(offset_of!(PfInfo, ro_compat) == 56);
+    assert!(offset_of!(PfInfo, last_orphan) == 60);
+    assert!(offset_of!(PfInfo, state) == 64);
+    assert!(offset_of!(PfInfo, inode_size) == 66);
+    assert!(offset_of!(PfInfo, uuid) == 68);
+    assert!(offset_of!(PfInfo, label) == 84);
+};
+
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PfStat {
@@ -50,6 +75,22 @@ pub struct PfStat {
     pub links: u16,
 }
 
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<PfStat>() == 64);
+    assert!(offset_of!(PfStat, size) == 0);
+    assert!(offset_of!(PfStat, atime) == 8);
+    assert!(offset_of!(PfStat, mtime) == 16);
+    assert!(offset_of!(PfStat, ctime) == 24);
+    assert!(offset_of!(PfStat, blocks) == 32);
+    assert!(offset_of!(PfStat, ino) == 40);
+    assert!(offset_of!(PfStat, uid) == 44);
+    assert!(offset_of!(PfStat, gid) == 48);
+    assert!(offset_of!(PfStat, flags) == 52);
+    assert!(offset_of!(PfStat, mode) == 56);
+    assert!(offset_of!(PfStat, links) == 58);
+};
+
 /// Directory listing callback: return non-zero to stop.
 pub type DirCb = unsafe extern "C" fn(
     ctx: *mut c_void,
@@ -62,15 +103,20 @@ pub type DirCb = unsafe extern "C" fn(
 extern "C" {
     pub fn pf_error_message(code: c_long) -> *const c_char;
 
+    pub fn pf_sizeof_info() -> usize;
+    pub fn pf_sizeof_stat() -> usize;
+
     pub fn pf_open(
         path: *const c_char,
         offset: u64,
+        length: u64,
         rw: c_int,
         now: i64,
         scratch_fd: c_int,
         out: *mut *mut PfFs,
     ) -> c_long;
     pub fn pf_abort(h: *mut PfFs);
+    pub fn pf_io_refused(h: *mut PfFs) -> c_int;
     pub fn pf_commit(h: *mut PfFs) -> c_long;
     pub fn pf_get_info(h: *mut PfFs, out: *mut PfInfo);
 
@@ -154,4 +200,16 @@ extern "C" {
     pub static pf_et_inode_alloc_fail: c_long;
     pub static pf_et_ea_key_not_found: c_long;
     pub static pf_et_no_directory: c_long;
+    /// The shim's own code: libext2fs asked for bytes past the end of the partition.
+    pub static pf_et_past_partition: c_long;
+
+    pub static pf_incompat_recover: u32;
+    pub static pf_incompat_extents: u32;
+    pub static pf_ro_compat_orphan_present: u32;
+    pub static pf_state_valid: u16;
+    pub static pf_state_error: u16;
+    pub static pf_lib_incompat_supp: u32;
+    pub static pf_write_compat: u32;
+    pub static pf_write_incompat: u32;
+    pub static pf_write_ro_compat: u32;
 }

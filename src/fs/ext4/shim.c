@@ -21,9 +21,16 @@
  * 1.47 uses `fs->now ? fs->now : time(0)` wherever it stamps a time (new
  * inodes, s_wtime, dtime), and the shim stamps every other time itself.
  *
+ * Bounds.  A handle is opened on `length` bytes at `offset` of the image (a
+ * partition): every read or write past that range fails with
+ * PF_ET_PAST_PARTITION instead of touching a neighbouring partition.
+ *
  * Thread safety: no global mutable state except the com_err table, which is
  * registered once under pthread_once.  One handle must only be used by one
  * thread at a time.
+ *
+ * Layouts shared with Rust (struct pf_info, struct pf_stat) are pinned by the
+ * _Static_asserts below and by the same numbers in ffi.rs.
  */
 
 #include <errno.h>
@@ -42,8 +49,24 @@
 #include <ext2fs/ext2fs.h>
 #include <et/com_err.h>
 
+/*
+ * What this file needs from libext2fs (build.rs checks the same before
+ * compiling it, with a friendlier message): e2fsprogs 1.47.0 or newer.
+ */
+#ifndef EXT4_FEATURE_COMPAT_ORPHAN_FILE
+#error "piforge needs libext2fs 1.47.0 or newer (orphan_file support); install libext2fs-dev >= 1.47"
+#endif
+#ifndef EXT4_FEATURE_RO_COMPAT_ORPHAN_PRESENT
+#error "piforge needs libext2fs 1.47.0 or newer (orphan_present); install libext2fs-dev >= 1.47"
+#endif
+
 #define PF_UNIT 1024u
 #define PF_NAME_PREFIX "piforge-overlay:"
+/*
+ * The shim's own error code: an I/O past the end of the partition.  Outside
+ * errno's range (< 4096) and outside the ext2 com_err table.
+ */
+#define PF_ET_PAST_PARTITION 0x70660001L
 
 /* ------------------------------------------------------------------ */
 /* Overlay io manager                                                  */
@@ -52,6 +75,8 @@
 struct pf_io {
 	int img_fd;           /* the image file */
 	uint64_t base;        /* byte offset of the filesystem in the image */
+	uint64_t length;      /* bytes of the image from `base` the filesystem may use */
+	int refused;          /* an I/O past `length` was refused (libext2fs may rename the error) */
 	int rw;               /* writes allowed (into the overlay) */
 	int scratch_fd;       /* overlay data, at filesystem-relative offsets */
 	uint8_t *dirty;       /* one bit per PF_UNIT of the filesystem */
@@ -118,9 +143,20 @@ static errcode_t full_pwrite(int fd, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+/* Whether [off, off+len) lies inside the partition. */
+static int in_bounds(const struct pf_io *io, uint64_t off, size_t len)
+{
+	return off <= io->length && (uint64_t)len <= io->length - off;
+}
+
 static errcode_t ov_read(struct pf_io *io, uint64_t off, void *buf, size_t len)
 {
 	uint64_t pos = off, end = off + len;
+
+	if (!in_bounds(io, off, len)) {
+		io->refused = 1;
+		return PF_ET_PAST_PARTITION;
+	}
 
 	while (pos < end) {
 		uint64_t unit = pos / PF_UNIT;
@@ -154,6 +190,10 @@ static errcode_t ov_write(struct pf_io *io, uint64_t off, const void *buf, size_
 
 	if (!io->rw)
 		return EXT2_ET_RO_FILSYS;
+	if (!in_bounds(io, off, len)) {
+		io->refused = 1;
+		return PF_ET_PAST_PARTITION;
+	}
 	if (io->scratch_fd < 0) {
 		/* direct mode: the caller edits a throwaway copy, no overlay */
 		err = full_pwrite(io->img_fd, buf, len, io->base + off);
@@ -286,19 +326,10 @@ static errcode_t pf_io_flush(io_channel ch)
 
 static errcode_t pf_io_set_option(io_channel ch, const char *option, const char *arg)
 {
-	struct pf_io *io = ch->private_data;
-	if (!strcmp(option, "offset")) {
-		char *end;
-		unsigned long long v;
-		if (!arg)
-			return EXT2_ET_INVALID_ARGUMENT;
-		errno = 0;
-		v = strtoull(arg, &end, 0);
-		if (errno || *end || io->dirty_cap)
-			return EXT2_ET_INVALID_ARGUMENT;
-		io->base = v;
-		return 0;
-	}
+	/* The offset and length come from pf_open; nothing may move them. */
+	(void)ch;
+	(void)option;
+	(void)arg;
 	return EXT2_ET_INVALID_ARGUMENT;
 }
 
@@ -357,12 +388,13 @@ static void pf_release(struct pf_fs *h)
 }
 
 /*
- * Open the filesystem at byte `offset` of `path`.  `scratch_fd` (read-write
+ * Open the filesystem in the `length` bytes at byte `offset` of `path`.  `scratch_fd` (read-write
  * only) is an empty file the overlay may use; the caller keeps ownership.
  * `now` becomes fs->now.  Returns 0 or an errcode (errno values for the
  * image file itself, EWOULDBLOCK when another session holds the lock).
  */
-long pf_open(const char *path, uint64_t offset, int rw, int64_t now, int scratch_fd, struct pf_fs **out)
+long pf_open(const char *path, uint64_t offset, uint64_t length, int rw, int64_t now, int scratch_fd,
+	     struct pf_fs **out)
 {
 	struct pf_fs *h;
 	char name[64];
@@ -398,12 +430,15 @@ long pf_open(const char *path, uint64_t offset, int rw, int64_t now, int scratch
 		usleep(10000);
 	}
 	h->io.base = offset;
+	h->io.length = length;
 	h->io.rw = rw ? 1 : 0;
 	h->io.scratch_fd = rw ? scratch_fd : -1;
 	snprintf(name, sizeof(name), PF_NAME_PREFIX "%p", (void *)&h->io);
 
 	flags = EXT2_FLAG_64BITS | (rw ? EXT2_FLAG_RW : 0);
 	err = ext2fs_open2(name, NULL, flags, 0, 0, &pf_io_manager, &h->fs);
+	if (err && h->io.refused)
+		err = PF_ET_PAST_PARTITION;
 	if (err) {
 		h->fs = NULL;
 		pf_release(h);
@@ -412,6 +447,8 @@ long pf_open(const char *path, uint64_t offset, int rw, int64_t now, int scratch
 	h->fs->now = (time_t)now;
 	if (rw) {
 		err = ext2fs_read_bitmaps(h->fs);
+		if (err && h->io.refused)
+			err = PF_ET_PAST_PARTITION;
 		if (err) {
 			ext2fs_free(h->fs);
 			pf_release(h);
@@ -420,6 +457,16 @@ long pf_open(const char *path, uint64_t offset, int rw, int64_t now, int scratch
 	}
 	*out = h;
 	return 0;
+}
+
+/*
+ * Whether libext2fs asked for bytes past the partition during this session:
+ * it reports such a failure under its own name ("Can't read a block bitmap"),
+ * so callers ask here to tell the cause.
+ */
+int pf_io_refused(struct pf_fs *h)
+{
+	return h ? h->io.refused : 0;
 }
 
 /* Throw the session away: nothing reaches the image. */
@@ -445,6 +492,8 @@ long pf_commit(struct pf_fs *h)
 	if (!h)
 		return EXT2_ET_INVALID_ARGUMENT;
 	err = ext2fs_close2(h->fs, 0);
+	if (err && h->io.refused)
+		err = PF_ET_PAST_PARTITION;
 	if (err) {
 		ext2fs_free(h->fs);
 		h->fs = NULL;
@@ -506,6 +555,26 @@ struct pf_info {
 	uint8_t uuid[16];
 	char label[17];
 };
+
+_Static_assert(sizeof(struct pf_info) == 104, "struct pf_info layout (see ffi.rs)");
+_Static_assert(offsetof(struct pf_info, blocks_count) == 0, "pf_info.blocks_count");
+_Static_assert(offsetof(struct pf_info, free_blocks) == 8, "pf_info.free_blocks");
+_Static_assert(offsetof(struct pf_info, reserved_blocks) == 16, "pf_info.reserved_blocks");
+_Static_assert(offsetof(struct pf_info, wtime) == 24, "pf_info.wtime");
+_Static_assert(offsetof(struct pf_info, block_size) == 32, "pf_info.block_size");
+_Static_assert(offsetof(struct pf_info, inodes_count) == 36, "pf_info.inodes_count");
+_Static_assert(offsetof(struct pf_info, free_inodes) == 40, "pf_info.free_inodes");
+_Static_assert(offsetof(struct pf_info, first_ino) == 44, "pf_info.first_ino");
+_Static_assert(offsetof(struct pf_info, compat) == 48, "pf_info.compat");
+_Static_assert(offsetof(struct pf_info, incompat) == 52, "pf_info.incompat");
+_Static_assert(offsetof(struct pf_info, ro_compat) == 56, "pf_info.ro_compat");
+_Static_assert(offsetof(struct pf_info, last_orphan) == 60, "pf_info.last_orphan");
+_Static_assert(offsetof(struct pf_info, state) == 64, "pf_info.state");
+_Static_assert(offsetof(struct pf_info, inode_size) == 66, "pf_info.inode_size");
+_Static_assert(offsetof(struct pf_info, uuid) == 68, "pf_info.uuid");
+_Static_assert(offsetof(struct pf_info, label) == 84, "pf_info.label");
+
+size_t pf_sizeof_info(void) { return sizeof(struct pf_info); }
 
 void pf_get_info(struct pf_fs *h, struct pf_info *out)
 {
@@ -588,6 +657,21 @@ struct pf_stat {
 	uint16_t mode;     /* type and permission bits */
 	uint16_t links;
 };
+
+_Static_assert(sizeof(struct pf_stat) == 64, "struct pf_stat layout (see ffi.rs)");
+_Static_assert(offsetof(struct pf_stat, size) == 0, "pf_stat.size");
+_Static_assert(offsetof(struct pf_stat, atime) == 8, "pf_stat.atime");
+_Static_assert(offsetof(struct pf_stat, mtime) == 16, "pf_stat.mtime");
+_Static_assert(offsetof(struct pf_stat, ctime) == 24, "pf_stat.ctime");
+_Static_assert(offsetof(struct pf_stat, blocks) == 32, "pf_stat.blocks");
+_Static_assert(offsetof(struct pf_stat, ino) == 40, "pf_stat.ino");
+_Static_assert(offsetof(struct pf_stat, uid) == 44, "pf_stat.uid");
+_Static_assert(offsetof(struct pf_stat, gid) == 48, "pf_stat.gid");
+_Static_assert(offsetof(struct pf_stat, flags) == 52, "pf_stat.flags");
+_Static_assert(offsetof(struct pf_stat, mode) == 56, "pf_stat.mode");
+_Static_assert(offsetof(struct pf_stat, links) == 58, "pf_stat.links");
+
+size_t pf_sizeof_stat(void) { return sizeof(struct pf_stat); }
 
 long pf_stat(struct pf_fs *h, uint32_t ino, struct pf_stat *st)
 {
@@ -1331,3 +1415,40 @@ const long pf_et_block_alloc_fail = EXT2_ET_BLOCK_ALLOC_FAIL;
 const long pf_et_inode_alloc_fail = EXT2_ET_INODE_ALLOC_FAIL;
 const long pf_et_ea_key_not_found = EXT2_ET_EA_KEY_NOT_FOUND;
 const long pf_et_no_directory = EXT2_ET_NO_DIRECTORY;
+const long pf_et_past_partition = PF_ET_PAST_PARTITION;
+
+/* Feature bits and masks, from libext2fs' own headers (ffi.rs declares them). */
+const uint32_t pf_incompat_recover = EXT3_FEATURE_INCOMPAT_RECOVER;
+const uint32_t pf_incompat_extents = EXT3_FEATURE_INCOMPAT_EXTENTS;
+const uint32_t pf_ro_compat_orphan_present = EXT4_FEATURE_RO_COMPAT_ORPHAN_PRESENT;
+const uint16_t pf_state_valid = EXT2_VALID_FS;
+const uint16_t pf_state_error = EXT2_ERROR_FS;
+/*
+ * What the linked libext2fs can read.  The header adds MMP only under
+ * CONFIG_MMP, which is private to the library's own build (on by default); a
+ * library built without it refuses MMP in ext2fs_open2, which pf_open reports.
+ */
+const uint32_t pf_lib_incompat_supp = EXT2_LIB_FEATURE_INCOMPAT_SUPP | EXT4_FEATURE_INCOMPAT_MMP;
+/*
+ * What a read-write session accepts: what libext2fs writes correctly and the
+ * Rust side's space accounting understands.  Left out on purpose: mmp (random
+ * sequence numbers), ea_inode, encrypt, casefold, bigalloc (cluster
+ * accounting), quota and project (quota files would go stale), shared_blocks,
+ * read-only, verity, replica.
+ */
+const uint32_t pf_write_compat =
+	EXT2_FEATURE_COMPAT_DIR_PREALLOC | EXT2_FEATURE_COMPAT_IMAGIC_INODES |
+	EXT3_FEATURE_COMPAT_HAS_JOURNAL | EXT2_FEATURE_COMPAT_EXT_ATTR |
+	EXT2_FEATURE_COMPAT_RESIZE_INODE | EXT2_FEATURE_COMPAT_DIR_INDEX |
+	EXT4_FEATURE_COMPAT_SPARSE_SUPER2 | EXT4_FEATURE_COMPAT_FAST_COMMIT |
+	EXT4_FEATURE_COMPAT_STABLE_INODES | EXT4_FEATURE_COMPAT_ORPHAN_FILE;
+const uint32_t pf_write_incompat =
+	EXT2_FEATURE_INCOMPAT_FILETYPE | EXT2_FEATURE_INCOMPAT_META_BG |
+	EXT3_FEATURE_INCOMPAT_EXTENTS | EXT4_FEATURE_INCOMPAT_64BIT |
+	EXT4_FEATURE_INCOMPAT_FLEX_BG | EXT4_FEATURE_INCOMPAT_CSUM_SEED |
+	EXT4_FEATURE_INCOMPAT_LARGEDIR | EXT4_FEATURE_INCOMPAT_INLINE_DATA;
+const uint32_t pf_write_ro_compat =
+	EXT2_FEATURE_RO_COMPAT_SPARSE_SUPER | EXT2_FEATURE_RO_COMPAT_LARGE_FILE |
+	EXT4_FEATURE_RO_COMPAT_HUGE_FILE | EXT4_FEATURE_RO_COMPAT_GDT_CSUM |
+	EXT4_FEATURE_RO_COMPAT_DIR_NLINK | EXT4_FEATURE_RO_COMPAT_EXTRA_ISIZE |
+	EXT4_FEATURE_RO_COMPAT_METADATA_CSUM;

@@ -3,6 +3,10 @@
 
 use super::*;
 use sha2::{Digest, Sha256};
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::process::Command;
 use tempfile::TempDir;
 
@@ -1215,6 +1219,101 @@ fn refuses_what_is_not_ext4() {
         .err()
         .unwrap();
     assert!(matches!(e, Ext4Error::Image { .. }), "{e}");
+}
+
+#[test]
+fn refuses_a_filesystem_larger_than_its_partition() {
+    let fx = Fx::new(Mkfs::default()); // 32 MiB
+    let ro = OpenOptions::new(OpenMode::ReadOnly);
+    let e = Ext4::open_bounded(&fx.img, 0, 16 << 20, &ro)
+        .err()
+        .expect("opened a filesystem larger than its partition");
+    assert!(
+        matches!(
+            e,
+            Ext4Error::LargerThanPartition {
+                fs_bytes: 33554432,
+                part_bytes: 16777216,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("more than the 16777216 bytes"),
+        "{e}"
+    );
+    // exactly the partition is fine
+    let fs = Ext4::open_bounded(&fx.img, 0, 32 << 20, &ro).expect("open bounded");
+    assert_eq!(fs.read_file("/etc/hostname").unwrap(), b"raspberrypi\n");
+}
+
+#[test]
+fn the_shim_refuses_io_past_the_partition() {
+    use std::os::unix::ffi::OsStrExt;
+    let fx = Fx::new(Mkfs::default());
+    let before = std::fs::read(&fx.img).unwrap();
+    let path = CString::new(fx.img.as_os_str().as_bytes()).unwrap();
+    // Below the Rust-side superblock check: a handle bounded to the first 8 KiB (superblock
+    // and group descriptors of a 4 KiB-block filesystem) must fail, not read on.
+    for rw in [0, 1] {
+        let scratch = tempfile::tempfile().unwrap();
+        let fd = if rw == 1 { scratch.as_raw_fd() } else { -1 };
+        let mut h = std::ptr::null_mut();
+        // SAFETY: valid C string and out pointer; the scratch file outlives the handle.
+        let mut code = unsafe { ffi::pf_open(path.as_ptr(), 0, 8192, rw, EPOCH, fd, &mut h) };
+        if code == 0 {
+            let c = CString::new("/etc/hostname").unwrap();
+            let mut ino = 0u32;
+            // SAFETY: live handle, valid C string and out pointer.
+            code = unsafe { ffi::pf_namei(h, c.as_ptr(), 1, &mut ino) };
+            // SAFETY: the handle came from pf_open and is released once.
+            unsafe { ffi::pf_abort(h) };
+        }
+        assert_eq!(
+            code,
+            et!(pf_et_past_partition),
+            "rw={rw}: {}",
+            lib_message(code)
+        );
+    }
+    assert!(
+        std::fs::read(&fx.img).unwrap() == before,
+        "the image changed"
+    );
+}
+
+#[test]
+fn shared_struct_layouts_match_the_shim() {
+    // SAFETY: plain functions of the shim returning sizeof.
+    let (info, stat) = unsafe { (ffi::pf_sizeof_info(), ffi::pf_sizeof_stat()) };
+    assert_eq!(info, std::mem::size_of::<ffi::PfInfo>());
+    assert_eq!(stat, std::mem::size_of::<ffi::PfStat>());
+}
+
+#[test]
+fn feature_masks_come_from_libext2fs() {
+    // The masks piforge wrote by hand before the shim exported them: the header-derived
+    // values must say the same (a change here is a behaviour change to review).
+    assert_eq!(
+        write_compat(),
+        0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | 0x200 | 0x400 | 0x800 | 0x1000
+    );
+    assert_eq!(
+        write_incompat(),
+        0x2 | 0x10 | 0x40 | 0x80 | 0x200 | 0x2000 | 0x4000 | 0x8000
+    );
+    assert_eq!(
+        write_ro_compat(),
+        0x1 | 0x2 | 0x8 | 0x10 | 0x20 | 0x40 | 0x400
+    );
+    let readable = lib_incompat_supp();
+    for bit in [0x2, 0x4, 0x40, 0x80, 0x100, 0x200, 0x2000, 0x4000, 0x8000] {
+        assert!(readable & bit != 0, "libext2fs reads incompat {bit:#x}");
+    }
+    assert_eq!(incompat_recover(), 0x4);
+    assert_eq!(ro_compat_orphan_present(), 0x10000);
+    assert_eq!((state_valid(), state_error()), (1, 2));
 }
 
 #[test]

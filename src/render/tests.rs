@@ -1,5 +1,5 @@
-//! Oracles: a YAML parser for the configs, `sh -n` and a real run under dash with stand-in
-//! kubeadm/kubectl for the script, `systemd-analyze verify` for the unit.
+//! Oracles: a YAML parser for the configs, `sh -n`, `shellcheck` and a real run under dash
+//! with stand-in kubeadm/kubectl for the script, `systemd-analyze verify` for the unit.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -8,8 +8,22 @@ use std::process::Command;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-use super::firstboot::FUNCTIONS;
-use super::*;
+use super::cloud_init::merge_profile;
+use super::first_boot::*;
+use super::kubeadm::*;
+use crate::spec::{GoDuration, Token};
+
+/// The shell functions of the first-boot script (from `say` to the main part), to run alone.
+fn functions() -> &'static str {
+    let t = SCRIPT_TEMPLATE;
+    let start = t.find("say() {").unwrap();
+    let end = t.find("\nmkdir -p \"$STATE\"").unwrap();
+    assert!(
+        !t[start..end].contains("{{"),
+        "the functions hold no placeholder"
+    );
+    &t[start..end]
+}
 
 const TOKEN: &str = "abcdef.0123456789abcdef";
 
@@ -18,10 +32,10 @@ fn cluster() -> ClusterParams {
         cluster_name: "pis".into(),
         kubernetes_version: "1.34.2".into(),
         control_plane_endpoint: "192.168.1.10:6443".into(),
-        pod_subnet: "10.42.0.0/16".into(),
-        service_subnet: "10.96.0.0/12".into(),
-        token: TOKEN.into(),
-        token_ttl: token_ttl(Some(86_400)),
+        pod_subnet: "10.42.0.0/16".parse().unwrap(),
+        service_subnet: "10.96.0.0/12".parse().unwrap(),
+        token: Token::parse(TOKEN).unwrap(),
+        token_ttl: GoDuration::from_secs(86_400),
         ca_cert_hash: format!("sha256:{}", "ab".repeat(32)),
         cri_socket: "unix:///run/containerd/containerd.sock".into(),
         cni: Cni::Flannel,
@@ -180,22 +194,20 @@ fn values_cannot_inject_yaml() {
 fn validate_catches_bad_values() {
     assert_eq!(cluster().validate(), Ok(()));
     type Edit = fn(&mut ClusterParams);
-    let cases: [(&str, Edit); 7] = [
-        ("bootstrap token", |c| c.token = "abc.def".into()),
+    let cases: [(&str, Edit); 5] = [
         ("CA certificate hash", |c| {
             c.ca_cert_hash = "sha256:xyz".into()
         }),
         ("Kubernetes version", |c| {
             c.kubernetes_version = "1.34".into()
         }),
-        ("token ttl", |c| c.token_ttl = "24 hours".into()),
         ("CRI socket", |c| {
             c.cri_socket = "/run/containerd/containerd.sock".into()
         }),
         ("control-plane endpoint", |c| {
             c.control_plane_endpoint = "192.168.1.10".into()
         }),
-        ("pod subnet", |c| c.pod_subnet = String::new()),
+        ("cluster name", |c| c.cluster_name = "my cluster".into()),
     ];
     for (what, edit) in cases {
         let mut c = cluster();
@@ -208,11 +220,16 @@ fn validate_catches_bad_values() {
             other => panic!("{what}: {other:?}"),
         }
     }
-    let mut c = cluster();
-    c.token = "ABCDEF.0123456789abcdef".into();
-    assert!(!c.validate().unwrap_err().to_string().contains("ABCDEF"));
+    // The token and its ttl are typed: a bad one cannot reach the renderer, and the error
+    // does not repeat the token.
+    let err = Token::parse("ABCDEF.0123456789abcdef").unwrap_err();
+    assert!(!err.to_string().contains("ABCDEF"));
+    assert!(Token::parse("abc.def").is_err());
+    assert!(GoDuration::parse("24 hours").is_none());
+    assert!("".parse::<crate::spec::Cidr>().is_err());
 }
 
+/// The ttl as kubeadm writes it (Go's `Duration.String`), read back by the one grammar.
 #[test]
 fn go_durations() {
     for (secs, want) in [
@@ -225,15 +242,31 @@ fn go_durations() {
         (86_400, "24h0m0s"),
         (7 * 86_400, "168h0m0s"),
     ] {
-        assert_eq!(go_duration(secs), want);
-        assert!(is_go_duration(want), "{want}");
+        assert_eq!(GoDuration::from_secs(secs).to_string(), want);
+        assert_eq!(
+            GoDuration::parse(want),
+            Some(GoDuration::from_secs(secs)),
+            "{want}"
+        );
     }
-    assert_eq!(token_ttl(None), "0s");
-    assert_eq!(token_ttl(Some(86_400)), "24h0m0s");
-    for bad in ["", "h", "24", "24x", "1m1h", "1.5h", "-1h", "24h 0m"] {
-        assert!(!is_go_duration(bad), "{bad}");
+    for bad in ["", "h", "24", "24x", "-1h", "24h 0m"] {
+        assert!(GoDuration::parse(bad).is_none(), "{bad}");
     }
-    assert!(is_go_duration("90m"));
+    assert!(GoDuration::parse("90m").is_some());
+}
+
+#[test]
+fn profile_merge_appends_lists_and_overrides_scalars() {
+    use serde_json::{json, Value};
+    let mut base = json!({"hostname": "a", "runcmd": [["echo", "1"]], "users": [{"name": "pi"}], "ntp": {"enabled": true}});
+    let profile = json!({"hostname": "b", "runcmd": [["echo", "2"]], "ntp": {"servers": ["x"]}, "packages": ["htop"]});
+    if let (Value::Object(b), Value::Object(p)) = (&mut base, &profile) {
+        merge_profile(b, p);
+    }
+    assert_eq!(base["hostname"], "b");
+    assert_eq!(base["runcmd"], json!([["echo", "1"], ["echo", "2"]]));
+    assert_eq!(base["ntp"], json!({"enabled": true, "servers": ["x"]}));
+    assert_eq!(base["packages"], json!(["htop"]));
 }
 
 /// The net-conf.json part of the upstream kube-flannel.yml.
@@ -255,7 +288,8 @@ data:
 
 #[test]
 fn flannel_gets_the_pod_subnet() {
-    let out = patch_flannel(FLANNEL, "10.42.0.0/16").unwrap();
+    let cidr = |s: &str| s.parse::<crate::spec::Cidr>().unwrap();
+    let out = patch_flannel(FLANNEL, cidr("10.42.0.0/16")).unwrap();
     assert!(out.contains(r#""Network": "10.42.0.0/16","#), "{out}");
     assert!(!out.contains("10.244.0.0/16"));
     assert_eq!(out.len(), FLANNEL.len() - 1);
@@ -265,15 +299,16 @@ fn flannel_gets_the_pod_subnet() {
         .as_str()
         .unwrap()
         .contains("10.42.0.0/16"));
-    assert_eq!(patch_flannel(FLANNEL, "10.244.0.0/16").unwrap(), FLANNEL);
     assert_eq!(
-        patch_flannel("kind: ConfigMap\n", "10.42.0.0/16"),
+        patch_flannel(FLANNEL, cidr("10.244.0.0/16")).unwrap(),
+        FLANNEL
+    );
+    assert_eq!(
+        patch_flannel("kind: ConfigMap\n", cidr("10.42.0.0/16")),
         Err(KubeadmError::FlannelNetworkNotFound)
     );
-    assert!(matches!(
-        patch_flannel(FLANNEL, "10.42.0.0/16\", \"x"),
-        Err(KubeadmError::Invalid { .. })
-    ));
+    // The subnet is a typed Cidr: text that would break out of the JSON cannot become one.
+    assert!("10.42.0.0/16\", \"x".parse::<crate::spec::Cidr>().is_err());
 }
 
 fn all_scripts() -> Vec<(Role, Cni, String)> {
@@ -299,24 +334,24 @@ fn script_is_valid_posix_sh_and_holds_no_secret() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(script.starts_with("#!/bin/sh\n"));
-        match Command::new("shellcheck")
+        // shellcheck is an oracle the tests need (tests/install-deps.sh installs it).
+        let out = Command::new("shellcheck")
             .args(["-s", "sh"])
             .arg(&path)
             .output()
-        {
-            Ok(out) => assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stdout)
-            ),
-            Err(_) => println!("note: shellcheck is not installed; skipping it"),
-        }
+            .expect("shellcheck is installed (tests/install-deps.sh)");
+        assert!(
+            out.status.success(),
+            "{role:?} {cni:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         assert!(script.contains("\nset -eu\n"));
         // The token lives only in kubeadm.yaml: the script has no copy and no variable for it.
         assert!(!script.contains(TOKEN));
         assert!(!script.contains("TOKEN"), "{role:?}");
         assert!(!script.contains("$token"));
-        let status_fn = &FUNCTIONS[FUNCTIONS.find("status() {").unwrap()..];
+        let functions = functions();
+        let status_fn = &functions[functions.find("status() {").unwrap()..];
         let status_fn = &status_fn[..status_fn.find("\n}\n").unwrap()];
         assert!(!status_fn.contains("CONFIG") && !status_fn.contains("kubeadm.yaml"));
         assert!(
@@ -346,7 +381,7 @@ error execution phase preflight: couldn't validate the identity of the API Serve
 ";
     let out = Command::new("sh")
         .arg("-c")
-        .arg(format!("{FUNCTIONS}\nredact"))
+        .arg(format!("{}\nredact", functions()))
         .stdin_bytes(kubeadm_output)
         .unwrap();
     assert!(!out.contains("0123456789abcdef"), "{out}");
@@ -391,14 +426,6 @@ fn unit_has_the_right_shape_and_systemd_accepts_it() {
     }
     assert!(unit.contains(&format!("ExecStart={FIRST_BOOT_SCRIPT_PATH}\n")));
 
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        println!("note: systemd-analyze is not installed; skipping `systemd-analyze verify`");
-        return;
-    }
     // verify wants ExecStart to exist and Requires= to resolve: point ExecStart at a copy of
     // the script and put a stand-in containerd.service beside the unit.
     let tmp = tempfile::tempdir().unwrap();
@@ -712,4 +739,21 @@ fn pending_cni_is_finished_on_the_next_boot() {
     assert!(!n.exists("calls"), "kubeadm must not run again");
     assert_eq!(n.read("kubectl-calls").lines().count(), 2);
     assert!(!n.exists("var/lib/piforge/cni-pending"));
+}
+
+/// The other first-boot script in `overlays/first-boot/`, judged by the same oracle.
+#[test]
+fn install_packages_script_passes_shellcheck() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("overlays/first-boot/usr/local/lib/piforge/install-packages");
+    let out = Command::new("shellcheck")
+        .args(["-s", "sh"])
+        .arg(&path)
+        .output()
+        .expect("shellcheck is installed (tests/install-deps.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

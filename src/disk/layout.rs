@@ -1,10 +1,15 @@
-//! Partition tables (MBR through `mbrman`, GPT through `gpt`) and finding the boot and root
-//! partitions of a Raspberry Pi image by type, label and filesystem magic, never by index alone.
+//! Reading partition tables (MBR through [`super::mbr`], GPT through `gpt` after
+//! [`super::gpt_check`]) and finding the boot and root partitions of a Raspberry Pi image by
+//! type, label and filesystem magic, never by index alone.
 
 use std::fmt;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 
 use serde::Serialize;
+
+use super::io::ReadOnly;
+use super::mbr::Mbr;
+use super::probe::probe_fs;
 
 pub const SECTOR: u64 = 512;
 
@@ -69,26 +74,6 @@ impl fmt::Display for Filesystem {
     }
 }
 
-/// Facts read from a filesystem's first sectors (boot sector or superblock) without a driver.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FsProbe {
-    pub filesystem: Filesystem,
-    /// Volume label as the filesystem stores it (trailing spaces/NULs trimmed).
-    pub label: Option<String>,
-    /// ext: the filesystem UUID; FAT: the volume id as `XXXX-XXXX` (what blkid calls UUID).
-    pub uuid: Option<String>,
-}
-
-impl FsProbe {
-    fn unknown() -> Self {
-        FsProbe {
-            filesystem: Filesystem::Unknown,
-            label: None,
-            uuid: None,
-        }
-    }
-}
-
 /// One partition of the image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Partition {
@@ -109,8 +94,9 @@ pub struct Partition {
 }
 
 impl Partition {
+    /// Where the partition ends (a layout from [`read_layout`] never overflows here).
     pub fn end_bytes(&self) -> u64 {
-        self.start_bytes + self.size_bytes
+        self.start_bytes.saturating_add(self.size_bytes)
     }
 }
 
@@ -129,7 +115,6 @@ pub struct DiskLayout {
 const MBR_FAT_TYPES: [u8; 6] = [0x01, 0x04, 0x06, 0x0b, 0x0c, 0x0e];
 const MBR_LINUX: u8 = 0x83;
 const MBR_EFI: u8 = 0xef;
-const MBR_PROTECTIVE: u8 = 0xee;
 
 /// GPT type GUIDs (upper case, as `uuid` prints them in `Display` upper form).
 const GPT_EFI: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
@@ -176,30 +161,29 @@ pub fn read_layout<D: Read + Seek + fmt::Debug>(dev: &mut D) -> Result<DiskLayou
     if image_bytes < 2 * SECTOR {
         return Err(DiskError::TooSmall(image_bytes));
     }
-    let mut mbr = [0u8; 512];
-    dev.seek(SeekFrom::Start(0))?;
-    dev.read_exact(&mut mbr)?;
-    if mbr[510..512] != [0x55, 0xaa] {
-        return Err(DiskError::NoTable);
-    }
+    let mbr = Mbr::read_from(dev)?.ok_or(DiskError::NoTable)?;
     // A protective MBR (one entry of type 0xEE) announces GPT.
-    let protective = (0..4).any(|i| mbr[446 + i * 16 + 4] == MBR_PROTECTIVE);
-    let (scheme, disk_id, mut parts) = if protective {
+    let (scheme, disk_id, mut parts) = if mbr.is_protective() {
+        super::gpt_check::check_headers(dev, image_bytes)?;
         read_gpt(dev)?
     } else {
-        read_mbr(dev, &mbr)?
+        read_mbr(&mbr)?
     };
     if parts.is_empty() {
         return Err(DiskError::NoPartitions);
     }
     parts.sort_by_key(|p| p.start_bytes);
     for p in &parts {
-        if p.end_bytes() > image_bytes {
-            return Err(DiskError::PastEnd {
-                index: p.index,
-                end: p.end_bytes(),
-                size: image_bytes,
-            });
+        // Checked: a GPT entry can claim up to 2^64-1 sectors.
+        match p.start_bytes.checked_add(p.size_bytes) {
+            Some(end) if end <= image_bytes => {}
+            end => {
+                return Err(DiskError::PastEnd {
+                    index: p.index,
+                    end: end.unwrap_or(u64::MAX),
+                    size: image_bytes,
+                })
+            }
         }
     }
     for w in parts.windows(2) {
@@ -227,37 +211,25 @@ pub fn read_layout<D: Read + Seek + fmt::Debug>(dev: &mut D) -> Result<DiskLayou
 
 type TableRead = (Scheme, String, Vec<Partition>);
 
-fn read_mbr<D: Read + Seek>(_dev: &mut D, raw: &[u8; 512]) -> Result<TableRead, DiskError> {
-    // The four primary entries are parsed here rather than by mbrman, whose reader panics on
-    // some malformed tables (an entry at LBA 0); mbrman is used to write tables we validated.
-    let disk_id = format!(
-        "{:08x}",
-        u32::from_le_bytes([raw[440], raw[441], raw[442], raw[443]])
-    );
+fn read_mbr(mbr: &Mbr) -> Result<TableRead, DiskError> {
+    let disk_id = format!("{:08x}", mbr.disk_id());
     let mut parts = Vec::new();
-    for i in 0..4usize {
-        let e = &raw[446 + i * 16..446 + (i + 1) * 16];
-        let sys = e[4];
-        let start = u32::from_le_bytes([e[8], e[9], e[10], e[11]]);
-        let sectors = u32::from_le_bytes([e[12], e[13], e[14], e[15]]);
-        if sys == 0 || sectors == 0 {
-            continue;
-        }
-        let index = i as u32 + 1;
+    for e in mbr.entries().into_iter().filter(|e| e.is_used()) {
+        let (index, sys) = (e.index, e.kind);
         if matches!(sys, 0x05 | 0x0f | 0x85) {
             return Err(DiskError::Mbr(format!(
                 "partition {index} is an extended partition; logical partitions are not supported"
             )));
         }
-        if start == 0 {
+        if e.start == 0 {
             return Err(DiskError::Mbr(format!(
                 "partition {index} starts at sector 0, on top of the partition table"
             )));
         }
         parts.push(Partition {
             index,
-            start_bytes: u64::from(start) * SECTOR,
-            size_bytes: u64::from(sectors) * SECTOR,
+            start_bytes: u64::from(e.start) * SECTOR,
+            size_bytes: u64::from(e.sectors) * SECTOR,
             type_id: format!("0x{sys:02x}"),
             type_name: mbr_type_name(sys).to_string(),
             name: None,
@@ -282,15 +254,21 @@ fn read_gpt<D: Read + Seek + fmt::Debug>(dev: &mut D) -> Result<TableRead, DiskE
             continue;
         }
         let type_guid = p.part_type_guid.guid.to_string().to_uppercase();
+        let bad = |what: &str| DiskError::Gpt(format!("partition {i} {what}"));
         let sectors = p
             .last_lba
             .checked_sub(p.first_lba)
-            .ok_or_else(|| DiskError::Gpt(format!("partition {i} ends before it starts")))?
-            + 1;
+            .ok_or_else(|| bad("ends before it starts"))?
+            .checked_add(1)
+            .ok_or_else(|| bad("is larger than any disk"))?;
+        let bytes = |n: u64| {
+            n.checked_mul(SECTOR)
+                .ok_or_else(|| bad("is larger than any disk"))
+        };
         parts.push(Partition {
             index: i,
-            start_bytes: p.first_lba * SECTOR,
-            size_bytes: sectors * SECTOR,
+            start_bytes: bytes(p.first_lba)?,
+            size_bytes: bytes(sectors)?,
             type_name: gpt_type_name(&type_guid).to_string(),
             type_id: type_guid,
             name: Some(p.name.clone()).filter(|n| !n.is_empty()),
@@ -300,76 +278,6 @@ fn read_gpt<D: Read + Seek + fmt::Debug>(dev: &mut D) -> Result<TableRead, DiskE
         });
     }
     Ok((Scheme::Gpt, disk_id, parts))
-}
-
-/// Reads a filesystem's identity from its first sectors: FAT boot sector or ext superblock.
-pub fn probe_fs<D: Read + Seek>(dev: &mut D, start: u64, size: u64) -> io::Result<FsProbe> {
-    if size < 2048 {
-        return Ok(FsProbe::unknown());
-    }
-    let mut buf = [0u8; 2048];
-    dev.seek(SeekFrom::Start(start))?;
-    dev.read_exact(&mut buf)?;
-    Ok(probe_bytes(&buf))
-}
-
-/// Probes the first 2 KiB of a partition (pure: used by the fuzz target too).
-pub fn probe_bytes(buf: &[u8; 2048]) -> FsProbe {
-    let sb = &buf[1024..];
-    if u16::from_le_bytes([sb[0x38], sb[0x39]]) == 0xef53 {
-        let compat = u32::from_le_bytes([sb[0x5c], sb[0x5d], sb[0x5e], sb[0x5f]]);
-        let incompat = u32::from_le_bytes([sb[0x60], sb[0x61], sb[0x62], sb[0x63]]);
-        // extents (0x40), 64bit (0x80), flex_bg (0x200) make it ext4; a journal alone ext3.
-        let filesystem = if incompat & (0x40 | 0x80 | 0x200) != 0 {
-            Filesystem::Ext4
-        } else if compat & 0x4 != 0 {
-            Filesystem::Ext3
-        } else {
-            Filesystem::Ext2
-        };
-        let u = &sb[0x68..0x78];
-        let uuid = format!(
-            "{}-{}-{}-{}-{}",
-            hex::encode(&u[0..4]),
-            hex::encode(&u[4..6]),
-            hex::encode(&u[6..8]),
-            hex::encode(&u[8..10]),
-            hex::encode(&u[10..16])
-        );
-        return FsProbe {
-            filesystem,
-            label: clean_label(&sb[0x78..0x88]),
-            uuid: Some(uuid),
-        };
-    }
-    let bps = u16::from_le_bytes([buf[11], buf[12]]);
-    let jump_ok = buf[0] == 0xeb || buf[0] == 0xe9;
-    if jump_ok && buf[510..512] == [0x55, 0xaa] && matches!(bps, 512 | 1024 | 2048 | 4096) {
-        // FAT32 has a zero 16-bit sectors-per-FAT field and its extended BPB at 64.
-        let fat32 = u16::from_le_bytes([buf[22], buf[23]]) == 0;
-        let (sig_at, id_at, label_at) = if fat32 { (66, 67, 71) } else { (38, 39, 43) };
-        if buf[sig_at] == 0x29 || buf[sig_at] == 0x28 {
-            let id =
-                u32::from_le_bytes([buf[id_at], buf[id_at + 1], buf[id_at + 2], buf[id_at + 3]]);
-            let label = clean_label(&buf[label_at..label_at + 11]).filter(|l| l != "NO NAME");
-            return FsProbe {
-                filesystem: Filesystem::Vfat,
-                label,
-                uuid: Some(format!("{:04X}-{:04X}", id >> 16, id & 0xffff)),
-            };
-        }
-    }
-    FsProbe::unknown()
-}
-
-fn clean_label(raw: &[u8]) -> Option<String> {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    let s = String::from_utf8_lossy(&raw[..end]).trim_end().to_string();
-    if s.is_empty() {
-        None
-    } else {
-        Some(s)
-    }
 }
 
 impl DiskLayout {
@@ -433,112 +341,9 @@ fn pick_by_label<'a>(cands: &[&'a Partition], labels: &[&str]) -> Option<&'a Par
     cands.first().copied()
 }
 
-/// A read-only view of a device that refuses writes (for libraries that want `Write`).
-#[derive(Debug)]
-pub struct ReadOnly<D>(pub D);
-
-impl<D: Read> Read for ReadOnly<D> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-impl<D: Seek> Seek for ReadOnly<D> {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.0.seek(pos)
-    }
-}
-impl<D> Write for ReadOnly<D> {
-    fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
-        Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            "the image is opened read-only",
-        ))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// A window `[start, start+len)` of a device, seen as a device of its own: a partition.
-#[derive(Debug)]
-pub struct Slice<D> {
-    inner: D,
-    start: u64,
-    len: u64,
-    pos: u64,
-}
-
-impl<D: Seek> Slice<D> {
-    pub fn new(inner: D, start: u64, len: u64) -> Self {
-        Slice {
-            inner,
-            start,
-            len,
-            pos: 0,
-        }
-    }
-
-    pub fn into_inner(self) -> D {
-        self.inner
-    }
-}
-
-impl<D: Read + Seek> Read for Slice<D> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.len.saturating_sub(self.pos);
-        let n = (buf.len() as u64).min(left) as usize;
-        if n == 0 {
-            return Ok(0);
-        }
-        self.inner.seek(SeekFrom::Start(self.start + self.pos))?;
-        let got = self.inner.read(&mut buf[..n])?;
-        self.pos += got as u64;
-        Ok(got)
-    }
-}
-
-impl<D: Write + Seek> Write for Slice<D> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let left = self.len.saturating_sub(self.pos);
-        if left == 0 && !buf.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "write past the end of the partition",
-            ));
-        }
-        let n = (buf.len() as u64).min(left) as usize;
-        self.inner.seek(SeekFrom::Start(self.start + self.pos))?;
-        let put = self.inner.write(&buf[..n])?;
-        self.pos += put as u64;
-        Ok(put)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<D: Seek> Seek for Slice<D> {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let new = match pos {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        match new {
-            Some(p) => {
-                self.pos = p;
-                Ok(p)
-            }
-            None => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before the start of the partition",
-            )),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::probe::probe_bytes;
     use super::*;
     use std::io::Cursor;
 
@@ -617,27 +422,13 @@ mod tests {
         assert_eq!(p.label.as_deref(), Some("bootfs"));
         assert_eq!(p.uuid.as_deref(), Some("ABCD-1234"));
     }
-
-    #[test]
-    fn slice_bounds_reads_and_writes() {
-        let mut s = Slice::new(Cursor::new(vec![0u8; 100]), 10, 20);
-        s.write_all(&[1u8; 20]).unwrap();
-        assert!(s.write(&[1]).is_err());
-        s.seek(SeekFrom::Start(0)).unwrap();
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).unwrap();
-        assert_eq!(out, vec![1u8; 20]);
-        let inner = s.into_inner().into_inner();
-        assert_eq!(inner[9], 0);
-        assert_eq!(inner[10], 1);
-        assert_eq!(inner[30], 0);
-    }
 }
 
 #[cfg(test)]
 mod fuzz {
     //! Property tests standing in for a fuzzer (cargo fuzz needs a nightly toolchain): no byte
     //! pattern in the first sectors may make table reading or probing panic.
+    use super::super::probe::probe_bytes;
     use super::*;
     use proptest::prelude::*;
     use std::io::Cursor;

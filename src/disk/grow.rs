@@ -1,13 +1,14 @@
 //! Growing the root partition: extend the image file, grow the last partition in the MBR or GPT
 //! (GPT: move the backup header and fix the protective MBR), then grow ext4 with `resize2fs`
-//! (libext2fs has no resize call; resize2fs accepts `image?offset=N`).
+//! (libext2fs has no resize call; resize2fs accepts `image?offset=N`). Callers go through
+//! [`super::Image::grow_root`].
 
-use std::fs::OpenOptions;
-use std::io::{Seek, SeekFrom, Write};
+use std::fs::File;
 use std::path::Path;
 use std::process::Command;
 
-use crate::disk::{DiskLayout, Scheme, SECTOR};
+use super::layout::{DiskLayout, Scheme, SECTOR};
+use super::mbr::Mbr;
 
 /// Partitions end on 4 MiB boundaries, as the upstream images align them.
 pub const ALIGN: u64 = 4 << 20;
@@ -31,6 +32,8 @@ pub enum GrowError {
     },
     #[error("rewriting the GPT failed: {0}")]
     Gpt(String),
+    #[error("the image has no MBR to rewrite (no boot signature 55 AA at byte 510)")]
+    NoMbr,
     #[error("resize2fs could not be run ({0}); install e2fsprogs")]
     NoResize2fs(std::io::Error),
     #[error("resize2fs failed to grow the root filesystem: {0}")]
@@ -42,9 +45,11 @@ pub fn align_up(n: u64) -> u64 {
     n.div_ceil(ALIGN) * ALIGN
 }
 
-/// Grows partition `index` (which must be the last one) to `new_bytes` and the ext4 filesystem
-/// inside it to fill it. Returns the new image size in bytes. `epoch` pins resize2fs's clock.
-pub fn grow_partition(
+/// Grows partition `index` (which must be the last one) of the image `f` (opened read-write,
+/// found at `image`) to `new_bytes` and the ext4 filesystem inside it to fill it. Returns the
+/// new image size in bytes. `epoch` pins resize2fs's clock.
+pub(super) fn grow_partition(
+    f: &mut File,
     image: &Path,
     layout: &DiskLayout,
     index: u32,
@@ -62,37 +67,37 @@ pub fn grow_partition(
         return Err(GrowError::NotLast { index });
     }
     let new_bytes = align_up(new_bytes.max(part.size_bytes));
-    let end = part.start_bytes + new_bytes;
+    let too_big = || GrowError::TooBig(new_bytes / SECTOR);
+    let end = part
+        .start_bytes
+        .checked_add(new_bytes)
+        .ok_or_else(too_big)?;
     let image_len = match layout.scheme {
         Scheme::Mbr => end,
-        Scheme::Gpt => end + GPT_BACKUP_SECTORS * SECTOR,
+        Scheme::Gpt => end
+            .checked_add(GPT_BACKUP_SECTORS * SECTOR)
+            .ok_or_else(too_big)?,
     }
     .max(layout.image_bytes);
     let io = |source| GrowError::Io {
         path: image.display().to_string(),
         source,
     };
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(image)
-        .map_err(io)?;
-    f.set_len(image_len).map_err(io)?;
-    match layout.scheme {
-        Scheme::Mbr => {
-            let sectors = new_bytes / SECTOR;
-            let sectors32 = u32::try_from(sectors).map_err(|_| GrowError::TooBig(sectors))?;
-            let entry = 446 + 16 * u64::from(index - 1);
-            // Last CHS set to the "beyond CHS" marker, as fdisk does for large disks.
-            f.seek(SeekFrom::Start(entry + 5)).map_err(io)?;
-            f.write_all(&[0xfe, 0xff, 0xff]).map_err(io)?;
-            f.seek(SeekFrom::Start(entry + 12)).map_err(io)?;
-            f.write_all(&sectors32.to_le_bytes()).map_err(io)?;
+    if layout.scheme == Scheme::Mbr {
+        // Checked before the file grows, so a refusal leaves it as it was.
+        let sectors = new_bytes / SECTOR;
+        let sectors32 = u32::try_from(sectors).map_err(|_| GrowError::TooBig(sectors))?;
+        let mut mbr = Mbr::read_from(f).map_err(io)?.ok_or(GrowError::NoMbr)?;
+        if !mbr.set_sectors(index, sectors32) {
+            return Err(GrowError::NoPartition(index));
         }
-        Scheme::Gpt => grow_gpt(&mut f, index, end / SECTOR - 1, image_len / SECTOR)?,
+        f.set_len(image_len).map_err(io)?;
+        mbr.write_into(f).map_err(io)?;
+    } else {
+        f.set_len(image_len).map_err(io)?;
+        grow_gpt(f, index, end / SECTOR - 1, image_len / SECTOR)?;
     }
     f.sync_all().map_err(io)?;
-    drop(f);
     resize2fs(image, part.start_bytes, new_bytes, epoch)?;
     Ok(image_len)
 }
@@ -121,18 +126,9 @@ fn grow_gpt(
         path: "protective MBR".into(),
         source,
     };
-    let mut mbr = [0u8; 512];
-    f.seek(SeekFrom::Start(0)).map_err(io)?;
-    std::io::Read::read_exact(f, &mut mbr).map_err(io)?;
-    let size = u32::try_from(disk_sectors - 1).unwrap_or(u32::MAX);
-    for i in 0..4 {
-        let e = 446 + 16 * i;
-        if mbr[e + 4] == 0xee {
-            f.seek(SeekFrom::Start((e + 12) as u64)).map_err(io)?;
-            f.write_all(&size.to_le_bytes()).map_err(io)?;
-        }
-    }
-    Ok(())
+    let mut mbr = Mbr::read_from(f).map_err(io)?.ok_or(GrowError::NoMbr)?;
+    mbr.set_protective_size(disk_sectors);
+    mbr.write_into(f).map_err(io)
 }
 
 /// Runs `resize2fs -f 'image?offset=N' SIZEk` with its clock pinned to `epoch`.
@@ -193,6 +189,14 @@ mod tests {
     use super::*;
     use crate::disk::read_layout;
     use std::path::PathBuf;
+
+    fn rw(img: &Path) -> File {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(img)
+            .unwrap()
+    }
 
     fn sh(cmd: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
         use std::io::Write as _;
@@ -283,8 +287,15 @@ mod tests {
         let img = make_disk(tmp.path(), gpt);
         let layout = read_layout(&mut std::fs::File::open(&img).unwrap()).unwrap();
         let root = layout.partition(2).unwrap().clone();
-        let new_len =
-            grow_partition(&img, &layout, 2, 100 << 20, crate::clock::DEFAULT_EPOCH).unwrap();
+        let new_len = grow_partition(
+            &mut rw(&img),
+            &img,
+            &layout,
+            2,
+            100 << 20,
+            crate::clock::DEFAULT_EPOCH,
+        )
+        .unwrap();
         assert_eq!(std::fs::metadata(&img).unwrap().len(), new_len);
         let after = read_layout(&mut std::fs::File::open(&img).unwrap()).unwrap();
         let p = after.partition(2).unwrap();
@@ -332,7 +343,7 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(1100));
             }
             let layout = read_layout(&mut std::fs::File::open(img).unwrap()).unwrap();
-            grow_partition(img, &layout, 2, 64 << 20, 1_700_000_000).unwrap();
+            grow_partition(&mut rw(img), img, &layout, 2, 64 << 20, 1_700_000_000).unwrap();
         }
         assert!(
             std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
@@ -345,7 +356,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let img = make_disk(tmp.path(), false);
         let layout = read_layout(&mut std::fs::File::open(&img).unwrap()).unwrap();
-        let e = grow_partition(&img, &layout, 1, 64 << 20, 0).unwrap_err();
+        let e = grow_partition(&mut rw(&img), &img, &layout, 1, 64 << 20, 0).unwrap_err();
         assert!(matches!(e, GrowError::NotLast { index: 1 }), "{e}");
     }
 }

@@ -1,10 +1,15 @@
-//! The cloud-init documents of a node (its NoCloud seed): user-data, meta-data and
-//! network-config, and the pointer to the seed for bases whose cloud-init has none.
+//! The NoCloud seed of a node (user-data, meta-data, network-config) and the cloud.cfg.d
+//! snippet that points cloud-init at it.
 
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::spec::{self, Spec};
+use super::yaml::{self, SeqIndent, Yaml};
+use crate::spec::{Node, Spec};
+
+/// Where [`nocloud_snippet`] goes on a base whose cloud-init has no seed location on the boot
+/// partition.
+pub const NOCLOUD_SNIPPET_PATH: &str = "/etc/cloud/cloud.cfg.d/99-piforge-nocloud.cfg";
 
 /// Merges a node profile into generated user-data: profile keys win, except lists, which
 /// are appended (runcmd, write_files, packages, ...), and mappings, which merge key by key.
@@ -21,7 +26,7 @@ pub fn merge_profile(base: &mut Map<String, Value>, profile: &Map<String, Value>
 }
 
 /// The cloud-init user-data of a node (without the `#cloud-config` header).
-pub fn user_data(spec: &Spec, node: &spec::Node) -> Value {
+pub fn user_data(spec: &Spec, node: &Node) -> Value {
     let mut hosts = String::from(
         "# Written by piforge (cloud-init write_files).\n127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
     );
@@ -32,7 +37,7 @@ pub fn user_data(spec: &Spec, node: &spec::Node) -> Value {
         }
     }
     let mut ud = json!({
-        "hostname": node.name,
+        "hostname": node.name.as_str(),
         "preserve_hostname": false,
         "manage_etc_hosts": false,
         "timezone": spec.timezone,
@@ -62,7 +67,7 @@ pub fn user_data(spec: &Spec, node: &spec::Node) -> Value {
 }
 
 /// The node's netplan v2 network-config: its fixed address, or DHCP.
-pub fn network_config(spec: &Spec, node: &spec::Node) -> Value {
+pub fn network_config(spec: &Spec, node: &Node) -> Value {
     let iface = &spec.network.interface;
     let eth = match &node.address {
         Some(a) => {
@@ -88,11 +93,31 @@ pub fn network_config(spec: &Spec, node: &spec::Node) -> Value {
     json!({"version": 2, "ethernets": ethernets})
 }
 
-/// The node's NoCloud seed: (user-data, meta-data, network-config). The instance-id is a hash
-/// of everything the node is given, so changing or reimaging a node makes cloud-init run again.
-pub fn seed(spec: &Spec, node: &spec::Node, root_digest: &str) -> (String, String, String) {
-    let ud = spec::cloud_config(&user_data(spec, node));
-    let nc = spec::to_yaml(&network_config(spec, node));
+/// The three files of a node's NoCloud seed, as written to the boot partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seed {
+    pub user_data: String,
+    pub meta_data: String,
+    pub network_config: String,
+}
+
+impl Seed {
+    /// `(file name on the boot partition, content)`, in a fixed order.
+    pub fn files(&self) -> [(&'static str, &str); 3] {
+        [
+            ("user-data", &self.user_data),
+            ("meta-data", &self.meta_data),
+            ("network-config", &self.network_config),
+        ]
+    }
+}
+
+/// The node's NoCloud seed. The instance-id is a hash of everything the node is given
+/// (`root_digest` stands for its root filesystem), so changing or reimaging a node makes
+/// cloud-init run again.
+pub fn seed(spec: &Spec, node: &Node, root_digest: &str) -> Seed {
+    let ud = yaml::cloud_config(&user_data(spec, node));
+    let nc = yaml::to_yaml(&network_config(spec, node));
     let mut h = Sha256::new();
     for part in [
         node.name.as_bytes(),
@@ -104,37 +129,44 @@ pub fn seed(spec: &Spec, node: &spec::Node, root_digest: &str) -> (String, Strin
         h.update(part);
     }
     let id = hex::encode(h.finalize());
-    let md = format!(
-        "instance-id: piforge-{}\nlocal-hostname: {}\n",
-        &id[..16],
-        node.name
-    );
-    (ud, md, nc)
+    Seed {
+        meta_data: meta_data(&format!("piforge-{}", &id[..16]), node.name.as_str()),
+        user_data: ud,
+        network_config: nc,
+    }
 }
 
-/// A NoCloud pointer for a base whose cloud-init has no seed location on the boot partition.
-pub fn nocloud_snippet(boot_label: &str) -> String {
-    format!(
-        "# Written by piforge: read the NoCloud seed from the boot partition.\n\
-         datasource_list: [NoCloud, None]\n\
-         datasource:\n  NoCloud:\n    fs_label: {boot_label}\n"
+/// NoCloud meta-data: the instance-id and the hostname.
+pub fn meta_data(instance_id: &str, hostname: &str) -> String {
+    yaml::write(
+        &Yaml::map([
+            ("instance-id", Yaml::str(instance_id)),
+            ("local-hostname", Yaml::str(hostname)),
+        ]),
+        SeqIndent::Indented,
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn profile_merge_appends_lists_and_overrides_scalars() {
-        let mut base = json!({"hostname": "a", "runcmd": [["echo", "1"]], "users": [{"name": "pi"}], "ntp": {"enabled": true}});
-        let profile = json!({"hostname": "b", "runcmd": [["echo", "2"]], "ntp": {"servers": ["x"]}, "packages": ["htop"]});
-        if let (Value::Object(b), Value::Object(p)) = (&mut base, &profile) {
-            merge_profile(b, p);
-        }
-        assert_eq!(base["hostname"], "b");
-        assert_eq!(base["runcmd"], json!([["echo", "1"], ["echo", "2"]]));
-        assert_eq!(base["ntp"], json!({"enabled": true, "servers": ["x"]}));
-        assert_eq!(base["packages"], json!(["htop"]));
-    }
+/// A NoCloud pointer for a base whose cloud-init has no seed location on the boot partition:
+/// read the seed from the filesystem labelled `boot_label`.
+pub fn nocloud_snippet(boot_label: &str) -> String {
+    let body = Yaml::map([
+        (
+            "datasource_list",
+            Yaml::FlowSeq(vec!["NoCloud".into(), "None".into()]),
+        ),
+        (
+            "datasource",
+            Yaml::map([("NoCloud", Yaml::map([("fs_label", Yaml::str(boot_label))]))]),
+        ),
+    ]);
+    yaml::write_stream(
+        &[yaml::Document {
+            comments: vec![
+                "# Written by piforge: read the NoCloud seed from the boot partition.".into(),
+            ],
+            body,
+        }],
+        SeqIndent::Indented,
+    )
 }

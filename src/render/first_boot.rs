@@ -1,0 +1,74 @@
+//! The unit and script that put a node into the cluster on its first boot, unattended.
+//! Both are plain files under `overlays/first-boot/`; the script is a template with
+//! `{{NAME}}` placeholders (see [`crate::payload_files::render`]) filled per role.
+//!
+//! Retrying: the script loops by itself, with a backoff of 10 s doubling to 5 minutes; a
+//! failed kubeadm attempt is cleaned up with `kubeadm reset` and tried again. The unit is
+//! `Type=exec` with `Restart=on-failure` (for a crash of the script itself), not oneshot: a
+//! oneshot that loops would hold `multi-user.target` back until the cluster formed, since a
+//! target waits for the units it wants. Both directives load on systemd 252 (bookworm) and 257
+//! (trixie); `systemd-analyze verify` on 252 accepts `Type=oneshot` with `Restart=on-failure`
+//! too, and refuses only `Restart=always`/`on-success` for oneshot.
+//!
+//! State, in `/var/lib/piforge` (root only): `kubeadm-started` while kubeadm may have left
+//! half a node behind, `cni-pending` after `kubeadm init` until Flannel is applied, and `pki/`,
+//! a copy of the pre-placed CA, because `kubeadm reset` deletes `/etc/kubernetes/pki`. The
+//! unit runs while the node has no `kubelet.conf`, or while either marker says a step was cut
+//! short by a reboot; a node joined by hand is left alone.
+
+use super::kubeadm::{Cni, Role};
+
+pub const FIRST_BOOT_UNIT_NAME: &str = "piforge-kubeadm.service";
+pub const FIRST_BOOT_SCRIPT_PATH: &str = "/usr/local/lib/piforge/kubeadm-first-boot";
+/// The Flannel manifest the first control plane applies (see `patch_flannel`).
+pub const FLANNEL_MANIFEST_PATH: &str = "/usr/local/share/piforge/kube-flannel.yml";
+/// The progress report on the boot partition, readable from any computer.
+pub const STATUS_PATH: &str = "/boot/firmware/piforge-status.txt";
+
+const UNIT: &str =
+    include_str!("../../overlays/first-boot/usr/local/lib/systemd/system/piforge-kubeadm.service");
+pub(crate) const SCRIPT_TEMPLATE: &str =
+    include_str!("../../overlays/first-boot/usr/local/lib/piforge/kubeadm-first-boot");
+
+/// The `piforge-kubeadm.service` unit (see the module docs for why it is not oneshot).
+pub fn first_boot_unit() -> &'static str {
+    UNIT
+}
+
+/// The script `/usr/local/lib/piforge/kubeadm-first-boot` for a node of `role`: it waits for
+/// containerd, runs `kubeadm init` (first control plane) or `kubeadm join` with
+/// `/etc/piforge/kubeadm.yaml` until it succeeds, then on the first control plane applies
+/// Flannel when `cni` is [`Cni::Flannel`]. After every step it writes the phase to
+/// `/boot/firmware/piforge-status.txt`. It holds no secret: the token is only in the config.
+pub fn first_boot_script(role: Role, cni: Cni) -> String {
+    let (phase, command) = match role {
+        // The token is in the config; --skip-token-print keeps it out of the join command
+        // kubeadm prints at the end (redact would drop that line anyway).
+        Role::InitControlPlane => (
+            "kubeadm-init",
+            r#"kubeadm init --config "$CONFIG" --skip-token-print"#,
+        ),
+        Role::JoinControlPlane | Role::Worker => {
+            ("kubeadm-join", r#"kubeadm join --config "$CONFIG""#)
+        }
+    };
+    // Only the first control plane applies the CNI; the others get it from the cluster.
+    let cni = match (role, cni) {
+        (Role::InitControlPlane, Cni::Flannel) => "flannel",
+        _ => "none",
+    };
+    let verb = command.split(" --").next().unwrap_or(command);
+    let vars = [
+        ("ROLE", role.as_str()),
+        ("CNI", cni),
+        ("STATUS_PATH", STATUS_PATH),
+        ("FLANNEL_MANIFEST", FLANNEL_MANIFEST_PATH),
+        ("PHASE", phase),
+        ("VERB", verb),
+        ("COMMAND", command),
+    ];
+    // The template and the names are both fixed at compile time; the tests render every
+    // role and CNI, so this cannot fail at run time.
+    crate::payload_files::render(SCRIPT_TEMPLATE, &vars)
+        .expect("the first-boot script template and its values agree (tested)")
+}

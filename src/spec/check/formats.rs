@@ -1,0 +1,101 @@
+//! The formats of single values: host names, `host:port`, user names, time zones, interface
+//! names, ssh keys. Pure predicates.
+
+use super::super::values::is_dns_label;
+
+/// A DNS name made of labels (case-insensitive here: resolvers ignore case).
+pub(super) fn is_dns_name(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(|l| is_dns_label(&l.to_ascii_lowercase()))
+}
+
+/// `host:port` with an IPv4 address, a `[IPv6]` address or a DNS name, and a port 1-65535.
+pub(super) fn is_host_port(s: &str) -> bool {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p != 0);
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        host.parse::<std::net::Ipv4Addr>().is_ok()
+    } else {
+        is_dns_name(host)
+    };
+    port_ok && host_ok
+}
+
+/// Debian's default NAME_REGEX (`^[a-z][-a-z0-9_]*\$?$`), at most 32 characters.
+pub(super) fn is_user_name(s: &str) -> bool {
+    let body = s.strip_suffix('$').unwrap_or(s);
+    let b = body.as_bytes();
+    !b.is_empty()
+        && s.len() <= 32
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
+}
+
+/// A tz database name: `UTC`, `Europe/Lisbon`, `America/Argentina/Buenos_Aires`, `Etc/GMT+1`.
+pub(super) fn is_timezone(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+' | b'.'))
+        })
+}
+
+/// Linux interface names: 1 to 15 bytes, no '/', ':' or whitespace.
+pub(super) fn is_interface_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+}
+
+/// An authorized_keys line without options: `TYPE BASE64 [comment]`, where the key blob starts
+/// with its own type name (so that a mangled paste is caught).
+pub(super) fn check_ssh_key(line: &str) -> Result<(), String> {
+    let mut words = line.split_whitespace();
+    let kind = words.next().unwrap_or("");
+    if !(kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-")) {
+        return Err(format!(
+            "`{}` is not a key type (ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256, sk-...)",
+            kind
+        ));
+    }
+    let Some(b64) = words.next() else {
+        return Err("the base64 key is missing".into());
+    };
+    let blob = base64_decode(b64).ok_or("the key is not valid base64")?;
+    let inner = blob
+        .get(..4)
+        .map(|n| u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize)
+        .and_then(|len| blob.get(4..4 + len));
+    if inner != Some(kind.as_bytes()) {
+        return Err(format!(
+            "the key data is not a {kind} key (truncated or mangled?)"
+        ));
+    }
+    Ok(())
+}
+
+/// Standard base64, `=` padding optional (as OpenSSH writes it, and as people paste it).
+pub(super) fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    use base64::engine::{general_purpose, DecodePaddingMode, GeneralPurpose};
+    use base64::Engine as _;
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        general_purpose::PAD
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    LENIENT.decode(s).ok()
+}

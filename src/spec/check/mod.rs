@@ -1,0 +1,567 @@
+//! From the YAML tree to a [`Spec`]: types, defaults and every check, each problem reported at
+//! the key or value to fix. Problems are collected, not returned at the first one; a value with
+//! a problem is left out of the checks that depend on it, so one mistake gives one message.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+mod ctx;
+mod formats;
+mod nodes;
+
+pub(super) use ctx::resolve;
+pub(super) use nodes::parse_profile_text;
+
+use ctx::{check_label, Ctx, Fields};
+use formats::{check_ssh_key, is_host_port, is_interface_name, is_timezone, is_user_name};
+use nodes::{cross_check, nodes};
+
+use super::yaml::{self, Item, Kind, Pos};
+use super::{
+    Cidr, Cni, Diagnostic, GoDuration, ImageSource, Kubernetes, Network, Node, NodeName, Profile,
+    Role, Source, Spec,
+};
+
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "image",
+    "kubernetes",
+    "network",
+    "user",
+    "ssh_authorized_keys",
+    "timezone",
+    "overlays",
+    "artifacts",
+    "nodes",
+];
+const IMAGE_KEYS: &[&str] = &["source", "sha256"];
+const KUBERNETES_KEYS: &[&str] = &[
+    "version",
+    "control_plane_endpoint",
+    "pod_subnet",
+    "service_subnet",
+    "token_ttl",
+    "cni",
+];
+const NETWORK_KEYS: &[&str] = &["interface", "gateway", "dns"];
+const NODE_KEYS: &[&str] = &["name", "role", "address", "profile"];
+
+const DEFAULT_POD_SUBNET: &str = "10.244.0.0/16";
+const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
+/// 24h: kubeadm's own default.
+const DEFAULT_TOKEN_TTL: GoDuration = GoDuration::from_secs(24 * 3600);
+const DEFAULT_INTERFACE: &str = "eth0";
+const DEFAULT_USER: &str = "pi";
+const DEFAULT_TIMEZONE: &str = "Etc/UTC";
+
+pub(super) fn check(
+    text: &str,
+    file: &str,
+    base_dir: &Path,
+    supported_versions: &[&str],
+) -> Result<Spec, Vec<Diagnostic>> {
+    let mut ctx = Ctx {
+        file,
+        base_dir,
+        diagnostics: Vec::new(),
+    };
+    let root = match yaml::parse(text) {
+        Ok(Some(root)) => root,
+        Ok(None) => {
+            ctx.err(
+                Pos::START,
+                "the file is empty; expected cluster settings (`piforge init` writes an example)",
+            );
+            return Err(ctx.diagnostics);
+        }
+        Err(e) => {
+            ctx.err(e.pos, e.message);
+            return Err(ctx.diagnostics);
+        }
+    };
+    let spec = convert(&mut ctx, &root, supported_versions);
+    let mut diagnostics = ctx.diagnostics;
+    match spec {
+        Some(spec) if diagnostics.is_empty() => Ok(spec),
+        _ => {
+            // The spec's own problems first, then those in profiles, each by position.
+            diagnostics.sort_by(|a, b| {
+                (a.file != file, &a.file, a.pos).cmp(&(b.file != file, &b.file, b.pos))
+            });
+            diagnostics.dedup();
+            Err(diagnostics)
+        }
+    }
+}
+
+/// A value that may have been written or may be the default: where to point when it clashes.
+struct Placed<T> {
+    value: T,
+    /// `None` when defaulted.
+    pos: Option<Pos>,
+}
+
+fn convert(ctx: &mut Ctx<'_>, root: &Item, supported_versions: &[&str]) -> Option<Spec> {
+    let top = ctx.fields(root, "", TOP_KEYS)?;
+
+    let name = ctx.required(&top, "name").and_then(|v| {
+        let s = ctx.text(v, "name")?;
+        check_label(ctx, v.pos, "name", s).then(|| s.to_string())
+    });
+
+    let image = ctx.required(&top, "image").and_then(|v| image(ctx, v));
+    let kubernetes = kubernetes(ctx, top.get("kubernetes"), supported_versions);
+    let network = network(ctx, top.get("network"));
+
+    let user = match top.get("user") {
+        None => Some(DEFAULT_USER.to_string()),
+        Some(v) => ctx.text(v, "user").and_then(|s| {
+            if s == "root" {
+                ctx.err(
+                    v.pos,
+                    "user: must not be root; cloud-init makes a new login user",
+                );
+                None
+            } else if !is_user_name(s) {
+                ctx.err(
+                    v.pos,
+                    format!(
+                        "user: `{s}` is not a valid Linux user name (a lowercase letter, then \
+                         lowercase letters, digits, '_' or '-'; at most 32 characters)"
+                    ),
+                );
+                None
+            } else {
+                Some(s.to_string())
+            }
+        }),
+    };
+
+    let keys = ssh_keys(ctx, &top);
+
+    let timezone = match top.get("timezone") {
+        None => Some(DEFAULT_TIMEZONE.to_string()),
+        Some(v) => ctx.text(v, "timezone").and_then(|s| {
+            if is_timezone(s) {
+                Some(s.to_string())
+            } else {
+                ctx.err(
+                    v.pos,
+                    format!(
+                        "timezone: `{s}` is not a time zone name like Europe/Lisbon or Etc/UTC"
+                    ),
+                );
+                None
+            }
+        }),
+    };
+
+    let overlays = overlays(ctx, top.get("overlays"));
+    let artifacts = match top.get("artifacts") {
+        None => Some(None),
+        Some(v) => ctx.text(v, "artifacts").map(|s| Some(ctx.resolve(s))),
+    };
+
+    let nodes_key = top.entry("nodes").map(|(k, _)| k.pos).unwrap_or(top.pos);
+    let nodes = ctx
+        .required(&top, "nodes")
+        .and_then(|v| nodes(ctx, nodes_key, v));
+
+    // Checks across sections, on the parts that are well-formed.
+    if let (Some(nodes), Some(k)) = (&nodes, &kubernetes) {
+        cross_check(ctx, nodes, k, network.as_ref());
+    }
+
+    let kubernetes = kubernetes?;
+    let spec = Spec {
+        name: name?,
+        image: image?,
+        kubernetes: Kubernetes {
+            version: kubernetes.version,
+            control_plane_endpoint: kubernetes.control_plane_endpoint,
+            pod_subnet: kubernetes.pod_subnet.value,
+            service_subnet: kubernetes.service_subnet.value,
+            token_ttl: kubernetes.token_ttl,
+            cni: kubernetes.cni,
+        },
+        network: network?.network,
+        user: user?,
+        ssh_authorized_keys: keys?,
+        timezone: timezone?,
+        overlays: overlays?,
+        artifacts: artifacts?,
+        nodes: nodes?.into_iter().map(|n| n.node).collect(),
+        spec_path: resolve(ctx.base_dir, ctx.file_name_only()),
+        spec_dir: if ctx.base_dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            ctx.base_dir.to_path_buf()
+        },
+    };
+    Some(spec)
+}
+
+impl Ctx<'_> {
+    fn file_name_only(&self) -> &str {
+        Path::new(self.file)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(self.file)
+    }
+}
+
+fn image(ctx: &mut Ctx<'_>, item: &Item) -> Option<ImageSource> {
+    let f = ctx.fields(item, "image", IMAGE_KEYS)?;
+    let sha256 = match f.get("sha256") {
+        None => Some(None),
+        Some(v) => ctx.text(v, "image.sha256").and_then(|s| {
+            if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Some(Some(s.to_ascii_lowercase()))
+            } else {
+                ctx.err(
+                    v.pos,
+                    format!("image.sha256: `{s}` is not a SHA-256 digest (64 hexadecimal digits)"),
+                );
+                None
+            }
+        }),
+    };
+    let source_item = ctx.required(&f, "source")?;
+    let source = ctx.text(source_item, "image.source")?;
+    let source = match source.split_once("://") {
+        Some((scheme, _))
+            if scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http") =>
+        {
+            if f.get("sha256").is_none() {
+                ctx.err(
+                    source_item.pos,
+                    "image.source is a URL, so image.sha256 is required (the digest published beside the image)",
+                );
+                return None;
+            }
+            Source::Url(source.to_string())
+        }
+        Some((scheme, _)) => {
+            ctx.err(
+                source_item.pos,
+                format!(
+                    "image.source: unsupported URL scheme `{scheme}`; use https:// or a file path"
+                ),
+            );
+            return None;
+        }
+        None => Source::Path(ctx.resolve(source)),
+    };
+    Some(ImageSource {
+        source,
+        sha256: sha256?,
+    })
+}
+
+struct KubeParts {
+    version: String,
+    control_plane_endpoint: Option<String>,
+    pod_subnet: Placed<Cidr>,
+    service_subnet: Placed<Cidr>,
+    token_ttl: GoDuration,
+    cni: Cni,
+}
+
+fn kubernetes(ctx: &mut Ctx<'_>, item: Option<&Item>, supported: &[&str]) -> Option<KubeParts> {
+    let f = match item {
+        Some(item) => ctx.fields(item, "kubernetes", KUBERNETES_KEYS)?,
+        None => Fields {
+            pos: Pos::START,
+            path: "kubernetes".into(),
+            entries: Vec::new(),
+        },
+    };
+
+    let version = match f.get("version") {
+        None => match newest(supported) {
+            Some(v) => Some(v.to_string()),
+            None => {
+                ctx.err(
+                    f.pos,
+                    "kubernetes.version: no supported Kubernetes version to default to",
+                );
+                None
+            }
+        },
+        Some(v) => ctx.text(v, "kubernetes.version").and_then(|s| {
+            let bare = s.strip_prefix('v').unwrap_or(s);
+            if supported.contains(&bare) {
+                Some(bare.to_string())
+            } else {
+                ctx.err(
+                    v.pos,
+                    format!(
+                        "kubernetes.version: {s} is not supported; supported versions: {}",
+                        supported.join(", ")
+                    ),
+                );
+                None
+            }
+        }),
+    };
+
+    let endpoint = match f.get("control_plane_endpoint") {
+        None => Some(None),
+        Some(v) => ctx
+            .text(v, "kubernetes.control_plane_endpoint")
+            .and_then(|s| {
+                if is_host_port(s) {
+                    Some(Some(s.to_string()))
+                } else {
+                    ctx.err(
+                        v.pos,
+                        format!(
+                            "kubernetes.control_plane_endpoint: `{s}` is not host:port \
+                             (e.g. 192.168.1.10:6443 or k8s.example.lan:6443)"
+                        ),
+                    );
+                    None
+                }
+            }),
+    };
+
+    let pod_subnet = subnet(ctx, &f, "pod_subnet", DEFAULT_POD_SUBNET);
+    let service_subnet = subnet(ctx, &f, "service_subnet", DEFAULT_SERVICE_SUBNET);
+    if let (Some(pod), Some(svc)) = (&pod_subnet, &service_subnet) {
+        if pod.value.overlaps(&svc.value) {
+            // Both defaults never overlap, so one of them was written.
+            let pos = svc.pos.or(pod.pos).unwrap_or(f.pos);
+            ctx.err(
+                pos,
+                format!(
+                    "kubernetes.service_subnet {} overlaps kubernetes.pod_subnet {}",
+                    svc.value, pod.value
+                ),
+            );
+        }
+    }
+
+    let token_ttl = match f.get("token_ttl") {
+        None => Some(DEFAULT_TOKEN_TTL),
+        Some(v) => ctx.text(v, "kubernetes.token_ttl").and_then(|s| {
+            if let Some(d) = GoDuration::parse(s) {
+                Some(d)
+            } else {
+                ctx.err(
+                    v.pos,
+                    format!("kubernetes.token_ttl: `{s}` is not a duration like 24h, 90m or 1h30m (0 = never expires)"),
+                );
+                None
+            }
+        }),
+    };
+
+    let cni = match f.get("cni") {
+        None => Some(Cni::Flannel),
+        Some(v) => ctx.text(v, "kubernetes.cni").and_then(|s| match s {
+            "flannel" => Some(Cni::Flannel),
+            "none" => Some(Cni::None),
+            _ => {
+                ctx.err(v.pos, format!("kubernetes.cni: `{s}` is not supported; use flannel, or none to apply your own"));
+                None
+            }
+        }),
+    };
+
+    Some(KubeParts {
+        version: version?,
+        control_plane_endpoint: endpoint?,
+        pod_subnet: pod_subnet?,
+        service_subnet: service_subnet?,
+        token_ttl: token_ttl?,
+        cni: cni?,
+    })
+}
+
+fn subnet(ctx: &mut Ctx<'_>, f: &Fields<'_>, key: &str, default: &str) -> Option<Placed<Cidr>> {
+    let path = format!("kubernetes.{key}");
+    let Some(v) = f.get(key) else {
+        return Some(Placed {
+            value: default.parse().expect("default subnets parse"),
+            pos: None,
+        });
+    };
+    let s = ctx.text(v, &path)?;
+    match s.parse::<Cidr>() {
+        Err(e) => {
+            ctx.err(
+                v.pos,
+                format!("{path}: `{s}` is not in CIDR form (address/length, e.g. {default}): {e}"),
+            );
+            None
+        }
+        Ok(c) if !c.is_network() => {
+            ctx.err(
+                v.pos,
+                format!(
+                    "{path}: {c} has host bits set; did you mean {}?",
+                    c.network()
+                ),
+            );
+            None
+        }
+        Ok(c) => Some(Placed {
+            value: c,
+            pos: Some(v.pos),
+        }),
+    }
+}
+
+/// The newest of `versions` by numeric comparison (`1.34.2` > `1.9.0`).
+fn newest<'v>(versions: &[&'v str]) -> Option<&'v str> {
+    let key = |v: &str| -> Vec<u64> {
+        v.trim_start_matches('v')
+            .split(['.', '-', '+'])
+            .map(|p| p.parse().unwrap_or(0))
+            .collect()
+    };
+    versions.iter().copied().max_by_key(|v| key(v))
+}
+
+struct NetworkParts {
+    network: Network,
+}
+
+fn network(ctx: &mut Ctx<'_>, item: Option<&Item>) -> Option<NetworkParts> {
+    let f = match item {
+        Some(item) => ctx.fields(item, "network", NETWORK_KEYS)?,
+        None => Fields {
+            pos: Pos::START,
+            path: "network".into(),
+            entries: Vec::new(),
+        },
+    };
+    let interface = match f.get("interface") {
+        None => Some(DEFAULT_INTERFACE.to_string()),
+        Some(v) => ctx.text(v, "network.interface").and_then(|s| {
+            if is_interface_name(s) {
+                Some(s.to_string())
+            } else {
+                ctx.err(v.pos, format!("network.interface: `{s}` is not a network interface name (1 to 15 characters, no '/', ':' or blanks)"));
+                None
+            }
+        }),
+    };
+    let gateway = match f.get("gateway") {
+        None => Some(None),
+        Some(v) => ctx
+            .text(v, "network.gateway")
+            .and_then(|s| match s.parse::<IpAddr>() {
+                Ok(ip) => Some(Some(ip)),
+                Err(_) => {
+                    ctx.err(
+                        v.pos,
+                        format!("network.gateway: `{s}` is not an IP address"),
+                    );
+                    None
+                }
+            }),
+    };
+    let dns = match f.get("dns") {
+        None => Some(Vec::new()),
+        Some(v) => ctx
+            .list(v, "network.dns", "IP addresses")
+            .and_then(|items| {
+                let mut ok = true;
+                let mut dns = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let path = format!("network.dns[{i}]");
+                    match ctx.text(item, &path).map(|s| (s, s.parse::<IpAddr>())) {
+                        Some((_, Ok(ip))) => dns.push(ip),
+                        Some((s, Err(_))) => {
+                            ctx.err(item.pos, format!("{path}: `{s}` is not an IP address"));
+                            ok = false;
+                        }
+                        None => ok = false,
+                    }
+                }
+                ok.then_some(dns)
+            }),
+    };
+    Some(NetworkParts {
+        network: Network {
+            interface: interface?,
+            gateway: gateway?,
+            dns: dns?,
+        },
+    })
+}
+
+fn ssh_keys(ctx: &mut Ctx<'_>, top: &Fields<'_>) -> Option<Vec<String>> {
+    let item = match top.entry("ssh_authorized_keys") {
+        Some((_, v)) => v,
+        None => {
+            ctx.err(
+                top.pos,
+                "missing required key `ssh_authorized_keys`: the login user has no password, so \
+                 at least one ssh public key is needed",
+            );
+            return None;
+        }
+    };
+    let items = ctx.list(item, "ssh_authorized_keys", "ssh public keys")?;
+    if items.is_empty() {
+        ctx.err(
+            item.pos,
+            "ssh_authorized_keys: at least one key is needed; the login user has no password",
+        );
+        return None;
+    }
+    let mut ok = true;
+    let mut keys = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("ssh_authorized_keys[{i}]");
+        let Some(s) = ctx.text(item, &path) else {
+            ok = false;
+            continue;
+        };
+        match check_ssh_key(s) {
+            Ok(()) => keys.push(s.trim().to_string()),
+            Err(why) => {
+                ctx.err(
+                    item.pos,
+                    format!(
+                        "{path}: not an OpenSSH public key (`ssh-ed25519 AAAA... you@host`): {why}"
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(keys)
+}
+
+fn overlays(ctx: &mut Ctx<'_>, item: Option<&Item>) -> Option<Vec<PathBuf>> {
+    let Some(item) = item else {
+        return Some(Vec::new());
+    };
+    let items = ctx.list(item, "overlays", "directories")?;
+    let mut ok = true;
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("overlays[{i}]");
+        let Some(s) = ctx.text(item, &path) else {
+            ok = false;
+            continue;
+        };
+        let dir = ctx.resolve(s);
+        if dir.is_dir() {
+            out.push(dir);
+        } else {
+            let what = if dir.exists() {
+                "not a directory"
+            } else {
+                "no such directory"
+            };
+            ctx.err(item.pos, format!("{path}: {}: {what}", dir.display()));
+            ok = false;
+        }
+    }
+    ok.then_some(out)
+}
