@@ -86,15 +86,17 @@ pub const PATH: [&str; 6] = [
 /// systemd's unit search path in the image, most important first (`/lib` for unmerged /usr).
 const UNIT_DIRS: [&str; 4] = [
     "/etc/systemd/system",
-    "/usr/local/lib/systemd/system",
+    paths::UNIT_DIR,
     "/usr/lib/systemd/system",
     "/lib/systemd/system",
 ];
 
+use crate::payload::paths;
+
 const CONTAINERD_SOCKET: &str = "unix:///run/containerd/containerd.sock";
 
 /// Kubelet configuration files piforge or kubeadm leave in an image.
-const KUBELET_CONFIGS: [&str; 2] = ["/var/lib/kubelet/config.yaml", "/etc/piforge/kubeadm.yaml"];
+const KUBELET_CONFIGS: [&str; 2] = ["/var/lib/kubelet/config.yaml", paths::KUBEADM_CONFIG];
 
 fn item(
     id: &'static str,

@@ -150,7 +150,7 @@ pub(super) fn containerd(fs: &dyn RootFiles) -> Result<Vec<CheckItem>, String> {
         ),
     });
 
-    const CFG: &str = "/etc/containerd/config.toml";
+    const CFG: &str = paths::CONTAINERD_CONFIG;
     const CFG_T: &str = "containerd SystemdCgroup";
     out.push(match fs.read_string(CFG)? {
         None => item(
@@ -209,7 +209,7 @@ pub(super) fn containerd(fs: &dyn RootFiles) -> Result<Vec<CheckItem>, String> {
         ),
     });
 
-    const CNI: &str = "/opt/cni/bin";
+    const CNI: &str = paths::CNI_BIN_DIR;
     let mut missing = Vec::new();
     for p in ["bridge", "host-local", "loopback", "portmap"] {
         if !fs.exists(&format!("{CNI}/{p}"))? {

@@ -14,7 +14,7 @@ use crate::plan::{Content, Owner, Plan, RootOp};
 
 pub use paths::{FIRST_BOOT_PACKAGES, FLANNEL_MANIFEST};
 
-const PACKAGES_UNIT_NAME: &str = "piforge-packages.service";
+use paths::PACKAGES_UNIT as PACKAGES_UNIT_NAME;
 
 /// A file of the built-in `first-boot` overlay (its presence is checked by the tests).
 fn first_boot_file(path: &str) -> &'static [u8] {

@@ -14,6 +14,14 @@ pub const CNI_BIN_DIR: &str = "/opt/cni/bin";
 pub const UNIT_DIR: &str = "/usr/local/lib/systemd/system";
 /// The node's kubeadm configuration (mode 0600: it holds the bootstrap token).
 pub const KUBEADM_CONFIG: &str = "/etc/piforge/kubeadm.yaml";
+/// The unit that runs `kubeadm init` or `join` on first boot, and its script.
+pub const FIRST_BOOT_UNIT: &str = "piforge-kubeadm.service";
+pub const FIRST_BOOT_SCRIPT: &str = "/usr/local/lib/piforge/kubeadm-first-boot";
+/// The unit that installs the OS packages the base lacks on first boot.
+pub const PACKAGES_UNIT: &str = "piforge-packages.service";
+/// The first-boot progress report on the boot partition (as mounted on the node), readable
+/// from any computer; it never holds a secret.
+pub const STATUS_FILE: &str = "/boot/firmware/piforge-status.txt";
 /// The OS packages `piforge-packages.service` installs on first boot.
 pub const FIRST_BOOT_PACKAGES: &str = "/etc/piforge/first-boot-packages";
 /// The script `piforge-packages.service` runs.

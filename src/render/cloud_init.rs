@@ -9,7 +9,7 @@ use crate::spec::{Node, Spec};
 
 /// Where [`nocloud_snippet`] goes on a base whose cloud-init has no seed location on the boot
 /// partition.
-pub const NOCLOUD_SNIPPET_PATH: &str = "/etc/cloud/cloud.cfg.d/99-piforge-nocloud.cfg";
+pub use crate::payload::paths::NOCLOUD_SNIPPET as NOCLOUD_SNIPPET_PATH;
 
 /// Merges a node profile into generated user-data: profile keys win, except lists, which
 /// are appended (runcmd, write_files, packages, ...), and mappings, which merge key by key.

@@ -18,12 +18,11 @@
 
 use super::kubeadm::{Cni, Role};
 
-pub const FIRST_BOOT_UNIT_NAME: &str = "piforge-kubeadm.service";
-pub const FIRST_BOOT_SCRIPT_PATH: &str = "/usr/local/lib/piforge/kubeadm-first-boot";
-/// The Flannel manifest the first control plane applies (see `patch_flannel`).
-pub const FLANNEL_MANIFEST_PATH: &str = "/usr/local/share/piforge/kube-flannel.yml";
-/// The progress report on the boot partition, readable from any computer.
-pub const STATUS_PATH: &str = "/boot/firmware/piforge-status.txt";
+// The paths are the payload's, defined once in `payload::paths`.
+pub use crate::payload::paths::{
+    FIRST_BOOT_SCRIPT as FIRST_BOOT_SCRIPT_PATH, FIRST_BOOT_UNIT as FIRST_BOOT_UNIT_NAME,
+    FLANNEL_MANIFEST as FLANNEL_MANIFEST_PATH, STATUS_FILE as STATUS_PATH,
+};
 
 const UNIT: &str =
     include_str!("../../overlays/first-boot/usr/local/lib/systemd/system/piforge-kubeadm.service");

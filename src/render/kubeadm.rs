@@ -6,7 +6,7 @@ use crate::spec::{Cidr, GoDuration, Token};
 
 /// Where the node's kubeadm configuration goes on the root filesystem (mode 0600: it holds the
 /// bootstrap token).
-pub const CONFIG_PATH: &str = "/etc/piforge/kubeadm.yaml";
+pub use crate::payload::paths::KUBEADM_CONFIG as CONFIG_PATH;
 
 const KUBEADM_API: &str = "kubeadm.k8s.io/v1beta4";
 const KUBELET_API: &str = "kubelet.config.k8s.io/v1beta1";
