@@ -32,7 +32,7 @@ test: fixtures
 # The main job on an embedded default: an upstream-shaped Raspberry Pi OS trixie image and
 # stand-in release artifacts are generated, the example three-node cluster is built from the
 # repo's node-profiles/, and `piforge check` judges every node image.
-DEMO_K8S ?= 1.34.2
+DEMO_K8S ?= 1.36.4
 demo: fixtures build
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)
 	@bash tests/fixtures/make-artifacts.sh $(DEMO)/artifacts $(DEMO_K8S)

@@ -13,7 +13,7 @@ reps=${REPS:-3}
 cargo build --release --quiet
 piforge=$PWD/target/release/piforge
 arts=$work/build-artifacts
-[[ -d $arts ]] || bash tests/fixtures/make-artifacts.sh "$arts" 1.34.2
+[[ -d $arts ]] || bash tests/fixtures/make-artifacts.sh "$arts" 1.34.11
 spec() { # spec DIR NODES
     mkdir -p "$1"
     {

@@ -8,7 +8,7 @@ use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-const K8S: &str = "1.34.2";
+const K8S: &str = "1.34.11";
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyFQ2JzvZ1bq0cJ5i6L3yq0u8ZP0eGq5u3y2Yc8kq9X test@laptop";
 

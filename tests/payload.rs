@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use piforge::artifacts::Catalog;
 
-const K8S: &str = "1.34.2";
+const K8S: &str = "1.34.11";
 
 /// Stand-in artifacts under their upstream file names; returns (dir, file name -> upstream URL).
 fn stand_in(dir: &Path) -> (PathBuf, Vec<(String, String)>) {
@@ -270,10 +270,10 @@ fn fetch_through_a_mirror_pins_and_reuses() {
     let pinned = fs::read_to_string(&lock).unwrap();
     assert!(pinned.contains(&sha256(&arts.join("runc.arm64"))));
     // Upstream changes a file: the lock wins, and only --update replaces the entry.
-    let k = root.join("dl.k8s.io/release/v1.34.2/bin/linux/arm64/kubeadm");
+    let k = root.join("dl.k8s.io/release/v1.34.11/bin/linux/arm64/kubeadm");
     fs::write(&k, "changed upstream\n").unwrap();
     fs::write(
-        root.join("dl.k8s.io/release/v1.34.2/bin/linux/arm64/kubeadm.sha256"),
+        root.join("dl.k8s.io/release/v1.34.11/bin/linux/arm64/kubeadm.sha256"),
         format!("{}  kubeadm\n", sha256(&k)),
     )
     .unwrap();

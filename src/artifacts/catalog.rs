@@ -559,11 +559,12 @@ pause_image = "registry.k8s.io/pause:3.10.1"
 "#;
 
     #[test]
-    fn builtin_catalog_has_1_34_and_1_33_with_every_component() {
+    fn builtin_catalog_has_1_36_1_35_and_1_34_with_every_component() {
         let cat = Catalog::builtin().unwrap();
         for (minor, pause) in [
+            ("1.36", "registry.k8s.io/pause:3.10.2"),
+            ("1.35", "registry.k8s.io/pause:3.10.1"),
             ("1.34", "registry.k8s.io/pause:3.10.1"),
-            ("1.33", "registry.k8s.io/pause:3.10"),
         ] {
             let r = cat.release(minor).unwrap();
             assert!(r.kubernetes().starts_with(&format!("{minor}.")));
@@ -616,7 +617,9 @@ pause_image = "registry.k8s.io/pause:3.10.1"
         );
         let ctd = r.artifact("containerd").unwrap();
         let c = &r.versions().containerd;
-        assert!(c.starts_with("2.1."), "{c}");
+        // 2.1.5 was a security release (GHSA-pwhc-rpq9-4c8w, GHSA-m6hq-p25p-ffr2).
+        let patch: u32 = c.strip_prefix("2.1.").and_then(|p| p.parse().ok()).unwrap();
+        assert!(patch >= 5, "containerd {c} lacks the 2.1.5 security fixes");
         assert_eq!(
             ctd.file_name,
             format!("containerd-static-{c}-linux-arm64.tar.gz")
