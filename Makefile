@@ -5,12 +5,16 @@ FIXTURES ?= $(CURDIR)/target/fixtures
 DEMO ?= $(CURDIR)/target/demo
 PIFORGE := $(CURDIR)/target/release/piforge
 
-.PHONY: all build deps fixtures test lint demo e2e bench bench-decompress bench-customize bench-build clean
+.PHONY: all build install deps fixtures test lint demo e2e bench bench-decompress bench-customize bench-build clean
 
 all: build
 
 build:
 	$(CARGO) build --release
+
+# The binary in ~/.cargo/bin (cargo's install root; CARGO_INSTALL_ROOT moves it).
+install:
+	$(CARGO) install --locked --path .
 
 # System packages the tests and the demo need (installed when run as root).
 deps:
@@ -49,8 +53,8 @@ demo: fixtures build
 	@echo "The node images are in $(DEMO)/dist (SHA256SUMS beside them); secrets in $(DEMO)/secrets."
 	@echo "They hold stand-in binaries: to make a real cluster, on a machine with internet access:"
 	@echo "  piforge init mycluster && cd mycluster    # edit cluster.yaml: image, ssh key, addresses"
-	@echo "  piforge fetch --spec cluster.yaml         # downloads and pins the release artifacts"
-	@echo "  piforge build --spec cluster.yaml         # one image per node in dist/"
+	@echo "  piforge fetch cluster.yaml                # downloads and pins the release artifacts"
+	@echo "  piforge build cluster.yaml                # one image per node in dist/"
 	@echo "then write each image to its card (dd if=dist/NODE.img of=/dev/sdX bs=4M conv=fsync) and boot."
 
 # Boots the node images piforge builds under QEMU and checks each node comes up configured

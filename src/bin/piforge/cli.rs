@@ -143,9 +143,14 @@ pub struct FetchArgs {
     #[arg(long, value_name = "VERSION")]
     pub kubernetes: Option<String>,
 
-    /// Take the version from this cluster spec, and keep the lock beside it.
-    #[arg(long, value_name = "FILE")]
-    pub spec: Option<PathBuf>,
+    /// Take the version from this cluster spec, and keep the lock beside it (also
+    /// `piforge fetch SPEC`).
+    #[arg(long = "spec", value_name = "FILE", conflicts_with = "spec_arg")]
+    pub spec_flag: Option<PathBuf>,
+
+    /// The cluster spec, as with --spec.
+    #[arg(value_name = "SPEC", id = "spec_arg")]
+    pub spec_arg: Option<PathBuf>,
 
     #[command(flatten)]
     pub artifacts: ArtifactArgs,
@@ -178,9 +183,13 @@ pub struct InitArgs {
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// The cluster spec.
-    #[arg(long, value_name = "FILE", default_value = "cluster.yaml")]
-    pub spec: PathBuf,
+    /// The cluster spec (default cluster.yaml; also `piforge build SPEC`).
+    #[arg(long = "spec", value_name = "FILE", conflicts_with = "spec_arg")]
+    pub spec_flag: Option<PathBuf>,
+
+    /// The cluster spec, as with --spec.
+    #[arg(value_name = "SPEC", id = "spec_arg")]
+    pub spec_arg: Option<PathBuf>,
 
     /// Where the node images, SHA256SUMS go.
     #[arg(long, value_name = "DIR", default_value = "dist")]
@@ -220,4 +229,21 @@ pub struct BuildArgs {
     /// no lock entries, no downloads, no images.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+impl FetchArgs {
+    /// The spec named positionally or with --spec, if any.
+    pub fn spec(&self) -> Option<PathBuf> {
+        self.spec_arg.clone().or_else(|| self.spec_flag.clone())
+    }
+}
+
+impl BuildArgs {
+    /// The spec named positionally or with --spec, else `cluster.yaml`.
+    pub fn spec(&self) -> PathBuf {
+        self.spec_arg
+            .clone()
+            .or_else(|| self.spec_flag.clone())
+            .unwrap_or_else(|| PathBuf::from("cluster.yaml"))
+    }
 }

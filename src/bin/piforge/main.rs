@@ -186,7 +186,7 @@ fn release_artifacts(
 fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
     let mut a = a;
     let catalog = artifacts::Catalog::builtin()?;
-    let from_spec = match &a.spec {
+    let from_spec = match &a.spec() {
         Some(p) => {
             let (s, _) = build::load_spec(p)?;
             // The lock lives beside the spec unless --lock says otherwise.
@@ -255,12 +255,13 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(epoch);
+    let spec_path = a.spec();
     let cache_dir = match a.cache_dir {
         Some(d) => d,
         None => source::cache_dir()?,
     };
     let opts = build::BuildOptions {
-        spec_path: a.spec,
+        spec_path,
         out_dir: a.out,
         nodes: a.nodes,
         token: a.token,
