@@ -188,7 +188,6 @@ pub fn resize2fs(image: &Path, offset: u64, bytes: u64, epoch: i64) -> Result<()
 mod tests {
     use super::*;
     use crate::disk::read_layout;
-    use std::path::PathBuf;
 
     fn rw(img: &Path) -> File {
         std::fs::OpenOptions::new()
@@ -198,72 +197,9 @@ mod tests {
             .unwrap()
     }
 
-    fn sh(cmd: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-        use std::io::Write as _;
-        let mut c = Command::new(cmd);
-        c.args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        if let Some(s) = stdin {
-            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        }
-        drop(child.stdin.take());
-        let o = child.wait_with_output().unwrap();
-        let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
-        s.push_str(&String::from_utf8_lossy(&o.stderr));
-        (o.status.success(), s)
-    }
+    use crate::disk::test_disk::{make_disk, sh};
 
-    const ROOT_START: u64 = 24576 * 512;
-
-    fn make_disk(dir: &Path, gpt: bool) -> PathBuf {
-        let img = dir.join(if gpt { "gpt.img" } else { "mbr.img" });
-        let f = std::fs::File::create(&img).unwrap();
-        f.set_len(40 << 20).unwrap();
-        let ok = if gpt {
-            sh(
-                "sgdisk",
-                &[
-                    "-o",
-                    "-n",
-                    "1:8192:24575",
-                    "-t",
-                    "1:ef00",
-                    "-n",
-                    "2:24576:0",
-                    "-t",
-                    "2:8300",
-                    img.to_str().unwrap(),
-                ],
-                None,
-            )
-        } else {
-            sh(
-                "sfdisk",
-                &["-q", img.to_str().unwrap()],
-                Some("label: dos\nlabel-id: 0x11223344\nstart=8192, size=16384, type=c\nstart=24576, type=83\n"),
-            )
-        };
-        assert!(ok.0, "{}", ok.1);
-        let r = sh(
-            "mkfs.ext4",
-            &[
-                "-q",
-                "-F",
-                "-L",
-                "rootfs",
-                "-E",
-                &format!("offset={ROOT_START}"),
-                img.to_str().unwrap(),
-                "12M",
-            ],
-            None,
-        );
-        assert!(r.0, "{}", r.1);
-        img
-    }
+    const ROOT_START: u64 = crate::disk::test_disk::ROOT_START * 512;
 
     fn block_count(img: &Path) -> u64 {
         let (ok, out) = sh(

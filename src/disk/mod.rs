@@ -29,3 +29,6 @@ pub use layout::{
 };
 pub use mbr::{Mbr, MbrEntry};
 pub use probe::{probe_bytes, probe_fs, FsProbe};
+
+#[cfg(test)]
+mod test_disk;
