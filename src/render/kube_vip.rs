@@ -45,6 +45,19 @@ pub struct KubeVipParams {
     pub interface: String,
 }
 
+impl KubeVipParams {
+    /// The parameters for `spec`'s VIP with the catalog's `image`; `None` without a VIP.
+    pub fn from_spec(spec: &crate::spec::Spec, image: &str) -> Option<KubeVipParams> {
+        Some(KubeVipParams {
+            image: image.to_string(),
+            vip: spec.kubernetes.vip?,
+            // The spec's checks keep the endpoint's port at the API server's own with a VIP.
+            port: crate::spec::DEFAULT_API_PORT,
+            interface: spec.network.interface.clone(),
+        })
+    }
+}
+
 /// The kubeconfig kube-vip starts with on a control plane of `role`: `super-admin.conf` on
 /// the node that runs `kubeadm init` (until the first-boot script switches it), `admin.conf`
 /// elsewhere.
