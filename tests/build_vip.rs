@@ -148,8 +148,9 @@ fn every_control_plane_gets_kube_vip_and_every_node_the_vip_endpoint() {
     // The worker runs no kube-vip, and joins through the VIP.
     let img = out.join("w-1.img");
     let (_, root) = offsets(&img, &cache);
-    let stat = debugfs(&img, root, &format!("stat {MANIFEST}"));
-    assert!(stat.contains("not found"), "{stat}");
+    assert_eq!(debugfs(&img, root, &format!("cat {MANIFEST}")), "");
+    let dir = debugfs(&img, root, "ls -l /etc/kubernetes");
+    assert!(!dir.contains("manifests"), "{dir}");
     let cfg = debugfs(&img, root, "cat /etc/piforge/kubeadm.yaml");
     assert!(
         cfg.contains("apiServerEndpoint: \"192.168.50.9:6443\""),
