@@ -190,3 +190,49 @@ fn a_vip_outside_the_control_planes_subnet_is_refused_before_any_work() {
     assert!(!tmp.path().join("secrets").exists());
     assert!(!out.exists() || fs::read_dir(&out).unwrap().next().is_none());
 }
+
+#[test]
+fn dry_run_lists_kube_vip_in_both_control_plane_layers_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
+    let spec = write_spec(tmp.path(), &fixture("trixie.img"), "192.168.50.9");
+    let out = tmp.path().join("dist");
+    let r = piforge(
+        &[
+            "build",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--artifacts",
+            arts.to_str().unwrap(),
+            "--allow-unpinned",
+            "--dry-run",
+        ],
+        &cache,
+    );
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // Each layer's listing, by its heading.
+    let layer = |heading: &str| -> String {
+        let start = text
+            .find(heading)
+            .unwrap_or_else(|| panic!("no {heading}:\n{text}"));
+        let rest = &text[start + heading.len()..];
+        rest[..rest.find("\n== ").unwrap_or(rest.len())].to_string()
+    };
+    for (heading, want) in [
+        ("== role layer: init-control-plane", true),
+        ("== role layer: join-control-plane", true),
+        ("== role layer: worker", false),
+        ("== common layer", false),
+    ] {
+        assert_eq!(
+            layer(heading).contains(MANIFEST),
+            want,
+            "{heading}:\n{text}"
+        );
+    }
+    assert!(!tmp.path().join("secrets").exists());
+}
