@@ -129,6 +129,12 @@ pub struct ComponentVersions {
     /// The sandbox ("pause") image this kubeadm expects, e.g. `registry.k8s.io/pause:3.10.1`;
     /// containerd's `sandbox_image` must match it.
     pub pause_image: String,
+    /// The kube-vip image the control planes run as a static pod when the spec has a
+    /// `kubernetes.vip`, e.g. `ghcr.io/kube-vip/kube-vip:v1.0.3`. Optional so that a catalog
+    /// without one still serves clusters without a VIP. Pinned by tag only until container
+    /// images are fetched and locked like the other artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_vip_image: Option<String>,
 }
 
 impl ComponentVersions {
@@ -178,6 +184,11 @@ impl Release {
     /// The pause image kubeadm expects for this version.
     pub fn pause_image(&self) -> &str {
         &self.versions.pause_image
+    }
+
+    /// The kube-vip image for a cluster with a VIP, if the catalog names one.
+    pub fn kube_vip_image(&self) -> Option<&str> {
+        self.versions.kube_vip_image.as_deref()
     }
 
     /// Every artifact of this release, in catalog order.
@@ -335,6 +346,35 @@ fn parse_kube_version(v: &str) -> Option<(u64, u64, u64)> {
     Some((a, b, c))
 }
 
+/// `registry/path:tag` or `registry/path@sha256:...`: no blanks, no quotes, a tag or digest.
+fn is_image_reference(s: &str) -> bool {
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && !n.starts_with(['/', '.', '-'])
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"./-_:".contains(&b))
+    };
+    match s.split_once('@') {
+        Some((name, digest)) => {
+            name_ok(name)
+                && digest
+                    .strip_prefix("sha256:")
+                    .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        }
+        None => match s.rsplit_once(':') {
+            Some((name, tag)) => {
+                name_ok(name)
+                    && !tag.is_empty()
+                    && !tag.contains('/')
+                    && tag
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            }
+            None => false,
+        },
+    }
+}
+
 fn check_url(what: &str, url: &str) -> std::result::Result<(), String> {
     let rest = url
         .strip_prefix("https://")
@@ -437,6 +477,14 @@ impl Catalog {
                     "pause_image {:?} is not an image reference",
                     v.pause_image
                 )));
+            }
+            if let Some(image) = &v.kube_vip_image {
+                if !is_image_reference(image) {
+                    return Err(ctx(format!(
+                        "kube_vip_image {image:?} is not an image reference with a tag or digest \
+                         (such as ghcr.io/kube-vip/kube-vip:v1.0.3)"
+                    )));
+                }
             }
             if let Some((other, _)) = releases
                 .iter()
@@ -730,5 +778,48 @@ pause_image = "registry.k8s.io/pause:3.10.1"
             );
         }
         assert!(err_of("").contains("no [[artifact]]"));
+    }
+
+    #[test]
+    fn kube_vip_image_is_optional_and_checked() {
+        // Every built-in release names one, with a tag.
+        let cat = Catalog::builtin().unwrap();
+        for minor in ["1.36", "1.35", "1.34"] {
+            let release = cat.release(minor).unwrap();
+            let image = release.kube_vip_image().unwrap();
+            assert!(
+                image.starts_with("ghcr.io/kube-vip/kube-vip:v"),
+                "{minor}: {image}"
+            );
+        }
+        // A catalog without one still parses; its releases just have none.
+        let small = Catalog::parse(SMALL, "test.toml").unwrap();
+        assert_eq!(small.release("1.9").unwrap().kube_vip_image(), None::<&str>);
+        let pause = "pause_image = \"registry.k8s.io/pause:3.10.1\"";
+        let with = |image: &str| {
+            SMALL.replacen(pause, &format!("{pause}\nkube_vip_image = \"{image}\""), 1)
+        };
+        for good in [
+            "ghcr.io/kube-vip/kube-vip:v1.0.3",
+            "registry.lan:5000/kube-vip:v1.0.3",
+            &format!("ghcr.io/kube-vip/kube-vip@sha256:{}", "ab".repeat(32)),
+        ] {
+            let cat = Catalog::parse(&with(good), "test.toml").unwrap();
+            let release = cat.release("1.9").unwrap();
+            assert_eq!(release.kube_vip_image(), Some(good));
+        }
+        for bad in [
+            "ghcr.io/kube-vip/kube-vip",
+            "ghcr.io/kube-vip/kube-vip:",
+            "ghcr.io/kube-vip/kube-vip:v1 0",
+            "ghcr.io/kube-vip/kube-vip@sha256:abc",
+            "registry.lan:5000/kube-vip",
+        ] {
+            let e = err_of(&with(bad));
+            assert!(
+                e.contains("kube_vip_image") && e.contains("test.toml"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

@@ -19,7 +19,7 @@ use crate::artifacts::{ArtifactName, FetchedArtifact};
 use crate::payload;
 use crate::pki;
 use crate::plan::{BootOp, Content, Grow, Owner, Plan, RootOp};
-use crate::render::{cloud_init, first_boot, kubeadm};
+use crate::render::{cloud_init, first_boot, kube_vip, kubeadm};
 use crate::spec::{self, Role, Spec};
 
 /// A role's layer.
@@ -249,6 +249,21 @@ fn role_layer(
                 f.contents.clone(),
                 f.mode as u16,
             );
+        }
+    }
+    // kube-vip on every control plane when the endpoint is a VIP: in place before kubeadm
+    // runs, so the init node's VIP comes up while `kubeadm init` waits for the API server.
+    // 0600 like kubeadm's own manifests.
+    if role.is_control_plane() {
+        if let Some(image) = v.release.kube_vip_image() {
+            if let Some(p) = kube_vip::KubeVipParams::from_spec(&v.spec, image) {
+                root_write(
+                    &mut plan,
+                    payload::paths::KUBE_VIP_MANIFEST,
+                    kube_vip::manifest(&p, role),
+                    0o600,
+                );
+            }
         }
     }
     // The pod network, patched to the pod subnet, applied by the first control plane.

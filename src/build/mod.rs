@@ -54,6 +54,8 @@ pub enum BuildError {
     Kubeadm(#[from] kubeadm::KubeadmError),
     #[error("{image} has no cloud-init, which piforge needs to configure each node on first boot; use Raspberry Pi OS Lite trixie (2025-11-24 or later) or Ubuntu Server 24.04 for Raspberry Pi")]
     NoCloudInit { image: String },
+    #[error("kubernetes.vip is set, but the artifact catalog names no kube-vip image for Kubernetes {version} (kube_vip_image in its [[release]])")]
+    NoKubeVipImage { version: String },
     #[error("--node {0}: no node of that name in the spec")]
     UnknownNode(String),
     #[error("--token must look like abcdef.0123456789abcdef ([a-z0-9]{{6}}.[a-z0-9]{{16}})")]
@@ -177,6 +179,11 @@ pub fn validate(
         }
     }
     let release = catalog.release(&spec.kubernetes.version)?;
+    if spec.kubernetes.vip.is_some() && release.kube_vip_image().is_none() {
+        return Err(BuildError::NoKubeVipImage {
+            version: release.kubernetes().to_string(),
+        });
+    }
     let artifact_source = artifacts::ArtifactSource {
         dir: opts
             .artifacts_dir

@@ -5,9 +5,11 @@
 //! partition's few files are passed in as text, so every rule is tested on in-memory trees.
 //! [`check_image`] reads them from an image. By topic: `os` (64-bit userland, cgroups, swap,
 //! modules, sysctls), `tools` (kubeadm's preflight tools), `runtime` (containerd, runc, CNI,
-//! crictl, kubelet and its configuration), `identity` (per-node ids, the Pi 5 kernel).
+//! crictl, kubelet and its configuration), `identity` (per-node ids, the Pi 5 kernel),
+//! `endpoint` (the control-plane endpoint of a node image: VIP, DNS name or node address).
 //! The text form of the result is [`crate::text::check`].
 
+mod endpoint;
 mod identity;
 mod image;
 mod os;
@@ -137,6 +139,7 @@ pub fn check(fs: &dyn RootFiles, boot: &BootFiles) -> Result<Vec<CheckItem>, Str
     items.extend(identity(fs)?);
     items.push(pi5_pages(boot.config.as_deref()));
     items.push(cgroup_driver(fs)?);
+    items.extend(endpoint::endpoint(fs)?);
     Ok(items)
 }
 

@@ -30,6 +30,8 @@ pub const INSTALL_PACKAGES_SCRIPT: &str = "/usr/local/lib/piforge/install-packag
 pub const FLANNEL_MANIFEST: &str = "/usr/local/share/piforge/kube-flannel.yml";
 /// Where kubeadm keeps (and finds pre-placed) cluster keys.
 pub const KUBERNETES_PKI: &str = "/etc/kubernetes/pki";
+/// kube-vip's static pod on control planes of a cluster with `kubernetes.vip`.
+pub const KUBE_VIP_MANIFEST: &str = crate::render::kube_vip::MANIFEST_PATH;
 /// cloud-init's pointer to the NoCloud seed on the boot partition, for bases without one.
 pub const NOCLOUD_SNIPPET: &str = "/etc/cloud/cloud.cfg.d/99-piforge-nocloud.cfg";
 /// containerd's configuration.

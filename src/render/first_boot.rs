@@ -14,7 +14,9 @@
 //! half a node behind, `cni-pending` after `kubeadm init` until Flannel is applied, and `pki/`,
 //! a copy of the pre-placed CA, because `kubeadm reset` deletes `/etc/kubernetes/pki`. The
 //! unit runs while the node has no `kubelet.conf`, or while either marker says a step was cut
-//! short by a reboot; a node joined by hand is left alone.
+//! short by a reboot; a node joined by hand is left alone. A kube-vip manifest placed by
+//! piforge is kept in `kube-vip.yaml` there too (`kubeadm reset` empties the manifests
+//! directory), and switched from `super-admin.conf` to `admin.conf` after `kubeadm init`.
 
 use super::kubeadm::{Cni, Role};
 
@@ -62,6 +64,9 @@ pub fn first_boot_script(role: Role, cni: Cni) -> String {
         ("CNI", cni),
         ("STATUS_PATH", STATUS_PATH),
         ("FLANNEL_MANIFEST", FLANNEL_MANIFEST_PATH),
+        ("KUBE_VIP_MANIFEST", super::kube_vip::MANIFEST_PATH),
+        ("SUPER_ADMIN_CONF", super::kube_vip::SUPER_ADMIN_CONF),
+        ("ADMIN_CONF", super::kube_vip::ADMIN_CONF),
         ("PHASE", phase),
         ("VERB", verb),
         ("COMMAND", command),

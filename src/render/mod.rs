@@ -6,11 +6,13 @@
 //! - [`kubeadm`]: the node's kubeadm configuration and the Flannel manifest patch;
 //! - [`first_boot`]: the systemd unit and the script that run kubeadm on first boot
 //!   (plain files under `overlays/first-boot/`);
+//! - [`kube_vip`]: the kube-vip static pod that serves `kubernetes.vip` on control planes;
 //! - [`kubeconfig`]: the admin kubeconfig;
 //! - [`yaml`]: the one YAML writer all of them use.
 
 pub mod cloud_init;
 pub mod first_boot;
+pub mod kube_vip;
 pub mod kubeadm;
 pub mod kubeconfig;
 pub mod yaml;

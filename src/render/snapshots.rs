@@ -1,5 +1,6 @@
 //! Snapshot tests: every file `render` generates, for one fixed spec
-//! (`testdata/cluster.yaml`: two control planes, a static worker, a DHCP worker with a profile)
+//! (`testdata/cluster.yaml`: two control planes behind a VIP, a static worker, a DHCP worker
+//! with a profile)
 //! and fixed secrets, compared with the files in `testdata/snapshots/`. A change to any
 //! generated file then shows in the diff of the snapshot. `PIFORGE_UPDATE_SNAPSHOTS=1 cargo
 //! test --lib render::snapshots` rewrites them.
@@ -16,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::cloud_init::{self, nocloud_snippet};
 use super::first_boot::{first_boot_script, first_boot_unit};
+use super::kube_vip;
 use super::kubeadm::{self, render_config, ClusterParams, NodeParams, Role};
 use super::kubeconfig;
 use super::yaml::tests::{pyyaml, pyyaml_all};
@@ -96,6 +98,14 @@ fn render_all() -> BTreeMap<String, String> {
             format!("{}/kubeadm.yaml", node.name),
             render_config(&cluster, &np),
         );
+        if role.is_control_plane() {
+            let p = kube_vip::KubeVipParams::from_spec(&spec, "ghcr.io/kube-vip/kube-vip:v1.0.3")
+                .expect("the fixed spec has a VIP");
+            files.insert(
+                format!("{}/kube-vip.yaml", node.name),
+                kube_vip::manifest(&p, role),
+            );
+        }
     }
     files.insert(
         "admin.kubeconfig".into(),
@@ -259,6 +269,18 @@ fn rendered_files_pass_their_oracles() {
                 &["JoinConfiguration"]
             };
             assert_eq!(kinds, want, "{name}");
+        } else if name.ends_with("/kube-vip.yaml") {
+            let pod = pyyaml(&text);
+            assert_eq!(pod["kind"], "Pod", "{name}");
+            let want = if name.starts_with("cp1/") {
+                kube_vip::SUPER_ADMIN_CONF
+            } else {
+                kube_vip::ADMIN_CONF
+            };
+            assert_eq!(
+                pod["spec"]["volumes"][0]["hostPath"]["path"], want,
+                "{name}"
+            );
         } else if name.ends_with("meta-data")
             || name.ends_with(".cfg")
             || name.ends_with(".yml")

@@ -477,13 +477,18 @@ echo "$*" >>"$R/calls"
 case "$1" in
 reset)
     rm -rf "$R/etc/kubernetes/pki" "$R/etc/kubernetes/kubelet.conf" "$R/etc/kubernetes/admin.conf"
-    echo "[reset] Deleting contents of directories: [/etc/kubernetes/pki]"
+    rm -rf "$R/etc/kubernetes/manifests"
+    echo "[reset] Deleting contents of directories: [/etc/kubernetes/manifests /etc/kubernetes/pki]"
     ;;
 init|join)
     n=$(cat "$R/count" 2>/dev/null || echo 0)
     n=$((n + 1))
     echo "$n" >"$R/count"
     cp "$R/boot/firmware/piforge-status.txt" "$R/status-during-$n"
+    if [ -f "$R/etc/kubernetes/manifests/kube-vip.yaml" ]; then
+        grep -o 'path: /etc/kubernetes/[a-z-]*\.conf' "$R/etc/kubernetes/manifests/kube-vip.yaml" \
+            >"$R/kube-vip-during-$n"
+    fi
     if [ "$1" = init ] && [ ! -f "$R/etc/kubernetes/pki/ca.key" ]; then
         echo "error: the pre-placed CA is gone"
         exit 3
@@ -756,4 +761,88 @@ fn install_packages_script_passes_shellcheck() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// A kube-vip manifest as piforge renders it for `role`, placed in the fake node.
+fn place_kube_vip(n: &FakeNode, role: Role) -> String {
+    let text = super::kube_vip::manifest(
+        &super::kube_vip::KubeVipParams {
+            image: "ghcr.io/kube-vip/kube-vip:v1.0.3".into(),
+            vip: "192.168.1.9".parse().unwrap(),
+            port: 6443,
+            interface: "eth0".into(),
+        },
+        role,
+    );
+    let path = n.root().join("etc/kubernetes/manifests/kube-vip.yaml");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, &text).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    text
+}
+
+#[test]
+fn init_node_runs_kube_vip_with_super_admin_conf_until_init_is_done() {
+    let n = FakeNode::new(Role::InitControlPlane, Cni::None);
+    let placed = place_kube_vip(&n, Role::InitControlPlane);
+    let (ok, journal) = n.run(1);
+    assert!(ok, "{journal}");
+    // Both attempts ran with super-admin.conf: the reset between them emptied the manifests
+    // directory, and the script put the manifest back as the image had it.
+    for attempt in [1, 2] {
+        assert_eq!(
+            n.read(&format!("kube-vip-during-{attempt}")),
+            "path: /etc/kubernetes/super-admin.conf\n",
+            "attempt {attempt}"
+        );
+    }
+    // After init: admin.conf, and nothing else changed.
+    let now = n.read("etc/kubernetes/manifests/kube-vip.yaml");
+    assert_eq!(
+        now,
+        placed.replace(
+            "path: /etc/kubernetes/super-admin.conf",
+            "path: /etc/kubernetes/admin.conf"
+        )
+    );
+    assert!(
+        !now.contains("path: /etc/kubernetes/super-admin.conf"),
+        "{now}"
+    );
+    let mode = fs::metadata(n.root().join("etc/kubernetes/manifests/kube-vip.yaml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        journal.contains("kube-vip now uses /etc/kubernetes/admin.conf"),
+        "{journal}"
+    );
+    assert!(
+        !n.exists("var/lib/piforge/kube-vip.yaml"),
+        "the spare copy is gone"
+    );
+}
+
+#[test]
+fn joining_control_plane_keeps_kube_vip_on_admin_conf() {
+    let n = FakeNode::new(Role::JoinControlPlane, Cni::Flannel);
+    let placed = place_kube_vip(&n, Role::JoinControlPlane);
+    let (ok, journal) = n.run(1);
+    assert!(ok, "{journal}");
+    assert_eq!(
+        n.read("kube-vip-during-2"),
+        "path: /etc/kubernetes/admin.conf\n"
+    );
+    assert_eq!(n.read("etc/kubernetes/manifests/kube-vip.yaml"), placed);
+    assert!(!journal.contains("kube-vip now uses"), "{journal}");
+}
+
+#[test]
+fn nodes_without_kube_vip_get_no_manifest() {
+    let n = FakeNode::new(Role::InitControlPlane, Cni::None);
+    let (ok, journal) = n.run(1);
+    assert!(ok, "{journal}");
+    assert!(!n.exists("etc/kubernetes/manifests/kube-vip.yaml"));
+    assert!(!n.exists("kube-vip-during-1"));
 }

@@ -14,11 +14,13 @@ mod cidr;
 #[cfg(test)]
 mod tests;
 mod values;
+#[cfg(test)]
+mod vip_tests;
 pub mod yaml;
 
 use std::fmt;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -72,6 +74,10 @@ pub struct Kubernetes {
     pub version: String,
     /// As written (`host:port`); see [`Spec::control_plane_endpoint`] for the effective one.
     pub control_plane_endpoint: Option<String>,
+    /// A virtual IP that kube-vip (a static pod on every control plane, ARP mode) moves to
+    /// whichever control plane leads; checked to sit in the fixed-address nodes' subnet and to
+    /// collide with no node, gateway or DNS server.
+    pub vip: Option<Ipv4Addr>,
     pub pod_subnet: Cidr,
     pub service_subnet: Cidr,
     /// As kubeadm reads it (`24h`, `1h30m`, `0` = never expires).
@@ -171,14 +177,18 @@ impl Spec {
         self.nodes.iter().filter(|n| n.role == Role::Worker)
     }
 
-    /// `host:port` of the API server: `kubernetes.control_plane_endpoint` if given, else the
-    /// first control-plane node's address and port 6443 (`[addr]:6443` for IPv6).
+    /// `host:port` of the API server: `kubernetes.control_plane_endpoint` if given, else
+    /// `kubernetes.vip` and port 6443, else the first control-plane node's address and port
+    /// 6443 (`[addr]:6443` for IPv6).
     ///
     /// A checked spec always has one of the two; a hand-made spec with neither gets the first
     /// control plane's hostname.
     pub fn control_plane_endpoint(&self) -> String {
         if let Some(e) = &self.kubernetes.control_plane_endpoint {
             return e.clone();
+        }
+        if let Some(vip) = self.kubernetes.vip {
+            return format!("{vip}:{DEFAULT_API_PORT}");
         }
         let cp = self.first_control_plane();
         match cp.address.map(|a| a.addr) {

@@ -132,6 +132,7 @@ fn full_example_parses_with_every_field() {
         Kubernetes {
             version: "1.33.6".into(),
             control_plane_endpoint: Some("k8s.home.lan:6443".into()),
+            vip: None,
             pod_subnet: "10.42.0.0/16".parse().unwrap(),
             service_subnet: "10.43.0.0/16".parse().unwrap(),
             token_ttl: GoDuration::parse("1h30m").unwrap(),
@@ -319,7 +320,7 @@ fn empty_file_and_wrong_top_level() {
 fn unknown_keys() {
     assert_error(
         &minimal(&format!("network: {NET}\nkubernetes:\n  tokn_ttl: 1h\n")),
-        "cluster.yaml:4:3: unknown key `tokn_ttl` in kubernetes; allowed keys: version, control_plane_endpoint, pod_subnet, service_subnet, token_ttl, cni",
+        "cluster.yaml:4:3: unknown key `tokn_ttl` in kubernetes; allowed keys: version, control_plane_endpoint, vip, pod_subnet, service_subnet, token_ttl, cni",
     );
     assert_error(
         &minimal(&format!("network: {NET}\nnodess: []\n")),

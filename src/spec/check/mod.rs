@@ -3,12 +3,13 @@
 //! a problem is left out of the checks that depend on it, so one mistake gives one message.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 mod ctx;
 mod formats;
 mod nodes;
+mod vip;
 
 pub(super) use ctx::resolve;
 pub(super) use nodes::parse_profile_text;
@@ -39,6 +40,7 @@ const IMAGE_KEYS: &[&str] = &["source", "sha256"];
 const KUBERNETES_KEYS: &[&str] = &[
     "version",
     "control_plane_endpoint",
+    "vip",
     "pod_subnet",
     "service_subnet",
     "token_ttl",
@@ -171,6 +173,7 @@ fn convert(ctx: &mut Ctx<'_>, root: &Item, supported_versions: &[&str]) -> Optio
     // Checks across sections, on the parts that are well-formed.
     if let (Some(nodes), Some(k)) = (&nodes, &kubernetes) {
         cross_check(ctx, nodes, k, network.as_ref());
+        vip::check_vip(ctx, nodes, k, network.as_ref());
     }
 
     let kubernetes = kubernetes?;
@@ -180,6 +183,7 @@ fn convert(ctx: &mut Ctx<'_>, root: &Item, supported_versions: &[&str]) -> Optio
         kubernetes: Kubernetes {
             version: kubernetes.version,
             control_plane_endpoint: kubernetes.control_plane_endpoint,
+            vip: kubernetes.vip.map(|v| v.value),
             pod_subnet: kubernetes.pod_subnet.value,
             service_subnet: kubernetes.service_subnet.value,
             token_ttl: kubernetes.token_ttl,
@@ -262,6 +266,9 @@ fn image(ctx: &mut Ctx<'_>, item: &Item) -> Option<ImageSource> {
 struct KubeParts {
     version: String,
     control_plane_endpoint: Option<String>,
+    /// Where `control_plane_endpoint` is written.
+    endpoint_pos: Option<Pos>,
+    vip: Option<Placed<Ipv4Addr>>,
     pod_subnet: Placed<Cidr>,
     service_subnet: Placed<Cidr>,
     token_ttl: GoDuration,
@@ -326,6 +333,30 @@ fn kubernetes(ctx: &mut Ctx<'_>, item: Option<&Item>, supported: &[&str]) -> Opt
             }),
     };
 
+    let vip = match f.get("vip") {
+        None => Some(None),
+        Some(v) => ctx.text(v, "kubernetes.vip").and_then(|s| match s.parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) => Some(Some(Placed {
+                value: a,
+                pos: Some(v.pos),
+            })),
+            Ok(IpAddr::V6(_)) => {
+                ctx.err(
+                    v.pos,
+                    format!("kubernetes.vip: {s} is IPv6; kube-vip's ARP mode serves an IPv4 address"),
+                );
+                None
+            }
+            Err(_) => {
+                ctx.err(
+                    v.pos,
+                    format!("kubernetes.vip: `{s}` is not an IPv4 address (e.g. 192.168.1.9)"),
+                );
+                None
+            }
+        }),
+    };
+
     let pod_subnet = subnet(ctx, &f, "pod_subnet", DEFAULT_POD_SUBNET);
     let service_subnet = subnet(ctx, &f, "service_subnet", DEFAULT_SERVICE_SUBNET);
     if let (Some(pod), Some(svc)) = (&pod_subnet, &service_subnet) {
@@ -372,6 +403,8 @@ fn kubernetes(ctx: &mut Ctx<'_>, item: Option<&Item>, supported: &[&str]) -> Opt
     Some(KubeParts {
         version: version?,
         control_plane_endpoint: endpoint?,
+        endpoint_pos: f.get("control_plane_endpoint").map(|v| v.pos),
+        vip: vip?,
         pod_subnet: pod_subnet?,
         service_subnet: service_subnet?,
         token_ttl: token_ttl?,

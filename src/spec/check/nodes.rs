@@ -234,7 +234,7 @@ pub(super) fn cross_check(
     network: Option<&NetworkParts>,
 ) {
     // The API server endpoint.
-    if k.control_plane_endpoint.is_none() {
+    if k.control_plane_endpoint.is_none() && k.vip.is_none() {
         if let Some(cp) = nodes.iter().find(|n| n.node.role == Role::ControlPlane) {
             if cp.node.address.is_none() {
                 ctx.err(
