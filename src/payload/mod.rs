@@ -418,6 +418,9 @@ pub fn node_payload(
 }
 
 #[cfg(test)]
+mod install_packages_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::fs::root_files::tests::MemFiles;

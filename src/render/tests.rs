@@ -419,6 +419,9 @@ fn unit_has_the_right_shape_and_systemd_accepts_it() {
         "Requires=containerd.service",
         "ConditionPathExists=|!/etc/kubernetes/kubelet.conf",
         "ExecStart=/usr/local/lib/piforge/kubeadm-first-boot",
+        "After=time-sync.target",
+        "Wants=time-sync.target",
+        "After=piforge-packages.service",
         "Restart=on-failure",
         "WantedBy=multi-user.target",
     ] {
@@ -555,6 +558,8 @@ impl FakeNode {
             write("etc/kubernetes/pki/ca.crt", "CA CERT\n", 0o644);
             write("etc/kubernetes/pki/ca.key", "CA KEY\n", 0o600);
         }
+        // The clock is synchronized (see `waits_for_the_clock_then_goes_on_with_a_warning`).
+        write("run/systemd/timesync/synchronized", "", 0o644);
         fs::create_dir_all(r.join("boot/firmware")).unwrap();
         fs::create_dir_all(r.join("run/containerd")).unwrap();
         let sock = std::os::unix::net::UnixListener::bind(r.join("run/containerd/containerd.sock"))
@@ -739,6 +744,75 @@ fn pending_cni_is_finished_on_the_next_boot() {
     assert!(!n.exists("calls"), "kubeadm must not run again");
     assert_eq!(n.read("kubectl-calls").lines().count(), 2);
     assert!(!n.exists("var/lib/piforge/cni-pending"));
+}
+
+#[test]
+fn waits_for_the_clock_then_goes_on_with_a_warning() {
+    let n = FakeNode::new(Role::Worker, Cni::None);
+    fs::remove_file(n.root().join("run/systemd/timesync/synchronized")).unwrap();
+    let (ok, journal) = n.run(0);
+    assert!(ok, "{journal}");
+    // 5 minutes in steps of 15 s, then kubeadm runs anyway.
+    assert_eq!(n.read("sleeps").lines().count(), 20);
+    assert!(n.read("sleeps").lines().all(|l| l == "15"));
+    assert!(n.read("calls").starts_with("join "));
+    let during = n.read("status-during-1");
+    assert!(
+        during.contains("warning: the clock was not synchronized"),
+        "{during}"
+    );
+    // Synchronized: no wait at all (the other tests never sleep before kubeadm).
+    let n = FakeNode::new(Role::Worker, Cni::None);
+    assert!(n.run(0).0);
+    assert!(!n.exists("sleeps"));
+}
+
+#[test]
+fn waits_for_the_package_step_and_shows_its_state() {
+    let n = FakeNode::new(Role::Worker, Cni::None);
+    let r = n.root();
+    fs::create_dir_all(r.join("etc/piforge")).unwrap();
+    fs::write(
+        r.join("etc/piforge/first-boot-packages"),
+        "# OS packages\npftool-x\n",
+    )
+    .unwrap();
+    fs::create_dir_all(r.join("var/lib/piforge")).unwrap();
+    fs::write(
+        r.join("var/lib/piforge/packages-status"),
+        "failed: only 100 MiB free on /\n",
+    )
+    .unwrap();
+    // The package step never succeeds: the stand-in sleep ends the script after 20 waits,
+    // and kubeadm was never run into a preflight error.
+    let (ok, journal) = n.run(0);
+    assert!(!ok, "{journal}");
+    assert!(!n.exists("calls"), "kubeadm ran without its tools");
+    let status = n.read("boot/firmware/piforge-status.txt");
+    assert!(status.contains("phase: waiting-for-packages\n"), "{status}");
+    assert!(
+        status.contains("last error: waiting for piforge-packages.service to install: pftool-x\n"),
+        "{status}"
+    );
+    assert!(
+        status.contains("packages: failed: only 100 MiB free on /\n"),
+        "{status}"
+    );
+    // The step heals (the unit restarted it): the tool appears, kubeadm runs.
+    fs::remove_file(r.join("sleeps")).unwrap();
+    fs::remove_file(r.join("var/lib/piforge/kubeadm-started")).unwrap_or(());
+    let tool = r.join("usr/local/bin/pftool-x");
+    fs::write(&tool, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(r.join("var/lib/piforge/packages-status"), "ok\n").unwrap();
+    let (ok, journal) = n.run(0);
+    assert!(ok, "{journal}");
+    assert!(n.read("calls").starts_with("join "));
+    let status = n.read("boot/firmware/piforge-status.txt");
+    assert!(
+        status.contains("phase: done\n") && status.contains("packages: ok\n"),
+        "{status}"
+    );
 }
 
 /// The other first-boot script in `overlays/first-boot/`, judged by the same oracle.
