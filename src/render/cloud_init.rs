@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::yaml::{self, SeqIndent, Yaml};
-use crate::spec::{Node, Spec};
+use crate::spec::{Node, Spec, Token};
 
 /// Where [`nocloud_snippet`] goes on a base whose cloud-init has no seed location on the boot
 /// partition.
@@ -112,25 +112,76 @@ impl Seed {
     }
 }
 
-/// The node's NoCloud seed. The instance-id is a hash of everything the node is given
-/// (`root_digest` stands for its root filesystem), so changing or reimaging a node makes
-/// cloud-init run again.
-pub fn seed(spec: &Spec, node: &Node, root_digest: &str) -> Seed {
-    let ud = yaml::cloud_config(&user_data(spec, node));
-    let nc = yaml::to_yaml(&network_config(spec, node));
+/// What a node receives besides its seed files, for its instance-id: everything that, when
+/// it changes, should make cloud-init treat the card as a new instance (see [`instance_id`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInputs {
+    pub cluster_name: String,
+    /// The cluster CA certificate (PEM).
+    pub ca_cert_pem: String,
+    /// The bootstrap token the node's kubeadm configuration carries (its `Debug` elides it).
+    pub token: Token,
+    /// The control-plane endpoint (`host:port`).
+    pub endpoint: String,
+    /// The node's kubeadm configuration as written to its root filesystem.
+    pub kubeadm_config: String,
+    /// `(artifact name, SHA-256)` of every release artifact of the payload (any order).
+    pub artifact_digests: Vec<(String, String)>,
+    /// The SHA-256 of the base image as given.
+    pub base_image_sha256: String,
+    /// A digest of what the node's role image gets beyond the artifacts (the built-in files,
+    /// the first-boot script, the CA, the site's overlays).
+    pub role_digest: String,
+}
+
+/// The instance-id of a node: `piforge-` and 16 hex digits of a SHA-256 over its name, its
+/// user-data (user, keys, time zone, hosts, profile), its network-config and every field of
+/// [`NodeInputs`], each length-prefixed. Nothing else goes in: not the output directory, not
+/// which other nodes are built with it or in which order, not another node's profile. The
+/// token and the CA are in the hash, never in the id's input text: 64 bits of a SHA-256 over a
+/// token of 82 random bits tell nothing about it.
+pub fn instance_id(
+    node: &Node,
+    user_data: &str,
+    network_config: &str,
+    inputs: &NodeInputs,
+) -> String {
+    let mut artifacts = inputs.artifact_digests.clone();
+    artifacts.sort();
+    let artifacts: String = artifacts
+        .iter()
+        .map(|(name, digest)| format!("{name} {digest}\n"))
+        .collect();
     let mut h = Sha256::new();
-    for part in [
-        node.name.as_bytes(),
-        ud.as_bytes(),
-        nc.as_bytes(),
-        root_digest.as_bytes(),
+    for (label, part) in [
+        ("node", node.name.as_str()),
+        ("user-data", user_data),
+        ("network-config", network_config),
+        ("cluster", &inputs.cluster_name),
+        ("ca", &inputs.ca_cert_pem),
+        ("token", inputs.token.secret()),
+        ("endpoint", &inputs.endpoint),
+        ("kubeadm", &inputs.kubeadm_config),
+        ("artifacts", &artifacts),
+        ("base", &inputs.base_image_sha256),
+        ("role", &inputs.role_digest),
     ] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part);
+        for p in [label, part] {
+            h.update((p.len() as u64).to_le_bytes());
+            h.update(p.as_bytes());
+        }
     }
     let id = hex::encode(h.finalize());
+    format!("piforge-{}", &id[..16])
+}
+
+/// The node's NoCloud seed. The instance-id is a hash of everything the node is given (see
+/// [`instance_id`]), so changing or reimaging a node makes cloud-init run again.
+pub fn seed(spec: &Spec, node: &Node, inputs: &NodeInputs) -> Seed {
+    let ud = yaml::cloud_config(&user_data(spec, node));
+    let nc = yaml::to_yaml(&network_config(spec, node));
     Seed {
-        meta_data: meta_data(&format!("piforge-{}", &id[..16]), node.name.as_str()),
+        meta_data: meta_data(&instance_id(node, &ud, &nc, inputs), node.name.as_str()),
         user_data: ud,
         network_config: nc,
     }

@@ -83,19 +83,27 @@ fn render_all() -> BTreeMap<String, String> {
             spec::Role::ControlPlane if node.name == first => Role::InitControlPlane,
             spec::Role::ControlPlane => Role::JoinControlPlane,
         };
-        let seed = cloud_init::seed(&spec, node, &format!("root of {}", role.as_str()));
-        for (name, text) in seed.files() {
-            files.insert(format!("{}/{name}", node.name), text.to_string());
-        }
         let np = NodeParams {
             name: node.name.to_string(),
             role,
             advertise_address: node.address.map(|a| a.addr.to_string()),
         };
-        files.insert(
-            format!("{}/kubeadm.yaml", node.name),
-            render_config(&cluster, &np),
-        );
+        let kubeadm_config = render_config(&cluster, &np);
+        let inputs = cloud_init::NodeInputs {
+            cluster_name: spec.name.clone(),
+            ca_cert_pem: pem("CERTIFICATE", "CA"),
+            token: cluster.token.clone(),
+            endpoint: cluster.control_plane_endpoint.clone(),
+            kubeadm_config: kubeadm_config.clone(),
+            artifact_digests: vec![("kubeadm".into(), hex::encode(Sha256::digest(b"kubeadm")))],
+            base_image_sha256: hex::encode(Sha256::digest(b"base image")),
+            role_digest: format!("root of {}", role.as_str()),
+        };
+        let seed = cloud_init::seed(&spec, node, &inputs);
+        for (name, text) in seed.files() {
+            files.insert(format!("{}/{name}", node.name), text.to_string());
+        }
+        files.insert(format!("{}/kubeadm.yaml", node.name), kubeadm_config);
     }
     files.insert(
         "admin.kubeconfig".into(),

@@ -831,3 +831,168 @@ fn install_packages_script_passes_shellcheck() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// The seed's instance-id of `node` in the spec `text` (profiles read from `dir`).
+fn instance_id_in(
+    text: &str,
+    dir: &Path,
+    node: &str,
+    inputs: &super::cloud_init::NodeInputs,
+) -> String {
+    let spec = crate::spec::parse(text, "cluster.yaml", dir, &["1.34.2"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let n = spec.nodes.iter().find(|n| n.name.as_str() == node).unwrap();
+    let md = super::cloud_init::seed(&spec, n, inputs).meta_data;
+    md.lines()
+        .find_map(|l| l.strip_prefix("instance-id: "))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn instance_id_changes_with_everything_the_node_receives_and_nothing_else() {
+    use super::cloud_init::NodeInputs;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/render/testdata");
+    let text = fs::read_to_string(dir.join("cluster.yaml")).unwrap();
+    let inputs = NodeInputs {
+        cluster_name: "snap".into(),
+        ca_cert_pem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
+        token: Token::parse("abcdef.0123456789abcdef").unwrap(),
+        endpoint: "192.168.1.10:6443".into(),
+        kubeadm_config: "kind: JoinConfiguration\n".into(),
+        artifact_digests: vec![
+            ("kubeadm".into(), "a".repeat(64)),
+            ("kubelet".into(), "b".repeat(64)),
+        ],
+        base_image_sha256: "c".repeat(64),
+        role_digest: "d".repeat(64),
+    };
+    let id =
+        |text: &str, dir: &Path, node: &str, i: &NodeInputs| instance_id_in(text, dir, node, i);
+    let base_w1 = id(&text, &dir, "w1", &inputs);
+    let base_w2 = id(&text, &dir, "w2", &inputs);
+    assert!(
+        base_w1.starts_with("piforge-") && base_w1.len() == 24,
+        "{base_w1}"
+    );
+    assert_ne!(base_w1, base_w2);
+
+    // Each input alone changes it, and each to a different id.
+    let mut seen = vec![base_w1.clone()];
+    let changed: Vec<(&str, NodeInputs)> = vec![
+        (
+            "cluster name",
+            NodeInputs {
+                cluster_name: "other".into(),
+                ..inputs.clone()
+            },
+        ),
+        (
+            "CA",
+            NodeInputs {
+                ca_cert_pem: inputs.ca_cert_pem.replace("AAAA", "AAAB"),
+                ..inputs.clone()
+            },
+        ),
+        (
+            "token",
+            NodeInputs {
+                token: Token::parse("abcdef.0123456789abcdeg").unwrap(),
+                ..inputs.clone()
+            },
+        ),
+        (
+            "endpoint",
+            NodeInputs {
+                endpoint: "192.168.1.9:6443".into(),
+                ..inputs.clone()
+            },
+        ),
+        (
+            "kubeadm config",
+            NodeInputs {
+                kubeadm_config: "kind: JoinConfiguration\n# x\n".into(),
+                ..inputs.clone()
+            },
+        ),
+        (
+            "artifact digest",
+            NodeInputs {
+                artifact_digests: vec![
+                    ("kubeadm".into(), "a".repeat(64)),
+                    ("kubelet".into(), "e".repeat(64)),
+                ],
+                ..inputs.clone()
+            },
+        ),
+        (
+            "base image",
+            NodeInputs {
+                base_image_sha256: "f".repeat(64),
+                ..inputs.clone()
+            },
+        ),
+        (
+            "role content",
+            NodeInputs {
+                role_digest: "0".repeat(64),
+                ..inputs.clone()
+            },
+        ),
+    ];
+    for (what, i) in &changed {
+        let other = id(&text, &dir, "w1", i);
+        assert!(
+            !seen.contains(&other),
+            "{what} did not change the instance-id"
+        );
+        seen.push(other);
+    }
+    // The node's own config (its address), the user's keys, the time zone: changed.
+    for (what, from, to) in [
+        ("address", "192.168.1.20/24", "192.168.1.21/24"),
+        ("ssh key", "admin@snapshot", "admin@laptop"),
+        ("time zone", "Europe/Lisbon", "Europe/Paris"),
+    ] {
+        assert_ne!(
+            id(&text.replace(from, to), &dir, "w1", &inputs),
+            base_w1,
+            "{what}"
+        );
+    }
+    // The node's profile: w2's id follows its profile, w1's does not.
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp.path().join("profiles")).unwrap();
+    let profile = fs::read_to_string(dir.join("profiles/dhcp-worker.yaml")).unwrap();
+    fs::write(tmp.path().join("profiles/dhcp-worker.yaml"), &profile).unwrap();
+    // Another directory for the spec (as for another output directory): nothing changes.
+    assert_eq!(id(&text, tmp.path(), "w1", &inputs), base_w1);
+    assert_eq!(id(&text, tmp.path(), "w2", &inputs), base_w2);
+    fs::write(
+        tmp.path().join("profiles/dhcp-worker.yaml"),
+        profile.replace("htop", "btop"),
+    )
+    .unwrap();
+    assert_ne!(id(&text, tmp.path(), "w2", &inputs), base_w2, "profile");
+    assert_eq!(
+        id(&text, tmp.path(), "w1", &inputs),
+        base_w1,
+        "another node's profile"
+    );
+
+    // Nothing else: the artifacts' order, another node's DHCP entry renamed or moved first.
+    let mut reordered = inputs.clone();
+    reordered.artifact_digests.reverse();
+    assert_eq!(id(&text, &dir, "w1", &reordered), base_w1);
+    assert_eq!(
+        id(&text.replace("name: w2", "name: w9"), &dir, "w1", &inputs),
+        base_w1
+    );
+    let w2_entry = "  - name: w2\n    role: worker\n    profile: profiles/dhcp-worker.yaml\n";
+    assert!(text.ends_with(w2_entry));
+    let moved = text
+        .replace(w2_entry, "")
+        .replace("nodes:\n", &format!("nodes:\n{w2_entry}"));
+    assert_eq!(id(&moved, &dir, "w1", &inputs), base_w1, "node order");
+    assert_eq!(id(&moved, &dir, "w2", &inputs), base_w2, "node order");
+}
