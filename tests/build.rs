@@ -183,6 +183,12 @@ fn build_and_check(base: &str) {
             "/etc/hosts lists the fixed nodes: {ud}"
         );
         assert!(ud.contains(KEY));
+        // The login user's groups: pi-gen's and the base cloud-init default user's, only those
+        // the fixture's /etc/group has (root, adm, sudo, users, ...: no gpio, no video).
+        assert!(
+            ud.contains("  - groups:\n      - adm\n      - users\n      - sudo\n    lock_passwd"),
+            "{base} {node}: {ud}"
+        );
         let udf = tmp.path().join(format!("{node}.user-data"));
         fs::write(&udf, &ud).unwrap();
         let (code, text) = run_status(

@@ -157,7 +157,7 @@ pub(super) fn plan(
     let spec = &v.spec;
     let cluster = cluster_params(spec, secrets, opts)?;
     let mut common = Plan::new(opts.epoch);
-    payload::node_payload(
+    let base = payload::node_payload(
         &mut common,
         &v.base.path,
         &v.release,
@@ -184,6 +184,13 @@ pub(super) fn plan(
         roles,
         nodes: Vec::new(),
     };
+    // The login user's groups: the base's default user's, as cluster.yaml adds or narrows.
+    let groups = cloud_init::login_groups(
+        &base.default_user_groups,
+        &base.groups,
+        spec.user_groups.as_deref(),
+        &spec.extra_groups,
+    );
     // What every node receives that its seed does not show, for its instance-id.
     let common_inputs = cloud_init::NodeInputs {
         cluster_name: spec.name.clone(),
@@ -207,7 +214,7 @@ pub(super) fn plan(
             },
             ..common_inputs.clone()
         };
-        let plan = node_layer(spec, node, role, &cluster, inputs, opts.epoch);
+        let plan = node_layer(spec, node, role, &cluster, &groups, inputs, opts.epoch);
         build.nodes.push(NodeLayer {
             name: node.name.to_string(),
             role,
@@ -294,6 +301,7 @@ fn node_layer(
     node: &spec::Node,
     role: kubeadm::Role,
     cluster: &kubeadm::ClusterParams,
+    groups: &[String],
     mut inputs: cloud_init::NodeInputs,
     epoch: i64,
 ) -> Plan {
@@ -312,7 +320,7 @@ fn node_layer(
         inputs.kubeadm_config.clone(),
         0o600,
     );
-    for (name, data) in cloud_init::seed(spec, node, &inputs).files() {
+    for (name, data) in cloud_init::seed(spec, node, groups, &inputs).files() {
         plan.boot.push(BootOp::Write {
             path: format!("/{name}"),
             content: Content::Bytes(data.into()),

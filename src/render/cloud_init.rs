@@ -25,8 +25,52 @@ pub fn merge_profile(base: &mut Map<String, Value>, profile: &Map<String, Value>
     }
 }
 
-/// The cloud-init user-data of a node (without the `#cloud-config` header).
-pub fn user_data(spec: &Spec, node: &Node) -> Value {
+/// The groups pi-gen adds Raspberry Pi OS's first user to (`stage2/01-sys-tweaks/01-run.sh`):
+/// what people running sensors, cameras and serial devices on a Pi expect.
+pub const PI_GEN_USER_GROUPS: [&str; 15] = [
+    "adm", "dialout", "cdrom", "audio", "users", "sudo", "video", "games", "plugdev", "input",
+    "gpio", "spi", "i2c", "netdev", "render",
+];
+
+/// The login user's supplementary groups. With `user_groups` (from cluster.yaml), those;
+/// otherwise the groups of the base's default user (pi-gen's list, the base cloud-init's
+/// `default_user` groups, and `systemd-journal`), keeping only those the base's `/etc/group`
+/// has: cloud-init would create a missing one as an ordinary, useless group (`gpio` on
+/// Ubuntu). `extra_groups` are added last. Groups named in cluster.yaml are kept even when
+/// the base lacks them (cloud-init creates them: a profile may rely on that). When the base's
+/// `/etc/group` could not be read (`existing` empty), the old fixed `adm`, `sudo`,
+/// `systemd-journal`.
+pub fn login_groups(
+    base_default: &[String],
+    existing: &[String],
+    user_groups: Option<&[String]>,
+    extra: &[String],
+) -> Vec<String> {
+    let mut out: Vec<String> = match user_groups {
+        Some(g) => g.to_vec(),
+        None if existing.is_empty() => vec!["adm".into(), "sudo".into(), "systemd-journal".into()],
+        None => PI_GEN_USER_GROUPS
+            .iter()
+            .map(|g| g.to_string())
+            .chain(base_default.iter().cloned())
+            .chain(["systemd-journal".to_string()])
+            .filter(|g| existing.contains(g))
+            .collect(),
+    };
+    out.extend(extra.iter().cloned());
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|g| seen.insert(g.clone()));
+    out
+}
+
+/// The cloud-init user-data of a node (without the `#cloud-config` header); `groups` are the
+/// login user's supplementary groups (see [`login_groups`]).
+///
+/// `users:` without `default`: cloud-init then creates only piforge's user, not the distro's
+/// default one as well (`debian`, `ubuntu`, or Raspberry Pi OS's), which would be a second
+/// sudo account nobody set a key for; `user:` would instead rename that default user, whose
+/// definition differs per base. The default user's groups are kept through `groups`.
+pub fn user_data(spec: &Spec, node: &Node, groups: &[String]) -> Value {
     let mut hosts = String::from(
         "# Written by piforge (cloud-init write_files).\n127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
     );
@@ -45,7 +89,7 @@ pub fn user_data(spec: &Spec, node: &Node) -> Value {
         "disable_root": true,
         "users": [{
             "name": spec.user,
-            "groups": ["adm", "sudo", "systemd-journal"],
+            "groups": groups,
             "shell": "/bin/bash",
             "sudo": "ALL=(ALL) NOPASSWD:ALL",
             "lock_passwd": true,
@@ -177,8 +221,8 @@ pub fn instance_id(
 
 /// The node's NoCloud seed. The instance-id is a hash of everything the node is given (see
 /// [`instance_id`]), so changing or reimaging a node makes cloud-init run again.
-pub fn seed(spec: &Spec, node: &Node, inputs: &NodeInputs) -> Seed {
-    let ud = yaml::cloud_config(&user_data(spec, node));
+pub fn seed(spec: &Spec, node: &Node, groups: &[String], inputs: &NodeInputs) -> Seed {
+    let ud = yaml::cloud_config(&user_data(spec, node, groups));
     let nc = yaml::to_yaml(&network_config(spec, node));
     Seed {
         meta_data: meta_data(&instance_id(node, &ud, &nc, inputs), node.name.as_str()),

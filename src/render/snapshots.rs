@@ -70,6 +70,17 @@ data:
     }
 "#;
 
+/// The login groups of the snapshots: a Raspberry Pi OS-like base's, with `gpio` missing.
+fn snapshot_groups() -> Vec<String> {
+    let existing: Vec<String> = cloud_init::PI_GEN_USER_GROUPS
+        .iter()
+        .filter(|g| **g != "gpio")
+        .map(|g| g.to_string())
+        .chain(["systemd-journal".to_string()])
+        .collect();
+    cloud_init::login_groups(&[], &existing, None, &[])
+}
+
 /// Every generated file, by its snapshot name.
 fn render_all() -> BTreeMap<String, String> {
     let spec = fixed_spec();
@@ -99,7 +110,7 @@ fn render_all() -> BTreeMap<String, String> {
             base_image_sha256: hex::encode(Sha256::digest(b"base image")),
             role_digest: format!("root of {}", role.as_str()),
         };
-        let seed = cloud_init::seed(&spec, node, &inputs);
+        let seed = cloud_init::seed(&spec, node, &snapshot_groups(), &inputs);
         for (name, text) in seed.files() {
             files.insert(format!("{}/{name}", node.name), text.to_string());
         }
@@ -237,7 +248,11 @@ fn rendered_files_pass_their_oracles() {
                 .iter()
                 .find(|n| name.starts_with(&format!("{}/", n.name)))
                 .unwrap();
-            assert_eq!(pyyaml(&text), cloud_init::user_data(&spec, node), "{name}");
+            assert_eq!(
+                pyyaml(&text),
+                cloud_init::user_data(&spec, node, &snapshot_groups()),
+                "{name}"
+            );
         } else if name.ends_with("/network-config") {
             let node = spec
                 .nodes

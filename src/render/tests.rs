@@ -842,7 +842,7 @@ fn instance_id_in(
     let spec = crate::spec::parse(text, "cluster.yaml", dir, &["1.34.2"])
         .unwrap_or_else(|e| panic!("{e}"));
     let n = spec.nodes.iter().find(|n| n.name.as_str() == node).unwrap();
-    let md = super::cloud_init::seed(&spec, n, inputs).meta_data;
+    let md = super::cloud_init::seed(&spec, n, &["sudo".to_string()], inputs).meta_data;
     md.lines()
         .find_map(|l| l.strip_prefix("instance-id: "))
         .unwrap()
@@ -995,4 +995,77 @@ fn instance_id_changes_with_everything_the_node_receives_and_nothing_else() {
         .replace("nodes:\n", &format!("nodes:\n{w2_entry}"));
     assert_eq!(id(&moved, &dir, "w1", &inputs), base_w1, "node order");
     assert_eq!(id(&moved, &dir, "w2", &inputs), base_w2, "node order");
+}
+
+#[test]
+fn login_groups_from_the_base_narrowed_or_extended_by_the_spec() {
+    use super::cloud_init::login_groups;
+    let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    // Raspberry Pi OS-like: pi-gen's groups that exist, in pi-gen's order, then the
+    // cloud-init default user's that exist, then systemd-journal.
+    let existing = v(&[
+        "root",
+        "adm",
+        "dialout",
+        "sudo",
+        "video",
+        "gpio",
+        "i2c",
+        "spi",
+        "render",
+        "dip",
+        "systemd-journal",
+        "docker",
+    ]);
+    let base_default = v(&["adm", "dip", "lxd", "sudo"]);
+    assert_eq!(
+        login_groups(&base_default, &existing, None, &[]),
+        v(&[
+            "adm",
+            "dialout",
+            "sudo",
+            "video",
+            "gpio",
+            "spi",
+            "i2c",
+            "render",
+            "dip",
+            "systemd-journal"
+        ])
+    );
+    // extra_groups adds (kept even if the base lacks it: cloud-init creates it).
+    assert_eq!(
+        login_groups(
+            &base_default,
+            &existing,
+            None,
+            &v(&["docker", "adm", "k8s"])
+        ),
+        v(&[
+            "adm",
+            "dialout",
+            "sudo",
+            "video",
+            "gpio",
+            "spi",
+            "i2c",
+            "render",
+            "dip",
+            "systemd-journal",
+            "docker",
+            "k8s"
+        ])
+    );
+    // user_groups replaces.
+    let narrow = v(&["sudo", "video"]);
+    assert_eq!(
+        login_groups(&base_default, &existing, Some(&narrow), &v(&["i2c"])),
+        v(&["sudo", "video", "i2c"])
+    );
+    assert!(login_groups(&base_default, &existing, Some(&[]), &[]).is_empty());
+    // No /etc/group read: the old fixed set.
+    assert_eq!(
+        login_groups(&base_default, &[], None, &[]),
+        v(&["adm", "sudo", "systemd-journal"])
+    );
 }
