@@ -315,6 +315,13 @@ fn build_and_check(base: &str) {
             "{base} {node}: check: {}",
             String::from_utf8_lossy(&c.stdout)
         );
+        // The card is small as built; the base grows it on first boot, and check says so.
+        let text = String::from_utf8_lossy(&c.stdout);
+        let room = text
+            .lines()
+            .find(|l| l.contains("room in the root filesystem for first boot"))
+            .unwrap_or_else(|| panic!("{base} {node}: {text}"));
+        assert!(room.starts_with("PASS"), "{base} {node}: {room}");
     }
     ids.sort();
     ids.dedup();

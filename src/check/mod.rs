@@ -12,6 +12,7 @@ mod identity;
 mod image;
 mod os;
 mod runtime;
+mod space;
 #[cfg(test)]
 mod tests;
 mod tools;
