@@ -176,7 +176,7 @@ const PI5_4K_PAGES: &str = include_str!(concat!(
     "/firmware/pi5-4k-pages.settings"
 ));
 
-/// Tokens piforge adds to cmdline.txt (`cgroup_enable=memory cgroup_memory=1`).
+/// Tokens piforge adds to cmdline.txt (`cgroup_enable=memory`).
 pub fn cmdline_tokens() -> Vec<String> {
     content_lines(CMDLINE_ADD)
         .flat_map(str::split_whitespace)
@@ -456,10 +456,7 @@ mod tests {
 
     #[test]
     fn firmware_settings() {
-        assert_eq!(
-            cmdline_tokens(),
-            vec!["cgroup_enable=memory", "cgroup_memory=1"]
-        );
+        assert_eq!(cmdline_tokens(), vec!["cgroup_enable=memory"]);
         assert_eq!(
             config_settings(),
             vec![("arm_64bit".to_string(), "1".to_string())]

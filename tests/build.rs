@@ -183,6 +183,12 @@ fn build_and_check(base: &str) {
             "/etc/hosts lists the fixed nodes: {ud}"
         );
         assert!(ud.contains(KEY));
+        // The login user's groups: pi-gen's and the base cloud-init default user's, only those
+        // the fixture's /etc/group has (root, adm, sudo, users, ...: no gpio, no video).
+        assert!(
+            ud.contains("  - groups:\n      - adm\n      - users\n      - sudo\n    lock_passwd"),
+            "{base} {node}: {ud}"
+        );
         let udf = tmp.path().join(format!("{node}.user-data"));
         fs::write(&udf, &ud).unwrap();
         let (code, text) = run_status(
@@ -309,6 +315,13 @@ fn build_and_check(base: &str) {
             "{base} {node}: check: {}",
             String::from_utf8_lossy(&c.stdout)
         );
+        // The card is small as built; the base grows it on first boot, and check says so.
+        let text = String::from_utf8_lossy(&c.stdout);
+        let room = text
+            .lines()
+            .find(|l| l.contains("room in the root filesystem for first boot"))
+            .unwrap_or_else(|| panic!("{base} {node}: {text}"));
+        assert!(room.starts_with("PASS"), "{base} {node}: {room}");
     }
     ids.sort();
     ids.dedup();
@@ -704,4 +717,66 @@ fn reimaging_the_init_node_joins_or_is_refused() {
     assert!(fs::read_to_string(&state)
         .unwrap()
         .contains("\"init_node\": \"pi-cp-1\""));
+}
+
+/// The instance-id in a built card's meta-data.
+fn built_instance_id(img: &Path, cache: &Path) -> String {
+    let (boot, _) = offsets(img, cache);
+    let md = run(
+        "mtype",
+        &["-i", &format!("{}@@{boot}", img.display()), "::meta-data"],
+    );
+    md.lines()
+        .find_map(|l| l.strip_prefix("instance-id: "))
+        .unwrap_or_else(|| panic!("{md}"))
+        .to_string()
+}
+
+/// Issue 16 item 2: a reimage with a new token gets a new instance-id (cloud-init runs
+/// again); the output directory and which nodes are built with it do not change it.
+#[test]
+fn instance_id_follows_the_token_not_the_output_or_the_build_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
+    let a = tmp.path().join("dist-a");
+    let r = build(&spec, &a, &arts, &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let full = built_instance_id(&a.join("pi-w-1.img"), &cache);
+    let node_build = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "build",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--artifacts",
+            arts.to_str().unwrap(),
+            "--allow-unpinned",
+            "--node",
+            "pi-w-1",
+        ];
+        args.extend_from_slice(extra);
+        let r = piforge(&args, &cache);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        built_instance_id(&out.join("pi-w-1.img"), &cache)
+    };
+    // Alone, into another directory: the same card, the same id.
+    assert_eq!(node_build(&tmp.path().join("dist-b"), &[]), full);
+    // A fresh token: a new instance.
+    let fresh = node_build(
+        &tmp.path().join("dist-c"),
+        &["--token", "abcdef.0123456789abcdef"],
+    );
+    assert_ne!(fresh, full);
+    // Another cluster (new secrets: another CA and token) with the same node names: another id.
+    let other = tempfile::tempdir().unwrap();
+    let spec2 = write_spec(other.path(), &fixture("trixie.img"));
+    let r = build(&spec2, &other.path().join("dist"), &arts, &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_ne!(
+        built_instance_id(&other.path().join("dist/pi-w-1.img"), &cache),
+        full
+    );
 }

@@ -164,7 +164,8 @@ fn payload_on_every_base_passes_check() {
         assert_eq!(cmdline.lines().count(), 1);
         assert!(cmdline.contains("root="));
         assert_eq!(cmdline.matches("cgroup_enable=memory").count(), 1);
-        assert_eq!(cmdline.matches("cgroup_memory=1").count(), 1);
+        // cgroup_memory=1 is ignored by 6.12 kernels: no longer added (issue 10 item 5).
+        assert!(!cmdline.contains("cgroup_memory"), "{cmdline}");
         assert!(fat_file(&out, boot, "config.txt").contains("[all]\narm_64bit=1\n"));
 
         // Twice: customizing the node image again changes neither the tokens nor the block.

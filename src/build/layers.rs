@@ -157,7 +157,7 @@ pub(super) fn plan(
     let spec = &v.spec;
     let cluster = cluster_params(spec, secrets, opts)?;
     let mut common = Plan::new(opts.epoch);
-    payload::node_payload(
+    let base = payload::node_payload(
         &mut common,
         &v.base.path,
         &v.release,
@@ -184,13 +184,37 @@ pub(super) fn plan(
         roles,
         nodes: Vec::new(),
     };
+    // The login user's groups: the base's default user's, as cluster.yaml adds or narrows.
+    let groups = cloud_init::login_groups(
+        &base.default_user_groups,
+        &base.groups,
+        spec.user_groups.as_deref(),
+        &spec.extra_groups,
+    );
+    // What every node receives that its seed does not show, for its instance-id.
+    let common_inputs = cloud_init::NodeInputs {
+        cluster_name: spec.name.clone(),
+        ca_cert_pem: secrets.ca.cert_pem.clone(),
+        token: cluster.token.clone(),
+        endpoint: cluster.control_plane_endpoint.clone(),
+        artifact_digests: arts
+            .iter()
+            .map(|a| (a.spec.name.to_string(), a.sha256.clone()))
+            .collect(),
+        base_image_sha256: v.base.input_sha256.clone().unwrap_or_default(),
+        kubeadm_config: String::new(),
+        role_digest: String::new(),
+    };
     for node in &wanted {
         let role = kubeadm_role(node, v.init_node.as_deref());
-        let role_digest = build
-            .role_image_plan(role)
-            .map(|p| plan_digest(&p))
-            .unwrap_or_default();
-        let plan = node_layer(spec, node, role, &cluster, &role_digest, opts.epoch);
+        let inputs = cloud_init::NodeInputs {
+            role_digest: match build.role_image_plan(role) {
+                Some(p) => plan_digest(&p, arts)?,
+                None => String::new(),
+            },
+            ..common_inputs.clone()
+        };
+        let plan = node_layer(spec, node, role, &cluster, &groups, inputs, opts.epoch);
         build.nodes.push(NodeLayer {
             name: node.name.to_string(),
             role,
@@ -292,7 +316,8 @@ fn node_layer(
     node: &spec::Node,
     role: kubeadm::Role,
     cluster: &kubeadm::ClusterParams,
-    role_digest: &str,
+    groups: &[String],
+    mut inputs: cloud_init::NodeInputs,
     epoch: i64,
 ) -> Plan {
     let mut plan = Plan::new(epoch);
@@ -303,13 +328,14 @@ fn node_layer(
         role,
         advertise_address: node.address.map(|a| a.addr.to_string()),
     };
+    inputs.kubeadm_config = kubeadm::render_config(cluster, &np);
     root_write(
         &mut plan,
         payload::paths::KUBEADM_CONFIG,
-        kubeadm::render_config(cluster, &np),
+        inputs.kubeadm_config.clone(),
         0o600,
     );
-    for (name, data) in cloud_init::seed(spec, node, role_digest).files() {
+    for (name, data) in cloud_init::seed(spec, node, groups, &inputs).files() {
         plan.boot.push(BootOp::Write {
             path: format!("/{name}"),
             content: Content::Bytes(data.into()),
@@ -318,20 +344,43 @@ fn node_layer(
     plan
 }
 
-/// A digest of a role image's plan content, so that a node's instance-id changes with it.
-fn plan_digest(plan: &Plan) -> String {
+/// A digest of a role image's plan content, so that a node's instance-id changes with it:
+/// every operation's path, the bytes it writes (a file read from the host, such as a site
+/// overlay's, is read and hashed; release artifacts are not read again: their digests go
+/// into the instance-id by themselves), and the boot-partition settings.
+fn plan_digest(plan: &Plan, arts: &[FetchedArtifact]) -> Result<String, BuildError> {
     let mut h = Sha256::new();
     for op in &plan.root {
         h.update(op.path().as_bytes());
-        if let RootOp::Write {
-            content: Content::Bytes(b),
-            ..
-        } = op
-        {
-            h.update(Sha256::digest(b));
+        h.update([0]);
+        match op {
+            RootOp::Write {
+                content: Content::Bytes(b),
+                ..
+            } => h.update(Sha256::digest(b)),
+            RootOp::Write {
+                content: Content::Host { path, .. },
+                ..
+            } => match arts.iter().find(|a| a.path == *path) {
+                Some(a) => h.update(a.sha256.as_bytes()),
+                None => {
+                    let f = fs::File::open(path).map_err(io_error(path))?;
+                    let (digest, _) = crate::digest::sha256_reader(f).map_err(io_error(path))?;
+                    h.update(digest.as_bytes());
+                }
+            },
+            RootOp::Symlink { target, .. } => h.update(target.as_bytes()),
+            _ => {}
         }
     }
-    hex::encode(h.finalize())
+    for t in &plan.cmdline_add {
+        h.update(t.as_bytes());
+        h.update([0]);
+    }
+    for (k, v) in &plan.config {
+        h.update(format!("{k}={v}\0").as_bytes());
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 #[cfg(test)]

@@ -28,5 +28,11 @@ pub fn check_image(raw: &Path) -> Result<Vec<CheckItem>, InspectError> {
     let fs = image
         .root_fs()
         .map_err(|e| InspectError::Fs(format!("root partition: {e}")))?;
-    check(&Ext4Files(&fs), &boot).map_err(|e| InspectError::Fs(format!("root partition: {e}")))
+    let info = fs.info();
+    let free = info.free_blocks * u64::from(info.block_size);
+    let root = Ext4Files(&fs);
+    let err = |e| InspectError::Fs(format!("root partition: {e}"));
+    let mut items = check(&root, &boot).map_err(err)?;
+    items.push(super::space::first_boot_room(&root, boot.cmdline.as_deref(), free).map_err(err)?);
+    Ok(items)
 }

@@ -14,6 +14,7 @@ mod identity;
 mod image;
 mod os;
 mod runtime;
+mod space;
 #[cfg(test)]
 mod tests;
 mod tools;

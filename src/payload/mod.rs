@@ -164,6 +164,65 @@ pub struct BaseFacts {
     pub ssh_enable: Vec<(String, String)>,
     /// SSH host keys the base ships (`/etc/ssh/ssh_host_*`): every card would share them.
     pub host_keys: Vec<String>,
+    /// The groups in the base's `/etc/group`.
+    pub groups: Vec<String>,
+    /// The groups of the base cloud-init's default user (`system_info: default_user: groups:`
+    /// in `/etc/cloud/cloud.cfg`, then `cloud.cfg.d/*.cfg` in order; the last one wins).
+    pub default_user_groups: Vec<String>,
+}
+
+/// The names in an `/etc/group`.
+fn group_names(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `system_info.default_user.groups` of one cloud-init config file (a list, or cloud-init's
+/// comma-separated string form); `None` when the file does not set it or is not YAML.
+fn default_user_groups_in(text: &str) -> Option<Vec<String>> {
+    let item = crate::spec::yaml::parse(text).ok()??;
+    let v = crate::spec::yaml::to_json(&item).ok()?;
+    match &v["system_info"]["default_user"]["groups"] {
+        serde_json::Value::Array(a) => Some(
+            a.iter()
+                .filter_map(|g| g.as_str())
+                .map(|g| g.trim().to_string())
+                .collect(),
+        ),
+        serde_json::Value::String(s) => Some(
+            s.split(',')
+                .map(|g| g.trim().to_string())
+                .filter(|g| !g.is_empty())
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+fn read_default_user_groups(fs: &dyn RootFiles) -> Result<Vec<String>, PayloadError> {
+    let mut files = vec!["/etc/cloud/cloud.cfg".to_string()];
+    let mut extra: Vec<String> = fs
+        .list("/etc/cloud/cloud.cfg.d")
+        .map_err(PayloadError::Base)?
+        .into_iter()
+        .filter(|n| n.ends_with(".cfg"))
+        .map(|n| format!("/etc/cloud/cloud.cfg.d/{n}"))
+        .collect();
+    extra.sort();
+    files.extend(extra);
+    let mut groups = Vec::new();
+    for f in files {
+        let text = fs.read_string(&f).map_err(PayloadError::Base)?;
+        if let Some(g) = text.as_deref().and_then(default_user_groups_in) {
+            groups = g;
+        }
+    }
+    Ok(groups)
 }
 
 /// Where Debian's openssh-server puts its unit (`/lib` is a link to it on merged-/usr bases).
@@ -207,10 +266,18 @@ pub fn base_facts(fs: &dyn RootFiles) -> Result<BaseFacts, PayloadError> {
         .filter(|n| n.starts_with("ssh_host_"))
         .map(|n| format!("/etc/ssh/{n}"))
         .collect();
+    let groups = group_names(
+        &fs.read_string("/etc/group")
+            .map_err(PayloadError::Base)?
+            .unwrap_or_default(),
+    );
+    let default_user_groups = read_default_user_groups(fs)?;
     Ok(BaseFacts {
         missing_packages,
         ssh_enable,
         host_keys,
+        groups,
+        default_user_groups,
     })
 }
 
@@ -402,20 +469,23 @@ pub enum PayloadSetupError {
 }
 
 /// Adds the Kubernetes node payload to a plan, reading which OS packages the base lacks from
-/// the raw image `raw`.
+/// the raw image `raw`; returns what it read of the base.
 pub fn node_payload(
     plan: &mut Plan,
     raw: &Path,
     release: &Release,
     arts: &[FetchedArtifact],
     opts: &PayloadOptions,
-) -> Result<(), PayloadSetupError> {
+) -> Result<BaseFacts, PayloadSetupError> {
     let fs = crate::disk::Image::open(raw)?.root_fs()?;
     let base = base_facts(&crate::fs::Ext4Files(&fs))?;
     drop(fs);
     add_payload(plan, release, arts, &base, opts)?;
-    Ok(())
+    Ok(base)
 }
+
+#[cfg(test)]
+mod install_packages_tests;
 
 #[cfg(test)]
 mod tests {
@@ -480,6 +550,41 @@ mod tests {
             .unwrap()
             .ssh_enable
             .is_empty());
+    }
+
+    #[test]
+    fn groups_and_the_default_users_groups_from_the_base() {
+        let fs = MemFiles::with(&[
+            (
+                "/etc/group",
+                "root:x:0:\nadm:x:4:pi\n# comment\nsudo:x:27:pi\nvideo:x:44:\ngpio:x:993:\n",
+            ),
+            (
+                "/etc/cloud/cloud.cfg",
+                "users: [default]\nsystem_info:\n  default_user:\n    name: debian\n    groups: [adm, audio, sudo, video]\n",
+            ),
+            ("/etc/cloud/cloud.cfg.d/05_logging.cfg", "output: {all: x}\n"),
+        ]);
+        let facts = base_facts(&fs).unwrap();
+        assert_eq!(facts.groups, ["root", "adm", "sudo", "video", "gpio"]);
+        assert_eq!(facts.default_user_groups, ["adm", "audio", "sudo", "video"]);
+        // A later cloud.cfg.d file wins, in cloud-init's comma-separated form too.
+        let fs = MemFiles::with(&[
+            (
+                "/etc/cloud/cloud.cfg",
+                "system_info:\n  default_user:\n    groups: [adm]\n",
+            ),
+            (
+                "/etc/cloud/cloud.cfg.d/99_raspberry-pi.cfg",
+                "system_info:\n  default_user:\n    name: pi\n    groups: \"adm, dialout,gpio\"\n",
+            ),
+        ]);
+        let facts = base_facts(&fs).unwrap();
+        assert_eq!(facts.default_user_groups, ["adm", "dialout", "gpio"]);
+        assert!(facts.groups.is_empty());
+        // Not YAML: ignored, not an error.
+        let fs = MemFiles::with(&[("/etc/cloud/cloud.cfg", "a: [b\n")]);
+        assert!(base_facts(&fs).unwrap().default_user_groups.is_empty());
     }
 
     #[test]

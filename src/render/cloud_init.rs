@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::yaml::{self, SeqIndent, Yaml};
-use crate::spec::{Node, Spec};
+use crate::spec::{Node, Spec, Token};
 
 /// Where [`nocloud_snippet`] goes on a base whose cloud-init has no seed location on the boot
 /// partition.
@@ -25,8 +25,52 @@ pub fn merge_profile(base: &mut Map<String, Value>, profile: &Map<String, Value>
     }
 }
 
-/// The cloud-init user-data of a node (without the `#cloud-config` header).
-pub fn user_data(spec: &Spec, node: &Node) -> Value {
+/// The groups pi-gen adds Raspberry Pi OS's first user to (`stage2/01-sys-tweaks/01-run.sh`):
+/// what people running sensors, cameras and serial devices on a Pi expect.
+pub const PI_GEN_USER_GROUPS: [&str; 15] = [
+    "adm", "dialout", "cdrom", "audio", "users", "sudo", "video", "games", "plugdev", "input",
+    "gpio", "spi", "i2c", "netdev", "render",
+];
+
+/// The login user's supplementary groups. With `user_groups` (from cluster.yaml), those;
+/// otherwise the groups of the base's default user (pi-gen's list, the base cloud-init's
+/// `default_user` groups, and `systemd-journal`), keeping only those the base's `/etc/group`
+/// has: cloud-init would create a missing one as an ordinary, useless group (`gpio` on
+/// Ubuntu). `extra_groups` are added last. Groups named in cluster.yaml are kept even when
+/// the base lacks them (cloud-init creates them: a profile may rely on that). When the base's
+/// `/etc/group` could not be read (`existing` empty), the old fixed `adm`, `sudo`,
+/// `systemd-journal`.
+pub fn login_groups(
+    base_default: &[String],
+    existing: &[String],
+    user_groups: Option<&[String]>,
+    extra: &[String],
+) -> Vec<String> {
+    let mut out: Vec<String> = match user_groups {
+        Some(g) => g.to_vec(),
+        None if existing.is_empty() => vec!["adm".into(), "sudo".into(), "systemd-journal".into()],
+        None => PI_GEN_USER_GROUPS
+            .iter()
+            .map(|g| g.to_string())
+            .chain(base_default.iter().cloned())
+            .chain(["systemd-journal".to_string()])
+            .filter(|g| existing.contains(g))
+            .collect(),
+    };
+    out.extend(extra.iter().cloned());
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|g| seen.insert(g.clone()));
+    out
+}
+
+/// The cloud-init user-data of a node (without the `#cloud-config` header); `groups` are the
+/// login user's supplementary groups (see [`login_groups`]).
+///
+/// `users:` without `default`: cloud-init then creates only piforge's user, not the distro's
+/// default one as well (`debian`, `ubuntu`, or Raspberry Pi OS's), which would be a second
+/// sudo account nobody set a key for; `user:` would instead rename that default user, whose
+/// definition differs per base. The default user's groups are kept through `groups`.
+pub fn user_data(spec: &Spec, node: &Node, groups: &[String]) -> Value {
     let mut hosts = String::from(
         "# Written by piforge (cloud-init write_files).\n127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
     );
@@ -45,7 +89,7 @@ pub fn user_data(spec: &Spec, node: &Node) -> Value {
         "disable_root": true,
         "users": [{
             "name": spec.user,
-            "groups": ["adm", "sudo", "systemd-journal"],
+            "groups": groups,
             "shell": "/bin/bash",
             "sudo": "ALL=(ALL) NOPASSWD:ALL",
             "lock_passwd": true,
@@ -112,25 +156,76 @@ impl Seed {
     }
 }
 
-/// The node's NoCloud seed. The instance-id is a hash of everything the node is given
-/// (`root_digest` stands for its root filesystem), so changing or reimaging a node makes
-/// cloud-init run again.
-pub fn seed(spec: &Spec, node: &Node, root_digest: &str) -> Seed {
-    let ud = yaml::cloud_config(&user_data(spec, node));
-    let nc = yaml::to_yaml(&network_config(spec, node));
+/// What a node receives besides its seed files, for its instance-id: everything that, when
+/// it changes, should make cloud-init treat the card as a new instance (see [`instance_id`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInputs {
+    pub cluster_name: String,
+    /// The cluster CA certificate (PEM).
+    pub ca_cert_pem: String,
+    /// The bootstrap token the node's kubeadm configuration carries (its `Debug` elides it).
+    pub token: Token,
+    /// The control-plane endpoint (`host:port`).
+    pub endpoint: String,
+    /// The node's kubeadm configuration as written to its root filesystem.
+    pub kubeadm_config: String,
+    /// `(artifact name, SHA-256)` of every release artifact of the payload (any order).
+    pub artifact_digests: Vec<(String, String)>,
+    /// The SHA-256 of the base image as given.
+    pub base_image_sha256: String,
+    /// A digest of what the node's role image gets beyond the artifacts (the built-in files,
+    /// the first-boot script, the CA, the site's overlays).
+    pub role_digest: String,
+}
+
+/// The instance-id of a node: `piforge-` and 16 hex digits of a SHA-256 over its name, its
+/// user-data (user, keys, time zone, hosts, profile), its network-config and every field of
+/// [`NodeInputs`], each length-prefixed. Nothing else goes in: not the output directory, not
+/// which other nodes are built with it or in which order, not another node's profile. The
+/// token and the CA are in the hash, never in the id's input text: 64 bits of a SHA-256 over a
+/// token of 82 random bits tell nothing about it.
+pub fn instance_id(
+    node: &Node,
+    user_data: &str,
+    network_config: &str,
+    inputs: &NodeInputs,
+) -> String {
+    let mut artifacts = inputs.artifact_digests.clone();
+    artifacts.sort();
+    let artifacts: String = artifacts
+        .iter()
+        .map(|(name, digest)| format!("{name} {digest}\n"))
+        .collect();
     let mut h = Sha256::new();
-    for part in [
-        node.name.as_bytes(),
-        ud.as_bytes(),
-        nc.as_bytes(),
-        root_digest.as_bytes(),
+    for (label, part) in [
+        ("node", node.name.as_str()),
+        ("user-data", user_data),
+        ("network-config", network_config),
+        ("cluster", &inputs.cluster_name),
+        ("ca", &inputs.ca_cert_pem),
+        ("token", inputs.token.secret()),
+        ("endpoint", &inputs.endpoint),
+        ("kubeadm", &inputs.kubeadm_config),
+        ("artifacts", &artifacts),
+        ("base", &inputs.base_image_sha256),
+        ("role", &inputs.role_digest),
     ] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part);
+        for p in [label, part] {
+            h.update((p.len() as u64).to_le_bytes());
+            h.update(p.as_bytes());
+        }
     }
     let id = hex::encode(h.finalize());
+    format!("piforge-{}", &id[..16])
+}
+
+/// The node's NoCloud seed. The instance-id is a hash of everything the node is given (see
+/// [`instance_id`]), so changing or reimaging a node makes cloud-init run again.
+pub fn seed(spec: &Spec, node: &Node, groups: &[String], inputs: &NodeInputs) -> Seed {
+    let ud = yaml::cloud_config(&user_data(spec, node, groups));
+    let nc = yaml::to_yaml(&network_config(spec, node));
     Seed {
-        meta_data: meta_data(&format!("piforge-{}", &id[..16]), node.name.as_str()),
+        meta_data: meta_data(&instance_id(node, &ud, &nc, inputs), node.name.as_str()),
         user_data: ud,
         network_config: nc,
     }

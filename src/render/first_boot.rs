@@ -10,6 +10,10 @@
 //! (trixie); `systemd-analyze verify` on 252 accepts `Type=oneshot` with `Restart=on-failure`
 //! too, and refuses only `Restart=always`/`on-success` for oneshot.
 //!
+//! Before kubeadm the script waits for the clock (up to 5 minutes for systemd-timesyncd's first
+//! sync: a Pi has no real-time clock) and for the OS tools `piforge-packages.service` installs
+//! beside the boot (`install-packages`), showing that step's state in the status file.
+//!
 //! State, in `/var/lib/piforge` (root only): `kubeadm-started` while kubeadm may have left
 //! half a node behind, `cni-pending` after `kubeadm init` until Flannel is applied, and `pki/`,
 //! a copy of the pre-placed CA, because `kubeadm reset` deletes `/etc/kubernetes/pki`. The

@@ -72,6 +72,17 @@ data:
     }
 "#;
 
+/// The login groups of the snapshots: a Raspberry Pi OS-like base's, with `gpio` missing.
+fn snapshot_groups() -> Vec<String> {
+    let existing: Vec<String> = cloud_init::PI_GEN_USER_GROUPS
+        .iter()
+        .filter(|g| **g != "gpio")
+        .map(|g| g.to_string())
+        .chain(["systemd-journal".to_string()])
+        .collect();
+    cloud_init::login_groups(&[], &existing, None, &[])
+}
+
 /// Every generated file, by its snapshot name.
 fn render_all() -> BTreeMap<String, String> {
     let spec = fixed_spec();
@@ -85,19 +96,27 @@ fn render_all() -> BTreeMap<String, String> {
             spec::Role::ControlPlane if node.name == first => Role::InitControlPlane,
             spec::Role::ControlPlane => Role::JoinControlPlane,
         };
-        let seed = cloud_init::seed(&spec, node, &format!("root of {}", role.as_str()));
-        for (name, text) in seed.files() {
-            files.insert(format!("{}/{name}", node.name), text.to_string());
-        }
         let np = NodeParams {
             name: node.name.to_string(),
             role,
             advertise_address: node.address.map(|a| a.addr.to_string()),
         };
-        files.insert(
-            format!("{}/kubeadm.yaml", node.name),
-            render_config(&cluster, &np),
-        );
+        let kubeadm_config = render_config(&cluster, &np);
+        let inputs = cloud_init::NodeInputs {
+            cluster_name: spec.name.clone(),
+            ca_cert_pem: pem("CERTIFICATE", "CA"),
+            token: cluster.token.clone(),
+            endpoint: cluster.control_plane_endpoint.clone(),
+            kubeadm_config: kubeadm_config.clone(),
+            artifact_digests: vec![("kubeadm".into(), hex::encode(Sha256::digest(b"kubeadm")))],
+            base_image_sha256: hex::encode(Sha256::digest(b"base image")),
+            role_digest: format!("root of {}", role.as_str()),
+        };
+        let seed = cloud_init::seed(&spec, node, &snapshot_groups(), &inputs);
+        for (name, text) in seed.files() {
+            files.insert(format!("{}/{name}", node.name), text.to_string());
+        }
+        files.insert(format!("{}/kubeadm.yaml", node.name), kubeadm_config);
         if role.is_control_plane() {
             let p = kube_vip::KubeVipParams::from_spec(&spec, "ghcr.io/kube-vip/kube-vip:v1.0.3")
                 .expect("the fixed spec has a VIP");
@@ -239,7 +258,11 @@ fn rendered_files_pass_their_oracles() {
                 .iter()
                 .find(|n| name.starts_with(&format!("{}/", n.name)))
                 .unwrap();
-            assert_eq!(pyyaml(&text), cloud_init::user_data(&spec, node), "{name}");
+            assert_eq!(
+                pyyaml(&text),
+                cloud_init::user_data(&spec, node, &snapshot_groups()),
+                "{name}"
+            );
         } else if name.ends_with("/network-config") {
             let node = spec
                 .nodes

@@ -419,6 +419,9 @@ fn unit_has_the_right_shape_and_systemd_accepts_it() {
         "Requires=containerd.service",
         "ConditionPathExists=|!/etc/kubernetes/kubelet.conf",
         "ExecStart=/usr/local/lib/piforge/kubeadm-first-boot",
+        "After=time-sync.target",
+        "Wants=time-sync.target",
+        "After=piforge-packages.service",
         "Restart=on-failure",
         "WantedBy=multi-user.target",
     ] {
@@ -560,6 +563,8 @@ impl FakeNode {
             write("etc/kubernetes/pki/ca.crt", "CA CERT\n", 0o644);
             write("etc/kubernetes/pki/ca.key", "CA KEY\n", 0o600);
         }
+        // The clock is synchronized (see `waits_for_the_clock_then_goes_on_with_a_warning`).
+        write("run/systemd/timesync/synchronized", "", 0o644);
         fs::create_dir_all(r.join("boot/firmware")).unwrap();
         fs::create_dir_all(r.join("run/containerd")).unwrap();
         let sock = std::os::unix::net::UnixListener::bind(r.join("run/containerd/containerd.sock"))
@@ -746,6 +751,94 @@ fn pending_cni_is_finished_on_the_next_boot() {
     assert!(!n.exists("var/lib/piforge/cni-pending"));
 }
 
+#[test]
+fn waits_for_the_clock_then_goes_on_with_a_warning() {
+    let n = FakeNode::new(Role::Worker, Cni::None);
+    fs::remove_file(n.root().join("run/systemd/timesync/synchronized")).unwrap();
+    // The node's clock is behind the build (a Pi starting in 1970): the configuration was
+    // written "tomorrow".
+    let config = n.root().join("etc/piforge/kubeadm.yaml");
+    let tomorrow = std::time::SystemTime::now() + std::time::Duration::from_secs(86_400);
+    fs::File::options()
+        .write(true)
+        .open(&config)
+        .unwrap()
+        .set_modified(tomorrow)
+        .unwrap();
+    let (ok, journal) = n.run(0);
+    assert!(ok, "{journal}");
+    // 5 minutes in steps of 15 s, then kubeadm runs anyway.
+    assert_eq!(n.read("sleeps").lines().count(), 20);
+    assert!(n.read("sleeps").lines().all(|l| l == "15"));
+    assert!(n.read("calls").starts_with("join "));
+    let during = n.read("status-during-1");
+    assert!(
+        during.contains("warning: the clock was not synchronized"),
+        "{during}"
+    );
+    // Synchronized: no wait at all (the other tests never sleep before kubeadm).
+    let n = FakeNode::new(Role::Worker, Cni::None);
+    assert!(n.run(0).0);
+    assert!(!n.exists("sleeps"));
+    // Not synchronized, but the clock is past the build: no wait either (a node with no NTP
+    // server in reach starts at once; its certificates are already valid).
+    let n = FakeNode::new(Role::Worker, Cni::None);
+    fs::remove_file(n.root().join("run/systemd/timesync/synchronized")).unwrap();
+    assert!(n.run(0).0);
+    assert!(!n.exists("sleeps"));
+    assert!(!n
+        .read("status-during-1")
+        .contains("clock was not synchronized"));
+}
+
+#[test]
+fn waits_for_the_package_step_and_shows_its_state() {
+    let n = FakeNode::new(Role::Worker, Cni::None);
+    let r = n.root();
+    fs::create_dir_all(r.join("etc/piforge")).unwrap();
+    fs::write(
+        r.join("etc/piforge/first-boot-packages"),
+        "# OS packages\npftool-x\n",
+    )
+    .unwrap();
+    fs::create_dir_all(r.join("var/lib/piforge")).unwrap();
+    fs::write(
+        r.join("var/lib/piforge/packages-status"),
+        "failed: only 100 MiB free on /\n",
+    )
+    .unwrap();
+    // The package step never succeeds: the stand-in sleep ends the script after 20 waits,
+    // and kubeadm was never run into a preflight error.
+    let (ok, journal) = n.run(0);
+    assert!(!ok, "{journal}");
+    assert!(!n.exists("calls"), "kubeadm ran without its tools");
+    let status = n.read("boot/firmware/piforge-status.txt");
+    assert!(status.contains("phase: waiting-for-packages\n"), "{status}");
+    assert!(
+        status.contains("last error: waiting for piforge-packages.service to install: pftool-x\n"),
+        "{status}"
+    );
+    assert!(
+        status.contains("packages: failed: only 100 MiB free on /\n"),
+        "{status}"
+    );
+    // The step heals (the unit restarted it): the tool appears, kubeadm runs.
+    fs::remove_file(r.join("sleeps")).unwrap();
+    fs::remove_file(r.join("var/lib/piforge/kubeadm-started")).unwrap_or(());
+    let tool = r.join("usr/local/bin/pftool-x");
+    fs::write(&tool, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(r.join("var/lib/piforge/packages-status"), "ok\n").unwrap();
+    let (ok, journal) = n.run(0);
+    assert!(ok, "{journal}");
+    assert!(n.read("calls").starts_with("join "));
+    let status = n.read("boot/firmware/piforge-status.txt");
+    assert!(
+        status.contains("phase: done\n") && status.contains("packages: ok\n"),
+        "{status}"
+    );
+}
+
 /// The other first-boot script in `overlays/first-boot/`, judged by the same oracle.
 #[test]
 fn install_packages_script_passes_shellcheck() {
@@ -845,4 +938,242 @@ fn nodes_without_kube_vip_get_no_manifest() {
     assert!(ok, "{journal}");
     assert!(!n.exists("etc/kubernetes/manifests/kube-vip.yaml"));
     assert!(!n.exists("kube-vip-during-1"));
+}
+
+/// The seed's instance-id of `node` in the spec `text` (profiles read from `dir`).
+fn instance_id_in(
+    text: &str,
+    dir: &Path,
+    node: &str,
+    inputs: &super::cloud_init::NodeInputs,
+) -> String {
+    let spec = crate::spec::parse(text, "cluster.yaml", dir, &["1.34.2"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let n = spec.nodes.iter().find(|n| n.name.as_str() == node).unwrap();
+    let md = super::cloud_init::seed(&spec, n, &["sudo".to_string()], inputs).meta_data;
+    md.lines()
+        .find_map(|l| l.strip_prefix("instance-id: "))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn instance_id_changes_with_everything_the_node_receives_and_nothing_else() {
+    use super::cloud_init::NodeInputs;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/render/testdata");
+    let text = fs::read_to_string(dir.join("cluster.yaml")).unwrap();
+    let inputs = NodeInputs {
+        cluster_name: "snap".into(),
+        ca_cert_pem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
+        token: Token::parse("abcdef.0123456789abcdef").unwrap(),
+        endpoint: "192.168.1.10:6443".into(),
+        kubeadm_config: "kind: JoinConfiguration\n".into(),
+        artifact_digests: vec![
+            ("kubeadm".into(), "a".repeat(64)),
+            ("kubelet".into(), "b".repeat(64)),
+        ],
+        base_image_sha256: "c".repeat(64),
+        role_digest: "d".repeat(64),
+    };
+    let id =
+        |text: &str, dir: &Path, node: &str, i: &NodeInputs| instance_id_in(text, dir, node, i);
+    let base_w1 = id(&text, &dir, "w1", &inputs);
+    let base_w2 = id(&text, &dir, "w2", &inputs);
+    assert!(
+        base_w1.starts_with("piforge-") && base_w1.len() == 24,
+        "{base_w1}"
+    );
+    assert_ne!(base_w1, base_w2);
+
+    // Each input alone changes it, and each to a different id.
+    let mut seen = vec![base_w1.clone()];
+    let changed: Vec<(&str, NodeInputs)> = vec![
+        (
+            "cluster name",
+            NodeInputs {
+                cluster_name: "other".into(),
+                ..inputs.clone()
+            },
+        ),
+        (
+            "CA",
+            NodeInputs {
+                ca_cert_pem: inputs.ca_cert_pem.replace("AAAA", "AAAB"),
+                ..inputs.clone()
+            },
+        ),
+        (
+            "token",
+            NodeInputs {
+                token: Token::parse("abcdef.0123456789abcdeg").unwrap(),
+                ..inputs.clone()
+            },
+        ),
+        (
+            "endpoint",
+            NodeInputs {
+                endpoint: "192.168.1.9:6443".into(),
+                ..inputs.clone()
+            },
+        ),
+        (
+            "kubeadm config",
+            NodeInputs {
+                kubeadm_config: "kind: JoinConfiguration\n# x\n".into(),
+                ..inputs.clone()
+            },
+        ),
+        (
+            "artifact digest",
+            NodeInputs {
+                artifact_digests: vec![
+                    ("kubeadm".into(), "a".repeat(64)),
+                    ("kubelet".into(), "e".repeat(64)),
+                ],
+                ..inputs.clone()
+            },
+        ),
+        (
+            "base image",
+            NodeInputs {
+                base_image_sha256: "f".repeat(64),
+                ..inputs.clone()
+            },
+        ),
+        (
+            "role content",
+            NodeInputs {
+                role_digest: "0".repeat(64),
+                ..inputs.clone()
+            },
+        ),
+    ];
+    for (what, i) in &changed {
+        let other = id(&text, &dir, "w1", i);
+        assert!(
+            !seen.contains(&other),
+            "{what} did not change the instance-id"
+        );
+        seen.push(other);
+    }
+    // The node's own config (its address), the user's keys, the time zone: changed.
+    for (what, from, to) in [
+        ("address", "192.168.1.20/24", "192.168.1.21/24"),
+        ("ssh key", "admin@snapshot", "admin@laptop"),
+        ("time zone", "Europe/Lisbon", "Europe/Paris"),
+    ] {
+        assert_ne!(
+            id(&text.replace(from, to), &dir, "w1", &inputs),
+            base_w1,
+            "{what}"
+        );
+    }
+    // The node's profile: w2's id follows its profile, w1's does not.
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp.path().join("profiles")).unwrap();
+    let profile = fs::read_to_string(dir.join("profiles/dhcp-worker.yaml")).unwrap();
+    fs::write(tmp.path().join("profiles/dhcp-worker.yaml"), &profile).unwrap();
+    // Another directory for the spec (as for another output directory): nothing changes.
+    assert_eq!(id(&text, tmp.path(), "w1", &inputs), base_w1);
+    assert_eq!(id(&text, tmp.path(), "w2", &inputs), base_w2);
+    fs::write(
+        tmp.path().join("profiles/dhcp-worker.yaml"),
+        profile.replace("htop", "btop"),
+    )
+    .unwrap();
+    assert_ne!(id(&text, tmp.path(), "w2", &inputs), base_w2, "profile");
+    assert_eq!(
+        id(&text, tmp.path(), "w1", &inputs),
+        base_w1,
+        "another node's profile"
+    );
+
+    // Nothing else: the artifacts' order, another node's DHCP entry renamed or moved first.
+    let mut reordered = inputs.clone();
+    reordered.artifact_digests.reverse();
+    assert_eq!(id(&text, &dir, "w1", &reordered), base_w1);
+    assert_eq!(
+        id(&text.replace("name: w2", "name: w9"), &dir, "w1", &inputs),
+        base_w1
+    );
+    let w2_entry = "  - name: w2\n    role: worker\n    profile: profiles/dhcp-worker.yaml\n";
+    assert!(text.ends_with(w2_entry));
+    let moved = text
+        .replace(w2_entry, "")
+        .replace("nodes:\n", &format!("nodes:\n{w2_entry}"));
+    assert_eq!(id(&moved, &dir, "w1", &inputs), base_w1, "node order");
+    assert_eq!(id(&moved, &dir, "w2", &inputs), base_w2, "node order");
+}
+
+#[test]
+fn login_groups_from_the_base_narrowed_or_extended_by_the_spec() {
+    use super::cloud_init::login_groups;
+    let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    // Raspberry Pi OS-like: pi-gen's groups that exist, in pi-gen's order, then the
+    // cloud-init default user's that exist, then systemd-journal.
+    let existing = v(&[
+        "root",
+        "adm",
+        "dialout",
+        "sudo",
+        "video",
+        "gpio",
+        "i2c",
+        "spi",
+        "render",
+        "dip",
+        "systemd-journal",
+        "docker",
+    ]);
+    let base_default = v(&["adm", "dip", "lxd", "sudo"]);
+    assert_eq!(
+        login_groups(&base_default, &existing, None, &[]),
+        v(&[
+            "adm",
+            "dialout",
+            "sudo",
+            "video",
+            "gpio",
+            "spi",
+            "i2c",
+            "render",
+            "dip",
+            "systemd-journal"
+        ])
+    );
+    // extra_groups adds (kept even if the base lacks it: cloud-init creates it).
+    assert_eq!(
+        login_groups(
+            &base_default,
+            &existing,
+            None,
+            &v(&["docker", "adm", "k8s"])
+        ),
+        v(&[
+            "adm",
+            "dialout",
+            "sudo",
+            "video",
+            "gpio",
+            "spi",
+            "i2c",
+            "render",
+            "dip",
+            "systemd-journal",
+            "docker",
+            "k8s"
+        ])
+    );
+    // user_groups replaces.
+    let narrow = v(&["sudo", "video"]);
+    assert_eq!(
+        login_groups(&base_default, &existing, Some(&narrow), &v(&["i2c"])),
+        v(&["sudo", "video", "i2c"])
+    );
+    assert!(login_groups(&base_default, &existing, Some(&[]), &[]).is_empty());
+    // No /etc/group read: the old fixed set.
+    assert_eq!(
+        login_groups(&base_default, &[], None, &[]),
+        v(&["adm", "sudo", "systemd-journal"])
+    );
 }

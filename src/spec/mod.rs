@@ -41,6 +41,11 @@ pub struct Spec {
     /// The login user that cloud-init creates (ssh keys only, no password).
     pub user: String,
     pub ssh_authorized_keys: Vec<String>,
+    /// `user_groups:`: the login user's supplementary groups, replacing the base's default
+    /// user's (see `render::cloud_init::login_groups`); `None` keeps the base's.
+    pub user_groups: Option<Vec<String>>,
+    /// `extra_groups:`: groups added to the base's default user's (or to `user_groups`).
+    pub extra_groups: Vec<String>,
     pub timezone: String,
     /// Extra root-filesystem overlays, in order; each is an existing directory.
     pub overlays: Vec<PathBuf>,

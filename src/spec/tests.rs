@@ -324,7 +324,7 @@ fn unknown_keys() {
     );
     assert_error(
         &minimal(&format!("network: {NET}\nnodess: []\n")),
-        "cluster.yaml:3:1: unknown key `nodess`; allowed keys: name, image, kubernetes, network, user, ssh_authorized_keys, timezone, overlays, artifacts, nodes",
+        "cluster.yaml:3:1: unknown key `nodess`; allowed keys: name, image, kubernetes, network, user, ssh_authorized_keys, user_groups, extra_groups, timezone, overlays, artifacts, nodes",
     );
     assert_error(
         &with_network("{gateway: 192.168.1.1, dns: [192.168.1.1], mtu: 1500}"),
@@ -766,6 +766,35 @@ fn user_names() {
 }
 
 #[test]
+fn login_user_groups() {
+    let spec = ok(&minimal(&format!("network: {NET}\n")));
+    assert_eq!(spec.user_groups, None);
+    assert!(spec.extra_groups.is_empty());
+    let spec = ok(&minimal(&format!(
+        "network: {NET}\nuser_groups: [sudo, video]\nextra_groups: [docker]\n"
+    )));
+    assert_eq!(
+        spec.user_groups,
+        Some(vec!["sudo".to_string(), "video".to_string()])
+    );
+    assert_eq!(spec.extra_groups, ["docker"]);
+    assert_eq!(
+        ok(&minimal(&format!("network: {NET}\nuser_groups: []\n"))).user_groups,
+        Some(vec![])
+    );
+    assert_errors(
+        &minimal(&format!(
+            "network: {NET}\nuser_groups: [sudo, Video, sudo]\nextra_groups: gpio\n"
+        )),
+        &[
+            "cluster.yaml:3:21: user_groups[1]: `Video` is not a valid group name (a lowercase letter, then lowercase letters, digits, '_' or '-'; at most 32 characters)",
+            "cluster.yaml:3:28: user_groups[2]: `sudo` is listed twice",
+            "cluster.yaml:4:15: extra_groups: expected a list of group names, found the value `gpio`",
+        ],
+    );
+}
+
+#[test]
 fn timezone_and_overlays() {
     assert_error(
         &minimal(&format!("network: {NET}\ntimezone: \"../etc/passwd\"\n")),
@@ -792,7 +821,7 @@ fn all_errors_are_reported_in_order() {
             "cluster.yaml:3:7: user: `Root` is not a valid Linux user name (a lowercase letter, then lowercase letters, digits, '_' or '-'; at most 32 characters)",
             "cluster.yaml:4:23: ssh_authorized_keys[0]: not an OpenSSH public key (`ssh-ed25519 AAAA... you@host`): `x` is not a key type (ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256, sk-...)",
             "cluster.yaml:7:21: nodes[1].role: `boss` is not a role; use control-plane or worker",
-            "cluster.yaml:8:1: unknown key `extra`; allowed keys: name, image, kubernetes, network, user, ssh_authorized_keys, timezone, overlays, artifacts, nodes",
+            "cluster.yaml:8:1: unknown key `extra`; allowed keys: name, image, kubernetes, network, user, ssh_authorized_keys, user_groups, extra_groups, timezone, overlays, artifacts, nodes",
         ],
     );
 }

@@ -31,6 +31,8 @@ const TOP_KEYS: &[&str] = &[
     "network",
     "user",
     "ssh_authorized_keys",
+    "user_groups",
+    "extra_groups",
     "timezone",
     "overlays",
     "artifacts",
@@ -141,6 +143,14 @@ fn convert(ctx: &mut Ctx<'_>, root: &Item, supported_versions: &[&str]) -> Optio
     };
 
     let keys = ssh_keys(ctx, &top);
+    let user_groups = match top.get("user_groups") {
+        None => Some(None),
+        Some(v) => group_list(ctx, v, "user_groups").map(Some),
+    };
+    let extra_groups = match top.get("extra_groups") {
+        None => Some(Vec::new()),
+        Some(v) => group_list(ctx, v, "extra_groups"),
+    };
 
     let timezone = match top.get("timezone") {
         None => Some(DEFAULT_TIMEZONE.to_string()),
@@ -192,6 +202,8 @@ fn convert(ctx: &mut Ctx<'_>, root: &Item, supported_versions: &[&str]) -> Optio
         network: network?.network,
         user: user?,
         ssh_authorized_keys: keys?,
+        user_groups: user_groups?,
+        extra_groups: extra_groups?,
         timezone: timezone?,
         overlays: overlays?,
         artifacts: artifacts?,
@@ -524,6 +536,37 @@ fn network(ctx: &mut Ctx<'_>, item: Option<&Item>) -> Option<NetworkParts> {
             dns: dns?,
         },
     })
+}
+
+/// `user_groups:` or `extra_groups:`: a list of distinct group names (an empty list is
+/// allowed: `user_groups: []` gives the user no supplementary group).
+fn group_list(ctx: &mut Ctx<'_>, item: &Item, key: &str) -> Option<Vec<String>> {
+    let items = ctx.list(item, key, "group names")?;
+    let mut ok = true;
+    let mut groups: Vec<String> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("{key}[{i}]");
+        let Some(g) = ctx.text(item, &path) else {
+            ok = false;
+            continue;
+        };
+        if !is_user_name(g) || g.ends_with('$') {
+            ctx.err(
+                item.pos,
+                format!(
+                    "{path}: `{g}` is not a valid group name (a lowercase letter, then lowercase \
+                     letters, digits, '_' or '-'; at most 32 characters)"
+                ),
+            );
+            ok = false;
+        } else if groups.iter().any(|x| x == g) {
+            ctx.err(item.pos, format!("{path}: `{g}` is listed twice"));
+            ok = false;
+        } else {
+            groups.push(g.to_string());
+        }
+    }
+    ok.then_some(groups)
 }
 
 fn ssh_keys(ctx: &mut Ctx<'_>, top: &Fields<'_>) -> Option<Vec<String>> {
