@@ -712,6 +712,43 @@ fn image_source_and_digest() {
     assert_eq!(ok(&local_sha).image.sha256, Some("a".repeat(64)));
 }
 
+/// Issue 12 item 8: one entry must stay one authorized_keys line, of a type sshd knows.
+#[test]
+fn ssh_keys_cannot_inject_lines() {
+    let with_key = |k: &str| minimal(&format!("network: {NET}\n")).replace(KEY, k);
+    let good = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPLACEHOLDERxREPLACExWITHxYOURxOWNxPUBLICKEY";
+    // YAML double-quoted escapes: each decodes to the character in the message.
+    for (escape, code) in [
+        ("\\n", "000A"),
+        ("\\r", "000D"),
+        ("\\u2028", "2028"),
+        ("\\u2029", "2029"),
+        ("\\x85", "0085"),
+        ("\\0", "0000"),
+        ("\\e", "001B"),
+    ] {
+        let injected = format!("{good} me{escape}command=\\\"sh\\\" {good} evil");
+        assert_error(
+            &with_key(&injected),
+            &format!(
+                "cluster.yaml:4:23: ssh_authorized_keys[0]: not an OpenSSH public key (`ssh-ed25519 AAAA... you@host`): it contains the control or line-break character U+{code}; write one key per list item, on one line"
+            ),
+        );
+    }
+    // A line break inside the base64 is refused too, not split into a shorter valid key.
+    assert!(parse_in(Path::new("."), &with_key(&format!("{good}\\n"))).is_err());
+    // A tab between the fields is blank, as sshd reads it.
+    ok(&with_key(&format!("{good}\\tme@laptop")));
+    // A prefix of a known type is not a known type.
+    assert_error(
+        &with_key("ssh-foo AAAAB3NzaC1mb28="),
+        "cluster.yaml:4:23: ssh_authorized_keys[0]: not an OpenSSH public key (`ssh-ed25519 AAAA... you@host`): `ssh-foo` is not a key type sshd accepts here; use one of ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521, sk-ecdsa-sha2-nistp256@openssh.com, sk-ssh-ed25519@openssh.com",
+    );
+    // The written entry is the key as given, on one line.
+    let spec = ok(&with_key(&format!("{good} me@laptop")));
+    assert_eq!(spec.ssh_authorized_keys, vec![format!("{good} me@laptop")]);
+}
+
 #[test]
 fn ssh_keys() {
     let with_key = |k: &str| minimal(&format!("network: {NET}\n")).replace(KEY, k);
