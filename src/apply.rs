@@ -52,6 +52,11 @@ pub enum ApplyError {
     WouldShrink { want: u64, have: u64 },
     #[error("the boot partition has no {0}")]
     NoBootFile(&'static str),
+    #[error(
+        "{path} is a directory with files in it and the plan would replace it with a {with}; \
+         remove it first with --rm {path} if that is meant"
+    )]
+    WouldReplaceTree { path: String, with: &'static str },
 }
 
 /// What applying a plan did.
@@ -173,7 +178,7 @@ pub fn apply_root(fs: &mut Ext4, plan: &Plan) -> Result<(), ApplyError> {
                 ensure_parent(fs, path, &dir_attrs)?;
                 if let Some(st) = fs.stat(path)? {
                     if st.kind != FileKind::File {
-                        remove_any(fs, path, st.kind)?;
+                        replace_entry(fs, path, st.kind, "file")?;
                     }
                 }
                 let a = attrs(owner, plan.epoch);
@@ -196,7 +201,7 @@ pub fn apply_root(fs: &mut Ext4, plan: &Plan) -> Result<(), ApplyError> {
             } => {
                 ensure_parent(fs, path, &dir_attrs)?;
                 if let Some(st) = fs.stat(path)? {
-                    remove_any(fs, path, st.kind)?;
+                    replace_entry(fs, path, st.kind, "symlink")?;
                 }
                 fs.symlink(path, target, &attrs(owner, plan.epoch))?;
             }
@@ -208,6 +213,25 @@ pub fn apply_root(fs: &mut Ext4, plan: &Plan) -> Result<(), ApplyError> {
         }
     }
     Ok(())
+}
+
+/// Removes what is at `path` so that a file or symlink can take its place, but never a
+/// directory with entries: an overlay file named `etc`, or a symlink `usr -> /tmp`, must not
+/// wipe a tree silently (issue 12 item 12). An explicit `--rm` (a [`RootOp::Remove`] earlier in
+/// the plan) removes the tree first, and so is the way to mean it.
+fn replace_entry(
+    fs: &mut Ext4,
+    path: &str,
+    kind: FileKind,
+    with: &'static str,
+) -> Result<(), ApplyError> {
+    if kind == FileKind::Dir && !fs.read_dir(path)?.is_empty() {
+        return Err(ApplyError::WouldReplaceTree {
+            path: path.to_string(),
+            with,
+        });
+    }
+    remove_any(fs, path, kind)
 }
 
 fn remove_any(fs: &mut Ext4, path: &str, kind: FileKind) -> Result<(), ApplyError> {

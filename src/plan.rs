@@ -89,7 +89,9 @@ pub enum RootOp {
         target: String,
         owner: Owner,
     },
-    /// Removes a file, symlink or whole directory tree (absent paths are not an error).
+    /// Removes a file, symlink or whole directory tree (absent paths are not an error). A
+    /// write or symlink never removes a directory with entries by itself: that takes this
+    /// operation first (`--rm`).
     Remove { path: String },
 }
 
@@ -419,7 +421,9 @@ impl fmt::Display for Plan {
                 RootOp::Symlink { path, target, .. } => {
                     writeln!(f, "root  symlink  {path} -> {target}")?
                 }
-                RootOp::Remove { path } => writeln!(f, "root  remove   {path}")?,
+                RootOp::Remove { path } => {
+                    writeln!(f, "root  remove   {path}  (with everything under it)")?
+                }
             }
         }
         for op in &self.boot {
