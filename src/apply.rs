@@ -30,6 +30,8 @@ pub enum ApplyError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Artifact(Box<crate::artifacts::Error>),
     #[error("root filesystem: {0}")]
     Ext4(#[from] crate::fs::ext4::Ext4Error),
     #[error("boot partition: {0}")]
@@ -192,6 +194,18 @@ pub fn apply_root(fs: &mut Ext4, plan: &Plan) -> Result<(), ApplyError> {
                         let mut r = BufReader::with_capacity(256 << 10, f);
                         fs.write_file_from(path, &mut r, *size, &a)?;
                     }
+                    Content::TarMember {
+                        archive,
+                        member,
+                        size,
+                    } => crate::artifacts::with_tar_member(archive, member, |r, got| {
+                        if got != *size {
+                            return Err(member_changed(archive, member, *size, got));
+                        }
+                        let mut r = BufReader::with_capacity(256 << 10, r);
+                        fs.write_file_from(path, &mut r, got, &a)
+                            .map_err(ApplyError::from)
+                    })?,
                 }
             }
             RootOp::Symlink {
@@ -243,9 +257,41 @@ fn remove_any(fs: &mut Ext4, path: &str, kind: FileKind) -> Result<(), ApplyErro
     Ok(())
 }
 
+impl From<crate::artifacts::Error> for ApplyError {
+    fn from(e: crate::artifacts::Error) -> Self {
+        ApplyError::Artifact(Box::new(e))
+    }
+}
+
+/// A tarball member whose size is not the one planned: the archive changed under the build.
+fn member_changed(archive: &Path, member: &str, planned: u64, got: u64) -> ApplyError {
+    ApplyError::Input {
+        path: format!("{}: {member}", archive.display()),
+        source: std::io::Error::other(format!(
+            "the member is {got} bytes, not the {planned} planned (the archive changed?)"
+        )),
+    }
+}
+
 fn read_content(c: &Content) -> Result<Vec<u8>, ApplyError> {
     match c {
         Content::Bytes(b) => Ok(b.clone()),
+        Content::TarMember {
+            archive,
+            member,
+            size,
+        } => crate::artifacts::with_tar_member(archive, member, |r, got| {
+            if got != *size {
+                return Err(member_changed(archive, member, *size, got));
+            }
+            let mut data = Vec::new();
+            r.read_to_end(&mut data)
+                .map_err(|source| ApplyError::Input {
+                    path: format!("{}: {member}", archive.display()),
+                    source,
+                })?;
+            Ok(data)
+        }),
         Content::Host { path, .. } => std::fs::read(path).map_err(|source| ApplyError::Input {
             path: path.display().to_string(),
             source,

@@ -54,13 +54,20 @@ pub enum Content {
     Bytes(Vec<u8>),
     /// A file on the host (an overlay), read when the plan is applied.
     Host { path: PathBuf, size: u64 },
+    /// The regular file `member` of the tarball `archive` (an artifact), streamed from the
+    /// archive when the plan is applied, never held in memory (issue 12 item 4).
+    TarMember {
+        archive: PathBuf,
+        member: String,
+        size: u64,
+    },
 }
 
 impl Content {
     pub fn len(&self) -> u64 {
         match self {
             Content::Bytes(b) => b.len() as u64,
-            Content::Host { size, .. } => *size,
+            Content::Host { size, .. } | Content::TarMember { size, .. } => *size,
         }
     }
 
