@@ -387,7 +387,7 @@ fn disk_id_ops(
     let mut root_ops = Vec::new();
     let ext = img.root_fs()?;
     if let Some(st) = ext.stat("/etc/fstab")? {
-        let text = String::from_utf8_lossy(&ext.read_file("/etc/fstab")?).into_owned();
+        let text = String::from_utf8_lossy(&ext.read_config("/etc/fstab")?).into_owned();
         let changed = swap(&text);
         if changed != text {
             root_ops.push(RootOp::Write {

@@ -12,6 +12,8 @@ use crate::clock;
 pub enum FatError {
     #[error("the boot partition is not a FAT filesystem fatfs can read: {0}")]
     Open(io::Error),
+    #[error("{path} on the boot partition is more than the {max} bytes piforge reads of a configuration file")]
+    TooBig { path: String, max: u64 },
     #[error("reading {path} on the boot partition failed: {source}")]
     Read { path: String, source: io::Error },
     #[error("writing {path} on the boot partition failed: {source}")]
@@ -151,8 +153,17 @@ impl<D: Read + Write + Seek> FatVolume<D> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(err(e)),
         };
+        // Every file piforge reads here is a configuration file (cmdline.txt, config.txt):
+        // bounded, as a corrupt FAT can claim any size.
+        let max = crate::fs::CONFIG_FILE_MAX;
         let mut buf = Vec::new();
-        f.read_to_end(&mut buf).map_err(err)?;
+        (&mut f).take(max + 1).read_to_end(&mut buf).map_err(err)?;
+        if buf.len() as u64 > max {
+            return Err(FatError::TooBig {
+                path: path.to_string(),
+                max,
+            });
+        }
         Ok(Some(buf))
     }
 
