@@ -637,7 +637,7 @@ fn alias_bombs_are_bounded_and_profiles_take_no_aliases() {
         let prev = format!("*l{}", i - 1);
         bomb.push_str(&format!(
             "l{i}: &l{i} [{}]\n",
-            vec![prev.as_str(); 9].join(", ")
+            [prev.as_str(); 9].join(", ")
         ));
     }
     let dir = workdir();
