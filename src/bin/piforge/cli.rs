@@ -47,6 +47,17 @@ pub struct InputArgs {
     /// Where decompressed images are cached (default: $PIFORGE_CACHE, else $XDG_CACHE_HOME/piforge).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+
+    /// The most a compressed image may decompress to, such as 64G (the default): a larger
+    /// one is refused and nothing of it is kept in the cache.
+    #[arg(long, value_name = "SIZE", value_parser = parse_max_size)]
+    pub max_image_size: Option<u64>,
+}
+
+fn parse_max_size(s: &str) -> Result<u64, String> {
+    piforge::size::parse_size(s)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a size such as 8G or 64G"))
 }
 
 #[derive(Debug, Args)]

@@ -68,6 +68,7 @@ fn open_input(a: &InputArgs, hash_raw: bool) -> Result<source::SourceImage> {
         cache_dir: a.cache_dir.clone(),
         progress: progress_bars(),
         skip_raw_digest: !hash_raw,
+        max_image_size: a.max_image_size,
     };
     Ok(source::open_image(&a.image, &opts)?)
 }
