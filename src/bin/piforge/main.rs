@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("piforge: error: {e:#}");
+            eprintln!("piforge: error: {}", text::error_sentence(e.as_ref()));
             ExitCode::FAILURE
         }
     }
