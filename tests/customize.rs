@@ -662,3 +662,34 @@ fn overlay_entry_named_like_a_directory_does_not_wipe_it() {
     assert!(String::from_utf8_lossy(&r.stdout)
         .contains("root  remove   /boot  (with everything under it)"));
 }
+
+/// Issue 12 item 14: `-o` naming the input (directly, or through a symlink or hard link) is
+/// refused and the input is left as it was.
+#[test]
+fn output_equal_to_the_input_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let input = tmp.path().join("in.img");
+    fs::copy(fixture("bookworm.img"), &input).unwrap();
+    let before = sha256(&input);
+    let link = tmp.path().join("link.img");
+    symlink(&input, &link).unwrap();
+    let hard = tmp.path().join("hard.img");
+    fs::hard_link(&input, &hard).unwrap();
+    let i = input.to_str().unwrap();
+    for out in [&input, &link, &hard] {
+        let r = customize(
+            &[i, "-o", out.to_str().unwrap(), "--rm", "/etc/motd"],
+            &cache,
+        );
+        assert_one_line_error(
+            &r,
+            "is the input image itself; write the output to another file",
+        );
+        assert_eq!(sha256(&input), before, "the input is unchanged");
+    }
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}

@@ -97,6 +97,7 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
         .output
         .as_deref()
         .context("-o OUT is required unless --dry-run is given")?;
+    refuse_output_on_input(&a.input.image, out)?;
     let img = open_input(&a.input, false)?;
     let mut plan = plan;
     if let Some(version) = &a.kubernetes {
@@ -121,6 +122,21 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
         done.image_bytes >> 20
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `-o` naming the input itself (the same file, through any path, hard link or symlink) would
+/// replace the input (issue 12 item 14).
+fn refuse_output_on_input(input: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(i), Ok(o)) = (std::fs::metadata(input), std::fs::metadata(out)) {
+        if (i.dev(), i.ino()) == (o.dev(), o.ino()) {
+            anyhow::bail!(
+                "-o {} is the input image itself; write the output to another file",
+                out.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The library's options from the command line.
