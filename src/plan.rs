@@ -28,6 +28,12 @@ pub enum PlanError {
         line: usize,
         msg: String,
     },
+    #[error("boot overlay {overlay} holds {a} and {b}, one file on FAT (names ignore case)")]
+    CaseTwins {
+        overlay: String,
+        a: String,
+        b: String,
+    },
     #[error("{0:?} is not an absolute path inside the image")]
     BadPath(String),
     #[error("{path} in overlay {overlay} is a {kind}; only files, directories and symlinks can be copied")]
@@ -390,6 +396,17 @@ pub fn add_boot_overlay(plan: &mut Plan, dir: &Path) -> Result<(), PlanError> {
         path: p.display().to_string(),
         source,
     })?;
+    // FAT ignores case: two overlay names that differ only in case are one file there.
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for (rel, _, _) in &entries {
+        if let Some(first) = seen.insert(rel.to_ascii_lowercase(), rel.clone()) {
+            return Err(PlanError::CaseTwins {
+                overlay: dir.display().to_string(),
+                a: format!("/{first}"),
+                b: format!("/{rel}"),
+            });
+        }
+    }
     for (rel, host, md) in entries {
         if md.is_file() {
             plan.boot.push(BootOp::Write {

@@ -693,3 +693,51 @@ fn output_equal_to_the_input_is_refused() {
         .file_type()
         .is_symlink());
 }
+
+/// Issue 12 item 14: FAT ignores case, so a boot overlay's `CMDLINE.TXT` would silently
+/// replace the image's `cmdline.txt`; refused, as are two overlay names differing in case.
+#[test]
+fn boot_overlay_names_differing_only_in_case_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let input = fixture("trixie.img");
+    let out = tmp.path().join("o.img");
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    let upper = tmp.path().join("upper");
+    fs::create_dir_all(&upper).unwrap();
+    fs::write(upper.join("CMDLINE.TXT"), "console=tty1 init=/bin/sh\n").unwrap();
+    let r = customize(
+        &[i, "-o", o, "--boot-overlay", upper.to_str().unwrap()],
+        &cache,
+    );
+    assert_one_line_error(
+        &r,
+        "/CMDLINE.TXT would replace /cmdline.txt on the boot partition (FAT names ignore case)",
+    );
+    assert!(!out.exists());
+    let twins = tmp.path().join("twins");
+    fs::create_dir_all(&twins).unwrap();
+    fs::write(twins.join("a.txt"), "a\n").unwrap();
+    fs::write(twins.join("A.TXT"), "b\n").unwrap();
+    let r = customize(
+        &[i, "-o", o, "--boot-overlay", twins.to_str().unwrap()],
+        &cache,
+    );
+    assert_one_line_error(
+        &r,
+        "holds /A.TXT and /a.txt, one file on FAT (names ignore case)",
+    );
+    // The same name in the same case is an ordinary replacement.
+    let same = tmp.path().join("same");
+    fs::create_dir_all(&same).unwrap();
+    fs::write(
+        same.join("cmdline.txt"),
+        "console=tty1 root=/dev/mmcblk0p2\n",
+    )
+    .unwrap();
+    let r = customize(
+        &[i, "-o", o, "--boot-overlay", same.to_str().unwrap()],
+        &cache,
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}

@@ -14,6 +14,8 @@ pub enum FatError {
     Open(io::Error),
     #[error("{path} on the boot partition is more than the {max} bytes piforge reads of a configuration file")]
     TooBig { path: String, max: u64 },
+    #[error("{path} would replace {existing} on the boot partition (FAT names ignore case); use the existing name")]
+    CaseCollision { path: String, existing: String },
     #[error("reading {path} on the boot partition failed: {source}")]
     Read { path: String, source: io::Error },
     #[error("writing {path} on the boot partition failed: {source}")]
@@ -210,6 +212,27 @@ impl<D: Read + Write + Seek> FatVolume<D> {
                     });
                 }
                 return Err(err(e));
+            }
+        }
+        // FAT ignores case: `CMDLINE.TXT` would silently become the image's `cmdline.txt`
+        // (issue 12 item 14). An entry with lower-case letters has its case on record (a long
+        // name); an all-upper-case one may be a bare 8.3 name whose case is unknown, so only
+        // the former is a collision.
+        let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
+        if let Ok(entries) = self.list(dir) {
+            if let Some(e) = entries.iter().find(|e| {
+                e.name != name
+                    && e.name.eq_ignore_ascii_case(name)
+                    && e.name.chars().any(|c| c.is_ascii_lowercase())
+            }) {
+                return Err(FatError::CaseCollision {
+                    path: path.to_string(),
+                    existing: if dir.is_empty() {
+                        format!("/{}", e.name)
+                    } else {
+                        format!("/{dir}/{}", e.name)
+                    },
+                });
             }
         }
         let old = round_up(self.file_len(p)?.unwrap_or(0), self.cluster_size());
