@@ -203,8 +203,13 @@ pub struct BuildArgs {
 
     /// A bootstrap token minted in the running cluster (`kubeadm token create`), for a node
     /// built after the stored token expired. Never printed.
-    #[arg(long, value_name = "TOKEN")]
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
     pub token: Option<String>,
+
+    /// Like --token, read from FILE's first line, or from standard input with `-`: a token on
+    /// the command line is visible to every user in `ps`.
+    #[arg(long, value_name = "FILE|-")]
+    pub token_file: Option<PathBuf>,
 
     /// Use the artifacts in DIR (upstream file names) instead of the cache or the spec's.
     #[arg(long, value_name = "DIR")]

@@ -139,6 +139,25 @@ fn refuse_output_on_input(input: &std::path::Path, out: &std::path::Path) -> Res
     Ok(())
 }
 
+/// The bootstrap token of `--token-file FILE|-`: the first line, blanks trimmed. At most 1 KiB
+/// is read (a token is 23 characters); the token itself never appears in an error.
+fn read_token(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    let shown = path.display();
+    let result = if path == std::path::Path::new("-") {
+        std::io::stdin().take(1024).read_to_string(&mut text)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(1024).read_to_string(&mut text))
+    };
+    result.with_context(|| format!("cannot read the token from {shown}"))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        anyhow::bail!("--token-file {shown} holds no token on its first line");
+    }
+    Ok(token.to_string())
+}
+
 /// The library's options from the command line.
 fn customize_options(a: &CustomizeArgs) -> customize::CustomizeOptions {
     customize::CustomizeOptions {
@@ -280,7 +299,10 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         spec_path: a.spec,
         out_dir: a.out,
         nodes: a.nodes,
-        token: a.token,
+        token: match &a.token_file {
+            Some(f) => Some(read_token(f)?),
+            None => a.token,
+        },
         artifacts_dir: a.artifacts,
         allow_unpinned: a.allow_unpinned,
         mirror: a.mirror,
@@ -326,4 +348,22 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_token;
+
+    #[test]
+    fn token_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "  abcdef.0123456789abcdef \nignored\n").unwrap();
+        assert_eq!(read_token(&f).unwrap(), "abcdef.0123456789abcdef");
+        std::fs::write(&f, "\n").unwrap();
+        let e = format!("{:#}", read_token(&f).unwrap_err());
+        assert!(e.contains("holds no token on its first line"), "{e}");
+        let e = format!("{:#}", read_token(&dir.path().join("none")).unwrap_err());
+        assert!(e.contains("cannot read the token from"), "{e}");
+    }
 }
