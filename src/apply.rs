@@ -30,6 +30,8 @@ pub enum ApplyError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Artifact(Box<crate::artifacts::Error>),
     #[error("root filesystem: {0}")]
     Ext4(#[from] crate::fs::ext4::Ext4Error),
     #[error("boot partition: {0}")]
@@ -52,6 +54,11 @@ pub enum ApplyError {
     WouldShrink { want: u64, have: u64 },
     #[error("the boot partition has no {0}")]
     NoBootFile(&'static str),
+    #[error(
+        "{path} is a directory with files in it and the plan would replace it with a {with}; \
+         remove it first with --rm {path} if that is meant"
+    )]
+    WouldReplaceTree { path: String, with: &'static str },
 }
 
 /// What applying a plan did.
@@ -173,7 +180,7 @@ pub fn apply_root(fs: &mut Ext4, plan: &Plan) -> Result<(), ApplyError> {
                 ensure_parent(fs, path, &dir_attrs)?;
                 if let Some(st) = fs.stat(path)? {
                     if st.kind != FileKind::File {
-                        remove_any(fs, path, st.kind)?;
+                        replace_entry(fs, path, st.kind, "file")?;
                     }
                 }
                 let a = attrs(owner, plan.epoch);
@@ -187,6 +194,18 @@ pub fn apply_root(fs: &mut Ext4, plan: &Plan) -> Result<(), ApplyError> {
                         let mut r = BufReader::with_capacity(256 << 10, f);
                         fs.write_file_from(path, &mut r, *size, &a)?;
                     }
+                    Content::TarMember {
+                        archive,
+                        member,
+                        size,
+                    } => crate::artifacts::with_tar_member(archive, member, |r, got| {
+                        if got != *size {
+                            return Err(member_changed(archive, member, *size, got));
+                        }
+                        let mut r = BufReader::with_capacity(256 << 10, r);
+                        fs.write_file_from(path, &mut r, got, &a)
+                            .map_err(ApplyError::from)
+                    })?,
                 }
             }
             RootOp::Symlink {
@@ -196,7 +215,7 @@ pub fn apply_root(fs: &mut Ext4, plan: &Plan) -> Result<(), ApplyError> {
             } => {
                 ensure_parent(fs, path, &dir_attrs)?;
                 if let Some(st) = fs.stat(path)? {
-                    remove_any(fs, path, st.kind)?;
+                    replace_entry(fs, path, st.kind, "symlink")?;
                 }
                 fs.symlink(path, target, &attrs(owner, plan.epoch))?;
             }
@@ -210,6 +229,25 @@ pub fn apply_root(fs: &mut Ext4, plan: &Plan) -> Result<(), ApplyError> {
     Ok(())
 }
 
+/// Removes what is at `path` so that a file or symlink can take its place, but never a
+/// directory with entries: an overlay file named `etc`, or a symlink `usr -> /tmp`, must not
+/// wipe a tree silently (issue 12 item 12). An explicit `--rm` (a [`RootOp::Remove`] earlier in
+/// the plan) removes the tree first, and so is the way to mean it.
+fn replace_entry(
+    fs: &mut Ext4,
+    path: &str,
+    kind: FileKind,
+    with: &'static str,
+) -> Result<(), ApplyError> {
+    if kind == FileKind::Dir && !fs.read_dir(path)?.is_empty() {
+        return Err(ApplyError::WouldReplaceTree {
+            path: path.to_string(),
+            with,
+        });
+    }
+    remove_any(fs, path, kind)
+}
+
 fn remove_any(fs: &mut Ext4, path: &str, kind: FileKind) -> Result<(), ApplyError> {
     if kind == FileKind::Dir {
         fs.remove_tree(path)?;
@@ -219,9 +257,41 @@ fn remove_any(fs: &mut Ext4, path: &str, kind: FileKind) -> Result<(), ApplyErro
     Ok(())
 }
 
+impl From<crate::artifacts::Error> for ApplyError {
+    fn from(e: crate::artifacts::Error) -> Self {
+        ApplyError::Artifact(Box::new(e))
+    }
+}
+
+/// A tarball member whose size is not the one planned: the archive changed under the build.
+fn member_changed(archive: &Path, member: &str, planned: u64, got: u64) -> ApplyError {
+    ApplyError::Input {
+        path: format!("{}: {member}", archive.display()),
+        source: std::io::Error::other(format!(
+            "the member is {got} bytes, not the {planned} planned (the archive changed?)"
+        )),
+    }
+}
+
 fn read_content(c: &Content) -> Result<Vec<u8>, ApplyError> {
     match c {
         Content::Bytes(b) => Ok(b.clone()),
+        Content::TarMember {
+            archive,
+            member,
+            size,
+        } => crate::artifacts::with_tar_member(archive, member, |r, got| {
+            if got != *size {
+                return Err(member_changed(archive, member, *size, got));
+            }
+            let mut data = Vec::new();
+            r.read_to_end(&mut data)
+                .map_err(|source| ApplyError::Input {
+                    path: format!("{}: {member}", archive.display()),
+                    source,
+                })?;
+            Ok(data)
+        }),
         Content::Host { path, .. } => std::fs::read(path).map_err(|source| ApplyError::Input {
             path: path.display().to_string(),
             source,
@@ -317,7 +387,7 @@ fn disk_id_ops(
     let mut root_ops = Vec::new();
     let ext = img.root_fs()?;
     if let Some(st) = ext.stat("/etc/fstab")? {
-        let text = String::from_utf8_lossy(&ext.read_file("/etc/fstab")?).into_owned();
+        let text = String::from_utf8_lossy(&ext.read_config("/etc/fstab")?).into_owned();
         let changed = swap(&text);
         if changed != text {
             root_ops.push(RootOp::Write {

@@ -28,6 +28,12 @@ pub enum PlanError {
         line: usize,
         msg: String,
     },
+    #[error("boot overlay {overlay} holds {a} and {b}, one file on FAT (names ignore case)")]
+    CaseTwins {
+        overlay: String,
+        a: String,
+        b: String,
+    },
     #[error("{0:?} is not an absolute path inside the image")]
     BadPath(String),
     #[error("{path} in overlay {overlay} is a {kind}; only files, directories and symlinks can be copied")]
@@ -54,13 +60,20 @@ pub enum Content {
     Bytes(Vec<u8>),
     /// A file on the host (an overlay), read when the plan is applied.
     Host { path: PathBuf, size: u64 },
+    /// The regular file `member` of the tarball `archive` (an artifact), streamed from the
+    /// archive when the plan is applied, never held in memory (issue 12 item 4).
+    TarMember {
+        archive: PathBuf,
+        member: String,
+        size: u64,
+    },
 }
 
 impl Content {
     pub fn len(&self) -> u64 {
         match self {
             Content::Bytes(b) => b.len() as u64,
-            Content::Host { size, .. } => *size,
+            Content::Host { size, .. } | Content::TarMember { size, .. } => *size,
         }
     }
 
@@ -89,7 +102,9 @@ pub enum RootOp {
         target: String,
         owner: Owner,
     },
-    /// Removes a file, symlink or whole directory tree (absent paths are not an error).
+    /// Removes a file, symlink or whole directory tree (absent paths are not an error). A
+    /// write or symlink never removes a directory with entries by itself: that takes this
+    /// operation first (`--rm`).
     Remove { path: String },
 }
 
@@ -226,6 +241,19 @@ pub fn check_image_path(p: &str) -> Result<String, PlanError> {
 
 /// Parses an overlay's `.piforge-attrs`: `PATH MODE UID GID` per line, `#` comments.
 pub fn parse_attrs(text: &str, file: &str) -> Result<BTreeMap<String, Owner>, PlanError> {
+    Ok(parse_attrs_lines(text, file)?
+        .into_iter()
+        .map(|(path, (owner, _))| (path, owner))
+        .collect())
+}
+
+/// [`parse_attrs`] with the line each path is on. The mode is octal digits only and the ids
+/// decimal digits only (no sign: `+644` is refused), and an id of 4294967295 is refused: it is
+/// `(uid_t)-1`, which chown(2) reads as "leave unchanged" (issue 12 item 14).
+fn parse_attrs_lines(
+    text: &str,
+    file: &str,
+) -> Result<BTreeMap<String, (Owner, usize)>, PlanError> {
     let mut out = BTreeMap::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
@@ -245,17 +273,27 @@ pub fn parse_attrs(text: &str, file: &str) -> Result<BTreeMap<String, Owner>, Pl
             )));
         }
         let path = check_image_path(f[0]).map_err(|e| err(e.to_string()))?;
-        let mode = u16::from_str_radix(f[1], 8)
-            .ok()
+        let digits = |s: &str, radix: u32| !s.is_empty() && s.chars().all(|c| c.is_digit(radix));
+        let mode = Some(f[1])
+            .filter(|m| digits(m, 8))
+            .and_then(|m| u16::from_str_radix(m, 8).ok())
             .filter(|m| *m <= 0o7777)
             .ok_or_else(|| err(format!("{:?} is not an octal mode such as 0644", f[1])))?;
-        let uid = f[2]
-            .parse()
-            .map_err(|_| err(format!("{:?} is not a numeric uid", f[2])))?;
-        let gid = f[3]
-            .parse()
-            .map_err(|_| err(format!("{:?} is not a numeric gid", f[3])))?;
-        out.insert(path, Owner { mode, uid, gid });
+        let id = |s: &str, what: &str| {
+            Some(s)
+                .filter(|s| digits(s, 10))
+                .and_then(|s| s.parse::<u32>().ok())
+                .filter(|n| *n != u32::MAX)
+                .ok_or_else(|| err(format!("{s:?} is not a numeric {what} (0 to 4294967294)")))
+        };
+        let uid = id(f[2], "uid")?;
+        let gid = id(f[3], "gid")?;
+        if let Some((_, first)) = out.get(&path) {
+            return Err(err(format!(
+                "{path} is listed twice (first on line {first})"
+            )));
+        }
+        out.insert(path, (Owner { mode, uid, gid }, i + 1));
     }
     Ok(out)
 }
@@ -273,14 +311,29 @@ pub fn add_root_overlay(plan: &mut Plan, dir: &Path) -> Result<(), PlanError> {
         return Err(PlanError::NotADir(shown));
     }
     let attrs_path = dir.join(ATTRS_FILE);
-    let attrs = if attrs_path.exists() {
+    let attrs_lines = if attrs_path.exists() {
         let t = fs::read_to_string(&attrs_path).map_err(|e| io(&attrs_path, e))?;
-        parse_attrs(&t, &attrs_path.display().to_string())?
+        parse_attrs_lines(&t, &attrs_path.display().to_string())?
     } else {
         BTreeMap::new()
     };
     let mut entries = Vec::new();
     walk(dir, "", &mut entries).map_err(|(p, e)| io(&p, e))?;
+    // A line for a path the overlay does not hold would silently do nothing (a typo).
+    for (path, (_, line)) in &attrs_lines {
+        let rel = &path[1..];
+        if !entries.iter().any(|(r, _, _)| r == rel) {
+            return Err(PlanError::Attrs {
+                file: attrs_path.display().to_string(),
+                line: *line,
+                msg: format!("{path} is not in the overlay {shown}"),
+            });
+        }
+    }
+    let attrs: BTreeMap<String, Owner> = attrs_lines
+        .into_iter()
+        .map(|(path, (owner, _))| (path, owner))
+        .collect();
     let owner_of = |path: &str, md: &fs::Metadata| {
         attrs.get(path).copied().unwrap_or(Owner {
             mode: (md.permissions().mode() & 0o7777) as u16,
@@ -343,6 +396,17 @@ pub fn add_boot_overlay(plan: &mut Plan, dir: &Path) -> Result<(), PlanError> {
         path: p.display().to_string(),
         source,
     })?;
+    // FAT ignores case: two overlay names that differ only in case are one file there.
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for (rel, _, _) in &entries {
+        if let Some(first) = seen.insert(rel.to_ascii_lowercase(), rel.clone()) {
+            return Err(PlanError::CaseTwins {
+                overlay: dir.display().to_string(),
+                a: format!("/{first}"),
+                b: format!("/{rel}"),
+            });
+        }
+    }
     for (rel, host, md) in entries {
         if md.is_file() {
             plan.boot.push(BootOp::Write {
@@ -419,7 +483,9 @@ impl fmt::Display for Plan {
                 RootOp::Symlink { path, target, .. } => {
                     writeln!(f, "root  symlink  {path} -> {target}")?
                 }
-                RootOp::Remove { path } => writeln!(f, "root  remove   {path}")?,
+                RootOp::Remove { path } => {
+                    writeln!(f, "root  remove   {path}  (with everything under it)")?
+                }
             }
         }
         for op in &self.boot {
@@ -490,6 +556,57 @@ mod tests {
         assert!(e.starts_with("f:2:") && e.contains("octal"), "{e}");
         assert!(parse_attrs("a/b 0644 0 0\n", "f").is_err());
         assert!(parse_attrs("/a/../b 0644 0 0\n", "f").is_err());
+        // Issue 12 item 14: signs, (uid_t)-1 and repeated paths are refused.
+        for (line, want) in [
+            ("/a +644 0 0", "\"+644\" is not an octal mode"),
+            (
+                "/a 0644 4294967295 0",
+                "\"4294967295\" is not a numeric uid (0 to 4294967294)",
+            ),
+            (
+                "/a 0644 0 4294967295",
+                "\"4294967295\" is not a numeric gid",
+            ),
+            ("/a 0644 +1 0", "\"+1\" is not a numeric uid"),
+            (
+                "/a 0644 0 0\n/a 0600 0 0",
+                "f:2: /a is listed twice (first on line 1)",
+            ),
+        ] {
+            let e = parse_attrs(&format!("{line}\n"), "f")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{line}: {e}");
+        }
+        assert_eq!(
+            parse_attrs("/a 0644 4294967294 7\n", "f").unwrap()["/a"].uid,
+            u32::MAX - 1
+        );
+    }
+
+    #[test]
+    fn attrs_lines_must_name_overlay_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        fs::create_dir_all(d.join("etc")).unwrap();
+        fs::write(d.join("etc/a.conf"), "x").unwrap();
+        fs::write(
+            d.join(ATTRS_FILE),
+            "/etc/a.conf 0600 0 0\n/etc/b.conf 0600 0 0\n",
+        )
+        .unwrap();
+        let e = add_root_overlay(&mut Plan::new(0), d)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(&format!(
+                ".piforge-attrs:2: /etc/b.conf is not in the overlay {}",
+                d.display()
+            )),
+            "{e}"
+        );
+        fs::write(d.join(ATTRS_FILE), "/etc/a.conf 0600 0 0\n/etc 0700 0 0\n").unwrap();
+        add_root_overlay(&mut Plan::new(0), d).unwrap();
     }
 
     #[test]

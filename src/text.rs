@@ -8,6 +8,26 @@ use crate::check::{CheckItem, Status};
 use crate::inspect::Report;
 use crate::size::human;
 
+/// An error and its causes as one sentence, `outer: cause: cause`, each message once: a
+/// cause whose text the message before it already holds (a thiserror `"...: {0}"` over a
+/// `#[from]` source, which `{:#}` would print twice, as in "partitions 1 and 2 overlap:
+/// partitions 1 and 2 overlap") is left out.
+pub fn error_sentence(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut last = out.clone();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !last.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        last = text;
+        cause = c.source();
+    }
+    out
+}
+
 /// `piforge inspect`: one aligned line per fact.
 pub fn inspect(r: &Report) -> String {
     let mut s = String::new();
@@ -131,4 +151,40 @@ pub fn check(items: &[CheckItem]) -> String {
         count(Status::Fail)
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_sentence;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Leaf {
+        #[error("partitions 1 and 2 overlap")]
+        Overlap,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum Mid {
+        #[error("root filesystem: {0}")]
+        Repeats(#[from] Leaf),
+        #[error("reading the table failed")]
+        Adds(#[source] Leaf),
+    }
+
+    #[test]
+    fn each_message_once() {
+        let e = anyhow::Error::from(Mid::Repeats(Leaf::Overlap)).context("x.img");
+        assert_eq!(
+            error_sentence(e.as_ref()),
+            "x.img: root filesystem: partitions 1 and 2 overlap"
+        );
+        assert_eq!(format!("{e:#}").matches("overlap").count(), 2, "{e:#}");
+        let e = anyhow::Error::from(Mid::Adds(Leaf::Overlap));
+        assert_eq!(
+            error_sentence(e.as_ref()),
+            "reading the table failed: partitions 1 and 2 overlap"
+        );
+        let e = anyhow::anyhow!("one");
+        assert_eq!(error_sentence(e.as_ref()), "one");
+    }
 }

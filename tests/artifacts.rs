@@ -231,6 +231,7 @@ file = "containerd-static-{containerd}-linux-arm64.tar.gz"
 url = "https://github.com/containerd/containerd/releases/download/v{containerd}/{file}"
 checksum_url = "{url}.sha256sum"
 checksum_kind = "sha256sum"
+members = ["bin/containerd"]
 
 [[artifact]]
 name = "runc"
@@ -247,6 +248,7 @@ file = "cni-plugins-linux-arm64-v{cni_plugins}.tgz"
 url = "https://github.com/containernetworking/plugins/releases/download/v{cni_plugins}/{file}"
 checksum_url = "{url}.sha256"
 checksum_kind = "sha256sum"
+members = ["bridge"]
 
 [[artifact]]
 name = "crictl"
@@ -255,6 +257,7 @@ file = "crictl-v{crictl}-linux-arm64.tar.gz"
 url = "https://github.com/kubernetes-sigs/cri-tools/releases/download/v{crictl}/{file}"
 checksum_url = "{url}.sha256"
 checksum_kind = "bare"
+members = ["crictl"]
 
 [[artifact]]
 name = "flannel"
@@ -573,7 +576,7 @@ fn first_fetch_pins_upstream_digests_and_the_second_uses_the_cache() {
         tar_entries(&a.path)
             .unwrap()
             .into_iter()
-            .filter(|e| matches!(e.kind, TarEntryKind::File(_)))
+            .filter(|e| matches!(e.kind, TarEntryKind::File { .. }))
             .map(|e| e.path)
             .collect()
     };

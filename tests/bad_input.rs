@@ -179,3 +179,42 @@ fn unreadable_path() {
         &tmp.path().display().to_string(),
     );
 }
+
+/// Issue 12 item 14: each message once ("partitions 2 and 1 overlap: partitions 2 and 1
+/// overlap" before), for inspect, customize and check alike.
+#[test]
+fn error_chains_say_each_sentence_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Partition 2 made to start inside partition 1 (sector 8200).
+    let p = patched_raw(
+        tmp.path(),
+        "overlap.img",
+        446 + 16 + 8,
+        &8200u32.to_le_bytes(),
+    );
+    let out = tmp.path().join("o.img");
+    for args in [
+        vec!["inspect", p.to_str().unwrap()],
+        vec!["check", p.to_str().unwrap()],
+        vec![
+            "customize",
+            p.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--rm",
+            "/x",
+        ],
+    ] {
+        let r = piforge(&args, tmp.path());
+        assert_one_line_error(&r, "partitions 2 and 1 overlap");
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(
+            err.trim_end(),
+            format!(
+                "piforge: error: {}: partitions 2 and 1 overlap",
+                p.display()
+            ),
+            "{args:?}"
+        );
+    }
+}

@@ -599,3 +599,145 @@ fn root_filesystem_larger_than_its_partition_is_refused() {
         .collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }
+
+/// Issue 12 item 12: an overlay file named `etc`, or a symlink `usr -> /tmp`, used to delete
+/// the whole existing tree. Now refused (no output) unless the tree is removed with --rm first.
+#[test]
+fn overlay_entry_named_like_a_directory_does_not_wipe_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let input = fixture("bookworm.img");
+    let out = tmp.path().join("o.img");
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+
+    let file_overlay = tmp.path().join("file");
+    fs::create_dir_all(&file_overlay).unwrap();
+    fs::write(file_overlay.join("etc"), b"not a directory\n").unwrap();
+    let link_overlay = tmp.path().join("link");
+    fs::create_dir_all(&link_overlay).unwrap();
+    symlink("/tmp", link_overlay.join("usr")).unwrap();
+
+    for (overlay, path, with) in [
+        (&file_overlay, "/etc", "file"),
+        (&link_overlay, "/usr", "symlink"),
+    ] {
+        let r = customize(
+            &[i, "-o", o, "--root-overlay", overlay.to_str().unwrap()],
+            &cache,
+        );
+        assert_one_line_error(
+            &r,
+            &format!("{path} is a directory with files in it and the plan would replace it with a {with}; remove it first with --rm {path}"),
+        );
+        assert!(!out.exists(), "no output when a tree would be replaced");
+    }
+
+    // Meant: --rm first, then the file takes the place of the tree (/boot holds firmware/);
+    // an empty directory (/home in the fixture) is replaced without --rm.
+    let small = tmp.path().join("small");
+    fs::create_dir_all(&small).unwrap();
+    fs::write(small.join("boot"), b"now a file\n").unwrap();
+    fs::write(small.join("home"), b"also a file\n").unwrap();
+    let r = customize(
+        &[
+            i,
+            "-o",
+            o,
+            "--rm",
+            "/boot",
+            "--root-overlay",
+            small.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (_, root) = assert_clean(&out, &cache);
+    assert_eq!(debugfs(&out, root, "cat /boot"), "now a file\n");
+    assert_eq!(debugfs(&out, root, "cat /home"), "also a file\n");
+    assert!(debugfs(&out, root, "ls -l /etc").contains("hostname"));
+
+    // The dry run says what --rm takes away.
+    let r = customize(&[i, "--dry-run", "--rm", "/boot"], &cache);
+    assert!(r.status.success());
+    assert!(String::from_utf8_lossy(&r.stdout)
+        .contains("root  remove   /boot  (with everything under it)"));
+}
+
+/// Issue 12 item 14: `-o` naming the input (directly, or through a symlink or hard link) is
+/// refused and the input is left as it was.
+#[test]
+fn output_equal_to_the_input_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let input = tmp.path().join("in.img");
+    fs::copy(fixture("bookworm.img"), &input).unwrap();
+    let before = sha256(&input);
+    let link = tmp.path().join("link.img");
+    symlink(&input, &link).unwrap();
+    let hard = tmp.path().join("hard.img");
+    fs::hard_link(&input, &hard).unwrap();
+    let i = input.to_str().unwrap();
+    for out in [&input, &link, &hard] {
+        let r = customize(
+            &[i, "-o", out.to_str().unwrap(), "--rm", "/etc/motd"],
+            &cache,
+        );
+        assert_one_line_error(
+            &r,
+            "is the input image itself; write the output to another file",
+        );
+        assert_eq!(sha256(&input), before, "the input is unchanged");
+    }
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+/// Issue 12 item 14: FAT ignores case, so a boot overlay's `CMDLINE.TXT` would silently
+/// replace the image's `cmdline.txt`; refused, as are two overlay names differing in case.
+#[test]
+fn boot_overlay_names_differing_only_in_case_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let input = fixture("trixie.img");
+    let out = tmp.path().join("o.img");
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    let upper = tmp.path().join("upper");
+    fs::create_dir_all(&upper).unwrap();
+    fs::write(upper.join("CMDLINE.TXT"), "console=tty1 init=/bin/sh\n").unwrap();
+    let r = customize(
+        &[i, "-o", o, "--boot-overlay", upper.to_str().unwrap()],
+        &cache,
+    );
+    assert_one_line_error(
+        &r,
+        "/CMDLINE.TXT would replace /cmdline.txt on the boot partition (FAT names ignore case)",
+    );
+    assert!(!out.exists());
+    let twins = tmp.path().join("twins");
+    fs::create_dir_all(&twins).unwrap();
+    fs::write(twins.join("a.txt"), "a\n").unwrap();
+    fs::write(twins.join("A.TXT"), "b\n").unwrap();
+    let r = customize(
+        &[i, "-o", o, "--boot-overlay", twins.to_str().unwrap()],
+        &cache,
+    );
+    assert_one_line_error(
+        &r,
+        "holds /A.TXT and /a.txt, one file on FAT (names ignore case)",
+    );
+    // The same name in the same case is an ordinary replacement.
+    let same = tmp.path().join("same");
+    fs::create_dir_all(&same).unwrap();
+    fs::write(
+        same.join("cmdline.txt"),
+        "console=tty1 root=/dev/mmcblk0p2\n",
+    )
+    .unwrap();
+    let r = customize(
+        &[i, "-o", o, "--boot-overlay", same.to_str().unwrap()],
+        &cache,
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}

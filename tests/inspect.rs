@@ -310,3 +310,48 @@ fn second_run_uses_the_cache() {
     let md = std::fs::metadata(&cached).unwrap();
     assert!(md.blocks() * 512 < md.len(), "cache file is not sparse");
 }
+
+/// Issue 12 item 4: a sparse configuration file with a huge size (256 GiB `os-release` or
+/// dpkg `status`) is one clear error for inspect and check (those that read it), under a 512 MiB address-space
+/// limit; the old code allocated up to its size and aborted.
+#[test]
+fn a_huge_sparse_config_file_is_a_clear_error_in_bounded_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    for (file, commands) in [
+        ("/usr/lib/os-release", &["inspect"][..]),
+        ("/var/lib/dpkg/status", &["check"][..]),
+    ] {
+        let img = tmp.path().join("huge.img");
+        std::fs::copy(fixture("trixie.img"), &img).unwrap();
+        let (_, root) = offsets(&img, &cache);
+        let huge = 256u64 << 30;
+        run(
+            "debugfs",
+            &[
+                "-w",
+                "-R",
+                &format!("sif {file} size {huge}"),
+                &format!("{}?offset={root}", img.display()),
+            ],
+        );
+        assert!(debugfs(&img, root, &format!("stat {file}")).contains(&format!("Size: {huge}")));
+        for cmd in commands {
+            let r = std::process::Command::new("prlimit")
+                .arg(format!("--as={}", 512u64 << 20))
+                .arg(env!("CARGO_BIN_EXE_piforge"))
+                .args([cmd, img.to_str().unwrap()])
+                .env("PIFORGE_CACHE", &cache)
+                .output()
+                .expect("prlimit (util-linux) runs");
+            assert_one_line_error(
+                &r,
+                // (os-release is read through its /etc/os-release link.)
+                &format!(
+                    "{} in the root filesystem is {huge} bytes, more than the 16777216 bytes piforge reads of a configuration file",
+                    file.rsplit('/').next().unwrap()
+                ),
+            );
+        }
+    }
+}

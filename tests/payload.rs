@@ -295,3 +295,143 @@ fn fetch_through_a_mirror_pins_and_reuses() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(fs::read_to_string(&lock).unwrap().contains(&sha256(&k)));
 }
+
+/// Repacks the stand-in containerd tarball in `arts` with `prepare` run in its unpacked tree
+/// (which holds `bin/`), with GNU tar as the stand-in script does; `extra` are more tar
+/// arguments (a member twice, say).
+fn repack_containerd(arts: &Path, prepare: &str, extra: &[&str]) {
+    let name = Catalog::builtin()
+        .unwrap()
+        .release(K8S)
+        .unwrap()
+        .artifacts()[..]
+        .iter()
+        .find(|a| a.name == "containerd")
+        .unwrap()
+        .file_name
+        .clone();
+    let tarball = arts.join(&name);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path().to_str().unwrap();
+    run("tar", &["-xzf", tarball.to_str().unwrap(), "-C", w]);
+    run("sh", &["-c", &format!("cd '{w}' && {prepare}")]);
+    let mut args = vec!["-czf", tarball.to_str().unwrap(), "-C", w, "bin"];
+    args.extend_from_slice(extra);
+    run("tar", &args);
+}
+
+/// A failed run: exit 1 and, besides the unpinned-artifact warnings, one line naming `needle`.
+fn assert_error_after_warnings(r: &std::process::Output, needle: &str) {
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.starts_with("piforge: warning: unpinned"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains(needle),
+        "stderr should say {needle:?}: {err}"
+    );
+}
+
+/// Issue 12 item 13: a tarball installs only the members the catalog lists for it (a
+/// containerd tarball must not lay down a kubeadm), each once, all the required ones; and a
+/// symlink in --artifacts DIR is not followed.
+#[test]
+fn tarballs_install_only_their_listed_members() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let input = fixture("trixie.img");
+    let out = tmp.path().join("node.img");
+    for (prepare, extra, message) in [
+        (
+            "cp bin/ctr bin/kubeadm",
+            &[][..],
+            "holds bin/kubeadm, which the catalog does not list for containerd (it installs only bin/containerd, bin/containerd-shim-runc-v2, bin/ctr, bin/containerd-stress)",
+        ),
+        ("ln -s /etc/shadow bin/oops", &[], "holds bin/oops, which the catalog does not list"),
+        ("rm bin/ctr", &[], "lacks bin/ctr"),
+        ("true", &["--hard-dereference", "bin/ctr"], "holds bin/ctr twice"),
+    ] {
+        let case = tempfile::tempdir().unwrap();
+        let (arts, _) = stand_in(case.path());
+        repack_containerd(&arts, prepare, extra);
+        let lock = case.path().join("piforge.lock");
+        let r = customize_payload(&input, &out, &arts, &lock, &cache);
+        assert_error_after_warnings(&r, message);
+        assert!(!out.exists(), "{prepare}: no output");
+    }
+    // Without containerd-stress (as Debian's containerd, repacked by the e2e artifacts): fine.
+    let case = tempfile::tempdir().unwrap();
+    let (arts, _) = stand_in(case.path());
+    repack_containerd(&arts, "rm bin/containerd-stress", &[]);
+    let r = customize_payload(&input, &out, &arts, &case.path().join("l"), &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (_, root) = offsets(&out, &cache);
+    let bin = debugfs(&out, root, "ls /usr/local/bin");
+    assert!(
+        bin.contains("ctr") && !bin.contains("containerd-stress"),
+        "{bin}"
+    );
+    fs::remove_file(&out).unwrap();
+
+    // A linked artifact is refused, not followed (the host file stays out of the image).
+    let case = tempfile::tempdir().unwrap();
+    let (arts, _) = stand_in(case.path());
+    let secret = case.path().join("secret");
+    fs::write(&secret, "host secret\n").unwrap();
+    fs::remove_file(arts.join("kubeadm")).unwrap();
+    std::os::unix::fs::symlink(&secret, arts.join("kubeadm")).unwrap();
+    let r = customize_payload(&input, &out, &arts, &case.path().join("l"), &cache);
+    assert_error_after_warnings(
+        &r,
+        "kubeadm is a symbolic link; --artifacts DIR must hold the files themselves",
+    );
+    assert!(!out.exists());
+}
+
+/// Issue 12 item 4: tar members are streamed into the image. A 512 MiB `bin/containerd` in a
+/// small tarball is installed under a 192 MiB address-space limit (the old code read every
+/// member into memory and aborted), and arrives whole.
+#[test]
+fn a_huge_tar_member_is_streamed_under_a_memory_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let (arts, _) = stand_in(tmp.path());
+    repack_containerd(
+        &arts,
+        "rm bin/containerd && truncate -s 512M bin/containerd",
+        &[],
+    );
+    let out = tmp.path().join("node.img");
+    let lock = tmp.path().join("piforge.lock");
+    let input = fixture("trixie.img");
+    let bin = env!("CARGO_BIN_EXE_piforge");
+    let r = std::process::Command::new("prlimit")
+        .arg(format!("--as={}", 192u64 << 20))
+        .arg(bin)
+        .args([
+            "customize",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--kubernetes",
+            K8S,
+            "--artifacts",
+            arts.to_str().unwrap(),
+            "--allow-unpinned",
+            "--lock",
+            lock.to_str().unwrap(),
+        ])
+        .env("PIFORGE_CACHE", &cache)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("prlimit (util-linux) runs");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (_, root) = offsets(&out, &cache);
+    let stat = debugfs(&out, root, "stat /usr/local/bin/containerd");
+    assert!(stat.contains(&format!("Size: {}", 512u64 << 20)), "{stat}");
+    let (code, fsck) = e2fsck(&out, root);
+    assert_eq!(code, 0, "{fsck}");
+}

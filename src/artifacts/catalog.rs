@@ -113,6 +113,21 @@ pub struct ArtifactSpec {
     /// How the checksum file is parsed (meaningless without `checksum_url`).
     pub checksum_kind: ChecksumKind,
     pub kind: ArtifactKind,
+    /// The members of a tarball that may be installed (empty for other kinds).
+    pub members: Members,
+}
+
+/// The members of a tarball artifact (normalized paths such as `bin/ctr`, `./bridge` written
+/// as `bridge`) that piforge installs. Anything else in the archive is refused, so a tarball
+/// cannot lay down a file it was not pinned for, such as a second `kubeadm` (issue 12 item 13).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Members {
+    /// Installed; an archive without one of them is refused.
+    pub required: Vec<String>,
+    /// Installed when present.
+    pub optional: Vec<String>,
+    /// Present upstream, never installed (LICENSE, README.md).
+    pub ignored: Vec<String>,
 }
 
 /// The component versions of one release, as written in the catalog.
@@ -232,6 +247,12 @@ struct RawArtifact {
     url: String,
     checksum_url: Option<String>,
     checksum_kind: Option<ChecksumKind>,
+    #[serde(default)]
+    members: Vec<String>,
+    #[serde(default)]
+    optional_members: Vec<String>,
+    #[serde(default)]
+    ignored_members: Vec<String>,
 }
 
 /// A URL or file-name pattern split into literal text and placeholders.
@@ -318,9 +339,57 @@ fn expand(segments: &[Segment], versions: &ComponentVersions, extra: &[(&str, &s
 struct Template {
     name: String,
     kind: ArtifactKind,
+    members: Members,
     file: Vec<Segment>,
     url: Vec<Segment>,
     checksum: Option<(Vec<Segment>, ChecksumKind)>,
+}
+
+/// A tarball lists its members (at least one required), other kinds none; each member is a
+/// relative path without `.`/`..` components, listed once, and no two installed members share
+/// a file name (they are installed by file name).
+fn check_members(a: &RawArtifact) -> std::result::Result<Members, String> {
+    let m = Members {
+        required: a.members.clone(),
+        optional: a.optional_members.clone(),
+        ignored: a.ignored_members.clone(),
+    };
+    let all: Vec<&String> = m
+        .required
+        .iter()
+        .chain(&m.optional)
+        .chain(&m.ignored)
+        .collect();
+    if a.kind != ArtifactKind::TarGz {
+        return if all.is_empty() {
+            Ok(m)
+        } else {
+            Err("only a tar.gz artifact has members".into())
+        };
+    }
+    if m.required.is_empty() {
+        return Err("a tar.gz artifact needs `members`, the files it installs".into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for p in &all {
+        let ok = !p.is_empty()
+            && !p.starts_with('/')
+            && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+        if !ok {
+            return Err(format!("member {p:?} is not a normalized relative path"));
+        }
+        if !seen.insert(p.as_str()) {
+            return Err(format!("member {p:?} is listed twice"));
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for p in m.required.iter().chain(&m.optional) {
+        let name = p.rsplit('/').next().unwrap_or(p);
+        if !names.insert(name) {
+            return Err(format!("two members are installed as {name:?}"));
+        }
+    }
+    Ok(m)
 }
 
 fn is_version(v: &str) -> bool {
@@ -452,9 +521,11 @@ impl Catalog {
                 (Some(_), None) => return Err(ctx("checksum_url needs a checksum_kind".into())),
                 (None, Some(_)) => return Err(ctx("checksum_kind without checksum_url".into())),
             };
+            let members = check_members(a).map_err(ctx)?;
             templates.push(Template {
                 name: a.name.clone(),
                 kind: a.kind,
+                members,
                 file,
                 url,
                 checksum,
@@ -517,6 +588,7 @@ impl Catalog {
                     checksum_url,
                     checksum_kind: t.checksum.as_ref().map_or(ChecksumKind::Bare, |(_, k)| *k),
                     kind: t.kind,
+                    members: t.members.clone(),
                 });
             }
             releases.push((
@@ -821,5 +893,65 @@ pause_image = "registry.k8s.io/pause:3.10.1"
                 "{bad}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn tarball_members_are_listed_and_checked() {
+        let cat = Catalog::builtin().unwrap();
+        for r in cat.releases() {
+            for a in r.artifacts() {
+                assert_eq!(
+                    a.kind == ArtifactKind::TarGz,
+                    !a.members.required.is_empty()
+                );
+            }
+            let ctd = r
+                .artifacts()
+                .into_iter()
+                .find(|a| a.name == "containerd")
+                .unwrap();
+            assert_eq!(
+                ctd.members.required,
+                ["bin/containerd", "bin/containerd-shim-runc-v2", "bin/ctr"]
+            );
+        }
+        let with = |members: &str| {
+            let text = BUILTIN.replace(
+                "members = [\"crictl\"]",
+                &format!("members = [\"crictl\"]\n{members}"),
+            );
+            Catalog::parse(&text, "t.toml")
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        for (extra, want) in [
+            (
+                "optional_members = [\"../kubeadm\"]",
+                "is not a normalized relative path",
+            ),
+            ("optional_members = [\"crictl\"]", "is listed twice"),
+            (
+                "optional_members = [\"x/crictl\"]",
+                "two members are installed as \"crictl\"",
+            ),
+        ] {
+            let e = with(extra);
+            assert!(e.contains(want), "{extra}: {e}");
+        }
+        let no_members = BUILTIN.replace("members = [\"crictl\"]\n", "");
+        let e = Catalog::parse(&no_members, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a tar.gz artifact needs `members`"), "{e}");
+        let binary_members = BUILTIN.replacen(
+            "checksum_kind = \"bare\"\n",
+            "checksum_kind = \"bare\"\nmembers = [\"x\"]\n",
+            1,
+        );
+        let e = Catalog::parse(&binary_members, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only a tar.gz artifact has members"), "{e}");
     }
 }

@@ -94,6 +94,8 @@ pub enum Error {
         url: String,
     },
 
+    #[error("{path} is a symbolic link; --artifacts DIR must hold the files themselves (a link is not followed)")]
+    LinkedArtifact { path: PathBuf },
     #[error("archive {archive}: entry {entry:?} {reason}")]
     ArchiveEntry {
         archive: PathBuf,

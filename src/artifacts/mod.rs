@@ -38,7 +38,7 @@ pub use fetch::{
 pub use lock::{Lock, LockEntry, LOCK_HEADER};
 pub use offline::{check_dir_artifacts, from_dir, from_dir_artifacts};
 pub use sources::{fetch_image, ArtifactSource};
-pub use unpack::{for_each_tar_entry, tar_entries, TarEntry, TarEntryKind};
+pub use unpack::{for_each_tar_entry, tar_entries, with_tar_member, TarEntry, TarEntryKind};
 
 use std::path::Path;
 

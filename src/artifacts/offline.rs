@@ -62,6 +62,11 @@ fn check_dir(
     let mut out = Vec::with_capacity(specs.len());
     for spec in specs {
         let path = dir.join(&spec.file_name);
+        // A link is not followed: it could make any host file (a 0600 key, say) an artifact
+        // installed 0755 in the image, as overlays refuse links to outside files too.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::LinkedArtifact { path });
+        }
         if !path.is_file() {
             return Err(Error::MissingFile {
                 name: spec.name.clone(),

@@ -95,6 +95,7 @@ pub fn fetch_image(
         checksum_url: None,
         checksum_kind: ChecksumKind::Bare,
         kind: ArtifactKind::Binary,
+        members: Default::default(),
     };
     // A lock of one entry holding the spec's digest: the download is checked against it and
     // the cache answers later builds without the network.

@@ -8,8 +8,12 @@ use std::path::Path;
 /// What a tar entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TarEntryKind {
-    /// A regular file and its contents.
-    File(Vec<u8>),
+    /// A regular file of this many bytes. Its contents are never held in memory: a visitor of
+    /// [`for_each_tar_entry`] reads them from a stream, and [`with_tar_member`] streams one
+    /// member into a writer (a 1 GiB member of a small tarball must not need 1 GiB of memory).
+    File {
+        size: u64,
+    },
     Dir,
     /// A symbolic link and its target, verbatim (the caller decides where it may point).
     Symlink(String),
@@ -29,19 +33,55 @@ pub struct TarEntry {
 /// archive order; the root entry `./` is left out. See [`for_each_tar_entry`].
 pub fn tar_entries(path: &Path) -> Result<Vec<TarEntry>> {
     let mut out = Vec::new();
-    for_each_tar_entry(path, |e| {
+    for_each_tar_entry(path, |e, _| {
         out.push(e);
-        Ok(())
+        Ok(true)
     })?;
     Ok(out)
 }
 
-/// Calls `visit` with each entry of the tarball at `path`, streaming (one file's contents
-/// in memory at a time). An absolute path, a `..` component, a non-UTF-8 name, or an
-/// entry other than a file, directory or symlink (hard link, device, fifo) is an error.
+/// Streams the regular file `member` (a normalized path, as [`TarEntry::path`]) of the tarball
+/// at `archive` to `f`, with its size; `f`'s reader yields exactly that many bytes. A member
+/// that is absent, not a regular file, or present twice is an error.
+pub fn with_tar_member<T, E: From<Error>>(
+    archive: &Path,
+    member: &str,
+    f: impl FnOnce(&mut dyn Read, u64) -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    let mut f = Some(f);
+    let mut out: Option<std::result::Result<T, E>> = None;
+    let member_err = |reason: &str| Error::ArchiveEntry {
+        archive: archive.to_path_buf(),
+        entry: member.to_string(),
+        reason: reason.into(),
+    };
+    for_each_tar_entry(archive, |e, data| {
+        if e.path != member {
+            return Ok(true);
+        }
+        let TarEntryKind::File { size } = e.kind else {
+            return Err(member_err("is not a regular file"));
+        };
+        let Some(f) = f.take() else {
+            return Err(member_err("is in the archive twice"));
+        };
+        out = Some(f(data, size));
+        // Keep reading after success only to find a second copy; stop on the first error.
+        Ok(matches!(out, Some(Ok(_))))
+    })?;
+    match out {
+        Some(r) => r,
+        None => Err(member_err("is not in the archive").into()),
+    }
+}
+
+/// Calls `visit` with each entry of the tarball at `path` and a reader of its contents
+/// (empty but for regular files), streaming: nothing is held in memory. `visit` returns
+/// whether to go on. An absolute path, a `..` component, a non-UTF-8 name, or an entry other
+/// than a file, directory or symlink (hard link, device, fifo) is an error.
 pub fn for_each_tar_entry(
     path: &Path,
-    mut visit: impl FnMut(TarEntry) -> Result<()>,
+    mut visit: impl FnMut(TarEntry, &mut dyn Read) -> Result<bool>,
 ) -> Result<()> {
     let archive_err = |source| Error::Archive {
         archive: path.to_path_buf(),
@@ -78,10 +118,7 @@ pub fn for_each_tar_entry(
         let mode = header.mode().map_err(archive_err)? & 0o7777;
         let kind = match header.entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let mut data =
-                    Vec::with_capacity(usize::try_from(entry.size()).unwrap_or(0).min(1 << 30));
-                entry.read_to_end(&mut data).map_err(archive_err)?;
-                TarEntryKind::File(data)
+                TarEntryKind::File { size: entry.size() }
             }
             tar::EntryType::Directory => TarEntryKind::Dir,
             tar::EntryType::Symlink => {
@@ -102,11 +139,17 @@ pub fn for_each_tar_entry(
         let Some(rel) = rel else {
             continue; // "./": the archive's root directory
         };
-        visit(TarEntry {
-            path: rel,
-            mode,
-            kind,
-        })?;
+        let go_on = visit(
+            TarEntry {
+                path: rel,
+                mode,
+                kind,
+            },
+            &mut entry,
+        )?;
+        if !go_on {
+            break;
+        }
     }
     Ok(())
 }
@@ -180,7 +223,7 @@ mod tests {
                     TarEntry {
                         path: "bridge".into(),
                         mode: 0o755,
-                        kind: TarEntryKind::File(b"BRIDGE".to_vec())
+                        kind: TarEntryKind::File { size: 6 }
                     },
                     TarEntry {
                         path: "bin".into(),
@@ -190,7 +233,7 @@ mod tests {
                     TarEntry {
                         path: "bin/containerd".into(),
                         mode: 0o755,
-                        kind: TarEntryKind::File(b"CTD".to_vec())
+                        kind: TarEntryKind::File { size: 3 }
                     },
                     TarEntry {
                         path: "bin/ctd-link".into(),
@@ -228,5 +271,39 @@ mod tests {
         )]));
         std::fs::write(&p, &full[..full.len() / 2]).unwrap();
         assert!(matches!(tar_entries(&p), Err(Error::Archive { .. })));
+    }
+
+    #[test]
+    fn streams_one_member_and_refuses_absent_twice_or_not_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.tgz");
+        let tar = raw_tar(&[
+            ("bin/", tar::EntryType::Directory, b""),
+            ("bin/ctr", tar::EntryType::Regular, b"CTR"),
+            ("bin/containerd", tar::EntryType::Regular, b"CONTAINERD"),
+            ("bin/link", tar::EntryType::Symlink, b""),
+            ("bin/ctr", tar::EntryType::Regular, b"AGAIN"),
+        ]);
+        std::fs::write(&p, gz(&tar)).unwrap();
+        let read = |member: &str| {
+            with_tar_member(&p, member, |r, size| -> Result<(Vec<u8>, u64)> {
+                let mut v = Vec::new();
+                r.read_to_end(&mut v).unwrap();
+                Ok((v, size))
+            })
+        };
+        assert_eq!(
+            read("bin/containerd").unwrap(),
+            (b"CONTAINERD".to_vec(), 10)
+        );
+        for (member, want) in [
+            ("bin/ctr", "is in the archive twice"),
+            ("bin/none", "is not in the archive"),
+            ("bin/link", "is not a regular file"),
+            ("bin", "is not a regular file"),
+        ] {
+            let e = read(member).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains(member), "{member}: {e}");
+        }
     }
 }

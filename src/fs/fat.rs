@@ -12,6 +12,10 @@ use crate::clock;
 pub enum FatError {
     #[error("the boot partition is not a FAT filesystem fatfs can read: {0}")]
     Open(io::Error),
+    #[error("{path} on the boot partition is more than the {max} bytes piforge reads of a configuration file")]
+    TooBig { path: String, max: u64 },
+    #[error("{path} would replace {existing} on the boot partition (FAT names ignore case); use the existing name")]
+    CaseCollision { path: String, existing: String },
     #[error("reading {path} on the boot partition failed: {source}")]
     Read { path: String, source: io::Error },
     #[error("writing {path} on the boot partition failed: {source}")]
@@ -151,8 +155,17 @@ impl<D: Read + Write + Seek> FatVolume<D> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(err(e)),
         };
+        // Every file piforge reads here is a configuration file (cmdline.txt, config.txt):
+        // bounded, as a corrupt FAT can claim any size.
+        let max = crate::fs::CONFIG_FILE_MAX;
         let mut buf = Vec::new();
-        f.read_to_end(&mut buf).map_err(err)?;
+        (&mut f).take(max + 1).read_to_end(&mut buf).map_err(err)?;
+        if buf.len() as u64 > max {
+            return Err(FatError::TooBig {
+                path: path.to_string(),
+                max,
+            });
+        }
         Ok(Some(buf))
     }
 
@@ -199,6 +212,27 @@ impl<D: Read + Write + Seek> FatVolume<D> {
                     });
                 }
                 return Err(err(e));
+            }
+        }
+        // FAT ignores case: `CMDLINE.TXT` would silently become the image's `cmdline.txt`
+        // (issue 12 item 14). An entry with lower-case letters has its case on record (a long
+        // name); an all-upper-case one may be a bare 8.3 name whose case is unknown, so only
+        // the former is a collision.
+        let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
+        if let Ok(entries) = self.list(dir) {
+            if let Some(e) = entries.iter().find(|e| {
+                e.name != name
+                    && e.name.eq_ignore_ascii_case(name)
+                    && e.name.chars().any(|c| c.is_ascii_lowercase())
+            }) {
+                return Err(FatError::CaseCollision {
+                    path: path.to_string(),
+                    existing: if dir.is_empty() {
+                        format!("/{}", e.name)
+                    } else {
+                        format!("/{dir}/{}", e.name)
+                    },
+                });
             }
         }
         let old = round_up(self.file_len(p)?.unwrap_or(0), self.cluster_size());

@@ -6,7 +6,8 @@ use super::ext4::{Ext4, Ext4Error, FileKind};
 
 /// Read access to a root filesystem (paths absolute; symlinks followed inside the filesystem).
 pub trait RootFiles {
-    /// The file's bytes, `Ok(None)` when it does not exist.
+    /// The file's bytes, `Ok(None)` when it does not exist. Readers of image files refuse
+    /// one larger than [`super::CONFIG_FILE_MAX`]: every caller reads a configuration file.
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String>;
     /// Whether anything (file, directory, symlink, even dangling) exists at `path`.
     fn exists(&self, path: &str) -> Result<bool, String>;
@@ -32,7 +33,7 @@ pub struct Ext4Files<'a>(pub &'a Ext4);
 
 impl RootFiles for Ext4Files<'_> {
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
-        match self.0.read_file(path) {
+        match self.0.read_config(path) {
             Ok(b) => Ok(Some(b)),
             Err(Ext4Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.to_string()),

@@ -97,32 +97,69 @@ fn find(arts: &[FetchedArtifact], name: ArtifactName) -> Result<&FetchedArtifact
         .ok_or(PayloadError::Missing(name))
 }
 
-/// The regular files of a tarball whose path (after `strip`) has no further directory:
-/// `bin/containerd` with strip `bin/`, `./bridge` with strip `./`.
-fn tar_files(
-    art: &FetchedArtifact,
-    strip: &str,
-) -> Result<Vec<(String, u32, Vec<u8>)>, PayloadError> {
-    let mut out = Vec::new();
-    for e in artifacts::tar_entries(&art.path)? {
-        let artifacts::TarEntry { path, mode, kind } = e;
-        if let artifacts::TarEntryKind::File(data) = kind {
-            let p = path.trim_start_matches("./");
-            let Some(name) = p.strip_prefix(strip.trim_start_matches("./")) else {
-                continue;
-            };
-            if !name.is_empty() && !name.contains('/') {
-                out.push((name.to_string(), mode, data));
+/// The members of a tarball artifact to install, as (file name, content streamed from the
+/// archive): the catalog's required members and those of its optional ones the archive holds,
+/// in catalog order. A file or symlink the catalog does not list, a member present twice, or a
+/// missing required member is an error (issue 12 item 13); nothing is read into memory.
+// The visitor returns artifacts::Result, whose error is the artifacts module's own.
+#[allow(clippy::result_large_err)]
+fn tar_members(art: &FetchedArtifact) -> Result<Vec<(String, Content)>, PayloadError> {
+    let members = &art.spec.members;
+    let refuse = |msg: String| PayloadError::Archive {
+        file: art.spec.file_name.clone(),
+        msg,
+    };
+    let mut sizes: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut problem = None;
+    artifacts::for_each_tar_entry(&art.path, |e, _| {
+        let listed = |list: &[String]| list.contains(&e.path);
+        let installed = listed(&members.required) || listed(&members.optional);
+        match e.kind {
+            artifacts::TarEntryKind::Dir => {}
+            _ if listed(&members.ignored) => {}
+            artifacts::TarEntryKind::File { size } if installed => {
+                if sizes.insert(e.path.clone(), size).is_some() {
+                    problem = Some(format!("holds {} twice", e.path));
+                }
+            }
+            artifacts::TarEntryKind::File { .. } | artifacts::TarEntryKind::Symlink(_) => {
+                problem = Some(format!(
+                    "holds {}, which the catalog does not list for {} (it installs only {})",
+                    e.path,
+                    art.spec.name,
+                    members
+                        .required
+                        .iter()
+                        .chain(&members.optional)
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
             }
         }
+        Ok(problem.is_none())
+    })?;
+    if let Some(p) = problem {
+        return Err(refuse(p));
     }
-    if out.is_empty() {
-        return Err(PayloadError::Archive {
-            file: art.spec.file_name.clone(),
-            msg: format!("holds no files under {strip:?}"),
-        });
+    if let Some(m) = members.required.iter().find(|m| !sizes.contains_key(*m)) {
+        return Err(refuse(format!("lacks {m}")));
     }
-    Ok(out)
+    Ok(members
+        .required
+        .iter()
+        .chain(&members.optional)
+        .filter_map(|m| {
+            let size = *sizes.get(m)?;
+            let name = m.rsplit('/').next().unwrap_or(m).to_string();
+            let content = Content::TarMember {
+                archive: art.path.clone(),
+                member: m.clone(),
+                size,
+            };
+            Some((name, content))
+        })
+        .collect())
 }
 
 /// Packages from [`NEEDED_PACKAGES`] the base's dpkg status does not list as installed.
@@ -290,6 +327,7 @@ pub fn add_payload(
     opts: &PayloadOptions,
 ) -> Result<(), PayloadError> {
     let missing = &base.missing_packages;
+    let first_op = plan.root.len();
     // Kubernetes binaries.
     for name in [
         ArtifactName::Kubeadm,
@@ -309,11 +347,11 @@ pub fn add_payload(
         );
     }
     // Container runtime: containerd's bin/ into /usr/local/bin, runc into /usr/local/sbin.
-    for (name, _, data) in tar_files(find(arts, ArtifactName::Containerd)?, "bin/")? {
+    for (name, content) in tar_members(find(arts, ArtifactName::Containerd)?)? {
         write(
             plan,
             &format!("{}/{name}", paths::BIN_DIR),
-            Content::Bytes(data),
+            content,
             ROOT_EXEC,
         );
     }
@@ -328,21 +366,31 @@ pub fn add_payload(
         content,
         ROOT_EXEC,
     );
-    for (name, _, data) in tar_files(find(arts, ArtifactName::CniPlugins)?, "./")? {
+    for (name, content) in tar_members(find(arts, ArtifactName::CniPlugins)?)? {
         write(
             plan,
             &format!("{}/{name}", paths::CNI_BIN_DIR),
-            Content::Bytes(data),
+            content,
             ROOT_EXEC,
         );
     }
-    for (name, _, data) in tar_files(find(arts, ArtifactName::Crictl)?, "")? {
+    for (name, content) in tar_members(find(arts, ArtifactName::Crictl)?)? {
         write(
             plan,
             &format!("{}/{name}", paths::BIN_DIR),
-            Content::Bytes(data),
+            content,
             ROOT_EXEC,
         );
+    }
+    // No artifact replaces another's file (a containerd tarball's `kubeadm`, say).
+    let mut installed = BTreeSet::new();
+    for op in &plan.root[first_op..] {
+        if !installed.insert(op.path()) {
+            return Err(PayloadError::Archive {
+                file: op.path().to_string(),
+                msg: "is installed by two artifacts; each must lay down its own files".into(),
+            });
+        }
     }
     if let Some(a) = arts
         .iter()

@@ -49,19 +49,56 @@ pub(crate) fn image_path(cache: &Path, sha256: &str) -> PathBuf {
 pub(crate) enum FillError {
     Decode(io::Error),
     Write(io::Error),
-    /// The decoded image is not usable (its size, for the caller to judge).
+    /// The decoded image is not usable (its size or first sector, for the caller to judge).
     Rejected(SourceError),
+    /// It decodes to more than this many bytes.
+    TooLarge(u64),
+    /// The cache filesystem has only `free` bytes left after `written` bytes.
+    NoRoom {
+        free: u64,
+        written: u64,
+    },
+}
+
+/// Bytes available to an unprivileged writer on `f`'s filesystem; `None` when unknown.
+fn free_bytes(f: &File) -> Option<u64> {
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: fstatvfs on an open descriptor, writing into a buffer of the right type.
+    if unsafe { libc::fstatvfs(f.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstatvfs succeeded and filled it.
+    let st = unsafe { st.assume_init() };
+    // The field types differ between targets (u32 on some 32-bit ones).
+    #[allow(clippy::unnecessary_cast)]
+    let (avail, frsize) = (st.f_bavail as u64, st.f_frsize as u64);
+    Some(avail.saturating_mul(frsize))
+}
+
+/// What [`fill`] checks while it writes.
+pub(crate) struct FillChecks<H, C> {
+    /// Sees the first decoded chunk (1 MiB, or the whole image when smaller) before anything
+    /// is written: a stream that is no disk image stops there (issue 12 item 10).
+    pub head: H,
+    /// Sees the size before the rename.
+    pub size: C,
+    /// More decoded bytes than this stop the copy with [`FillError::TooLarge`].
+    pub max: u64,
 }
 
 /// Writes everything `decoded` yields to `dest` (which must not exist yet, or is replaced):
 /// sparse, through a locked temporary file in the same directory, renamed into place only when
-/// complete and synced, and made read-only. `check` sees the size before the rename. On error the
-/// temporary file is removed and `dest` is untouched.
-pub(crate) fn fill(
+/// complete and synced, and made read-only. On any error (a failed check included) the
+/// temporary file is removed and `dest` is untouched: nothing that failed validation is kept.
+pub(crate) fn fill<H, C>(
     dest: &Path,
     decoded: &mut dyn Read,
-    check: impl FnOnce(u64) -> Result<(), SourceError>,
-) -> Result<u64, FillError> {
+    checks: FillChecks<H, C>,
+) -> Result<u64, FillError>
+where
+    H: FnOnce(&[u8]) -> Result<(), SourceError>,
+    C: FnOnce(u64) -> Result<(), SourceError>,
+{
     let dir = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(FillError::Write)?;
     let stem = dest
@@ -77,8 +114,14 @@ pub(crate) fn fill(
     // Held until the file is closed: tells other piforge processes this file is being written.
     lock(tmp.as_file()).map_err(FillError::Write)?;
 
-    let size = copy_sparse(decoded, tmp.as_file())?;
-    check(size).map_err(FillError::Rejected)?;
+    let mut head = Some(checks.head);
+    let size = copy_sparse_checked(decoded, tmp.as_file(), checks.max, &mut |chunk| match head
+        .take()
+    {
+        Some(h) => h(chunk),
+        None => Ok(()),
+    })?;
+    (checks.size)(size).map_err(FillError::Rejected)?;
     let file = tmp.as_file();
     file.set_len(size).map_err(FillError::Write)?;
     file.set_permissions(fs::Permissions::from_mode(0o444))
@@ -94,11 +137,44 @@ pub(crate) fn fill(
 
 /// Copies `src` to `out` from offset 0, leaving a hole wherever a 4 KiB-aligned block is all
 /// zeros. Returns the number of bytes copied; the caller sets the length (for a trailing hole).
+#[cfg(test)]
 pub(crate) fn copy_sparse(src: &mut dyn Read, out: &File) -> Result<u64, FillError> {
+    copy_sparse_checked(src, out, u64::MAX, &mut |_| Ok(()))
+}
+
+/// Free space the cache filesystem must keep while an image is decoded into it, checked every
+/// [`SPACE_CHECK_EVERY`] bytes: running it full would fail other programs too, and a decoder
+/// fed a bomb is stopped with a clear message rather than ENOSPC.
+const MIN_FREE: u64 = 256 << 20;
+const SPACE_CHECK_EVERY: u64 = 64 << 20;
+
+/// [`copy_sparse`] with checks: `chunk_check` sees each decoded chunk before it is written,
+/// more than `max` bytes is [`FillError::TooLarge`], and the output's filesystem must keep
+/// [`MIN_FREE`] bytes free.
+fn copy_sparse_checked(
+    src: &mut dyn Read,
+    out: &File,
+    max: u64,
+    chunk_check: &mut dyn FnMut(&[u8]) -> Result<(), SourceError>,
+) -> Result<u64, FillError> {
     let mut buf = vec![0u8; CHUNK_SIZE];
     let mut offset = 0u64;
     loop {
         let n = read_full(src, &mut buf).map_err(FillError::Decode)?;
+        chunk_check(&buf[..n]).map_err(FillError::Rejected)?;
+        if offset + n as u64 > max {
+            return Err(FillError::TooLarge(max));
+        }
+        if offset.is_multiple_of(SPACE_CHECK_EVERY) && !is_zero(&buf[..n]) {
+            if let Some(free) = free_bytes(out) {
+                if free < MIN_FREE {
+                    return Err(FillError::NoRoom {
+                        free,
+                        written: offset,
+                    });
+                }
+            }
+        }
         write_sparse(out, &buf[..n], offset).map_err(FillError::Write)?;
         offset += n as u64;
         if n < buf.len() {

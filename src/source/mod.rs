@@ -87,6 +87,19 @@ pub enum SourceError {
         decompressed: bool,
     },
 
+    #[error("{} decompresses to data without a partition table in its first sector (not a disk image?)", path.display())]
+    NoPartitionTable { path: PathBuf },
+
+    #[error("{} decompresses to more than {max} bytes, the most piforge accepts (--max-image-size)", path.display())]
+    TooLarge { path: PathBuf, max: u64 },
+
+    #[error("decompressing {} stopped after {written} bytes: the cache filesystem has only {free} bytes free", path.display())]
+    CacheFull {
+        path: PathBuf,
+        written: u64,
+        free: u64,
+    },
+
     #[error("no cache directory: set PIFORGE_CACHE, XDG_CACHE_HOME or HOME")]
     NoCacheDir,
 
@@ -109,7 +122,13 @@ pub struct OpenOptions {
     /// Do not hash a raw input that has no expected digest (`input_sha256` is then `None`):
     /// commands that only read the image skip a full pass over a multi-GiB file.
     pub skip_raw_digest: bool,
+    /// The most a compressed input may decode to; `None` is [`DEFAULT_MAX_IMAGE_SIZE`].
+    pub max_image_size: Option<u64>,
 }
+
+/// The default bound on a decompressed image: larger than any Raspberry Pi OS or Ubuntu
+/// image (a few GiB), small enough that a decompression bomb stops early.
+pub const DEFAULT_MAX_IMAGE_SIZE: u64 = 64 << 30;
 
 impl std::fmt::Debug for OpenOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,6 +137,7 @@ impl std::fmt::Debug for OpenOptions {
             .field("cache_dir", &self.cache_dir)
             .field("progress", &self.progress.is_some())
             .field("skip_raw_digest", &self.skip_raw_digest)
+            .field("max_image_size", &self.max_image_size)
             .finish()
     }
 }
@@ -211,9 +231,14 @@ pub fn open_image(input: &Path, opts: &OpenOptions) -> Result<SourceImage, Sourc
     if let Ok(cached) = std::fs::metadata(&dest) {
         // Only complete images are ever renamed into place; a bad size means someone else wrote
         // there, so decode again.
-        if cached.is_file() && check_size(input, cached.len(), true).is_ok() {
+        if cached.is_file()
+            && check_size(input, cached.len(), true).is_ok()
+            && cached_head_ok(input, &dest)
+        {
             return Ok(image(dest, cached.len(), true));
         }
+        // Never keep an entry that fails validation (an older piforge kept any).
+        let _ = std::fs::remove_file(&dest);
     }
 
     let file = File::open(input).map_err(read_error)?;
@@ -223,13 +248,32 @@ pub fn open_image(input: &Path, opts: &OpenOptions) -> Result<SourceImage, Sourc
         path: dest.clone(),
         err,
     };
-    let size = cache::fill(&dest, &mut decoded, |size| check_size(input, size, true)).map_err(
-        |e| match e {
-            FillError::Decode(e) => decode_error(input, format, e),
-            FillError::Write(e) => cache_error(e),
-            FillError::Rejected(e) => e,
+    let max = opts.max_image_size.unwrap_or(DEFAULT_MAX_IMAGE_SIZE);
+    let checks = cache::FillChecks {
+        head: |head: &[u8]| {
+            // A whole image smaller than the first chunk: its size problems come first.
+            if head.len() < CHUNK_SIZE {
+                check_size(input, head.len() as u64, true)?;
+            }
+            check_partition_table(input, head)
         },
-    )?;
+        size: |size| check_size(input, size, true),
+        max,
+    };
+    let size = cache::fill(&dest, &mut decoded, checks).map_err(|e| match e {
+        FillError::Decode(e) => decode_error(input, format, e),
+        FillError::Write(e) => cache_error(e),
+        FillError::Rejected(e) => e,
+        FillError::TooLarge(max) => SourceError::TooLarge {
+            path: input.to_path_buf(),
+            max,
+        },
+        FillError::NoRoom { free, written } => SourceError::CacheFull {
+            path: input.to_path_buf(),
+            written,
+            free,
+        },
+    })?;
     if let Some(p) = &opts.progress {
         p.finish(Task::Decompress);
     }
@@ -276,6 +320,31 @@ fn decode_error(input: &Path, format: Format, e: io::Error) -> SourceError {
             format,
             detail: e.to_string(),
         },
+    }
+}
+
+/// Whether a cached image still starts with a partition table.
+fn cached_head_ok(input: &Path, cached: &Path) -> bool {
+    let mut head = Vec::with_capacity(512);
+    File::open(cached)
+        .and_then(|f| f.take(512).read_to_end(&mut head))
+        .is_ok()
+        && check_partition_table(input, &head).is_ok()
+}
+
+/// The first sector of a disk image holds an MBR (or GPT's protective MBR): the boot signature
+/// `55 AA` and at least one partition entry with a type. The full layout is judged later by
+/// `disk::Image`; this only keeps a stream that is no disk image from filling the cache.
+fn check_partition_table(input: &Path, head: &[u8]) -> Result<(), SourceError> {
+    let has_table = head.len() >= 512
+        && head[510..512] == [0x55, 0xAA]
+        && (0..4).any(|i| head[446 + 16 * i + 4] != 0);
+    if has_table {
+        Ok(())
+    } else {
+        Err(SourceError::NoPartitionTable {
+            path: input.to_path_buf(),
+        })
     }
 }
 

@@ -35,6 +35,11 @@ fn sample(mib: usize, seed: u64) -> Vec<u8> {
         i += 1;
     }
     data.truncate(mib << 20);
+    // A partition table, as every disk image has (the cache refuses data without one): one
+    // Linux partition entry and the boot signature.
+    data[446 + 4] = 0x83;
+    data[510] = 0x55;
+    data[511] = 0xAA;
     data
 }
 
@@ -470,4 +475,71 @@ fn decoder_works_alone() {
         .read_to_end(&mut out)
         .unwrap();
     assert_eq!(sha(&out), sha(&[a, b].concat()));
+}
+
+/// Issue 12 item 10: a stream that is no disk image stops at its first MiB and leaves
+/// nothing in the cache (the old code wrote all of it and kept it, so every later run failed
+/// on the cached garbage).
+#[test]
+fn data_without_a_partition_table_is_refused_and_not_cached() {
+    let c = Case::new();
+    c.sh("head -c 64M /dev/zero | xz -0 > zeros.img.xz");
+    let msg = c.assert_fails(
+        "zeros.img.xz",
+        "decompresses to data without a partition table",
+    );
+    assert!(c.cached_files().is_empty(), "{msg}: {:?}", c.cached_files());
+    // Text that is no image, shorter than a chunk: the same.
+    c.sh("seq 1 100000 | head -c 51200 | gzip > text.img.gz");
+    c.assert_fails("text.img.gz", "without a partition table");
+    assert!(c.cached_files().is_empty());
+}
+
+/// Issue 12 item 10: the decompressed size is bounded (configurable), and nothing is kept.
+#[test]
+fn decompressed_size_is_capped() {
+    let c = Case::new();
+    let data = sample(3, 31);
+    c.write("os.img", &data);
+    c.sh("xz -0 os.img");
+    let opts = OpenOptions {
+        max_image_size: Some(2 << 20),
+        ..c.opts()
+    };
+    let msg = open_image(&c.path("os.img.xz"), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains(
+            "decompresses to more than 2097152 bytes, the most piforge accepts (--max-image-size)"
+        ),
+        "{msg}"
+    );
+    assert!(c.cached_files().is_empty(), "{:?}", c.cached_files());
+    // At the bound exactly, or by default, it opens.
+    let opts = OpenOptions {
+        max_image_size: Some(3 << 20),
+        ..c.opts()
+    };
+    assert_eq!(
+        open_image(&c.path("os.img.xz"), &opts).unwrap().size,
+        3 << 20
+    );
+}
+
+/// A cache entry that fails validation (written by an older piforge, or by someone else) is
+/// replaced by a fresh decode, never used.
+#[test]
+fn an_invalid_cache_entry_is_decoded_again() {
+    let c = Case::new();
+    let data = sample(1, 32);
+    c.write("os.img", &data);
+    c.sh("gzip os.img");
+    let input = c.path("os.img.gz");
+    let dest = cache::image_path(&c.cache, &sha256_file(&input).unwrap());
+    fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    fs::write(&dest, vec![0u8; 1 << 20]).unwrap();
+    let img = c.assert_decodes_to("os.img.gz", &data, Format::Gzip);
+    assert_eq!(img.path, dest);
+    assert!(c.open("os.img.gz").unwrap().from_cache);
 }

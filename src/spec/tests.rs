@@ -629,6 +629,63 @@ fn cni_is_flannel_or_none() {
     );
 }
 
+/// Issue 12 item 4: aliases are expanded within a bound (a "billion laughs" cluster.yaml is
+/// one error at the alias that crosses it, not gigabytes), and a profile accepts none.
+#[test]
+fn alias_bombs_are_bounded_and_profiles_take_no_aliases() {
+    let mut bomb = String::from("l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..10 {
+        let prev = format!("*l{}", i - 1);
+        bomb.push_str(&format!(
+            "l{i}: &l{i} [{}]\n",
+            [prev.as_str(); 9].join(", ")
+        ));
+    }
+    let dir = workdir();
+    let err = parse_in(dir.path(), &minimal(&bomb))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("cluster.yaml:")
+            && err.ends_with(&format!(
+                "aliases expand to more than {} nodes and bytes (an alias bomb?); write the values out",
+                yaml::MAX_ALIAS_EXPANSION
+            )),
+        "{err}"
+    );
+    // Ordinary aliases still work in cluster.yaml.
+    let spec = ok(&with_network("{gateway: &gw 192.168.1.1, dns: [*gw]}"));
+    assert_eq!(
+        spec.network.dns,
+        vec!["192.168.1.1".parse::<IpAddr>().unwrap()]
+    );
+
+    // A profile: any anchor or alias is refused, at its place in the profile.
+    fs::write(
+        dir.path().join("node-profiles/alias.yaml"),
+        "packages: [htop]\nruncmd: &r [[echo, hi]]\nbootcmd: *r\n",
+    )
+    .unwrap();
+    let spec = minimal(&format!("network: {NET}\n")).replace(
+        "address: 192.168.1.10/24",
+        "address: 192.168.1.10/24, profile: node-profiles/alias.yaml",
+    );
+    let err = parse_in(dir.path(), &spec).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}/node-profiles/alias.yaml:2:9: anchors and aliases (`&name`, `*name`) are not accepted here; write the values out",
+            dir.path().display()
+        )
+    );
+    // (Profiles used to accept `j: &x [1]` / `k: *x`; issue 12 asks for none.)
+    let err = parse_profile("a: &x 1\nb: *x\n", "p.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("p.yaml:1:4: anchors and aliases"), "{err}");
+}
+
 #[test]
 fn profiles() {
     // Bad YAML: reported in the profile file.
@@ -666,14 +723,14 @@ fn profiles() {
 #[test]
 fn profile_values_keep_their_meaning_for_cloud_init() {
     let v = parse_profile(
-        "a: yes\nb: 0644\nc: \"0644\"\nd: 12\ne: 1.5\nf: ~\ng: 'true'\nh: 1e3\ni: !!str 12\nj: &x [1]\nk: *x\nl: |\n  two\n  lines\n",
+        "a: yes\nb: 0644\nc: \"0644\"\nd: 12\ne: 1.5\nf: ~\ng: 'true'\nh: 1e3\ni: !!str 12\nl: |\n  two\n  lines\n",
         "p.yaml",
     )
     .unwrap();
     assert_eq!(
         v,
         json!({"a": true, "b": "0644", "c": "0644", "d": 12, "e": 1.5, "f": null, "g": "true",
-               "h": "1e3", "i": "12", "j": [1], "k": [1], "l": "two\nlines\n"})
+               "h": "1e3", "i": "12", "l": "two\nlines\n"})
     );
     let err = parse_profile("[1, 2]\n", "p.yaml").unwrap_err();
     assert_eq!(
@@ -711,6 +768,43 @@ fn image_source_and_digest() {
         &format!("{{source: x.img, sha256: {}}}", "A".repeat(64)),
     );
     assert_eq!(ok(&local_sha).image.sha256, Some("a".repeat(64)));
+}
+
+/// Issue 12 item 8: one entry must stay one authorized_keys line, of a type sshd knows.
+#[test]
+fn ssh_keys_cannot_inject_lines() {
+    let with_key = |k: &str| minimal(&format!("network: {NET}\n")).replace(KEY, k);
+    let good = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPLACEHOLDERxREPLACExWITHxYOURxOWNxPUBLICKEY";
+    // YAML double-quoted escapes: each decodes to the character in the message.
+    for (escape, code) in [
+        ("\\n", "000A"),
+        ("\\r", "000D"),
+        ("\\u2028", "2028"),
+        ("\\u2029", "2029"),
+        ("\\x85", "0085"),
+        ("\\0", "0000"),
+        ("\\e", "001B"),
+    ] {
+        let injected = format!("{good} me{escape}command=\\\"sh\\\" {good} evil");
+        assert_error(
+            &with_key(&injected),
+            &format!(
+                "cluster.yaml:4:23: ssh_authorized_keys[0]: not an OpenSSH public key (`ssh-ed25519 AAAA... you@host`): it contains the control or line-break character U+{code}; write one key per list item, on one line"
+            ),
+        );
+    }
+    // A line break inside the base64 is refused too, not split into a shorter valid key.
+    assert!(parse_in(Path::new("."), &with_key(&format!("{good}\\n"))).is_err());
+    // A tab between the fields is blank, as sshd reads it.
+    ok(&with_key(&format!("{good}\\tme@laptop")));
+    // A prefix of a known type is not a known type.
+    assert_error(
+        &with_key("ssh-foo AAAAB3NzaC1mb28="),
+        "cluster.yaml:4:23: ssh_authorized_keys[0]: not an OpenSSH public key (`ssh-ed25519 AAAA... you@host`): `ssh-foo` is not a key type sshd accepts here; use one of ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521, sk-ecdsa-sha2-nistp256@openssh.com, sk-ssh-ed25519@openssh.com",
+    );
+    // The written entry is the key as given, on one line.
+    let spec = ok(&with_key(&format!("{good} me@laptop")));
+    assert_eq!(spec.ssh_authorized_keys, vec![format!("{good} me@laptop")]);
 }
 
 #[test]

@@ -99,6 +99,24 @@ pub fn parse(text: &str) -> Result<Option<Item>, SyntaxError> {
     Ok(builder.root)
 }
 
+/// Like [`parse`], but an anchor (`&name`) or alias (`*name`) is an error: node profiles
+/// become cloud-init user-data, where an alias would be written out expanded (a 300-byte
+/// profile made 21.8 MB of user-data on the FAT partition, issue 12 item 4) and no profile
+/// needs one.
+pub fn parse_without_aliases(text: &str) -> Result<Option<Item>, SyntaxError> {
+    let mut builder = Builder {
+        no_aliases: true,
+        ..Builder::default()
+    };
+    feed(&mut builder, text)?;
+    Ok(builder.root)
+}
+
+/// The most an alias expansion may add to a tree, counted in nodes plus scalar bytes: far
+/// more than any spec or configuration file needs, far less than a "billion laughs" alias
+/// bomb (a 9-level one reached 3.8 GB when aliases were expanded without a bound).
+pub const MAX_ALIAS_EXPANSION: usize = 1 << 20;
+
 /// Parses a stream of any number of documents (`---` between them), for reading files such
 /// as a multi-document kubeadm configuration. Empty documents are left out.
 pub fn parse_documents(text: &str) -> Result<Vec<Item>, SyntaxError> {
@@ -128,7 +146,12 @@ fn feed(builder: &mut Builder, text: &str) -> Result<(), SyntaxError> {
 struct Builder {
     /// Open collections: the node being filled, its anchor id, and a pending key for maps.
     stack: Vec<(Item, usize, Option<Item>)>,
-    anchors: HashMap<usize, Item>,
+    /// Anchored nodes and their weights (see [`weight`]).
+    anchors: HashMap<usize, (Item, usize)>,
+    /// What aliases have added so far, against [`MAX_ALIAS_EXPANSION`].
+    expanded: usize,
+    /// Refuse anchors and aliases ([`parse_without_aliases`]).
+    no_aliases: bool,
     documents: usize,
     root: Option<Item>,
     /// Accept several documents, collecting them in `documents_done`.
@@ -139,6 +162,21 @@ struct Builder {
 impl Builder {
     fn event(&mut self, event: Event<'_>, span: &Span) -> Result<(), SyntaxError> {
         let pos = Pos::of(span);
+        let anchored = match &event {
+            Event::Scalar(_, _, a, _) | Event::SequenceStart(a, _) | Event::MappingStart(a, _) => {
+                *a != 0
+            }
+            Event::Alias(_) => true,
+            _ => false,
+        };
+        if self.no_aliases && anchored {
+            return Err(SyntaxError {
+                pos,
+                message: "anchors and aliases (`&name`, `*name`) are not accepted here; write \
+                          the values out"
+                    .into(),
+            });
+        }
         match event {
             Event::DocumentStart(_) => {
                 self.documents += 1;
@@ -169,12 +207,22 @@ impl Builder {
                 self.finish(item, anchor);
             }
             Event::Alias(id) => {
-                let Some(target) = self.anchors.get(&id) else {
+                let Some((target, w)) = self.anchors.get(&id) else {
                     return Err(SyntaxError {
                         pos,
                         message: "alias to an unknown anchor".into(),
                     });
                 };
+                self.expanded = self.expanded.saturating_add(*w);
+                if self.expanded > MAX_ALIAS_EXPANSION {
+                    return Err(SyntaxError {
+                        pos,
+                        message: format!(
+                            "aliases expand to more than {MAX_ALIAS_EXPANSION} nodes and bytes \
+                             (an alias bomb?); write the values out"
+                        ),
+                    });
+                }
                 let mut item = target.clone();
                 item.pos = pos;
                 self.finish(item, 0);
@@ -211,7 +259,9 @@ impl Builder {
     /// A node is complete: remember its anchor and put it into its parent (or make it the root).
     fn finish(&mut self, item: Item, anchor: usize) {
         if anchor != 0 {
-            self.anchors.insert(anchor, item.clone());
+            // The weight walk is bounded: the node is made of source text and of expansions
+            // already counted against the bound.
+            self.anchors.insert(anchor, (item.clone(), weight(&item)));
         }
         match self.stack.last_mut() {
             None => self.root = Some(item),
@@ -224,6 +274,18 @@ impl Builder {
                 Kind::Scalar(_) => unreachable!("scalars are never on the stack"),
             },
         }
+    }
+}
+
+/// The size of a tree as alias expansion counts it: one per node plus each scalar's bytes.
+fn weight(item: &Item) -> usize {
+    match &item.kind {
+        Kind::Scalar(s) => 1 + s.text.len(),
+        Kind::Seq(items) => items.iter().map(weight).fold(1, usize::saturating_add),
+        Kind::Map(entries) => entries
+            .iter()
+            .map(|(k, v)| weight(k).saturating_add(weight(v)))
+            .fold(1, usize::saturating_add),
     }
 }
 

@@ -47,6 +47,17 @@ pub struct InputArgs {
     /// Where decompressed images are cached (default: $PIFORGE_CACHE, else $XDG_CACHE_HOME/piforge).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+
+    /// The most a compressed image may decompress to, such as 64G (the default): a larger
+    /// one is refused and nothing of it is kept in the cache.
+    #[arg(long, value_name = "SIZE", value_parser = parse_max_size)]
+    pub max_image_size: Option<u64>,
+}
+
+fn parse_max_size(s: &str) -> Result<u64, String> {
+    piforge::size::parse_size(s)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a size such as 8G or 64G"))
 }
 
 #[derive(Debug, Args)]
@@ -201,8 +212,13 @@ pub struct BuildArgs {
 
     /// A bootstrap token minted in the running cluster (`kubeadm token create`), for a node
     /// built after the stored token expired. Never printed.
-    #[arg(long, value_name = "TOKEN")]
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
     pub token: Option<String>,
+
+    /// Like --token, read from FILE's first line, or from standard input with `-`: a token on
+    /// the command line is visible to every user in `ps`.
+    #[arg(long, value_name = "FILE|-")]
+    pub token_file: Option<PathBuf>,
 
     /// Use the artifacts in DIR (upstream file names) instead of the cache or the spec's.
     #[arg(long, value_name = "DIR")]

@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("piforge: error: {e:#}");
+            eprintln!("piforge: error: {}", text::error_sentence(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -68,6 +68,7 @@ fn open_input(a: &InputArgs, hash_raw: bool) -> Result<source::SourceImage> {
         cache_dir: a.cache_dir.clone(),
         progress: progress_bars(),
         skip_raw_digest: !hash_raw,
+        max_image_size: a.max_image_size,
     };
     Ok(source::open_image(&a.image, &opts)?)
 }
@@ -96,6 +97,7 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
         .output
         .as_deref()
         .context("-o OUT is required unless --dry-run is given")?;
+    refuse_output_on_input(&a.input.image, out)?;
     let img = open_input(&a.input, false)?;
     let mut plan = plan;
     if let Some(version) = &a.kubernetes {
@@ -120,6 +122,40 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
         done.image_bytes >> 20
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `-o` naming the input itself (the same file, through any path, hard link or symlink) would
+/// replace the input (issue 12 item 14).
+fn refuse_output_on_input(input: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(i), Ok(o)) = (std::fs::metadata(input), std::fs::metadata(out)) {
+        if (i.dev(), i.ino()) == (o.dev(), o.ino()) {
+            anyhow::bail!(
+                "-o {} is the input image itself; write the output to another file",
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The bootstrap token of `--token-file FILE|-`: the first line, blanks trimmed. At most 1 KiB
+/// is read (a token is 23 characters); the token itself never appears in an error.
+fn read_token(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    let shown = path.display();
+    let result = if path == std::path::Path::new("-") {
+        std::io::stdin().take(1024).read_to_string(&mut text)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(1024).read_to_string(&mut text))
+    };
+    result.with_context(|| format!("cannot read the token from {shown}"))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        anyhow::bail!("--token-file {shown} holds no token on its first line");
+    }
+    Ok(token.to_string())
 }
 
 /// The library's options from the command line.
@@ -264,7 +300,10 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         spec_path,
         out_dir: a.out,
         nodes: a.nodes,
-        token: a.token,
+        token: match &a.token_file {
+            Some(f) => Some(read_token(f)?),
+            None => a.token,
+        },
         artifacts_dir: a.artifacts,
         allow_unpinned: a.allow_unpinned,
         mirror: a.mirror,
@@ -310,4 +349,22 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_token;
+
+    #[test]
+    fn token_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "  abcdef.0123456789abcdef \nignored\n").unwrap();
+        assert_eq!(read_token(&f).unwrap(), "abcdef.0123456789abcdef");
+        std::fs::write(&f, "\n").unwrap();
+        let e = format!("{:#}", read_token(&f).unwrap_err());
+        assert!(e.contains("holds no token on its first line"), "{e}");
+        let e = format!("{:#}", read_token(&dir.path().join("none")).unwrap_err());
+        assert!(e.contains("cannot read the token from"), "{e}");
+    }
 }

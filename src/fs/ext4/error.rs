@@ -6,6 +6,8 @@ use std::path::PathBuf;
 /// image or path and, for library failures, libext2fs' own error text.
 #[derive(Debug, thiserror::Error)]
 pub enum Ext4Error {
+    #[error("{path} in the root filesystem is {size} bytes, more than the {max} bytes piforge reads of a configuration file")]
+    TooBig { path: String, size: u64, max: u64 },
     #[error("cannot open image {image}: {source}")]
     Image {
         image: PathBuf,

@@ -136,6 +136,22 @@ impl Ext4 {
         Ok(out)
     }
 
+    /// Content of the configuration file `path`, refused with [`Ext4Error::TooBig`] past
+    /// [`crate::fs::CONFIG_FILE_MAX`] before anything is allocated (the size is the inode's,
+    /// which a sparse file can make huge at no cost).
+    pub fn read_config(&self, path: &str) -> Result<Vec<u8>> {
+        let (_, size) = self.file_ino(path)?;
+        let max = crate::fs::CONFIG_FILE_MAX;
+        if size > max {
+            return Err(Ext4Error::TooBig {
+                path: path.to_string(),
+                size,
+                max,
+            });
+        }
+        self.read_file(path)
+    }
+
     /// Stream the content of the regular file `path` into `sink`; returns the
     /// number of bytes copied.
     pub fn read_file_to(&self, path: &str, sink: &mut dyn Write) -> Result<u64> {

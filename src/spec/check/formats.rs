@@ -60,15 +60,46 @@ pub(super) fn is_interface_name(s: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
 }
 
+/// The public key types sshd accepts in authorized_keys without options (OpenSSH's
+/// `sshkey.c` keytypes table, less DSA, which OpenSSH 9.8 disabled and 10.0 removed, and the
+/// `-cert-v01` types, which need a `cert-authority` option).
+const SSH_KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "sk-ssh-ed25519@openssh.com",
+];
+
 /// An authorized_keys line without options: `TYPE BASE64 [comment]`, where the key blob starts
-/// with its own type name (so that a mangled paste is caught).
+/// with its own type name (so that a mangled paste is caught). One entry is one line: a line
+/// break, carriage return, Unicode line or paragraph separator or any other control character
+/// would let one entry become several authorized_keys lines (an options line such as
+/// `command="..."` among them), so they are refused anywhere in the entry (issue 12 item 8).
 pub(super) fn check_ssh_key(line: &str) -> Result<(), String> {
-    let mut words = line.split_whitespace();
+    if let Some(c) = line.chars().find(|&c| {
+        (c.is_control() && c != ' ' && c != '\t') || matches!(c, '\u{2028}' | '\u{2029}')
+    }) {
+        return Err(format!(
+            "it contains the control or line-break character U+{:04X}; write one key per list \
+             item, on one line",
+            c as u32
+        ));
+    }
+    let mut words = line.split([' ', '\t']).filter(|w| !w.is_empty());
     let kind = words.next().unwrap_or("");
     if !(kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-")) {
         return Err(format!(
             "`{}` is not a key type (ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256, sk-...)",
             kind
+        ));
+    }
+    if !SSH_KEY_TYPES.contains(&kind) {
+        return Err(format!(
+            "`{kind}` is not a key type sshd accepts here; use one of {}",
+            SSH_KEY_TYPES.join(", ")
         ));
     }
     let Some(b64) = words.next() else {

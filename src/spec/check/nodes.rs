@@ -161,7 +161,7 @@ pub(super) fn profile(ctx: &mut Ctx<'_>, key: &Item, v: &Item, path: &str) -> Op
         }
     };
     let file_name = file.display().to_string();
-    let root = match yaml::parse(&text) {
+    let root = match yaml::parse_without_aliases(&text) {
         Ok(root) => root,
         Err(e) => {
             ctx.diagnostics.push(Diagnostic {
@@ -212,7 +212,7 @@ pub(in crate::spec) fn parse_profile_text(
             message,
         }]
     };
-    match yaml::parse(text) {
+    match yaml::parse_without_aliases(text) {
         Err(e) => Err(diag(e.pos, e.message)),
         Ok(None) => Ok(serde_json::Value::Object(Default::default())),
         Ok(Some(root)) if !matches!(root.kind, Kind::Map(_)) => Err(diag(
