@@ -190,7 +190,16 @@ pub(super) fn plan(
             .role_image_plan(role)
             .map(|p| plan_digest(&p))
             .unwrap_or_default();
-        let plan = node_layer(spec, node, role, &cluster, &role_digest, opts.epoch);
+        let host_key = secrets.host_keys.get(node.name.as_str());
+        let plan = node_layer(
+            spec,
+            node,
+            role,
+            &cluster,
+            &role_digest,
+            host_key,
+            opts.epoch,
+        );
         build.nodes.push(NodeLayer {
             name: node.name.to_string(),
             role,
@@ -271,13 +280,14 @@ fn role_layer(
 
 /// What one node adds to its role's image: a disk id of its own (apply rewrites the
 /// `PARTUUID=` references to it), its kubeadm configuration (0600: it holds the token) and
-/// its NoCloud seed.
+/// its NoCloud seed, and its SSH host key (root filesystem only: never the FAT partition).
 fn node_layer(
     spec: &Spec,
     node: &spec::Node,
     role: kubeadm::Role,
     cluster: &kubeadm::ClusterParams,
     role_digest: &str,
+    host_key: Option<&pki::HostKey>,
     epoch: i64,
 ) -> Plan {
     let mut plan = Plan::new(epoch);
@@ -294,6 +304,24 @@ fn node_layer(
         kubeadm::render_config(cluster, &np),
         0o600,
     );
+    // The node's own host key, as `ssh-keygen -A` would have made it (private 0600, public
+    // 0644); the seed tells cloud-init neither to delete nor to regenerate host keys.
+    if let Some(k) = host_key {
+        let key = payload::paths::SSH_HOST_KEY;
+        root_write(&mut plan, key, k.private_openssh.clone(), 0o600);
+        root_write(
+            &mut plan,
+            payload::paths::SSH_HOST_KEY_PUB,
+            k.public_openssh.clone(),
+            0o644,
+        );
+        root_write(
+            &mut plan,
+            payload::paths::SSH_HOST_KEY_MARKER,
+            pki::host_key_marker(node.name.as_str(), k),
+            0o644,
+        );
+    }
     for (name, data) in cloud_init::seed(spec, node, role_digest).files() {
         plan.boot.push(BootOp::Write {
             path: format!("/{name}"),

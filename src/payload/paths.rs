@@ -24,6 +24,11 @@ pub const FLANNEL_MANIFEST: &str = "/usr/local/share/piforge/kube-flannel.yml";
 pub const KUBERNETES_PKI: &str = "/etc/kubernetes/pki";
 /// cloud-init's pointer to the NoCloud seed on the boot partition, for bases without one.
 pub const NOCLOUD_SNIPPET: &str = "/etc/cloud/cloud.cfg.d/99-piforge-nocloud.cfg";
+/// A node's SSH host key (0600) and its public half (0644), from the secrets directory.
+pub const SSH_HOST_KEY: &str = "/etc/ssh/ssh_host_ed25519_key";
+pub const SSH_HOST_KEY_PUB: &str = "/etc/ssh/ssh_host_ed25519_key.pub";
+/// Which node [`SSH_HOST_KEY`] was written for, and its fingerprint (read by `check`).
+pub const SSH_HOST_KEY_MARKER: &str = "/etc/piforge/ssh-host-key";
 /// containerd's configuration.
 pub const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
 

@@ -42,6 +42,14 @@ pub fn user_data(spec: &Spec, node: &Node) -> Value {
         "manage_etc_hosts": false,
         "timezone": spec.timezone,
         "ssh_pwauth": false,
+        // The node's host key is piforge's (secrets/hosts/<node>/, written to the root
+        // filesystem by the build): cloud-init's ssh module (cc_ssh) must not delete it
+        // (`ssh_deletekeys`, default true) nor add other types (`ssh_genkeytypes`, default
+        // rsa, ecdsa, ed25519), so the node keeps one identity across reimages. cc_ssh
+        // skips a listed type whose key file exists, so `[ed25519]` makes nothing while
+        // piforge's key is there (and one if it were lost); the schema refuses `[]`.
+        "ssh_deletekeys": false,
+        "ssh_genkeytypes": ["ed25519"],
         "disable_root": true,
         "users": [{
             "name": spec.user,
