@@ -19,7 +19,7 @@ use crate::artifacts::{ArtifactName, FetchedArtifact};
 use crate::payload;
 use crate::pki;
 use crate::plan::{BootOp, Content, Grow, Owner, Plan, RootOp};
-use crate::render::{cloud_init, first_boot, kubeadm};
+use crate::render::{cloud_init, first_boot, kubeadm, wifi};
 use crate::spec::{self, Role, Spec};
 
 /// A role's layer.
@@ -157,7 +157,7 @@ pub(super) fn plan(
     let spec = &v.spec;
     let cluster = cluster_params(spec, secrets, opts)?;
     let mut common = Plan::new(opts.epoch);
-    payload::node_payload(
+    let base = payload::node_payload(
         &mut common,
         &v.base.path,
         &v.release,
@@ -191,7 +191,7 @@ pub(super) fn plan(
             .map(|p| plan_digest(&p))
             .unwrap_or_default();
         let host_key = secrets.host_keys.get(node.name.as_str());
-        let plan = node_layer(
+        let mut plan = node_layer(
             spec,
             node,
             role,
@@ -200,6 +200,9 @@ pub(super) fn plan(
             host_key,
             opts.epoch,
         );
+        if let Some(w) = spec.node_wifi(node) {
+            wifi_layer(&mut plan, spec, node, w, &base)?;
+        }
         build.nodes.push(NodeLayer {
             name: node.name.to_string(),
             role,
@@ -329,6 +332,44 @@ fn node_layer(
         });
     }
     plan
+}
+
+/// A Wi-Fi node's connection where its base's network stack reads it (root filesystem,
+/// 0600: it holds the PSK), and the regulatory domain as that base expects it.
+fn wifi_layer(
+    plan: &mut Plan,
+    spec: &Spec,
+    node: &spec::Node,
+    w: &spec::Wifi,
+    base: &payload::BaseFacts,
+) -> Result<(), BuildError> {
+    let addr = wifi::WifiAddressing {
+        address: node.address,
+        gateway: spec.network.gateway,
+        dns: spec.network.dns.clone(),
+    };
+    if base.network_manager {
+        // Raspberry Pi OS (NetworkManager, also when netplan is installed: NetworkManager
+        // reads its own keyfiles whatever netplan generates).
+        root_write(
+            plan,
+            payload::paths::NM_WIFI_CONNECTION,
+            wifi::nm_keyfile(node.name.as_str(), w, &addr),
+            0o600,
+        );
+        root_write(plan, payload::paths::NM_STATE, wifi::nm_state(), 0o644);
+        plan.cmdline_add.push(wifi::regdom_cmdline_token(w));
+    } else if base.netplan {
+        root_write(
+            plan,
+            payload::paths::NETPLAN_WIFI,
+            wifi::netplan_wifi(w, &addr),
+            0o600,
+        );
+    } else {
+        return Err(BuildError::NoWifiStack(node.name.to_string()));
+    }
+    Ok(())
 }
 
 /// A digest of a role image's plan content, so that a node's instance-id changes with it.

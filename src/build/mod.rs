@@ -38,6 +38,11 @@ pub use layers::{disk_id, BuildPlan, NodeLayer, RoleLayer};
 pub enum BuildError {
     #[error(transparent)]
     Spec(#[from] spec::SpecError),
+    #[error(
+        "node {0} has Wi-Fi, but the base image has neither NetworkManager nor netplan to read \
+         its connection; use Raspberry Pi OS (trixie) or Ubuntu Server for Raspberry Pi"
+    )]
+    NoWifiStack(String),
     #[error(transparent)]
     Artifacts(Box<artifacts::Error>),
     #[error(transparent)]

@@ -167,6 +167,10 @@ pub struct BaseFacts {
     /// Units of the base that delete and remake the host keys on first boot, masked so that
     /// the node keeps the key piforge writes for it (see [`SSH_KEY_REGENERATORS`]).
     pub ssh_key_regenerators: Vec<String>,
+    /// NetworkManager is installed (Raspberry Pi OS): Wi-Fi goes in a keyfile.
+    pub network_manager: bool,
+    /// netplan is installed (Ubuntu): without NetworkManager, Wi-Fi goes in a netplan file.
+    pub netplan: bool,
 }
 
 /// Raspberry Pi OS's `regenerate_ssh_host_keys.service` (raspberrypi-sys-mods) runs
@@ -228,11 +232,17 @@ pub fn base_facts(fs: &dyn RootFiles) -> Result<BaseFacts, PayloadError> {
             }
         }
     }
+    let network_manager = fs
+        .exists("/usr/sbin/NetworkManager")
+        .map_err(PayloadError::Base)?;
+    let netplan = fs.exists("/usr/sbin/netplan").map_err(PayloadError::Base)?;
     Ok(BaseFacts {
         missing_packages,
         ssh_enable,
         host_keys,
         ssh_key_regenerators,
+        network_manager,
+        netplan,
     })
 }
 
@@ -429,19 +439,19 @@ pub enum PayloadSetupError {
 }
 
 /// Adds the Kubernetes node payload to a plan, reading which OS packages the base lacks from
-/// the raw image `raw`.
+/// the raw image `raw`; returns what it read of the base.
 pub fn node_payload(
     plan: &mut Plan,
     raw: &Path,
     release: &Release,
     arts: &[FetchedArtifact],
     opts: &PayloadOptions,
-) -> Result<(), PayloadSetupError> {
+) -> Result<BaseFacts, PayloadSetupError> {
     let fs = crate::disk::Image::open(raw)?.root_fs()?;
     let base = base_facts(&crate::fs::Ext4Files(&fs))?;
     drop(fs);
     add_payload(plan, release, arts, &base, opts)?;
-    Ok(())
+    Ok(base)
 }
 
 #[cfg(test)]

@@ -96,6 +96,15 @@ pub fn network_config(spec: &Spec, node: &Node) -> Value {
         }
         None => json!({"dhcp4": true}),
     };
+    // A Wi-Fi node's address (fixed or DHCP) lives on its Wi-Fi connection, which the build
+    // writes to the root filesystem (it holds the PSK, which must not reach this FAT file).
+    // Its Ethernet port is then only a DHCP extra, `optional` so that boot never waits for a
+    // cable (a Zero 2 W has none).
+    let eth = if spec.node_wifi(node).is_some() {
+        json!({"dhcp4": true, "optional": true})
+    } else {
+        eth
+    };
     let mut ethernets = Map::new();
     ethernets.insert(iface.clone(), eth);
     json!({"version": 2, "ethernets": ethernets})

@@ -13,6 +13,7 @@ pub mod cloud_init;
 pub mod first_boot;
 pub mod kubeadm;
 pub mod kubeconfig;
+pub mod wifi;
 pub mod yaml;
 
 #[cfg(test)]
