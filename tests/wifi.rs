@@ -301,3 +301,40 @@ fn wifi_on_netplan_bases() {
         assert_no_psk_on_fat(&img, tmp.path());
     }
 }
+
+#[test]
+fn a_base_without_networkmanager_or_netplan_is_refused_for_wifi() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
+    let base = tmp.path().join("base.img");
+    let r = piforge(
+        &[
+            "customize",
+            fixture("trixie.img").to_str().unwrap(),
+            "-o",
+            base.to_str().unwrap(),
+            "--rm",
+            "/usr/sbin/NetworkManager",
+        ],
+        &cache,
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let spec = write_spec(tmp.path(), &base);
+    let out = tmp.path().join("dist");
+    let r = piforge(
+        &[
+            "build",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--artifacts",
+            arts.to_str().unwrap(),
+            "--allow-unpinned",
+        ],
+        &cache,
+    );
+    assert_one_line_error(&r, "neither NetworkManager nor netplan");
+    assert!(!out.join("pi-cp-1.img").exists());
+}
