@@ -9,7 +9,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 PKGS=(e2fsprogs libext2fs-dev dosfstools mtools fdisk gdisk bmap-tools cloud-init
 	xz-utils zstd gzip zip unzip attr openssl pkg-config shellcheck python3-yaml
-	systemd)
+	systemd openssh-client netplan.io)
 
 # Without dpkg (not Debian): probe a command each package provides.
 probe() {
@@ -18,6 +18,8 @@ probe() {
 	libext2fs-dev) pkg-config --exists ext2fs ;;
 	dosfstools) command -v mkfs.vfat && command -v fsck.vfat ;;
 	mtools) command -v mcopy ;;
+	openssh-client) command -v ssh-keygen ;;
+	netplan.io) command -v netplan ;;
 	fdisk) command -v sfdisk ;;
 	gdisk) command -v sgdisk ;;
 	bmap-tools) command -v bmaptool ;;

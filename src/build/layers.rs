@@ -19,7 +19,7 @@ use crate::artifacts::{ArtifactName, FetchedArtifact};
 use crate::payload;
 use crate::pki;
 use crate::plan::{BootOp, Content, Grow, Owner, Plan, RootOp};
-use crate::render::{cloud_init, first_boot, kube_vip, kubeadm};
+use crate::render::{cloud_init, first_boot, kube_vip, kubeadm, wifi};
 use crate::spec::{self, Role, Spec};
 
 /// A role's layer.
@@ -214,7 +214,16 @@ pub(super) fn plan(
             },
             ..common_inputs.clone()
         };
-        let plan = node_layer(spec, node, role, &cluster, &groups, inputs, opts.epoch);
+        let host_key = secrets.host_keys.get(node.name.as_str());
+        let extras = NodeExtras {
+            groups: &groups,
+            inputs,
+            host_key,
+        };
+        let mut plan = node_layer(spec, node, role, &cluster, extras, opts.epoch);
+        if let Some(w) = spec.node_wifi(node) {
+            wifi_layer(&mut plan, spec, node, w, &base)?;
+        }
         build.nodes.push(NodeLayer {
             name: node.name.to_string(),
             role,
@@ -310,16 +319,28 @@ fn role_layer(
 
 /// What one node adds to its role's image: a disk id of its own (apply rewrites the
 /// `PARTUUID=` references to it), its kubeadm configuration (0600: it holds the token) and
-/// its NoCloud seed.
+/// its NoCloud seed, and its SSH host key (root filesystem only: never the FAT partition).
+/// What a node receives beside its spec entry and role: its login groups, the inputs of its
+/// instance-id, and its host key.
+struct NodeExtras<'a> {
+    groups: &'a [String],
+    inputs: cloud_init::NodeInputs,
+    host_key: Option<&'a pki::HostKey>,
+}
+
 fn node_layer(
     spec: &Spec,
     node: &spec::Node,
     role: kubeadm::Role,
     cluster: &kubeadm::ClusterParams,
-    groups: &[String],
-    mut inputs: cloud_init::NodeInputs,
+    extras: NodeExtras<'_>,
     epoch: i64,
 ) -> Plan {
+    let NodeExtras {
+        groups,
+        mut inputs,
+        host_key,
+    } = extras;
     let mut plan = Plan::new(epoch);
     plan.grow = Grow::Off;
     plan.disk_id = Some(disk_id(&spec.name, &node.name));
@@ -335,6 +356,24 @@ fn node_layer(
         inputs.kubeadm_config.clone(),
         0o600,
     );
+    // The node's own host key, as `ssh-keygen -A` would have made it (private 0600, public
+    // 0644); the seed tells cloud-init neither to delete nor to regenerate host keys.
+    if let Some(k) = host_key {
+        let key = payload::paths::SSH_HOST_KEY;
+        root_write(&mut plan, key, k.private_openssh.clone(), 0o600);
+        root_write(
+            &mut plan,
+            payload::paths::SSH_HOST_KEY_PUB,
+            k.public_openssh.clone(),
+            0o644,
+        );
+        root_write(
+            &mut plan,
+            payload::paths::SSH_HOST_KEY_MARKER,
+            pki::host_key_marker(node.name.as_str(), k),
+            0o644,
+        );
+    }
     for (name, data) in cloud_init::seed(spec, node, groups, &inputs).files() {
         plan.boot.push(BootOp::Write {
             path: format!("/{name}"),
@@ -342,6 +381,44 @@ fn node_layer(
         });
     }
     plan
+}
+
+/// A Wi-Fi node's connection where its base's network stack reads it (root filesystem,
+/// 0600: it holds the PSK), and the regulatory domain as that base expects it.
+fn wifi_layer(
+    plan: &mut Plan,
+    spec: &Spec,
+    node: &spec::Node,
+    w: &spec::Wifi,
+    base: &payload::BaseFacts,
+) -> Result<(), BuildError> {
+    let addr = wifi::WifiAddressing {
+        address: node.address,
+        gateway: spec.network.gateway,
+        dns: spec.network.dns.clone(),
+    };
+    if base.network_manager {
+        // Raspberry Pi OS (NetworkManager, also when netplan is installed: NetworkManager
+        // reads its own keyfiles whatever netplan generates).
+        root_write(
+            plan,
+            payload::paths::NM_WIFI_CONNECTION,
+            wifi::nm_keyfile(node.name.as_str(), w, &addr),
+            0o600,
+        );
+        root_write(plan, payload::paths::NM_STATE, wifi::nm_state(), 0o644);
+        plan.cmdline_add.push(wifi::regdom_cmdline_token(w));
+    } else if base.netplan {
+        root_write(
+            plan,
+            payload::paths::NETPLAN_WIFI,
+            wifi::netplan_wifi(w, &addr),
+            0o600,
+        );
+    } else {
+        return Err(BuildError::NoWifiStack(node.name.to_string()));
+    }
+    Ok(())
 }
 
 /// A digest of a role image's plan content, so that a node's instance-id changes with it:

@@ -38,6 +38,11 @@ pub use layers::{disk_id, BuildPlan, NodeLayer, RoleLayer};
 pub enum BuildError {
     #[error(transparent)]
     Spec(#[from] spec::SpecError),
+    #[error(
+        "node {0} has Wi-Fi, but the base image has neither NetworkManager nor netplan to read \
+         its connection; use Raspberry Pi OS (trixie) or Ubuntu Server for Raspberry Pi"
+    )]
+    NoWifiStack(String),
     #[error(transparent)]
     Artifacts(Box<artifacts::Error>),
     #[error(transparent)]
@@ -128,6 +133,8 @@ pub struct BuildReport {
     pub nodes: Vec<BuiltNode>,
     pub sha256sums: PathBuf,
     pub admin_kubeconfig: PathBuf,
+    /// `secrets/known_hosts`: every node's SSH host key, by name and fixed address.
+    pub known_hosts: PathBuf,
     pub warnings: Vec<String>,
     /// Commands to run in the cluster before flashing a reimaged node.
     pub before_flashing: Vec<String>,
@@ -270,7 +277,14 @@ fn secrets(
     opts: &BuildOptions,
     report: &mut BuildReport,
 ) -> Result<pki::Secrets, BuildError> {
-    let secrets = pki::ensure_secrets(&v.spec.spec_dir.join("secrets"), &secrets_options(v, opts))?;
+    let mut secrets =
+        pki::ensure_secrets(&v.spec.spec_dir.join("secrets"), &secrets_options(v, opts))?;
+    // Every node of the spec gets its host key now (not only those built), so known_hosts
+    // lists the whole cluster.
+    secrets.host_keys =
+        pki::ensure_host_keys(&secrets.dir, &node_names(&v.spec), pki::HostKeyMode::Store)?;
+    report.known_hosts =
+        pki::write_known_hosts(&secrets.dir, &known_host_names(&v.spec), &secrets.host_keys)?;
     report.warnings.extend(secrets.warnings.iter().cloned());
     if opts.token.is_none() {
         report
@@ -295,6 +309,18 @@ fn secrets(
         &format!("https://{}", v.spec.control_plane_endpoint()),
     )?;
     Ok(secrets)
+}
+
+fn node_names(spec: &Spec) -> Vec<&str> {
+    spec.nodes.iter().map(|n| n.name.as_str()).collect()
+}
+
+/// `(name, fixed address)` of every node, for known_hosts.
+fn known_host_names(spec: &Spec) -> Vec<(&str, Option<String>)> {
+    spec.nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.address.map(|a| a.addr.to_string())))
+        .collect()
 }
 
 fn secrets_options(v: &Validated, opts: &BuildOptions) -> pki::SecretsOptions {
@@ -342,7 +368,7 @@ pub fn dry_run(opts: &BuildOptions) -> Result<(BuildPlan, Vec<String>), BuildErr
     let mut notes = Vec::new();
     let secrets_dir = v.spec.spec_dir.join("secrets");
     let scratch = tempfile::tempdir().map_err(io_error(Path::new("a temporary directory")))?;
-    let secrets = if pki::secrets_exist(&secrets_dir) {
+    let mut secrets = if pki::secrets_exist(&secrets_dir) {
         pki::ensure_secrets(&secrets_dir, &secrets_options(&v, opts))?
     } else {
         notes.push(format!(
@@ -351,6 +377,12 @@ pub fn dry_run(opts: &BuildOptions) -> Result<(BuildPlan, Vec<String>), BuildErr
         ));
         pki::ensure_secrets(&scratch.path().join("secrets"), &secrets_options(&v, opts))?
     };
+    // Host keys that exist are read; missing ones are made in memory only.
+    secrets.host_keys = pki::ensure_host_keys(
+        &secrets.dir,
+        &node_names(&v.spec),
+        pki::HostKeyMode::InMemory,
+    )?;
     // A scratch copy of the lock takes whatever an offline directory would record.
     let lock_copy = scratch.path().join("piforge.lock");
     if v.artifact_source.lock.exists() {

@@ -33,28 +33,7 @@ pub(super) fn identity(fs: &dyn RootFiles) -> Result<Vec<CheckItem>, String> {
         ),
     });
 
-    let keys: Vec<String> = fs
-        .list("/etc/ssh")?
-        .into_iter()
-        .filter(|n| n.starts_with("ssh_host_"))
-        .collect();
-    out.push(if keys.is_empty() {
-        item(
-            "ssh-host-keys",
-            "no shared ssh host keys",
-            Status::Pass,
-            "no ssh host keys in the image",
-            "/etc/ssh/ssh_host_*",
-        )
-    } else {
-        item(
-            "ssh-host-keys",
-            "no shared ssh host keys",
-            Status::Fail,
-            format!("every node would share {}; remove them", join(&keys)),
-            "/etc/ssh/ssh_host_*",
-        )
-    });
+    out.push(ssh_host_keys(fs)?);
 
     const DBUS: &str = "/var/lib/dbus/machine-id";
     out.push(if let Some(t) = fs.read_link(DBUS)? {
@@ -73,6 +52,101 @@ pub(super) fn identity(fs: &dyn RootFiles) -> Result<Vec<CheckItem>, String> {
         }
     });
     Ok(out)
+}
+
+/// No host key every card would share. A key is fine when it is the pair piforge wrote for
+/// one node (its marker names the node and the key's fingerprint, and the pair matches it);
+/// that no other card holds the same key cannot be told from one image, so the reason says
+/// where to compare (the build's `secrets/known_hosts`).
+fn ssh_host_keys(fs: &dyn RootFiles) -> Result<CheckItem, String> {
+    use crate::payload::paths::{SSH_HOST_KEY, SSH_HOST_KEY_MARKER, SSH_HOST_KEY_PUB};
+    const ID: &str = "ssh-host-keys";
+    const TITLE: &str = "no shared ssh host keys";
+    const WHERE: &str = "/etc/ssh/ssh_host_*";
+    let keys: Vec<String> = fs
+        .list("/etc/ssh")?
+        .into_iter()
+        .filter(|n| n.starts_with("ssh_host_"))
+        .collect();
+    if keys.is_empty() {
+        return Ok(item(
+            ID,
+            TITLE,
+            Status::Pass,
+            "no ssh host keys in the image",
+            WHERE,
+        ));
+    }
+    let marker = fs
+        .read_string(SSH_HOST_KEY_MARKER)?
+        .and_then(|t| crate::pki::parse_host_key_marker(&t));
+    let Some((node, fingerprint)) = marker else {
+        return Ok(item(
+            ID,
+            TITLE,
+            Status::Fail,
+            format!("every node would share {}; remove them", join(&keys)),
+            WHERE,
+        ));
+    };
+    let ours = [file_name(SSH_HOST_KEY), file_name(SSH_HOST_KEY_PUB)];
+    let others: Vec<String> = keys
+        .iter()
+        .filter(|k| !ours.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if !others.is_empty() {
+        return Ok(item(
+            ID,
+            TITLE,
+            Status::Fail,
+            format!(
+                "besides the key piforge wrote for node {node}, every node would share {}; \
+                 remove them",
+                join(&others)
+            ),
+            WHERE,
+        ));
+    }
+    let private = fs.read_string(SSH_HOST_KEY)?.unwrap_or_default();
+    let public = fs.read_string(SSH_HOST_KEY_PUB)?.unwrap_or_default();
+    Ok(
+        match crate::pki::installed_pair_fingerprint(&private, &public) {
+            Err(why) => item(
+                ID,
+                TITLE,
+                Status::Fail,
+                format!("the host key piforge wrote for node {node} is damaged: {why}"),
+                SSH_HOST_KEY,
+            ),
+            Ok(fp) if fp != fingerprint => item(
+                ID,
+                TITLE,
+                Status::Fail,
+                format!(
+                    "the host key is {fp}, not the {fingerprint} piforge wrote for node {node}: \
+                     it was replaced after the build"
+                ),
+                SSH_HOST_KEY,
+            ),
+            Ok(fp) => item(
+                ID,
+                TITLE,
+                Status::Pass,
+                format!(
+                    "only the host key piforge made for node {node} ({fp}); one image cannot \
+                     show that no other card has it: compare with the build's \
+                     secrets/known_hosts (`ssh-keygen -lf`)"
+                ),
+                SSH_HOST_KEY,
+            ),
+        },
+    )
+}
+
+/// The file name of a path under /etc/ssh.
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -782,3 +782,53 @@ fn crictl_endpoint_is_read_as_yaml() {
         assert!(i.reason.starts_with("no runtime-endpoint"), "{}", i.reason);
     }
 }
+
+#[test]
+fn piforge_host_keys_pass_only_as_written() {
+    use crate::payload::paths::{SSH_HOST_KEY, SSH_HOST_KEY_MARKER, SSH_HOST_KEY_PUB};
+    let t = tempfile::tempdir().unwrap();
+    let keys = crate::pki::ensure_host_keys(
+        t.path(),
+        &["pi-1", "pi-2"],
+        crate::pki::HostKeyMode::InMemory,
+    )
+    .unwrap();
+    let (k1, k2) = (&keys["pi-1"], &keys["pi-2"]);
+    let with = |private: &str, public: &str, marker: &str| {
+        let (fs, boot) = prepared();
+        let fs = fs
+            .file(SSH_HOST_KEY, private)
+            .file(SSH_HOST_KEY_PUB, public)
+            .file(SSH_HOST_KEY_MARKER, marker);
+        (fs, boot)
+    };
+    let m1 = crate::pki::host_key_marker("pi-1", k1);
+    // piforge's own pair for pi-1: PASS, and the reason is honest about what it cannot know.
+    let (fs, boot) = with(&k1.private_openssh, &k1.public_openssh, &m1);
+    let items = run(&fs, &boot);
+    let i = get(&items, "ssh-host-keys");
+    assert_eq!(i.status, Status::Pass, "{}", i.reason);
+    assert!(i.reason.contains("node pi-1"), "{}", i.reason);
+    assert!(i.reason.contains(&k1.fingerprint), "{}", i.reason);
+    assert!(i.reason.contains("known_hosts"), "{}", i.reason);
+    // Another node's key under pi-1's marker (a card copied from another): FAIL.
+    let (fs, boot) = with(&k2.private_openssh, &k2.public_openssh, &m1);
+    let i = only(fs, boot, "ssh-host-keys", Status::Fail);
+    assert!(i.reason.contains("replaced"), "{}", i.reason);
+    // Halves of two pairs: FAIL.
+    let (fs, boot) = with(&k1.private_openssh, &k2.public_openssh, &m1);
+    let i = only(fs, boot, "ssh-host-keys", Status::Fail);
+    assert!(i.reason.contains("not the private key's"), "{}", i.reason);
+    // A base's shared RSA key beside piforge's: FAIL naming it.
+    let (fs, boot) = with(&k1.private_openssh, &k1.public_openssh, &m1);
+    let fs = fs.file("/etc/ssh/ssh_host_rsa_key", "RSA");
+    let i = only(fs, boot, "ssh-host-keys", Status::Fail);
+    assert!(i.reason.contains("ssh_host_rsa_key"), "{}", i.reason);
+    assert!(!i.reason.contains("ssh_host_ed25519_key"), "{}", i.reason);
+    // No marker: as before, a key baked into the image is shared.
+    let (fs, boot) = prepared();
+    let fs = fs
+        .file(SSH_HOST_KEY, &k1.private_openssh)
+        .file(SSH_HOST_KEY_PUB, &k1.public_openssh);
+    only(fs, boot, "ssh-host-keys", Status::Fail);
+}

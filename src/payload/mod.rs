@@ -206,6 +206,13 @@ pub struct BaseFacts {
     /// The groups of the base cloud-init's default user (`system_info: default_user: groups:`
     /// in `/etc/cloud/cloud.cfg`, then `cloud.cfg.d/*.cfg` in order; the last one wins).
     pub default_user_groups: Vec<String>,
+    /// Units of the base that delete and remake the host keys on first boot, masked so that
+    /// the node keeps the key piforge writes for it (see [`SSH_KEY_REGENERATORS`]).
+    pub ssh_key_regenerators: Vec<String>,
+    /// NetworkManager is installed (Raspberry Pi OS): Wi-Fi goes in a keyfile.
+    pub network_manager: bool,
+    /// netplan is installed (Ubuntu): without NetworkManager, Wi-Fi goes in a netplan file.
+    pub netplan: bool,
 }
 
 /// The names in an `/etc/group`.
@@ -262,6 +269,12 @@ fn read_default_user_groups(fs: &dyn RootFiles) -> Result<Vec<String>, PayloadEr
     Ok(groups)
 }
 
+/// Raspberry Pi OS's `regenerate_ssh_host_keys.service` (raspberrypi-sys-mods) runs
+/// `rm -f /etc/ssh/ssh_host_*_key*` then `ssh-keygen -A` on first boot; pi-gen enabled it up
+/// to bookworm (stage2/01-sys-tweaks). It would replace the node's own key from the secrets
+/// directory, so where the base has it, it is masked.
+pub const SSH_KEY_REGENERATORS: [&str; 1] = ["regenerate_ssh_host_keys.service"];
+
 /// Where Debian's openssh-server puts its unit (`/lib` is a link to it on merged-/usr bases).
 const SSH_UNIT_FILES: [&str; 2] = [
     "/usr/lib/systemd/system/ssh.service",
@@ -309,12 +322,31 @@ pub fn base_facts(fs: &dyn RootFiles) -> Result<BaseFacts, PayloadError> {
             .unwrap_or_default(),
     );
     let default_user_groups = read_default_user_groups(fs)?;
+    let mut ssh_key_regenerators = Vec::new();
+    for u in SSH_KEY_REGENERATORS {
+        for dir in ["/usr/lib/systemd/system", "/lib/systemd/system"] {
+            if fs
+                .exists(&format!("{dir}/{u}"))
+                .map_err(PayloadError::Base)?
+            {
+                ssh_key_regenerators.push(u.to_string());
+                break;
+            }
+        }
+    }
+    let network_manager = fs
+        .exists("/usr/sbin/NetworkManager")
+        .map_err(PayloadError::Base)?;
+    let netplan = fs.exists("/usr/sbin/netplan").map_err(PayloadError::Base)?;
     Ok(BaseFacts {
         missing_packages,
         ssh_enable,
         host_keys,
         groups,
         default_user_groups,
+        ssh_key_regenerators,
+        network_manager,
+        netplan,
     })
 }
 
@@ -484,12 +516,17 @@ pub fn add_payload(
     }
 
     // sshd enabled where the base ships it disabled; no host keys shared by every card
-    // (cloud-init's ssh module makes a node's own on first boot).
+    // (each node gets its own from the build's node layer).
     for (link, target) in &base.ssh_enable {
         symlink(plan, link, target);
     }
     for k in &base.host_keys {
         plan.root.push(RootOp::Remove { path: k.clone() });
+    }
+    // The node's host key comes from the secrets directory (the build's node layer); nothing
+    // on the node may replace it.
+    for u in &base.ssh_key_regenerators {
+        symlink(plan, &format!("/etc/systemd/system/{u}"), "/dev/null");
     }
 
     // Boot partition: cgroup tokens and config.txt settings.
@@ -633,6 +670,23 @@ mod tests {
         // Not YAML: ignored, not an error.
         let fs = MemFiles::with(&[("/etc/cloud/cloud.cfg", "a: [b\n")]);
         assert!(base_facts(&fs).unwrap().default_user_groups.is_empty());
+    }
+
+    #[test]
+    fn a_base_unit_that_remakes_host_keys_is_masked() {
+        let fs = MemFiles::with(&[(
+            "/lib/systemd/system/regenerate_ssh_host_keys.service",
+            "[Service]\nExecStartPre=-/bin/sh -c \"rm -f -v /etc/ssh/ssh_host_*_key*\"\n",
+        )]);
+        let facts = base_facts(&fs).unwrap();
+        assert_eq!(
+            facts.ssh_key_regenerators,
+            ["regenerate_ssh_host_keys.service"]
+        );
+        assert!(base_facts(&MemFiles::default())
+            .unwrap()
+            .ssh_key_regenerators
+            .is_empty());
     }
 
     #[test]

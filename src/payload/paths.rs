@@ -34,6 +34,19 @@ pub const KUBERNETES_PKI: &str = "/etc/kubernetes/pki";
 pub const KUBE_VIP_MANIFEST: &str = crate::render::kube_vip::MANIFEST_PATH;
 /// cloud-init's pointer to the NoCloud seed on the boot partition, for bases without one.
 pub const NOCLOUD_SNIPPET: &str = "/etc/cloud/cloud.cfg.d/99-piforge-nocloud.cfg";
+/// A node's SSH host key (0600) and its public half (0644), from the secrets directory.
+pub const SSH_HOST_KEY: &str = "/etc/ssh/ssh_host_ed25519_key";
+pub const SSH_HOST_KEY_PUB: &str = "/etc/ssh/ssh_host_ed25519_key.pub";
+/// Which node [`SSH_HOST_KEY`] was written for, and its fingerprint (read by `check`).
+pub const SSH_HOST_KEY_MARKER: &str = "/etc/piforge/ssh-host-key";
+/// A Wi-Fi node's NetworkManager connection (0600: it holds the PSK).
+pub const NM_WIFI_CONNECTION: &str =
+    "/etc/NetworkManager/system-connections/piforge-wifi.nmconnection";
+/// NetworkManager's radio state (pi-gen writes `WirelessEnabled=false` when built without
+/// a Wi-Fi country).
+pub const NM_STATE: &str = "/var/lib/NetworkManager/NetworkManager.state";
+/// A Wi-Fi node's netplan file on bases without NetworkManager (0600: it holds the PSK).
+pub const NETPLAN_WIFI: &str = "/etc/netplan/90-piforge-wifi.yaml";
 /// containerd's configuration.
 pub const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
 

@@ -8,10 +8,12 @@
 //!
 //! Layout: `ca.crt`/`ca.key` (ECDSA P-256, CN `kubernetes`), `token` and `token-created`,
 //! `admin.key`/`admin.crt` (the `kubernetes-admin` client certificate), and with more than one
-//! control plane `sa.key`/`sa.pub`, `front-proxy-ca.crt`/`.key`, `etcd/ca.crt`/`.key`.
+//! control plane `sa.key`/`sa.pub`, `front-proxy-ca.crt`/`.key`, `etcd/ca.crt`/`.key`;
+//! `hosts/<node>/ssh_host_ed25519_key` (and `.pub`) and `known_hosts` (see [`ensure_host_keys`]).
 
 mod certs;
 mod files;
+mod host_keys;
 mod token;
 
 #[cfg(test)]
@@ -22,6 +24,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+pub use host_keys::{
+    ensure_host_keys, installed_pair_fingerprint, known_hosts, marker as host_key_marker,
+    parse_marker as parse_host_key_marker, write_known_hosts, HostKey, HostKeyMode, HOST_KEY_FILE,
+    HOST_PUB_FILE, KNOWN_HOSTS,
+};
 pub use token::is_valid as is_valid_token;
 
 const CA_CRT: &str = "ca.crt";
@@ -131,6 +138,9 @@ pub struct Secrets {
     pub token_created: i64,
     /// Things the user should know, such as a token older than its ttl.
     pub warnings: Vec<String>,
+    /// Each node's SSH host key, by node name: empty from [`ensure_secrets`], filled by the
+    /// build from [`ensure_host_keys`] (`hosts/<node>/` in the secrets directory).
+    pub host_keys: std::collections::BTreeMap<String, HostKey>,
     ca_spki_der: Vec<u8>,
 }
 
@@ -336,6 +346,7 @@ fn ensure_secrets_at(dir: &Path, opts: &SecretsOptions, now: i64) -> Result<Secr
         token,
         token_created,
         warnings: Vec::new(),
+        host_keys: Default::default(),
         ca_spki_der: ca_info.spki_der,
     };
     if let Some(w) = secrets.token_age_warning(now, opts.token_ttl_secs) {

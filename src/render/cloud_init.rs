@@ -86,6 +86,14 @@ pub fn user_data(spec: &Spec, node: &Node, groups: &[String]) -> Value {
         "manage_etc_hosts": false,
         "timezone": spec.timezone,
         "ssh_pwauth": false,
+        // The node's host key is piforge's (secrets/hosts/<node>/, written to the root
+        // filesystem by the build): cloud-init's ssh module (cc_ssh) must not delete it
+        // (`ssh_deletekeys`, default true) nor add other types (`ssh_genkeytypes`, default
+        // rsa, ecdsa, ed25519), so the node keeps one identity across reimages. cc_ssh
+        // skips a listed type whose key file exists, so `[ed25519]` makes nothing while
+        // piforge's key is there (and one if it were lost); the schema refuses `[]`.
+        "ssh_deletekeys": false,
+        "ssh_genkeytypes": ["ed25519"],
         "disable_root": true,
         "users": [{
             "name": spec.user,
@@ -131,6 +139,15 @@ pub fn network_config(spec: &Spec, node: &Node) -> Value {
             e
         }
         None => json!({"dhcp4": true}),
+    };
+    // A Wi-Fi node's address (fixed or DHCP) lives on its Wi-Fi connection, which the build
+    // writes to the root filesystem (it holds the PSK, which must not reach this FAT file).
+    // Its Ethernet port is then only a DHCP extra, `optional` so that boot never waits for a
+    // cable (a Zero 2 W has none).
+    let eth = if spec.node_wifi(node).is_some() {
+        json!({"dhcp4": true, "optional": true})
+    } else {
+        eth
     };
     let mut ethernets = Map::new();
     ethernets.insert(iface.clone(), eth);

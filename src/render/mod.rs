@@ -15,6 +15,7 @@ pub mod first_boot;
 pub mod kube_vip;
 pub mod kubeadm;
 pub mod kubeconfig;
+pub mod wifi;
 pub mod yaml;
 
 #[cfg(test)]

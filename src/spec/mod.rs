@@ -16,6 +16,7 @@ mod tests;
 mod values;
 #[cfg(test)]
 mod vip_tests;
+mod wifi;
 pub mod yaml;
 
 use std::fmt;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 pub use cidr::{Cidr, CidrParseError};
 pub use values::{is_dns_label, GoDuration, NodeName, Token, TokenError};
+pub use wifi::{is_country, is_ssid, Wifi, WifiPsk};
 pub use yaml::Pos;
 
 /// The port of the Kubernetes API server when `control_plane_endpoint` is not given.
@@ -122,6 +124,8 @@ pub struct Network {
     pub gateway: Option<IpAddr>,
     /// Not empty whenever a node has a fixed address.
     pub dns: Vec<IpAddr>,
+    /// Wi-Fi for every node (`network.wifi`), unless a node has its own.
+    pub wifi: Option<Wifi>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -132,6 +136,8 @@ pub struct Node {
     /// `None`: DHCP.
     pub address: Option<Cidr>,
     pub profile: Option<Profile>,
+    /// The node's own Wi-Fi (`wifi:`), replacing `network.wifi` as a whole.
+    pub wifi: Option<Wifi>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +178,11 @@ impl Spec {
         self.control_planes()
             .next()
             .expect("a checked spec has a control-plane node")
+    }
+
+    /// The Wi-Fi a node joins: its own `wifi`, else `network.wifi`.
+    pub fn node_wifi<'a>(&'a self, node: &'a Node) -> Option<&'a Wifi> {
+        node.wifi.as_ref().or(self.network.wifi.as_ref())
     }
 
     pub fn control_planes(&self) -> impl Iterator<Item = &Node> {

@@ -149,6 +149,7 @@ fn full_example_parses_with_every_field() {
                 "192.168.1.1".parse::<IpAddr>().unwrap(),
                 "1.1.1.1".parse().unwrap()
             ],
+            wifi: None,
         }
     );
     assert_eq!(spec.user, "admin");
@@ -328,11 +329,11 @@ fn unknown_keys() {
     );
     assert_error(
         &with_network("{gateway: 192.168.1.1, dns: [192.168.1.1], mtu: 1500}"),
-        "cluster.yaml:2:53: unknown key `mtu` in network; allowed keys: interface, gateway, dns",
+        "cluster.yaml:2:53: unknown key `mtu` in network; allowed keys: interface, gateway, dns, wifi",
     );
     assert_error(
         &minimal(&format!("network: {NET}\n")).replace("role: control-plane,", "role: control-plane, hostname: x,"),
-        "cluster.yaml:6:37: unknown key `hostname` in nodes[0]; allowed keys: name, role, address, profile",
+        "cluster.yaml:6:37: unknown key `hostname` in nodes[0]; allowed keys: name, role, address, profile, wifi",
     );
     assert_error(
         &minimal(&format!("network: {NET}\n"))
@@ -1100,4 +1101,118 @@ fn init_profiles_pass_cloud_init_schema() {
             );
         }
     }
+}
+
+/// `network.wifi` written block-style at line 5 (after `network:`, gateway and dns).
+fn with_wifi(wifi_lines: &str) -> String {
+    minimal(&format!(
+        "network:\n  gateway: 192.168.1.1\n  dns: [192.168.1.1]\n  wifi:\n{wifi_lines}"
+    ))
+}
+
+#[test]
+fn wifi_parses_cluster_wide_and_per_node() {
+    let dir = workdir();
+    fs::write(dir.path().join("cp.psk"), "cp passphrase\n").unwrap();
+    let text = with_wifi("    ssid: home net\n    psk: \"correct horse\"\n    country: PT\n")
+        .replace(
+            "  - {name: cp, role: control-plane, address: 192.168.1.10/24}\n",
+            "  - {name: cp, role: control-plane, address: 192.168.1.10/24}\n  - name: zero\n    role: worker\n    wifi: {ssid: attic, psk_file: cp.psk, country: GB, hidden: true}\n",
+        );
+    let spec = parse_in(dir.path(), &text).unwrap_or_else(|e| panic!("{e}"));
+    let all = spec.network.wifi.as_ref().unwrap();
+    assert_eq!(
+        (
+            all.ssid.as_str(),
+            all.psk.expose(),
+            all.country.as_str(),
+            all.hidden
+        ),
+        ("home net", "correct horse", "PT", false)
+    );
+    let cp = spec.node_wifi(&spec.nodes[0]).unwrap();
+    assert_eq!(cp.ssid, "home net");
+    let zero = spec.node_wifi(&spec.nodes[1]).unwrap();
+    assert_eq!(
+        (
+            zero.ssid.as_str(),
+            zero.psk.expose(),
+            zero.country.as_str(),
+            zero.hidden
+        ),
+        ("attic", "cp passphrase", "GB", true)
+    );
+    // The key never shows in a Debug print of the spec.
+    assert!(!format!("{spec:?}").contains("correct horse"));
+    assert!(!format!("{spec:?}").contains("cp passphrase"));
+    // Without network.wifi: no Wi-Fi.
+    assert!(ok(&minimal(
+        "network: {gateway: 192.168.1.1, dns: [192.168.1.1]}\n"
+    ))
+    .network
+    .wifi
+    .is_none());
+}
+
+#[test]
+fn wifi_errors_name_file_line_and_column() {
+    let long = "x".repeat(33);
+    assert_errors(
+        &with_wifi(&format!(
+            "    ssid: {long}\n    psk: short\n    country: UK\n    hidden: maybe\n"
+        )),
+        &[
+            "cluster.yaml:6:11: network.wifi.ssid: an SSID has 1 to 32 bytes and no control characters (this one has 33 bytes)",
+            "cluster.yaml:7:10: network.wifi.psk: a passphrase has 8 to 63 characters (or give the key as 64 hex digits)",
+            "cluster.yaml:8:14: network.wifi.country: `UK` is not an ISO 3166 country code (two capital letters, such as PT, GB or US): it sets the Wi-Fi regulatory domain",
+            "cluster.yaml:9:13: network.wifi.hidden: expected true or false",
+        ],
+    );
+    assert_error(
+        &with_wifi("    ssid: home\n    psk: \"pässwörter\"\n    country: PT\n"),
+        "cluster.yaml:7:10: network.wifi.psk: a passphrase is printable ASCII only (no tabs, newlines or accents)",
+    );
+    assert_error(
+        &with_wifi("    ssid: home\n    country: PT\n"),
+        "cluster.yaml:6:5: network.wifi: missing required key `psk` (or `psk_file`, a file holding it)",
+    );
+    assert_error(
+        &with_wifi(
+            "    ssid: home\n    psk: \"correct horse\"\n    psk_file: k.psk\n    country: PT\n",
+        ),
+        "cluster.yaml:8:15: network.wifi: give psk or psk_file, not both",
+    );
+    assert_error(
+        &with_wifi("    ssid: home\n    psk_file: nope.psk\n    country: PT\n"),
+        "cluster.yaml:7:15: network.wifi.psk_file: cannot read $DIR/nope.psk: No such file or directory (os error 2)",
+    );
+    assert_error(
+        &with_wifi("    ssid: home\n    psk: \"correct horse\"\n"),
+        "cluster.yaml:6:5: network.wifi: missing required key `country`",
+    );
+    // A bad key in a psk_file is reported at psk_file, without the key.
+    let dir = workdir();
+    fs::write(dir.path().join("bad.psk"), "tiny\n").unwrap();
+    let err = parse_in(
+        dir.path(),
+        &with_wifi("    ssid: home\n    psk_file: bad.psk\n    country: PT\n"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("cluster.yaml:7:15: network.wifi.psk_file: the key in "),
+        "{err}"
+    );
+    assert!(
+        err.contains("8 to 63 characters") && !err.contains("tiny"),
+        "{err}"
+    );
+    // A node's own wifi is checked at its own path.
+    assert_error(
+        &minimal("network: {gateway: 192.168.1.1, dns: [192.168.1.1]}\n").replace(
+            "address: 192.168.1.10/24}",
+            "address: 192.168.1.10/24, wifi: {ssid: a, psk: \"correct horse\", country: pt}}",
+        ),
+        "cluster.yaml:6:110: nodes[0].wifi.country: `pt` is not an ISO 3166 country code (two capital letters, such as PT, GB or US): it sets the Wi-Fi regulatory domain",
+    );
 }

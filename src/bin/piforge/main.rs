@@ -342,6 +342,10 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         "kubectl --kubeconfig {} get nodes   (once the control plane is up)",
         report.admin_kubeconfig.display()
     );
+    println!(
+        "ssh -o UserKnownHostsFile={} <user>@<node>   (the nodes' host keys, the same after a reimage)",
+        report.known_hosts.display()
+    );
     if !report.before_flashing.is_empty() {
         println!("Before flashing the reimaged node(s), run in the cluster:");
         for c in &report.before_flashing {

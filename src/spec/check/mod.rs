@@ -10,6 +10,7 @@ mod ctx;
 mod formats;
 mod nodes;
 mod vip;
+mod wifi;
 
 pub(super) use ctx::resolve;
 pub(super) use nodes::parse_profile_text;
@@ -48,8 +49,8 @@ const KUBERNETES_KEYS: &[&str] = &[
     "token_ttl",
     "cni",
 ];
-const NETWORK_KEYS: &[&str] = &["interface", "gateway", "dns"];
-const NODE_KEYS: &[&str] = &["name", "role", "address", "profile"];
+const NETWORK_KEYS: &[&str] = &["interface", "gateway", "dns", "wifi"];
+const NODE_KEYS: &[&str] = &["name", "role", "address", "profile", "wifi"];
 
 const DEFAULT_POD_SUBNET: &str = "10.244.0.0/16";
 const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
@@ -529,11 +530,16 @@ fn network(ctx: &mut Ctx<'_>, item: Option<&Item>) -> Option<NetworkParts> {
                 ok.then_some(dns)
             }),
     };
+    let wifi = match f.get("wifi") {
+        None => Some(None),
+        Some(v) => wifi::wifi(ctx, v, "network.wifi").map(Some),
+    };
     Some(NetworkParts {
         network: Network {
             interface: interface?,
             gateway: gateway?,
             dns: dns?,
+            wifi: wifi?,
         },
     })
 }

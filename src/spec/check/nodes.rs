@@ -102,12 +102,17 @@ pub(super) fn node(ctx: &mut Ctx<'_>, item: &Item, path: &str) -> Option<NodePar
         }
         _ => Some(None),
     };
+    let wifi = match f.get("wifi") {
+        None => Some(None),
+        Some(v) => super::wifi::wifi(ctx, v, &format!("{path}.wifi")).map(Some),
+    };
     Some(NodeParts {
         node: Node {
             name: name?,
             role: role?,
             address: address?,
             profile: profile?,
+            wifi: wifi?,
         },
         pos: f.pos,
         name_pos: name_item?.pos,
