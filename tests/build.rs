@@ -62,19 +62,7 @@ nodes:
 }
 
 fn build(spec: &Path, out: &Path, arts: &Path, cache: &Path) -> std::process::Output {
-    piforge(
-        &[
-            "build",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--artifacts",
-            arts.to_str().unwrap(),
-            "--allow-unpinned",
-        ],
-        cache,
-    )
+    build_with(spec, out, arts, cache, &[])
 }
 
 fn openssl_hash(ca: &Path) -> String {
@@ -409,22 +397,12 @@ fn reimage_one_node_with_a_fresh_token() {
     let spec = write_spec(tmp.path(), &fixture("trixie.img"));
     let out = tmp.path().join("dist");
     let fresh = "abcdef.0123456789abcdef";
-    let r = piforge(
-        &[
-            "build",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--artifacts",
-            arts.to_str().unwrap(),
-            "--allow-unpinned",
-            "--node",
-            "pi-w-1",
-            "--token",
-            fresh,
-        ],
+    let r = build_with(
+        &spec,
+        &out,
+        &arts,
         &cache,
+        &["--node", "pi-w-1", "--token", fresh],
     );
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let stdout = String::from_utf8_lossy(&r.stdout);
@@ -524,20 +502,7 @@ fn dry_run_prints_every_layer_and_writes_nothing() {
     let spec = write_spec(tmp.path(), &fixture("trixie.img"));
     let out = tmp.path().join("dist");
     let before = tree(tmp.path());
-    let r = piforge(
-        &[
-            "build",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--artifacts",
-            arts.to_str().unwrap(),
-            "--allow-unpinned",
-            "--dry-run",
-        ],
-        &cache,
-    );
+    let r = build_with(&spec, &out, &arts, &cache, &["--dry-run"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let stdout = String::from_utf8_lossy(&r.stdout);
     for heading in [
@@ -645,20 +610,9 @@ fn reimaging_the_init_node_joins_or_is_refused() {
     let spec = write_spec(tmp.path(), &fixture("trixie.img"));
     let out = tmp.path().join("dist");
     let node_build = |extra: &[&str]| {
-        let mut args = vec![
-            "build",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--artifacts",
-            arts.to_str().unwrap(),
-            "--allow-unpinned",
-            "--node",
-            "pi-cp-1",
-        ];
+        let mut args = vec!["--node", "pi-cp-1"];
         args.extend_from_slice(extra);
-        piforge(&args, &cache)
+        build_with(&spec, &out, &arts, &cache, &args)
     };
     // The first build records the init node (0600, beside the secrets).
     let r = build(&spec, &out, &arts, &cache);

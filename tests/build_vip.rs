@@ -45,19 +45,7 @@ nodes:
 }
 
 fn build(spec: &Path, out: &Path, arts: &Path, cache: &Path) -> std::process::Output {
-    piforge(
-        &[
-            "build",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--artifacts",
-            arts.to_str().unwrap(),
-            "--allow-unpinned",
-        ],
-        cache,
-    )
+    build_with(spec, out, arts, cache, &[])
 }
 
 /// PyYAML's reading of a document, as JSON.
@@ -198,20 +186,7 @@ fn dry_run_lists_kube_vip_in_both_control_plane_layers_only() {
     let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
     let spec = write_spec(tmp.path(), &fixture("trixie.img"), "192.168.50.9");
     let out = tmp.path().join("dist");
-    let r = piforge(
-        &[
-            "build",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--artifacts",
-            arts.to_str().unwrap(),
-            "--allow-unpinned",
-            "--dry-run",
-        ],
-        &cache,
-    );
+    let r = build_with(&spec, &out, &arts, &cache, &["--dry-run"]);
     let text = String::from_utf8_lossy(&r.stdout);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     // Each layer's listing, by its heading.

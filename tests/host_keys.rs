@@ -50,18 +50,7 @@ nodes:
 }
 
 fn build(spec: &Path, out: &Path, arts: &Path, cache: &Path, extra: &[&str]) {
-    let mut args = vec![
-        "build",
-        "--spec",
-        spec.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--artifacts",
-        arts.to_str().unwrap(),
-        "--allow-unpinned",
-    ];
-    args.extend_from_slice(extra);
-    let r = piforge(&args, cache);
+    let r = build_with(spec, out, arts, cache, extra);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     // No private key on the terminal.
     let all = format!(

@@ -58,19 +58,7 @@ fn build(base: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
     let spec = write_spec(tmp.path(), &fixture(&format!("{base}.img")));
     let out = tmp.path().join("dist");
-    let r = piforge(
-        &[
-            "build",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--artifacts",
-            arts.to_str().unwrap(),
-            "--allow-unpinned",
-        ],
-        &cache,
-    );
+    let r = build_with(&spec, &out, &arts, &cache, &[]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let all = format!(
         "{}{}",
@@ -82,20 +70,7 @@ fn build(base: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
         "a PSK was printed"
     );
     // Nor does the dry run show one.
-    let r = piforge(
-        &[
-            "build",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--artifacts",
-            arts.to_str().unwrap(),
-            "--allow-unpinned",
-            "--dry-run",
-        ],
-        &cache,
-    );
+    let r = build_with(&spec, &out, &arts, &cache, &["--dry-run"]);
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&r.stdout),
@@ -322,19 +297,7 @@ fn a_base_without_networkmanager_or_netplan_is_refused_for_wifi() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let spec = write_spec(tmp.path(), &base);
     let out = tmp.path().join("dist");
-    let r = piforge(
-        &[
-            "build",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--artifacts",
-            arts.to_str().unwrap(),
-            "--allow-unpinned",
-        ],
-        &cache,
-    );
+    let r = build_with(&spec, &out, &arts, &cache, &[]);
     assert_one_line_error(&r, "neither NetworkManager nor netplan");
     assert!(!out.join("pi-cp-1.img").exists());
 }

@@ -232,3 +232,19 @@ pub fn start_mirror(root: &Path) -> Mirror {
         url: format!("http://127.0.0.1:{port}"),
     }
 }
+
+/// `piforge build --spec SPEC --out OUT --artifacts ARTS --allow-unpinned EXTRA...`.
+pub fn build_with(spec: &Path, out: &Path, arts: &Path, cache: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "build",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--artifacts",
+        arts.to_str().unwrap(),
+        "--allow-unpinned",
+    ];
+    args.extend_from_slice(extra);
+    piforge(&args, cache)
+}

@@ -34,7 +34,14 @@ install -m 0755 "$x/usr/sbin/runc" "$out/runc.arm64"
 # cni-plugins-linux-arm64-v<v>.tgz with ./bridge ...
 cni=$(ls "$out"/cni-plugins-linux-arm64-v*.tgz)
 mkdir -p "$work/cni"
-cp -a "$x/usr/lib/cni/." "$work/cni/"
+# Only the plugins the upstream tarball has (Debian adds its own, such as cni-bridge-fp,
+# which the catalog's member list rightly refuses).
+for b in bandwidth bridge dhcp dummy firewall host-device host-local ipvlan loopback macvlan \
+	portmap ptp sbr static tap tuning vlan vrf; do
+	[[ -f $x/usr/lib/cni/$b ]] && install -m 0755 "$x/usr/lib/cni/$b" "$work/cni/$b"
+done
+[[ -f $work/cni/bridge && -f $work/cni/host-local && -f $work/cni/loopback ]] ||
+	{ echo "make-e2e-artifacts.sh: Debian's CNI plugins lack bridge/host-local/loopback" >&2; exit 1; }
 (cd "$work/cni" && tarit . "$cni" $(ls | sed 's|^|./|'))
 
 cat >"$out/kubeadm" <<'SH'
