@@ -124,12 +124,11 @@ pub struct Secrets {
     pub dir: PathBuf,
     /// The cluster CA (`/etc/kubernetes/pki/ca.crt`, `ca.key`).
     pub ca: CertAndKey,
-    /// Only with more than one control plane.
-    pub front_proxy_ca: Option<CertAndKey>,
-    /// Only with more than one control plane.
-    pub etcd_ca: Option<CertAndKey>,
-    /// Only with more than one control plane.
-    pub service_account: Option<ServiceAccountKey>,
+    /// The keys every control plane must share (front-proxy CA, etcd CA, service-account
+    /// key), made on the first build even with one control plane.
+    pub front_proxy_ca: CertAndKey,
+    pub etcd_ca: CertAndKey,
+    pub service_account: ServiceAccountKey,
     /// The `kubernetes-admin` client certificate and key.
     pub admin: CertAndKey,
     /// The bootstrap token, `[a-z0-9]{6}.[a-z0-9]{16}`.
@@ -149,7 +148,6 @@ impl fmt::Debug for Secrets {
         f.debug_struct("Secrets")
             .field("dir", &self.dir)
             .field("discovery_hash", &self.discovery_hash())
-            .field("multi_control_plane", &self.service_account.is_some())
             .field("token", &"[elided]")
             .field("token_created", &self.token_created)
             .field("warnings", &self.warnings)
@@ -193,18 +191,13 @@ impl Secrets {
             file(CA_CRT, &self.ca.cert_pem, 0o644),
             file(CA_KEY, &self.ca.key_pem, 0o600),
         ];
-        if let Some(sa) = &self.service_account {
-            out.push(file(SA_KEY, &sa.private_pem, 0o600));
-            out.push(file(SA_PUB, &sa.public_pem, 0o644));
-        }
-        if let Some(fp) = &self.front_proxy_ca {
-            out.push(file(FRONT_PROXY_CRT, &fp.cert_pem, 0o644));
-            out.push(file(FRONT_PROXY_KEY, &fp.key_pem, 0o600));
-        }
-        if let Some(etcd) = &self.etcd_ca {
-            out.push(file(ETCD_CRT, &etcd.cert_pem, 0o644));
-            out.push(file(ETCD_KEY, &etcd.key_pem, 0o600));
-        }
+        let (sa, fp, etcd) = (&self.service_account, &self.front_proxy_ca, &self.etcd_ca);
+        out.push(file(SA_KEY, &sa.private_pem, 0o600));
+        out.push(file(SA_PUB, &sa.public_pem, 0o644));
+        out.push(file(FRONT_PROXY_CRT, &fp.cert_pem, 0o644));
+        out.push(file(FRONT_PROXY_KEY, &fp.key_pem, 0o600));
+        out.push(file(ETCD_CRT, &etcd.cert_pem, 0o644));
+        out.push(file(ETCD_KEY, &etcd.key_pem, 0o600));
         out
     }
 
@@ -320,19 +313,17 @@ fn ensure_secrets_at(dir: &Path, opts: &SecretsOptions, now: i64) -> Result<Secr
 
     // The keys control planes share are made on the first build, even with one control
     // plane: a control plane added later must join with the same ones `kubeadm init` used.
-    let front_proxy_ca = Some(
-        ensure_ca(
-            dir,
-            FRONT_PROXY_CRT,
-            FRONT_PROXY_KEY,
-            "front-proxy-ca",
-            epoch,
-        )?
-        .0,
-    );
+    let front_proxy_ca = ensure_ca(
+        dir,
+        FRONT_PROXY_CRT,
+        FRONT_PROXY_KEY,
+        "front-proxy-ca",
+        epoch,
+    )?
+    .0;
     files::ensure_private_dir(&dir.join(ETCD_DIR))?;
-    let etcd_ca = Some(ensure_ca(dir, ETCD_CRT, ETCD_KEY, "etcd-ca", epoch)?.0);
-    let service_account = Some(ensure_service_account(dir)?);
+    let etcd_ca = ensure_ca(dir, ETCD_CRT, ETCD_KEY, "etcd-ca", epoch)?.0;
+    let service_account = ensure_service_account(dir)?;
 
     let admin = ensure_admin(dir, &ca, epoch)?;
     let (token, token_created) = ensure_token(dir, now)?;
