@@ -286,6 +286,18 @@ check_node() {
 	local st
 	st=$(mtype -i "$fat" ::piforge-status.txt 2>/dev/null | tr -d '\r')
 	expect "$node" "piforge-status.txt on the boot partition says done" "$(sed -n 's/^phase: //p' <<<"$st")" '^done$'
+	# The node's own SSH host key (secrets/hosts/<node>/) survived the first boot: cloud-init
+	# neither deleted nor regenerated it, and no other host key was made beside it.
+	local want have
+	want=$(cut -d' ' -f1,2 "$S/secrets/hosts/$node/ssh_host_ed25519_key.pub" 2>/dev/null)
+	have=$(debugfs -R 'cat /etc/ssh/ssh_host_ed25519_key.pub' "$root" 2>/dev/null | cut -d' ' -f1,2)
+	local same="differs: ${have:-<none>} vs ${want:-<none in secrets>}"
+	[[ -n $want && $have == "$want" ]] && same=same
+	expect "$node" "the host key after boot is the node's own from secrets/hosts" "$same" '^same$'
+	expect "$node" "only the ed25519 host key pair in /etc/ssh after boot" \
+		"$(debugfs -R 'ls /etc/ssh' "$root" 2>/dev/null | tr -s ' \t' '\n' | grep -c '^ssh_host_')" '^2$'
+	expect "$node" "cmdline.txt has cgroup_enable=memory and no cgroup_memory=1" \
+		"$(mtype -i "$fat" ::cmdline.txt 2>/dev/null | tr -d '\r' | grep -o 'cgroup_[a-z]*=[a-z0-9]*' | tr '\n' ' ')" '^cgroup_enable=memory $'
 	local fsck
 	fsck=$(e2fsck -fn "$root" 2>&1)
 	if (($? == 0)); then pass "$node: root filesystem e2fsck -fn clean after shutdown"; else
