@@ -300,4 +300,10 @@ fn a_base_without_networkmanager_or_netplan_is_refused_for_wifi() {
     let r = build_with(&spec, &out, &arts, &cache, &[]);
     assert_one_line_error(&r, "neither NetworkManager nor netplan");
     assert!(!out.join("pi-cp-1.img").exists());
+    // Found while validating: nothing was written beside the spec.
+    assert!(!tmp.path().join("secrets").exists(), "secrets were written");
+    assert!(
+        !tmp.path().join("piforge.lock").exists(),
+        "the lock was written"
+    );
 }

@@ -157,13 +157,15 @@ pub(super) fn plan(
     let spec = &v.spec;
     let cluster = cluster_params(spec, secrets, opts)?;
     let mut common = Plan::new(opts.epoch);
-    let base = payload::node_payload(
+    let base = &v.base_facts;
+    payload::add_payload(
         &mut common,
-        &v.base.path,
         &v.release,
         arts,
+        base,
         &payload::PayloadOptions::default(),
-    )?;
+    )
+    .map_err(payload::PayloadSetupError::from)?;
 
     let wanted: Vec<&spec::Node> = spec
         .nodes
@@ -222,7 +224,7 @@ pub(super) fn plan(
         };
         let mut plan = node_layer(spec, node, role, &cluster, extras, opts.epoch);
         if let Some(w) = spec.node_wifi(node) {
-            wifi_layer(&mut plan, spec, node, w, &base)?;
+            wifi_layer(&mut plan, spec, node, w, base)?;
         }
         build.nodes.push(NodeLayer {
             name: node.name.to_string(),

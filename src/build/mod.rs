@@ -165,6 +165,8 @@ pub struct Validated {
     pub init_node: Option<String>,
     /// The cluster's recorded state, `None` before the first build.
     pub state: Option<state::ClusterState>,
+    /// What the payload needs to know about the base's root filesystem.
+    pub base_facts: payload::BaseFacts,
 }
 
 /// Phase 1: every check the spec, the options, the base image and the artifact sources
@@ -233,6 +235,13 @@ pub fn validate(
             image: base_path.display().to_string(),
         });
     }
+    let base_facts = payload::read_base_facts(&base.path)?;
+    // A Wi-Fi node needs a network stack piforge can configure, known before any secret.
+    if !base_facts.network_manager && !base_facts.netplan {
+        if let Some(n) = spec.nodes.iter().find(|n| spec.node_wifi(n).is_some()) {
+            return Err(BuildError::NoWifiStack(n.name.to_string()));
+        }
+    }
     // The site's overlays are read (and refused when unsafe) now, not after the secrets.
     for o in &spec.overlays {
         crate::plan::add_root_overlay(&mut crate::plan::Plan::new(opts.epoch), o).map_err(|e| {
@@ -267,6 +276,7 @@ pub fn validate(
         nodes,
         init_node,
         state,
+        base_facts,
     })
 }
 

@@ -562,11 +562,15 @@ pub fn node_payload(
     arts: &[FetchedArtifact],
     opts: &PayloadOptions,
 ) -> Result<BaseFacts, PayloadSetupError> {
-    let fs = crate::disk::Image::open(raw)?.root_fs()?;
-    let base = base_facts(&crate::fs::Ext4Files(&fs))?;
-    drop(fs);
+    let base = read_base_facts(raw)?;
     add_payload(plan, release, arts, &base, opts)?;
     Ok(base)
+}
+
+/// [`BaseFacts`] of the raw image `raw`'s root filesystem.
+pub fn read_base_facts(raw: &Path) -> Result<BaseFacts, PayloadSetupError> {
+    let fs = crate::disk::Image::open(raw)?.root_fs()?;
+    Ok(base_facts(&crate::fs::Ext4Files(&fs))?)
 }
 
 #[cfg(test)]
