@@ -699,20 +699,9 @@ fn instance_id_follows_the_token_not_the_output_or_the_build_order() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let full = built_instance_id(&a.join("pi-w-1.img"), &cache);
     let node_build = |out: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "build",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--artifacts",
-            arts.to_str().unwrap(),
-            "--allow-unpinned",
-            "--node",
-            "pi-w-1",
-        ];
+        let mut args = vec!["--node", "pi-w-1"];
         args.extend_from_slice(extra);
-        let r = piforge(&args, &cache);
+        let r = build_with(&spec, out, &arts, &cache, &args);
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
         built_instance_id(&out.join("pi-w-1.img"), &cache)
     };

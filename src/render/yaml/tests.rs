@@ -8,13 +8,13 @@ use serde_json::{json, Value};
 
 use super::*;
 
-/// Reads YAML with PyYAML and returns it as JSON (a missing python3 or PyYAML fails the test:
-/// tests/install-deps.sh installs python3-yaml).
-pub(crate) fn pyyaml(text: &str) -> Value {
+/// Runs a PyYAML `expr` over `text` (on standard input as `src`) and returns its JSON (a
+/// missing python3 or PyYAML fails the test: tests/install-deps.sh installs them).
+fn run_pyyaml(text: &str, expr: &str) -> Value {
     let mut child = Command::new("python3")
         .args([
             "-c",
-            "import yaml,json,sys; print(json.dumps(yaml.safe_load(sys.stdin.read())))",
+            &format!("import yaml,json,sys; src=sys.stdin.read(); print(json.dumps({expr}))"),
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -36,31 +36,14 @@ pub(crate) fn pyyaml(text: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Reads YAML with PyYAML and returns it as JSON.
+pub(crate) fn pyyaml(text: &str) -> Value {
+    run_pyyaml(text, "yaml.safe_load(src)")
+}
+
 /// Reads a multi-document stream with PyYAML.
 pub(crate) fn pyyaml_all(text: &str) -> Value {
-    let mut child = Command::new("python3")
-        .args([
-            "-c",
-            "import yaml,json,sys; print(json.dumps(list(yaml.safe_load_all(sys.stdin.read()))))",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 is installed (tests/install-deps.sh)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "PyYAML refused:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    run_pyyaml(text, "list(yaml.safe_load_all(src))")
 }
 
 /// Asserts `got == want`, naming the first place they differ.
