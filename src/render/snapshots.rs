@@ -55,23 +55,6 @@ fn pem(label: &str, what: &str) -> String {
     format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n")
 }
 
-/// The upstream kube-flannel.yml's ConfigMap, shortened.
-const FLANNEL: &str = r#"kind: ConfigMap
-apiVersion: v1
-metadata:
-  name: kube-flannel-cfg
-  namespace: kube-flannel
-data:
-  net-conf.json: |
-    {
-      "Network": "10.244.0.0/16",
-      "EnableNFTables": false,
-      "Backend": {
-        "Type": "vxlan"
-      }
-    }
-"#;
-
 /// The login groups of the snapshots: a Raspberry Pi OS-like base's, with `gpio` missing.
 fn snapshot_groups() -> Vec<String> {
     let existing: Vec<String> = cloud_init::PI_GEN_USER_GROUPS
@@ -161,7 +144,7 @@ fn render_all() -> BTreeMap<String, String> {
     );
     files.insert(
         "kube-flannel.yml".into(),
-        kubeadm::patch_flannel(FLANNEL, cluster.pod_subnet).unwrap(),
+        kubeadm::patch_flannel(super::tests::FLANNEL, cluster.pod_subnet).unwrap(),
     );
     files
 }

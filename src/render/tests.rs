@@ -269,8 +269,8 @@ fn profile_merge_appends_lists_and_overrides_scalars() {
     assert_eq!(base["packages"], json!(["htop"]));
 }
 
-/// The net-conf.json part of the upstream kube-flannel.yml.
-const FLANNEL: &str = r#"kind: ConfigMap
+/// The net-conf.json part of the upstream kube-flannel.yml (also the snapshots' manifest).
+pub(super) const FLANNEL: &str = r#"kind: ConfigMap
 apiVersion: v1
 metadata:
   name: kube-flannel-cfg
