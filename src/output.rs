@@ -14,10 +14,14 @@ fn pending() -> &'static Mutex<Vec<PathBuf>> {
     P.get_or_init(|| Mutex::new(Vec::new()))
 }
 
-/// Removes every temporary output still being written; returns how many there were.
-/// For the binary's Ctrl-C / SIGTERM handler, which then exits. The registry's lock stays
-/// held (and is leaked) afterwards, so that no new temporary file appears between the
+/// Removes every temporary output still being written, then whatever an [`Unfinished`] job
+/// holds (the same cleanup as the job failing); returns how many temporary files there were.
+/// For the binary's Ctrl-C / SIGTERM handler, which then exits. The registries' locks stay
+/// held (and are leaked) afterwards, so that no new temporary file appears between the
 /// cleanup and the exit: [`AtomicFile::create`] blocks instead.
+///
+/// Temporary files go first: an output renamed into place after that cannot exist (its
+/// temporary file is gone), and one renamed before is then seen by the [`Unfinished`] pass.
 pub fn cleanup_pending() -> usize {
     let list = pending().lock().unwrap_or_else(|p| p.into_inner());
     for p in list.iter() {
@@ -25,6 +29,152 @@ pub fn cleanup_pending() -> usize {
     }
     let n = list.len();
     std::mem::forget(list);
+    let jobs = unfinished().lock().unwrap_or_else(|p| p.into_inner());
+    for (_, entry) in jobs.iter() {
+        entry.undo();
+    }
+    std::mem::forget(jobs);
+    n
+}
+
+/// What an unfinished job made, to undo if it fails or is interrupted.
+#[derive(Debug)]
+enum Made {
+    /// A directory the job created: removed with everything in it.
+    Dir(PathBuf),
+    /// A file the job is about to write (or replace): removed unless it is still the file
+    /// that was there before (device and inode), so an older output the job never reached
+    /// stays.
+    Output {
+        path: PathBuf,
+        before: Option<(u64, u64)>,
+    },
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl Made {
+    fn undo(&self) {
+        match self {
+            Made::Dir(d) => {
+                let _ = fs::remove_dir_all(d);
+            }
+            Made::Output { path, before } => {
+                let now = identity(path);
+                if now.is_some() && now != *before {
+                    let _ = fs::remove_file(path);
+                }
+            }
+        }
+    }
+}
+
+fn unfinished() -> &'static Mutex<Vec<(u64, Made)>> {
+    static U: OnceLock<Mutex<Vec<(u64, Made)>>> = OnceLock::new();
+    U.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// The outputs of a job (a build) that must appear all together or not at all: until
+/// [`Unfinished::finish`], what it registered is removed when it is dropped (the job failed)
+/// and when the process is interrupted ([`cleanup_pending`]), so that Ctrl-C runs the same
+/// cleanup as a failure (issue 12 item 9).
+#[derive(Debug)]
+pub struct Unfinished {
+    id: u64,
+}
+
+impl Unfinished {
+    pub fn new() -> Unfinished {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Unfinished {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    fn add(&self, made: Made) {
+        unfinished()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((self.id, made));
+    }
+
+    /// A directory the job created (a work or staging directory).
+    pub fn dir(&self, path: &Path) {
+        self.add(Made::Dir(path.to_path_buf()));
+    }
+
+    /// A file the job is about to write; register it before writing it.
+    pub fn output(&self, path: &Path) {
+        self.add(Made::Output {
+            path: path.to_path_buf(),
+            before: identity(path),
+        });
+    }
+
+    /// The job is whole: keep everything.
+    pub fn finish(self) {
+        self.forget();
+    }
+
+    fn forget(&self) -> Vec<Made> {
+        let mut all = unfinished().lock().unwrap_or_else(|p| p.into_inner());
+        let (mine, rest): (Vec<_>, Vec<_>) = all.drain(..).partition(|(id, _)| *id == self.id);
+        *all = rest;
+        mine.into_iter().map(|(_, m)| m).collect()
+    }
+}
+
+impl Default for Unfinished {
+    fn default() -> Self {
+        Unfinished::new()
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        for made in self.forget() {
+            made.undo();
+        }
+    }
+}
+
+/// Whether `name` is the name of an [`AtomicFile`]'s temporary file.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(TEMP_SUFFIX)
+}
+
+const TEMP_SUFFIX: &str = ".piforge-tmp";
+
+/// Removes the [`AtomicFile`] temporary files in `dir` whose writer is no longer running (it
+/// was killed before it could clean up: `kill -9`, a power cut), and returns how many. A file
+/// whose process still runs (or whose name carries no process id) is left alone.
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !is_temp_name(&name) || e.file_type().map_or(true, |t| t.is_dir()) {
+            continue;
+        }
+        let stem = &name[..name.len() - TEMP_SUFFIX.len()];
+        let pid = stem
+            .rsplitn(3, '.')
+            .nth(1)
+            .and_then(|p| p.parse::<libc::pid_t>().ok())
+            .filter(|p| *p > 0);
+        let Some(pid) = pid else { continue };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone && fs::remove_file(e.path()).is_ok() {
+            n += 1;
+        }
+    }
     n
 }
 
@@ -44,7 +194,8 @@ impl AtomicFile {
         AtomicFile::create_with_mode(dest, 0o644)
     }
 
-    /// Creates `.NAME.<random>.piforge-tmp` beside `dest`, with `mode` (less the umask).
+    /// Creates `.NAME.<pid>.<random>.piforge-tmp` beside `dest`, with `mode` (less the umask).
+    /// The process id lets [`remove_stale_temps`] tell a killed writer's file from a live one.
     ///
     /// The name is unpredictable and the file is made with `O_CREAT|O_EXCL` (which never
     /// follows a symlink), so a link planted at a guessed temporary name cannot make piforge
@@ -71,8 +222,8 @@ impl AtomicFile {
         let mut list = pending().lock().unwrap_or_else(|p| p.into_inner());
         let umask = current_umask();
         let (file, tmp) = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".piforge-tmp")
+            .prefix(&format!(".{name}.{}.", std::process::id()))
+            .suffix(TEMP_SUFFIX)
             .rand_bytes(12)
             .permissions(fs::Permissions::from_mode(mode & !umask))
             .tempfile_in(&dir)?
@@ -271,6 +422,39 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
+    /// What a job that fails leaves: nothing it made or replaced, everything it never reached.
+    #[test]
+    fn an_unfinished_job_takes_back_what_it_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        fs::write(p("kept.img"), "older build, never reached").unwrap();
+        fs::write(p("replaced.img"), "older build").unwrap();
+        fs::create_dir(p(".work.x")).unwrap();
+        fs::write(p(".work.x/role.img"), "role").unwrap();
+        let job = Unfinished::new();
+        job.dir(&p(".work.x"));
+        for n in ["kept.img", "replaced.img", "new.img"] {
+            job.output(&p(n));
+        }
+        let mut f = AtomicFile::create(&p("replaced.img")).unwrap();
+        f.file().write_all(b"this build").unwrap();
+        f.commit().unwrap();
+        fs::write(p("new.img"), "this build").unwrap();
+        drop(job);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["kept.img"]);
+        // A finished job keeps everything.
+        let job = Unfinished::new();
+        job.output(&p("new.img"));
+        fs::write(p("new.img"), "whole").unwrap();
+        job.finish();
+        assert!(p("new.img").exists());
+    }
+
     #[test]
     fn planted_links_are_never_written_through() {
         use std::os::unix::fs::{symlink, PermissionsExt};
@@ -288,10 +472,17 @@ mod tests {
         .unwrap();
         symlink(&victim, &dest).unwrap();
         let mut f = AtomicFile::create(&dest).unwrap();
-        assert!(!f
-            .path()
-            .to_string_lossy()
-            .contains(&std::process::id().to_string()));
+        // The name carries the process id (for the stale-file cleanup) and 12 random
+        // characters after it: not guessable, and never the same twice.
+        let name = f.path().file_name().unwrap().to_string_lossy().into_owned();
+        let random = name
+            .strip_prefix(&format!(".out.img.{}.", std::process::id()))
+            .and_then(|r| r.strip_suffix(".piforge-tmp"))
+            .unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(random.len(), 12, "{name}");
+        let g = AtomicFile::create(&dest).unwrap();
+        assert_ne!(g.path(), f.path());
+        drop(g);
         f.file().write_all(b"new image").unwrap();
         f.commit().unwrap();
         assert_eq!(fs::read(&victim).unwrap(), b"precious");

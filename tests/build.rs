@@ -723,3 +723,117 @@ fn instance_id_follows_the_token_not_the_output_or_the_build_order() {
         full
     );
 }
+
+/// Issue 12 items 9 and 14, through real signals to a real build:
+/// - a second build into the same `--out` fails at once with one sentence naming the first
+///   (they raced on `.work` before: the output directory is now locked, `OUT/.piforge.lock`);
+/// - what a build killed with -9 left in OUT (its work directory, a temporary image) is
+///   removed by the next build, under the lock;
+/// - SIGTERM (as Ctrl-C) after the first node image was committed runs the same cleanup as a
+///   failure: no node image, work directory or temporary file stays in OUT, and no temporary
+///   file or half key pair in the secrets directory.
+#[test]
+fn a_second_build_into_one_out_is_refused_and_an_interrupted_build_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
+    // 96 MiB that is not zeros (so every copy of it costs time): slow enough to catch the
+    // build between its first and its last node image.
+    let big: Vec<u8> = (0..96u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    fs::create_dir_all(tmp.path().join("overlays/site/opt")).unwrap();
+    fs::write(tmp.path().join("overlays/site/opt/big.bin"), big).unwrap();
+    let out = tmp.path().join("dist");
+    fs::create_dir_all(out.join(".work.dead12/sub")).unwrap();
+    fs::write(
+        out.join(".work.dead12/sub/init-control-plane.img"),
+        "ca.key inside",
+    )
+    .unwrap();
+    let stale = out.join(".pi-w-1.img.999999999.Zx8Yw7Vu6Ts5.piforge-tmp");
+    fs::write(&stale, "token inside").unwrap();
+
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_piforge"))
+        .args(["build", "--spec"])
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out)
+        .arg("--artifacts")
+        .arg(&arts)
+        .arg("--allow-unpinned")
+        .env("PIFORGE_CACHE", &cache)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = first.id().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !out.join("pi-cp-1.img").exists() {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the build ended before its first node image was seen"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no node image after 300 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    run("kill", &["-STOP", &pid]);
+    assert!(
+        !out.join("pi-w-2.img").exists(),
+        "the build was too fast to interrupt; make big.bin bigger"
+    );
+    assert_eq!(
+        fs::read_to_string(out.join(".piforge.lock"))
+            .unwrap()
+            .trim(),
+        pid
+    );
+    assert!(
+        !out.join(".work.dead12").exists(),
+        "a dead build's work directory stayed"
+    );
+    assert!(!stale.exists(), "a dead build's temporary image stayed");
+
+    let second = build(&spec, &out, &arts, &cache);
+    assert_one_line_error(
+        &second,
+        &format!(
+            "another piforge build (process {pid}) is writing into {}; wait for it to finish",
+            out.display()
+        ),
+    );
+
+    run("kill", &["-TERM", &pid]);
+    run("kill", &["-CONT", &pid]);
+    let done = first.wait_with_output().unwrap();
+    assert_eq!(done.status.code(), Some(130));
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let left: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        [".piforge.lock"],
+        "an interrupted build left these in OUT"
+    );
+    for p in tree(&tmp.path().join("secrets")) {
+        assert!(
+            !p.contains("piforge-tmp") && !p.contains(".pair."),
+            "left in secrets/: {p}"
+        );
+    }
+
+    // The lock went with the process: the next build runs and writes every image.
+    let r = build(&spec, &out, &arts, &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    for n in ["pi-cp-1", "pi-w-1", "pi-w-2"] {
+        assert!(out.join(format!("{n}.img")).exists());
+    }
+}

@@ -75,6 +75,8 @@ pub enum BuildError {
     State { path: String, msg: String },
     #[error("{node} is the only control plane of {cluster}, and the node that ran `kubeadm init`: rebuilding it alone would start a new, empty cluster (the other nodes would lose theirs); add a second control plane first, or pass --new-cluster if a new cluster is what you want")]
     OnlyControlPlane { node: String, cluster: String },
+    #[error("{holder} is writing into {out}; wait for it to finish, or build into another --out")]
+    OutDirBusy { out: String, holder: String },
     #[error("cannot write {path}: {source}")]
     Io {
         path: String,
@@ -366,6 +368,9 @@ pub fn build(
     let secrets = secrets(&v, opts, &mut report)?;
     let arts = inputs(&v, progress, &mut report)?;
     let plan = layers::plan(&v, &secrets, &arts, opts)?;
+    // One build at a time per output directory, from its first write there to its last (the
+    // output directory is made here: a build failing before leaves none).
+    let _out_lock = outputs::lock_out_dir(&opts.out_dir)?;
     outputs::apply(&v, &plan, opts, &mut report)?;
     Ok(report)
 }

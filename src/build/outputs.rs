@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::layers::{role_key, BuildPlan};
 use super::{io_error, BuildError, BuildOptions, BuildReport, BuiltNode, Validated};
@@ -27,9 +27,10 @@ pub(super) fn apply(
     // The role images: in a directory made fresh for this build (0700, a name nobody can
     // plant a link at beforehand), removed when the build ends, whether it succeeded or not.
     let work = tempfile::Builder::new()
-        .prefix(".work.")
+        .prefix(WORK_PREFIX)
         .tempdir_in(&opts.out_dir)
         .map_err(io_error(&opts.out_dir))?;
+    let unfinished = unfinished_outputs(work.path());
 
     let mut role_images: BTreeMap<&'static str, PathBuf> = BTreeMap::new();
     for layer in &plan.roles {
@@ -45,6 +46,7 @@ pub(super) fn apply(
             continue;
         };
         let out = opts.out_dir.join(format!("{}.img", node.name));
+        unfinished.output(&out);
         let done = apply::customize_with_mode(role_img, &out, &node.plan, IMAGE_MODE)?;
         let sha256 = source::sha256_file(&out)?;
         report.nodes.push(BuiltNode {
@@ -69,7 +71,92 @@ pub(super) fn apply(
     }
     drop(work);
     report.sha256sums = write_sha256sums(opts, &report.nodes)?;
+    unfinished.finish();
     Ok(())
+}
+
+/// Prefix of the work directory's name in the output directory.
+const WORK_PREFIX: &str = ".work.";
+
+/// What this build writes into the output directory, to remove if it fails or is interrupted
+/// (Ctrl-C, SIGTERM): the work directory, and each node image as it is about to be written
+/// (registered before writing; see [`crate::output::Unfinished`]). Nothing of a build that did
+/// not finish stays (issue 12 item 9).
+fn unfinished_outputs(work: &Path) -> crate::output::Unfinished {
+    let u = crate::output::Unfinished::new();
+    u.dir(work);
+    u
+}
+
+/// Holds an exclusive lock on the output directory (`OUT/.piforge.lock`, `flock`) for a whole
+/// build, so that two builds never write into one `--out` (issue 12 item 14). The lock file
+/// holds the process id of the build that has it, for the other's message.
+#[derive(Debug)]
+pub struct OutDirLock(#[allow(dead_code)] fs::File);
+
+/// Name of the lock file in the output directory.
+pub const OUT_LOCK: &str = ".piforge.lock";
+
+/// Locks `out` (creating it), or fails at once naming the build that holds it; then removes
+/// what a build killed before its cleanup could run left there (its work directory and
+/// temporary images), which no other build can be using while the lock is held.
+pub(super) fn lock_out_dir(out: &Path) -> Result<OutDirLock, BuildError> {
+    use std::io::{Read as _, Seek as _};
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    fs::create_dir_all(out).map_err(io_error(out))?;
+    let path = out.join(OUT_LOCK);
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        // A link planted at the lock's name is refused, not followed.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io_error(&path)(e));
+        }
+        let mut holder = String::new();
+        let _ = (&file).take(32).read_to_string(&mut holder);
+        let holder = match holder.trim().parse::<u32>() {
+            Ok(pid) => format!("another piforge build (process {pid})"),
+            Err(_) => "another piforge build".to_string(),
+        };
+        return Err(BuildError::OutDirBusy {
+            out: out.display().to_string(),
+            holder,
+        });
+    }
+    let pid = std::process::id();
+    file.set_len(0)
+        .and_then(|_| file.rewind())
+        .and_then(|_| writeln!(file, "{pid}"))
+        .map_err(io_error(&path))?;
+    remove_leftovers(out);
+    Ok(OutDirLock(file))
+}
+
+/// Removes the work directories and temporary images of builds that were killed before
+/// their cleanup ran (`kill -9`, a power cut). Only under the output directory's lock.
+fn remove_leftovers(out: &Path) {
+    let Ok(entries) = fs::read_dir(out) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(kind) = e.file_type() else { continue };
+        if name.starts_with(WORK_PREFIX) && kind.is_dir() {
+            let _ = fs::remove_dir_all(e.path());
+        } else if crate::output::is_temp_name(&name) && !kind.is_dir() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// `SHA256SUMS` of every image in the output directory, sorted, as sha256sum writes it:
