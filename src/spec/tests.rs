@@ -487,6 +487,11 @@ fn gateway_and_dns() {
         &with_network("{gateway: 192.168.2.1, dns: [192.168.1.1]}"),
         "cluster.yaml:6:46: nodes[0].address: network.gateway 192.168.2.1 is not in this node's subnet 192.168.1.0/24",
     );
+    // Issue 12 item 14: a node at the gateway's address was accepted.
+    assert_error(
+        &with_network("{gateway: 192.168.1.10, dns: [192.168.1.1]}"),
+        "cluster.yaml:6:46: nodes[0].address: 192.168.1.10 is network.gateway; a node needs an address of its own",
+    );
     assert_error(
         &with_network("{gateway: 192.168.1, dns: [192.168.1.1]}"),
         "cluster.yaml:2:20: network.gateway: `192.168.1` is not an IP address",

@@ -268,6 +268,15 @@ pub(super) fn cross_check(
                         ),
                     );
                 }
+                // Issue 12 item 14: a node at the router's address takes the network down.
+                Some(gw) if addr.addr == gw => {
+                    ctx.err(
+                        pos,
+                        format!(
+                            "{path}: {gw} is network.gateway; a node needs an address of its own"
+                        ),
+                    );
+                }
                 Some(gw) if !addr.contains(gw) => {
                     ctx.err(
                         pos,
