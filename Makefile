@@ -5,7 +5,7 @@ FIXTURES ?= $(CURDIR)/target/fixtures
 DEMO ?= $(CURDIR)/target/demo
 PIFORGE := $(CURDIR)/target/release/piforge
 
-.PHONY: all build install deps fixtures test lint demo e2e bench bench-decompress bench-customize bench-build clean
+.PHONY: all build install deps fixtures test test-asan lint demo e2e bench bench-decompress bench-customize bench-build clean
 
 all: build
 
@@ -32,6 +32,19 @@ lint:
 test: fixtures
 	PIFORGE_FIXTURES=$(FIXTURES) $(CARGO) test --release --lib --bins --tests
 	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory test-asan
+
+# The libext2fs shim built with AddressSanitizer (PIFORGE_ASAN=1, see build.rs; its own target
+# directory, so the normal build is not redone), then the tests that drive it: the ext4 and
+# disk unit tests, customize on every fixture, and the corrupted-ext4 property tests. ASan's
+# report exits 86 (not piforge's 1), and leaks count as errors.
+ASAN_TARGET ?= $(CURDIR)/target/asan
+test-asan: fixtures
+	@test -e "$$(cc -print-file-name=libasan.so)" || { echo "test-asan: the C compiler has no libasan (Debian: libasan8, with gcc)"; exit 1; }
+	PIFORGE_ASAN=1 ASAN_OPTIONS=exitcode=86:detect_leaks=1 CARGO_TARGET_DIR=$(ASAN_TARGET) \
+	  PIFORGE_FIXTURES=$(FIXTURES) $(CARGO) test --release --lib -- fs::ext4 disk::
+	PIFORGE_ASAN=1 ASAN_OPTIONS=exitcode=86:detect_leaks=1 CARGO_TARGET_DIR=$(ASAN_TARGET) \
+	  PIFORGE_FIXTURES=$(FIXTURES) $(CARGO) test --release --test ext4_corruption --test customize
 
 # The main job on an embedded default: an upstream-shaped Raspberry Pi OS trixie image and
 # stand-in release artifacts are generated, the example three-node cluster is built from the
