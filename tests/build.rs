@@ -432,6 +432,58 @@ fn reimage_one_node_with_a_fresh_token() {
         &cache,
     );
     assert_one_line_error(&r, "--token");
+
+    // Issue 12 item 14: a --token argument is visible to every local user in ps; --token-file
+    // FILE (its first line) or - (standard input) keeps it out of the process list.
+    let kubeadm_yaml = || {
+        let img = out.join("pi-w-1.img");
+        let (_, root) = offsets(&img, &cache);
+        debugfs(&img, root, "cat /etc/piforge/kubeadm.yaml")
+    };
+    let from_file = "qwerty.0123456789qwerty";
+    let token_file = tmp.path().join("token.txt");
+    fs::write(&token_file, format!("  {from_file}  \nnot this line\n")).unwrap();
+    let tf = token_file.to_str().unwrap();
+    let r = build_with(
+        &spec,
+        &out,
+        &arts,
+        &cache,
+        &["--node", "pi-w-1", "--token-file", tf],
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(kubeadm_yaml().contains(from_file));
+    let from_stdin = "zxcvbn.0123456789zxcvbn";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_piforge"))
+        .args(["build", "--spec", spec.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .arg("--artifacts")
+        .arg(&arts)
+        .args(["--allow-unpinned", "--node", "pi-w-1", "--token-file", "-"])
+        .env("PIFORGE_CACHE", &cache)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{from_stdin}").unwrap();
+    }
+    let r = child.wait_with_output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(kubeadm_yaml().contains(from_stdin));
+    fs::write(&token_file, "\n").unwrap();
+    let r = build_with(
+        &spec,
+        &out,
+        &arts,
+        &cache,
+        &["--node", "pi-w-1", "--token-file", tf],
+    );
+    assert_one_line_error(&r, "holds no token on its first line");
 }
 
 #[test]
