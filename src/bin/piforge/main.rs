@@ -311,6 +311,8 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         epoch,
         now,
         new_cluster: a.new_cluster,
+        jobs: a.jobs.map_or(0, usize::from),
+        outputs: build::NodeOutputs::default(),
     };
     if a.dry_run {
         let (plan, notes) = build::dry_run(&opts)?;
@@ -326,6 +328,12 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
     for w in &report.warnings {
         eprintln!("piforge: warning: {w}");
     }
+    if a.json {
+        if let Some(m) = &report.manifest {
+            print!("{}", m.to_json());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     for n in &report.nodes {
         println!(
             "{:<16} {:<14} {:<18} {}  {} MiB  sha256 {}",
@@ -337,7 +345,11 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
             &n.sha256[..16]
         );
     }
-    println!("checksums: {}", report.sha256sums.display());
+    println!(
+        "checksums: {}   manifest: {}",
+        report.sha256sums.display(),
+        report.sha256sums.with_file_name("manifest.json").display()
+    );
     println!(
         "kubectl --kubeconfig {} get nodes   (once the control plane is up)",
         report.admin_kubeconfig.display()
