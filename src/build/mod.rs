@@ -24,6 +24,7 @@ pub mod manifest;
 mod outputs;
 pub mod staging;
 pub mod state;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 

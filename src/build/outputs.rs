@@ -104,7 +104,7 @@ fn edit(path: &Path, plan: &crate::plan::Plan) -> Result<apply::Applied, BuildEr
 }
 
 /// The role images, in `dir`: the common layer applied once, then each role's layer on a copy
-/// of that.
+/// of that (the last role on the common image itself).
 fn role_images(
     v: &Validated,
     plan: &BuildPlan,
@@ -113,14 +113,8 @@ fn role_images(
     let copy =
         |from: &Path, to: &Path| output::copy_image(from, to, IMAGE_MODE).map_err(io_error(to));
     let mut out = BTreeMap::new();
-    if let [only] = plan.roles.as_slice() {
-        let key = role_key(only.role);
-        let path = dir.join(format!("{key}.img"));
-        copy(&v.base.path, &path)?;
-        edit(&path, &plan.common.then(&only.plan))?;
-        out.insert(key, path);
-        return Ok(out);
-    }
+    // Always common, then role, in two sessions (also with one role): a node's image must
+    // not depend on which other roles are built with it (`--node`).
     let common = dir.join("common.img");
     copy(&v.base.path, &common)?;
     edit(&common, &plan.common)?;

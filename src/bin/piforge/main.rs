@@ -324,6 +324,25 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let bars = progress_bars();
+    if let Some(sums) = &a.verify {
+        let v = build::verify::verify(&opts, sums, bars.as_deref())?;
+        if v.differences.is_empty() {
+            println!(
+                "verified: the rebuild gives the same {} files {} lists",
+                v.same.len(),
+                sums.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        for d in &v.differences {
+            println!("differs: {d}");
+        }
+        anyhow::bail!(
+            "the rebuild differs from {} in {} file(s) (listed above)",
+            sums.display(),
+            v.differences.len()
+        );
+    }
     let report = build::build(&opts, bars.as_deref())?;
     for w in &report.warnings {
         eprintln!("piforge: warning: {w}");
