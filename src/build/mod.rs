@@ -195,6 +195,8 @@ pub fn validate(
     progress: Option<artifacts::ProgressFn<'_>>,
 ) -> Result<Validated, BuildError> {
     let (spec, catalog) = load_spec(&opts.spec_path)?;
+    // A file in the output directory that piforge did not write: refused before anything.
+    staging::check_out_dir(&opts.out_dir)?;
     for n in &opts.nodes {
         if !spec.nodes.iter().any(|x| x.name == *n) {
             return Err(BuildError::UnknownNode(n.clone()));

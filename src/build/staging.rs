@@ -27,6 +27,8 @@ pub const MANIFEST: &str = "manifest.json";
 pub const SHA256SUMS: &str = "SHA256SUMS";
 pub const SBOM: &str = "sbom.spdx.json";
 const STAGING_PREFIX: &str = ".piforge-staging.";
+/// `build --verify`'s rebuild directory beside the outputs it checks.
+pub const VERIFY_PREFIX: &str = ".piforge-verify.";
 /// Names of files being renamed into place, written before the first rename and removed after
 /// the last, so that a build killed half-way through the swap still knows them as its own.
 const PENDING: &str = ".piforge-pending";
@@ -101,64 +103,100 @@ fn read_sums(path: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// What an earlier build left in an output directory.
+struct Previous {
+    /// Files it wrote, with the digest it recorded (empty when it recorded none).
+    owned: BTreeMap<String, String>,
+    manifest: Option<Manifest>,
+}
+
+/// Checks, without changing anything, that every file in `out` (when it exists) is one
+/// piforge wrote: run before any side effect of a build, and again when it starts writing.
+pub fn check_out_dir(out: &Path) -> Result<(), BuildError> {
+    match fs::symlink_metadata(out) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        _ => check(out).map(|_| ()),
+    }
+}
+
+fn check(out: &Path) -> Result<Previous, BuildError> {
+    let previous = read_manifest(&out.join(MANIFEST));
+    let sums = read_sums(&out.join(SHA256SUMS));
+    let mut owned: BTreeMap<String, String> = BTreeMap::new();
+    match &previous {
+        Some(m) => {
+            for n in &m.nodes {
+                for f in &n.files {
+                    owned.insert(f.name.clone(), f.sha256.clone());
+                }
+            }
+            for f in &m.files {
+                owned.insert(f.name.clone(), f.sha256.clone());
+            }
+            owned.insert(MANIFEST.into(), String::new());
+            if out.join(SHA256SUMS).exists() {
+                owned.insert(SHA256SUMS.into(), String::new());
+            }
+        }
+        // An output directory from before the manifest: what its SHA256SUMS lists.
+        None if !sums.is_empty() => {
+            owned.extend(sums);
+            owned.insert(SHA256SUMS.into(), String::new());
+        }
+        None => {}
+    }
+    if let Ok(text) = fs::read_to_string(out.join(PENDING)) {
+        for l in text.lines().filter(|l| !l.is_empty() && !l.contains('/')) {
+            owned.entry(l.to_string()).or_default();
+        }
+    }
+    let mut foreign = Vec::new();
+    for e in fs::read_dir(out).map_err(io_error(out))? {
+        let e = e.map_err(io_error(out))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = name.starts_with(".piforge")
+            || owned.contains_key(&name)
+            || name.starts_with(".work.")
+            || name.ends_with(".piforge-tmp");
+        if !ours {
+            foreign.push(name);
+        }
+    }
+    if !foreign.is_empty() {
+        foreign.sort();
+        return Err(BuildError::ForeignFiles {
+            dir: out.display().to_string(),
+            files: foreign.join(", "),
+        });
+    }
+    Ok(Previous {
+        owned,
+        manifest: previous,
+    })
+}
+
 impl Staging {
     /// Opens `out` (created when missing) for a build: checks that every file in it is one
     /// piforge wrote, removes what an interrupted build left, and makes the staging directory.
     pub fn begin(out: &Path) -> Result<Staging, BuildError> {
         fs::create_dir_all(out).map_err(io_error(out))?;
-        let previous = read_manifest(&out.join(MANIFEST));
-        let sums = read_sums(&out.join(SHA256SUMS));
-        let mut owned: BTreeMap<String, String> = BTreeMap::new();
-        match &previous {
-            Some(m) => {
-                for n in &m.nodes {
-                    for f in &n.files {
-                        owned.insert(f.name.clone(), f.sha256.clone());
-                    }
-                }
-                for f in &m.files {
-                    owned.insert(f.name.clone(), f.sha256.clone());
-                }
-                owned.insert(MANIFEST.into(), String::new());
-                if out.join(SHA256SUMS).exists() {
-                    owned.insert(SHA256SUMS.into(), String::new());
-                }
-            }
-            // An output directory from before the manifest: what its SHA256SUMS lists.
-            None if !sums.is_empty() => {
-                owned.extend(sums.clone());
-                owned.insert(SHA256SUMS.into(), String::new());
-            }
-            None => {}
-        }
-        if let Ok(text) = fs::read_to_string(out.join(PENDING)) {
-            for l in text.lines().filter(|l| !l.is_empty() && !l.contains('/')) {
-                owned.entry(l.to_string()).or_default();
-            }
-        }
-        let mut foreign = Vec::new();
+        let Previous {
+            owned,
+            manifest: previous,
+        } = check(out)?;
         for e in fs::read_dir(out).map_err(io_error(out))? {
             let e = e.map_err(io_error(out))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(STAGING_PREFIX) {
+            if name.starts_with(STAGING_PREFIX) || name.starts_with(VERIFY_PREFIX) {
                 // An interrupted build's (the output directory's lock keeps two builds apart):
                 // remove_dir_all removes a link itself, never what it points at.
                 let _ = fs::remove_dir_all(e.path());
-            } else if name.starts_with(".piforge") || owned.contains_key(&name) {
-                continue;
-            } else if name.starts_with(".work.") || name.ends_with(".piforge-tmp") {
+            } else if !owned.contains_key(&name)
+                && (name.starts_with(".work.") || name.ends_with(".piforge-tmp"))
+            {
                 // Role images and temporary files of older piforge versions.
                 let _ = fs::remove_dir_all(e.path()).or_else(|_| fs::remove_file(e.path()));
-            } else {
-                foreign.push(name);
             }
-        }
-        if !foreign.is_empty() {
-            foreign.sort();
-            return Err(BuildError::ForeignFiles {
-                dir: out.display().to_string(),
-                files: foreign.join(", "),
-            });
         }
         let mut list = active().lock().unwrap_or_else(|p| p.into_inner());
         use std::os::unix::fs::PermissionsExt;

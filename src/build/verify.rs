@@ -63,7 +63,7 @@ pub fn verify(
     // Beside the outputs (same filesystem: reflinks), under a name the output directory's
     // check treats as piforge's own; removed when done.
     let tmp = tempfile::Builder::new()
-        .prefix(".piforge-verify.")
+        .prefix(staging::VERIFY_PREFIX)
         .tempdir_in(&dir)
         .map_err(io_error(&dir))?;
     let mut o = opts.clone();

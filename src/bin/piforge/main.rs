@@ -50,6 +50,7 @@ fn main() -> ExitCode {
 fn install_interrupt_cleanup() {
     let _ = ctrlc::set_handler(|| {
         output::cleanup_pending();
+        build::cleanup_staging();
         eprintln!("piforge: interrupted; no output was written");
         std::process::exit(130);
     });
