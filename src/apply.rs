@@ -472,32 +472,8 @@ pub fn customize_with_mode(
     plan: &Plan,
     mode: u32,
 ) -> Result<Applied, ApplyError> {
-    let source = Image::open(raw)?;
-    // A new disk id on an MBR disk: the PARTUUID references follow it (GPT disks keep theirs).
-    let expanded;
-    let plan = match (plan.disk_id, source.scheme()) {
-        (Some(id), disk::Scheme::Mbr) => {
-            let (mut root_ops, mut boot_ops) = disk_id_ops(&source, id, plan.epoch)?;
-            let mut p = plan.clone();
-            root_ops.append(&mut p.root);
-            boot_ops.append(&mut p.boot);
-            (p.root, p.boot) = (root_ops, boot_ops);
-            expanded = p;
-            &expanded
-        }
-        _ => plan,
-    };
-    precheck_boot(&source, plan)?;
-    // A root filesystem that claims more than its partition is refused here, naming the
-    // input, before anything is copied; one that will be written into is checked too
-    // (e2fsck -fn), as libext2fs would build on a damaged one's bitmaps (issue 12 item 7).
-    let root_touched = !plan.root.is_empty() || matches!(plan.grow, Grow::To(_));
-    if root_touched {
-        source.check_root()?;
-    } else {
-        drop(source.root_fs()?);
-    }
-    drop(source);
+    let plan = checked_plan(raw, plan, true)?;
+    let plan = &*plan;
     let out_err = |source| ApplyError::Output {
         path: out.display().to_string(),
         source,
@@ -508,14 +484,98 @@ pub fn customize_with_mode(
         source,
     })?;
     output::sparse_copy(&mut src, dst.file()).map_err(out_err)?;
-    let mut img = Image::open_rw(dst.path())?;
+    let grew_root_to = edit(dst.path(), plan)?;
+    let image_bytes = dst.file().metadata().map_err(out_err)?.len();
+    let output = dst.commit().map_err(out_err)?;
+    Ok(applied(output, image_bytes, grew_root_to, plan))
+}
+
+/// Applies `plan` to the image file at `path` itself (a private copy the caller made, by
+/// reflink or sparse copy, and removes on error). Not synced: the caller syncs the finished
+/// file once.
+pub fn apply_in_place(path: &Path, plan: &Plan) -> Result<Applied, ApplyError> {
+    // The copy is of an image piforge wrote from a checked one ([`customize_with_mode`]):
+    // its root filesystem is not checked again (that would cost an e2fsck per node).
+    let plan = checked_plan(path, plan, false)?;
+    let grew_root_to = edit(path, &plan)?;
+    let image_bytes = std::fs::metadata(path)
+        .map_err(|source| ApplyError::Output {
+            path: path.display().to_string(),
+            source,
+        })?
+        .len();
+    Ok(applied(
+        path.to_path_buf(),
+        image_bytes,
+        grew_root_to,
+        &plan,
+    ))
+}
+
+fn applied(output: PathBuf, image_bytes: u64, grew_root_to: Option<u64>, plan: &Plan) -> Applied {
+    Applied {
+        output,
+        image_bytes,
+        grew_root_to,
+        root_ops: plan.root.len(),
+        boot_ops: plan.boot.len()
+            + usize::from(!plan.cmdline_add.is_empty() || !plan.cmdline_remove.is_empty())
+            + usize::from(!plan.config.is_empty()),
+    }
+}
+
+/// The plan as it applies to the image at `raw` (a new MBR disk id brings the `PARTUUID=`
+/// rewrites with it), checked against that image before anything is copied or written: boot
+/// edits that cannot apply, and a root filesystem that is corrupt or claims more than its
+/// partition, are refused here, naming the image. With `check_fs`, a root filesystem the plan
+/// writes into is checked by e2fsck too (issue 12 item 7).
+fn checked_plan<'a>(
+    raw: &Path,
+    plan: &'a Plan,
+    check_fs: bool,
+) -> Result<std::borrow::Cow<'a, Plan>, ApplyError> {
+    let source = Image::open(raw)?;
+    // A new disk id on an MBR disk: the PARTUUID references follow it (GPT disks keep theirs).
+    let plan = match (plan.disk_id, source.scheme()) {
+        (Some(id), disk::Scheme::Mbr) => {
+            let (mut root_ops, mut boot_ops) = disk_id_ops(&source, id, plan.epoch)?;
+            let mut p = plan.clone();
+            root_ops.append(&mut p.root);
+            boot_ops.append(&mut p.boot);
+            (p.root, p.boot) = (root_ops, boot_ops);
+            std::borrow::Cow::Owned(p)
+        }
+        _ => std::borrow::Cow::Borrowed(plan),
+    };
+    precheck_boot(&source, &plan)?;
+    // A root filesystem that claims more than its partition is refused here, naming the
+    // input, before anything is copied; one that will be written into is checked too
+    // (e2fsck -fn), as libext2fs would build on a damaged one's bitmaps (issue 12 item 7).
+    if check_fs && root_touched(&plan) {
+        source.check_root()?;
+    } else {
+        drop(source.root_fs()?);
+    }
+    Ok(plan)
+}
+
+/// Whether `plan` writes into the root filesystem or grows it.
+fn root_touched(plan: &Plan) -> bool {
+    !plan.root.is_empty() || matches!(plan.grow, Grow::To(_))
+}
+
+/// The edits of `plan` on the image file at `path` (a private copy): disk id, room (growing
+/// when allowed), root filesystem, boot partition. Returns the new root partition size when
+/// it grew.
+fn edit(path: &Path, plan: &Plan) -> Result<Option<u64>, ApplyError> {
+    let mut img = Image::open_rw(path)?;
     if let (Some(id), disk::Scheme::Mbr) = (plan.disk_id, img.scheme()) {
         img.set_disk_id(id)?;
     }
 
     // Room in the root filesystem, growing it when allowed.
     let mut grew_root_to = None;
-    if root_touched {
+    if root_touched(plan) {
         let fs = img.root_fs()?;
         let needs = root_needs(&fs, plan);
         let room = RootRoom::of(&fs);
@@ -529,7 +589,7 @@ pub fn customize_with_mode(
     if !plan.root.is_empty() {
         let mut opts = OpenOptions::new(OpenMode::ReadWrite);
         opts.clock = Some(plan.epoch);
-        // The output is a temporary copy, removed on any error: no overlay needed.
+        // The output is a private copy, removed on any error: no overlay needed.
         opts.direct = true;
         let mut fs = img.root_fs_with(&opts)?;
         apply_root(&mut fs, plan)?;
@@ -541,19 +601,7 @@ pub fn customize_with_mode(
         apply_boot(&mut vol, plan)?;
         vol.close()?;
     }
-    drop(img);
-
-    let image_bytes = dst.file().metadata().map_err(out_err)?.len();
-    let output = dst.commit().map_err(out_err)?;
-    Ok(Applied {
-        output,
-        image_bytes,
-        grew_root_to,
-        root_ops: plan.root.len(),
-        boot_ops: plan.boot.len()
-            + usize::from(!plan.cmdline_add.is_empty() || !plan.cmdline_remove.is_empty())
-            + usize::from(!plan.config.is_empty()),
-    })
+    Ok(grew_root_to)
 }
 
 #[cfg(test)]

@@ -320,7 +320,9 @@ fn build_and_check(base: &str) {
 
     // Building again gives identical images.
     let sums = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
-    assert_eq!(sums.lines().count(), 3);
+    // The three images, manifest.json and sbom.spdx.json.
+    assert_eq!(sums.lines().filter(|l| l.ends_with(".img")).count(), 3);
+    assert_eq!(sums.lines().count(), 5, "{sums}");
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let r = build(&spec, &out, &arts, &cache);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
@@ -779,7 +781,7 @@ fn instance_id_follows_the_token_not_the_output_or_the_build_order() {
 /// Issue 12 items 9 and 14, through real signals to a real build:
 /// - a second build into the same `--out` fails at once with one sentence naming the first
 ///   (they raced on `.work` before: the output directory is now locked, `OUT/.piforge.lock`);
-/// - what a build killed with -9 left in OUT (its work directory, a temporary image) is
+/// - what a build killed with -9 left in OUT (its staging directory, a temporary image) is
 ///   removed by the next build, under the lock;
 /// - SIGTERM (as Ctrl-C) after the first node image was committed runs the same cleanup as a
 ///   failure: no node image, work directory or temporary file stays in OUT, and no temporary
@@ -798,9 +800,9 @@ fn a_second_build_into_one_out_is_refused_and_an_interrupted_build_leaves_nothin
     fs::create_dir_all(tmp.path().join("overlays/site/opt")).unwrap();
     fs::write(tmp.path().join("overlays/site/opt/big.bin"), big).unwrap();
     let out = tmp.path().join("dist");
-    fs::create_dir_all(out.join(".work.dead12/sub")).unwrap();
+    fs::create_dir_all(out.join(".piforge-staging.dead12/.roles")).unwrap();
     fs::write(
-        out.join(".work.dead12/sub/init-control-plane.img"),
+        out.join(".piforge-staging.dead12/.roles/init-control-plane.img"),
         "ca.key inside",
     )
     .unwrap();
@@ -823,7 +825,16 @@ fn a_second_build_into_one_out_is_refused_and_an_interrupted_build_leaves_nothin
         .unwrap();
     let pid = first.id().to_string();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while !out.join("pi-cp-1.img").exists() {
+    // Node images are written into the build's staging directory, swapped into OUT at the end.
+    let staged = |name: &str| {
+        fs::read_dir(&out).unwrap().flatten().any(|e| {
+            let dir = e.file_name().to_string_lossy().into_owned();
+            dir.starts_with(".piforge-staging.")
+                && dir != ".piforge-staging.dead12"
+                && e.path().join(name).exists()
+        })
+    };
+    while !staged("pi-cp-1.img") {
         assert!(
             first.try_wait().unwrap().is_none(),
             "the build ended before its first node image was seen"
@@ -836,7 +847,7 @@ fn a_second_build_into_one_out_is_refused_and_an_interrupted_build_leaves_nothin
     }
     run("kill", &["-STOP", &pid]);
     assert!(
-        !out.join("pi-w-2.img").exists(),
+        !staged("pi-w-2.img"),
         "the build was too fast to interrupt; make big.bin bigger"
     );
     assert_eq!(
@@ -846,7 +857,7 @@ fn a_second_build_into_one_out_is_refused_and_an_interrupted_build_leaves_nothin
         pid
     );
     assert!(
-        !out.join(".work.dead12").exists(),
+        !out.join(".piforge-staging.dead12").exists(),
         "a dead build's work directory stayed"
     );
     assert!(!stale.exists(), "a dead build's temporary image stayed");

@@ -53,8 +53,21 @@ pyyaml() {
 	python3 -m pip install -q pyyaml
 }
 
+# SPDX's own validator for the build's SBOM (`pyspdxtools -i FILE`), from PyPI: Debian packages
+# none. Debian's own python3 refuses pip without --break-system-packages (PEP 668).
+spdx_tools() {
+	command -v pyspdxtools >/dev/null 2>&1 && return 0
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "install-deps.sh: no pyspdxtools (python3 -m pip install spdx-tools)" >&2
+		return 1
+	fi
+	python3 -m pip install -q spdx-tools 2>/dev/null ||
+		python3 -m pip install -q --break-system-packages spdx-tools
+}
+
 if ((${#missing[@]} == 0)); then
 	pyyaml
+	spdx_tools
 	exit
 fi
 
@@ -68,3 +81,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y --no-install-recommends "${missing[@]}"
 pyyaml
+spdx_tools

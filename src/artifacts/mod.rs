@@ -28,7 +28,9 @@ mod offline;
 mod sources;
 mod unpack;
 
-pub use catalog::{ArtifactKind, ArtifactName, ArtifactSpec, Catalog, ChecksumKind, Release};
+pub use catalog::{
+    ArtifactKind, ArtifactName, ArtifactSpec, Catalog, ChecksumKind, ComponentVersions, Release,
+};
 pub use checksum::parse_checksum;
 pub use error::{DigestSource, Error, Result};
 pub use fetch::{

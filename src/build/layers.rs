@@ -90,7 +90,7 @@ pub(super) fn kubeadm_role(node: &spec::Node, init_node: Option<&str>) -> kubead
     }
 }
 
-/// The name of a role image (`<out>/.work/<key>.img`) and of a role in listings.
+/// The name of a role image (`<staging>/.roles/<key>.img`) and of a role in listings.
 pub(super) fn role_key(r: kubeadm::Role) -> &'static str {
     match r {
         kubeadm::Role::InitControlPlane => "init-control-plane",

@@ -12,14 +12,19 @@
 //!    per kubeadm role (CA, first-boot unit, pod network, the site's overlays) and one small
 //!    layer per node (its kubeadm configuration, NoCloud seed and disk id). `--dry-run` stops
 //!    here and prints it.
-//! 5. apply: the common and role layers once per role, then each node's layer on a copy of
-//!    its role's image; then `SHA256SUMS`.
+//! 5. apply: the common layer once, each role layer once, then each node's layer on a copy
+//!    (a reflink where the filesystem has them) of its role's image, `--jobs` nodes at a time;
+//!    then `sbom.spdx.json`, `SHA256SUMS` and `manifest.json`, all in a staging directory put
+//!    in place when the whole build succeeded ([`staging`]).
 //!
 //! Secrets never reach the boot partition, which any local user can read once it is mounted.
 
 mod layers;
+pub mod manifest;
 mod outputs;
+pub mod staging;
 pub mod state;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +38,9 @@ use crate::source;
 use crate::spec::{self, Role, Spec};
 
 pub use layers::{disk_id, BuildPlan, NodeLayer, RoleLayer};
+pub use manifest::Manifest;
+pub use outputs::{NodeOutput, NodeOutputs};
+pub use staging::cleanup_staging;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -77,6 +85,8 @@ pub enum BuildError {
     OnlyControlPlane { node: String, cluster: String },
     #[error("{holder} is writing into {out}; wait for it to finish, or build into another --out")]
     OutDirBusy { out: String, holder: String },
+    #[error("{dir} holds files piforge did not write ({files}); piforge replaces the whole output directory, so move them away or choose another --out")]
+    ForeignFiles { dir: String, files: String },
     #[error("cannot write {path}: {source}")]
     Io {
         path: String,
@@ -116,6 +126,10 @@ pub struct BuildOptions {
     pub now: i64,
     /// Rebuilding the only control plane alone starts a new cluster: allowed only with this.
     pub new_cluster: bool,
+    /// Nodes built at once (0: the number of CPUs).
+    pub jobs: usize,
+    /// The files made per node.
+    pub outputs: NodeOutputs,
 }
 
 /// One node image written.
@@ -140,6 +154,10 @@ pub struct BuildReport {
     pub warnings: Vec<String>,
     /// Commands to run in the cluster before flashing a reimaged node.
     pub before_flashing: Vec<String>,
+    /// `dist/manifest.json` as written.
+    pub manifest: Option<Manifest>,
+    /// How each node's image was copied from its role's (reflink or sparse copy).
+    pub copies: Vec<crate::output::CopyKind>,
 }
 
 /// Loads the spec with the artifact catalog's versions.
@@ -179,6 +197,8 @@ pub fn validate(
     progress: Option<artifacts::ProgressFn<'_>>,
 ) -> Result<Validated, BuildError> {
     let (spec, catalog) = load_spec(&opts.spec_path)?;
+    // A file in the output directory that piforge did not write: refused before anything.
+    staging::check_out_dir(&opts.out_dir)?;
     for n in &opts.nodes {
         if !spec.nodes.iter().any(|x| x.name == *n) {
             return Err(BuildError::UnknownNode(n.clone()));
@@ -371,7 +391,7 @@ pub fn build(
     // One build at a time per output directory, from its first write there to its last (the
     // output directory is made here: a build failing before leaves none).
     let _out_lock = outputs::lock_out_dir(&opts.out_dir)?;
-    outputs::apply(&v, &plan, opts, &mut report)?;
+    outputs::apply(&v, &plan, &arts, opts, &mut report)?;
     Ok(report)
 }
 

@@ -245,6 +245,21 @@ pub struct BuildArgs {
     /// no lock entries, no downloads, no images.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Nodes built at once (default: the number of CPUs).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+
+    /// Print the build's manifest (dist/manifest.json) as JSON on standard output instead of
+    /// the table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Rebuild into a temporary directory and compare with a SHA256SUMS an earlier build
+    /// wrote (e.g. dist/SHA256SUMS): fails naming each file that differs, with the first
+    /// differing byte, the partition and the file inside the filesystem it falls in.
+    #[arg(long, value_name = "SHA256SUMS", conflicts_with = "dry_run")]
+    pub verify: Option<PathBuf>,
 }
 
 impl FetchArgs {

@@ -50,6 +50,7 @@ fn main() -> ExitCode {
 fn install_interrupt_cleanup() {
     let _ = ctrlc::set_handler(|| {
         output::cleanup_pending();
+        build::cleanup_staging();
         eprintln!("piforge: interrupted; no output was written");
         std::process::exit(130);
     });
@@ -311,6 +312,8 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         epoch,
         now,
         new_cluster: a.new_cluster,
+        jobs: a.jobs.map_or(0, usize::from),
+        outputs: build::NodeOutputs::default(),
     };
     if a.dry_run {
         let (plan, notes) = build::dry_run(&opts)?;
@@ -322,9 +325,34 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let bars = progress_bars();
+    if let Some(sums) = &a.verify {
+        let v = build::verify::verify(&opts, sums, bars.as_deref())?;
+        if v.differences.is_empty() {
+            println!(
+                "verified: the rebuild gives the same {} files {} lists",
+                v.same.len(),
+                sums.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        for d in &v.differences {
+            println!("differs: {d}");
+        }
+        anyhow::bail!(
+            "the rebuild differs from {} in {} file(s) (listed above)",
+            sums.display(),
+            v.differences.len()
+        );
+    }
     let report = build::build(&opts, bars.as_deref())?;
     for w in &report.warnings {
         eprintln!("piforge: warning: {w}");
+    }
+    if a.json {
+        if let Some(m) = &report.manifest {
+            print!("{}", m.to_json());
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     for n in &report.nodes {
         println!(
@@ -337,7 +365,11 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
             &n.sha256[..16]
         );
     }
-    println!("checksums: {}", report.sha256sums.display());
+    println!(
+        "checksums: {}   manifest: {}",
+        report.sha256sums.display(),
+        report.sha256sums.with_file_name("manifest.json").display()
+    );
     println!(
         "kubectl --kubeconfig {} get nodes   (once the control plane is up)",
         report.admin_kubeconfig.display()
