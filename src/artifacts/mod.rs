@@ -23,6 +23,7 @@ mod catalog;
 mod checksum;
 mod error;
 mod fetch;
+mod images;
 mod lock;
 mod offline;
 mod sources;
@@ -35,6 +36,7 @@ pub use fetch::{
     cached_object, fetch, fetch_artifacts, mirror_url, FetchOptions, FetchedArtifact, Pin,
     ProgressFn,
 };
+pub use images::{manifest_images, ImageNeeds, ImageSpec, ImageUse, KUBEADM_IMAGE_REPOSITORY};
 pub use lock::{Lock, LockEntry, LOCK_HEADER};
 pub use offline::{check_dir_artifacts, from_dir, from_dir_artifacts};
 pub use sources::{fetch_image, ArtifactSource};
