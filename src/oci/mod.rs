@@ -25,7 +25,7 @@ mod store;
 
 pub use archive::{archive_entries, archive_size, write_archive, ArchiveEntry};
 pub use client::{cached_parts, Pulled, Registry, RegistryOptions};
-pub use error::{Error, Result};
+pub use error::{Changed, Error, Result};
 pub use layout::import_layout;
 pub use manifest::{Descriptor, ImageParts, Index, Manifest, Platform};
 pub use reference::ImageRef;
