@@ -83,7 +83,9 @@ impl ArtifactSource {
             let pinned = lock.image(&reference).cloned();
             let got = if self.dir.is_some() {
                 match self.image_layout(spec) {
-                    Some(path) => Some(self.from_layout(spec, &path, &store, pinned.as_ref())?),
+                    Some(path) => {
+                        Some(self.image_from_layout(spec, &path, &store, pinned.as_ref())?)
+                    }
                     None => None,
                 }
             } else {
@@ -151,7 +153,7 @@ impl ArtifactSource {
     }
 
     /// One image from `--artifacts DIR`, checked against its pin.
-    fn from_layout(
+    fn image_from_layout(
         &self,
         spec: &ImageSpec,
         path: &Path,
