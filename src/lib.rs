@@ -12,6 +12,7 @@ pub mod digest;
 pub mod disk;
 pub mod fs;
 pub mod inspect;
+pub mod oci;
 pub mod output;
 pub mod payload;
 pub mod payload_files;

@@ -258,6 +258,8 @@ fn fetch_through_a_mirror_pins_and_reuses() {
         &mirror.url,
         "--lock",
         lock.to_str().unwrap(),
+        // This mirror serves files only (tests/images.rs serves a registry).
+        "--no-images",
     ];
     // The flannel manifest has no upstream checksum: refused without --allow-unpinned.
     let r = piforge(&args, &cache);

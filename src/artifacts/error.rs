@@ -109,6 +109,16 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error(transparent)]
+    Oci(#[from] crate::oci::Error),
+
+    #[error("{image} ({path}) has no entry in the lock file {lock}; run `piforge fetch` or pass --allow-unpinned")]
+    ImageNotInLock {
+        image: String,
+        path: PathBuf,
+        lock: PathBuf,
+    },
+
     #[error("{context} {path}: {source}")]
     Io {
         context: &'static str,

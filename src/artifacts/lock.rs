@@ -51,10 +51,28 @@ pub struct LockEntry {
     pub size: u64,
 }
 
+/// One pinned container image (`[[image]]`): what its tag resolved to when it was first
+/// fetched, and the linux/arm64 manifest piforge uses. Both are content digests, so they pin
+/// every byte of the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageLockEntry {
+    /// `registry.k8s.io/pause:3.10.1`; the key of the entry.
+    pub reference: String,
+    /// `sha256:...` the reference resolved to: the index (manifest list), or the manifest of
+    /// a single-platform image.
+    pub index: String,
+    /// `sha256:...` of the linux/arm64 manifest.
+    pub manifest: String,
+    /// Bytes of the manifest, config and layers (what one card carries for the image).
+    pub size: u64,
+}
+
 /// The lock file's contents.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Lock {
     by_url: BTreeMap<String, LockEntry>,
+    images: BTreeMap<String, ImageLockEntry>,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +81,8 @@ struct LockFile {
     version: u32,
     #[serde(default)]
     artifact: Vec<LockEntry>,
+    #[serde(default)]
+    image: Vec<ImageLockEntry>,
 }
 
 impl Lock {
@@ -108,6 +128,23 @@ impl Lock {
                 return Err(err(format!("{url} appears twice")));
             }
         }
+        for e in file.image {
+            if crate::oci::ImageRef::parse(&e.reference).is_err() {
+                return Err(err(format!("{:?} is not an image reference", e.reference)));
+            }
+            for d in [&e.index, &e.manifest] {
+                if crate::oci::digest_hex(d).is_none() {
+                    return Err(err(format!(
+                        "a digest of {} is not sha256:<64 lowercase hex>",
+                        e.reference
+                    )));
+                }
+            }
+            let r = e.reference.clone();
+            if lock.images.insert(r.clone(), e).is_some() {
+                return Err(err(format!("{r} appears twice")));
+            }
+        }
         Ok(lock)
     }
 
@@ -119,6 +156,21 @@ impl Lock {
     /// Adds or replaces the entry for `entry.url`; returns the one it replaced.
     pub fn insert(&mut self, entry: LockEntry) -> Option<LockEntry> {
         self.by_url.insert(entry.url.clone(), entry)
+    }
+
+    /// The pinned image `reference`.
+    pub fn image(&self, reference: &str) -> Option<&ImageLockEntry> {
+        self.images.get(reference)
+    }
+
+    /// Adds or replaces the pin of `entry.reference`; returns the one it replaced.
+    pub fn insert_image(&mut self, entry: ImageLockEntry) -> Option<ImageLockEntry> {
+        self.images.insert(entry.reference.clone(), entry)
+    }
+
+    /// All image pins, sorted by reference.
+    pub fn images(&self) -> Vec<&ImageLockEntry> {
+        self.images.values().collect()
     }
 
     /// All entries, sorted by name then URL.
@@ -141,6 +193,15 @@ impl Lock {
                 q(&e.file),
                 q(&e.url),
                 q(&e.sha256),
+                e.size
+            ));
+        }
+        for e in self.images.values() {
+            body.push_str(&format!(
+                "\n[[image]]\nreference = {}\nindex = {}\nmanifest = {}\nsize = {}\n",
+                q(&e.reference),
+                q(&e.index),
+                q(&e.manifest),
                 e.size
             ));
         }
@@ -213,6 +274,40 @@ mod tests {
             Lock::load(&dir.path().join("none")).unwrap(),
             Lock::default()
         );
+    }
+
+    #[test]
+    fn image_pins_round_trip_after_the_artifacts() {
+        let mut a = Lock::default();
+        a.insert(entry("kubeadm", "https://x.test/v1/kubeadm", 'a'));
+        let pin = |r: &str, c: char| ImageLockEntry {
+            reference: r.into(),
+            index: format!("sha256:{}", std::iter::repeat_n(c, 64).collect::<String>()),
+            manifest: format!("sha256:{}", "e".repeat(64)),
+            size: 7,
+        };
+        a.insert_image(pin("registry.k8s.io/pause:3.10.1", 'b'));
+        a.insert_image(pin("ghcr.io/flannel-io/flannel:v0.28.4", 'c'));
+        let text = a.to_text();
+        let p = Path::new("piforge.lock");
+        assert_eq!(Lock::parse(&text, p).unwrap(), a);
+        let (i1, i2, i3) = (
+            text.find("[[artifact]]").unwrap(),
+            text.find("ghcr.io/flannel").unwrap(),
+            text.find("registry.k8s.io/pause").unwrap(),
+        );
+        assert!(i1 < i2 && i2 < i3, "{text}");
+        assert_eq!(a.image("registry.k8s.io/pause:3.10.1").unwrap().size, 7);
+        let bad = text.replacen("sha256:bbbb", "sha256:BBBB", 1);
+        assert!(Lock::parse(&bad, p)
+            .unwrap_err()
+            .to_string()
+            .contains("pause"));
+        let twice = format!("{text}\n{}", &text[text.find("[[image]]").unwrap()..]);
+        assert!(Lock::parse(&twice, p)
+            .unwrap_err()
+            .to_string()
+            .contains("appears twice"));
     }
 
     #[test]

@@ -23,6 +23,8 @@ mod catalog;
 mod checksum;
 mod error;
 mod fetch;
+mod image_sources;
+mod images;
 mod lock;
 mod offline;
 mod sources;
@@ -37,7 +39,9 @@ pub use fetch::{
     cached_object, fetch, fetch_artifacts, mirror_url, FetchOptions, FetchedArtifact, Pin,
     ProgressFn,
 };
-pub use lock::{Lock, LockEntry, LOCK_HEADER};
+pub use image_sources::{FetchedImage, ImageFetch, ImageSet};
+pub use images::{manifest_images, ImageNeeds, ImageSpec, ImageUse, KUBEADM_IMAGE_REPOSITORY};
+pub use lock::{ImageLockEntry, Lock, LockEntry, LOCK_HEADER};
 pub use offline::{check_dir_artifacts, from_dir, from_dir_artifacts};
 pub use sources::{fetch_image, ArtifactSource};
 pub use unpack::{for_each_tar_entry, tar_entries, with_tar_member, TarEntry, TarEntryKind};

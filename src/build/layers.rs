@@ -152,6 +152,7 @@ pub(super) fn plan(
     v: &Validated,
     secrets: &pki::Secrets,
     arts: &[FetchedArtifact],
+    staged: &super::images::StagedImages,
     opts: &BuildOptions,
 ) -> Result<BuildPlan, BuildError> {
     let spec = &v.spec;
@@ -178,7 +179,11 @@ pub(super) fn plan(
         if roles.iter().any(|r| r.role == role) {
             continue;
         }
-        let plan = role_layer(v, secrets, arts, &cluster, role, opts.epoch)?;
+        let mut plan = role_layer(v, secrets, arts, &cluster, role, opts.epoch)?;
+        // The role's container images (before the site's overlays, which role_layer added
+        // last; an overlay never names these paths).
+        let (archives, _) = staged.for_role(spec, &v.release, role);
+        super::images::add_role_images(&mut plan, &archives);
         roles.push(RoleLayer { role, plan });
     }
     let mut build = BuildPlan {
@@ -437,6 +442,12 @@ fn plan_digest(plan: &Plan, arts: &[FetchedArtifact]) -> Result<String, BuildErr
                 content: Content::Bytes(b),
                 ..
             } => h.update(Sha256::digest(b)),
+            // An image archive: its pinned digest is in the images list, hashed above.
+            RootOp::Write {
+                path,
+                content: Content::Host { .. },
+                ..
+            } if path.starts_with(&format!("{}/", payload::paths::IMAGES_DIR)) => {}
             RootOp::Write {
                 content: Content::Host { path, .. },
                 ..

@@ -19,6 +19,7 @@
 //!
 //! Secrets never reach the boot partition, which any local user can read once it is mounted.
 
+mod images;
 mod layers;
 pub mod manifest;
 mod outputs;
@@ -37,6 +38,7 @@ use crate::render::kubeadm;
 use crate::source;
 use crate::spec::{self, Role, Spec};
 
+pub use images::{cluster_images, role_needs};
 pub use layers::{disk_id, BuildPlan, NodeLayer, RoleLayer};
 pub use manifest::Manifest;
 pub use outputs::{NodeOutput, NodeOutputs};
@@ -158,6 +160,8 @@ pub struct BuildReport {
     pub manifest: Option<Manifest>,
     /// How each node's image was copied from its role's (reflink or sparse copy).
     pub copies: Vec<crate::output::CopyKind>,
+    /// One line per role: the container images its cards carry and the bytes they add.
+    pub images: Vec<String>,
 }
 
 /// Loads the spec with the artifact catalog's versions.
@@ -387,12 +391,70 @@ pub fn build(
     let v = validate(opts, progress)?;
     let secrets = secrets(&v, opts, &mut report)?;
     let arts = inputs(&v, progress, &mut report)?;
-    let plan = layers::plan(&v, &secrets, &arts, opts)?;
     // One build at a time per output directory, from its first write there to its last (the
-    // output directory is made here: a build failing before leaves none).
+    // output directory is made here: a build failing before leaves none). The image archives
+    // are staged in it, so the lock comes first.
     let _out_lock = outputs::lock_out_dir(&opts.out_dir)?;
+    let staged = images_input(&v, &arts, opts, true, &mut report.warnings)?;
+    let plan = layers::plan(&v, &secrets, &arts, &staged, opts)?;
+    report.images = images::summary(
+        &staged,
+        &v.spec,
+        &v.release,
+        &plan.roles.iter().map(|r| r.role).collect::<Vec<_>>(),
+    );
     outputs::apply(&v, &plan, &arts, opts, &mut report)?;
     Ok(report)
+}
+
+/// Phase 3 for container images: the cluster's images from `--artifacts DIR/images/` or the
+/// blob store (as `piforge fetch` left them, checked against the lock), their archives
+/// staged for the cards (sized only, on a dry run). A build pulls nothing: an image not
+/// fetched is left to the nodes, with a warning.
+fn images_input(
+    v: &Validated,
+    arts: &[FetchedArtifact],
+    opts: &BuildOptions,
+    write: bool,
+    warnings: &mut Vec<String>,
+) -> Result<images::StagedImages, BuildError> {
+    let wanted = images::cluster_images(&v.spec, &v.release);
+    let set = v
+        .artifact_source
+        .images(&wanted, artifacts::ImageFetch::Local)?;
+    warnings.extend(set.warnings.iter().cloned());
+    if !set.missing.is_empty() {
+        let names: Vec<String> = set.missing.iter().map(|m| m.image.to_string()).collect();
+        warnings.push(format!(
+            "{} container image(s) are not in the cards and will be pulled on first boot ({}): {}",
+            names.len(),
+            match &v.artifact_source.dir {
+                Some(d) => format!("no OCI layout under {}", d.join("images").display()),
+                None => "run `piforge fetch` first to carry them".to_string(),
+            },
+            names.join(", ")
+        ));
+    }
+    // The flannel manifest must run the images the card carries.
+    if v.spec.kubernetes.cni == spec::Cni::Flannel {
+        if let Some(a) = arts
+            .iter()
+            .find(|a| a.spec.name == artifacts::ArtifactName::Flannel)
+        {
+            let text = std::fs::read_to_string(&a.path).map_err(io_error(&a.path))?;
+            for i in artifacts::manifest_images(&text) {
+                if !v.release.versions().flannel_images.contains(&i) {
+                    warnings.push(format!(
+                        "{} names the image {i}, which the catalog does not list for flannel {}: it will be pulled on first boot",
+                        a.spec.file_name,
+                        v.release.versions().flannel
+                    ));
+                }
+            }
+        }
+    }
+    let store = v.artifact_source.blob_store()?;
+    images::stage(&set.images, &store, &opts.out_dir, opts.epoch, write)
 }
 
 /// `build --dry-run`: phases 1 to 4 with nothing written. Secrets that do not exist yet are
@@ -442,6 +504,17 @@ pub fn dry_run(opts: &BuildOptions) -> Result<(BuildPlan, Vec<String>), BuildErr
             v.artifact_source.lock.display()
         ));
     }
-    let plan = layers::plan(&v, &secrets, &arts, opts)?;
+    let mut src_v = v;
+    src_v.artifact_source = src.clone();
+    let mut image_notes = Vec::new();
+    let staged = images_input(&src_v, &arts, opts, false, &mut image_notes)?;
+    let plan = layers::plan(&src_v, &secrets, &arts, &staged, opts)?;
+    notes.extend(image_notes);
+    notes.extend(images::summary(
+        &staged,
+        &src_v.spec,
+        &src_v.release,
+        &plan.roles.iter().map(|r| r.role).collect::<Vec<_>>(),
+    ));
     Ok((plan, notes))
 }

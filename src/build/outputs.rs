@@ -490,7 +490,8 @@ pub(super) fn lock_out_dir(out: &Path) -> Result<OutDirLock, BuildError> {
     Ok(OutDirLock(file))
 }
 
-/// Removes the temporary images of builds that were killed before their cleanup ran
+/// Removes the temporary images and staged image archives of builds that were killed before
+/// their cleanup ran
 /// (`kill -9`, a power cut). Only under the output directory's lock.
 fn remove_leftovers(out: &Path) {
     let Ok(entries) = fs::read_dir(out) else {
@@ -501,6 +502,10 @@ fn remove_leftovers(out: &Path) {
         let Ok(kind) = e.file_type() else { continue };
         if crate::output::is_temp_name(&name) && !kind.is_dir() {
             let _ = fs::remove_file(e.path());
+        } else if name.starts_with(".piforge-images.") {
+            // A killed build's staged image archives (remove_dir_all removes a planted link
+            // itself, never what it points at).
+            let _ = fs::remove_dir_all(e.path());
         }
     }
 }

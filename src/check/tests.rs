@@ -118,6 +118,16 @@ fn prepared() -> (LinkFiles, BootFiles) {
         "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\n---\n\
          apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: systemd\n",
     );
+    // The card carries its container images.
+    fs = fs
+        .file(
+            paths::IMAGES_LIST,
+            "# comment\nregistry.k8s.io_pause_3.10.1.tar registry.k8s.io/pause:3.10.1 sha256:00\n",
+        )
+        .file(
+            &format!("{}/registry.k8s.io_pause_3.10.1.tar", paths::IMAGES_DIR),
+            "tar",
+        );
     let mut boot = upstream_boot();
     boot.cmdline = Some(
         bootcfg::edit_cmdline(BOOKWORM_CMDLINE, &payload_files::cmdline_tokens(), &[]).unwrap(),
@@ -831,4 +841,40 @@ fn piforge_host_keys_pass_only_as_written() {
         .file(SSH_HOST_KEY, &k1.private_openssh)
         .file(SSH_HOST_KEY_PUB, &k1.public_openssh);
     only(fs, boot, "ssh-host-keys", Status::Fail);
+}
+
+#[test]
+fn container_images_in_the_card_or_pulled() {
+    let (fs, boot) = prepared();
+    let items = run(&fs, &boot);
+    assert_eq!(
+        get(&items, "container-images").reason,
+        "images: 1 in card (offline): piforge-images.service imports them into containerd before kubelet and kubeadm run"
+    );
+    // A listed archive that is gone fails.
+    let lost = fs.clone().remove(&format!(
+        "{}/registry.k8s.io_pause_3.10.1.tar",
+        paths::IMAGES_DIR
+    ));
+    let i = only(lost, boot.clone(), "container-images", Status::Fail);
+    assert!(
+        i.reason.contains("registry.k8s.io/pause:3.10.1"),
+        "{}",
+        i.reason
+    );
+    // No list on a piforge node: pulled at first boot.
+    let none = fs.clone().remove(paths::IMAGES_LIST);
+    let i = only(none, boot.clone(), "container-images", Status::Warn);
+    assert!(
+        i.reason.starts_with("images: pulled at first boot"),
+        "{}",
+        i.reason
+    );
+    // Not a piforge node: no item.
+    let plain = fs
+        .remove(paths::IMAGES_LIST)
+        .remove("/etc/piforge/kubeadm.yaml");
+    assert!(run(&plain, &boot)
+        .iter()
+        .all(|i| i.id != "container-images"));
 }

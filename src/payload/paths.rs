@@ -47,6 +47,15 @@ pub const NM_WIFI_CONNECTION: &str =
 pub const NM_STATE: &str = "/var/lib/NetworkManager/NetworkManager.state";
 /// A Wi-Fi node's netplan file on bases without NetworkManager (0600: it holds the PSK).
 pub const NETPLAN_WIFI: &str = "/etc/netplan/90-piforge-wifi.yaml";
+/// The container images a card carries: one OCI archive per image
+/// (`<registry>_<repository>_<tag>.tar`, see [`crate::oci::ImageRef::archive_file_name`]),
+/// imported into containerd on first boot and then deleted.
+pub const IMAGES_DIR: &str = "/var/lib/piforge/images";
+/// The card's images, one line each: archive file name, reference, pinned digest.
+pub const IMAGES_LIST: &str = "/etc/piforge/images.list";
+/// The unit that imports them before kubelet and kubeadm, and its script.
+pub const IMAGES_UNIT: &str = "piforge-images.service";
+pub const IMAGES_SCRIPT: &str = "/usr/local/lib/piforge/import-images";
 /// containerd's configuration.
 pub const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
 

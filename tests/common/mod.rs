@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: fixtures, the built binary, the real oracles.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;

@@ -173,6 +173,11 @@ pub struct FetchArgs {
     /// Where downloads are cached (default: $PIFORGE_CACHE, else $XDG_CACHE_HOME/piforge).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+
+    /// Fetch only the release files, not the container images (the nodes then pull them on
+    /// first boot).
+    #[arg(long)]
+    pub no_images: bool,
 }
 
 #[derive(Debug, Args)]

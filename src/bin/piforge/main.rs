@@ -233,10 +233,12 @@ fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
             if a.artifacts.artifacts.is_none() {
                 a.artifacts.artifacts = s.artifacts.clone();
             }
-            Some(s.kubernetes.version)
+            Some(s)
         }
         None => None,
     };
+    let spec = from_spec;
+    let from_spec = spec.as_ref().map(|s| s.kubernetes.version.clone());
     let version = match a.kubernetes.clone().or(from_spec) {
         Some(v) => v,
         None => catalog
@@ -257,6 +259,40 @@ fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
         arts.len(),
         a.artifacts.lock.display()
     );
+    if !a.no_images {
+        // The images the spec's cluster runs, or every image of the release without a spec.
+        let wanted = match &spec {
+            Some(s) => build::cluster_images(s, &release),
+            None => release.images(),
+        };
+        let set = src.images(&wanted, artifacts::ImageFetch::Pull)?;
+        for w in &set.warnings {
+            eprintln!("piforge: warning: {w}");
+        }
+        for i in &set.images {
+            println!(
+                "{}  {}  {} bytes (linux/arm64 {})",
+                i.parts.index_digest,
+                i.spec.image,
+                i.parts.blob_bytes(),
+                i.parts.manifest.digest
+            );
+        }
+        if !set.missing.is_empty() {
+            let names: Vec<String> = set.missing.iter().map(|m| m.image.to_string()).collect();
+            eprintln!(
+                "piforge: warning: {} image(s) not in {}/images (pulled by the nodes on first boot): {}",
+                names.len(),
+                a.artifacts.artifacts.as_deref().unwrap_or(std::path::Path::new(".")).display(),
+                names.join(", ")
+            );
+        }
+        println!(
+            "{} images verified; digests pinned in {}",
+            set.images.len(),
+            a.artifacts.lock.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -364,6 +400,9 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
             n.bytes >> 20,
             &n.sha256[..16]
         );
+    }
+    for l in &report.images {
+        println!("{l}");
     }
     println!(
         "checksums: {}   manifest: {}",
