@@ -125,5 +125,5 @@ fi
 rm -rf "$work/cache-cold" "$work/b1/dist" "$work/b10/dist" "$work/bxz/dist"
 
 echo "peak RSS of any build: $(( $(grep -E '^[0-9]+$' "$rss_file" | sort -n | tail -1) / 1024 )) MiB"
-echo "image: $(stat -c %s "$img") bytes, $(du -k "$img" | cut -f1) KiB allocated; xz $(stat -c %s "$img.xz") bytes"
+echo "image: $(stat -c %s "$img") bytes, $(du -k "$img" | cut -f1) KiB allocated${SKIP_XZ:+}$([[ -s $img.xz ]] && echo "; xz $(stat -c %s "$img.xz") bytes")"
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/^Mem:/ { print $2 }') GiB, load $(cut -d' ' -f1-3 /proc/loadavg), work dir on $(stat -f -c %T "$work")"
