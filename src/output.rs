@@ -163,7 +163,7 @@ pub fn remove_stale_temps(dir: &Path) -> usize {
         }
         let stem = &name[..name.len() - TEMP_SUFFIX.len()];
         let pid = stem
-            .rsplitn(3, '.')
+            .rsplit('.')
             .nth(1)
             .and_then(|p| p.parse::<libc::pid_t>().ok())
             .filter(|p| *p > 0);
