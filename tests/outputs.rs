@@ -40,10 +40,13 @@ nodes:
     p
 }
 
+/// The files in `dir`, but the output directory's lock (`.piforge.lock`, which stays: it is
+/// piforge's own, not an output).
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".piforge.lock")
         .collect();
     v.sort();
     v
