@@ -35,7 +35,7 @@ pub use fetch::{
     cached_object, fetch, fetch_artifacts, mirror_url, FetchOptions, FetchedArtifact, Pin,
     ProgressFn,
 };
-pub use lock::{Lock, LockEntry, LOCK_HEADER};
+pub use lock::{DebEntry, Lock, LockEntry, LOCK_HEADER};
 pub use offline::{check_dir_artifacts, from_dir, from_dir_artifacts};
 pub use sources::{fetch_image, ArtifactSource};
 pub use unpack::{for_each_tar_entry, tar_entries, with_tar_member, TarEntry, TarEntryKind};
