@@ -305,3 +305,106 @@ pub fn card_debs(
     }
     Ok(out)
 }
+
+/// [`read_base`] of the raw image `raw`'s root filesystem.
+pub fn read_base_image(raw: &Path) -> Result<BaseApt, AptError> {
+    let img = crate::disk::Image::open(raw).map_err(|e| AptError::Base(e.to_string()))?;
+    let fs = img.root_fs().map_err(|e| AptError::Base(e.to_string()))?;
+    read_base(&crate::fs::Ext4Files(&fs))
+}
+
+/// Which pinned packages a build puts in the card, or why none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CardPackages {
+    pub debs: Vec<CardDeb>,
+    /// Missing packages the lock pins no `.deb` for: first boot installs them with apt.
+    pub unpinned: Vec<String>,
+}
+
+impl CardPackages {
+    /// The `.deb` bytes and the room they take installed.
+    pub fn sizes(&self) -> (u64, u64) {
+        (
+            self.debs.iter().map(|d| d.size).sum(),
+            self.debs.iter().map(|d| d.installed_kib * 1024).sum(),
+        )
+    }
+}
+
+/// For a build: the pinned `.deb`s of the packages the base lacks, when the lock pins every
+/// one of them (else none, and `unpinned` names those it lacks). Files come from `dir` (an
+/// offline `--artifacts` directory, under their file names), else the cache, else are
+/// downloaded when `download` is set; each is checked against the lock.
+pub fn build_packages(
+    base: &BaseApt,
+    wanted: &[String],
+    lock_path: &Path,
+    cache_dir: &Path,
+    dir: Option<&Path>,
+    mirror: Option<String>,
+    download: bool,
+) -> Result<CardPackages, AptError> {
+    let lock = Lock::load(lock_path).map_err(|e| AptError::Lock(Box::new(e)))?;
+    let need = missing(base, wanted);
+    let unpinned: Vec<String> = need
+        .iter()
+        .filter(|w| !lock.debs().any(|d| d.name == ***w))
+        .map(|w| w.to_string())
+        .collect();
+    if need.is_empty() || !unpinned.is_empty() {
+        return Ok(CardPackages {
+            debs: Vec::new(),
+            unpinned,
+        });
+    }
+    if let Some(dir) = dir {
+        // Offline: a pinned file in the directory is checked and copied into the cache.
+        for d in lock.debs() {
+            let p = dir.join(&d.file);
+            if p.is_file() {
+                seed_cache(&p, d, cache_dir, lock_path)?;
+            }
+        }
+    }
+    let dl = if download {
+        Some(download::Downloader::new(cache_dir, mirror).map_err(AptError::Download)?)
+    } else {
+        None
+    };
+    let debs = card_debs(base, wanted, &lock, cache_dir, dl.as_ref(), lock_path)?;
+    Ok(CardPackages {
+        debs,
+        unpinned: Vec::new(),
+    })
+}
+
+/// Copies the offline file `p` of the pinned package `d` into the cache, checked.
+fn seed_cache(p: &Path, d: &DebEntry, cache_dir: &Path, lock_path: &Path) -> Result<(), AptError> {
+    let (sha, _) = crate::artifacts::sha256_file(p).map_err(|e| AptError::Lock(Box::new(e)))?;
+    if sha != d.sha256 {
+        return Err(AptError::Download(format!(
+            "{} has SHA-256 {sha}, but the lock file {} says {} for package {}",
+            p.display(),
+            lock_path.display(),
+            d.sha256,
+            d.name
+        )));
+    }
+    let obj = crate::artifacts::cached_object(cache_dir, &sha);
+    if obj.is_file() {
+        return Ok(());
+    }
+    let fail = |e: std::io::Error| {
+        AptError::Download(format!(
+            "cannot copy {} into the cache {}: {e}",
+            p.display(),
+            obj.display()
+        ))
+    };
+    if let Some(parent) = obj.parent() {
+        std::fs::create_dir_all(parent).map_err(fail)?;
+    }
+    let tmp = obj.with_extension("part");
+    std::fs::copy(p, &tmp).map_err(fail)?;
+    std::fs::rename(&tmp, &obj).map_err(fail)
+}

@@ -152,6 +152,7 @@ pub(super) fn plan(
     v: &Validated,
     secrets: &pki::Secrets,
     arts: &[FetchedArtifact],
+    debs: &[crate::apt::CardDeb],
     opts: &BuildOptions,
 ) -> Result<BuildPlan, BuildError> {
     let spec = &v.spec;
@@ -163,7 +164,10 @@ pub(super) fn plan(
         &v.release,
         arts,
         base,
-        &payload::PayloadOptions::default(),
+        &payload::PayloadOptions {
+            debs: debs.to_vec(),
+            ..Default::default()
+        },
     )
     .map_err(payload::PayloadSetupError::from)?;
 
