@@ -266,7 +266,7 @@ pub fn card_debs(
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    for d in lock.debs() {
+    for d in dependency_order(lock) {
         if base
             .installed
             .get(&d.name)
@@ -407,4 +407,34 @@ fn seed_cache(p: &Path, d: &DebEntry, cache_dir: &Path, lock_path: &Path) -> Res
     let tmp = obj.with_extension("part");
     std::fs::copy(p, &tmp).map_err(fail)?;
     std::fs::rename(&tmp, &obj).map_err(fail)
+}
+
+/// The lock's packages with what each needs before it: `why` records the edge the resolver
+/// took (`<package> needs <relation>`), so a package goes after everything below it in that
+/// tree (deepest first, then by name). dpkg orders one `dpkg -i` of them all by itself; the
+/// order keeps the list readable and a partial install sensible.
+fn dependency_order(lock: &Lock) -> Vec<&DebEntry> {
+    let parent: BTreeMap<&str, &str> = lock
+        .debs()
+        .filter_map(|d| Some((d.name.as_str(), d.why.split_once(" needs ")?.0)))
+        .collect();
+    let depth = |name: &str| {
+        let mut n = name;
+        let mut d = 0usize;
+        while let Some(p) = parent.get(n) {
+            d += 1;
+            n = *p;
+            if d > parent.len() {
+                break;
+            }
+        }
+        d
+    };
+    let mut v: Vec<&DebEntry> = lock.debs().collect();
+    v.sort_by(|a, b| {
+        depth(&b.name)
+            .cmp(&depth(&a.name))
+            .then(a.name.cmp(&b.name))
+    });
+    v
 }
