@@ -97,6 +97,8 @@ pub struct Fetched {
     pub debs: Vec<CardDeb>,
     /// True when the repositories were read (else the lock was enough).
     pub resolved: bool,
+    /// Why nothing could be fetched (a base without apt sources): first boot uses apt.
+    pub unavailable: Option<String>,
 }
 
 /// The wanted packages the base does not have.
@@ -132,12 +134,16 @@ pub fn fetch(base: &BaseApt, wanted: &[String], opts: &FetchOptions) -> Result<F
         return Ok(Fetched {
             debs,
             resolved: false,
+            unavailable: None,
         });
     }
     if base.sources.is_empty() {
-        return Err(AptError::Base(
-            "it lists no apt source (/etc/apt/sources.list, /etc/apt/sources.list.d) to take the packages from".into(),
-        ));
+        return Ok(Fetched {
+            unavailable: Some(
+                "the base image lists no apt source (/etc/apt/sources.list, /etc/apt/sources.list.d) to take them from; first boot installs them with apt (needs the network)".into(),
+            ),
+            ..Default::default()
+        });
     }
     let candidates = read_indexes(base, &dl)?;
     let wanted_missing: Vec<String> = need.iter().map(|s| s.to_string()).collect();
@@ -191,6 +197,7 @@ pub fn fetch(base: &BaseApt, wanted: &[String], opts: &FetchOptions) -> Result<F
     Ok(Fetched {
         debs,
         resolved: true,
+        unavailable: None,
     })
 }
 

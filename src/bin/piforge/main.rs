@@ -275,6 +275,11 @@ fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
         )?;
         if missing.is_empty() {
             println!("OS packages: the base image has every one a node needs");
+        } else if let Some(why) = &fetched.unavailable {
+            eprintln!(
+                "piforge: warning: OS packages {}: {why}",
+                missing.join(", ")
+            );
         } else {
             for d in &fetched.debs {
                 println!("{}  {}  {} bytes  ({})", d.sha256, d.file, d.size, d.why);
