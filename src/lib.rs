@@ -2,6 +2,7 @@
 //! editing filesystems in user space (no root, no loop devices, no chroot).
 
 pub mod apply;
+pub mod apt;
 pub mod artifacts;
 pub mod bootcfg;
 pub mod build;

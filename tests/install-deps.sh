@@ -9,7 +9,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 PKGS=(e2fsprogs libext2fs-dev dosfstools mtools fdisk gdisk bmap-tools cloud-init
 	xz-utils zstd gzip zip unzip attr openssl pkg-config shellcheck python3-yaml
-	systemd openssh-client netplan.io)
+	systemd openssh-client netplan.io gpgv gnupg dpkg-dev)
 
 # Without dpkg (not Debian): probe a command each package provides.
 probe() {
@@ -28,6 +28,8 @@ probe() {
 	attr) command -v setfattr ;;
 	python3-yaml) python3 -c 'import yaml' ;;
 	systemd) command -v systemd-analyze ;;
+	gnupg) command -v gpg ;;
+	dpkg-dev) command -v dpkg-scanpackages ;;
 	*) command -v "$1" ;;
 	esac >/dev/null 2>&1
 }

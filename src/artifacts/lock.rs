@@ -68,11 +68,37 @@ pub struct ImageLockEntry {
     pub size: u64,
 }
 
+/// One pinned OS package (`[[deb]]`): a `.deb` of the base image's apt sources that
+/// `piforge fetch` resolved and verified against its repository's signed index (src/apt).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebEntry {
+    /// Package name; the key of the entry.
+    pub name: String,
+    pub version: String,
+    /// `arm64` or `all`.
+    pub arch: String,
+    /// The `.deb`'s file name (the last part of its pool path).
+    pub file: String,
+    /// Where it was downloaded (the repository's URL and the pool path).
+    pub url: String,
+    /// The repository it came from: `URI SUITE COMPONENT`.
+    pub source: String,
+    /// Why the node needs it: `wanted`, or `<package> needs <relation>`.
+    pub why: String,
+    /// Lowercase hex SHA-256, from the repository's signed index.
+    pub sha256: String,
+    pub size: u64,
+    /// `Installed-Size` (KiB): the room it takes once installed.
+    pub installed_kib: u64,
+}
+
 /// The lock file's contents.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Lock {
     by_url: BTreeMap<String, LockEntry>,
     images: BTreeMap<String, ImageLockEntry>,
+    debs: BTreeMap<String, DebEntry>,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +109,7 @@ struct LockFile {
     artifact: Vec<LockEntry>,
     #[serde(default)]
     image: Vec<ImageLockEntry>,
+    deb: Vec<DebEntry>,
 }
 
 impl Lock {
@@ -145,6 +172,28 @@ impl Lock {
                 return Err(err(format!("{r} appears twice")));
             }
         }
+        for d in file.deb {
+            if !is_sha256_hex(&d.sha256) {
+                return Err(err(format!(
+                    "the sha256 of package {} is not 64 lowercase hex digits",
+                    d.name
+                )));
+            }
+            if d.file.is_empty()
+                || d.file.contains(['/', '\\'])
+                || d.file.starts_with('.')
+                || !d.file.ends_with(".deb")
+            {
+                return Err(err(format!(
+                    "the file of package {} is not a plain .deb file name",
+                    d.name
+                )));
+            }
+            let name = d.name.clone();
+            if lock.debs.insert(name.clone(), d).is_some() {
+                return Err(err(format!("package {name} appears twice")));
+            }
+        }
         Ok(lock)
     }
 
@@ -180,7 +229,19 @@ impl Lock {
         v
     }
 
-    /// The file's text: the header, then the entries sorted by name then URL.
+    /// The pinned OS packages, by name.
+    pub fn debs(&self) -> impl Iterator<Item = &DebEntry> {
+        self.debs.values()
+    }
+
+    /// Replaces every pinned OS package with `debs` (one resolution of the base image's
+    /// packages is pinned at a time).
+    pub fn set_debs(&mut self, debs: Vec<DebEntry>) {
+        self.debs = debs.into_iter().map(|d| (d.name.clone(), d)).collect();
+    }
+
+    /// The file's text: the header, then the entries sorted by name then URL, then the OS
+    /// packages sorted by name.
     pub fn to_text(&self) -> String {
         // Written by hand rather than serialized: the layout is then fixed by this code, and
         // formatting cannot fail. Strings are quoted by toml's own encoder.
@@ -203,6 +264,21 @@ impl Lock {
                 q(&e.index),
                 q(&e.manifest),
                 e.size
+            ));
+        }
+        for d in self.debs.values() {
+            body.push_str(&format!(
+                "\n[[deb]]\nname = {}\nversion = {}\narch = {}\nfile = {}\nurl = {}\nsource = {}\nwhy = {}\nsha256 = {}\nsize = {}\ninstalled_kib = {}\n",
+                q(&d.name),
+                q(&d.version),
+                q(&d.arch),
+                q(&d.file),
+                q(&d.url),
+                q(&d.source),
+                q(&d.why),
+                q(&d.sha256),
+                d.size,
+                d.installed_kib
             ));
         }
         format!("{LOCK_HEADER}{body}")

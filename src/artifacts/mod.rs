@@ -41,7 +41,7 @@ pub use fetch::{
 };
 pub use image_sources::{FetchedImage, ImageFetch, ImageSet};
 pub use images::{manifest_images, ImageNeeds, ImageSpec, ImageUse, KUBEADM_IMAGE_REPOSITORY};
-pub use lock::{ImageLockEntry, Lock, LockEntry, LOCK_HEADER};
+pub use lock::{DebEntry, ImageLockEntry, Lock, LockEntry, LOCK_HEADER};
 pub use offline::{check_dir_artifacts, from_dir, from_dir_artifacts};
 pub use sources::{fetch_image, ArtifactSource};
 pub use unpack::{for_each_tar_entry, tar_entries, with_tar_member, TarEntry, TarEntryKind};

@@ -153,6 +153,7 @@ pub(super) fn plan(
     secrets: &pki::Secrets,
     arts: &[FetchedArtifact],
     staged: &super::images::StagedImages,
+    debs: &[crate::apt::CardDeb],
     opts: &BuildOptions,
 ) -> Result<BuildPlan, BuildError> {
     let spec = &v.spec;
@@ -164,7 +165,10 @@ pub(super) fn plan(
         &v.release,
         arts,
         base,
-        &payload::PayloadOptions::default(),
+        &payload::PayloadOptions {
+            debs: debs.to_vec(),
+            ..Default::default()
+        },
     )
     .map_err(payload::PayloadSetupError::from)?;
 

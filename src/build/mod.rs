@@ -58,6 +58,8 @@ pub enum BuildError {
     #[error(transparent)]
     Payload(#[from] payload::PayloadSetupError),
     #[error(transparent)]
+    Apt(#[from] crate::apt::AptError),
+    #[error(transparent)]
     Source(#[from] source::SourceError),
     #[error(transparent)]
     Inspect(#[from] inspect::InspectError),
@@ -154,6 +156,8 @@ pub struct BuildReport {
     /// `secrets/known_hosts`: every node's SSH host key, by name and fixed address.
     pub known_hosts: PathBuf,
     pub warnings: Vec<String>,
+    /// The OS packages in the cards (every role gets the same), when there are any.
+    pub packages: Option<crate::apt::CardPackages>,
     /// Commands to run in the cluster before flashing a reimaged node.
     pub before_flashing: Vec<String>,
     /// `dist/manifest.json` as written.
@@ -191,6 +195,8 @@ pub struct Validated {
     pub state: Option<state::ClusterState>,
     /// What the payload needs to know about the base's root filesystem.
     pub base_facts: payload::BaseFacts,
+    /// The base's apt sources, keys and installed packages.
+    pub base_apt: crate::apt::BaseApt,
 }
 
 /// Phase 1: every check the spec, the options, the base image and the artifact sources
@@ -262,6 +268,7 @@ pub fn validate(
         });
     }
     let base_facts = payload::read_base_facts(&base.path)?;
+    let base_apt = crate::apt::read_base_image(&base.path)?;
     // A Wi-Fi node needs a network stack piforge can configure, known before any secret.
     if !base_facts.network_manager && !base_facts.netplan {
         if let Some(n) = spec.nodes.iter().find(|n| spec.node_wifi(n).is_some()) {
@@ -303,6 +310,7 @@ pub fn validate(
         init_node,
         state,
         base_facts,
+        base_apt,
     })
 }
 
@@ -382,6 +390,36 @@ fn inputs(
     Ok(arts)
 }
 
+/// Phase 3, OS packages: the pinned `.deb`s of what the base lacks (checked against the lock;
+/// downloaded by their pinned URL when `download` and the cache lacks them), or none with a
+/// warning when `piforge fetch` did not pin them: first boot then installs them with apt.
+fn packages(
+    v: &Validated,
+    download: bool,
+    warnings: &mut Vec<String>,
+) -> Result<crate::apt::CardPackages, BuildError> {
+    let src = &v.artifact_source;
+    let pk = crate::apt::build_packages(
+        &v.base_apt,
+        &v.base_facts.missing_packages,
+        &src.lock,
+        &src.cache_dir,
+        src.dir.as_deref(),
+        src.mirror.clone(),
+        download,
+    )?;
+    if !pk.unpinned.is_empty() {
+        warnings.push(format!(
+            "{} not pinned in {}: first boot installs {} with apt and needs the network; run `piforge fetch {}` to put the .debs in the cards",
+            pk.unpinned.join(", "),
+            src.lock.display(),
+            if pk.unpinned.len() == 1 { "it" } else { "them" },
+            v.spec.spec_path.display()
+        ));
+    }
+    Ok(pk)
+}
+
 /// Builds the node images a spec describes: the five phases of the module docs.
 pub fn build(
     opts: &BuildOptions,
@@ -396,13 +434,17 @@ pub fn build(
     // are staged in it, so the lock comes first.
     let _out_lock = outputs::lock_out_dir(&opts.out_dir)?;
     let staged = images_input(&v, &arts, opts, true, &mut report.warnings)?;
-    let plan = layers::plan(&v, &secrets, &arts, &staged, opts)?;
+    let debs = packages(&v, true, &mut report.warnings)?;
+    let plan = layers::plan(&v, &secrets, &arts, &staged, &debs.debs, opts)?;
     report.images = images::summary(
         &staged,
         &v.spec,
         &v.release,
         &plan.roles.iter().map(|r| r.role).collect::<Vec<_>>(),
     );
+    if !debs.debs.is_empty() {
+        report.packages = Some(debs);
+    }
     outputs::apply(&v, &plan, &arts, opts, &mut report)?;
     Ok(report)
 }
@@ -508,7 +550,8 @@ pub fn dry_run(opts: &BuildOptions) -> Result<(BuildPlan, Vec<String>), BuildErr
     src_v.artifact_source = src.clone();
     let mut image_notes = Vec::new();
     let staged = images_input(&src_v, &arts, opts, false, &mut image_notes)?;
-    let plan = layers::plan(&src_v, &secrets, &arts, &staged, opts)?;
+    let debs = packages(&src_v, false, &mut image_notes)?;
+    let plan = layers::plan(&src_v, &secrets, &arts, &staged, &debs.debs, opts)?;
     notes.extend(image_notes);
     notes.extend(images::summary(
         &staged,
@@ -517,4 +560,45 @@ pub fn dry_run(opts: &BuildOptions) -> Result<(BuildPlan, Vec<String>), BuildErr
         &plan.roles.iter().map(|r| r.role).collect::<Vec<_>>(),
     ));
     Ok((plan, notes))
+}
+
+/// `piforge fetch SPEC`, OS packages: the base image of the spec is opened (downloaded and
+/// decompressed into the cache as a build would), and the `.deb`s of the packages it lacks
+/// are resolved against its own apt sources, verified, cached and pinned in `lock`
+/// (see [`crate::apt::fetch`]). Returns the base's missing packages and what was fetched.
+pub fn fetch_packages(
+    spec: &Spec,
+    lock: &Path,
+    cache_dir: &Path,
+    mirror: Option<String>,
+    update: bool,
+) -> Result<(Vec<String>, crate::apt::Fetched), BuildError> {
+    let base_path = match &spec.image.source {
+        spec::Source::Path(p) => p.clone(),
+        spec::Source::Url(u) => {
+            let digest = spec.image.sha256.clone().unwrap_or_default();
+            artifacts::fetch_image(u, &digest, cache_dir, mirror.as_deref(), None)?
+        }
+    };
+    let base = source::open_image(
+        &base_path,
+        &source::OpenOptions {
+            sha256: spec.image.sha256.clone(),
+            cache_dir: Some(cache_dir.to_path_buf()),
+            ..Default::default()
+        },
+    )?;
+    let facts = payload::read_base_facts(&base.path)?;
+    let apt_base = crate::apt::read_base_image(&base.path)?;
+    let fetched = crate::apt::fetch(
+        &apt_base,
+        &facts.missing_packages,
+        &crate::apt::FetchOptions {
+            cache_dir: cache_dir.to_path_buf(),
+            lock_path: lock.to_path_buf(),
+            mirror,
+            update,
+        },
+    )?;
+    Ok((facts.missing_packages, fetched))
 }

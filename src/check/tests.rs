@@ -421,7 +421,7 @@ fn tools_and_cloud_init_packages() {
     assert_eq!(req.status, Status::Warn);
     assert_eq!(
         req.reason,
-        "iptables (iptables) installed on first boot (by cloud-init or piforge-packages.service; needs network)"
+        "iptables (iptables) installed on first boot (by cloud-init or piforge-packages.service with apt; needs network)"
     );
     let opt = get(&items, "tools-optional");
     assert_eq!(opt.status, Status::Warn);
@@ -430,6 +430,26 @@ fn tools_and_cloud_init_packages() {
         "{opt:?}"
     );
     assert!(exit_ok(&items));
+
+    // piforge's list with the card's .debs: offline; a listed .deb missing from the card: apt.
+    let (fs, boot) = prepared();
+    let fs = fs
+        .remove("/usr/sbin/iptables")
+        .file("/etc/piforge/first-boot-packages", "iptables # why\n")
+        .file(
+            "/etc/piforge/first-boot-debs",
+            "# FILE NAME\nlibx_1_arm64.deb libx 1 arm64 00 1\niptables_1_arm64.deb iptables 1 arm64 00 2\n",
+        )
+        .file("/var/lib/piforge/debs/libx_1_arm64.deb", "!<arch>")
+        .file("/var/lib/piforge/debs/iptables_1_arm64.deb", "!<arch>");
+    let req = only(fs.clone(), boot.clone(), "tools-required", Status::Warn);
+    assert_eq!(
+        req.reason,
+        "iptables (iptables) installed on first boot from the card's 2 .debs in /var/lib/piforge/debs with dpkg (piforge-packages.service; no network needed)"
+    );
+    let fs = fs.remove("/var/lib/piforge/debs/libx_1_arm64.deb");
+    let req = only(fs, boot, "tools-required", Status::Warn);
+    assert!(req.reason.contains("with apt; needs network"), "{req:?}");
 
     assert_eq!(
         cloud_config_packages(Some("#cloud-config\npackages: [iptables, \"socat\"]\n")),

@@ -24,6 +24,11 @@ pub const PACKAGES_UNIT: &str = "piforge-packages.service";
 pub const STATUS_FILE: &str = "/boot/firmware/piforge-status.txt";
 /// The OS packages `piforge-packages.service` installs on first boot.
 pub const FIRST_BOOT_PACKAGES: &str = "/etc/piforge/first-boot-packages";
+/// The pinned `.deb`s of those packages and their dependencies (`piforge fetch`), which
+/// `install-packages` installs offline with dpkg, and their list (file, name, version, arch,
+/// SHA-256, installed KiB; in dependency order).
+pub const DEBS_DIR: &str = "/var/lib/piforge/debs";
+pub const DEBS_MANIFEST: &str = "/etc/piforge/first-boot-debs";
 /// The script `piforge-packages.service` runs.
 pub const INSTALL_PACKAGES_SCRIPT: &str = "/usr/local/lib/piforge/install-packages";
 /// The pod-network manifest the first control plane applies after `kubeadm init`.

@@ -107,6 +107,7 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
         let arts = release_artifacts(&release, &src)?;
         let opts = payload::PayloadOptions {
             pi5_4k_pages: a.pi5_4k_pages,
+            ..Default::default()
         };
         payload::node_payload(&mut plan, &img.path, &release, &arts, &opts)?;
     }
@@ -223,9 +224,11 @@ fn release_artifacts(
 fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
     let mut a = a;
     let catalog = artifacts::Catalog::builtin()?;
+    let mut spec_loaded = None;
     let from_spec = match &a.spec() {
         Some(p) => {
             let (s, _) = build::load_spec(p)?;
+            spec_loaded = Some(s.clone());
             // The lock lives beside the spec unless --lock says otherwise.
             if a.artifacts.lock == std::path::Path::new("piforge.lock") {
                 a.artifacts.lock = s.spec_dir.join("piforge.lock");
@@ -292,6 +295,42 @@ fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
             set.images.len(),
             a.artifacts.lock.display()
         );
+    }
+    // OS packages: only with a spec, whose base image says what is installed and where apt
+    // takes packages from.
+    if let Some(s) = spec_loaded {
+        let cache_dir = match a.cache_dir.clone() {
+            Some(d) => d,
+            None => source::cache_dir()?,
+        };
+        let (missing, fetched) = build::fetch_packages(
+            &s,
+            &a.artifacts.lock,
+            &cache_dir,
+            a.artifacts.mirror.clone(),
+            a.update,
+        )?;
+        if missing.is_empty() {
+            println!("OS packages: the base image has every one a node needs");
+        } else if let Some(why) = &fetched.unavailable {
+            eprintln!(
+                "piforge: warning: OS packages {}: {why}",
+                missing.join(", ")
+            );
+        } else {
+            for d in &fetched.debs {
+                println!("{}  {}  {} bytes  ({})", d.sha256, d.file, d.size, d.why);
+            }
+            let bytes: u64 = fetched.debs.iter().map(|d| d.size).sum();
+            println!(
+                "OS packages {}: {} .debs ({} KiB) verified against the base image's apt sources{}; pinned in {}",
+                missing.join(", "),
+                fetched.debs.len(),
+                bytes.div_ceil(1024),
+                if fetched.resolved { "" } else { " (as the lock pins them)" },
+                a.artifacts.lock.display()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -389,6 +428,15 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
             print!("{}", m.to_json());
         }
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(p) = &report.packages {
+        let (bytes, installed) = p.sizes();
+        println!(
+            "OS packages in every role's image: {} .debs, {} KiB ({} KiB installed), installed offline with dpkg on first boot",
+            p.debs.len(),
+            bytes.div_ceil(1024),
+            installed.div_ceil(1024)
+        );
     }
     for n in &report.nodes {
         println!(
