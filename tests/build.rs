@@ -667,10 +667,43 @@ fn reimaging_the_init_node_joins_or_is_refused() {
         let stat = debugfs(&img, root, &format!("stat /etc/kubernetes/pki/{f}"));
         assert!(stat.contains("Mode:  0600"), "{f}: {stat}");
     }
+    // It is a reimage (the cluster had it): the card names whom it replaces and which API
+    // servers to ask (the endpoint, here its own address, then pi-cp-2), so its first boot
+    // removes the old etcd member and Node object before joining.
+    let rejoin = debugfs(&img, root, "cat /etc/piforge/rejoin");
+    for line in [
+        "node=pi-cp-1",
+        "address=192.168.50.10",
+        "cluster=testlab",
+        &format!("version=v{K8S}"),
+        "endpoint=192.168.50.10:6443",
+        "servers=192.168.50.10:6443 192.168.50.12:6443",
+    ] {
+        assert!(rejoin.lines().any(|l| l == line), "{line}: {rejoin}");
+    }
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(stdout.contains("kubectl delete node pi-cp-1"), "{stdout}");
+    assert!(
+        stdout.contains("member remove <the ID of pi-cp-1"),
+        "{stdout}"
+    );
     // The recorded init node is unchanged by a reimage.
     assert!(fs::read_to_string(&state)
         .unwrap()
         .contains("\"init_node\": \"pi-cp-1\""));
+    // pi-cp-2 is new to the cluster: no rejoin file, nothing to run first; it is recorded,
+    // so building it alone again is a reimage.
+    let r = build_with(&spec, &out, &arts, &cache, &["--node", "pi-cp-2"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let img2 = out.join("pi-cp-2.img");
+    let stat = debugfs(&img2, root, "stat /etc/piforge/rejoin");
+    assert!(!stat.contains("Mode:"), "{stat}");
+    assert!(!String::from_utf8_lossy(&r.stdout).contains("kubectl delete node"));
+    let text = fs::read_to_string(&state).unwrap();
+    assert!(text.contains("\"pi-cp-2\""), "{text}");
+    let r = build_with(&spec, &out, &arts, &cache, &["--node", "pi-cp-2"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(debugfs(&img2, root, "cat /etc/piforge/rejoin").contains("node=pi-cp-2\n"));
 }
 
 /// The instance-id in a built card's meta-data.

@@ -347,7 +347,12 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         report.known_hosts.display()
     );
     if !report.before_flashing.is_empty() {
-        println!("Before flashing the reimaged node(s), run in the cluster:");
+        println!(
+            "Reimaged node(s): on first boot a control plane removes its old etcd member and \
+             Node object itself, and a worker joins under its old name once that Node is no \
+             longer Ready. Should a card's piforge-status.txt say it could not, run in the \
+             cluster:"
+        );
         for c in &report.before_flashing {
             println!("  {c}");
         }
