@@ -756,3 +756,39 @@ fn instance_id_follows_the_token_not_the_output_or_the_build_order() {
         full
     );
 }
+
+/// `image.pi5_4k_pages: true` in cluster.yaml: Raspberry Pi OS gets `kernel=kernel8.img` in
+/// its config.txt (in piforge's `[all]` block); Ubuntu, whose config.txt boots its own
+/// `vmlinuz`, is refused at the key before anything is written.
+#[test]
+fn pi5_4k_pages_from_the_spec() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    let out = tmp.path().join("dist");
+    for base in ["trixie", "ubuntu"] {
+        let spec = write_spec(tmp.path(), &fixture(&format!("{base}.img")));
+        let text = fs::read_to_string(&spec).unwrap();
+        let text = text.replacen("image:\n", "image:\n  pi5_4k_pages: true\n", 1);
+        fs::write(&spec, text).unwrap();
+        let r = build_with(&spec, &out, &arts, &cache, &["--node", "pi-w-2"]);
+        if base == "ubuntu" {
+            assert_one_line_error(&r, "cluster.yaml:3:17: image.pi5_4k_pages: this base boots a kernel of its own (vmlinuz)");
+            assert!(!out.join("pi-w-2.img").exists());
+            assert!(!tmp.path().join("secrets").exists(), "secrets were written");
+            continue;
+        }
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let img = out.join("pi-w-2.img");
+        let (boot, _) = offsets(&img, &cache);
+        let config = run(
+            "mtype",
+            &["-i", &format!("{}@@{boot}", img.display()), "::config.txt"],
+        );
+        // After the last [all] line, so the [pi5] section of the base does not swallow it.
+        let all = config.rfind("\n[all]\n").unwrap();
+        assert!(config[all..].contains("\nkernel=kernel8.img\n"), "{config}");
+        fs::remove_dir_all(&out).unwrap();
+        fs::remove_dir_all(tmp.path().join("secrets")).unwrap();
+    }
+}

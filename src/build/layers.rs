@@ -163,7 +163,9 @@ pub(super) fn plan(
         &v.release,
         arts,
         base,
-        &payload::PayloadOptions::default(),
+        &payload::PayloadOptions {
+            pi5_4k_pages: spec.image.pi5_4k_pages.is_some(),
+        },
     )
     .map_err(payload::PayloadSetupError::from)?;
 

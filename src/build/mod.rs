@@ -239,6 +239,20 @@ pub fn validate(
         });
     }
     let base_facts = payload::read_base_facts(&base.path)?;
+    // image.pi5_4k_pages selects Raspberry Pi OS's 4K-page kernel: refused, at the key, on a
+    // base that boots a kernel of its own (Ubuntu's and Debian's config.txt boot `vmlinuz`;
+    // `kernel=kernel8.img` would name a file their boot partition does not have).
+    if let Some(pos) = spec.image.pi5_4k_pages {
+        if let Err(why) = payload::pi5_4k_pages_supported(&facts.boot.files) {
+            return Err(BuildError::Spec(spec::SpecError::Invalid(vec![
+                spec::Diagnostic {
+                    file: opts.spec_path.display().to_string(),
+                    pos,
+                    message: format!("image.pi5_4k_pages: {why}"),
+                },
+            ])));
+        }
+    }
     // A Wi-Fi node needs a network stack piforge can configure, known before any secret.
     if !base_facts.network_manager && !base_facts.netplan {
         if let Some(n) = spec.nodes.iter().find(|n| spec.node_wifi(n).is_some()) {

@@ -104,6 +104,11 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
         let release = artifacts::Catalog::builtin()?.release(version)?;
         let src = artifact_source(&a.artifacts, false, None)?;
         let arts = release_artifacts(&release, &src)?;
+        if a.pi5_4k_pages {
+            let facts = piforge::inspect::inspect(&a.input.image, &img)?;
+            payload::pi5_4k_pages_supported(&facts.boot.files)
+                .map_err(|why| anyhow::anyhow!("--pi5-4k-pages: {why}"))?;
+        }
         let opts = payload::PayloadOptions {
             pi5_4k_pages: a.pi5_4k_pages,
         };
