@@ -721,10 +721,43 @@ fn reimaging_the_init_node_joins_or_is_refused() {
         let stat = debugfs(&img, root, &format!("stat /etc/kubernetes/pki/{f}"));
         assert!(stat.contains("Mode:  0600"), "{f}: {stat}");
     }
+    // It is a reimage (the cluster had it): the card names whom it replaces and which API
+    // servers to ask (the endpoint, here its own address, then pi-cp-2), so its first boot
+    // removes the old etcd member and Node object before joining.
+    let rejoin = debugfs(&img, root, "cat /etc/piforge/rejoin");
+    for line in [
+        "node=pi-cp-1",
+        "address=192.168.50.10",
+        "cluster=testlab",
+        &format!("version=v{K8S}"),
+        "endpoint=192.168.50.10:6443",
+        "servers=192.168.50.10:6443 192.168.50.12:6443",
+    ] {
+        assert!(rejoin.lines().any(|l| l == line), "{line}: {rejoin}");
+    }
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(stdout.contains("kubectl delete node pi-cp-1"), "{stdout}");
+    assert!(
+        stdout.contains("member remove <the ID of pi-cp-1"),
+        "{stdout}"
+    );
     // The recorded init node is unchanged by a reimage.
     assert!(fs::read_to_string(&state)
         .unwrap()
         .contains("\"init_node\": \"pi-cp-1\""));
+    // pi-cp-2 is new to the cluster: no rejoin file, nothing to run first; it is recorded,
+    // so building it alone again is a reimage.
+    let r = build_with(&spec, &out, &arts, &cache, &["--node", "pi-cp-2"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let img2 = out.join("pi-cp-2.img");
+    let stat = debugfs(&img2, root, "stat /etc/piforge/rejoin");
+    assert!(!stat.contains("Mode:"), "{stat}");
+    assert!(!String::from_utf8_lossy(&r.stdout).contains("kubectl delete node"));
+    let text = fs::read_to_string(&state).unwrap();
+    assert!(text.contains("\"pi-cp-2\""), "{text}");
+    let r = build_with(&spec, &out, &arts, &cache, &["--node", "pi-cp-2"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(debugfs(&img2, root, "cat /etc/piforge/rejoin").contains("node=pi-cp-2\n"));
 }
 
 /// The instance-id in a built card's meta-data.
@@ -898,5 +931,41 @@ fn a_second_build_into_one_out_is_refused_and_an_interrupted_build_leaves_nothin
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     for n in ["pi-cp-1", "pi-w-1", "pi-w-2"] {
         assert!(out.join(format!("{n}.img")).exists());
+    }
+}
+
+/// `image.pi5_4k_pages: true` in cluster.yaml: Raspberry Pi OS gets `kernel=kernel8.img` in
+/// its config.txt (in piforge's `[all]` block); Ubuntu, whose config.txt boots its own
+/// `vmlinuz`, is refused at the key before anything is written.
+#[test]
+fn pi5_4k_pages_from_the_spec() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    let out = tmp.path().join("dist");
+    for base in ["trixie", "ubuntu"] {
+        let spec = write_spec(tmp.path(), &fixture(&format!("{base}.img")));
+        let text = fs::read_to_string(&spec).unwrap();
+        let text = text.replacen("image:\n", "image:\n  pi5_4k_pages: true\n", 1);
+        fs::write(&spec, text).unwrap();
+        let r = build_with(&spec, &out, &arts, &cache, &["--node", "pi-w-2"]);
+        if base == "ubuntu" {
+            assert_one_line_error(&r, "cluster.yaml:3:17: image.pi5_4k_pages: this base boots a kernel of its own (vmlinuz)");
+            assert!(!out.join("pi-w-2.img").exists());
+            assert!(!tmp.path().join("secrets").exists(), "secrets were written");
+            continue;
+        }
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let img = out.join("pi-w-2.img");
+        let (boot, _) = offsets(&img, &cache);
+        let config = run(
+            "mtype",
+            &["-i", &format!("{}@@{boot}", img.display()), "::config.txt"],
+        );
+        // After the last [all] line, so the [pi5] section of the base does not swallow it.
+        let all = config.rfind("\n[all]\n").unwrap();
+        assert!(config[all..].contains("\nkernel=kernel8.img\n"), "{config}");
+        fs::remove_dir_all(&out).unwrap();
+        fs::remove_dir_all(tmp.path().join("secrets")).unwrap();
     }
 }

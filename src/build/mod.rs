@@ -193,6 +193,9 @@ pub struct Validated {
     pub init_node: Option<String>,
     /// The cluster's recorded state, `None` before the first build.
     pub state: Option<state::ClusterState>,
+    /// The nodes built now whose card replaces one the cluster already had (see
+    /// [`state::rejoining`]): they remove their old Node and etcd member before joining.
+    pub rejoining: Vec<String>,
     /// What the payload needs to know about the base's root filesystem.
     pub base_facts: payload::BaseFacts,
     /// The base's apt sources, keys and installed packages.
@@ -268,6 +271,20 @@ pub fn validate(
         });
     }
     let base_facts = payload::read_base_facts(&base.path)?;
+    // image.pi5_4k_pages selects Raspberry Pi OS's 4K-page kernel: refused, at the key, on a
+    // base that boots a kernel of its own (Ubuntu's and Debian's config.txt boot `vmlinuz`;
+    // `kernel=kernel8.img` would name a file their boot partition does not have).
+    if let Some(pos) = spec.image.pi5_4k_pages {
+        if let Err(why) = payload::pi5_4k_pages_supported(&facts.boot.files) {
+            return Err(BuildError::Spec(spec::SpecError::Invalid(vec![
+                spec::Diagnostic {
+                    file: opts.spec_path.display().to_string(),
+                    pos,
+                    message: format!("image.pi5_4k_pages: {why}"),
+                },
+            ])));
+        }
+    }
     let base_apt = crate::apt::read_base_image(&base.path)?;
     // A Wi-Fi node needs a network stack piforge can configure, known before any secret.
     if !base_facts.network_manager && !base_facts.netplan {
@@ -299,6 +316,11 @@ pub fn validate(
         &nodes,
         opts.new_cluster,
     )?;
+    let rejoining = nodes
+        .iter()
+        .filter(|n| state::rejoining(state.as_ref(), !opts.nodes.is_empty(), opts.new_cluster, n))
+        .cloned()
+        .collect();
     Ok(Validated {
         spec,
         release,
@@ -309,6 +331,7 @@ pub fn validate(
         nodes,
         init_node,
         state,
+        rejoining,
         base_facts,
         base_apt,
     })
@@ -335,17 +358,19 @@ fn secrets(
             .warnings
             .extend(secrets.token_age_warning(opts.now, token_ttl_secs(&v.spec)));
     }
-    // The first build records which node runs `kubeadm init`; a full build keeps it current.
+    // The first build records which node runs `kubeadm init`, and every build the nodes it
+    // made cards for (see `state::next`).
     let dir = v.spec.spec_dir.join("secrets");
-    if let Some(init) = &v.init_node {
-        let want = state::ClusterState {
-            cluster: v.spec.name.clone(),
-            created: v.state.as_ref().map_or(opts.epoch, |s| s.created),
-            init_node: init.clone(),
-        };
-        if v.state.as_ref() != Some(&want) && (v.state.is_none() || opts.nodes.is_empty()) {
-            state::save(&dir, &want)?;
-        }
+    if let Some(next) = state::next(
+        v.state.as_ref(),
+        &v.spec.name,
+        opts.epoch,
+        v.init_node.as_deref(),
+        &v.nodes,
+        !opts.nodes.is_empty(),
+        opts.new_cluster,
+    ) {
+        state::save(&dir, &next)?;
     }
     report.admin_kubeconfig = pki::write_admin_kubeconfig(
         &secrets,

@@ -291,16 +291,16 @@ pub(super) fn apply(
             address: node.address.clone(),
             files: b.files,
         });
-        if opts.token.is_some() {
+        // A reimage (or a node rebuilt with a token minted in the cluster): the card removes
+        // its old self before joining; these commands are the fallback, should it say it
+        // could not (see `render::first_boot::manual_rejoin_commands`).
+        if opts.token.is_some() || v.rejoining.contains(&node.name) {
             report
                 .before_flashing
-                .push(format!("kubectl delete node {}", node.name));
-            if node.spec_role == Role::ControlPlane {
-                report.before_flashing.push(format!(
-                    "kubectl -n kube-system exec etcd-<another control plane> -- etcdctl --endpoints https://127.0.0.1:2379 --cacert /etc/kubernetes/pki/etcd/ca.crt --cert /etc/kubernetes/pki/etcd/server.crt --key /etc/kubernetes/pki/etcd/server.key member remove <member id of {}>",
-                    node.name
+                .extend(crate::render::first_boot::manual_rejoin_commands(
+                    &node.name,
+                    node.spec_role == Role::ControlPlane,
                 ));
-            }
         }
     }
     // Nodes of the spec this build did not make (`--node`) keep the files an earlier build

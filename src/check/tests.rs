@@ -677,6 +677,11 @@ fn pi5_page_size_sections() {
     boot.config = Some(CONFIG_TXT.into());
     let i = only(fs, boot.clone(), "pi5-page-size", Status::Warn);
     assert!(i.reason.contains("16K"));
+    assert!(
+        i.reason.contains("image.pi5_4k_pages: true"),
+        "{}",
+        i.reason
+    );
     assert_eq!(pi5_kernel("[cm4]\nkernel=kernel8.img\n[all]\n"), None);
     assert_eq!(
         pi5_kernel("[pi5]\nkernel=kernel8.img\n[all]\n").as_deref(),
@@ -691,9 +696,20 @@ fn pi5_page_size_sections() {
         Some("kernel_2712.img")
     );
     assert_eq!(pi5_pages(None).status, Status::Warn);
-    assert_eq!(
-        pi5_pages(Some("[all]\nkernel=vmlinuz\n")).status,
-        Status::Warn
+    let ubuntu = pi5_pages(Some("[all]\nkernel=vmlinuz\n"));
+    assert_eq!(ubuntu.status, Status::Warn);
+    // Ubuntu boots its own kernel: the spec key would be refused there, so it is not offered.
+    assert!(
+        ubuntu.reason.contains("kernel of its own"),
+        "{}",
+        ubuntu.reason
+    );
+    assert!(!ubuntu.reason.contains("image.pi5_4k_pages: true"));
+    let pi_os = pi5_pages(Some("[pi5]\nkernel=kernel_2712.img\n"));
+    assert!(
+        pi_os.reason.contains("image.pi5_4k_pages: true"),
+        "{}",
+        pi_os.reason
     );
 }
 

@@ -591,6 +591,30 @@ pub fn add_payload(
     Ok(())
 }
 
+/// Whether the 4K-page Pi 5 setting (`kernel=kernel8.img`) can apply to a base whose boot
+/// partition holds `boot_files` (its top-level names): only where Raspberry Pi's kernel8.img is
+/// there, as on Raspberry Pi OS. Ubuntu's and Debian's raspi images boot their own kernel
+/// (`kernel=vmlinuz` in Ubuntu's config.txt, `vmlinuz-<version>` on Debian's) and have no
+/// kernel8.img, so the setting would leave the card unbootable: the error says why.
+pub fn pi5_4k_pages_supported(boot_files: &[String]) -> Result<(), String> {
+    if boot_files
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case("kernel8.img"))
+    {
+        return Ok(());
+    }
+    let own = boot_files
+        .iter()
+        .find(|f| f.to_ascii_lowercase().starts_with("vmlinuz"))
+        .map(|k| format!(" ({k})"))
+        .unwrap_or_default();
+    Err(format!(
+        "this base boots a kernel of its own{own}, not Raspberry Pi OS's kernel8.img (4K pages) \
+         and kernel_2712.img (16K pages), and its boot partition has no kernel8.img to select: \
+         the card would not boot; remove the key (it applies to Raspberry Pi OS only)"
+    ))
+}
+
 /// Errors of [`node_payload`]: reading the base image, or laying out the payload.
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadSetupError {

@@ -14,6 +14,10 @@ pub const CNI_BIN_DIR: &str = "/opt/cni/bin";
 pub const UNIT_DIR: &str = "/usr/local/lib/systemd/system";
 /// The node's kubeadm configuration (mode 0600: it holds the bootstrap token).
 pub const KUBEADM_CONFIG: &str = "/etc/piforge/kubeadm.yaml";
+/// On a card that replaces a node the cluster already had (a reimage): who it replaces and
+/// which API servers to ask to remove the old node's leftovers (no secret; see
+/// `render::first_boot::rejoin_file`).
+pub const REJOIN: &str = "/etc/piforge/rejoin";
 /// The unit that runs `kubeadm init` or `join` on first boot, and its script.
 pub const FIRST_BOOT_UNIT: &str = "piforge-kubeadm.service";
 pub const FIRST_BOOT_SCRIPT: &str = "/usr/local/lib/piforge/kubeadm-first-boot";

@@ -125,6 +125,7 @@ fn full_example_parses_with_every_field() {
                 "https://downloads.example.org/2025-11-24-raspios-trixie-arm64-lite.img.xz".into()
             ),
             sha256: Some("abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789".into()),
+            pi5_4k_pages: None,
         }
     );
     assert_eq!(
@@ -338,7 +339,7 @@ fn unknown_keys() {
     assert_error(
         &minimal(&format!("network: {NET}\n"))
             .replace("{source: x.img}", "{source: x.img, md5: abc}"),
-        "cluster.yaml:3:24: unknown key `md5` in image; allowed keys: source, sha256",
+        "cluster.yaml:3:24: unknown key `md5` in image; allowed keys: source, sha256, pi5_4k_pages",
     );
 }
 
@@ -1219,5 +1220,28 @@ fn wifi_errors_name_file_line_and_column() {
             "address: 192.168.1.10/24, wifi: {ssid: a, psk: \"correct horse\", country: pt}}",
         ),
         "cluster.yaml:6:110: nodes[0].wifi.country: `pt` is not an ISO 3166 country code (two capital letters, such as PT, GB or US): it sets the Wi-Fi regulatory domain",
+    );
+}
+
+#[test]
+fn image_pi5_4k_pages_is_a_boolean_placed_at_its_value() {
+    let spec = |image: &str| {
+        format!(
+            "name: t\nnetwork: {{gateway: 192.168.1.1, dns: [192.168.1.1]}}\nimage:\n{image}ssh_authorized_keys: [\"{KEY}\"]\nnodes:\n  - {{name: cp, role: control-plane, address: 192.168.1.10/24}}\n"
+        )
+    };
+    let s = ok(&spec("  source: x.img\n  pi5_4k_pages: true\n"));
+    let pos = s.image.pi5_4k_pages.expect("set");
+    assert_eq!((pos.line, pos.col), (5, 17));
+    assert_eq!(
+        ok(&spec("  source: x.img\n  pi5_4k_pages: false\n"))
+            .image
+            .pi5_4k_pages,
+        None
+    );
+    assert_eq!(ok(&spec("  source: x.img\n")).image.pi5_4k_pages, None);
+    assert_error(
+        &spec("  source: x.img\n  pi5_4k_pages: yes please\n"),
+        "cluster.yaml:5:17: image.pi5_4k_pages: expected true or false",
     );
 }

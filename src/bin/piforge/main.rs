@@ -105,6 +105,11 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
         let release = artifacts::Catalog::builtin()?.release(version)?;
         let src = artifact_source(&a.artifacts, false, None)?;
         let arts = release_artifacts(&release, &src)?;
+        if a.pi5_4k_pages {
+            let facts = piforge::inspect::inspect(&a.input.image, &img)?;
+            payload::pi5_4k_pages_supported(&facts.boot.files)
+                .map_err(|why| anyhow::anyhow!("--pi5-4k-pages: {why}"))?;
+        }
         let opts = payload::PayloadOptions {
             pi5_4k_pages: a.pi5_4k_pages,
             ..Default::default()
@@ -466,7 +471,12 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         report.known_hosts.display()
     );
     if !report.before_flashing.is_empty() {
-        println!("Before flashing the reimaged node(s), run in the cluster:");
+        println!(
+            "Reimaged node(s): on first boot a control plane removes its old etcd member and \
+             Node object itself, and a worker joins under its old name once that Node is no \
+             longer Ready. Should a card's piforge-status.txt say it could not, run in the \
+             cluster:"
+        );
         for c in &report.before_flashing {
             println!("  {c}");
         }

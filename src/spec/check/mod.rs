@@ -39,7 +39,7 @@ const TOP_KEYS: &[&str] = &[
     "artifacts",
     "nodes",
 ];
-const IMAGE_KEYS: &[&str] = &["source", "sha256"];
+const IMAGE_KEYS: &[&str] = &["source", "sha256", "pi5_4k_pages"];
 const KUBERNETES_KEYS: &[&str] = &[
     "version",
     "control_plane_endpoint",
@@ -244,6 +244,18 @@ fn image(ctx: &mut Ctx<'_>, item: &Item) -> Option<ImageSource> {
             }
         }),
     };
+    let pi5_4k_pages = match f.get("pi5_4k_pages") {
+        None => Some(None),
+        Some(v) => match &v.kind {
+            Kind::Scalar(s) if s.plain && (s.text == "true" || s.text == "false") => {
+                Some((s.text == "true").then_some(v.pos))
+            }
+            _ => {
+                ctx.err(v.pos, "image.pi5_4k_pages: expected true or false");
+                None
+            }
+        },
+    };
     let source_item = ctx.required(&f, "source")?;
     let source = ctx.text(source_item, "image.source")?;
     let source = match source.split_once("://") {
@@ -273,6 +285,7 @@ fn image(ctx: &mut Ctx<'_>, item: &Item) -> Option<ImageSource> {
     Some(ImageSource {
         source,
         sha256: sha256?,
+        pi5_4k_pages: pi5_4k_pages?,
     })
 }
 
