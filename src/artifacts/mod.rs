@@ -30,13 +30,13 @@ mod unpack;
 
 pub use catalog::{ArtifactKind, ArtifactName, ArtifactSpec, Catalog, ChecksumKind, Release};
 pub use checksum::parse_checksum;
-pub use error::{DigestSource, Error, Result};
+pub use error::{DigestSource, Error, Result, OFFLINE};
 pub use fetch::{
     cached_object, fetch, fetch_artifacts, mirror_url, FetchOptions, FetchedArtifact, Pin,
     ProgressFn,
 };
 pub use lock::{Lock, LockEntry, LOCK_HEADER};
-pub use offline::{check_dir_artifacts, from_dir, from_dir_artifacts};
+pub use offline::{check_dir_artifacts, from_dir, from_dir_artifacts, store_in_cache};
 pub use sources::{fetch_image, ArtifactSource};
 pub use unpack::{for_each_tar_entry, tar_entries, with_tar_member, TarEntry, TarEntryKind};
 

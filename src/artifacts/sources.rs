@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    cached_object, check_dir_artifacts, fetch, fetch_artifacts, from_dir, ArtifactKind,
-    ArtifactSpec, ChecksumKind, Error, FetchOptions, FetchedArtifact, Lock, LockEntry, ProgressFn,
-    Release, Result,
+    cached_object, check_dir_artifacts, fetch, fetch_artifacts, from_dir, store_in_cache,
+    ArtifactKind, ArtifactSpec, ChecksumKind, Error, FetchOptions, FetchedArtifact, Lock,
+    LockEntry, ProgressFn, Release, Result,
 };
 
 /// Where artifacts come from, for a build, `customize --kubernetes` and `piforge fetch`.
@@ -22,15 +22,20 @@ pub struct ArtifactSource {
 }
 
 impl ArtifactSource {
-    /// The release artifacts: from the offline directory, else the cache (downloading what is
-    /// missing). Returns them with the warnings to show (unpinned digests recorded, ...).
+    /// The release artifacts: from the offline directory (copied into the cache, so that the
+    /// lock and the cache answer later builds), else the cache (downloading what is missing). Returns them with the warnings to show (unpinned digests recorded, ...).
     pub fn release_artifacts(
         &self,
         release: &Release,
         progress: Option<ProgressFn<'_>>,
     ) -> Result<(Vec<FetchedArtifact>, Vec<String>)> {
         let arts = match &self.dir {
-            Some(dir) => from_dir(release, dir, &self.lock, self.allow_unpinned)?,
+            Some(dir) => {
+                let arts = from_dir(release, dir, &self.lock, self.allow_unpinned)?;
+                // Later builds then need neither the directory nor the network.
+                store_in_cache(&arts, &self.cache_dir)?;
+                arts
+            }
             None => {
                 let mut o = FetchOptions::new(&self.cache_dir, &self.lock);
                 o.mirror = self.mirror.clone();

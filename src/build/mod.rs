@@ -401,6 +401,10 @@ pub fn dry_run(opts: &BuildOptions) -> Result<(BuildPlan, Vec<String>), BuildErr
     }
     let mut src = v.artifact_source.clone();
     src.lock = lock_copy;
+    if src.dir.is_some() {
+        // Files from an offline directory would be copied into the cache: not on a dry run.
+        src.cache_dir = scratch.path().join("cache");
+    }
     let specs = v.release.artifacts();
     if src.dir.is_none() {
         if let Some(missing) = src.first_not_cached(&specs)? {
