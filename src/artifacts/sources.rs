@@ -45,7 +45,7 @@ impl ArtifactSource {
                 fetch(release, &o)?
             }
         };
-        let warnings = arts.iter().filter_map(|a| a.warning()).collect();
+        let warnings = warnings(&arts, &self.lock);
         Ok((arts, warnings))
     }
 
@@ -129,4 +129,36 @@ pub fn fetch_image(
             std::io::Error::other("the download returned nothing"),
         )
     })
+}
+
+/// The warnings to show for `arts`: a changed lock entry each, and the artifacts recorded
+/// with no published digest in one line that names them and the lock that now holds their
+/// digests (eight lines saying the same thing would bury everything else).
+fn warnings(arts: &[FetchedArtifact], lock: &Path) -> Vec<String> {
+    let unpinned: Vec<&str> = arts
+        .iter()
+        .filter(|a| a.pin == super::Pin::Unpinned)
+        .map(|a| a.spec.name.as_str())
+        .collect();
+    let mut out: Vec<String> = arts
+        .iter()
+        .filter(|a| a.pin != super::Pin::Unpinned)
+        .filter_map(|a| a.warning())
+        .collect();
+    match unpinned.as_slice() {
+        [] => {}
+        [_] => out.extend(
+            arts.iter()
+                .filter(|a| a.pin == super::Pin::Unpinned)
+                .filter_map(|a| a.warning()),
+        ),
+        names => out.push(format!(
+            "unpinned, recorded: {} artifacts ({}) were verified against no published digest; \
+             their SHA-256s as found are now pinned in {}, where you can check them",
+            names.len(),
+            names.join(", "),
+            lock.display()
+        )),
+    }
+    out
 }
