@@ -82,6 +82,7 @@ fn fetch_from_a_directory_makes_later_builds_offline() {
     // Any request would fail at once: the proxy is a closed port on 127.0.0.1.
     let offline = |args: &[&str], cache: &std::path::Path| {
         std::process::Command::new(env!("CARGO_BIN_EXE_piforge"))
+            .arg("-q")
             .args(args)
             .env("PIFORGE_CACHE", cache)
             .env("https_proxy", "http://127.0.0.1:9")

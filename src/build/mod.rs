@@ -22,12 +22,14 @@ mod outputs;
 pub mod state;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::apply;
 use crate::artifacts::{self, Catalog, FetchedArtifact, Release};
 use crate::inspect;
 use crate::payload;
 use crate::pki;
+use crate::progress::Progress;
 use crate::render::kubeadm;
 use crate::source;
 use crate::spec::{self, Role, Spec};
@@ -174,7 +176,7 @@ pub struct Validated {
 /// is not the user's tree).
 pub fn validate(
     opts: &BuildOptions,
-    progress: Option<artifacts::ProgressFn<'_>>,
+    progress: Option<Arc<dyn Progress>>,
 ) -> Result<Validated, BuildError> {
     let (spec, catalog) = load_spec(&opts.spec_path)?;
     for n in &opts.nodes {
@@ -217,7 +219,7 @@ pub fn validate(
                 &digest,
                 &opts.cache_dir,
                 opts.mirror.as_deref(),
-                progress,
+                progress.as_deref(),
             )?
         }
     };
@@ -226,6 +228,7 @@ pub fn validate(
         &source::OpenOptions {
             sha256: spec.image.sha256.clone(),
             cache_dir: Some(opts.cache_dir.clone()),
+            progress,
             ..Default::default()
         },
     )?;
@@ -359,14 +362,14 @@ fn inputs(
 /// Builds the node images a spec describes: the five phases of the module docs.
 pub fn build(
     opts: &BuildOptions,
-    progress: Option<artifacts::ProgressFn<'_>>,
+    progress: Option<Arc<dyn Progress>>,
 ) -> Result<BuildReport, BuildError> {
     let mut report = BuildReport::default();
-    let v = validate(opts, progress)?;
+    let v = validate(opts, progress.clone())?;
     let secrets = secrets(&v, opts, &mut report)?;
-    let arts = inputs(&v, progress, &mut report)?;
+    let arts = inputs(&v, progress.as_deref(), &mut report)?;
     let plan = layers::plan(&v, &secrets, &arts, opts)?;
-    outputs::apply(&v, &plan, opts, &mut report)?;
+    outputs::apply(&v, &plan, opts, progress.as_deref(), &mut report)?;
     Ok(report)
 }
 

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use super::layers::{role_key, BuildPlan};
 use super::{io_error, BuildError, BuildOptions, BuildReport, BuiltNode, Validated};
 use crate::apply;
+use crate::progress::{Progress, Task};
 use crate::source;
 use crate::spec::Role;
 
@@ -21,6 +22,7 @@ pub(super) fn apply(
     v: &Validated,
     plan: &BuildPlan,
     opts: &BuildOptions,
+    progress: Option<&dyn Progress>,
     report: &mut BuildReport,
 ) -> Result<(), BuildError> {
     fs::create_dir_all(&opts.out_dir).map_err(io_error(&opts.out_dir))?;
@@ -36,7 +38,10 @@ pub(super) fn apply(
         let key = role_key(layer.role);
         let path = work.path().join(format!("{key}.img"));
         let role_plan = plan.common.then(&layer.plan);
-        apply::customize_with_mode(&v.base.path, &path, &role_plan, IMAGE_MODE)?;
+        let task = Task::Payload(key);
+        step(progress, task, &v.base.path, || {
+            apply::customize_with_mode(&v.base.path, &path, &role_plan, IMAGE_MODE)
+        })?;
         role_images.insert(key, path);
     }
 
@@ -45,7 +50,9 @@ pub(super) fn apply(
             continue;
         };
         let out = opts.out_dir.join(format!("{}.img", node.name));
-        let done = apply::customize_with_mode(role_img, &out, &node.plan, IMAGE_MODE)?;
+        let done = step(progress, Task::Copy(&node.name), role_img, || {
+            apply::customize_with_mode(role_img, &out, &node.plan, IMAGE_MODE)
+        })?;
         let sha256 = source::sha256_file(&out)?;
         report.nodes.push(BuiltNode {
             name: node.name.clone(),
@@ -70,6 +77,29 @@ pub(super) fn apply(
     drop(work);
     report.sha256sums = write_sha256sums(opts, &report.nodes)?;
     Ok(())
+}
+
+/// Runs one step of the apply phase between `begin` and `finish` of `task`, its size that of
+/// the image it starts from (the bytes it copies). The copy itself reports no position: the
+/// step's bar shows its elapsed time and, once done, its throughput.
+fn step<T>(
+    progress: Option<&dyn Progress>,
+    task: Task<'_>,
+    from: &std::path::Path,
+    run: impl FnOnce() -> Result<T, apply::ApplyError>,
+) -> Result<T, BuildError> {
+    let total = fs::metadata(from).map(|m| m.len()).ok();
+    if let Some(p) = progress {
+        p.begin(task, total);
+    }
+    let done = run()?;
+    if let Some(p) = progress {
+        if let Some(t) = total {
+            p.advance(task, t);
+        }
+        p.finish(task);
+    }
+    Ok(done)
 }
 
 /// `SHA256SUMS` of every image in the output directory, sorted, as sha256sum writes it:
