@@ -480,7 +480,7 @@ impl Progress for ProgressLog {
             .totals
             .lock()
             .unwrap()
-            .get(task.label())
+            .get(&task.label())
             .copied()
             .flatten();
         self.calls
