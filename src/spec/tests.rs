@@ -968,9 +968,7 @@ fn unclosed_brackets_point_at_the_opening_one() {
         e[1],
         "cluster.yaml:4:22: this `[` is never closed; a missing `]` would explain the error at line 5, column 1"
     );
-    let text = minimal(&format!(
-        "network: {{gateway: 192.168.1.1, dns: [192.168.1.1]\n"
-    ));
+    let text = minimal("network: {gateway: 192.168.1.1, dns: [192.168.1.1]\n");
     let e = errors(&text);
     assert_eq!(e.len(), 2, "{e:?}");
     assert!(
