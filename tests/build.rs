@@ -627,6 +627,47 @@ fn dry_run_prints_every_layer_and_writes_nothing() {
     assert_eq!(fs::read_to_string(out.join("SHA256SUMS")).unwrap(), sums);
 }
 
+/// Issue 15 items 2 and 5: what the spec and the local files reveal (a missing image, an
+/// unknown time zone, the template's placeholder key) is reported at once, each at its
+/// file:line:col, before anything is written: no secrets, lock, output or cache entry.
+#[test]
+fn every_spec_problem_is_reported_together_before_any_side_effect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    let spec = write_spec(tmp.path(), &tmp.path().join("missing.img.xz"));
+    let text = fs::read_to_string(&spec)
+        .unwrap()
+        .replace("Europe/Lisbon", "Europe/Lisboa")
+        .replace(
+            KEY,
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPLACEHOLDERxREPLACExWITHxYOURxOWNxPUBLICKEY you@laptop",
+        );
+    fs::write(&spec, text).unwrap();
+    let out = tmp.path().join("dist");
+    let r = build(&spec, &out, &arts, &cache);
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    let at = |line: usize, col: usize| format!("{}:{line}:{col}: ", spec.display());
+    for (pos, needle) in [
+        (at(3, 11), "image.source: "),
+        (at(15, 23), "the template's placeholder key"),
+        (at(16, 11), "did you mean Europe/Lisbon?"),
+    ] {
+        assert!(
+            err.lines().any(|l| l.contains(&pos) && l.contains(needle)),
+            "{pos}{needle}: {err}"
+        );
+    }
+    assert!(err.contains("missing.img.xz: no such file"), "{err}");
+    for written in ["secrets", "piforge.lock", "dist", "cache"] {
+        assert!(
+            !tmp.path().join(written).exists(),
+            "{written} was written: {err}"
+        );
+    }
+}
+
 #[test]
 fn base_and_artifact_problems_are_found_before_any_secret_is_written() {
     let tmp = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 PKGS=(e2fsprogs libext2fs-dev dosfstools mtools fdisk gdisk bmap-tools cloud-init
 	xz-utils zstd gzip zip unzip attr openssl pkg-config shellcheck python3-yaml
-	systemd openssh-client netplan.io gpgv gnupg dpkg-dev)
+	systemd openssh-client netplan.io gpgv gnupg dpkg-dev bsdutils)
 
 # Without dpkg (not Debian): probe a command each package provides.
 probe() {
@@ -20,6 +20,7 @@ probe() {
 	mtools) command -v mcopy ;;
 	openssh-client) command -v ssh-keygen ;;
 	netplan.io) command -v netplan ;;
+	bsdutils) command -v script ;;
 	fdisk) command -v sfdisk ;;
 	gdisk) command -v sgdisk ;;
 	bmap-tools) command -v bmaptool ;;

@@ -28,12 +28,14 @@ pub mod state;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::apply;
 use crate::artifacts::{self, Catalog, FetchedArtifact, Release};
 use crate::inspect;
 use crate::payload;
 use crate::pki;
+use crate::progress::Progress;
 use crate::render::kubeadm;
 use crate::source;
 use crate::spec::{self, Role, Spec};
@@ -207,7 +209,7 @@ pub struct Validated {
 /// is not the user's tree).
 pub fn validate(
     opts: &BuildOptions,
-    progress: Option<artifacts::ProgressFn<'_>>,
+    progress: Option<Arc<dyn Progress>>,
 ) -> Result<Validated, BuildError> {
     let (spec, catalog) = load_spec(&opts.spec_path)?;
     // A file in the output directory that piforge did not write: refused before anything.
@@ -252,7 +254,7 @@ pub fn validate(
                 &digest,
                 &opts.cache_dir,
                 opts.mirror.as_deref(),
-                progress,
+                progress.as_deref(),
             )?
         }
     };
@@ -261,6 +263,7 @@ pub fn validate(
         &source::OpenOptions {
             sha256: spec.image.sha256.clone(),
             cache_dir: Some(opts.cache_dir.clone()),
+            progress,
             ..Default::default()
         },
     )?;
@@ -448,12 +451,12 @@ fn packages(
 /// Builds the node images a spec describes: the five phases of the module docs.
 pub fn build(
     opts: &BuildOptions,
-    progress: Option<artifacts::ProgressFn<'_>>,
+    progress: Option<Arc<dyn Progress>>,
 ) -> Result<BuildReport, BuildError> {
     let mut report = BuildReport::default();
-    let v = validate(opts, progress)?;
+    let v = validate(opts, progress.clone())?;
     let secrets = secrets(&v, opts, &mut report)?;
-    let arts = inputs(&v, progress, &mut report)?;
+    let arts = inputs(&v, progress.as_deref(), &mut report)?;
     // One build at a time per output directory, from its first write there to its last (the
     // output directory is made here: a build failing before leaves none). The image archives
     // are staged in it, so the lock comes first.
@@ -470,7 +473,7 @@ pub fn build(
     if !debs.debs.is_empty() {
         report.packages = Some(debs);
     }
-    outputs::apply(&v, &plan, &arts, opts, &mut report)?;
+    outputs::apply(&v, &plan, &arts, opts, progress.as_deref(), &mut report)?;
     Ok(report)
 }
 
@@ -555,6 +558,10 @@ pub fn dry_run(opts: &BuildOptions) -> Result<(BuildPlan, Vec<String>), BuildErr
     }
     let mut src = v.artifact_source.clone();
     src.lock = lock_copy;
+    if src.dir.is_some() {
+        // Files from an offline directory would be copied into the cache: not on a dry run.
+        src.cache_dir = scratch.path().join("cache");
+    }
     let specs = v.release.artifacts();
     if src.dir.is_none() {
         if let Some(missing) = src.first_not_cached(&specs)? {

@@ -30,6 +30,7 @@ use crate::apply;
 use crate::artifacts::FetchedArtifact;
 use crate::digest::HashingWriter;
 use crate::output::{self, CopyKind};
+use crate::progress::{Progress, Task};
 use crate::spec::Role;
 
 /// Node and role images hold the bootstrap token (and control planes the CA key): only their
@@ -103,12 +104,36 @@ fn edit(path: &Path, plan: &crate::plan::Plan) -> Result<apply::Applied, BuildEr
     Ok(apply::apply_in_place(path, plan)?)
 }
 
+/// Runs one step of the apply phase between `begin` and `finish` of `task`, its size that of
+/// the image it starts from (the bytes it copies). The copy itself reports no position: the
+/// step's bar shows its elapsed time and, once done, its throughput.
+fn step<T>(
+    progress: Option<&dyn Progress>,
+    task: Task<'_>,
+    from: &Path,
+    run: impl FnOnce() -> Result<T, BuildError>,
+) -> Result<T, BuildError> {
+    let total = fs::metadata(from).map(|m| m.len()).ok();
+    if let Some(p) = progress {
+        p.begin(task, total);
+    }
+    let done = run()?;
+    if let Some(p) = progress {
+        if let Some(t) = total {
+            p.advance(task, t);
+        }
+        p.finish(task);
+    }
+    Ok(done)
+}
+
 /// The role images, in `dir`: the common layer applied once, then each role's layer on a copy
 /// of that (the last role on the common image itself).
 fn role_images(
     v: &Validated,
     plan: &BuildPlan,
     dir: &Path,
+    progress: Option<&dyn Progress>,
 ) -> Result<BTreeMap<&'static str, PathBuf>, BuildError> {
     let copy =
         |from: &Path, to: &Path| output::copy_image(from, to, IMAGE_MODE).map_err(io_error(to));
@@ -116,18 +141,22 @@ fn role_images(
     // Always common, then role, in two sessions (also with one role): a node's image must
     // not depend on which other roles are built with it (`--node`).
     let common = dir.join("common.img");
-    copy(&v.base.path, &common)?;
-    edit(&common, &plan.common)?;
+    step(progress, Task::Payload("common"), &v.base.path, || {
+        copy(&v.base.path, &common)?;
+        edit(&common, &plan.common)
+    })?;
     for (i, layer) in plan.roles.iter().enumerate() {
         let key = role_key(layer.role);
         let path = dir.join(format!("{key}.img"));
-        if i + 1 == plan.roles.len() {
-            // The last role takes the common image itself.
-            fs::rename(&common, &path).map_err(io_error(&path))?;
-        } else {
-            copy(&common, &path)?;
-        }
-        edit(&path, &layer.plan)?;
+        step(progress, Task::Payload(key), &common, || {
+            if i + 1 == plan.roles.len() {
+                // The last role takes the common image itself.
+                fs::rename(&common, &path).map_err(io_error(&path))?;
+            } else {
+                copy(&common, &path)?;
+            }
+            edit(&path, &layer.plan)
+        })?;
         out.insert(key, path);
     }
     Ok(out)
@@ -151,11 +180,14 @@ fn build_node(
     role_img: &Path,
     dir: &Path,
     outputs: &NodeOutputs,
+    progress: Option<&dyn Progress>,
 ) -> Result<StagedNode, BuildError> {
     let name = format!("{}.img", node.name);
     let img = dir.join(&name);
-    let copy = output::copy_image(role_img, &img, IMAGE_MODE).map_err(io_error(&img))?;
-    let done = edit(&img, &node.plan)?;
+    let (copy, done) = step(progress, Task::Copy(&node.name), role_img, || {
+        let copy = output::copy_image(role_img, &img, IMAGE_MODE).map_err(io_error(&img))?;
+        Ok((copy, edit(&img, &node.plan)?))
+    })?;
     let mut files = Vec::new();
     if outputs.raw {
         files.push(raw_entry(&img, name)?);
@@ -210,6 +242,7 @@ fn build_nodes(
     roles: &BTreeMap<&'static str, PathBuf>,
     dir: &Path,
     opts: &BuildOptions,
+    progress: Option<&dyn Progress>,
 ) -> Result<Vec<Option<StagedNode>>, BuildError> {
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
@@ -222,7 +255,7 @@ fn build_nodes(
             let Some(role_img) = roles.get(role_key(node.role)) else {
                 continue;
             };
-            let r = build_node(node, role_img, dir, &opts.outputs);
+            let r = build_node(node, role_img, dir, &opts.outputs, progress);
             if r.is_err() {
                 failed.store(true, Ordering::SeqCst);
             }
@@ -255,6 +288,7 @@ pub(super) fn apply(
     plan: &BuildPlan,
     arts: &[FetchedArtifact],
     opts: &BuildOptions,
+    progress: Option<&dyn Progress>,
     report: &mut BuildReport,
 ) -> Result<(), BuildError> {
     let staging = Staging::begin(&opts.out_dir)?;
@@ -262,8 +296,8 @@ pub(super) fn apply(
     // The role images live in the staging directory (0700) and go before the commit.
     let roles_dir = dir.join(".roles");
     fs::create_dir(&roles_dir).map_err(io_error(&roles_dir))?;
-    let roles = role_images(v, plan, &roles_dir)?;
-    let built = build_nodes(plan, &roles, &dir, opts)?;
+    let roles = role_images(v, plan, &roles_dir, progress)?;
+    let built = build_nodes(plan, &roles, &dir, opts, progress)?;
     fs::remove_dir_all(&roles_dir).map_err(io_error(&roles_dir))?;
 
     let mut staged: Vec<String> = Vec::new();

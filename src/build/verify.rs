@@ -53,7 +53,7 @@ fn read_sums(path: &Path) -> Result<BTreeMap<String, String>, BuildError> {
 pub fn verify(
     opts: &BuildOptions,
     sums: &Path,
-    progress: Option<crate::artifacts::ProgressFn<'_>>,
+    progress: Option<std::sync::Arc<dyn crate::progress::Progress>>,
 ) -> Result<Verified, BuildError> {
     let expected = read_sums(sums)?;
     let dir = match sums.parent() {

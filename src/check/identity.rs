@@ -176,8 +176,8 @@ pub(super) fn pi5_pages(config: Option<&str>) -> CheckItem {
     const ID: &str = "pi5-page-size";
     const TITLE: &str = "Pi 5 4K-page kernel";
     const WHY: &str = "a Pi 5 boots the 16K-page kernel_2712.img, on which some container images \
-                       (jemalloc, some JITs) crash; set image.pi5_4k_pages: true in cluster.yaml \
-                       (customize: --pi5-4k-pages), which adds kernel=kernel8.img";
+                       (jemalloc, some JITs) crash; for Pi 5 nodes set `image.pi5_4k_pages: \
+                       true` in cluster.yaml (kernel=kernel8.img in config.txt)";
     match config.map(pi5_kernel) {
         None => item(
             ID,

@@ -723,8 +723,33 @@ fn cgroup_driver_conditions() {
     let i = only(fs, boot.clone(), "cgroup-driver", Status::Warn);
     assert!(i.reason.contains("cgroupfs"));
     let (fs, _) = prepared();
+    let fs = fs.file(
+        "/var/lib/kubelet/config.yaml",
+        "kind: KubeletConfiguration\nstaticPodPath: /x\n",
+    );
+    let i = only(fs, boot.clone(), "cgroup-driver", Status::Warn);
+    assert!(
+        i.reason.contains("remove it from the image"),
+        "{}",
+        i.reason
+    );
+    // Issue 15 item 3: kubeadm defaults an unset driver to systemd, and a joining node takes
+    // the cluster's: no warning on an init or a join configuration without one.
+    let (fs, _) = prepared();
     let fs = fs.file("/etc/piforge/kubeadm.yaml", "kind: InitConfiguration\n");
-    only(fs, boot.clone(), "cgroup-driver", Status::Warn);
+    let items = run(&fs, &boot);
+    let i = get(&items, "cgroup-driver");
+    assert_eq!(i.status, Status::Pass);
+    assert!(i.reason.contains("defaults it to systemd"), "{}", i.reason);
+    let (fs, _) = prepared();
+    let fs = fs.file(
+        "/etc/piforge/kubeadm.yaml",
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\n",
+    );
+    let items = run(&fs, &boot);
+    let i = get(&items, "cgroup-driver");
+    assert_eq!(i.status, Status::Pass);
+    assert!(i.reason.contains("joining node"), "{}", i.reason);
     let (fs, _) = prepared();
     let fs = fs.remove("/etc/piforge/kubeadm.yaml");
     assert_eq!(get(&run(&fs, &boot), "cgroup-driver").status, Status::Pass);

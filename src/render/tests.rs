@@ -1162,6 +1162,7 @@ fn instance_id_changes_with_everything_the_node_receives_and_nothing_else() {
     // The node's profile: w2's id follows its profile, w1's does not.
     let tmp = tempfile::tempdir().unwrap();
     fs::create_dir_all(tmp.path().join("profiles")).unwrap();
+    fs::write(tmp.path().join("base.img.xz"), "").unwrap();
     let profile = fs::read_to_string(dir.join("profiles/dhcp-worker.yaml")).unwrap();
     fs::write(tmp.path().join("profiles/dhcp-worker.yaml"), &profile).unwrap();
     // Another directory for the spec (as for another output directory): nothing changes.

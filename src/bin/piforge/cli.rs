@@ -11,6 +11,11 @@ use clap::{Args, Parser, Subcommand};
     about = "Turn one upstream Raspberry Pi image into ready-to-flash Kubernetes node images, without root."
 )]
 pub struct Cli {
+    /// Print no progress (bars on a terminal, a line per long step otherwise); warnings and
+    /// errors are still printed.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -15,11 +15,9 @@ use cli::{
     ArtifactArgs, BuildArgs, CheckArgs, Cli, Command, CustomizeArgs, FetchArgs, InitArgs,
     InputArgs, InspectArgs,
 };
-use piforge::progress::Progress;
 use piforge::{
     artifacts, build, check, clock, customize, inspect, output, payload, source, spec, text,
 };
-use progress::Bars;
 
 fn main() -> ExitCode {
     // A bug must still end in one sentence, not a backtrace.
@@ -28,6 +26,7 @@ fn main() -> ExitCode {
     }));
     install_interrupt_cleanup();
     let cli = Cli::parse();
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     let result = match cli.command {
         Command::Inspect(a) => cmd_inspect(a),
         Command::Customize(a) => cmd_customize(a),
@@ -56,9 +55,13 @@ fn install_interrupt_cleanup() {
     });
 }
 
-/// The progress reporter to pass down: bars on a terminal, nothing otherwise.
-fn progress_bars() -> Option<Arc<dyn Progress>> {
-    Bars::for_stderr().map(|b| b as Arc<dyn Progress>)
+/// `--quiet`: no progress report (set once, before any command runs).
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The progress reporter to pass down: bars on a terminal, a plain line per step otherwise,
+/// nothing with `--quiet`.
+fn progress_bars() -> Option<Arc<dyn piforge::progress::Progress>> {
+    progress::reporter(QUIET.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// Opens an input; `hash_raw`: compute the digest of a raw input even when nothing is expected
@@ -406,7 +409,7 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
     }
     let bars = progress_bars();
     if let Some(sums) = &a.verify {
-        let v = build::verify::verify(&opts, sums, bars.as_deref())?;
+        let v = build::verify::verify(&opts, sums, bars.clone())?;
         if v.differences.is_empty() {
             println!(
                 "verified: the rebuild gives the same {} files {} lists",
@@ -424,7 +427,7 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
             v.differences.len()
         );
     }
-    let report = build::build(&opts, bars.as_deref())?;
+    let report = build::build(&opts, bars)?;
     for w in &report.warnings {
         eprintln!("piforge: warning: {w}");
     }

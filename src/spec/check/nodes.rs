@@ -169,6 +169,13 @@ pub(super) fn profile(ctx: &mut Ctx<'_>, key: &Item, v: &Item, path: &str) -> Op
     let root = match yaml::parse_without_aliases(&text) {
         Ok(root) => root,
         Err(e) => {
+            if let Some((pos, message)) = e.unclosed_note() {
+                ctx.diagnostics.push(Diagnostic {
+                    file: file_name.clone(),
+                    pos,
+                    message,
+                });
+            }
             ctx.diagnostics.push(Diagnostic {
                 file: file_name,
                 pos: e.pos,
