@@ -109,6 +109,7 @@ struct LockFile {
     artifact: Vec<LockEntry>,
     #[serde(default)]
     image: Vec<ImageLockEntry>,
+    #[serde(default)]
     deb: Vec<DebEntry>,
 }
 
