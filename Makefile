@@ -33,15 +33,15 @@ test: fixtures
 	PIFORGE_FIXTURES=$(FIXTURES) $(CARGO) test --release --lib --bins --tests
 	$(MAKE) --no-print-directory lint
 
-# The libext2fs shim built with AddressSanitizer (PIFORGE_ASAN=1, see build.rs; its own target
-# directory, so the normal build is not redone), then the tests that drive it: the ext4 and
-# disk unit tests, customize on every fixture, and the corrupted-ext4 property tests. ASan's
-# report exits 86 (not piforge's 1). The test binaries run with libasan preloaded (cargo's
-# runner), so it comes first in their library list and in the piforge processes they start,
-# as ASan requires; leak checks are off, as the preload reaches e2fsck and debugfs too.
-# Not part of `make test`: the tests take about 90 s, but a cold run first compiles every
-# dependency a second time (its own target directory).
-ASAN_TARGET ?= $(CURDIR)/target/asan
+# The libext2fs shim built with AddressSanitizer (PIFORGE_ASAN=1, see build.rs), then the tests
+# that drive it: the ext4 and disk unit tests, customize on every fixture, and the
+# corrupted-ext4 property tests. ASan's report exits 86 (not piforge's 1). The test binaries run
+# with libasan preloaded (cargo's runner), so it comes first in their library list and in the
+# piforge processes they start, as ASan requires; leak checks are off, as the preload reaches
+# e2fsck and debugfs too. It shares the target directory: PIFORGE_ASAN changes only piforge's
+# own build script and crate (rerun-if-env-changed), so switching rebuilds piforge alone, not
+# its dependencies (the next plain build rebuilds it back). `.ci/run` runs it last.
+ASAN_TARGET ?= $(CURDIR)/target
 LIBASAN = $(shell cc -print-file-name=libasan.so)
 HOST_TRIPLE = $(shell rustc -vV | sed -n 's/^host: //p' | tr 'a-z-' 'A-Z_')
 ASAN_ENV = PIFORGE_ASAN=1 ASAN_OPTIONS=exitcode=86:detect_leaks=0 \

@@ -180,7 +180,7 @@ fn dist_holds_exactly_the_spec_nodes_and_is_swapped_in_whole() {
     want.sort();
     assert_eq!(names(&out), want);
     sha256sum_c(&out);
-    let before = sha256(&out.join("SHA256SUMS"));
+    let before_sums = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
 
     // A --node build keeps the other nodes' images and lists them.
     ok(&build_with(
@@ -191,7 +191,21 @@ fn dist_holds_exactly_the_spec_nodes_and_is_swapped_in_whole() {
         &["--node", "pi-w-9"],
     ));
     assert_eq!(names(&out), want);
-    assert_eq!(sha256(&out.join("SHA256SUMS")), before);
+    // pi-w-9 is now a reimaged node (new instance-id, /etc/piforge/rejoin): its image changes;
+    // the control plane's image and its SHA256SUMS line stay as they were.
+    let after = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    let line = |sums: &str, name: &str| {
+        sums.lines()
+            .find(|l| l.ends_with(&format!("  {name}")))
+            .map(str::to_string)
+    };
+    assert!(line(&before_sums, "pi-cp-1.img").is_some());
+    assert_eq!(
+        line(&after, "pi-cp-1.img"),
+        line(&before_sums, "pi-cp-1.img")
+    );
+    assert!(line(&after, "pi-w-9.img").is_some(), "{after}");
+    sha256sum_c(&out);
 
     // A file piforge did not write: refused, named, untouched; nothing else changes.
     fs::write(out.join("notes.txt"), "mine").unwrap();
@@ -219,7 +233,7 @@ fn dist_holds_exactly_the_spec_nodes_and_is_swapped_in_whole() {
         String::from_utf8_lossy(&r.stderr)
     );
     assert_eq!(names(&out), want);
-    assert_eq!(sha256(&out.join("SHA256SUMS")), before);
+    assert_eq!(fs::read_to_string(out.join("SHA256SUMS")).unwrap(), after);
     sha256sum_c(&out);
 }
 
