@@ -168,7 +168,6 @@ pub(super) fn plan(
         &payload::PayloadOptions {
             debs: debs.to_vec(),
             pi5_4k_pages: spec.image.pi5_4k_pages.is_some(),
-            ..Default::default()
         },
     )
     .map_err(payload::PayloadSetupError::from)?;
