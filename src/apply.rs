@@ -492,11 +492,21 @@ pub fn customize_with_mode(
 
 /// Applies `plan` to the image file at `path` itself (a private copy the caller made, by
 /// reflink or sparse copy, and removes on error). Not synced: the caller syncs the finished
-/// file once.
+/// file once. For a copy of an image piforge wrote from a checked one: its root filesystem is
+/// not checked again (that would cost an e2fsck per node); a copy of an upstream image goes
+/// through [`apply_in_place_checked`].
 pub fn apply_in_place(path: &Path, plan: &Plan) -> Result<Applied, ApplyError> {
-    // The copy is of an image piforge wrote from a checked one ([`customize_with_mode`]):
-    // its root filesystem is not checked again (that would cost an e2fsck per node).
-    let plan = checked_plan(path, plan, false)?;
+    in_place(path, plan, false)
+}
+
+/// [`apply_in_place`] on a copy of an image piforge did not write (the upstream base): a root
+/// filesystem the plan writes into is checked by e2fsck first (issue 12 item 7).
+pub fn apply_in_place_checked(path: &Path, plan: &Plan) -> Result<Applied, ApplyError> {
+    in_place(path, plan, true)
+}
+
+fn in_place(path: &Path, plan: &Plan, check_fs: bool) -> Result<Applied, ApplyError> {
+    let plan = checked_plan(path, plan, check_fs)?;
     let grew_root_to = edit(path, &plan)?;
     let image_bytes = std::fs::metadata(path)
         .map_err(|source| ApplyError::Output {

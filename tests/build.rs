@@ -1010,3 +1010,27 @@ fn pi5_4k_pages_from_the_spec() {
         fs::remove_dir_all(tmp.path().join("secrets")).unwrap();
     }
 }
+
+/// Issue 12 item 7 through `build`: the base's root filesystem is checked before the common
+/// layer is written into its copy; a damaged one (a stale block bitmap) is refused with
+/// e2fsck's first complaint and nothing appears in dist/.
+#[test]
+fn a_damaged_base_is_refused_by_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    let img = tmp.path().join("damaged.img");
+    fs::copy(fixture("trixie.img"), &img).unwrap();
+    let (_, root) = offsets(&img, &cache);
+    let blocks = debugfs(&img, root, "blocks /");
+    let block = blocks.split_whitespace().next().unwrap().to_string();
+    let dev = format!("{}?offset={root}", img.display());
+    run("debugfs", &["-w", "-R", &format!("freeb {block}"), &dev]);
+    let (code, fsck) = e2fsck(&img, root);
+    assert_eq!(code, 4, "the image should now be damaged: {fsck}");
+    let spec = write_spec(tmp.path(), &img);
+    let out = tmp.path().join("dist");
+    let r = build(&spec, &out, &arts, &cache);
+    assert_one_line_error(&r, "is damaged (e2fsck -fn: Block bitmap differences:");
+    assert!(!out.join("pi-cp-1.img").exists());
+}

@@ -104,6 +104,14 @@ fn edit(path: &Path, plan: &crate::plan::Plan) -> Result<apply::Applied, BuildEr
     Ok(apply::apply_in_place(path, plan)?)
 }
 
+/// [`edit`] of the copy of the upstream base: its root filesystem is checked first (a damaged
+/// one is refused with e2fsck's first complaint; the role and node images made from it are
+/// then not checked again).
+fn edit_base_copy(path: &Path, plan: &crate::plan::Plan) -> Result<apply::Applied, BuildError> {
+    let _one_at_a_time = EDITS.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(apply::apply_in_place_checked(path, plan)?)
+}
+
 /// Runs one step of the apply phase between `begin` and `finish` of `task`, its size that of
 /// the image it starts from (the bytes it copies). The copy itself reports no position: the
 /// step's bar shows its elapsed time and, once done, its throughput.
@@ -143,7 +151,7 @@ fn role_images(
     let common = dir.join("common.img");
     step(progress, Task::Payload("common"), &v.base.path, || {
         copy(&v.base.path, &common)?;
-        edit(&common, &plan.common)
+        edit_base_copy(&common, &plan.common)
     })?;
     for (i, layer) in plan.roles.iter().enumerate() {
         let key = role_key(layer.role);
