@@ -70,7 +70,7 @@ demo: fixtures build
 	PIFORGE_CACHE=$(DEMO)/cache $(PIFORGE) build --spec $(DEMO)/cluster.yaml --out $(DEMO)/dist \
 	  --artifacts $(DEMO)/artifacts --allow-unpinned
 	@echo; echo "== piforge check on every node image"
-	@for img in $(DEMO)/dist/*.img; do printf '%-40s ' "$$img"; PIFORGE_CACHE=$(DEMO)/cache $(PIFORGE) check $$img | tail -1; done
+	@for img in $(DEMO)/dist/*.img; do printf '%-40s ' "$$img"; PIFORGE_CACHE=$(DEMO)/cache $(PIFORGE) --quiet check $$img | tail -1; done
 	@echo
 	@echo "The node images are in $(DEMO)/dist (SHA256SUMS beside them); secrets in $(DEMO)/secrets."
 	@echo "They hold stand-in binaries: to make a real cluster, on a machine with internet access:"
