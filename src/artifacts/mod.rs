@@ -23,6 +23,7 @@ mod catalog;
 mod checksum;
 mod error;
 mod fetch;
+pub(crate) use fetch::{retrying, Attempt};
 mod image_sources;
 mod images;
 mod lock;

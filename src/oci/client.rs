@@ -59,10 +59,7 @@ pub struct Registry {
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
-enum Attempt {
-    Retry(String),
-    Fatal(Error),
-}
+type Attempt = crate::artifacts::Attempt<Error>;
 
 fn is_loopback_url(url: &str) -> bool {
     let rest = match url.strip_prefix("http://") {
@@ -149,29 +146,17 @@ impl Registry {
         }
     }
 
-    fn with_retries<T>(
-        &self,
-        url: &str,
-        mut once: impl FnMut() -> Result<T, Attempt>,
-    ) -> Result<T> {
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            match once() {
-                Ok(v) => return Ok(v),
-                Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Retry(reason)) => {
-                    if attempt > self.opts.retries {
-                        return Err(Error::Transport {
-                            url: url.to_string(),
-                            attempts: attempt,
-                            reason,
-                        });
-                    }
-                    std::thread::sleep(self.opts.retry_delay.saturating_mul(attempt));
-                }
-            }
-        }
+    fn with_retries<T>(&self, url: &str, once: impl FnMut() -> Result<T, Attempt>) -> Result<T> {
+        crate::artifacts::retrying(
+            self.opts.retries,
+            self.opts.retry_delay,
+            once,
+            |attempts, reason| Error::Transport {
+                url: url.to_string(),
+                attempts,
+                reason,
+            },
+        )
     }
 
     /// GET `upstream` (mapped through the mirror) for `image`, with the repository's token,
