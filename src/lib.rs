@@ -3,15 +3,18 @@
 
 pub mod apply;
 pub mod artifacts;
+pub mod bmap;
 pub mod bootcfg;
 pub mod build;
 pub mod check;
 pub mod clock;
+pub mod compress;
 pub mod customize;
 pub mod digest;
 pub mod disk;
 pub mod fs;
 pub mod inspect;
+pub mod os_list;
 pub mod output;
 pub mod payload;
 pub mod payload_files;

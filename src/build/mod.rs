@@ -17,6 +17,7 @@
 //!
 //! Secrets never reach the boot partition, which any local user can read once it is mounted.
 
+pub mod formats;
 mod layers;
 mod outputs;
 pub mod state;
@@ -114,6 +115,11 @@ pub struct BuildOptions {
     pub now: i64,
     /// Rebuilding the only control plane alone starts a new cluster: allowed only with this.
     pub new_cluster: bool,
+    /// The files to write per node (`--format`; `img` when empty is not allowed: the CLI
+    /// defaults to `[Img]`). A `.img.bmap` is written beside them always.
+    pub formats: Vec<formats::Format>,
+    /// Compression threads (0: one per CPU). The outputs do not depend on it.
+    pub threads: usize,
 }
 
 /// One node image written.
@@ -125,6 +131,10 @@ pub struct BuiltNode {
     pub image: PathBuf,
     pub sha256: String,
     pub bytes: u64,
+    /// Whether the raw image stays in the output directory (`--format img`).
+    pub raw_kept: bool,
+    /// The node's other files: its `.img.bmap`, then its compressed images.
+    pub outputs: Vec<formats::OutputFile>,
 }
 
 /// What a build did, and what to tell the user.

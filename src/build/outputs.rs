@@ -5,6 +5,7 @@ use std::fs;
 use std::io::Write as _;
 use std::path::PathBuf;
 
+use super::formats;
 use super::layers::{role_key, BuildPlan};
 use super::{io_error, BuildError, BuildOptions, BuildReport, BuiltNode, Validated};
 use crate::apply;
@@ -40,20 +41,30 @@ pub(super) fn apply(
         role_images.insert(key, path);
     }
 
+    let encoders = formats::Encoders::new(opts);
+    let keep_img = opts.formats.contains(&formats::Format::Img);
     for node in &plan.nodes {
         let Some(role_img) = role_images.get(role_key(node.role)) else {
             continue;
         };
-        let out = opts.out_dir.join(format!("{}.img", node.name));
+        // Without `--format img` the raw image is only the source of the other formats.
+        let raw_dir = if keep_img { &opts.out_dir } else { work.path() };
+        let out = raw_dir.join(format!("{}.img", node.name));
         let done = apply::customize_with_mode(role_img, &out, &node.plan, IMAGE_MODE)?;
         let sha256 = source::sha256_file(&out)?;
+        let outputs = encoders.write_node(&out, &opts.out_dir, &node.name, IMAGE_MODE)?;
         report.nodes.push(BuiltNode {
             name: node.name.clone(),
             role: node.spec_role,
             address: node.address.clone(),
-            image: out,
+            image: match outputs.get(1) {
+                Some(f) if !keep_img => f.path.clone(),
+                _ => out,
+            },
             sha256,
             bytes: done.image_bytes,
+            raw_kept: keep_img,
+            outputs,
         });
         if opts.token.is_some() {
             report
@@ -67,7 +78,9 @@ pub(super) fn apply(
             }
         }
     }
+    drop(encoders);
     drop(work);
+    formats::write_os_list(opts, &report.nodes)?;
     report.sha256sums = write_sha256sums(opts, &report.nodes)?;
     Ok(())
 }
@@ -87,7 +100,12 @@ fn write_sha256sums(opts: &BuildOptions, nodes: &[BuiltNode]) -> Result<PathBuf,
         }
     }
     for n in nodes {
-        sums.insert(format!("{}.img", n.name), n.sha256.clone());
+        if n.raw_kept {
+            sums.insert(format!("{}.img", n.name), n.sha256.clone());
+        }
+        for f in &n.outputs {
+            sums.insert(f.file_name(), f.sha256.clone());
+        }
     }
     let text: String = sums.iter().map(|(f, h)| format!("{h}  {f}\n")).collect();
     let mut f = crate::output::AtomicFile::create(&sums_path).map_err(io_error(&sums_path))?;

@@ -245,6 +245,36 @@ pub struct BuildArgs {
     /// no lock entries, no downloads, no images.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Output format per node (repeatable): img (raw, sparse; the default), xz, zst. A
+    /// <node>.img.bmap for bmaptool and an os_list.json for Raspberry Pi Imager are written
+    /// beside them.
+    #[arg(long = "format", value_name = "FORMAT", value_enum)]
+    pub formats: Vec<FormatArg>,
+
+    /// Compression threads (default: one per CPU). The outputs are the same whatever the
+    /// number.
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub threads: usize,
+}
+
+/// `build --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    Img,
+    Xz,
+    Zst,
+}
+
+impl From<&FormatArg> for piforge::build::formats::Format {
+    fn from(f: &FormatArg) -> Self {
+        use piforge::build::formats::Format;
+        match f {
+            FormatArg::Img => Format::Img,
+            FormatArg::Xz => Format::Xz,
+            FormatArg::Zst => Format::Zst,
+        }
+    }
 }
 
 impl FetchArgs {

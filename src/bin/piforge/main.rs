@@ -311,6 +311,12 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         epoch,
         now,
         new_cluster: a.new_cluster,
+        formats: if a.formats.is_empty() {
+            vec![build::formats::Format::Img]
+        } else {
+            a.formats.iter().map(|f| f.into()).collect()
+        },
+        threads: a.threads,
     };
     if a.dry_run {
         let (plan, notes) = build::dry_run(&opts)?;
