@@ -53,6 +53,10 @@ pub(super) fn apply(
         let done = apply::customize_with_mode(role_img, &out, &node.plan, IMAGE_MODE)?;
         let sha256 = source::sha256_file(&out)?;
         let outputs = encoders.write_node(&out, &opts.out_dir, &node.name, IMAGE_MODE)?;
+        if !keep_img {
+            // Its formats are written: the raw image need not hold its room until the end.
+            fs::remove_file(&out).map_err(io_error(&out))?;
+        }
         report.nodes.push(BuiltNode {
             name: node.name.clone(),
             role: node.spec_role,
