@@ -7,11 +7,13 @@
 # build in zst, and `xz -T0 -6` of one node image as the reference for the ratio and speed.
 #
 #   benches/formats.sh [WORKDIR]   (default: target/bench; REPS=1 by default: minutes per rep)
+#   IMAGE=path/to.img benches/formats.sh   (another input, e.g. the 120 MB trixie fixture)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(realpath -m "${1:-target/bench}")
 reps=${REPS:-1}
-[[ -s $work/root-2g.img ]] || bash benches/customize.sh "$work" >/dev/null
+image=${IMAGE:-$work/root-2g.img}
+[[ -n ${IMAGE:-} || -s $image ]] || bash benches/customize.sh "$work" >/dev/null
 cargo build --release --quiet
 piforge=$PWD/target/release/piforge
 arts=$work/build-artifacts
@@ -19,7 +21,7 @@ arts=$work/build-artifacts
 spec() { # spec DIR NODES
     mkdir -p "$1"
     {
-        printf 'name: bench\nimage:\n  source: %s\nnetwork:\n  gateway: 192.168.7.1\n  dns: [192.168.7.1]\n' "$work/root-2g.img"
+        printf 'name: bench\nimage:\n  source: %s\nkubernetes:\n  version: "1.34.11"\nnetwork:\n  gateway: 192.168.7.1\n  dns: [192.168.7.1]\n' "$image"
         printf 'ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyFQ2JzvZ1bq0cJ5i6L3yq0u8ZP0eGq5u3y2Yc8kq9X b@x"]\nnodes:\n'
         printf '  - name: cp-1\n    role: control-plane\n    address: 192.168.7.10/24\n'
         for i in $(seq 2 "$2"); do printf '  - name: w-%d\n    role: worker\n' "$i"; done
@@ -27,7 +29,13 @@ spec() { # spec DIR NODES
 }
 spec "$work/f1" 1
 spec "$work/f10" 10
-secs() { local t; t=$( { TIMEFORMAT='%R'; time "$@" > /dev/null 2>&1; } 2>&1 ); echo "$t"; }
+secs() { # wall seconds of a command that must succeed
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$@" > /dev/null 2> "$work/formats.err" || { cat "$work/formats.err" >&2; exit 1; }
+    t1=$(date +%s.%N)
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
+}
 run() { # run DIR FORMAT
     PIFORGE_CACHE=$work/cache "$piforge" build --spec "$1/cluster.yaml" --out "$1/dist" \
         --artifacts "$arts" --allow-unpinned --format "$2"
@@ -45,7 +53,7 @@ echo "xz median: 1 node ${m1}s, 10 nodes ${m10}s, ratio 10/1 $(awk -v a="$m1" -v
 echo "xz sizes: $(stat -c %s "$work/f1/dist/cp-1.img.xz") bytes per node file; 10 nodes $(du -sk "$work/f10/dist" | cut -f1) KiB"
 rm -rf "$work/f10/dist"
 # The raw image once, then zst and the reference xz of it.
-rm -rf "$work/f1/dist"; run "$work/f1" img >/dev/null 2>&1
+rm -rf "$work/f1/dist"; secs run "$work/f1" img >/dev/null
 z=$(secs run "$work/f1" zst)
 echo "zst: 1 node ${z}s (build included), $(stat -c %s "$work/f1/dist/cp-1.img.zst") bytes"
 r=$(secs sh -c "xz -T0 -6 -c '$work/f1/dist/cp-1.img' > '$work/ref.xz'")
