@@ -1,5 +1,4 @@
 use super::*;
-use std::io::Write as _;
 use std::process::Command;
 
 /// An "image": chunks of compressible text, one of pseudo-random bytes, a hole, and a short
@@ -9,7 +8,7 @@ fn image(dir: &Path, name: &str, seed: u8) -> std::path::PathBuf {
     let mut f = File::create(&p).unwrap();
     let mut text = Vec::new();
     for i in 0..(CHUNK / 40) {
-        let _ = write!(text, "line {i:08} of a common layer ........\n");
+        let _ = writeln!(text, "line {i:08} of a common layer ........");
     }
     f.write_all(&text[..CHUNK]).unwrap();
     let mut x: u32 = 0x1234_5678;
