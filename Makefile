@@ -5,7 +5,7 @@ FIXTURES ?= $(CURDIR)/target/fixtures
 DEMO ?= $(CURDIR)/target/demo
 PIFORGE := $(CURDIR)/target/release/piforge
 
-.PHONY: all build install deps fixtures test test-asan lint demo e2e bench bench-decompress bench-customize bench-build clean
+.PHONY: all build install deps fixtures test test-asan lint demo e2e bench bench-decompress bench-customize bench-build bench-formats clean
 
 all: build
 
@@ -85,10 +85,13 @@ e2e:
 	bash tests/e2e/run.sh
 
 # Benchmarks (results and the machine go into BENCHMARKS.md).
-bench: bench-decompress bench-customize bench-build
+bench: bench-decompress bench-customize bench-build bench-formats
 
 bench-build:
 	bash benches/build.sh
+
+bench-formats:
+	bash benches/formats.sh
 
 bench-customize:
 	bash benches/customize.sh

@@ -320,9 +320,10 @@ fn build_and_check(base: &str) {
 
     // Building again gives identical images.
     let sums = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
-    // The three images, manifest.json and sbom.spdx.json.
+    // The three images and their bmap files, os_list.json, manifest.json and sbom.spdx.json.
     assert_eq!(sums.lines().filter(|l| l.ends_with(".img")).count(), 3);
-    assert_eq!(sums.lines().count(), 5, "{sums}");
+    assert_eq!(sums.lines().filter(|l| l.ends_with(".img.bmap")).count(), 3);
+    assert_eq!(sums.lines().count(), 9, "{sums}");
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let r = build(&spec, &out, &arts, &cache);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));

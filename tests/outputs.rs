@@ -93,11 +93,18 @@ fn dist_holds_exactly_the_spec_nodes_and_is_swapped_in_whole() {
     let meta = [
         "SHA256SUMS".to_string(),
         "manifest.json".into(),
+        "os_list.json".into(),
         "sbom.spdx.json".into(),
     ];
-    let mut want: Vec<String> = ["pi-cp-1.img", "pi-w-1.img", "pi-w-2.img"]
-        .iter()
-        .map(|s| s.to_string())
+    // Each node's raw image and its bmap file (the default format).
+    let node_files = |nodes: &[&str]| -> Vec<String> {
+        nodes
+            .iter()
+            .flat_map(|n| [format!("{n}.img"), format!("{n}.img.bmap")])
+            .collect()
+    };
+    let mut want: Vec<String> = node_files(&["pi-cp-1", "pi-w-1", "pi-w-2"])
+        .into_iter()
         .chain(meta.iter().cloned())
         .collect();
     want.sort();
@@ -128,11 +135,23 @@ fn dist_holds_exactly_the_spec_nodes_and_is_swapped_in_whole() {
         assert!(!a["version"].as_str().unwrap().is_empty());
     }
     for n in m["nodes"].as_array().unwrap() {
-        let f = &n["files"][0];
-        let p = out.join(f["name"].as_str().unwrap());
-        assert_eq!(f["sha256"], sha256(&p).as_str());
-        assert_eq!(f["bytes"], fs::metadata(&p).unwrap().len());
+        let files = n["files"].as_array().unwrap();
+        assert_eq!(files.len(), 2, "{n}");
+        for f in files {
+            let p = out.join(f["name"].as_str().unwrap());
+            assert_eq!(f["sha256"], sha256(&p).as_str());
+            assert_eq!(f["bytes"], fs::metadata(&p).unwrap().len());
+        }
+        let img = out.join(format!("{}.img", n["name"].as_str().unwrap()));
+        assert_eq!(n["raw_image"]["sha256"], sha256(&img).as_str());
     }
+    let listed: Vec<&str> = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["sbom.spdx.json", "os_list.json"]);
     // The SBOM: SPDX 2.3, the artifacts with their URLs, the base's packages by purl.
     let sbom: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(out.join("sbom.spdx.json")).unwrap()).unwrap();
@@ -172,9 +191,8 @@ fn dist_holds_exactly_the_spec_nodes_and_is_swapped_in_whole() {
         &[("pi-cp-1", "control-plane"), ("pi-w-9", "worker")],
     );
     ok(&build_with(&spec, &out, &arts, &cache, &["--jobs", "2"]));
-    let mut want: Vec<String> = ["pi-cp-1.img", "pi-w-9.img"]
-        .iter()
-        .map(|s| s.to_string())
+    let mut want: Vec<String> = node_files(&["pi-cp-1", "pi-w-9"])
+        .into_iter()
         .chain(meta.iter().cloned())
         .collect();
     want.sort();
@@ -262,6 +280,8 @@ fn builds_are_reproducible_and_verify_names_what_differs() {
             .args(["build", "--spec", spec.to_str().unwrap(), "--out", out])
             .args(["--artifacts", arts.to_str().unwrap(), "--allow-unpinned"])
             .args(["--jobs", jobs])
+            // os_list.json names where the files are published: the same URL for both.
+            .args(["--base-url", "https://example.invalid/dist/"])
             .current_dir(cwd)
             .env_remove("SOURCE_DATE_EPOCH")
             .env_remove("LC_ALL");
@@ -314,6 +334,8 @@ fn builds_are_reproducible_and_verify_names_what_differs() {
                 spec.to_str().unwrap(),
                 "--artifacts",
                 arts.to_str().unwrap(),
+                "--base-url",
+                "https://example.invalid/dist/",
                 "--verify",
                 dist.join("SHA256SUMS").to_str().unwrap(),
             ],

@@ -24,7 +24,18 @@ pub struct NodeEntry {
     pub role: String,
     /// The fixed address, `None` for a DHCP node.
     pub address: Option<String>,
+    /// The node's raw image, whether the output directory keeps it (`--format img`) or only
+    /// its compressed copies (Raspberry Pi Imager checks what it wrote against this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_image: Option<RawImage>,
     pub files: Vec<FileEntry>,
+}
+
+/// Size and digest of a node's raw image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawImage {
+    pub bytes: u64,
+    pub sha256: String,
 }
 
 /// A release artifact installed in the images.
@@ -313,6 +324,7 @@ mod tests {
                 name: "pi-1".into(),
                 role: "control-plane".into(),
                 address: None,
+                raw_image: None,
                 files: vec![FileEntry {
                     name: "pi-1.img".into(),
                     bytes: 1,

@@ -14,11 +14,14 @@
 //!    here and prints it.
 //! 5. apply: the common layer once, each role layer once, then each node's layer on a copy
 //!    (a reflink where the filesystem has them) of its role's image, `--jobs` nodes at a time;
-//!    then `sbom.spdx.json`, `SHA256SUMS` and `manifest.json`, all in a staging directory put
-//!    in place when the whole build succeeded ([`staging`]).
+//!    each node's files written from its finished image (the raw image, its `.img.bmap`, its
+//!    compressed copies: [`formats`]); then `sbom.spdx.json`, `os_list.json`, `SHA256SUMS`
+//!    and `manifest.json`, all in a staging directory put in place when the whole build
+//!    succeeded ([`staging`]).
 //!
 //! Secrets never reach the boot partition, which any local user can read once it is mounted.
 
+pub mod formats;
 mod images;
 mod layers;
 pub mod manifest;
@@ -43,7 +46,7 @@ use crate::spec::{self, Role, Spec};
 pub use images::{cluster_images, role_needs};
 pub use layers::{disk_id, BuildPlan, NodeLayer, RoleLayer};
 pub use manifest::Manifest;
-pub use outputs::{NodeOutput, NodeOutputs};
+pub use outputs::{NodeImage, NodeOutput, NodeOutputs, StagedFile};
 pub use staging::cleanup_staging;
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +96,8 @@ pub enum BuildError {
     OutDirBusy { out: String, holder: String },
     #[error("{dir} holds files piforge did not write ({files}); piforge replaces the whole output directory, so move them away or choose another --out")]
     ForeignFiles { dir: String, files: String },
+    #[error("--base-url {0}: not an absolute URL (such as https://example.com/dist/ or file:///srv/dist/); Raspberry Pi Imager cannot fetch a relative one")]
+    BadBaseUrl(String),
     #[error("cannot write {path}: {source}")]
     Io {
         path: String,
@@ -144,8 +149,12 @@ pub struct BuiltNode {
     pub name: String,
     pub role: Role,
     pub address: Option<String>,
+    /// The node's image in the output directory: the raw one, or (without `--format img`) its
+    /// compressed one.
     pub image: PathBuf,
+    /// SHA-256 of that file.
     pub sha256: String,
+    /// Size of the raw image.
     pub bytes: u64,
 }
 

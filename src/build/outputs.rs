@@ -37,19 +37,91 @@ use crate::spec::Role;
 /// owner may read them.
 pub const IMAGE_MODE: u32 = 0o600;
 
+/// A node's finished raw image, as each [`NodeOutput`] gets it.
+pub struct NodeImage<'a> {
+    /// The node's name.
+    pub node: &'a str,
+    /// The image, in the staging directory (read it, never change it).
+    pub path: &'a Path,
+    /// The image, open for reading (positional reads: share it between threads).
+    pub file: &'a fs::File,
+    /// The image's size in bytes.
+    pub bytes: u64,
+    /// The staging directory, where every output of the build is written.
+    pub staging_dir: &'a Path,
+}
+
+/// A new file in the staging directory, being written by one [`NodeOutput`]. What is written
+/// through it goes straight to the file (no buffer: once `write` returns, the bytes are in
+/// the file, where [`StagedFile::reader`] handles read them) and is hashed on its way: the
+/// build knows the file's digest and size when its last byte is written, without reading it
+/// back. Write in large pieces.
+pub struct StagedFile {
+    path: PathBuf,
+    w: HashingWriter<fs::File>,
+}
+
+impl StagedFile {
+    fn create(path: PathBuf) -> Result<StagedFile, BuildError> {
+        let f = new_file(&path)?;
+        Ok(StagedFile {
+            path,
+            w: HashingWriter::new(f),
+        })
+    }
+
+    /// The file's path in the staging directory (it is renamed into the output directory
+    /// when the build is whole; handles stay valid).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Another handle on the file, to read back (positionally) bytes already written: a
+    /// compressed chunk later images copy instead of compressing it again.
+    pub fn reader(&self) -> io::Result<fs::File> {
+        fs::File::open(&self.path)
+    }
+
+    /// Syncs the file and returns its entry (digest and size of everything written).
+    fn finish(self, name: String) -> Result<FileEntry, BuildError> {
+        let (sha256, bytes, f) = self.w.finish();
+        f.sync_all().map_err(io_error(&self.path))?;
+        Ok(FileEntry {
+            name,
+            bytes,
+            sha256,
+        })
+    }
+}
+
+impl Write for StagedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.w.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
 /// A file made from each finished node image, beside it: a compressed copy, a block map. The
-/// output formats plug in here ([`NodeOutputs::extra`]); the build gives each one the node's
-/// finished raw image and a writer into the staging directory that hashes what passes, then
-/// syncs the file and records its size and digest in the manifest and `SHA256SUMS`.
+/// output formats plug in here ([`NodeOutputs::extra`]; see [`super::formats`]); the build
+/// gives each one the node's finished raw image and a new file in the staging directory that
+/// hashes what passes, then syncs the file and records its size and digest in the manifest
+/// and `SHA256SUMS`; the file is put in place with the rest of the build, and removed by a
+/// later build that no longer makes it.
 ///
 /// One value serves every node of a build, from several threads at once (`--jobs`): work
-/// that nodes share (compressed blocks of regions identical across nodes) can be kept in it.
+/// that nodes share (compressed blocks of regions identical across nodes) can be kept in it
+/// until [`NodeOutput::build_done`].
 pub trait NodeOutput: Send + Sync {
     /// The file's name for `node` (e.g. `pi-cp-1.img.xz`): a plain file name, no `/`.
     fn file_name(&self, node: &str) -> String;
-    /// Writes the file for `node` from its finished raw image `image` (read it, never change
-    /// it) into `out`.
-    fn write(&self, node: &str, image: &Path, out: &mut dyn Write) -> io::Result<()>;
+    /// Writes the file for `image.node` from its finished raw image into `out`.
+    fn write(&self, image: &NodeImage<'_>, out: &mut StagedFile) -> io::Result<()>;
+    /// Every node of the build is written (or the build failed): forget what was kept for
+    /// sharing between nodes.
+    fn build_done(&self) {}
 }
 
 /// What files a build makes per node.
@@ -59,6 +131,9 @@ pub struct NodeOutputs {
     /// formats are written from it).
     pub raw: bool,
     pub extra: Vec<Arc<dyn NodeOutput>>,
+    /// Write `os_list.json` for Raspberry Pi Imager, naming the files under this URL (a
+    /// directory, ending in `/`; `Some("")`: the output directory as a `file://` URL).
+    pub os_list: Option<String>,
 }
 
 impl Default for NodeOutputs {
@@ -66,6 +141,7 @@ impl Default for NodeOutputs {
         NodeOutputs {
             raw: true,
             extra: Vec::new(),
+            os_list: None,
         }
     }
 }
@@ -75,6 +151,7 @@ impl std::fmt::Debug for NodeOutputs {
         f.debug_struct("NodeOutputs")
             .field("raw", &self.raw)
             .field("extra", &self.extra.len())
+            .field("os_list", &self.os_list)
             .finish()
     }
 }
@@ -83,6 +160,8 @@ impl std::fmt::Debug for NodeOutputs {
 struct StagedNode {
     files: Vec<FileEntry>,
     image_bytes: u64,
+    /// SHA-256 of the raw image (whether it is kept or not).
+    image_sha256: String,
     copy: CopyKind,
 }
 
@@ -170,10 +249,12 @@ fn role_images(
     Ok(out)
 }
 
-/// Syncs a finished file and returns its entry.
-fn raw_entry(path: &Path, name: String) -> Result<FileEntry, BuildError> {
+/// The entry of a finished raw image, synced first when it is `kept` as an output.
+fn raw_entry(path: &Path, name: String, kept: bool) -> Result<FileEntry, BuildError> {
     let f = fs::File::open(path).map_err(io_error(path))?;
-    f.sync_all().map_err(io_error(path))?;
+    if kept {
+        f.sync_all().map_err(io_error(path))?;
+    }
     let (sha256, bytes) = output::sha256_sparse(&f).map_err(io_error(path))?;
     Ok(FileEntry {
         name,
@@ -197,25 +278,28 @@ fn build_node(
         Ok((copy, edit(&img, &node.plan)?))
     })?;
     let mut files = Vec::new();
+    // The raw image's digest, kept or not (os_list.json records it as the extracted image's).
+    let raw = raw_entry(&img, name, outputs.raw)?;
+    let raw_digest = raw.sha256.clone();
     if outputs.raw {
-        files.push(raw_entry(&img, name)?);
+        files.push(raw.clone());
     }
-    for o in &outputs.extra {
-        let fname = o.file_name(&node.name);
-        let path = dir.join(&fname);
-        let f = new_file(&path)?;
-        let mut w = HashingWriter::new(io::BufWriter::with_capacity(256 << 10, f));
-        o.write(&node.name, &img, &mut w).map_err(io_error(&path))?;
-        let (sha256, bytes, buf) = w.finish();
-        let f = buf
-            .into_inner()
-            .map_err(|e| io_error(&path)(e.into_error()))?;
-        f.sync_all().map_err(io_error(&path))?;
-        files.push(FileEntry {
-            name: fname,
-            bytes,
-            sha256,
-        });
+    if !outputs.extra.is_empty() {
+        let file = fs::File::open(&img).map_err(io_error(&img))?;
+        let image = NodeImage {
+            node: &node.name,
+            path: &img,
+            file: &file,
+            bytes: raw.bytes,
+            staging_dir: dir,
+        };
+        for o in &outputs.extra {
+            let fname = o.file_name(&node.name);
+            let path = dir.join(&fname);
+            let mut out = StagedFile::create(path.clone())?;
+            o.write(&image, &mut out).map_err(io_error(&path))?;
+            files.push(out.finish(fname)?);
+        }
     }
     if !outputs.raw {
         fs::remove_file(&img).map_err(io_error(&img))?;
@@ -223,6 +307,7 @@ fn build_node(
     Ok(StagedNode {
         files,
         image_bytes: done.image_bytes,
+        image_sha256: raw_digest,
         copy,
     })
 }
@@ -305,7 +390,11 @@ pub(super) fn apply(
     let roles_dir = dir.join(".roles");
     fs::create_dir(&roles_dir).map_err(io_error(&roles_dir))?;
     let roles = role_images(v, plan, &roles_dir, progress)?;
-    let built = build_nodes(plan, &roles, &dir, opts, progress)?;
+    let built = build_nodes(plan, &roles, &dir, opts, progress);
+    for o in &opts.outputs.extra {
+        o.build_done();
+    }
+    let built = built?;
     fs::remove_dir_all(&roles_dir).map_err(io_error(&roles_dir))?;
 
     let mut staged: Vec<String> = Vec::new();
@@ -319,18 +408,26 @@ pub(super) fn apply(
             .files
             .iter()
             .find(|f| f.name == format!("{}.img", node.name));
+        // The raw image, else the first other file (a compressed image).
+        let main = raw.or_else(|| b.files.iter().find(|f| !f.name.ends_with(".bmap")));
         report.nodes.push(BuiltNode {
             name: node.name.clone(),
             role: node.spec_role,
             address: node.address.clone(),
-            image: opts.out_dir.join(format!("{}.img", node.name)),
-            sha256: raw.map(|f| f.sha256.clone()).unwrap_or_default(),
+            image: opts
+                .out_dir
+                .join(main.map_or(format!("{}.img", node.name), |f| f.name.clone())),
+            sha256: main.map(|f| f.sha256.clone()).unwrap_or_default(),
             bytes: b.image_bytes,
         });
         nodes.push(NodeEntry {
             name: node.name.clone(),
             role: node.spec_role.as_str().to_string(),
             address: node.address.clone(),
+            raw_image: Some(manifest::RawImage {
+                bytes: b.image_bytes,
+                sha256: b.image_sha256,
+            }),
             files: b.files,
         });
         // A reimage (or a node rebuilt with a token minted in the cluster): the card removes
@@ -363,6 +460,7 @@ pub(super) fn apply(
                     name: n.name.to_string(),
                     role: n.role.as_str().to_string(),
                     address: n.address.map(|a| a.to_string()),
+                    raw_image: None,
                     files: vec![FileEntry {
                         bytes: fs::metadata(opts.out_dir.join(&name)).map_or(0, |m| m.len()),
                         sha256: d.to_string(),
@@ -410,6 +508,12 @@ pub(super) fn apply(
     let sbom = manifest::sbom(&m, &distro(v), &base_packages(v)?);
     m.files.push(stage_text(&dir, staging::SBOM, &sbom)?);
     staged.push(staging::SBOM.to_string());
+    if let Some(base) = &opts.outputs.os_list {
+        let text = super::formats::os_list(&m, base, &opts.out_dir)?;
+        m.files
+            .push(stage_text(&dir, super::formats::OS_LIST, &text)?);
+        staged.push(super::formats::OS_LIST.to_string());
+    }
 
     // SHA256SUMS: every file of the output directory but itself, sorted by name.
     let mut sums: BTreeMap<&str, &str> = BTreeMap::new();

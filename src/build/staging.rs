@@ -342,6 +342,7 @@ mod tests {
                     name: f.to_string(),
                     role: "worker".into(),
                     address: None,
+                    raw_image: None,
                     files: vec![FileEntry {
                         name: f.to_string(),
                         bytes: 1,

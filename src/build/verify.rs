@@ -68,6 +68,11 @@ pub fn verify(
         .map_err(io_error(&dir))?;
     let mut o = opts.clone();
     o.out_dir = tmp.path().join("dist");
+    // os_list.json names the files where they are checked, not where the rebuild writes.
+    if o.outputs.os_list.as_deref() == Some("") {
+        let real = std::fs::canonicalize(&dir).map_err(io_error(&dir))?;
+        o.outputs.os_list = Some(crate::os_list::file_uri_dir(&real));
+    }
     super::build(&o, progress)?;
     let got = read_sums(&o.out_dir.join(staging::SHA256SUMS))?;
     let mut v = Verified::default();

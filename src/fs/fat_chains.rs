@@ -9,19 +9,19 @@
 use std::io::{self, Read, Seek, SeekFrom};
 
 /// The geometry the check needs, from the boot sector.
-struct Geometry {
-    fat_offset: u64,
-    fat_bytes: u64,
+pub(super) struct Geometry {
+    pub(super) fat_offset: u64,
+    pub(super) fat_bytes: u64,
     /// Data clusters; valid cluster numbers are `2..clusters + 2`.
-    clusters: u32,
-    bits: u8,
+    pub(super) clusters: u32,
+    pub(super) bits: u8,
     /// Where cluster 2 starts, and a cluster's size, in bytes.
-    data_offset: u64,
-    cluster_bytes: u64,
+    pub(super) data_offset: u64,
+    pub(super) cluster_bytes: u64,
     /// FAT12/16: the fixed root directory region `(offset, bytes)`; FAT32: `None` (the root
     /// directory is the chain at `root_cluster`).
-    root_region: Option<(u64, u64)>,
-    root_cluster: u32,
+    pub(super) root_region: Option<(u64, u64)>,
+    pub(super) root_cluster: u32,
 }
 
 fn u16_at(b: &[u8], at: usize) -> u32 {
@@ -33,7 +33,7 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 
 /// `None` when the boot sector is not one this check understands; fatfs then judges it.
-fn geometry(bs: &[u8; 512]) -> Option<Geometry> {
+pub(super) fn geometry(bs: &[u8; 512]) -> Option<Geometry> {
     let bytes_per_sector = u16_at(bs, 11);
     let sectors_per_cluster = u32::from(bs[13]);
     let reserved = u16_at(bs, 14);
@@ -86,7 +86,13 @@ fn geometry(bs: &[u8; 512]) -> Option<Geometry> {
 
 /// Next cluster of `c`, or `None` at the end of a chain (end mark, free, bad or out of range).
 fn next(fat: &[u8], g: &Geometry, c: u32) -> Option<u32> {
-    let n = match g.bits {
+    let n = entry(fat, g, c);
+    (n >= 2 && n < g.clusters + 2).then_some(n)
+}
+
+/// The FAT entry of cluster `c` (0: free). `fat` must hold the entries of every cluster.
+pub(super) fn entry(fat: &[u8], g: &Geometry, c: u32) -> u32 {
+    match g.bits {
         12 => {
             let at = (c as usize * 3) / 2;
             let v = u16_at(fat, at);
@@ -98,8 +104,7 @@ fn next(fat: &[u8], g: &Geometry, c: u32) -> Option<u32> {
         }
         16 => u16_at(fat, c as usize * 2),
         _ => u32_at(fat, c as usize * 4) & 0x0fff_ffff,
-    };
-    (n >= 2 && n < g.clusters + 2).then_some(n)
+    }
 }
 
 /// The first cluster of a chain that loops, if any (reads the first FAT of the volume at the

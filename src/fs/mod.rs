@@ -1,5 +1,6 @@
 pub mod ext4;
 pub mod fat;
+pub mod fat_alloc;
 mod fat_chains;
 pub use fat_chains::locate as fat_locate;
 pub(crate) mod root_files;

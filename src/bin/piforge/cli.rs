@@ -270,6 +270,41 @@ pub struct BuildArgs {
     /// differing byte, the partition and the file inside the filesystem it falls in.
     #[arg(long, value_name = "SHA256SUMS", conflicts_with = "dry_run")]
     pub verify: Option<PathBuf>,
+
+    /// Output format per node (repeatable): img (raw, sparse; the default), xz, zst. A
+    /// <node>.img.bmap for bmaptool and an os_list.json for Raspberry Pi Imager are written
+    /// beside them.
+    #[arg(long = "format", value_name = "FORMAT", value_enum)]
+    pub formats: Vec<FormatArg>,
+
+    /// Compression threads (default: one per CPU). The outputs are the same whatever the
+    /// number.
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub threads: usize,
+
+    /// The URL os_list.json names the files under (e.g. https://example.com/dist/, where
+    /// they will be published); default: the output directory as a file:// URL.
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+}
+
+/// `build --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    Img,
+    Xz,
+    Zst,
+}
+
+impl From<&FormatArg> for piforge::build::formats::Format {
+    fn from(f: &FormatArg) -> Self {
+        use piforge::build::formats::Format;
+        match f {
+            FormatArg::Img => Format::Img,
+            FormatArg::Xz => Format::Xz,
+            FormatArg::Zst => Format::Zst,
+        }
+    }
 }
 
 impl FetchArgs {

@@ -396,7 +396,11 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         now,
         new_cluster: a.new_cluster,
         jobs: a.jobs.map_or(0, usize::from),
-        outputs: build::NodeOutputs::default(),
+        outputs: build::formats::node_outputs(
+            &a.formats.iter().map(Into::into).collect::<Vec<_>>(),
+            a.threads,
+            a.base_url.as_deref(),
+        )?,
     };
     if a.dry_run {
         let (plan, notes) = build::dry_run(&opts)?;

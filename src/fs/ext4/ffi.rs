@@ -100,6 +100,9 @@ pub type DirCb = unsafe extern "C" fn(
     file_type: c_int,
 ) -> c_int;
 
+/// Allocation walk callback: a run of `count` used blocks from `first`; return non-zero to stop.
+pub type RunCb = unsafe extern "C" fn(ctx: *mut c_void, first: u64, count: u64) -> c_int;
+
 extern "C" {
     pub fn pf_error_message(code: c_long) -> *const c_char;
 
@@ -192,6 +195,8 @@ extern "C" {
         len: usize,
     ) -> c_long;
     pub fn pf_free(p: *mut c_void);
+
+    pub fn pf_used_blocks(h: *mut PfFs, cb: RunCb, ctx: *mut c_void) -> c_long;
 
     pub static pf_et_file_not_found: c_long;
     pub static pf_et_bad_magic: c_long;

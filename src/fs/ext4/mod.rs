@@ -44,6 +44,7 @@ macro_rules! et {
     };
 }
 
+mod alloc;
 mod error;
 mod features;
 mod ffi;

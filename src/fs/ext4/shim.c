@@ -1474,3 +1474,67 @@ const uint32_t pf_write_ro_compat =
 	EXT4_FEATURE_RO_COMPAT_HUGE_FILE | EXT4_FEATURE_RO_COMPAT_GDT_CSUM |
 	EXT4_FEATURE_RO_COMPAT_DIR_NLINK | EXT4_FEATURE_RO_COMPAT_EXTRA_ISIZE |
 	EXT4_FEATURE_RO_COMPAT_METADATA_CSUM;
+
+/* ------------------------------------------------------------------ */
+/* Allocation (for block maps)                                         */
+/* ------------------------------------------------------------------ */
+
+typedef int (*pf_run_cb)(void *ctx, uint64_t first, uint64_t count);
+
+/*
+ * Every block the filesystem uses, as runs of consecutive blocks passed to `cb` in increasing
+ * order (a non-zero return stops the walk): the block bitmap as libext2fs reads it (which, for
+ * groups flagged BLOCK_UNINIT, already holds the group's metadata: rw_bitmaps.c
+ * mark_uninit_bg_group_blocks), plus, marked again here so that nothing depends on that, every
+ * group's superblock backup, group descriptors and reserved GDT blocks
+ * (ext2fs_reserve_super_and_bgd), its block and inode bitmaps and its inode table, and the
+ * blocks before s_first_data_block (the boot block of a 1 KiB-block filesystem).
+ */
+long pf_used_blocks(struct pf_fs *h, pf_run_cb cb, void *ctx)
+{
+	ext2_filsys fs = h->fs;
+	ext2fs_block_bitmap used = NULL;
+	errcode_t err;
+	blk64_t first, last, at, start, end;
+
+	if (!fs->block_map) {
+		err = ext2fs_read_block_bitmap(fs);
+		if (err)
+			return (err && h->io.refused) ? PF_ET_PAST_PARTITION : err;
+	}
+	err = ext2fs_copy_bitmap(fs->block_map, &used);
+	if (err)
+		return err;
+	first = ext2fs_get_block_bitmap_start2(used);
+	last = ext2fs_get_block_bitmap_end2(used);
+	for (dgrp_t g = 0; g < fs->group_desc_count; g++) {
+		blk64_t b;
+		ext2fs_reserve_super_and_bgd(fs, g, used);
+		b = ext2fs_block_bitmap_loc(fs, g);
+		if (b >= first && b <= last)
+			ext2fs_mark_block_bitmap2(used, b);
+		b = ext2fs_inode_bitmap_loc(fs, g);
+		if (b >= first && b <= last)
+			ext2fs_mark_block_bitmap2(used, b);
+		b = ext2fs_inode_table_loc(fs, g);
+		if (b >= first && b + fs->inode_blocks_per_group - 1 <= last)
+			ext2fs_mark_block_bitmap_range2(used, b, fs->inode_blocks_per_group);
+	}
+	/* Blocks before the bitmap's start (block 0 of a 1 KiB-block filesystem). */
+	if (first > 0 && cb(ctx, 0, first)) {
+		ext2fs_free_block_bitmap(used);
+		return 0;
+	}
+	at = first;
+	while (at <= last) {
+		if (ext2fs_find_first_set_block_bitmap2(used, at, last, &start))
+			break;
+		if (ext2fs_find_first_zero_block_bitmap2(used, start, last, &end))
+			end = last + 1;
+		if (cb(ctx, start, end - start))
+			break;
+		at = end;
+	}
+	ext2fs_free_block_bitmap(used);
+	return 0;
+}

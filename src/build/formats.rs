@@ -1,0 +1,180 @@
+//! The output formats of a node image (`build --format img|xz|zst`), as [`NodeOutput`]s the
+//! build writes into its staging directory beside each raw node image: the bmap file
+//! ([`crate::bmap`]), the compressed copies (sharing compressed chunks across nodes:
+//! [`crate::compress`]), and the Raspberry Pi Imager list of every node ([`crate::os_list`]).
+
+use std::io::{self, Write as _};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::manifest::Manifest;
+use super::outputs::{NodeImage, NodeOutput, NodeOutputs, StagedFile};
+use super::{io_error, BuildError};
+use crate::compress::{self, BlockStore, Codec};
+use crate::os_list;
+
+/// One output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Format {
+    /// The raw image, sparse.
+    Img,
+    Xz,
+    Zst,
+}
+
+/// The file name of the Raspberry Pi Imager list in the output directory.
+pub const OS_LIST: &str = "os_list.json";
+
+/// What a build writes per node for `formats` (`img` when empty): the raw image only with
+/// `img`; a `<node>.img.bmap` always; each compressed format on `threads` threads (0: one per
+/// CPU; the bytes do not depend on it), its chunks shared across the build's nodes; and
+/// `os_list.json` naming the files under `base_url` (`None`: the output directory as a
+/// `file://` URL).
+pub fn node_outputs(
+    formats: &[Format],
+    threads: usize,
+    base_url: Option<&str>,
+) -> Result<NodeOutputs, BuildError> {
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
+    let mut extra: Vec<Arc<dyn NodeOutput>> = vec![Arc::new(Bmap)];
+    for (f, c) in [(Format::Xz, Codec::Xz), (Format::Zst, Codec::Zstd)] {
+        if formats.contains(&f) {
+            extra.push(Arc::new(Compressed {
+                store: BlockStore::new(c, threads),
+            }));
+        }
+    }
+    Ok(NodeOutputs {
+        raw: formats.is_empty() || formats.contains(&Format::Img),
+        extra,
+        os_list: Some(match base_url {
+            None => String::new(),
+            Some(u) => check_base_url(u)?,
+        }),
+    })
+}
+
+/// `--base-url`: an absolute URL (Imager fetches a URL without a scheme as a remote one and
+/// fails), made a directory (ending in `/`).
+fn check_base_url(u: &str) -> Result<String, BuildError> {
+    let scheme_ok = u.split_once("://").is_some_and(|(s, rest)| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            && !rest.is_empty()
+    });
+    if !scheme_ok || u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(BuildError::BadBaseUrl(u.to_string()));
+    }
+    Ok(if u.ends_with('/') {
+        u.to_string()
+    } else {
+        format!("{u}/")
+    })
+}
+
+/// `<node>.img.bmap`: the mapped blocks from the filesystems' allocation.
+struct Bmap;
+
+impl NodeOutput for Bmap {
+    fn file_name(&self, node: &str) -> String {
+        format!("{node}.img.bmap")
+    }
+
+    fn write(&self, image: &NodeImage<'_>, out: &mut StagedFile) -> io::Result<()> {
+        let map = crate::bmap::map_image(image.path)?;
+        let text = crate::bmap::render(&map, image.file)?;
+        out.write_all(text.as_bytes())
+    }
+}
+
+/// `<node>.img.xz` or `.img.zst`, its chunks shared with the build's other nodes.
+struct Compressed {
+    store: BlockStore,
+}
+
+impl NodeOutput for Compressed {
+    fn file_name(&self, node: &str) -> String {
+        format!("{node}.img.{}", self.store.codec().extension())
+    }
+
+    fn write(&self, image: &NodeImage<'_>, out: &mut StagedFile) -> io::Result<()> {
+        let readback = Arc::new(out.reader()?);
+        compress::compress_stream(&self.store, image.file, out, readback)?;
+        Ok(())
+    }
+
+    fn build_done(&self) {
+        self.store.clear();
+    }
+}
+
+/// `os_list.json` for the nodes the manifest lists (built now or kept): each entry downloads
+/// the node's xz file if there is one, else its zst, else its raw image. `base_url` empty:
+/// the output directory `out_dir` as a `file://` URL.
+pub(super) fn os_list(m: &Manifest, base_url: &str, out_dir: &Path) -> Result<String, BuildError> {
+    let base = if base_url.is_empty() {
+        let dir = std::fs::canonicalize(out_dir).map_err(io_error(out_dir))?;
+        os_list::file_uri_dir(&dir)
+    } else {
+        base_url.to_string()
+    };
+    let mut entries = Vec::new();
+    for n in &m.nodes {
+        let by_name = |name: String| n.files.iter().find(|f| f.name == name);
+        let raw = by_name(format!("{}.img", n.name));
+        let Some(download) = by_name(format!("{}.img.xz", n.name))
+            .or_else(|| by_name(format!("{}.img.zst", n.name)))
+            .or(raw)
+        else {
+            continue;
+        };
+        // The raw image: recorded by the build, or (an older manifest) its file's entry.
+        let Some((extract_bytes, extract_sha256)) = n
+            .raw_image
+            .as_ref()
+            .map(|r| (r.bytes, r.sha256.clone()))
+            .or_else(|| raw.map(|f| (f.bytes, f.sha256.clone())))
+        else {
+            continue;
+        };
+        entries.push(os_list::Entry {
+            name: n.name.clone(),
+            description: format!("piforge node image {} ({})", n.name, n.role),
+            file: download.name.clone(),
+            download_bytes: download.bytes,
+            download_sha256: download.sha256.clone(),
+            extract_bytes,
+            extract_sha256,
+            bmap: by_name(format!("{}.img.bmap", n.name)).map(|f| f.name.clone()),
+        });
+    }
+    Ok(os_list::render(&entries, &base, m.epoch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_absolute_directories() {
+        assert_eq!(
+            check_base_url("https://example.com/dist").unwrap(),
+            "https://example.com/dist/"
+        );
+        assert_eq!(check_base_url("file:///srv/d/").unwrap(), "file:///srv/d/");
+        for bad in [
+            "dist/",
+            "example.com/dist",
+            "://x",
+            "https://",
+            "http://a b/",
+        ] {
+            assert!(check_base_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! Compressed outputs (`.img.xz`, `.img.zst`) written on several threads, with the work shared
+//! between node images.
+//!
+//! An image is cut into chunks of [`CHUNK`] bytes at fixed offsets, and each chunk is
+//! compressed on its own: an xz block (one stream, an index at the end: see [`xz`]) or a zstd
+//! frame (frames concatenate: see [`zst`]). A chunk's compressed bytes depend only on its
+//! content, so a [`BlockStore`] shared by every node of a build keys them by the chunk's
+//! SHA-256: the common and role data that node images share is compressed once, and every
+//! other node's file copies those bytes from the file that first holds them. The result does
+//! not depend on the number of threads, on the order nodes are built in, or on which node
+//! compressed a chunk first: the same image always gives the same bytes.
+//!
+//! Nodes are built several at a time (`build --jobs`) and reach their shared chunks at about the
+//! same moment: a chunk one image is compressing is marked so, and the others wait for its
+//! bytes (kept in memory until the first file holds them) instead of compressing it again.
+//!
+//! Memory is bounded: at most `2 x threads` chunks are in flight per image (read, compressed,
+//! waiting to be written in order), and at most `threads` encoders run at once across every
+//! image sharing the store.
+
+pub mod xz;
+pub mod zst;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+
+use sha2::{Digest, Sha256};
+
+/// Bytes of image per xz block or zstd frame, at fixed offsets (a multiple of 4 KiB, so that
+/// the chunks of two images line up with their filesystems' blocks). 4 MiB: a node's few
+/// changed kilobytes recompress a few chunks, and the ratio stays within a few percent of
+/// one-block xz.
+pub const CHUNK: usize = 4 << 20;
+
+/// The compressed formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Codec {
+    Xz,
+    Zstd,
+}
+
+impl Codec {
+    /// The file name extension, after `.img`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Codec::Xz => "xz",
+            Codec::Zstd => "zst",
+        }
+    }
+}
+
+/// One chunk compressed: the bytes as they go into the file, and (xz) what the index records.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub bytes: Vec<u8>,
+    /// xz: the block's unpadded size (header, data and check, without padding).
+    pub unpadded: u64,
+    pub uncompressed: u64,
+}
+
+/// Where a chunk's compressed bytes already are: in an output file written earlier.
+#[derive(Debug, Clone)]
+struct Stored {
+    file: Arc<File>,
+    offset: u64,
+    len: u64,
+    unpadded: u64,
+    uncompressed: u64,
+}
+
+/// A chunk in the store.
+#[derive(Debug, Clone)]
+enum Entry {
+    /// Being compressed by one thread; the others wanting it wait (the nodes of a build built
+    /// at once reach their shared chunks at about the same time: each is compressed once).
+    Encoding,
+    /// Compressed, not yet in any file.
+    Ready(Arc<Encoded>),
+    /// In an output file.
+    Stored(Stored),
+}
+
+/// A counting semaphore: at most `n` encoders at once.
+#[derive(Debug)]
+struct Slots {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Slots {
+    fn acquire(&self) -> SlotGuard<'_> {
+        let mut n = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *n == 0 {
+            n = self.cv.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+        *n -= 1;
+        SlotGuard(self)
+    }
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+/// The compressed chunks of one format, shared by every image of a build.
+#[derive(Debug)]
+pub struct BlockStore {
+    codec: Codec,
+    threads: usize,
+    slots: Slots,
+    chunks: Mutex<HashMap<[u8; 32], Entry>>,
+    /// Signalled when a chunk being compressed is ready (or its compression failed).
+    done: Condvar,
+    /// SHA-256 of [`CHUNK`] zero bytes: the key of a chunk that is a hole in the source.
+    zero_key: [u8; 32],
+}
+
+impl BlockStore {
+    /// A store for `codec`, compressing on `threads` threads (at least 1).
+    pub fn new(codec: Codec, threads: usize) -> BlockStore {
+        let threads = threads.max(1);
+        BlockStore {
+            codec,
+            threads,
+            slots: Slots {
+                free: Mutex::new(threads),
+                cv: Condvar::new(),
+            },
+            chunks: Mutex::new(HashMap::new()),
+            done: Condvar::new(),
+            zero_key: Sha256::digest(vec![0u8; CHUNK]).into(),
+        }
+    }
+
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// How many distinct chunks have been compressed (for tests and benchmarks).
+    pub fn distinct_chunks(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Forgets every chunk (and closes the files they were in): the end of a build.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Entry>> {
+        self.chunks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn encode(&self, chunk: &[u8]) -> io::Result<Encoded> {
+        let _slot = self.slots.acquire();
+        match self.codec {
+            Codec::Xz => xz::encode_block(chunk),
+            Codec::Zstd => zst::encode_frame(chunk),
+        }
+    }
+}
+
+/// What was written: the compressed file's size and SHA-256 (computed while writing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub bytes: u64,
+    pub sha256: String,
+    /// Chunks compressed for this image; the rest were copied from earlier outputs.
+    pub fresh_chunks: u64,
+    pub chunks: u64,
+}
+
+/// What [`compress_stream`] wrote (its caller hashes the bytes as they pass).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Streamed {
+    pub bytes: u64,
+    /// Chunks compressed for this image; the rest were copied from earlier outputs or from
+    /// another image's compression.
+    pub fresh_chunks: u64,
+    pub chunks: u64,
+}
+
+/// A chunk ready to be written.
+enum Piece {
+    Stored(Stored),
+    /// Compressed by this image's threads (`true`) or another image's, not yet in a file.
+    Encoded([u8; 32], Arc<Encoded>, bool),
+}
+
+/// The output, its running offset, and the index records.
+struct Sink<'a> {
+    out: &'a mut dyn Write,
+    shared: Arc<File>,
+    pos: u64,
+    records: Vec<(u64, u64)>,
+}
+
+impl Sink<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<()> {
+        self.out.write_all(b)?;
+        self.pos += b.len() as u64;
+        Ok(())
+    }
+}
+
+/// Compresses the image `src` into `dst` (an empty file, written from its start) with the
+/// store's format; chunks already in the store are copied, the others compressed on the
+/// store's threads and added to it (pointing into `dst`, which must stay open and unchanged
+/// while the store is used: the store keeps a handle).
+pub fn compress_file(store: &BlockStore, src: &File, dst: &mut File) -> io::Result<Written> {
+    let shared = Arc::new(dst.try_clone()?);
+    let mut w = crate::digest::HashingWriter::new(dst);
+    let s = compress_stream(store, src, &mut w, shared)?;
+    let (sha256, _, _) = w.finish();
+    Ok(Written {
+        bytes: s.bytes,
+        sha256,
+        fresh_chunks: s.fresh_chunks,
+        chunks: s.chunks,
+    })
+}
+
+/// [`compress_file`] into any writer that passes each write through to the start of the file
+/// `readback` reads (unbuffered: once `write` returns the bytes are in that file, where other
+/// images' compressions may read them back with positional reads).
+pub fn compress_stream(
+    store: &BlockStore,
+    src: &File,
+    dst: &mut dyn Write,
+    readback: Arc<File>,
+) -> io::Result<Streamed> {
+    let len = src.metadata()?.len();
+    let chunks = len.div_ceil(CHUNK as u64);
+    let mut sink = Sink {
+        out: dst,
+        shared: readback,
+        pos: 0,
+        records: Vec::new(),
+    };
+    if store.codec == Codec::Xz {
+        sink.write(&xz::stream_header()?)?;
+    }
+    let window = (store.threads * 2) as u64;
+    // (next chunk to claim, chunks written, failed)
+    let state = Mutex::new((0u64, 0u64, false));
+    let cv = Condvar::new();
+    let mut fresh = 0u64;
+    let result: io::Result<()> = std::thread::scope(|s| {
+        let (tx, rx) = mpsc::channel::<(u64, io::Result<Piece>)>();
+        for _ in 0..store.threads {
+            let tx = tx.clone();
+            let (state, cv) = (&state, &cv);
+            s.spawn(move || loop {
+                let i = {
+                    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                    while !st.2 && st.0 < chunks && st.0 >= st.1 + window {
+                        st = cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                    }
+                    if st.2 || st.0 >= chunks {
+                        return;
+                    }
+                    st.0 += 1;
+                    st.0 - 1
+                };
+                let piece = produce(store, src, len, i);
+                if tx.send((i, piece)).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        let mut pending: BTreeMap<u64, Piece> = BTreeMap::new();
+        let mut next = 0u64;
+        let fail = |e: io::Error| {
+            state.lock().unwrap_or_else(|p| p.into_inner()).2 = true;
+            cv.notify_all();
+            e
+        };
+        while next < chunks {
+            let Ok((i, piece)) = rx.recv() else {
+                return Err(fail(io::Error::other("a compression thread stopped")));
+            };
+            pending.insert(i, piece.map_err(fail)?);
+            while let Some(p) = pending.remove(&next) {
+                if matches!(p, Piece::Encoded(_, _, true)) {
+                    fresh += 1;
+                }
+                write_piece(store, &mut sink, p).map_err(fail)?;
+                next += 1;
+                state.lock().unwrap_or_else(|p| p.into_inner()).1 = next;
+                cv.notify_all();
+            }
+        }
+        Ok(())
+    });
+    result?;
+    if chunks == 0 && store.codec == Codec::Zstd {
+        // An empty image: one empty frame (a file of no frames is not a zstd file).
+        sink.write(&zst::encode_frame(&[])?.bytes)?;
+    }
+    if store.codec == Codec::Xz {
+        let tail = xz::stream_tail(&sink.records)?;
+        sink.write(&tail)?;
+    }
+    sink.out.flush()?;
+    Ok(Streamed {
+        bytes: sink.pos,
+        fresh_chunks: fresh,
+        chunks,
+    })
+}
+
+/// Whether `[from, to)` of `f` is one hole (no data: reads as zeros without being read).
+fn is_hole(f: &File, from: u64, to: u64) -> bool {
+    // SAFETY: lseek on a valid descriptor with integer arguments; it moves a file offset
+    // nobody else uses (every read here is positional).
+    let data = unsafe { libc::lseek(f.as_raw_fd(), from as libc::off_t, libc::SEEK_DATA) };
+    if data < 0 {
+        return io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
+    }
+    data as u64 >= to
+}
+
+/// Reads chunk `i`, and finds it in the store (waiting if another thread is compressing it)
+/// or compresses it.
+fn produce(store: &BlockStore, src: &File, len: u64, i: u64) -> io::Result<Piece> {
+    let from = i * CHUNK as u64;
+    let to = (from + CHUNK as u64).min(len);
+    let n = (to - from) as usize;
+    let hole = n == CHUNK && is_hole(src, from, to);
+    let mut buf = vec![0u8; n];
+    let key: [u8; 32] = if hole {
+        store.zero_key
+    } else {
+        src.read_exact_at(&mut buf, from)?;
+        Sha256::digest(&buf).into()
+    };
+    {
+        let mut m = store.lock();
+        loop {
+            match m.get(&key) {
+                Some(Entry::Stored(s)) => return Ok(Piece::Stored(s.clone())),
+                Some(Entry::Ready(e)) => return Ok(Piece::Encoded(key, e.clone(), false)),
+                Some(Entry::Encoding) => {
+                    m = store.done.wait(m).unwrap_or_else(|p| p.into_inner());
+                }
+                None => {
+                    m.insert(key, Entry::Encoding);
+                    break;
+                }
+            }
+        }
+    }
+    let encoded = store.encode(&buf);
+    let mut m = store.lock();
+    let r = match encoded {
+        Ok(e) => {
+            let e = Arc::new(e);
+            m.insert(key, Entry::Ready(e.clone()));
+            Ok(Piece::Encoded(key, e, true))
+        }
+        Err(e) => {
+            // Whoever waits for it compresses it itself.
+            m.remove(&key);
+            Err(e)
+        }
+    };
+    drop(m);
+    store.done.notify_all();
+    r
+}
+
+fn write_piece(store: &BlockStore, sink: &mut Sink<'_>, p: Piece) -> io::Result<()> {
+    match p {
+        Piece::Stored(s) => {
+            let mut buf = vec![0u8; s.len as usize];
+            s.file.read_exact_at(&mut buf, s.offset)?;
+            sink.write(&buf)?;
+            sink.records.push((s.unpadded, s.uncompressed));
+        }
+        Piece::Encoded(key, e, _) => {
+            let offset = sink.pos;
+            sink.write(&e.bytes)?;
+            sink.records.push((e.unpadded, e.uncompressed));
+            // The first file to hold the chunk keeps it for every later image (and the
+            // memory is freed).
+            let mut m = store.lock();
+            if let Some(entry @ Entry::Ready(_)) = m.get_mut(&key) {
+                *entry = Entry::Stored(Stored {
+                    file: sink.shared.clone(),
+                    offset,
+                    len: e.bytes.len() as u64,
+                    unpadded: e.unpadded,
+                    uncompressed: e.uncompressed,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Compresses `image` into `dest` (written under a temporary name, renamed when whole, mode
+/// `mode` less the umask). The store keeps the file open to copy its chunks into later
+/// outputs, so `dest` must not be rewritten while the store lives.
+pub fn write(store: &BlockStore, image: &Path, dest: &Path, mode: u32) -> io::Result<Written> {
+    let src = File::open(image)?;
+    let mut out = crate::output::AtomicFile::create_with_mode(dest, mode)?;
+    let w = compress_file(store, &src, out.file())?;
+    out.commit()?;
+    Ok(w)
+}
+
+#[cfg(test)]
+mod tests;

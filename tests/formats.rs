@@ -1,0 +1,387 @@
+//! `piforge build --format img|xz|zst`: the compressed images (judged by xz and zstd), the
+//! bmap files (judged by bmaptool, and by e2fsck and fsck.vfat on an image holding only the
+//! mapped blocks), os_list.json, and outputs that do not depend on the thread count.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const K8S: &str = "1.34.11";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyFQ2JzvZ1bq0cJ5i6L3yq0u8ZP0eGq5u3y2Yc8kq9X test@laptop";
+const NODES: [&str; 2] = ["pi-cp-1", "pi-w-1"];
+
+fn write_spec(dir: &Path, image: &Path) -> PathBuf {
+    let spec = format!(
+        "name: formats
+image:
+  source: {image}
+kubernetes:
+  version: \"{K8S}\"
+  pod_subnet: 10.244.0.0/16
+  service_subnet: 10.96.0.0/12
+  cni: flannel
+network:
+  interface: eth0
+  gateway: 192.168.50.1
+  dns: [192.168.50.1]
+user: pi
+ssh_authorized_keys: [\"{KEY}\"]
+nodes:
+  - name: pi-cp-1
+    role: control-plane
+    address: 192.168.50.10/24
+  - name: pi-w-1
+    role: worker
+    address: 192.168.50.11/24
+",
+        image = image.display()
+    );
+    let p = dir.join("cluster.yaml");
+    fs::write(&p, spec).unwrap();
+    p
+}
+
+fn ok(r: &std::process::Output) {
+    assert!(
+        r.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+}
+
+fn stdout_of(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (see tests/install-deps.sh)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn every_format_with_bmap_and_os_list_and_the_same_bytes_on_any_thread_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
+    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
+    let dist = tmp.path().join("dist");
+    let fmt = ["--format", "img", "--format", "xz", "--format", "zst"];
+    let mut args = fmt.to_vec();
+    args.extend(["--threads", "4", "--jobs", "2"]);
+    ok(&build_with(&spec, &dist, &arts, &cache, &args));
+
+    for node in NODES {
+        let img = dist.join(format!("{node}.img"));
+        let raw = fs::read(&img).unwrap();
+        let xz = dist.join(format!("{node}.img.xz"));
+        let zst = dist.join(format!("{node}.img.zst"));
+        stdout_of(Command::new("xz").arg("-t").arg(&xz));
+        assert!(
+            stdout_of(Command::new("xz").arg("-dc").arg(&xz)) == raw,
+            "{node}: xz -dc"
+        );
+        assert!(
+            stdout_of(Command::new("xz").args(["-T0", "-dc"]).arg(&xz)) == raw,
+            "{node}: xz -T0 -dc"
+        );
+        stdout_of(Command::new("zstd").arg("-qt").arg(&zst));
+        assert!(
+            stdout_of(Command::new("zstd").arg("-qdc").arg(&zst)) == raw,
+            "{node}: zstd -dc"
+        );
+
+        // bmaptool finds <node>.img.bmap beside both files, checks the bmap's own checksum
+        // and every range's, and writes only the mapped blocks into a new (sparse, zeroed)
+        // target: the image with its unmapped ranges zeroed.
+        for src in [&img, &xz] {
+            let target = tmp.path().join(format!("{node}.target"));
+            let _ = fs::remove_file(&target);
+            let out = Command::new("bmaptool")
+                .arg("copy")
+                .arg(src)
+                .arg(&target)
+                .output()
+                .expect("bmaptool (bmap-tools)");
+            let log = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(
+                out.status.success(),
+                "bmaptool copy {}: {log}",
+                src.display()
+            );
+            assert!(log.contains("discovered bmap file"), "{log}");
+            assert_eq!(fs::metadata(&target).unwrap().len(), raw.len() as u64);
+            let (boot, root) = offsets(&target, &cache);
+            let (code, fsck) = e2fsck(&target, root);
+            assert_eq!(
+                code, 0,
+                "{node}: e2fsck -fn on the mapped blocks only: {fsck}"
+            );
+            let part = tmp.path().join("boot.part");
+            let boot_bytes = root - boot; // the FAT partition ends before the root starts
+            let t = fs::read(&target).unwrap();
+            fs::write(&part, &t[boot as usize..(boot + boot_bytes) as usize]).unwrap();
+            let (code, fsck) = run_status("fsck.vfat", &["-n", part.to_str().unwrap()]);
+            assert_eq!(
+                code, 0,
+                "{node}: fsck.vfat -n on the mapped blocks only: {fsck}"
+            );
+        }
+        // The map is the filesystems' allocation, not the whole image.
+        let map = piforge::bmap::map_image(&img).unwrap();
+        assert!(map.mapped_blocks() * 2 < map.blocks(), "{map:?}");
+    }
+
+    // SHA256SUMS covers every file (the node files, os_list.json, the SBOM and the
+    // manifest), and so does the manifest.
+    let sums = fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
+    assert_eq!(sums.lines().count(), 4 * NODES.len() + 3, "{sums}");
+    for l in ["os_list.json", "manifest.json", "sbom.spdx.json"] {
+        assert!(sums.contains(&format!("  {l}\n")), "{l}: {sums}");
+    }
+    stdout_of(
+        Command::new("sha256sum")
+            .args(["-c", "--strict", "SHA256SUMS"])
+            .current_dir(&dist),
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dist.join("manifest.json")).unwrap()).unwrap();
+    for (n, node) in m["nodes"].as_array().unwrap().iter().zip(NODES) {
+        let mut files: Vec<&str> = n["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        files.sort();
+        let want: Vec<String> = ["img", "img.bmap", "img.xz", "img.zst"]
+            .iter()
+            .map(|e| format!("{node}.{e}"))
+            .collect();
+        assert_eq!(files, want);
+        for f in n["files"].as_array().unwrap() {
+            let p = dist.join(f["name"].as_str().unwrap());
+            assert_eq!(f["sha256"], sha256(&p).as_str(), "{}", p.display());
+            assert_eq!(f["bytes"], fs::metadata(&p).unwrap().len());
+        }
+    }
+    let list: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dist.join("os_list.json")).unwrap()).unwrap();
+    let entries = list["os_list"].as_array().unwrap();
+    assert_eq!(entries.len(), NODES.len());
+    let dir = fs::canonicalize(&dist).unwrap();
+    for (e, node) in entries.iter().zip(NODES) {
+        let xz = dist.join(format!("{node}.img.xz"));
+        let img = dist.join(format!("{node}.img"));
+        assert_eq!(e["name"], node);
+        assert_eq!(e["url"], format!("file://{}/{node}.img.xz", dir.display()));
+        assert_eq!(e["image_download_sha256"], sha256(&xz));
+        assert_eq!(e["image_download_size"], fs::metadata(&xz).unwrap().len());
+        assert_eq!(e["extract_sha256"], sha256(&img));
+        assert_eq!(e["extract_size"], fs::metadata(&img).unwrap().len());
+        assert_eq!(
+            e["init_format"], "none",
+            "Imager must not customise the node"
+        );
+    }
+
+    // The same build on one thread, one node at a time, in another directory: the same bytes
+    // in every format.
+    let dist1 = tmp.path().join("dist-1-thread");
+    let mut args = fmt.to_vec();
+    args.extend(["--threads", "1", "--jobs", "1"]);
+    ok(&build_with(&spec, &dist1, &arts, &cache, &args));
+    for node in NODES {
+        for ext in ["img", "img.xz", "img.zst", "img.bmap"] {
+            let name = format!("{node}.{ext}");
+            assert!(
+                fs::read(dist.join(&name)).unwrap() == fs::read(dist1.join(&name)).unwrap(),
+                "{name} differs between 4 threads and 1"
+            );
+        }
+    }
+
+    // Only xz: no raw image in dist, and the sums still check.
+    let dist_xz = tmp.path().join("dist-xz");
+    ok(&build_with(
+        &spec,
+        &dist_xz,
+        &arts,
+        &cache,
+        &["--format", "xz"],
+    ));
+    assert_eq!(
+        names(&dist_xz),
+        [
+            "SHA256SUMS",
+            "manifest.json",
+            "os_list.json",
+            "pi-cp-1.img.bmap",
+            "pi-cp-1.img.xz",
+            "pi-w-1.img.bmap",
+            "pi-w-1.img.xz",
+            "sbom.spdx.json"
+        ]
+    );
+    stdout_of(
+        Command::new("sha256sum")
+            .args(["-c", "--strict", "SHA256SUMS"])
+            .current_dir(&dist_xz),
+    );
+    assert!(
+        fs::read(dist_xz.join("pi-w-1.img.xz")).unwrap()
+            == fs::read(dist.join("pi-w-1.img.xz")).unwrap()
+    );
+    // Without the raw image, os_list.json still gives Imager the raw image's size and digest
+    // (from the manifest), which the xz file decompresses to.
+    let list: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dist_xz.join("os_list.json")).unwrap()).unwrap();
+    let raw = fs::read(dist.join("pi-w-1.img")).unwrap();
+    assert_eq!(list["os_list"][1]["extract_size"], raw.len() as u64);
+    assert_eq!(
+        list["os_list"][1]["extract_sha256"],
+        sha256(&dist.join("pi-w-1.img")).as_str()
+    );
+
+    // --verify rebuilds every format and agrees; a changed byte in a compressed file is found.
+    let verify = || {
+        let sums = dist_xz.join("SHA256SUMS");
+        let args = [
+            "build",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--artifacts",
+            arts.to_str().unwrap(),
+            "--allow-unpinned",
+            "--format",
+            "xz",
+            "--verify",
+            sums.to_str().unwrap(),
+        ];
+        piforge(&args, &cache)
+    };
+    let r = verify();
+    ok(&r);
+    assert!(String::from_utf8_lossy(&r.stdout).contains("verified"));
+    {
+        use std::os::unix::fs::FileExt;
+        let p = dist_xz.join("pi-w-1.img.xz");
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, 100).unwrap();
+        f.write_all_at(&[b[0] ^ 1], 100).unwrap();
+        // As if an earlier build had made these bytes: SHA256SUMS lists their digest.
+        let sums = fs::read_to_string(dist_xz.join("SHA256SUMS")).unwrap();
+        let listed: String = sums
+            .lines()
+            .map(|l| match l.split_once("  ") {
+                Some((_, "pi-w-1.img.xz")) => format!("{}  pi-w-1.img.xz\n", sha256(&p)),
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        assert_ne!(listed, sums);
+        fs::write(dist_xz.join("SHA256SUMS"), listed).unwrap();
+    }
+    let r = verify();
+    assert_eq!(r.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("pi-w-1.img.xz") && l.contains("byte 100")),
+        "{text}"
+    );
+    assert!(!text.contains("pi-cp-1"), "{text}");
+
+    // Built again without --format xz: the xz files are removed as no longer built, the raw
+    // images and bmap files take their place.
+    ok(&build_with(&spec, &dist_xz, &arts, &cache, &[]));
+    assert_eq!(
+        names(&dist_xz),
+        [
+            "SHA256SUMS",
+            "manifest.json",
+            "os_list.json",
+            "pi-cp-1.img",
+            "pi-cp-1.img.bmap",
+            "pi-w-1.img",
+            "pi-w-1.img.bmap",
+            "sbom.spdx.json"
+        ]
+    );
+    stdout_of(
+        Command::new("sha256sum")
+            .args(["-c", "--strict", "SHA256SUMS"])
+            .current_dir(&dist_xz),
+    );
+}
+
+/// The files in `dir` but piforge's own dot files (the output directory's lock).
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn stale_data_in_a_free_ext4_block_is_not_mapped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let img = tmp.path().join("stale.img");
+    fs::copy(fixture("trixie.img"), &img).unwrap();
+    let (boot, root) = offsets(&img, &cache);
+    let before = piforge::bmap::map_image(&img).unwrap();
+    // A free block of the root filesystem, per debugfs (not piforge), in the middle of it.
+    let stats = debugfs(&img, root, "stats");
+    let blocks: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("Block count:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("debugfs stats: Block count");
+    let ffb = debugfs(&img, root, &format!("ffb 1 {}", blocks / 2));
+    let free: u64 = ffb
+        .split_whitespace()
+        .last()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("debugfs ffb: {ffb}"));
+    let at = root + free * 4096;
+    assert!(
+        !before.is_mapped(at),
+        "free block {free} mapped in the fixture"
+    );
+    // Stale, non-zero data in it (what a deleted file leaves behind).
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.write_all_at(&[0xa5u8; 4096], at).unwrap();
+    }
+    let after = piforge::bmap::map_image(&img).unwrap();
+    assert!(
+        !after.is_mapped(at),
+        "a free ext4 block with stale data is mapped"
+    );
+    assert_eq!(before, after);
+    // The same bytes outside any filesystem's allocation but outside every partition are
+    // mapped: the gap before the boot partition is mapped by content.
+    assert!(boot > 8192);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.write_all_at(b"not zero", 8192).unwrap();
+    }
+    assert!(piforge::bmap::map_image(&img).unwrap().is_mapped(8192));
+}
