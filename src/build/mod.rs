@@ -288,6 +288,24 @@ pub fn validate(
             ])));
         }
     }
+    // The time zone is in the embedded tz list (spec check); the base's own tzdata must have
+    // it too, or cloud-init cannot set it on first boot. A base with no zoneinfo at all is
+    // left to the embedded list.
+    if payload::read_zone_in(&base.path, &spec.timezone)? == Some(false) {
+        return Err(BuildError::Spec(spec::SpecError::Invalid(vec![
+            spec::Diagnostic {
+                file: opts.spec_path.display().to_string(),
+                pos: spec.timezone_pos.unwrap_or(spec::Pos::START),
+                message: format!(
+                    "timezone: `{}` is not in the base image's {}/ (its tzdata is older or \
+                     trimmed), so cloud-init could not set it on first boot; choose a zone \
+                     the base has, or a base whose tzdata has it",
+                    spec.timezone,
+                    payload::ZONEINFO
+                ),
+            },
+        ])));
+    }
     let base_apt = crate::apt::read_base_image(&base.path)?;
     // A Wi-Fi node needs a network stack piforge can configure, known before any secret.
     if !base_facts.network_manager && !base_facts.netplan {
