@@ -38,6 +38,17 @@ fn demo_builds_whole_cards_and_warns_only_of_what_a_user_can_change() {
     }
     assert!(warnings[1].contains("9 images"), "{stderr}");
 
+    // The build table: each column starts at one offset in every row.
+    let table: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("pi-") && l.contains(" MiB  sha256 "))
+        .collect();
+    assert_eq!(table.len(), 3, "{stdout}");
+    for needle in ["dist/", " MiB", "sha256 "] {
+        let at: Vec<usize> = table.iter().map(|l| l.find(needle).unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] == w[1]), "{needle}: {stdout}");
+    }
+
     // check: nothing failed; each WARN names the cluster.yaml key that changes it.
     let summaries: Vec<&str> = stdout
         .lines()
