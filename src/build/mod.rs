@@ -454,7 +454,17 @@ fn packages(
         src.mirror.clone(),
         download,
     )?;
-    if !pk.unpinned.is_empty() {
+    if !pk.unpinned.is_empty() && v.base_apt.sources.is_empty() {
+        // `piforge fetch` has nowhere to take the .debs from: advising it would send the user
+        // in a circle (fetch says the same).
+        warnings.push(format!(
+            "{}: the base image lists no apt source (/etc/apt/sources.list, \
+             /etc/apt/sources.list.d) for `piforge fetch` to take the .debs from, so first boot \
+             installs {} with apt and needs the network",
+            pk.unpinned.join(", "),
+            if pk.unpinned.len() == 1 { "it" } else { "them" },
+        ));
+    } else if !pk.unpinned.is_empty() {
         warnings.push(format!(
             "{} not pinned in {}: first boot installs {} with apt and needs the network; run `piforge fetch {}` to put the .debs in the cards",
             pk.unpinned.join(", "),
