@@ -64,9 +64,9 @@ demo: fixtures build
 	@echo "The node images are in $(DEMO)/dist (SHA256SUMS beside them); secrets in $(DEMO)/secrets."
 	@echo "They hold stand-in binaries and images: to make a real cluster, on a machine with internet access"
 	@echo "(piforge is target/release/piforge; \`make install\` puts it in ~/.cargo/bin):"
-	@echo "  piforge init mycluster && cd mycluster    # edit cluster.yaml: image, ssh key, addresses"
-	@echo "  piforge fetch cluster.yaml                # downloads and pins the release files, images and .debs"
-	@echo "  piforge build cluster.yaml                # one image per node in dist/"
+	@echo "  piforge init mycluster && cd mycluster        # edit cluster.yaml: image, ssh key, addresses"
+	@echo "  piforge fetch cluster.yaml --allow-unpinned   # downloads and pins the release files, images and .debs"
+	@echo "  piforge build cluster.yaml                    # one image per node in dist/"
 	@echo "then write each image to its card (dd if=dist/NODE.img of=/dev/sdX bs=4M conv=fsync) and boot."
 
 # Boots the node images piforge builds under QEMU and checks each node comes up configured

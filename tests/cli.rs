@@ -172,7 +172,7 @@ fn help_texts_say_what_each_command_takes() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("`piforge fetch c/cluster.yaml` and `piforge build c/cluster.yaml`"),
+        text.contains("`piforge fetch c/cluster.yaml --allow-unpinned`"),
         "{text}"
     );
 }

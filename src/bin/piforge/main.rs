@@ -363,7 +363,7 @@ fn cmd_init(a: InitArgs) -> Result<ExitCode> {
         println!("wrote {}", p.display());
     }
     println!(
-        "Next: put your upstream image's path and your ssh key in {}, then `piforge fetch {0}` and `piforge build {0}`.",
+        "Next: put your upstream image's path and your ssh key in {}, then `piforge fetch {0} --allow-unpinned` (flannel publishes no checksum for its manifest: its digest is recorded in piforge.lock) and `piforge build {0}`.",
         a.dir.join("cluster.yaml").display()
     );
     Ok(ExitCode::SUCCESS)
