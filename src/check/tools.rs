@@ -115,6 +115,9 @@ pub(super) fn offline_packages(fs: &dyn RootFiles) -> Result<Option<usize>, Stri
 pub(super) fn tools(fs: &dyn RootFiles, packages: &[String]) -> Result<Vec<CheckItem>, String> {
     let path = PATH.join(":");
     let offline = offline_packages(fs)?;
+    // An image whose apt lists nothing cannot install anything on first boot either. A source
+    // file that does not parse counts as a source (apt may still read it).
+    let no_sources = crate::apt::sources::read_sources(fs).is_ok_and(|s| s.is_empty());
     let mut out = Vec::new();
     for required in [true, false] {
         let (id, title) = if required {
@@ -143,13 +146,24 @@ pub(super) fn tools(fs: &dyn RootFiles, packages: &[String]) -> Result<Vec<Check
             )
         };
         let online_note = || {
-            format!(
-                "{} installed on first boot (by cloud-init or piforge-packages.service with apt; \
-                 needs network); to carry them in the card, run `piforge fetch` on your \
-                 cluster.yaml before `piforge build` (it pins their .debs from the base's apt \
-                 sources)",
-                join(&later)
-            )
+            if no_sources {
+                format!(
+                    "{} to be installed on first boot with apt, but the image lists no apt \
+                     source (/etc/apt/sources.list, /etc/apt/sources.list.d), so neither \
+                     `piforge fetch` nor the node can get them: build from a base that has its \
+                     apt sources, or add them and their key with an overlay (`overlays:` in \
+                     cluster.yaml)",
+                    join(&later)
+                )
+            } else {
+                format!(
+                    "{} installed on first boot (by cloud-init or piforge-packages.service with \
+                     apt; needs network); to carry them in the card, run `piforge fetch` on \
+                     your cluster.yaml before `piforge build` (it pins their .debs from the \
+                     base's apt sources)",
+                    join(&later)
+                )
+            }
         };
         let later_note = || match offline {
             Some(n) => offline_note(n),
