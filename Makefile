@@ -52,31 +52,21 @@ test-asan: fixtures
 	$(ASAN_ENV) $(CARGO) test --release --lib -- fs::ext4 disk::
 	$(ASAN_ENV) $(CARGO) test --release --test ext4_corruption --test customize
 
-# The main job on an embedded default: an upstream-shaped Raspberry Pi OS trixie image and
-# stand-in release artifacts are generated, the example three-node cluster is built from the
-# repo's node-profiles/, and `piforge check` judges every node image.
+# The main job on an embedded default, offline: an upstream-shaped Raspberry Pi OS trixie image,
+# stand-ins for everything a real cluster downloads (release files, one tiny OCI image layout per
+# container image, a signed apt repository with the .deb a node needs, served on 127.0.0.1 for
+# `fetch`), the example three-node cluster fetched and built from the repo's node-profiles/, and
+# `piforge check` on every node image (tests/fixtures/demo.sh; tests/demo.rs runs it too).
 DEMO_K8S ?= 1.36.4
 demo: fixtures build
-	@rm -rf $(DEMO) && mkdir -p $(DEMO)
-	@bash tests/fixtures/make-artifacts.sh $(DEMO)/artifacts $(DEMO_K8S)
-	@cd $(DEMO) && $(PIFORGE) init . >/dev/null
-	@sed -i 's|source: ./2025-11-24-raspios-trixie-arm64-lite.img.xz|source: $(FIXTURES)/trixie.img.xz|' $(DEMO)/cluster.yaml
-	@# A login key of the demo's own in place of the template's placeholder (which piforge refuses).
-	@ssh-keygen -q -t ed25519 -N '' -C demo@piforge -f $(DEMO)/demo_ed25519
-	@sed -i "s|ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPLACEHOLDER[A-Za-z]* you@laptop|$$(cat $(DEMO)/demo_ed25519.pub)|" $(DEMO)/cluster.yaml
-	@echo "== the upstream image (an upstream-shaped stand-in made by tests/fixtures/make-fixtures.sh)"
-	PIFORGE_CACHE=$(DEMO)/cache $(PIFORGE) inspect $(FIXTURES)/trixie.img.xz
-	@echo; echo "== piforge build: the example cluster in $(DEMO)/cluster.yaml (1 control plane, 2 workers)"
-	PIFORGE_CACHE=$(DEMO)/cache $(PIFORGE) build --spec $(DEMO)/cluster.yaml --out $(DEMO)/dist \
-	  --artifacts $(DEMO)/artifacts --allow-unpinned
-	@echo; echo "== piforge check on every node image"
-	@for img in $(DEMO)/dist/*.img; do printf '%-40s ' "$$img"; PIFORGE_CACHE=$(DEMO)/cache $(PIFORGE) --quiet check $$img | tail -1; done
+	@bash tests/fixtures/demo.sh $(FIXTURES) $(DEMO) $(PIFORGE) $(DEMO_K8S)
 	@echo
 	@echo "The node images are in $(DEMO)/dist (SHA256SUMS beside them); secrets in $(DEMO)/secrets."
-	@echo "They hold stand-in binaries: to make a real cluster, on a machine with internet access:"
-	@echo "  piforge init mycluster && cd mycluster    # edit cluster.yaml: image, ssh key, addresses"
-	@echo "  piforge fetch cluster.yaml                # downloads and pins the release artifacts"
-	@echo "  piforge build cluster.yaml                # one image per node in dist/"
+	@echo "They hold stand-in binaries and images: to make a real cluster, on a machine with internet access"
+	@echo "(piforge is target/release/piforge; \`make install\` puts it in ~/.cargo/bin):"
+	@echo "  piforge init mycluster && cd mycluster        # edit cluster.yaml: image, ssh key, addresses"
+	@echo "  piforge fetch cluster.yaml --allow-unpinned   # downloads and pins the release files, images and .debs"
+	@echo "  piforge build cluster.yaml                    # one image per node in dist/"
 	@echo "then write each image to its card (dd if=dist/NODE.img of=/dev/sdX bs=4M conv=fsync) and boot."
 
 # Boots the node images piforge builds under QEMU and checks each node comes up configured

@@ -143,11 +143,12 @@ pub fn check(items: &[CheckItem]) -> String {
         );
     }
     let count = |s| items.iter().filter(|i| i.status == s).count();
+    let warnings = count(Status::Warn);
     let _ = writeln!(
         out,
-        "{} passed, {} warnings, {} failed",
+        "{} passed, {warnings} {}, {} failed",
         count(Status::Pass),
-        count(Status::Warn),
+        if warnings == 1 { "warning" } else { "warnings" },
         count(Status::Fail)
     );
     out

@@ -92,6 +92,19 @@ fn not_a_disk_image() {
     let p = tmp.path().join("zeros.img");
     fs::write(&p, vec![0u8; 1 << 20]).unwrap();
     assert_one_line_error(&inspect(&p, tmp.path()), "no partition table");
+    // Said once, by every command that reads an image (issue 15 item 7: it was said twice).
+    for cmd in ["inspect", "check"] {
+        let r = piforge(&[cmd, p.to_str().unwrap()], tmp.path());
+        assert_one_line_error(&r, "no partition table");
+        assert_eq!(
+            String::from_utf8_lossy(&r.stderr)
+                .matches("no partition table")
+                .count(),
+            1,
+            "{cmd}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+    }
 
     let p = tmp.path().join("tiny.img");
     fs::write(&p, b"x").unwrap();

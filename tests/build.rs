@@ -1035,3 +1035,60 @@ fn a_damaged_base_is_refused_by_build() {
     assert_one_line_error(&r, "is damaged (e2fsck -fn: Block bitmap differences:");
     assert!(!out.join("pi-cp-1.img").exists());
 }
+
+/// `timezone:` must be a zone the base's own tzdata has (cloud-init links /etc/localtime to
+/// it): a zone in the tz database but not in the base's /usr/share/zoneinfo is a spec error at
+/// its line, before any secret, lock entry or image; one the base has builds.
+#[test]
+fn a_time_zone_the_base_lacks_is_refused_at_its_line_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    // The trixie fixture with a trimmed tzdata: Europe/Lisbon and Etc/UTC only.
+    let ov = tmp.path().join("tz-overlay");
+    fs::create_dir_all(ov.join("usr/share/zoneinfo/Europe")).unwrap();
+    fs::create_dir_all(ov.join("usr/share/zoneinfo/Etc")).unwrap();
+    fs::write(ov.join("usr/share/zoneinfo/Europe/Lisbon"), "TZif2").unwrap();
+    fs::write(ov.join("usr/share/zoneinfo/Etc/UTC"), "TZif2").unwrap();
+    let base = tmp.path().join("base.img");
+    let r = piforge(
+        &[
+            "customize",
+            fixture("trixie.img").to_str().unwrap(),
+            "-o",
+            base.to_str().unwrap(),
+            "--root-overlay",
+            ov.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let spec = write_spec(tmp.path(), &base);
+    let text = fs::read_to_string(&spec).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("timezone:"))
+        .unwrap()
+        + 1;
+    fs::write(
+        &spec,
+        text.replace("timezone: Europe/Lisbon", "timezone: America/Nuuk"),
+    )
+    .unwrap();
+    let out = tmp.path().join("dist");
+    let r = build(&spec, &out, &arts, &cache);
+    assert_one_line_error(
+        &r,
+        &format!("cluster.yaml:{line}:11: timezone: `America/Nuuk` is not in the base image's /usr/share/zoneinfo/"),
+    );
+    assert!(!tmp.path().join("secrets").exists(), "secrets were written");
+    assert!(!tmp.path().join("piforge.lock").exists());
+    assert!(!out.exists());
+    // A zone the base has: built, and the seed sets it.
+    fs::write(&spec, text).unwrap();
+    let r = build(&spec, &out, &arts, &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let img = out.join("pi-w-1.img");
+    let (boot, _) = offsets(&img, &cache);
+    assert!(mtype(&img, boot, "user-data").contains("timezone: Europe/Lisbon"));
+}

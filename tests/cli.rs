@@ -138,3 +138,41 @@ fn fetch_from_a_directory_makes_later_builds_offline() {
         "{err}"
     );
 }
+
+/// Issue 15 item 7: help that says what the command takes. `check` reads any image (a built
+/// node image first of all), not "the upstream image"; every --cache-dir names the whole
+/// fallback chain, ending in ~/.cache/piforge; init's closing text names the spec positionally.
+#[test]
+fn help_texts_say_what_each_command_takes() {
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_piforge"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).replace('\n', " ")
+    };
+    let check = help(&["check", "--help"]);
+    assert!(!check.contains("The upstream image"), "{check}");
+    assert!(check.contains("a node image piforge built"), "{check}");
+    for cmd in ["check", "inspect", "customize", "fetch", "build"] {
+        let h = help(&[cmd, "--help"]);
+        let squeezed = h.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            squeezed
+                .contains("$PIFORGE_CACHE, else $XDG_CACHE_HOME/piforge, else ~/.cache/piforge"),
+            "{cmd}: {h}"
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_piforge"))
+        .args(["init", "c"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("`piforge fetch c/cluster.yaml --allow-unpinned`"),
+        "{text}"
+    );
+}

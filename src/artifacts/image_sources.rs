@@ -36,6 +36,27 @@ impl FetchedImage {
     }
 }
 
+/// Images recorded from `--artifacts DIR` with no lock entry, in one line naming them and the
+/// lock that now holds their digests (as the release files' own summary: nine lines saying the
+/// same thing would bury everything else). One image keeps its own line, with its digest.
+fn unpinned_warning(images: &[FetchedImage], lock: &Path) -> Option<String> {
+    let unpinned: Vec<&FetchedImage> = images.iter().filter(|i| i.pin == Pin::Unpinned).collect();
+    match unpinned.as_slice() {
+        [] => None,
+        [one] => one.warning(),
+        all => Some(format!(
+            "unpinned, recorded: {} images ({}) had no lock entry; their digests as found are \
+             now pinned in {}, where you can check them",
+            all.len(),
+            all.iter()
+                .map(|i| i.spec.image.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            lock.display()
+        )),
+    }
+}
+
 /// What [`ArtifactSource::images`] found.
 #[derive(Debug, Clone, Default)]
 pub struct ImageSet {
@@ -143,9 +164,13 @@ impl ArtifactSource {
                 pin,
                 replaced,
             };
-            set.warnings.extend(f.warning());
+            if f.pin != Pin::Unpinned {
+                set.warnings.extend(f.warning());
+            }
             set.images.push(f);
         }
+        set.warnings
+            .extend(unpinned_warning(&set.images, &self.lock));
         if lock != original {
             lock.save(&self.lock)?;
         }

@@ -297,6 +297,24 @@ pub fn validate(
             ])));
         }
     }
+    // The time zone is in the embedded tz list (spec check); the base's own tzdata must have
+    // it too, or cloud-init cannot set it on first boot. A base with no zoneinfo at all is
+    // left to the embedded list.
+    if payload::read_zone_in(&base.path, &spec.timezone)? == Some(false) {
+        return Err(BuildError::Spec(spec::SpecError::Invalid(vec![
+            spec::Diagnostic {
+                file: opts.spec_path.display().to_string(),
+                pos: spec.timezone_pos.unwrap_or(spec::Pos::START),
+                message: format!(
+                    "timezone: `{}` is not in the base image's {}/ (its tzdata is older or \
+                     trimmed), so cloud-init could not set it on first boot; choose a zone \
+                     the base has, or a base whose tzdata has it",
+                    spec.timezone,
+                    payload::ZONEINFO
+                ),
+            },
+        ])));
+    }
     let base_apt = crate::apt::read_base_image(&base.path)?;
     // A Wi-Fi node needs a network stack piforge can configure, known before any secret.
     if !base_facts.network_manager && !base_facts.netplan {
@@ -445,7 +463,17 @@ fn packages(
         src.mirror.clone(),
         download,
     )?;
-    if !pk.unpinned.is_empty() {
+    if !pk.unpinned.is_empty() && v.base_apt.sources.is_empty() {
+        // `piforge fetch` has nowhere to take the .debs from: advising it would send the user
+        // in a circle (fetch says the same).
+        warnings.push(format!(
+            "{}: the base image lists no apt source (/etc/apt/sources.list, \
+             /etc/apt/sources.list.d) for `piforge fetch` to take the .debs from, so first boot \
+             installs {} with apt and needs the network",
+            pk.unpinned.join(", "),
+            if pk.unpinned.len() == 1 { "it" } else { "them" },
+        ));
+    } else if !pk.unpinned.is_empty() {
         warnings.push(format!(
             "{} not pinned in {}: first boot installs {} with apt and needs the network; run `piforge fetch {}` to put the .debs in the cards",
             pk.unpinned.join(", "),

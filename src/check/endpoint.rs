@@ -97,7 +97,7 @@ pub(super) fn endpoint(fs: &dyn RootFiles) -> Result<Option<CheckItem>, String> 
             Status::Warn,
             format!(
                 "a node address ({endpoint}) in a cluster with several control planes: losing \
-                 that node takes the API away from every node; set kubernetes.vip"
+                 that node takes the API away from every node; set kubernetes.vip in cluster.yaml"
             ),
             KUBEADM,
         ),

@@ -182,12 +182,7 @@ fn upstream_image_lists_what_is_missing() {
     );
     assert_eq!(
         ids(&items, Status::Warn),
-        vec![
-            "sysctl-bridge-nf",
-            "tools-optional",
-            "crictl-config",
-            "pi5-page-size"
-        ],
+        vec!["sysctl-bridge-nf", "crictl-config", "pi5-page-size"],
         "{text}"
     );
     assert!(!exit_ok(&items));
@@ -262,6 +257,17 @@ fn only(fs: LinkFiles, boot: BootFiles, id: &str, status: Status) -> CheckItem {
         crate::text::check(&items)
     );
     bad[0].clone()
+}
+
+/// Every item passes; returns `id`'s.
+fn passing(fs: LinkFiles, boot: BootFiles, id: &str) -> CheckItem {
+    let items = run(&fs, &boot);
+    assert!(
+        items.iter().all(|i| i.status == Status::Pass),
+        "{}",
+        crate::text::check(&items)
+    );
+    get(&items, id).clone()
 }
 
 #[test]
@@ -416,17 +422,43 @@ fn tools_and_cloud_init_packages() {
         "#cloud-config\nhostname: node1\npackages:\n  - iptables\n  - [socat, 1.7.4]\nruncmd:\n  - [ls]\n"
             .into(),
     );
+    // No apt source at all: neither fetch nor the node can get them, and the WARN says what
+    // to change.
+    let items = run(&fs, &boot);
+    let req = get(&items, "tools-required");
+    assert_eq!(req.status, Status::Warn);
+    assert!(
+        req.reason.contains("the image lists no apt source")
+            && req.reason.contains("`overlays:` in cluster.yaml"),
+        "{req:?}"
+    );
+    let fs = fs.file(
+        "/etc/apt/sources.list",
+        "deb http://deb.debian.org/debian trixie main\n",
+    );
     let items = run(&fs, &boot);
     let req = get(&items, "tools-required");
     assert_eq!(req.status, Status::Warn);
     assert_eq!(
         req.reason,
-        "iptables (iptables) installed on first boot (by cloud-init or piforge-packages.service with apt; needs network)"
+        "iptables (iptables) installed on first boot (by cloud-init or piforge-packages.service \
+         with apt; needs network); to carry them in the card, run `piforge fetch` on your \
+         cluster.yaml before `piforge build` (it pins their .debs from the base's apt sources)"
     );
+    // Optional tools are a PASS whatever is absent: kubeadm no longer looks for them.
     let opt = get(&items, "tools-optional");
-    assert_eq!(opt.status, Status::Warn);
+    assert_eq!(opt.status, Status::Pass);
     assert!(
         opt.reason.contains("socat (socat) installed on first boot"),
+        "{opt:?}"
+    );
+    let (fs, boot) = prepared();
+    let fs = fs.remove("/usr/bin/socat").remove("/usr/sbin/ethtool");
+    let opt = passing(fs, boot, "tools-optional");
+    assert!(
+        opt.reason
+            .contains("not on PATH: ethtool (ethtool), socat (socat)")
+            && opt.reason.contains("no longer checks"),
         "{opt:?}"
     );
     assert!(exit_ok(&items));
@@ -442,12 +474,16 @@ fn tools_and_cloud_init_packages() {
         )
         .file("/var/lib/piforge/debs/libx_1_arm64.deb", "!<arch>")
         .file("/var/lib/piforge/debs/iptables_1_arm64.deb", "!<arch>");
-    let req = only(fs.clone(), boot.clone(), "tools-required", Status::Warn);
+    // Nothing is left to the network: a PASS.
+    let req = passing(fs.clone(), boot.clone(), "tools-required");
     assert_eq!(
         req.reason,
         "iptables (iptables) installed on first boot from the card's 2 .debs in /var/lib/piforge/debs with dpkg (piforge-packages.service; no network needed)"
     );
-    let fs = fs.remove("/var/lib/piforge/debs/libx_1_arm64.deb");
+    let fs = fs.remove("/var/lib/piforge/debs/libx_1_arm64.deb").file(
+        "/etc/apt/sources.list.d/debian.sources",
+        "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComponents: main\n",
+    );
     let req = only(fs, boot, "tools-required", Status::Warn);
     assert!(req.reason.contains("with apt; needs network"), "{req:?}");
 
@@ -697,8 +733,9 @@ fn pi5_page_size_sections() {
     );
     assert_eq!(pi5_pages(None).status, Status::Warn);
     let ubuntu = pi5_pages(Some("[all]\nkernel=vmlinuz\n"));
-    assert_eq!(ubuntu.status, Status::Warn);
-    // Ubuntu boots its own kernel: the spec key would be refused there, so it is not offered.
+    // Ubuntu boots its own kernel: the spec key would be refused there, so it is not offered,
+    // and with nothing to change the item is no WARN.
+    assert_eq!(ubuntu.status, Status::Pass);
     assert!(
         ubuntu.reason.contains("kernel of its own"),
         "{}",

@@ -115,6 +115,9 @@ pub(super) fn offline_packages(fs: &dyn RootFiles) -> Result<Option<usize>, Stri
 pub(super) fn tools(fs: &dyn RootFiles, packages: &[String]) -> Result<Vec<CheckItem>, String> {
     let path = PATH.join(":");
     let offline = offline_packages(fs)?;
+    // An image whose apt lists nothing cannot install anything on first boot either. A source
+    // file that does not parse counts as a source (apt may still read it).
+    let no_sources = crate::apt::sources::read_sources(fs).is_ok_and(|s| s.is_empty());
     let mut out = Vec::new();
     for required in [true, false] {
         let (id, title) = if required {
@@ -134,31 +137,77 @@ pub(super) fn tools(fs: &dyn RootFiles, packages: &[String]) -> Result<Vec<Check
                 absent.push(format!("{tool} ({pkg})"));
             }
         }
-        let later_note = || {
-            match offline {
-            Some(n) => format!(
-                "{} installed on first boot from the card's {n} .debs in {} with dpkg (piforge-packages.service; no network needed)",
+        let offline_note = |n: usize| {
+            format!(
+                "{} installed on first boot from the card's {n} .debs in {} with dpkg \
+                 (piforge-packages.service; no network needed)",
                 join(&later),
                 crate::payload::paths::DEBS_DIR
-            ),
-            None => format!(
-                "{} installed on first boot (by cloud-init or piforge-packages.service with apt; needs network)",
-                join(&later)
-            ),
-        }
+            )
         };
-        let it = if !absent.is_empty() {
+        let online_note = || {
+            if no_sources {
+                format!(
+                    "{} to be installed on first boot with apt, but the image lists no apt \
+                     source (/etc/apt/sources.list, /etc/apt/sources.list.d), so neither \
+                     `piforge fetch` nor the node can get them: build from a base that has its \
+                     apt sources, or add them and their key with an overlay (`overlays:` in \
+                     cluster.yaml)",
+                    join(&later)
+                )
+            } else {
+                format!(
+                    "{} installed on first boot (by cloud-init or piforge-packages.service with \
+                     apt; needs network); to carry them in the card, run `piforge fetch` on \
+                     your cluster.yaml before `piforge build` (it pins their .debs from the \
+                     base's apt sources)",
+                    join(&later)
+                )
+            }
+        };
+        let later_note = || match offline {
+            Some(n) => offline_note(n),
+            None => online_note(),
+        };
+        let it = if !required {
+            // kubeadm's preflight no longer looks for any of these on the catalog's versions
+            // (1.34 and later): socat and ebtables went in 1.31 (kubernetes/kubernetes#127151),
+            // conntrack in 1.32, ethtool and tc in 1.33 (#129131). Nothing to act on: a PASS
+            // that lists what is absent.
+            let mut reason = if present.is_empty() {
+                String::from("found: none")
+            } else {
+                format!("found: {}", join(&present))
+            };
+            if !later.is_empty() {
+                let _ = write!(reason, "; {}", later_note());
+            }
+            if !absent.is_empty() {
+                let _ = write!(
+                    reason,
+                    "; not on PATH: {} (kubeadm's preflight no longer checks them: ebtables and \
+                     socat since 1.31, conntrack since 1.32, ethtool and tc since 1.33)",
+                    join(&absent)
+                );
+            }
+            item(id, title, Status::Pass, reason, path.clone())
+        } else if !absent.is_empty() {
             let mut reason = format!("missing: {}", join(&absent));
             if !later.is_empty() {
                 let _ = write!(reason, "; {}", later_note());
             }
-            let status = if required { Status::Fail } else { Status::Warn };
-            item(id, title, status, reason, path.clone())
+            item(id, title, Status::Fail, reason, path.clone())
         } else if !later.is_empty() {
+            // The card's own .debs cover them: nothing is left to the network.
+            let status = if offline.is_some() {
+                Status::Pass
+            } else {
+                Status::Warn
+            };
             item(
                 id,
                 title,
-                Status::Warn,
+                status,
                 later_note(),
                 format!(
                     "{path}, user-data packages, {}",

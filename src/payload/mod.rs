@@ -640,6 +640,28 @@ pub fn node_payload(
     Ok(base)
 }
 
+/// Where a base keeps its time zones (tzdata): cloud-init's `timezone` module links
+/// `/etc/localtime` to `/usr/share/zoneinfo/<zone>` and fails when that file is missing
+/// (cloudinit/distros/__init__.py, `_find_tz_file`).
+pub const ZONEINFO: &str = "/usr/share/zoneinfo";
+
+/// Whether the base's tzdata has `zone`: `None` when the base has no `/usr/share/zoneinfo`
+/// at all (nothing to compare with: the spec's check against the embedded tz list stands).
+/// `zone` is a checked tz name (no `..`, no leading `/`).
+pub fn zone_in(fs: &dyn RootFiles, zone: &str) -> Result<Option<bool>, String> {
+    if !fs.exists(ZONEINFO)? {
+        return Ok(None);
+    }
+    Ok(Some(fs.exists(&format!("{ZONEINFO}/{zone}"))?))
+}
+
+/// [`zone_in`] on the raw image `raw`'s root filesystem.
+pub fn read_zone_in(raw: &Path, zone: &str) -> Result<Option<bool>, PayloadSetupError> {
+    let fs = crate::disk::Image::open(raw)?.root_fs()?;
+    zone_in(&crate::fs::Ext4Files(&fs), zone)
+        .map_err(|e| PayloadSetupError::Payload(PayloadError::Base(e)))
+}
+
 /// [`BaseFacts`] of the raw image `raw`'s root filesystem.
 pub fn read_base_facts(raw: &Path) -> Result<BaseFacts, PayloadSetupError> {
     let fs = crate::disk::Image::open(raw)?.root_fs()?;
@@ -669,6 +691,22 @@ mod tests {
         assert_eq!(
             missing_packages(&MemFiles::default()).unwrap(),
             ["iptables"]
+        );
+    }
+
+    #[test]
+    fn zones_are_looked_up_in_the_base_tzdata() {
+        let fs = MemFiles::with(&[
+            ("/usr/share/zoneinfo/Europe/Lisbon", "TZif"),
+            ("/usr/share/zoneinfo/Etc/UTC", "TZif"),
+        ]);
+        assert_eq!(zone_in(&fs, "Europe/Lisbon").unwrap(), Some(true));
+        assert_eq!(zone_in(&fs, "America/Nuuk").unwrap(), Some(false));
+        assert_eq!(zone_in(&fs, "Europe").unwrap(), Some(true));
+        // No tzdata at all: nothing to compare with.
+        assert_eq!(
+            zone_in(&MemFiles::default(), "Europe/Lisbon").unwrap(),
+            None
         );
     }
 

@@ -49,6 +49,8 @@ pub struct Spec {
     /// `extra_groups:`: groups added to the base's default user's (or to `user_groups`).
     pub extra_groups: Vec<String>,
     pub timezone: String,
+    /// Where `timezone:` is written; `None` when it is absent (the default, Etc/UTC).
+    pub timezone_pos: Option<Pos>,
     /// Extra root-filesystem overlays, in order; each is an existing directory.
     pub overlays: Vec<PathBuf>,
     /// An offline artifact directory (binaries and images), if given.

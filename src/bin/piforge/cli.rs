@@ -25,6 +25,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show what an image holds: partitions, disk id, OS, cmdline, cloud-init, swap, ext4 features.
+    #[command(mut_arg("image", |a| a.help(
+        "The image to read: an upstream image or a node image piforge built; .img, .img.xz, \
+         .img.zst, .img.gz or .zip (detected by content)"
+    )))]
     Inspect(InspectArgs),
     /// Write a customized copy of an image: overlays, boot settings, removals (never in place).
     Customize(CustomizeArgs),
@@ -36,6 +40,10 @@ pub enum Command {
     Fetch(FetchArgs),
     /// Check an image against what a kubeadm node on a Pi needs: PASS/WARN/FAIL per item;
     /// exits 0 only when nothing fails.
+    #[command(mut_arg("image", |a| a.help(
+        "The image to check: a node image piforge built (dist/NODE.img) or any other Pi image; \
+         .img, .img.xz, .img.zst, .img.gz or .zip (detected by content)"
+    )))]
     Check(CheckArgs),
 }
 
@@ -49,7 +57,8 @@ pub struct InputArgs {
     #[arg(long, value_name = "HEX")]
     pub sha256: Option<String>,
 
-    /// Where decompressed images are cached (default: $PIFORGE_CACHE, else $XDG_CACHE_HOME/piforge).
+    /// Where decompressed images are cached (default: $PIFORGE_CACHE, else
+    /// $XDG_CACHE_HOME/piforge, else ~/.cache/piforge).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
@@ -175,7 +184,8 @@ pub struct FetchArgs {
     #[arg(long)]
     pub update: bool,
 
-    /// Where downloads are cached (default: $PIFORGE_CACHE, else $XDG_CACHE_HOME/piforge).
+    /// Where downloads are cached (default: $PIFORGE_CACHE, else $XDG_CACHE_HOME/piforge, else
+    /// ~/.cache/piforge).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
@@ -242,7 +252,8 @@ pub struct BuildArgs {
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
 
-    /// Where downloads and decompressed images are cached.
+    /// Where downloads and decompressed images are cached (default: $PIFORGE_CACHE, else
+    /// $XDG_CACHE_HOME/piforge, else ~/.cache/piforge).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 

@@ -363,7 +363,7 @@ fn cmd_init(a: InitArgs) -> Result<ExitCode> {
         println!("wrote {}", p.display());
     }
     println!(
-        "Next: put your upstream image's path and your ssh key in {}, then `piforge fetch --spec {0}` and `piforge build --spec {0}`.",
+        "Next: put your upstream image's path and your ssh key in {}, then `piforge fetch {0} --allow-unpinned` (flannel publishes no checksum for its manifest: its digest is recorded in piforge.lock) and `piforge build {0}`.",
         a.dir.join("cluster.yaml").display()
     );
     Ok(ExitCode::SUCCESS)
@@ -450,15 +450,36 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
             installed.div_ceil(1024)
         );
     }
-    for n in &report.nodes {
+    // One row per node, every column as wide as its widest cell (names and paths vary).
+    let rows: Vec<[String; 5]> = report
+        .nodes
+        .iter()
+        .map(|n| {
+            [
+                n.name.to_string(),
+                n.role.as_str().to_string(),
+                n.address.as_deref().unwrap_or("dhcp").to_string(),
+                n.image.display().to_string(),
+                format!("{} MiB", n.bytes >> 20),
+            ]
+        })
+        .collect();
+    let width = |c: usize| rows.iter().map(|r| r[c].len()).max().unwrap_or(0);
+    let w = [width(0), width(1), width(2), width(3), width(4)];
+    for (r, n) in rows.iter().zip(&report.nodes) {
         println!(
-            "{:<16} {:<14} {:<18} {}  {} MiB  sha256 {}",
-            n.name,
-            n.role.as_str(),
-            n.address.as_deref().unwrap_or("dhcp"),
-            n.image.display(),
-            n.bytes >> 20,
-            &n.sha256[..16]
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>w4$}  sha256 {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            &n.sha256[..16],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3],
+            w4 = w[4],
         );
     }
     for l in &report.images {

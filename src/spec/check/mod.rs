@@ -240,6 +240,7 @@ fn convert(ctx: &mut Ctx<'_>, root: &Item, supported_versions: &[&str]) -> Optio
         user_groups: user_groups?,
         extra_groups: extra_groups?,
         timezone: timezone?,
+        timezone_pos: top.get("timezone").map(|v| v.pos),
         overlays: overlays?,
         artifacts: artifacts?,
         nodes: nodes?.into_iter().map(|n| n.node).collect(),
