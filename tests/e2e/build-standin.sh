@@ -6,10 +6,28 @@
 # (PI-FACTS.md): MBR, `bootfs` FAT32 at sector 16384 with kernel8.img, initramfs8, config.txt,
 # cmdline.txt (`root=PARTUUID=<id>-02 ... rootwait resize`) and the NoCloud seed files; `rootfs`
 # ext4; fstab by PARTUUID; cloud-init with Raspberry Pi OS's NoCloud settings; empty
-# /etc/machine-id. Differences from upstream: Debian's generic arm64 kernel (booted by QEMU's
-# `-M virt`, not by Pi firmware), systemd-networkd instead of NetworkManager, the kubeadm
-# preflight tools (iptables, conntrack, socat, ethtool, ebtables) preinstalled, and a report
-# unit that runs only when the kernel command line holds `piforge.e2e_report`.
+# /etc/machine-id. Like Raspberry Pi OS Lite trixie, and unlike earlier stand-ins, so that
+# piforge's first-boot paths run on every e2e boot:
+#   - kubeadm's preflight tools iptables, conntrack, socat and ebtables are ABSENT: piforge's
+#     package step (piforge-packages.service) installs them on first boot. The guest has no
+#     internet: its apt source is a flat repository of exactly those .debs and their
+#     dependencies the stand-in lacks (downloaded here into guest-debs/), which run.sh serves
+#     from the host (see run.sh: guestfwd to 10.0.2.100:80).
+#   - swap is ON: a stand-in for rpi-swap (trixie's swap manager; PI-FACTS.md: zram, off with
+#     `[Main] Mechanism=none` in /etc/rpi/swap.conf.d/*.conf) makes a zram swap device at boot
+#     unless Mechanism=none; /etc/rpi/swap.conf says Mechanism=zram.
+#   - openssh-server is installed WITH host keys in /etc/ssh and ssh.service DISABLED (pi-gen
+#     trixie disables ssh: ENABLE_SSH=0; it also deletes the host keys, a base that keeps them
+#     is the harder case piforge must handle: it removes them and writes the node's own).
+#   - the root filesystem is NOT expanded: its partition is about the size of its contents,
+#     and `resize` in cmdline.txt grows it on first boot. Raspberry Pi OS trixie does that in
+#     its initramfs (rpi-resize: partition to the end of the card, resize2fs, then drops the
+#     token); the stand-in does the same, cheaply, in a unit at the start of the boot
+#     (piforge-e2e-resize.service, online resize2fs), before cloud-init and piforge's units.
+#     run.sh boots each card on a disk 1 GiB larger than the image, like a bigger SD card.
+# Other differences from upstream: Debian's generic arm64 kernel (booted by QEMU's `-M virt`,
+# not by Pi firmware), systemd-networkd instead of NetworkManager, ethtool preinstalled, and a
+# report unit that runs only when the kernel command line holds `piforge.e2e_report`.
 #
 # Also fetches Debian's arm64 containerd, runc and containernetworking-plugins .debs (from
 # forky: containerd 2.x, the major version the catalog's Kubernetes releases use) for
@@ -20,6 +38,8 @@
 #   rootfs-trixie-arm64.tar.zst  the root tree mmdebstrap built (keyed by $ROOTFS_RECIPE)
 #   standin-trixie.img.zst     the finished image (keyed by this script's sha256)
 #   artifact-debs/             containerd, runc, containernetworking-plugins (arm64, forky)
+#   guest-debs/                iptables, conntrack, socat, ebtables and the dependencies the
+#                              stand-in lacks (arm64, trixie): the guest's apt repository
 #
 # Exit status: 0 when the image exists, 1 on a failure, 75 (EX_TEMPFAIL) when it is missing
 # and could not be built because a package registry was unreachable.
@@ -42,9 +62,14 @@ P2=1064960
 
 # The root's packages: the first apt step; the kernel comes in a second step so the
 # initramfs is built once.
-PACKAGES=systemd,systemd-sysv,udev,dbus,cloud-init,iproute2,kmod,initramfs-tools,e2fsprogs,dosfstools,procps,python3,iptables,conntrack,socat,ethtool,ebtables,ca-certificates,netbase,less
+# No iptables, conntrack, socat, ebtables (GUEST_PACKAGES): piforge installs them on first boot.
+# fdisk: sfdisk for the first-boot root expansion (Raspberry Pi OS Lite has fdisk and parted).
+PACKAGES=systemd,systemd-sysv,udev,dbus,cloud-init,iproute2,kmod,initramfs-tools,e2fsprogs,dosfstools,fdisk,procps,python3,ethtool,ca-certificates,netbase,less,openssh-server
 KERNEL_PACKAGES="linux-image-arm64"
-ROOTFS_RECIPE="v1 $SUITE $PACKAGES + $KERNEL_PACKAGES; initramfs modules virtio"
+# What piforge-packages.service installs on the guest (piforge's NEEDED_PACKAGES the stand-in
+# lacks): apt downloads them with the dependencies the root lacks, into guest-debs/.
+GUEST_PACKAGES="iptables conntrack socat ebtables"
+ROOTFS_RECIPE="v2 $SUITE $PACKAGES + $KERNEL_PACKAGES; initramfs modules virtio; guest debs $GUEST_PACKAGES"
 ARTIFACT_DEBS="containerd runc containernetworking-plugins"
 ARTIFACT_SUITE=forky
 
@@ -63,7 +88,7 @@ unreachable() {
 
 up_to_date() {
 	[[ -f $IMG_ZST && -f $CACHE/standin.stamp && $(cat "$CACHE/standin.stamp") == "$SCRIPT_SHA" ]] &&
-		[[ -f $CACHE/artifact-debs/.done ]]
+		[[ -f $CACHE/artifact-debs/.done && -f $CACHE/guest-debs/.done ]]
 }
 if up_to_date; then
 	say "cached: $IMG_ZST"
@@ -80,7 +105,7 @@ T0=$SECONDS
 # This machine's qemu-utils comes from bookworm-backports, so qemu-system-arm must too.
 need_tools() {
 	local missing=() t
-	for t in qemu-system-aarch64 qemu-aarch64-static mmdebstrap arch-test mkfs.fat mcopy sfdisk mkfs.ext4 debugfs zstd; do
+	for t in qemu-system-aarch64 qemu-aarch64-static mmdebstrap arch-test mkfs.fat mcopy sfdisk mkfs.ext4 debugfs zstd socat; do
 		command -v "$t" >/dev/null 2>&1 || missing+=("$t")
 	done
 	((${#missing[@]} == 0)) && return 0
@@ -102,7 +127,7 @@ EOF
 	fi
 	apt-get update -q >/dev/null || unreachable "apt-get update failed"
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pin[@]}" \
-		qemu-system-arm qemu-user-static mmdebstrap arch-test dosfstools mtools fdisk e2fsprogs zstd \
+		qemu-system-arm qemu-user-static mmdebstrap arch-test dosfstools mtools fdisk e2fsprogs zstd socat \
 		>/dev/null || unreachable "apt-get install of the e2e tools failed"
 }
 need_tools
@@ -147,11 +172,13 @@ fetch_artifact_debs
 # ---------------------------------------------------------------------------
 # The root tree (the slow part: package setup under qemu-user).
 build_rootfs() {
-	if [[ -f $ROOTFS_TAR && -f $CACHE/rootfs.stamp && $(cat "$CACHE/rootfs.stamp") == "$ROOTFS_RECIPE" ]]; then
+	if [[ -f $ROOTFS_TAR && -f $CACHE/rootfs.stamp && $(cat "$CACHE/rootfs.stamp") == "$ROOTFS_RECIPE" &&
+		-f $CACHE/guest-debs/.done ]]; then
 		say "cached: $ROOTFS_TAR"
 		return 0
 	fi
 	mkdir -p "$CACHE/debs"
+	rm -rf "$CACHE/guest-debs" && mkdir -p "$CACHE/guest-debs"
 	say "mmdebstrap $SUITE arm64 (15-20 minutes cold, under qemu-user)"
 	local t=$SECONDS
 	# shellcheck disable=SC2016
@@ -161,6 +188,10 @@ build_rootfs() {
 		--setup-hook="sync-in '$CACHE/debs' /var/cache/apt/archives/" \
 		--customize-hook='printf "virtio_pci\nvirtio_blk\nvirtio_net\next4\nvfat\n" >>"$1"/etc/initramfs-tools/modules' \
 		--customize-hook="chroot \"\$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $KERNEL_PACKAGES" \
+		--customize-hook='mkdir -p "$1"/var/cache/piforge-guest-debs/partial' \
+		--customize-hook="chroot \"\$1\" apt-get install -y -q --download-only --no-install-recommends -o Dir::Cache::archives=/var/cache/piforge-guest-debs/ $GUEST_PACKAGES" \
+		--customize-hook="sync-out /var/cache/piforge-guest-debs '$CACHE/guest-debs'" \
+		--customize-hook='rm -rf "$1"/var/cache/piforge-guest-debs' \
 		--customize-hook="sync-out /var/cache/apt/archives '$CACHE/debs'" \
 		--customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
 		"$SUITE" "$WORK/rootfs.tar.zst" "$MIRROR" >"$WORK/mmdebstrap.log" 2>&1; then
@@ -170,8 +201,12 @@ build_rootfs() {
 		fi
 		die "mmdebstrap failed (log above)"
 	fi
+	rm -rf "$CACHE/guest-debs/partial" "$CACHE/guest-debs/lock"
+	ls "$CACHE/guest-debs"/iptables_*_arm64.deb >/dev/null 2>&1 || die "no iptables .deb in $CACHE/guest-debs"
+	touch "$CACHE/guest-debs/.done"
 	mv -f "$WORK/rootfs.tar.zst" "$ROOTFS_TAR"
 	echo "$ROOTFS_RECIPE" >"$CACHE/rootfs.stamp"
+	say "guest debs: $(cd "$CACHE/guest-debs" && ls ./*.deb | tr '\n' ' ')"
 	say "root tree built in $((SECONDS - t)) s"
 }
 build_rootfs
@@ -273,7 +308,110 @@ echo raspberrypi >"$R/etc/hostname"
 printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n\n127.0.1.1\traspberrypi\n' >"$R/etc/hosts"
 : >"$R/etc/machine-id"
 chmod 0444 "$R/etc/machine-id"
-rm -f "$R/var/lib/dbus/machine-id" "$R"/etc/ssh/ssh_host_*
+rm -f "$R/var/lib/dbus/machine-id"
+# The ssh host keys openssh-server's postinst made stay (see the top); ssh.service is disabled,
+# as pi-gen's stage2 leaves it with ENABLE_SSH=0 (rpi-imager's first-boot script enables it).
+ls "$R"/etc/ssh/ssh_host_ed25519_key "$R"/etc/ssh/ssh_host_rsa_key >/dev/null || die "openssh-server made no host keys"
+rm -f "$R/etc/systemd/system/multi-user.target.wants/ssh.service" "$R/etc/systemd/system/sshd.service" \
+	"$R/etc/systemd/system/sockets.target.wants/ssh.socket"
+
+# apt: one source, the flat repository of guest-debs/ that run.sh serves (10.0.2.100 is
+# forwarded by QEMU to the host; `trusted=yes` because it is unsigned). Another engineer is
+# making piforge carry these .debs on the card (issue 11); then the e2e can boot a node with a
+# restricted network (QEMU `restrict=on`) and no source at all.
+rm -f "$R/etc/apt/sources.list" "$R"/etc/apt/sources.list.d/*
+cat >"$R/etc/apt/sources.list.d/debian.sources" <<'EOF'
+# piforge e2e: the guest has no internet; the host serves the packages piforge installs.
+Types: deb
+URIs: http://10.0.2.100/
+Suites: ./
+Trusted: yes
+EOF
+
+# Swap as rpi-swap makes it on Raspberry Pi OS trixie (a stand-in; see the top).
+mkdir -p "$R/etc/rpi/swap.conf.d" "$R/usr/lib/systemd/system-generators"
+printf '# e2e stand-in for rpi-swap'"'"'s settings.\n[Main]\nMechanism=zram\n' >"$R/etc/rpi/swap.conf"
+cat >"$R/usr/lib/systemd/system-generators/piforge-e2e-rpi-swap-generator" <<'EOF'
+#!/bin/sh
+# piforge e2e STAND-IN for Raspberry Pi OS trixie's rpi-swap generator: Mechanism= from
+# /etc/rpi/swap.conf, then /etc/rpi/swap.conf.d/*.conf in order (the last one wins); unless it
+# is `none`, a zram swap device (the file part of `zram+file` is left out).
+# SWAP_ROOT: another root, for checking an image from the host.
+root=${SWAP_ROOT:-}
+out=$1
+m=zram
+for f in "$root/etc/rpi/swap.conf" "$root"/etc/rpi/swap.conf.d/*.conf; do
+	[ -f "$f" ] || continue
+	v=$(sed -n 's/^[[:space:]]*Mechanism[[:space:]]*=[[:space:]]*//p' "$f" | tail -n 1)
+	[ -n "$v" ] && m=$v
+done
+[ "$m" = none ] && exit 0
+cat >"$out/piforge-e2e-zram0.service" <<UNIT
+[Unit]
+Description=e2e stand-in for rpi-swap: make /dev/zram0 a swap device (Mechanism=$m)
+DefaultDependencies=no
+Before=dev-zram0.swap
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'modprobe zram num_devices=1 && echo 256M >/sys/block/zram0/disksize && mkswap /dev/zram0'
+UNIT
+cat >"$out/dev-zram0.swap" <<UNIT
+[Unit]
+Description=e2e stand-in for rpi-swap: zram swap
+Requires=piforge-e2e-zram0.service
+After=piforge-e2e-zram0.service
+
+[Swap]
+What=/dev/zram0
+Priority=100
+UNIT
+mkdir -p "$out/swap.target.wants"
+ln -sf ../dev-zram0.swap "$out/swap.target.wants/dev-zram0.swap"
+EOF
+chmod 0755 "$R/usr/lib/systemd/system-generators/piforge-e2e-rpi-swap-generator"
+
+# The first-boot root expansion (see the top): `resize` on the kernel command line grows the
+# root partition to the end of the disk and the filesystem with it, then leaves cmdline.txt
+# without the token, as Raspberry Pi OS does once.
+mkdir -p "$R/usr/local/lib/piforge-e2e"
+cat >"$R/usr/local/lib/piforge-e2e/resize-root" <<'EOF'
+#!/bin/sh
+# piforge e2e STAND-IN for Raspberry Pi OS trixie's first-boot root expansion.
+set -eu
+root=$(findmnt -n -o SOURCE /)
+part=${root#/dev/}
+disk=/dev/$(lsblk -n -o PKNAME "$root" | head -n 1)
+n=$(cat "/sys/class/block/$part/partition")
+echo "resize: growing partition $n of $disk ($root) to the end of the disk"
+echo ', +' | sfdisk --no-reread --no-tell-kernel -q -N "$n" "$disk"
+partx -u -n "$n" "$disk"
+resize2fs "$root"
+sed -i 's/ resize\( \|$\)/\1/' /boot/firmware/cmdline.txt
+sync
+EOF
+chmod 0755 "$R/usr/local/lib/piforge-e2e/resize-root"
+cat >"$R/etc/systemd/system/piforge-e2e-resize.service" <<'EOF'
+[Unit]
+Description=piforge e2e stand-in: grow the root filesystem on first boot (cmdline.txt `resize`)
+DefaultDependencies=no
+ConditionKernelCommandLine=resize
+RequiresMountsFor=/ /boot/firmware
+After=systemd-remount-fs.service
+Before=sysinit.target cloud-init-local.service shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/lib/piforge-e2e/resize-root
+
+[Install]
+WantedBy=sysinit.target
+EOF
+mkdir -p "$R/etc/systemd/system/sysinit.target.wants"
+ln -sf /etc/systemd/system/piforge-e2e-resize.service "$R/etc/systemd/system/sysinit.target.wants/piforge-e2e-resize.service"
 # Keep /boot small: the kernel lives on the boot partition, as on a Pi.
 rm -f "$R/boot/vmlinuz-$kver" "$R/boot/initrd.img-$kver"
 

@@ -60,6 +60,12 @@ for a in "$@"; do
 	prev=$a
 done
 if [ -n "$cfg" ]; then cp "$cfg" "$log/kubeadm-$1-config.yaml"; fi
+# kube-vip's static pod as kubeadm finds it: the kubeconfig it mounts must be super-admin.conf
+# at init (Kubernetes 1.29+, kube-vip issue #684) and admin.conf on a joining control plane.
+kv=/etc/kubernetes/manifests/kube-vip.yaml
+if [ -f "$kv" ]; then
+	echo "kube-vip kubeconfig at $1: $(sed -n 's/^ *path: //p' "$kv" | tr '\n' ' ')" >>"$log/kubeadm.log"
+fi
 case $1 in
 init)
 	[ -f /etc/kubernetes/pki/ca.key ] && echo "ca.key present at init" >>"$log/kubeadm.log"
@@ -73,6 +79,13 @@ join)
 	[ -S /run/containerd/containerd.sock ] && echo "containerd socket present at join" >>"$log/kubeadm.log"
 	mkdir -p /etc/kubernetes
 	echo "# piforge e2e stand-in: written by the kubeadm stand-in (join)" >/etc/kubernetes/kubelet.conf
+	# A JoinConfiguration with a controlPlane section is `kubeadm join --control-plane`, which
+	# writes admin.conf too.
+	if [ -n "$cfg" ] && grep -q '^controlPlane:' "$cfg"; then
+		echo "join as a control plane (controlPlane in the config)" >>"$log/kubeadm.log"
+		[ -f /etc/kubernetes/pki/ca.key ] && echo "ca.key present at join" >>"$log/kubeadm.log"
+		echo "# piforge e2e stand-in: written by the kubeadm stand-in (join --control-plane)" >/etc/kubernetes/admin.conf
+	fi
 	echo "stand-in kubeadm: join recorded (no cluster was joined)"
 	;;
 version) echo "kubeadm version: piforge e2e stand-in" ;;

@@ -69,6 +69,36 @@ e status_file=$(test -f "$STATUS" && echo present || echo missing)
 e boot_firmware_mounted=$(findmnt -n -o SOURCE /boot/firmware)
 e failed_units=$(systemctl --failed --plain --no-legend 2>/dev/null | awk '{print $1}' | one)
 e cmdline=$(cat /proc/cmdline)
+# The package step (the stand-in lacks these; apt got them from the host's repository).
+e packages_status=$(cat /var/lib/piforge/packages-status 2>/dev/null)
+e packages_list=$(sed 's/#.*//' /etc/piforge/first-boot-packages 2>/dev/null | one)
+e packages_unit_result=$(systemctl show -p Result --value piforge-packages.service)
+e packages_installed=$(dpkg-query -W -f='${Package}=${db:Status-Abbrev}\n' iptables conntrack socat ebtables 2>/dev/null | tr -d ' ' | sort | one)
+e iptables_version=$(iptables --version 2>/dev/null)
+# Swap: the stand-in's rpi-swap makes dev-zram0.swap unless Mechanism=none.
+e swap_units=$(systemctl list-units --all --type swap --plain --no-legend 2>/dev/null | awk '{print $1}' | one)
+# The root filesystem grown on first boot (the stand-in's resize unit).
+e resize_unit_result=$(systemctl show -p Result --value piforge-e2e-resize.service)
+e resize_unit_active=$(systemctl is-active piforge-e2e-resize.service)
+e root_size_kb=$(df -Pk / | awk 'NR == 2 { print $2 }')
+e cmdline_txt=$(tr -d '\r' </boot/firmware/cmdline.txt 2>/dev/null | head -n 1)
+# sshd, from inside (run.sh compares the key from outside too).
+e ssh_enabled=$(systemctl is-enabled ssh.service 2>/dev/null)
+e ssh_active=$(systemctl is-active ssh.service)
+e ssh_listen=$(ss -Hltn 'sport = :22' 2>/dev/null | awk '{print $4}' | sort | one)
+e ssh_fp=$(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub 2>/dev/null | awk '{print $2}')
+# kube-vip's static pod: the kubeconfig it mounts (hostPath) now.
+KV=/etc/kubernetes/manifests/kube-vip.yaml
+e kube_vip_manifest=$(test -f "$KV" && echo present || echo absent)
+e kube_vip_kubeconfig=$(sed -n 's/^ *path: //p' "$KV" 2>/dev/null | one)
+while IFS= read -r l; do e "kubeadm_note=$l"; done < <(grep -v ' kubeadm ' /var/log/piforge-e2e/kubeadm.log 2>/dev/null)
+# The host runs ssh-keyscan through the forwarded port once the login prompt shows; stay up
+# (at most 3 minutes) until sshd has seen that connection, so the host gets its answer.
+for _ in $(seq 90); do
+	journalctl -b -o cat -u ssh.service 2>/dev/null | grep -q '10\.0\.2\.2' && break
+	sleep 2
+done
+e ssh_host_connection=$(journalctl -b -o cat -u ssh.service 2>/dev/null | grep -c '10\.0\.2\.2')
 e end uptime_s=$(cut -d. -f1 /proc/uptime)
 sync
 systemctl --no-block poweroff
