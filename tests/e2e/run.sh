@@ -428,7 +428,7 @@ check_node() {
 		"$(mtype -i "$fat" ::cmdline.txt 2>/dev/null | tr -d '\r' | grep -o 'cgroup_[a-z]*=[a-z0-9]*' | tr '\n' ' ')" '^cgroup_enable=memory $'
 	# The package step: the stand-in lacks kubeadm's preflight tools; piforge-packages.service
 	# installed them on this boot from the host's repository.
-	expect "$node" "the card lists the tools the stand-in lacks for first boot" "$(rget "$key" packages_list)" '^iptables conntrack socat ebtables$'
+	expect "$node" "the card lists the tools the stand-in lacks for first boot" "$(rget "$key" packages_list)" '^ *iptables conntrack socat ebtables$'
 	expect "$node" "piforge-packages says ok" "$(rget "$key" packages_status)" '^ok$'
 	expect "$node" "iptables, conntrack, socat, ebtables installed (dpkg)" "$(rget "$key" packages_installed)" '^conntrack=ii ebtables=ii iptables=ii socat=ii$'
 	expect "$node" "iptables runs" "$(rget "$key" iptables_version)" '^iptables v1\.'
