@@ -123,6 +123,20 @@ fn main() {
         .file("src/fs/ext4/shim.c")
         .warnings(true)
         .extra_warnings(true);
+    // PIFORGE_ASAN=1 (`make test-asan`): the shim is compiled with AddressSanitizer, so that
+    // an out-of-bounds access or use-after-free in the C code (or in libext2fs through the
+    // buffers the shim hands it) stops the run with a report. Only the C is instrumented:
+    // Rust's own -Zsanitizer needs a nightly toolchain. Every binary is linked with libasan;
+    // `make test-asan` preloads it so that it comes first in the library list, as ASan
+    // requires, and its malloc serves the whole process (Rust's allocations included, so a
+    // shim overrunning a buffer Rust passed is caught as well).
+    println!("cargo:rerun-if-env-changed=PIFORGE_ASAN");
+    let asan = std::env::var("PIFORGE_ASAN").is_ok_and(|v| v == "1");
+    if asan {
+        build
+            .flag("-fsanitize=address")
+            .flag("-fno-omit-frame-pointer");
+    }
     for path in ext2fs
         .include_paths
         .iter()
@@ -131,6 +145,13 @@ fn main() {
         build.include(path);
     }
     build.compile("piforge_ext4_shim");
+    if asan {
+        // rustc links with -nodefaultlibs, so -fsanitize=address alone does not bring in the
+        // runtime: libasan is named too. It must also be first in the process's library list,
+        // which `make test-asan` ensures with LD_PRELOAD.
+        println!("cargo:rustc-link-arg=-fsanitize=address");
+        println!("cargo:rustc-link-arg=-lasan");
+    }
 
     for lib in [&ext2fs, &com_err] {
         for path in &lib.link_paths {

@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# build: the cost of one more node. `piforge build` of a 1-node and a 10-node cluster (one
-# control plane, the rest workers) from the same 2 GiB image, same run, alternating. The root
-# filesystem is edited once per role; each node then costs a sparse copy of its role's image
-# plus its own kubeadm config and seed.
+# build: the cost of one more node, against the floors, in one run (`make bench-build`).
 #
-#   benches/build.sh [WORKDIR]   (default: target/bench; reuses benches/customize.sh's input)
+# From the same 2 GiB image (1.1 GB of data; benches/customize.sh makes it), alternating,
+# REPS repetitions each (median):
+#   - `piforge build` of 1 and of 10 nodes (one control plane, the rest workers), raw outputs
+#     on the work directory's filesystem, against `cp --sparse=always` of the image per extra
+#     node (the floor without reflinks);
+#   - the same on a loop-mounted XFS with reflink=1 (as root; xfsprogs installed when
+#     missing), where each node's copy of its role image is a reflink: 10 nodes against 1;
+#   - 1 node from the image compressed with xz, cold (empty cache, page cache dropped as root)
+#     and cached, against `xz -dc -T0 image.img.xz > /dev/null`;
+#   - peak RSS of each build (GNU time's %M).
+#
+#   benches/build.sh [WORKDIR]   (default: target/bench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(realpath -m "${1:-target/bench}")
@@ -13,30 +21,109 @@ reps=${REPS:-3}
 cargo build --release --quiet
 piforge=$PWD/target/release/piforge
 arts=$work/build-artifacts
-[[ -d $arts ]] || bash tests/fixtures/make-artifacts.sh "$arts" 1.34.11
-spec() { # spec DIR NODES
+k8s=1.34.11
+[[ -d $arts ]] || bash tests/fixtures/make-artifacts.sh "$arts" "$k8s"
+img=$work/root-2g.img
+# SKIP_XZ=1 leaves out the xz part (compressing the 1.1 GB input once takes minutes).
+if [[ ${SKIP_XZ:-0} != 1 && ! -s $img.xz ]]; then
+    echo "making $img.xz (once)..." >&2
+    xz -T0 -1 -k -c "$img" > "$img.xz.tmp" && mv "$img.xz.tmp" "$img.xz"
+fi
+timebin=/usr/bin/time
+[[ -x $timebin ]] || { echo "GNU time (/usr/bin/time, Debian package time) is needed for peak RSS" >&2; exit 1; }
+
+spec() { # spec DIR NODES IMAGE
     mkdir -p "$1"
     {
-        printf 'name: bench\nimage:\n  source: %s\nnetwork:\n  gateway: 192.168.7.1\n  dns: [192.168.7.1]\n' "$work/root-2g.img"
+        printf 'name: bench\nimage:\n  source: %s\nkubernetes:\n  version: "%s"\n' "$3" "$k8s"
+        printf 'network:\n  gateway: 192.168.7.1\n  dns: [192.168.7.1]\n'
         printf 'ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyFQ2JzvZ1bq0cJ5i6L3yq0u8ZP0eGq5u3y2Yc8kq9X b@x"]\nnodes:\n'
         printf '  - name: cp-1\n    role: control-plane\n    address: 192.168.7.10/24\n'
         for i in $(seq 2 "$2"); do printf '  - name: w-%d\n    role: worker\n' "$i"; done
     } > "$1/cluster.yaml"
 }
-spec "$work/b1" 1
-spec "$work/b10" 10
+spec "$work/b1" 1 "$img"
+spec "$work/b10" 10 "$img"
+[[ ${SKIP_XZ:-0} == 1 ]] || spec "$work/bxz" 1 "$img.xz"
+
+rss_file=$(mktemp)
+trap 'rm -f "$rss_file"' EXIT
+# secs CMD...: wall seconds of CMD (its output discarded).
 secs() { local t; t=$( { TIMEFORMAT='%R'; time "$@" > /dev/null 2>&1; } 2>&1 ); echo "$t"; }
-run() { PIFORGE_CACHE=$work/cache "$piforge" build --spec "$1/cluster.yaml" --out "$1/dist" --artifacts "$arts" --allow-unpinned; }
-one=() ten=()
+# build DIR OUT [CACHE]; its peak RSS (KiB) is appended to $rss_file.
+build() {
+    PIFORGE_CACHE=${3:-$work/cache} "$timebin" -a -o "$rss_file" -f '%M' \
+        "$piforge" build --spec "$1/cluster.yaml" --out "$2" --artifacts "$arts" --allow-unpinned
+}
+median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+drop_caches() { if [[ $(id -u) == 0 ]]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi; }
+cpfloor() { cp --sparse=always "$img" "$work/cp-floor.img"; sync -f "$work/cp-floor.img"; rm -f "$work/cp-floor.img"; }
+
+# Warm-up: secrets and the lock are made once per spec directory, not per measured build.
+for d in b1 b10 bxz; do
+    [[ -f $work/$d/cluster.yaml && ( $d != bxz || ${SKIP_XZ:-0} != 1 ) ]] || continue
+    rm -rf "$work/$d/dist"; build "$work/$d" "$work/$d/dist" > /dev/null 2>&1
+done
+
+one=() ten=() cpf=()
 for i in $(seq "$reps"); do
     rm -rf "$work/b1/dist" "$work/b10/dist"
-    a=$(secs run "$work/b1") b=$(secs run "$work/b10")
-    one+=("$a") ten+=("$b")
-    echo "rep $i: 1 node ${a}s, 10 nodes ${b}s"
+    a=$(secs build "$work/b1" "$work/b1/dist") b=$(secs build "$work/b10" "$work/b10/dist") c=$(secs cpfloor)
+    one+=("$a") ten+=("$b") cpf+=("$c")
+    echo "rep $i (raw, $(stat -f -c %T "$work")): 1 node ${a}s, 10 nodes ${b}s, cp --sparse=always ${c}s"
 done
-median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
-m1=$(median "${one[@]}") m10=$(median "${ten[@]}")
-echo "median: 1 node ${m1}s, 10 nodes ${m10}s, per extra node $(awk -v a="$m1" -v b="$m10" 'BEGIN { printf "%.2f", (b - a) / 9 }')s, ratio 10/1 $(awk -v a="$m1" -v b="$m10" 'BEGIN { printf "%.2f", b / a }')"
-echo "image: $(stat -c %s "$work/root-2g.img") bytes, $(du -k "$work/root-2g.img" | cut -f1) KiB allocated; 10 images: $(du -sk "$work/b10/dist" | cut -f1) KiB allocated"
-rm -rf "$work/b1/dist" "$work/b10/dist"
-echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+m1=$(median "${one[@]}") m10=$(median "${ten[@]}") mcp=$(median "${cpf[@]}")
+per=$(awk -v a="$m1" -v b="$m10" 'BEGIN { printf "%.2f", (b - a) / 9 }')
+echo "raw: 1 node ${m1}s, 10 nodes ${m10}s, ratio 10/1 $(ratio "$m10" "$m1"); per extra node ${per}s = $(ratio "$per" "$mcp")x cp --sparse=always (${mcp}s)"
+echo "10 images: $(du -sk "$work/b10/dist" | cut -f1) KiB allocated"
+
+# Reflinks: a loop-mounted XFS with reflink=1 (root only).
+mnt=$work/xfs
+if [[ $(id -u) != 0 ]]; then
+    echo "reflink: SKIPPED (not root: cannot loop-mount an XFS with reflink=1)"
+elif ! command -v mkfs.xfs > /dev/null && ! { apt-get install -y -qq xfsprogs > /dev/null 2>&1 && command -v mkfs.xfs > /dev/null; }; then
+    echo "reflink: SKIPPED (mkfs.xfs missing and xfsprogs could not be installed)"
+else
+    mkdir -p "$mnt"
+    mountpoint -q "$mnt" || {
+        rm -f "$work/xfs.img"; truncate -s 12G "$work/xfs.img"
+        mkfs.xfs -q -m reflink=1 "$work/xfs.img"
+        mount -o loop "$work/xfs.img" "$mnt"
+    }
+    trap 'umount "$mnt" 2>/dev/null || true; rm -f "$rss_file"' EXIT
+    r1=() r10=()
+    for i in $(seq "$reps"); do
+        rm -rf "$mnt/b1" "$mnt/b10"
+        a=$(secs build "$work/b1" "$mnt/b1") b=$(secs build "$work/b10" "$mnt/b10")
+        r1+=("$a") r10+=("$b")
+        echo "rep $i (xfs reflink=1): 1 node ${a}s, 10 nodes ${b}s"
+    done
+    x1=$(median "${r1[@]}") x10=$(median "${r10[@]}")
+    echo "reflink: 1 node ${x1}s, 10 nodes ${x10}s, ratio 10/1 $(ratio "$x10" "$x1"); 10 images $(du -sk "$mnt/b10" | cut -f1) KiB by du (shared extents counted per file), xfs used $(df -k --output=used "$mnt" | tail -1) KiB"
+    rm -rf "$mnt/b1" "$mnt/b10"
+fi
+
+# One node from the .xz: cold (fresh cache, page cache dropped) and cached, against xz -dc.
+if [[ ${SKIP_XZ:-0} == 1 ]]; then
+    echo "xz input: SKIPPED (SKIP_XZ=1)"
+else
+[[ $(id -u) == 0 ]] || echo "(not root: the page cache is not dropped; 'cold' means an empty piforge cache only)"
+xzs=() colds=() warms=()
+for i in $(seq "$reps"); do
+    drop_caches; x=$(secs sh -c "xz -dc -T0 '$img.xz' > /dev/null")
+    rm -rf "$work/cache-cold" "$work/bxz/dist"; drop_caches
+    c=$(secs build "$work/bxz" "$work/bxz/dist" "$work/cache-cold")
+    rm -rf "$work/bxz/dist"
+    w=$(secs build "$work/bxz" "$work/bxz/dist" "$work/cache-cold")
+    xzs+=("$x") colds+=("$c") warms+=("$w")
+    echo "rep $i (xz input): xz -dc -T0 ${x}s, 1 node cold ${c}s, cached ${w}s"
+done
+mx=$(median "${xzs[@]}") mc=$(median "${colds[@]}") mw=$(median "${warms[@]}")
+echo "xz input: xz -dc -T0 ${mx}s; 1 node cold ${mc}s ($(ratio "$mc" "$mx")x), cached ${mw}s ($(ratio "$mw" "$mx")x)"
+fi
+rm -rf "$work/cache-cold" "$work/b1/dist" "$work/b10/dist" "$work/bxz/dist"
+
+echo "peak RSS of any build: $(( $(grep -E '^[0-9]+$' "$rss_file" | sort -n | tail -1) / 1024 )) MiB"
+echo "image: $(stat -c %s "$img") bytes, $(du -k "$img" | cut -f1) KiB allocated${SKIP_XZ:+}$([[ -s $img.xz ]] && echo "; xz $(stat -c %s "$img.xz") bytes")"
+echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/^Mem:/ { print $2 }') GiB, load $(cut -d' ' -f1-3 /proc/loadavg), work dir on $(stat -f -c %T "$work")"

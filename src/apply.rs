@@ -46,8 +46,8 @@ pub enum ApplyError {
         free: u64,
         missing: u64,
     },
-    #[error("the root filesystem needs {needed} inodes, {free} are free")]
-    NoInodes { needed: u64, free: u64 },
+    #[error("the root filesystem needs {needed} inodes, {free} are free, and {why}")]
+    NoInodes { needed: u64, free: u64, why: String },
     #[error(
         "--grow {want} is smaller than the root partition ({have} bytes); piforge never shrinks it"
     )]
@@ -107,28 +107,84 @@ pub fn root_needs(fs: &Ext4, plan: &Plan) -> RootNeeds {
     RootNeeds { bytes, inodes }
 }
 
-/// The root partition size to grow to, or `None` when the edits fit as it is.
+/// What the root filesystem has room for, and what growing it adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootRoom {
+    pub free_bytes: u64,
+    pub free_inodes: u64,
+    /// Bytes of filesystem per inode (mkfs's inode ratio): growing by this many bytes adds
+    /// about one inode.
+    pub bytes_per_inode: u64,
+    /// Bytes of one block group (`8 * block size` blocks): resize2fs adds inodes a whole
+    /// group at a time.
+    pub group_bytes: u64,
+}
+
+impl RootRoom {
+    pub fn of(fs: &Ext4) -> RootRoom {
+        let i = fs.info();
+        let bs = u64::from(i.block_size);
+        RootRoom {
+            free_bytes: fs.free_bytes(),
+            free_inodes: u64::from(i.free_inodes),
+            bytes_per_inode: (i.blocks_count * bs)
+                .checked_div(u64::from(i.inodes_count))
+                .unwrap_or(u64::MAX),
+            group_bytes: 8 * bs * bs,
+        }
+    }
+
+    /// Growth in bytes that brings `needed` inodes (0 when they are free already; one group
+    /// more than the ratio says, as the last group may be partial).
+    fn growth_for_inodes(&self, needed: u64) -> u64 {
+        match needed.checked_sub(self.free_inodes) {
+            None | Some(0) => 0,
+            Some(missing) => missing
+                .saturating_mul(self.bytes_per_inode)
+                .saturating_add(self.group_bytes),
+        }
+    }
+}
+
+/// The root partition size to grow to, or `None` when the edits fit as it is. A shortage of
+/// inodes counts as much as a shortage of bytes (issue 12 item 14): `--grow auto` grows for
+/// either; `--grow off`, or a `--grow SIZE` too small to bring the inodes, is refused.
 pub fn grow_target(
     grow: Grow,
     part_bytes: u64,
     needs: RootNeeds,
-    free: u64,
+    room: RootRoom,
 ) -> Result<Option<u64>, ApplyError> {
+    let free = room.free_bytes;
+    let for_inodes = room.growth_for_inodes(needs.inodes);
+    let no_inodes = |why: String| ApplyError::NoInodes {
+        needed: needs.inodes,
+        free: room.free_inodes,
+        why,
+    };
     match grow {
         Grow::To(want) if want < part_bytes => Err(ApplyError::WouldShrink {
             want,
             have: part_bytes,
         }),
+        Grow::To(want) if align_up(want) - part_bytes < for_inodes => Err(no_inodes(format!(
+            "--grow {want} adds too few; use --grow auto or at least {}",
+            align_up(part_bytes.saturating_add(for_inodes))
+        ))),
         Grow::To(want) if align_up(want) > part_bytes => Ok(Some(want)),
-        _ if needs.bytes <= free => Ok(None),
+        Grow::Off if for_inodes > 0 => Err(no_inodes("--grow off forbids growing it".into())),
+        _ if needs.bytes <= free && for_inodes == 0 => Ok(None),
         Grow::Off | Grow::To(_) => Err(ApplyError::NoSpace {
             needed: needs.bytes,
             free,
             missing: needs.bytes - free,
         }),
         Grow::Auto => {
-            let missing = needs.bytes - free;
-            Ok(Some(part_bytes + missing + needs.bytes / 10))
+            let for_bytes = match needs.bytes.checked_sub(free) {
+                None | Some(0) => 0,
+                Some(missing) => missing + needs.bytes / 10,
+            };
+            Ok(Some(part_bytes.saturating_add(for_bytes.max(for_inodes))))
         }
     }
 }
@@ -416,26 +472,8 @@ pub fn customize_with_mode(
     plan: &Plan,
     mode: u32,
 ) -> Result<Applied, ApplyError> {
-    let source = Image::open(raw)?;
-    // A new disk id on an MBR disk: the PARTUUID references follow it (GPT disks keep theirs).
-    let expanded;
-    let plan = match (plan.disk_id, source.scheme()) {
-        (Some(id), disk::Scheme::Mbr) => {
-            let (mut root_ops, mut boot_ops) = disk_id_ops(&source, id, plan.epoch)?;
-            let mut p = plan.clone();
-            root_ops.append(&mut p.root);
-            boot_ops.append(&mut p.boot);
-            (p.root, p.boot) = (root_ops, boot_ops);
-            expanded = p;
-            &expanded
-        }
-        _ => plan,
-    };
-    precheck_boot(&source, plan)?;
-    // A root filesystem that is corrupt or claims more than its partition is refused here,
-    // naming the input, before anything is copied.
-    drop(source.root_fs()?);
-    drop(source);
+    let plan = checked_plan(raw, plan, true)?;
+    let plan = &*plan;
     let out_err = |source| ApplyError::Output {
         path: out.display().to_string(),
         source,
@@ -446,26 +484,113 @@ pub fn customize_with_mode(
         source,
     })?;
     output::sparse_copy(&mut src, dst.file()).map_err(out_err)?;
-    let mut img = Image::open_rw(dst.path())?;
+    let grew_root_to = edit(dst.path(), plan)?;
+    let image_bytes = dst.file().metadata().map_err(out_err)?.len();
+    let output = dst.commit().map_err(out_err)?;
+    Ok(applied(output, image_bytes, grew_root_to, plan))
+}
+
+/// Applies `plan` to the image file at `path` itself (a private copy the caller made, by
+/// reflink or sparse copy, and removes on error). Not synced: the caller syncs the finished
+/// file once. For a copy of an image piforge wrote from a checked one: its root filesystem is
+/// not checked again (that would cost an e2fsck per node); a copy of an upstream image goes
+/// through [`apply_in_place_checked`].
+pub fn apply_in_place(path: &Path, plan: &Plan) -> Result<Applied, ApplyError> {
+    in_place(path, plan, false)
+}
+
+/// [`apply_in_place`] on a copy of an image piforge did not write (the upstream base): a root
+/// filesystem the plan writes into is checked by e2fsck first (issue 12 item 7).
+pub fn apply_in_place_checked(path: &Path, plan: &Plan) -> Result<Applied, ApplyError> {
+    in_place(path, plan, true)
+}
+
+fn in_place(path: &Path, plan: &Plan, check_fs: bool) -> Result<Applied, ApplyError> {
+    let plan = checked_plan(path, plan, check_fs)?;
+    let grew_root_to = edit(path, &plan)?;
+    let image_bytes = std::fs::metadata(path)
+        .map_err(|source| ApplyError::Output {
+            path: path.display().to_string(),
+            source,
+        })?
+        .len();
+    Ok(applied(
+        path.to_path_buf(),
+        image_bytes,
+        grew_root_to,
+        &plan,
+    ))
+}
+
+fn applied(output: PathBuf, image_bytes: u64, grew_root_to: Option<u64>, plan: &Plan) -> Applied {
+    Applied {
+        output,
+        image_bytes,
+        grew_root_to,
+        root_ops: plan.root.len(),
+        boot_ops: plan.boot.len()
+            + usize::from(!plan.cmdline_add.is_empty() || !plan.cmdline_remove.is_empty())
+            + usize::from(!plan.config.is_empty()),
+    }
+}
+
+/// The plan as it applies to the image at `raw` (a new MBR disk id brings the `PARTUUID=`
+/// rewrites with it), checked against that image before anything is copied or written: boot
+/// edits that cannot apply, and a root filesystem that is corrupt or claims more than its
+/// partition, are refused here, naming the image. With `check_fs`, a root filesystem the plan
+/// writes into is checked by e2fsck too (issue 12 item 7).
+fn checked_plan<'a>(
+    raw: &Path,
+    plan: &'a Plan,
+    check_fs: bool,
+) -> Result<std::borrow::Cow<'a, Plan>, ApplyError> {
+    let source = Image::open(raw)?;
+    // A new disk id on an MBR disk: the PARTUUID references follow it (GPT disks keep theirs).
+    let plan = match (plan.disk_id, source.scheme()) {
+        (Some(id), disk::Scheme::Mbr) => {
+            let (mut root_ops, mut boot_ops) = disk_id_ops(&source, id, plan.epoch)?;
+            let mut p = plan.clone();
+            root_ops.append(&mut p.root);
+            boot_ops.append(&mut p.boot);
+            (p.root, p.boot) = (root_ops, boot_ops);
+            std::borrow::Cow::Owned(p)
+        }
+        _ => std::borrow::Cow::Borrowed(plan),
+    };
+    precheck_boot(&source, &plan)?;
+    // A root filesystem that claims more than its partition is refused here, naming the
+    // input, before anything is copied; one that will be written into is checked too
+    // (e2fsck -fn), as libext2fs would build on a damaged one's bitmaps (issue 12 item 7).
+    if check_fs && root_touched(&plan) {
+        source.check_root()?;
+    } else {
+        drop(source.root_fs()?);
+    }
+    Ok(plan)
+}
+
+/// Whether `plan` writes into the root filesystem or grows it.
+fn root_touched(plan: &Plan) -> bool {
+    !plan.root.is_empty() || matches!(plan.grow, Grow::To(_))
+}
+
+/// The edits of `plan` on the image file at `path` (a private copy): disk id, room (growing
+/// when allowed), root filesystem, boot partition. Returns the new root partition size when
+/// it grew.
+fn edit(path: &Path, plan: &Plan) -> Result<Option<u64>, ApplyError> {
+    let mut img = Image::open_rw(path)?;
     if let (Some(id), disk::Scheme::Mbr) = (plan.disk_id, img.scheme()) {
         img.set_disk_id(id)?;
     }
 
     // Room in the root filesystem, growing it when allowed.
     let mut grew_root_to = None;
-    if !plan.root.is_empty() || matches!(plan.grow, Grow::To(_)) {
+    if root_touched(plan) {
         let fs = img.root_fs()?;
         let needs = root_needs(&fs, plan);
-        let info = fs.info();
-        let free = fs.free_bytes();
+        let room = RootRoom::of(&fs);
         drop(fs);
-        if needs.inodes > u64::from(info.free_inodes) && plan.grow == Grow::Off {
-            return Err(ApplyError::NoInodes {
-                needed: needs.inodes,
-                free: u64::from(info.free_inodes),
-            });
-        }
-        if let Some(size) = grow_target(plan.grow, img.root().size_bytes, needs, free)? {
+        if let Some(size) = grow_target(plan.grow, img.root().size_bytes, needs, room)? {
             img.grow_root(size, plan.epoch)?;
             grew_root_to = Some(align_up(size));
         }
@@ -474,7 +599,7 @@ pub fn customize_with_mode(
     if !plan.root.is_empty() {
         let mut opts = OpenOptions::new(OpenMode::ReadWrite);
         opts.clock = Some(plan.epoch);
-        // The output is a temporary copy, removed on any error: no overlay needed.
+        // The output is a private copy, removed on any error: no overlay needed.
         opts.direct = true;
         let mut fs = img.root_fs_with(&opts)?;
         apply_root(&mut fs, plan)?;
@@ -486,19 +611,7 @@ pub fn customize_with_mode(
         apply_boot(&mut vol, plan)?;
         vol.close()?;
     }
-    drop(img);
-
-    let image_bytes = dst.file().metadata().map_err(out_err)?.len();
-    let output = dst.commit().map_err(out_err)?;
-    Ok(Applied {
-        output,
-        image_bytes,
-        grew_root_to,
-        root_ops: plan.root.len(),
-        boot_ops: plan.boot.len()
-            + usize::from(!plan.cmdline_add.is_empty() || !plan.cmdline_remove.is_empty())
-            + usize::from(!plan.config.is_empty()),
-    })
+    Ok(grew_root_to)
 }
 
 #[cfg(test)]
@@ -510,23 +623,74 @@ mod tests {
         inodes: 1,
     };
 
+    fn room(free_bytes: u64, free_inodes: u64) -> RootRoom {
+        RootRoom {
+            free_bytes,
+            free_inodes,
+            bytes_per_inode: 16,
+            group_bytes: 1000,
+        }
+    }
+
     #[test]
     fn grow_policy() {
-        assert_eq!(grow_target(Grow::Auto, 1000, NEEDS, 500).unwrap(), None);
         assert_eq!(
-            grow_target(Grow::Auto, 1000, NEEDS, 40).unwrap(),
+            grow_target(Grow::Auto, 1000, NEEDS, room(500, 9)).unwrap(),
+            None
+        );
+        assert_eq!(
+            grow_target(Grow::Auto, 1000, NEEDS, room(40, 9)).unwrap(),
             Some(1000 + 60 + 10)
         );
-        let e = grow_target(Grow::Off, 1000, NEEDS, 40).unwrap_err();
+        let e = grow_target(Grow::Off, 1000, NEEDS, room(40, 9)).unwrap_err();
         assert!(e.to_string().contains("needs 60 more bytes"), "{e}");
-        assert_eq!(grow_target(Grow::Off, 1000, NEEDS, 100).unwrap(), None);
+        assert_eq!(
+            grow_target(Grow::Off, 1000, NEEDS, room(100, 9)).unwrap(),
+            None
+        );
         assert!(matches!(
-            grow_target(Grow::To(500), 1000, NEEDS, 500),
+            grow_target(Grow::To(500), 1000, NEEDS, room(500, 9)),
             Err(ApplyError::WouldShrink { .. })
         ));
         assert_eq!(
-            grow_target(Grow::To(64 << 20), 1 << 20, NEEDS, 500).unwrap(),
+            grow_target(Grow::To(64 << 20), 1 << 20, NEEDS, room(500, 9)).unwrap(),
             Some(64 << 20)
+        );
+    }
+
+    /// Issue 12 item 14: `--grow auto` ignored a shortage of inodes (bytes to spare, no inode).
+    #[test]
+    fn grow_policy_counts_inodes() {
+        let needs = RootNeeds {
+            bytes: 100,
+            inodes: 50,
+        };
+        // 40 inodes missing: 40 * 16 bytes and one group.
+        assert_eq!(
+            grow_target(Grow::Auto, 1000, needs, room(5000, 10)).unwrap(),
+            Some(1000 + 40 * 16 + 1000)
+        );
+        // Bytes missing too: the larger growth wins.
+        assert_eq!(
+            grow_target(Grow::Auto, 1000, needs, room(0, 10)).unwrap(),
+            Some(1000 + 1640)
+        );
+        let e = grow_target(Grow::Off, 1000, needs, room(5000, 10)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the root filesystem needs 50 inodes, 10 are free, and --grow off forbids growing it"
+        );
+        // --grow SIZE: 4 MiB more brings 4 inodes at 1 MiB per inode.
+        let part = 8 << 20;
+        let mib_per_inode = |free_inodes| RootRoom {
+            bytes_per_inode: 1 << 20,
+            ..room(5000, free_inodes)
+        };
+        let e = grow_target(Grow::To(part + 1), part, needs, mib_per_inode(0)).unwrap_err();
+        assert!(e.to_string().contains("--grow auto or at least"), "{e}");
+        assert_eq!(
+            grow_target(Grow::To(part + 1), part, needs, mib_per_inode(49)).unwrap(),
+            Some(part + 1)
         );
     }
 }

@@ -27,6 +27,42 @@ pub fn sha256_reader(mut r: impl Read) -> io::Result<(String, u64)> {
     Ok((hex::encode(hasher.finalize()), size))
 }
 
+/// A writer that hashes what passes through it: an output's digest and size, known when its
+/// last byte is written, with no second pass over the file.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: io::Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The SHA-256 (lowercase hex) and length of everything written, and the inner writer.
+    pub fn finish(self) -> (String, u64, W) {
+        (hex::encode(self.hasher.finalize()), self.bytes, self.inner)
+    }
+}
+
+impl<W: io::Write> io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// `token` as a SHA-256 digest in lowercase, when it is one: 64 hex digits of either case.
 pub fn parse_sha256(token: &str) -> Option<String> {
     (token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -76,6 +112,20 @@ pub fn sum_lines(text: &str) -> Vec<SumLine<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashing_writer_matches_a_second_pass() {
+        use std::io::Write as _;
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut w = HashingWriter::new(Vec::new());
+        for chunk in data.chunks(4097) {
+            w.write_all(chunk).unwrap();
+        }
+        let (digest, n, inner) = w.finish();
+        assert_eq!(inner, data);
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(digest, sha256_reader(&data[..]).unwrap().0);
+    }
 
     #[test]
     fn sum_lines_formats() {

@@ -2,6 +2,7 @@
 //! editing filesystems in user space (no root, no loop devices, no chroot).
 
 pub mod apply;
+pub mod apt;
 pub mod artifacts;
 pub mod bootcfg;
 pub mod build;
@@ -12,6 +13,7 @@ pub mod digest;
 pub mod disk;
 pub mod fs;
 pub mod inspect;
+pub mod oci;
 pub mod output;
 pub mod payload;
 pub mod payload_files;

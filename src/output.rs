@@ -14,10 +14,14 @@ fn pending() -> &'static Mutex<Vec<PathBuf>> {
     P.get_or_init(|| Mutex::new(Vec::new()))
 }
 
-/// Removes every temporary output still being written; returns how many there were.
-/// For the binary's Ctrl-C / SIGTERM handler, which then exits. The registry's lock stays
-/// held (and is leaked) afterwards, so that no new temporary file appears between the
+/// Removes every temporary output still being written, then whatever an [`Unfinished`] job
+/// holds (the same cleanup as the job failing); returns how many temporary files there were.
+/// For the binary's Ctrl-C / SIGTERM handler, which then exits. The registries' locks stay
+/// held (and are leaked) afterwards, so that no new temporary file appears between the
 /// cleanup and the exit: [`AtomicFile::create`] blocks instead.
+///
+/// Temporary files go first: an output renamed into place after that cannot exist (its
+/// temporary file is gone), and one renamed before is then seen by the [`Unfinished`] pass.
 pub fn cleanup_pending() -> usize {
     let list = pending().lock().unwrap_or_else(|p| p.into_inner());
     for p in list.iter() {
@@ -25,6 +29,152 @@ pub fn cleanup_pending() -> usize {
     }
     let n = list.len();
     std::mem::forget(list);
+    let jobs = unfinished().lock().unwrap_or_else(|p| p.into_inner());
+    for (_, entry) in jobs.iter() {
+        entry.undo();
+    }
+    std::mem::forget(jobs);
+    n
+}
+
+/// What an unfinished job made, to undo if it fails or is interrupted.
+#[derive(Debug)]
+enum Made {
+    /// A directory the job created: removed with everything in it.
+    Dir(PathBuf),
+    /// A file the job is about to write (or replace): removed unless it is still the file
+    /// that was there before (device and inode), so an older output the job never reached
+    /// stays.
+    Output {
+        path: PathBuf,
+        before: Option<(u64, u64)>,
+    },
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl Made {
+    fn undo(&self) {
+        match self {
+            Made::Dir(d) => {
+                let _ = fs::remove_dir_all(d);
+            }
+            Made::Output { path, before } => {
+                let now = identity(path);
+                if now.is_some() && now != *before {
+                    let _ = fs::remove_file(path);
+                }
+            }
+        }
+    }
+}
+
+fn unfinished() -> &'static Mutex<Vec<(u64, Made)>> {
+    static U: OnceLock<Mutex<Vec<(u64, Made)>>> = OnceLock::new();
+    U.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// The outputs of a job (a build) that must appear all together or not at all: until
+/// [`Unfinished::finish`], what it registered is removed when it is dropped (the job failed)
+/// and when the process is interrupted ([`cleanup_pending`]), so that Ctrl-C runs the same
+/// cleanup as a failure (issue 12 item 9).
+#[derive(Debug)]
+pub struct Unfinished {
+    id: u64,
+}
+
+impl Unfinished {
+    pub fn new() -> Unfinished {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Unfinished {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    fn add(&self, made: Made) {
+        unfinished()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((self.id, made));
+    }
+
+    /// A directory the job created (a work or staging directory).
+    pub fn dir(&self, path: &Path) {
+        self.add(Made::Dir(path.to_path_buf()));
+    }
+
+    /// A file the job is about to write; register it before writing it.
+    pub fn output(&self, path: &Path) {
+        self.add(Made::Output {
+            path: path.to_path_buf(),
+            before: identity(path),
+        });
+    }
+
+    /// The job is whole: keep everything.
+    pub fn finish(self) {
+        self.forget();
+    }
+
+    fn forget(&self) -> Vec<Made> {
+        let mut all = unfinished().lock().unwrap_or_else(|p| p.into_inner());
+        let (mine, rest): (Vec<_>, Vec<_>) = all.drain(..).partition(|(id, _)| *id == self.id);
+        *all = rest;
+        mine.into_iter().map(|(_, m)| m).collect()
+    }
+}
+
+impl Default for Unfinished {
+    fn default() -> Self {
+        Unfinished::new()
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        for made in self.forget() {
+            made.undo();
+        }
+    }
+}
+
+/// Whether `name` is the name of an [`AtomicFile`]'s temporary file.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(TEMP_SUFFIX)
+}
+
+const TEMP_SUFFIX: &str = ".piforge-tmp";
+
+/// Removes the [`AtomicFile`] temporary files in `dir` whose writer is no longer running (it
+/// was killed before it could clean up: `kill -9`, a power cut), and returns how many. A file
+/// whose process still runs (or whose name carries no process id) is left alone.
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !is_temp_name(&name) || e.file_type().map_or(true, |t| t.is_dir()) {
+            continue;
+        }
+        let stem = &name[..name.len() - TEMP_SUFFIX.len()];
+        let pid = stem
+            .rsplit('.')
+            .nth(1)
+            .and_then(|p| p.parse::<libc::pid_t>().ok())
+            .filter(|p| *p > 0);
+        let Some(pid) = pid else { continue };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone && fs::remove_file(e.path()).is_ok() {
+            n += 1;
+        }
+    }
     n
 }
 
@@ -44,7 +194,8 @@ impl AtomicFile {
         AtomicFile::create_with_mode(dest, 0o644)
     }
 
-    /// Creates `.NAME.<random>.piforge-tmp` beside `dest`, with `mode` (less the umask).
+    /// Creates `.NAME.<pid>.<random>.piforge-tmp` beside `dest`, with `mode` (less the umask).
+    /// The process id lets [`remove_stale_temps`] tell a killed writer's file from a live one.
     ///
     /// The name is unpredictable and the file is made with `O_CREAT|O_EXCL` (which never
     /// follows a symlink), so a link planted at a guessed temporary name cannot make piforge
@@ -71,8 +222,8 @@ impl AtomicFile {
         let mut list = pending().lock().unwrap_or_else(|p| p.into_inner());
         let umask = current_umask();
         let (file, tmp) = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".piforge-tmp")
+            .prefix(&format!(".{name}.{}.", std::process::id()))
+            .suffix(TEMP_SUFFIX)
             .rand_bytes(12)
             .permissions(fs::Permissions::from_mode(mode & !umask))
             .tempfile_in(&dir)?
@@ -261,6 +412,114 @@ pub fn write_sparse(dst: &mut File, at: u64, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// How [`copy_image`] copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyKind {
+    /// The destination shares the source's blocks (`FICLONE`: btrfs, XFS with reflink=1,
+    /// bcachefs); the copy took no data I/O.
+    Reflink,
+    /// Data ranges copied, holes kept ([`sparse_copy`]).
+    Sparse,
+}
+
+/// `FICLONE` = `_IOW(0x94, 9, int)` (linux/fs.h), spelled out: not every libc crate version
+/// exports it.
+const FICLONE: libc::c_ulong = 0x4004_9409;
+
+/// Makes `dst` (an empty file opened for writing) a copy of `src`: a reflink where the
+/// filesystem shares blocks between files, else a sparse copy.
+pub fn clone_or_copy(src: &mut File, dst: &mut File) -> io::Result<CopyKind> {
+    // SAFETY: ioctl on two valid descriptors; FICLONE takes the source descriptor by value.
+    let r = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
+    if r == 0 {
+        return Ok(CopyKind::Reflink);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        // Not supported by this filesystem, or across two filesystems: copy the data.
+        Some(libc::EOPNOTSUPP)
+        | Some(libc::ENOTTY)
+        | Some(libc::EINVAL)
+        | Some(libc::EXDEV)
+        | Some(libc::ENOSYS)
+        | Some(libc::EPERM) => {
+            sparse_copy(src, dst)?;
+            Ok(CopyKind::Sparse)
+        }
+        _ => Err(e),
+    }
+}
+
+/// Copies the image `src` to a new file `dst` (created with `O_CREAT|O_EXCL`, so never through
+/// a link; mode `mode` less the umask), by [`clone_or_copy`]. Not synced: the caller syncs
+/// once, when the file is complete.
+pub fn copy_image(src: &Path, dst: &Path, mode: u32) -> io::Result<CopyKind> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut s = File::open(src)?;
+    let mut d = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dst)?;
+    clone_or_copy(&mut s, &mut d)
+}
+
+/// SHA-256 and length of a file, its holes hashed as the zeros they read as without reading
+/// them (`SEEK_DATA`/`SEEK_HOLE`): a 2 GiB image with 1 GiB of data costs 1 GiB of reads.
+pub fn sha256_sparse(file: &File) -> io::Result<(String, u64)> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::FileExt;
+    const CHUNK: usize = 1 << 20;
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let len = file.metadata()?.len();
+    let fd = file.as_raw_fd();
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let zeros = |h: &mut Sha256, mut n: u64| {
+        while n > 0 {
+            let k = n.min(ZEROS.len() as u64) as usize;
+            h.update(&ZEROS[..k]);
+            n -= k as u64;
+        }
+    };
+    let mut pos: u64 = 0;
+    while pos < len {
+        // SAFETY: lseek on a valid descriptor with integer arguments.
+        let data = unsafe { libc::lseek(fd, pos as i64, SEEK_DATA) };
+        let (data, hole) = if data < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ENXIO) => (len, len),  // only a hole from here on
+                Some(libc::EINVAL) => (pos, len), // no hole support: read everything
+                _ => return Err(e),
+            }
+        } else {
+            // SAFETY: as above.
+            let hole = unsafe { libc::lseek(fd, data, SEEK_HOLE) };
+            (
+                data as u64,
+                if hole < 0 {
+                    len
+                } else {
+                    (hole as u64).min(len)
+                },
+            )
+        };
+        zeros(&mut h, data.min(len) - pos);
+        let mut at = data;
+        while at < hole {
+            let n = ((hole - at) as usize).min(CHUNK);
+            file.read_exact_at(&mut buf[..n], at)?;
+            h.update(&buf[..n]);
+            at += n as u64;
+        }
+        pos = hole.max(data);
+    }
+    Ok((hex::encode(h.finalize()), len))
+}
+
 fn is_zero(b: &[u8]) -> bool {
     // Compiles to wide compares; fast enough next to the I/O.
     b.iter().all(|&x| x == 0)
@@ -270,6 +529,39 @@ fn is_zero(b: &[u8]) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    /// What a job that fails leaves: nothing it made or replaced, everything it never reached.
+    #[test]
+    fn an_unfinished_job_takes_back_what_it_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        fs::write(p("kept.img"), "older build, never reached").unwrap();
+        fs::write(p("replaced.img"), "older build").unwrap();
+        fs::create_dir(p(".work.x")).unwrap();
+        fs::write(p(".work.x/role.img"), "role").unwrap();
+        let job = Unfinished::new();
+        job.dir(&p(".work.x"));
+        for n in ["kept.img", "replaced.img", "new.img"] {
+            job.output(&p(n));
+        }
+        let mut f = AtomicFile::create(&p("replaced.img")).unwrap();
+        f.file().write_all(b"this build").unwrap();
+        f.commit().unwrap();
+        fs::write(p("new.img"), "this build").unwrap();
+        drop(job);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["kept.img"]);
+        // A finished job keeps everything.
+        let job = Unfinished::new();
+        job.output(&p("new.img"));
+        fs::write(p("new.img"), "whole").unwrap();
+        job.finish();
+        assert!(p("new.img").exists());
+    }
 
     #[test]
     fn planted_links_are_never_written_through() {
@@ -288,10 +580,17 @@ mod tests {
         .unwrap();
         symlink(&victim, &dest).unwrap();
         let mut f = AtomicFile::create(&dest).unwrap();
-        assert!(!f
-            .path()
-            .to_string_lossy()
-            .contains(&std::process::id().to_string()));
+        // The name carries the process id (for the stale-file cleanup) and 12 random
+        // characters after it: not guessable, and never the same twice.
+        let name = f.path().file_name().unwrap().to_string_lossy().into_owned();
+        let random = name
+            .strip_prefix(&format!(".out.img.{}.", std::process::id()))
+            .and_then(|r| r.strip_suffix(".piforge-tmp"))
+            .unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(random.len(), 12, "{name}");
+        let g = AtomicFile::create(&dest).unwrap();
+        assert_ne!(g.path(), f.path());
+        drop(g);
         f.file().write_all(b"new image").unwrap();
         f.commit().unwrap();
         assert_eq!(fs::read(&victim).unwrap(), b"precious");

@@ -4,7 +4,8 @@
 //! The library never prints: the binary implements [`Progress`] (bars on a terminal, a plain
 //! line per download otherwise) and passes it down; tests record the calls.
 
-/// A long step the library reports on.
+/// A long step the library reports on. Steps that run at once (downloads, nodes built in
+/// parallel) have distinct labels, so a reporter can key its bars by [`Task::label`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Task<'a> {
     /// Computing the SHA-256 of an input image.
@@ -13,15 +14,25 @@ pub enum Task<'a> {
     Decompress,
     /// Downloading a file (an artifact or an image), by its upstream file name.
     Download(&'a str),
+    /// Writing the node payload and a role's layer into a copy of the base image, by role.
+    Payload(&'a str),
+    /// Writing one node's image (a copy of its role's image and its own layer), by node name.
+    Copy(&'a str),
+    /// Compressing one output image, by its file name.
+    Compress(&'a str),
 }
 
 impl Task<'_> {
-    /// A short label for a bar or a log line: `checksum`, `decompress`, or the file name.
-    pub fn label(&self) -> &str {
+    /// A short label for a bar or a log line: `checksum`, `decompress`, the downloaded file's
+    /// name, `payload <role>`, `copy <node>`, `compress <file>`.
+    pub fn label(&self) -> String {
         match self {
-            Task::Checksum => "checksum",
-            Task::Decompress => "decompress",
-            Task::Download(name) => name,
+            Task::Checksum => "checksum".into(),
+            Task::Decompress => "decompress".into(),
+            Task::Download(name) => name.to_string(),
+            Task::Payload(role) => format!("payload {role}"),
+            Task::Copy(node) => format!("copy {node}"),
+            Task::Compress(file) => format!("compress {file}"),
         }
     }
 }
@@ -64,7 +75,7 @@ pub(crate) mod tests {
     impl Recorder {
         fn push(&self, event: &'static str, task: Task<'_>, n: u64) {
             if let Ok(mut v) = self.0.lock() {
-                v.push((event, task.label().to_string(), n));
+                v.push((event, task.label(), n));
             }
         }
 
@@ -78,6 +89,12 @@ pub(crate) mod tests {
         assert_eq!(Task::Checksum.label(), "checksum");
         assert_eq!(Task::Decompress.label(), "decompress");
         assert_eq!(Task::Download("kubeadm").label(), "kubeadm");
+        assert_eq!(Task::Copy("pi-w-1").label(), "copy pi-w-1");
+        assert_eq!(Task::Payload("worker").label(), "payload worker");
+        assert_eq!(
+            Task::Compress("pi-w-1.img.xz").label(),
+            "compress pi-w-1.img.xz"
+        );
         let r = Recorder::default();
         r.begin(Task::Download("x"), None);
         r.advance(Task::Download("x"), 3);

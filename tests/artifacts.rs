@@ -480,7 +480,7 @@ impl Progress for ProgressLog {
             .totals
             .lock()
             .unwrap()
-            .get(task.label())
+            .get(&task.label())
             .copied()
             .flatten();
         self.calls
@@ -914,7 +914,7 @@ fn offline_from_dir_checks_the_lock() {
         .unwrap_err()
         .to_string();
     assert!(
-        msg.contains("piforge fetch") && msg.contains("--allow-unpinned"),
+        msg.contains("--allow-unpinned") && !msg.contains("piforge fetch"),
         "{msg}"
     );
     assert!(!lock_path.exists());
@@ -991,4 +991,35 @@ fn offline_from_dir_accepts_what_fetch_pinned() {
         .iter()
         .zip(&fetched)
         .all(|(g, f)| g.pin == Pin::Lock && g.sha256 == f.sha256));
+}
+
+/// Issue 15 item 4: a host that never answers (an address no one routes to, here with a short
+/// timeout and no retry) fails with a message naming the ways to work offline.
+#[test]
+fn an_unreachable_host_names_the_offline_options() {
+    let rel = release(CATALOG);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = FetchOptions::new(dir.path().join("cache"), dir.path().join("piforge.lock"));
+    // 192.0.2.0/24 is TEST-NET-1 (RFC 5737) and 10.255.255.1 sits in private space: nothing
+    // answers either; a blackholed connect times out, an unreachable one fails at once.
+    o.mirror = Some("http://10.255.255.1:9".into());
+    o.proxy_from_env = false;
+    o.timeout = Duration::from_secs(1);
+    o.retries = 0;
+    let started = std::time::Instant::now();
+    let e = fetch(&rel, &o).unwrap_err().to_string();
+    assert!(started.elapsed() < Duration::from_secs(20), "{e}");
+    // (A sandbox whose gateway answers every address gives an HTTP status instead.)
+    assert!(
+        e.contains("failed after 1 attempt(s)") || e.contains("failed with HTTP status"),
+        "{e}"
+    );
+    assert!(
+        e.contains("--artifacts DIR")
+            && e.contains("`artifacts: DIR` in cluster.yaml")
+            && e.contains("--mirror URL"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(!dir.path().join("piforge.lock").exists());
 }

@@ -320,7 +320,9 @@ fn build_and_check(base: &str) {
 
     // Building again gives identical images.
     let sums = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
-    assert_eq!(sums.lines().count(), 3);
+    // The three images, manifest.json and sbom.spdx.json.
+    assert_eq!(sums.lines().filter(|l| l.ends_with(".img")).count(), 3);
+    assert_eq!(sums.lines().count(), 5, "{sums}");
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let r = build(&spec, &out, &arts, &cache);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
@@ -432,6 +434,58 @@ fn reimage_one_node_with_a_fresh_token() {
         &cache,
     );
     assert_one_line_error(&r, "--token");
+
+    // Issue 12 item 14: a --token argument is visible to every local user in ps; --token-file
+    // FILE (its first line) or - (standard input) keeps it out of the process list.
+    let kubeadm_yaml = || {
+        let img = out.join("pi-w-1.img");
+        let (_, root) = offsets(&img, &cache);
+        debugfs(&img, root, "cat /etc/piforge/kubeadm.yaml")
+    };
+    let from_file = "qwerty.0123456789qwerty";
+    let token_file = tmp.path().join("token.txt");
+    fs::write(&token_file, format!("  {from_file}  \nnot this line\n")).unwrap();
+    let tf = token_file.to_str().unwrap();
+    let r = build_with(
+        &spec,
+        &out,
+        &arts,
+        &cache,
+        &["--node", "pi-w-1", "--token-file", tf],
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(kubeadm_yaml().contains(from_file));
+    let from_stdin = "zxcvbn.0123456789zxcvbn";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_piforge"))
+        .args(["build", "--spec", spec.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .arg("--artifacts")
+        .arg(&arts)
+        .args(["--allow-unpinned", "--node", "pi-w-1", "--token-file", "-"])
+        .env("PIFORGE_CACHE", &cache)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{from_stdin}").unwrap();
+    }
+    let r = child.wait_with_output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(kubeadm_yaml().contains(from_stdin));
+    fs::write(&token_file, "\n").unwrap();
+    let r = build_with(
+        &spec,
+        &out,
+        &arts,
+        &cache,
+        &["--node", "pi-w-1", "--token-file", tf],
+    );
+    assert_one_line_error(&r, "holds no token on its first line");
 }
 
 #[test]
@@ -573,6 +627,47 @@ fn dry_run_prints_every_layer_and_writes_nothing() {
     assert_eq!(fs::read_to_string(out.join("SHA256SUMS")).unwrap(), sums);
 }
 
+/// Issue 15 items 2 and 5: what the spec and the local files reveal (a missing image, an
+/// unknown time zone, the template's placeholder key) is reported at once, each at its
+/// file:line:col, before anything is written: no secrets, lock, output or cache entry.
+#[test]
+fn every_spec_problem_is_reported_together_before_any_side_effect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    let spec = write_spec(tmp.path(), &tmp.path().join("missing.img.xz"));
+    let text = fs::read_to_string(&spec)
+        .unwrap()
+        .replace("Europe/Lisbon", "Europe/Lisboa")
+        .replace(
+            KEY,
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPLACEHOLDERxREPLACExWITHxYOURxOWNxPUBLICKEY you@laptop",
+        );
+    fs::write(&spec, text).unwrap();
+    let out = tmp.path().join("dist");
+    let r = build(&spec, &out, &arts, &cache);
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    let at = |line: usize, col: usize| format!("{}:{line}:{col}: ", spec.display());
+    for (pos, needle) in [
+        (at(3, 11), "image.source: "),
+        (at(15, 23), "the template's placeholder key"),
+        (at(16, 11), "did you mean Europe/Lisbon?"),
+    ] {
+        assert!(
+            err.lines().any(|l| l.contains(&pos) && l.contains(needle)),
+            "{pos}{needle}: {err}"
+        );
+    }
+    assert!(err.contains("missing.img.xz: no such file"), "{err}");
+    for written in ["secrets", "piforge.lock", "dist", "cache"] {
+        assert!(
+            !tmp.path().join(written).exists(),
+            "{written} was written: {err}"
+        );
+    }
+}
+
 #[test]
 fn base_and_artifact_problems_are_found_before_any_secret_is_written() {
     let tmp = tempfile::tempdir().unwrap();
@@ -667,10 +762,43 @@ fn reimaging_the_init_node_joins_or_is_refused() {
         let stat = debugfs(&img, root, &format!("stat /etc/kubernetes/pki/{f}"));
         assert!(stat.contains("Mode:  0600"), "{f}: {stat}");
     }
+    // It is a reimage (the cluster had it): the card names whom it replaces and which API
+    // servers to ask (the endpoint, here its own address, then pi-cp-2), so its first boot
+    // removes the old etcd member and Node object before joining.
+    let rejoin = debugfs(&img, root, "cat /etc/piforge/rejoin");
+    for line in [
+        "node=pi-cp-1",
+        "address=192.168.50.10",
+        "cluster=testlab",
+        &format!("version=v{K8S}"),
+        "endpoint=192.168.50.10:6443",
+        "servers=192.168.50.10:6443 192.168.50.12:6443",
+    ] {
+        assert!(rejoin.lines().any(|l| l == line), "{line}: {rejoin}");
+    }
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(stdout.contains("kubectl delete node pi-cp-1"), "{stdout}");
+    assert!(
+        stdout.contains("member remove <the ID of pi-cp-1"),
+        "{stdout}"
+    );
     // The recorded init node is unchanged by a reimage.
     assert!(fs::read_to_string(&state)
         .unwrap()
         .contains("\"init_node\": \"pi-cp-1\""));
+    // pi-cp-2 is new to the cluster: no rejoin file, nothing to run first; it is recorded,
+    // so building it alone again is a reimage.
+    let r = build_with(&spec, &out, &arts, &cache, &["--node", "pi-cp-2"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let img2 = out.join("pi-cp-2.img");
+    let stat = debugfs(&img2, root, "stat /etc/piforge/rejoin");
+    assert!(!stat.contains("Mode:"), "{stat}");
+    assert!(!String::from_utf8_lossy(&r.stdout).contains("kubectl delete node"));
+    let text = fs::read_to_string(&state).unwrap();
+    assert!(text.contains("\"pi-cp-2\""), "{text}");
+    let r = build_with(&spec, &out, &arts, &cache, &["--node", "pi-cp-2"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(debugfs(&img2, root, "cat /etc/piforge/rejoin").contains("node=pi-cp-2\n"));
 }
 
 /// The instance-id in a built card's meta-data.
@@ -722,4 +850,187 @@ fn instance_id_follows_the_token_not_the_output_or_the_build_order() {
         built_instance_id(&other.path().join("dist/pi-w-1.img"), &cache),
         full
     );
+}
+
+/// Issue 12 items 9 and 14, through real signals to a real build:
+/// - a second build into the same `--out` fails at once with one sentence naming the first
+///   (they raced on `.work` before: the output directory is now locked, `OUT/.piforge.lock`);
+/// - what a build killed with -9 left in OUT (its staging directory, a temporary image) is
+///   removed by the next build, under the lock;
+/// - SIGTERM (as Ctrl-C) after the first node image was committed runs the same cleanup as a
+///   failure: no node image, work directory or temporary file stays in OUT, and no temporary
+///   file or half key pair in the secrets directory.
+#[test]
+fn a_second_build_into_one_out_is_refused_and_an_interrupted_build_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
+    // 96 MiB that is not zeros (so every copy of it costs time): slow enough to catch the
+    // build between its first and its last node image.
+    let big: Vec<u8> = (0..96u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    fs::create_dir_all(tmp.path().join("overlays/site/opt")).unwrap();
+    fs::write(tmp.path().join("overlays/site/opt/big.bin"), big).unwrap();
+    let out = tmp.path().join("dist");
+    fs::create_dir_all(out.join(".piforge-staging.dead12/.roles")).unwrap();
+    fs::write(
+        out.join(".piforge-staging.dead12/.roles/init-control-plane.img"),
+        "ca.key inside",
+    )
+    .unwrap();
+    let stale = out.join(".pi-w-1.img.999999999.Zx8Yw7Vu6Ts5.piforge-tmp");
+    fs::write(&stale, "token inside").unwrap();
+
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_piforge"))
+        .args(["build", "--spec"])
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out)
+        .arg("--artifacts")
+        .arg(&arts)
+        .arg("--allow-unpinned")
+        .env("PIFORGE_CACHE", &cache)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = first.id().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    // Node images are written into the build's staging directory, swapped into OUT at the end.
+    let staged = |name: &str| {
+        fs::read_dir(&out).unwrap().flatten().any(|e| {
+            let dir = e.file_name().to_string_lossy().into_owned();
+            dir.starts_with(".piforge-staging.")
+                && dir != ".piforge-staging.dead12"
+                && e.path().join(name).exists()
+        })
+    };
+    while !staged("pi-cp-1.img") {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the build ended before its first node image was seen"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no node image after 300 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    run("kill", &["-STOP", &pid]);
+    assert!(
+        !staged("pi-w-2.img"),
+        "the build was too fast to interrupt; make big.bin bigger"
+    );
+    assert_eq!(
+        fs::read_to_string(out.join(".piforge.lock"))
+            .unwrap()
+            .trim(),
+        pid
+    );
+    assert!(
+        !out.join(".piforge-staging.dead12").exists(),
+        "a dead build's work directory stayed"
+    );
+    assert!(!stale.exists(), "a dead build's temporary image stayed");
+
+    let second = build(&spec, &out, &arts, &cache);
+    assert_one_line_error(
+        &second,
+        &format!(
+            "another piforge build (process {pid}) is writing into {}; wait for it to finish",
+            out.display()
+        ),
+    );
+
+    run("kill", &["-TERM", &pid]);
+    run("kill", &["-CONT", &pid]);
+    let done = first.wait_with_output().unwrap();
+    assert_eq!(done.status.code(), Some(130));
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let left: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        [".piforge.lock"],
+        "an interrupted build left these in OUT"
+    );
+    for p in tree(&tmp.path().join("secrets")) {
+        assert!(
+            !p.contains("piforge-tmp") && !p.contains(".pair."),
+            "left in secrets/: {p}"
+        );
+    }
+
+    // The lock went with the process: the next build runs and writes every image.
+    let r = build(&spec, &out, &arts, &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    for n in ["pi-cp-1", "pi-w-1", "pi-w-2"] {
+        assert!(out.join(format!("{n}.img")).exists());
+    }
+}
+
+/// `image.pi5_4k_pages: true` in cluster.yaml: Raspberry Pi OS gets `kernel=kernel8.img` in
+/// its config.txt (in piforge's `[all]` block); Ubuntu, whose config.txt boots its own
+/// `vmlinuz`, is refused at the key before anything is written.
+#[test]
+fn pi5_4k_pages_from_the_spec() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    let out = tmp.path().join("dist");
+    for base in ["trixie", "ubuntu"] {
+        let spec = write_spec(tmp.path(), &fixture(&format!("{base}.img")));
+        let text = fs::read_to_string(&spec).unwrap();
+        let text = text.replacen("image:\n", "image:\n  pi5_4k_pages: true\n", 1);
+        fs::write(&spec, text).unwrap();
+        let r = build_with(&spec, &out, &arts, &cache, &["--node", "pi-w-2"]);
+        if base == "ubuntu" {
+            assert_one_line_error(&r, "cluster.yaml:3:17: image.pi5_4k_pages: this base boots a kernel of its own (vmlinuz)");
+            assert!(!out.join("pi-w-2.img").exists());
+            assert!(!tmp.path().join("secrets").exists(), "secrets were written");
+            continue;
+        }
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let img = out.join("pi-w-2.img");
+        let (boot, _) = offsets(&img, &cache);
+        let config = run(
+            "mtype",
+            &["-i", &format!("{}@@{boot}", img.display()), "::config.txt"],
+        );
+        // After the last [all] line, so the [pi5] section of the base does not swallow it.
+        let all = config.rfind("\n[all]\n").unwrap();
+        assert!(config[all..].contains("\nkernel=kernel8.img\n"), "{config}");
+        fs::remove_dir_all(&out).unwrap();
+        fs::remove_dir_all(tmp.path().join("secrets")).unwrap();
+    }
+}
+
+/// Issue 12 item 7 through `build`: the base's root filesystem is checked before the common
+/// layer is written into its copy; a damaged one (a stale block bitmap) is refused with
+/// e2fsck's first complaint and nothing appears in dist/.
+#[test]
+fn a_damaged_base_is_refused_by_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    let img = tmp.path().join("damaged.img");
+    fs::copy(fixture("trixie.img"), &img).unwrap();
+    let (_, root) = offsets(&img, &cache);
+    let blocks = debugfs(&img, root, "blocks /");
+    let block = blocks.split_whitespace().next().unwrap().to_string();
+    let dev = format!("{}?offset={root}", img.display());
+    run("debugfs", &["-w", "-R", &format!("freeb {block}"), &dev]);
+    let (code, fsck) = e2fsck(&img, root);
+    assert_eq!(code, 4, "the image should now be damaged: {fsck}");
+    let spec = write_spec(tmp.path(), &img);
+    let out = tmp.path().join("dist");
+    let r = build(&spec, &out, &arts, &cache);
+    assert_one_line_error(&r, "is damaged (e2fsck -fn: Block bitmap differences:");
+    assert!(!out.join("pi-cp-1.img").exists());
 }

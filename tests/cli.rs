@@ -56,3 +56,85 @@ fn the_spec_may_be_positional_everywhere_a_spec_is_taken() {
     let lock = fs::read_to_string(tmp.path().join("piforge.lock")).unwrap();
     assert!(lock.contains("v1.34.11/bin/linux/arm64/kubeadm"), "{lock}");
 }
+
+/// Issue 15 item 4: the offline path holds together. `fetch --artifacts DIR` without a lock
+/// says what to do (not "run piforge fetch"); once it succeeded, the files are in the cache
+/// and a plain `build` works with neither the directory nor the network; and a build that
+/// must download names the offline options when the network fails.
+#[test]
+fn fetch_from_a_directory_makes_later_builds_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = stand_in_artifacts(&tmp.path().join("artifacts"), "1.34.11");
+    let spec = tmp.path().join("cluster.yaml");
+    fs::write(
+        &spec,
+        format!(
+            "name: lab\nimage:\n  source: {}\nkubernetes:\n  version: \"1.34.11\"\n\
+             network:\n  gateway: 192.168.7.1\n  dns: [192.168.7.1]\nuser: pi\n\
+             ssh_authorized_keys: [\"{KEY}\"]\nnodes:\n  - name: cp\n    role: control-plane\n    address: 192.168.7.10/24\n",
+            fixture("trixie.img").display()
+        ),
+    )
+    .unwrap();
+    let s = spec.to_str().unwrap();
+    let a = arts.to_str().unwrap();
+    // Any request would fail at once: the proxy is a closed port on 127.0.0.1.
+    let offline = |args: &[&str], cache: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_piforge"))
+            .arg("-q")
+            .args(args)
+            .env("PIFORGE_CACHE", cache)
+            .env("https_proxy", "http://127.0.0.1:9")
+            .env("http_proxy", "http://127.0.0.1:9")
+            .env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("ALL_PROXY", "http://127.0.0.1:9")
+            .output()
+            .unwrap()
+    };
+    let r = offline(&["fetch", s, "--artifacts", a], &cache);
+    assert_one_line_error(&r, "--allow-unpinned");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!err.contains("piforge fetch"), "{err}");
+    assert!(!tmp.path().join("piforge.lock").exists());
+
+    let r = offline(&["fetch", s, "--artifacts", a, "--allow-unpinned"], &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // The directory goes away; the lock and the cache answer the build.
+    fs::rename(&arts, tmp.path().join("elsewhere")).unwrap();
+    let out = tmp.path().join("dist");
+    let r = offline(&["build", s, "--out", out.to_str().unwrap()], &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(out.join("cp.img").is_file());
+
+    // Without the cache, the build has to download: the error names the offline options.
+    let fresh = tmp.path().join("fresh-cache");
+    let r = offline(&["build", s, "--out", out.to_str().unwrap()], &fresh);
+    assert_one_line_error(&r, "--artifacts DIR");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("`artifacts: DIR` in cluster.yaml") && err.contains("--mirror URL"),
+        "{err}"
+    );
+    // A mirror on 127.0.0.1 that does not have the files: the same options.
+    let www = tmp.path().join("www");
+    fs::create_dir_all(&www).unwrap();
+    let mirror = start_mirror(&www);
+    let r = piforge(
+        &[
+            "build",
+            s,
+            "--out",
+            out.to_str().unwrap(),
+            "--mirror",
+            &mirror.url,
+        ],
+        &fresh,
+    );
+    assert_one_line_error(&r, "HTTP status 404");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("--artifacts DIR") && err.contains("--mirror URL"),
+        "{err}"
+    );
+}

@@ -741,3 +741,154 @@ fn boot_overlay_names_differing_only_in_case_are_refused() {
     );
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
 }
+
+/// A copy of `fixture` with `debugfs -w -R CMD` run on its root filesystem.
+fn debugfs_edited(fixture_name: &str, dir: &Path, cmds: &[&str]) -> (PathBuf, u64) {
+    let img = dir.join(format!("{fixture_name}-edited.img"));
+    fs::copy(fixture(&format!("{fixture_name}.img")), &img).unwrap();
+    let (_, root) = offsets(&img, dir);
+    let dev = format!("{}?offset={root}", img.display());
+    for cmd in cmds {
+        let (code, out) = run_status("debugfs", &["-w", "-R", cmd, &dev]);
+        assert_eq!(code, 0, "debugfs {cmd}: {out}");
+    }
+    (img, root)
+}
+
+/// Issue 12 item 7: on a filesystem whose block bitmap is stale (blocks in use marked free, no
+/// checksum to notice), libext2fs gave new files the root directory's blocks and customize
+/// reported success. Now e2fsck -fn runs first and its first complaint is the error; the input
+/// is untouched and no output appears. inspect (read-only) still reads the image.
+#[test]
+fn a_damaged_root_filesystem_is_refused_with_e2fscks_complaint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let (img, root) = {
+        let img = tmp.path().join("probe.img");
+        fs::copy(fixture("trixie.img"), &img).unwrap();
+        let (_, root) = offsets(&img, &cache);
+        let blocks = debugfs(&img, root, "blocks /");
+        let block = blocks.split_whitespace().next().unwrap().to_string();
+        debugfs_edited("trixie", tmp.path(), &[&format!("freeb {block}")])
+    };
+    let (code, fsck) = e2fsck(&img, root);
+    assert_eq!(code, 4, "the fixture should now be damaged: {fsck}");
+    let before = sha256(&img);
+    let o = make_overlay(tmp.path());
+    let out = tmp.path().join("out.img");
+    let r = piforge(
+        &[
+            "customize",
+            img.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--root-overlay",
+            o.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert_one_line_error(&r, "is damaged (e2fsck -fn: Block bitmap differences:");
+    assert!(!out.exists());
+    assert_eq!(sha256(&img), before, "the input changed");
+    let r = piforge(&["inspect", img.to_str().unwrap()], &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}
+
+/// Issue 12 item 7: growth ran `resize2fs -f`, skipping resize2fs's own checks. Without `-f`
+/// resize2fs insists on a check since the last mount; an image mounted after its last check
+/// (as pi-gen leaves its images: it mounts the root to fill it) still grows, because piforge
+/// checks it with e2fsck and records the check first.
+#[test]
+fn an_image_mounted_since_its_last_check_grows_without_forcing_resize2fs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    // Mounted on 2024-06-01, last checked 2024-01-01.
+    let (img, root) = debugfs_edited(
+        "trixie",
+        tmp.path(),
+        &["ssv mtime 20240601000000", "ssv lastcheck 20240101000000"],
+    );
+    let out = tmp.path().join("out.img");
+    let r = piforge(
+        &[
+            "customize",
+            img.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--grow",
+            "96M",
+            "--cmdline-add",
+            "quiet",
+        ],
+        &cache,
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_clean(&out, &cache);
+    let stats = debugfs(&out, root, "stats");
+    let lastcheck = stats
+        .lines()
+        .find(|l| l.starts_with("Last checked:"))
+        .unwrap();
+    assert!(
+        lastcheck.contains("2024") && lastcheck.contains("Jun"),
+        "{lastcheck}"
+    );
+}
+
+/// Issue 12 item 14: `--grow auto` counted bytes only, so an overlay of many small files on a
+/// filesystem with room but few free inodes failed half-way. Now it grows for the inodes too;
+/// `--grow off` says why it cannot.
+#[test]
+fn grow_auto_grows_for_a_shortage_of_inodes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let img = fixture("trixie.img");
+    let (_, root) = offsets(&img, &cache);
+    let stats = debugfs(&img, root, "stats");
+    let field = |name: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {stats}"))
+    };
+    let free_inodes = field("Free inodes:");
+    let o = tmp.path().join("many");
+    fs::create_dir_all(&o).unwrap();
+    for i in 0..free_inodes + 200 {
+        fs::write(o.join(format!("f{i}")), "").unwrap();
+    }
+    let out = tmp.path().join("out.img");
+    let args = |grow: &'static str| {
+        vec![
+            "customize".to_string(),
+            img.display().to_string(),
+            "-o".into(),
+            out.display().to_string(),
+            "--root-overlay".into(),
+            o.display().to_string(),
+            "--grow".into(),
+            grow.into(),
+        ]
+    };
+    let run_args = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        piforge(&a, &cache)
+    };
+    let r = run_args(args("off"));
+    assert_one_line_error(&r, "are free, and --grow off forbids growing it");
+    assert!(!out.exists());
+    let r = run_args(args("auto"));
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        String::from_utf8_lossy(&r.stdout).contains("root partition grown to"),
+        "{}",
+        String::from_utf8_lossy(&r.stdout)
+    );
+    assert_clean(&out, &cache);
+    let listing = debugfs(&out, root, "ls -l /");
+    assert!(
+        listing.contains(&format!("f{}", free_inodes + 199)),
+        "{listing}"
+    );
+}

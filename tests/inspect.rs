@@ -340,7 +340,7 @@ fn a_huge_sparse_config_file_is_a_clear_error_in_bounded_memory() {
             let r = std::process::Command::new("prlimit")
                 .arg(format!("--as={}", 512u64 << 20))
                 .arg(env!("CARGO_BIN_EXE_piforge"))
-                .args([cmd, img.to_str().unwrap()])
+                .args(["--quiet", cmd, img.to_str().unwrap()])
                 .env("PIFORGE_CACHE", &cache)
                 .output()
                 .expect("prlimit (util-linux) runs");

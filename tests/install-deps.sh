@@ -9,7 +9,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 PKGS=(e2fsprogs libext2fs-dev dosfstools mtools fdisk gdisk bmap-tools cloud-init
 	xz-utils zstd gzip zip unzip attr openssl pkg-config shellcheck python3-yaml
-	systemd openssh-client netplan.io)
+	systemd openssh-client netplan.io gpgv gnupg dpkg-dev bsdutils)
 
 # Without dpkg (not Debian): probe a command each package provides.
 probe() {
@@ -20,6 +20,7 @@ probe() {
 	mtools) command -v mcopy ;;
 	openssh-client) command -v ssh-keygen ;;
 	netplan.io) command -v netplan ;;
+	bsdutils) command -v script ;;
 	fdisk) command -v sfdisk ;;
 	gdisk) command -v sgdisk ;;
 	bmap-tools) command -v bmaptool ;;
@@ -28,6 +29,8 @@ probe() {
 	attr) command -v setfattr ;;
 	python3-yaml) python3 -c 'import yaml' ;;
 	systemd) command -v systemd-analyze ;;
+	gnupg) command -v gpg ;;
+	dpkg-dev) command -v dpkg-scanpackages ;;
 	*) command -v "$1" ;;
 	esac >/dev/null 2>&1
 }
@@ -53,8 +56,21 @@ pyyaml() {
 	python3 -m pip install -q pyyaml
 }
 
+# SPDX's own validator for the build's SBOM (`pyspdxtools -i FILE`), from PyPI: Debian packages
+# none. Debian's own python3 refuses pip without --break-system-packages (PEP 668).
+spdx_tools() {
+	command -v pyspdxtools >/dev/null 2>&1 && return 0
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "install-deps.sh: no pyspdxtools (python3 -m pip install spdx-tools)" >&2
+		return 1
+	fi
+	python3 -m pip install -q spdx-tools 2>/dev/null ||
+		python3 -m pip install -q --break-system-packages spdx-tools
+}
+
 if ((${#missing[@]} == 0)); then
 	pyyaml
+	spdx_tools
 	exit
 fi
 
@@ -68,3 +84,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y --no-install-recommends "${missing[@]}"
 pyyaml
+spdx_tools

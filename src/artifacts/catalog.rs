@@ -150,6 +150,15 @@ pub struct ComponentVersions {
     /// images are fetched and locked like the other artifacts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube_vip_image: Option<String>,
+    /// The etcd image this kubeadm deploys (see [`super::images`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_image: Option<String>,
+    /// The CoreDNS image this kubeadm deploys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coredns_image: Option<String>,
+    /// The images of the flannel manifest at this release's flannel version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flannel_images: Vec<String>,
 }
 
 impl ComponentVersions {
@@ -555,6 +564,16 @@ impl Catalog {
                         "kube_vip_image {image:?} is not an image reference with a tag or digest \
                          (such as ghcr.io/kube-vip/kube-vip:v1.0.3)"
                     )));
+                }
+            }
+            let mut images: Vec<(&str, &String)> = Vec::new();
+            images.extend(v.etcd_image.iter().map(|i| ("etcd_image", i)));
+            images.extend(v.coredns_image.iter().map(|i| ("coredns_image", i)));
+            images.extend(v.flannel_images.iter().map(|i| ("flannel_images", i)));
+            images.push(("pause_image", &v.pause_image));
+            for (field, image) in images {
+                if let Err(e) = crate::oci::ImageRef::parse(image) {
+                    return Err(ctx(format!("{field}: {e}")));
                 }
             }
             if let Some((other, _)) = releases

@@ -20,6 +20,12 @@ impl std::fmt::Display for DigestSource {
     }
 }
 
+/// What a network error says to do without the network: the three ways piforge takes files
+/// from elsewhere, in one sentence.
+pub const OFFLINE: &str = "without network access, pass --artifacts DIR or set `artifacts: DIR` \
+    in cluster.yaml (a directory holding the files under their upstream names), or download \
+    through a reachable mirror with --mirror URL";
+
 /// Errors of the artifacts module. Each message is one sentence naming the URL or file
 /// (and, for a digest mismatch, both digests).
 #[derive(Debug, thiserror::Error)]
@@ -41,10 +47,10 @@ pub enum Error {
     #[error("mirror {0:?} is not an http:// or https:// base URL")]
     BadMirror(String),
 
-    #[error("GET {url} failed with HTTP status {status}")]
+    #[error("GET {url} failed with HTTP status {status}; {OFFLINE}")]
     HttpStatus { url: String, status: u16 },
 
-    #[error("GET {url} failed after {attempts} attempt(s): {reason}")]
+    #[error("GET {url} failed after {attempts} attempt(s): {reason}; {OFFLINE}")]
     Transport {
         url: String,
         attempts: u32,
@@ -79,7 +85,7 @@ pub enum Error {
         lock: PathBuf,
     },
 
-    #[error("{path} ({name}) has no entry in the lock file {lock}; run `piforge fetch` or pass --allow-unpinned")]
+    #[error("{path} ({name}) has no entry in the lock file {lock}, so nothing says which digest it must have; pass --allow-unpinned to record its SHA-256 as the file is now (for files you trust), or put beside the spec the piforge.lock of a fetch that verified them upstream")]
     NotInLock {
         name: String,
         path: PathBuf,
@@ -107,6 +113,16 @@ pub enum Error {
     Archive {
         archive: PathBuf,
         source: std::io::Error,
+    },
+
+    #[error(transparent)]
+    Oci(#[from] crate::oci::Error),
+
+    #[error("{image} ({path}) has no entry in the lock file {lock}; run `piforge fetch` or pass --allow-unpinned")]
+    ImageNotInLock {
+        image: String,
+        path: PathBuf,
+        lock: PathBuf,
     },
 
     #[error("{context} {path}: {source}")]

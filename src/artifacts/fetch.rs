@@ -341,18 +341,21 @@ fn fetch_one(
     })
 }
 
-/// Why one attempt failed: worth another try, or not.
-enum Attempt {
+/// One attempt's failure: worth another try (its reason), or final.
+pub(crate) enum Attempt<E = Error> {
     Retry(String),
-    Fatal(Error),
+    Fatal(E),
 }
 
-/// Runs `once` up to `1 + opts.retries` times, pausing between attempts.
-fn with_retries<T>(
-    url: &str,
-    opts: &FetchOptions,
-    mut once: impl FnMut() -> Result<T, Attempt>,
-) -> Result<T> {
+/// Runs `once` up to `1 + retries` times, pausing `delay` times the attempt number between
+/// attempts; after the last retryable failure, the error is `exhausted(attempts, reason)`.
+/// The one retry loop of the HTTP clients (release files, apt, container images).
+pub(crate) fn retrying<T, E>(
+    retries: u32,
+    delay: std::time::Duration,
+    mut once: impl FnMut() -> std::result::Result<T, Attempt<E>>,
+    exhausted: impl FnOnce(u32, String) -> E,
+) -> std::result::Result<T, E> {
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -360,17 +363,28 @@ fn with_retries<T>(
             Ok(v) => return Ok(v),
             Err(Attempt::Fatal(e)) => return Err(e),
             Err(Attempt::Retry(reason)) => {
-                if attempt > opts.retries {
-                    return Err(Error::Transport {
-                        url: url.to_string(),
-                        attempts: attempt,
-                        reason,
-                    });
+                if attempt > retries {
+                    return Err(exhausted(attempt, reason));
                 }
-                std::thread::sleep(opts.retry_delay.saturating_mul(attempt));
+                std::thread::sleep(delay.saturating_mul(attempt));
             }
         }
     }
+}
+
+/// Runs `once` up to `1 + opts.retries` times, pausing between attempts.
+fn with_retries<T>(
+    url: &str,
+    opts: &FetchOptions,
+    once: impl FnMut() -> Result<T, Attempt>,
+) -> Result<T> {
+    retrying(opts.retries, opts.retry_delay, once, |attempts, reason| {
+        Error::Transport {
+            url: url.to_string(),
+            attempts,
+            reason,
+        }
+    })
 }
 
 /// Sends the request; sorts failures into fatal (4xx) and worth retrying.

@@ -51,10 +51,54 @@ pub struct LockEntry {
     pub size: u64,
 }
 
+/// One pinned container image (`[[image]]`): what its tag resolved to when it was first
+/// fetched, and the linux/arm64 manifest piforge uses. Both are content digests, so they pin
+/// every byte of the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageLockEntry {
+    /// `registry.k8s.io/pause:3.10.1`; the key of the entry.
+    pub reference: String,
+    /// `sha256:...` the reference resolved to: the index (manifest list), or the manifest of
+    /// a single-platform image.
+    pub index: String,
+    /// `sha256:...` of the linux/arm64 manifest.
+    pub manifest: String,
+    /// Bytes of the manifest, config and layers (what one card carries for the image).
+    pub size: u64,
+}
+
+/// One pinned OS package (`[[deb]]`): a `.deb` of the base image's apt sources that
+/// `piforge fetch` resolved and verified against its repository's signed index (src/apt).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebEntry {
+    /// Package name; the key of the entry.
+    pub name: String,
+    pub version: String,
+    /// `arm64` or `all`.
+    pub arch: String,
+    /// The `.deb`'s file name (the last part of its pool path).
+    pub file: String,
+    /// Where it was downloaded (the repository's URL and the pool path).
+    pub url: String,
+    /// The repository it came from: `URI SUITE COMPONENT`.
+    pub source: String,
+    /// Why the node needs it: `wanted`, or `<package> needs <relation>`.
+    pub why: String,
+    /// Lowercase hex SHA-256, from the repository's signed index.
+    pub sha256: String,
+    pub size: u64,
+    /// `Installed-Size` (KiB): the room it takes once installed.
+    pub installed_kib: u64,
+}
+
 /// The lock file's contents.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Lock {
     by_url: BTreeMap<String, LockEntry>,
+    images: BTreeMap<String, ImageLockEntry>,
+    debs: BTreeMap<String, DebEntry>,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +107,10 @@ struct LockFile {
     version: u32,
     #[serde(default)]
     artifact: Vec<LockEntry>,
+    #[serde(default)]
+    image: Vec<ImageLockEntry>,
+    #[serde(default)]
+    deb: Vec<DebEntry>,
 }
 
 impl Lock {
@@ -108,6 +156,45 @@ impl Lock {
                 return Err(err(format!("{url} appears twice")));
             }
         }
+        for e in file.image {
+            if crate::oci::ImageRef::parse(&e.reference).is_err() {
+                return Err(err(format!("{:?} is not an image reference", e.reference)));
+            }
+            for d in [&e.index, &e.manifest] {
+                if crate::oci::digest_hex(d).is_none() {
+                    return Err(err(format!(
+                        "a digest of {} is not sha256:<64 lowercase hex>",
+                        e.reference
+                    )));
+                }
+            }
+            let r = e.reference.clone();
+            if lock.images.insert(r.clone(), e).is_some() {
+                return Err(err(format!("{r} appears twice")));
+            }
+        }
+        for d in file.deb {
+            if !is_sha256_hex(&d.sha256) {
+                return Err(err(format!(
+                    "the sha256 of package {} is not 64 lowercase hex digits",
+                    d.name
+                )));
+            }
+            if d.file.is_empty()
+                || d.file.contains(['/', '\\'])
+                || d.file.starts_with('.')
+                || !d.file.ends_with(".deb")
+            {
+                return Err(err(format!(
+                    "the file of package {} is not a plain .deb file name",
+                    d.name
+                )));
+            }
+            let name = d.name.clone();
+            if lock.debs.insert(name.clone(), d).is_some() {
+                return Err(err(format!("package {name} appears twice")));
+            }
+        }
         Ok(lock)
     }
 
@@ -121,6 +208,21 @@ impl Lock {
         self.by_url.insert(entry.url.clone(), entry)
     }
 
+    /// The pinned image `reference`.
+    pub fn image(&self, reference: &str) -> Option<&ImageLockEntry> {
+        self.images.get(reference)
+    }
+
+    /// Adds or replaces the pin of `entry.reference`; returns the one it replaced.
+    pub fn insert_image(&mut self, entry: ImageLockEntry) -> Option<ImageLockEntry> {
+        self.images.insert(entry.reference.clone(), entry)
+    }
+
+    /// All image pins, sorted by reference.
+    pub fn images(&self) -> Vec<&ImageLockEntry> {
+        self.images.values().collect()
+    }
+
     /// All entries, sorted by name then URL.
     pub fn entries(&self) -> Vec<&LockEntry> {
         let mut v: Vec<&LockEntry> = self.by_url.values().collect();
@@ -128,7 +230,19 @@ impl Lock {
         v
     }
 
-    /// The file's text: the header, then the entries sorted by name then URL.
+    /// The pinned OS packages, by name.
+    pub fn debs(&self) -> impl Iterator<Item = &DebEntry> {
+        self.debs.values()
+    }
+
+    /// Replaces every pinned OS package with `debs` (one resolution of the base image's
+    /// packages is pinned at a time).
+    pub fn set_debs(&mut self, debs: Vec<DebEntry>) {
+        self.debs = debs.into_iter().map(|d| (d.name.clone(), d)).collect();
+    }
+
+    /// The file's text: the header, then the entries sorted by name then URL, then the OS
+    /// packages sorted by name.
     pub fn to_text(&self) -> String {
         // Written by hand rather than serialized: the layout is then fixed by this code, and
         // formatting cannot fail. Strings are quoted by toml's own encoder.
@@ -142,6 +256,30 @@ impl Lock {
                 q(&e.url),
                 q(&e.sha256),
                 e.size
+            ));
+        }
+        for e in self.images.values() {
+            body.push_str(&format!(
+                "\n[[image]]\nreference = {}\nindex = {}\nmanifest = {}\nsize = {}\n",
+                q(&e.reference),
+                q(&e.index),
+                q(&e.manifest),
+                e.size
+            ));
+        }
+        for d in self.debs.values() {
+            body.push_str(&format!(
+                "\n[[deb]]\nname = {}\nversion = {}\narch = {}\nfile = {}\nurl = {}\nsource = {}\nwhy = {}\nsha256 = {}\nsize = {}\ninstalled_kib = {}\n",
+                q(&d.name),
+                q(&d.version),
+                q(&d.arch),
+                q(&d.file),
+                q(&d.url),
+                q(&d.source),
+                q(&d.why),
+                q(&d.sha256),
+                d.size,
+                d.installed_kib
             ));
         }
         format!("{LOCK_HEADER}{body}")
@@ -213,6 +351,40 @@ mod tests {
             Lock::load(&dir.path().join("none")).unwrap(),
             Lock::default()
         );
+    }
+
+    #[test]
+    fn image_pins_round_trip_after_the_artifacts() {
+        let mut a = Lock::default();
+        a.insert(entry("kubeadm", "https://x.test/v1/kubeadm", 'a'));
+        let pin = |r: &str, c: char| ImageLockEntry {
+            reference: r.into(),
+            index: format!("sha256:{}", std::iter::repeat_n(c, 64).collect::<String>()),
+            manifest: format!("sha256:{}", "e".repeat(64)),
+            size: 7,
+        };
+        a.insert_image(pin("registry.k8s.io/pause:3.10.1", 'b'));
+        a.insert_image(pin("ghcr.io/flannel-io/flannel:v0.28.4", 'c'));
+        let text = a.to_text();
+        let p = Path::new("piforge.lock");
+        assert_eq!(Lock::parse(&text, p).unwrap(), a);
+        let (i1, i2, i3) = (
+            text.find("[[artifact]]").unwrap(),
+            text.find("ghcr.io/flannel").unwrap(),
+            text.find("registry.k8s.io/pause").unwrap(),
+        );
+        assert!(i1 < i2 && i2 < i3, "{text}");
+        assert_eq!(a.image("registry.k8s.io/pause:3.10.1").unwrap().size, 7);
+        let bad = text.replacen("sha256:bbbb", "sha256:BBBB", 1);
+        assert!(Lock::parse(&bad, p)
+            .unwrap_err()
+            .to_string()
+            .contains("pause"));
+        let twice = format!("{text}\n{}", &text[text.find("[[image]]").unwrap()..]);
+        assert!(Lock::parse(&twice, p)
+            .unwrap_err()
+            .to_string()
+            .contains("appears twice"));
     }
 
     #[test]

@@ -23,20 +23,27 @@ mod catalog;
 mod checksum;
 mod error;
 mod fetch;
+pub(crate) use fetch::{retrying, Attempt};
+mod image_sources;
+mod images;
 mod lock;
 mod offline;
 mod sources;
 mod unpack;
 
-pub use catalog::{ArtifactKind, ArtifactName, ArtifactSpec, Catalog, ChecksumKind, Release};
+pub use catalog::{
+    ArtifactKind, ArtifactName, ArtifactSpec, Catalog, ChecksumKind, ComponentVersions, Release,
+};
 pub use checksum::parse_checksum;
-pub use error::{DigestSource, Error, Result};
+pub use error::{DigestSource, Error, Result, OFFLINE};
 pub use fetch::{
     cached_object, fetch, fetch_artifacts, mirror_url, FetchOptions, FetchedArtifact, Pin,
     ProgressFn,
 };
-pub use lock::{Lock, LockEntry, LOCK_HEADER};
-pub use offline::{check_dir_artifacts, from_dir, from_dir_artifacts};
+pub use image_sources::{FetchedImage, ImageFetch, ImageSet};
+pub use images::{manifest_images, ImageNeeds, ImageSpec, ImageUse, KUBEADM_IMAGE_REPOSITORY};
+pub use lock::{DebEntry, ImageLockEntry, Lock, LockEntry, LOCK_HEADER};
+pub use offline::{check_dir_artifacts, from_dir, from_dir_artifacts, store_in_cache};
 pub use sources::{fetch_image, ArtifactSource};
 pub use unpack::{for_each_tar_entry, tar_entries, with_tar_member, TarEntry, TarEntryKind};
 

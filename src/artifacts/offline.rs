@@ -3,7 +3,10 @@
 use super::{
     sha256_file, ArtifactSpec, Error, FetchedArtifact, Lock, LockEntry, Pin, Release, Result,
 };
+use std::io::{Read, Write};
 use std::path::Path;
+
+use sha2::{Digest, Sha256};
 
 /// Takes every artifact of `release` from `dir`; see [`from_dir_artifacts`].
 pub fn from_dir(
@@ -116,4 +119,49 @@ fn check_dir(
         });
     }
     Ok((out, added))
+}
+
+/// Copies the verified files of an offline directory into the content-addressed cache
+/// (`<cache>/artifacts/sha256/<hex>`, where [`super::fetch`] looks first), so that a later
+/// build finds them through the lock with no directory and no network. Each copy is hashed
+/// as it is written and renamed into place only when it has the digest that was verified (a
+/// file changed in between is refused); objects already cached are left alone.
+pub fn store_in_cache(arts: &[FetchedArtifact], cache_dir: &Path) -> Result<()> {
+    for a in arts {
+        let object = super::cached_object(cache_dir, &a.sha256);
+        if object.is_file() {
+            continue;
+        }
+        let objects = object.parent().unwrap_or(cache_dir);
+        std::fs::create_dir_all(objects)
+            .map_err(|e| Error::io("cannot create the cache directory", objects, e))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(objects)
+            .map_err(|e| Error::io("cannot write in the cache directory", objects, e))?;
+        let mut src =
+            std::fs::File::open(&a.path).map_err(|e| Error::io("cannot open", &a.path, e))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; super::BUF_SIZE];
+        loop {
+            let n = match src.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("cannot read", &a.path, e)),
+            };
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n])
+                .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+        }
+        let actual = hex::encode(hasher.finalize());
+        if actual != a.sha256 {
+            return Err(Error::Io {
+                context: "changed while it was copied into the cache",
+                path: a.path.clone(),
+                source: std::io::Error::other(format!("SHA-256 {actual} instead of {}", a.sha256)),
+            });
+        }
+        tmp.persist(&object)
+            .map_err(|e| Error::io("cannot move into the cache", &object, e.error))?;
+    }
+    Ok(())
 }

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    cached_object, check_dir_artifacts, fetch, fetch_artifacts, from_dir, ArtifactKind,
-    ArtifactSpec, ChecksumKind, Error, FetchOptions, FetchedArtifact, Lock, LockEntry, ProgressFn,
-    Release, Result,
+    cached_object, check_dir_artifacts, fetch, fetch_artifacts, from_dir, store_in_cache,
+    ArtifactKind, ArtifactSpec, ChecksumKind, Error, FetchOptions, FetchedArtifact, Lock,
+    LockEntry, ProgressFn, Release, Result,
 };
 
 /// Where artifacts come from, for a build, `customize --kubernetes` and `piforge fetch`.
@@ -22,15 +22,20 @@ pub struct ArtifactSource {
 }
 
 impl ArtifactSource {
-    /// The release artifacts: from the offline directory, else the cache (downloading what is
-    /// missing). Returns them with the warnings to show (unpinned digests recorded, ...).
+    /// The release artifacts: from the offline directory (copied into the cache, so that the
+    /// lock and the cache answer later builds), else the cache (downloading what is missing). Returns them with the warnings to show (unpinned digests recorded, ...).
     pub fn release_artifacts(
         &self,
         release: &Release,
         progress: Option<ProgressFn<'_>>,
     ) -> Result<(Vec<FetchedArtifact>, Vec<String>)> {
         let arts = match &self.dir {
-            Some(dir) => from_dir(release, dir, &self.lock, self.allow_unpinned)?,
+            Some(dir) => {
+                let arts = from_dir(release, dir, &self.lock, self.allow_unpinned)?;
+                // Later builds then need neither the directory nor the network.
+                store_in_cache(&arts, &self.cache_dir)?;
+                arts
+            }
             None => {
                 let mut o = FetchOptions::new(&self.cache_dir, &self.lock);
                 o.mirror = self.mirror.clone();
@@ -40,7 +45,7 @@ impl ArtifactSource {
                 fetch(release, &o)?
             }
         };
-        let warnings = arts.iter().filter_map(|a| a.warning()).collect();
+        let warnings = warnings(&arts, &self.lock);
         Ok((arts, warnings))
     }
 
@@ -124,4 +129,36 @@ pub fn fetch_image(
             std::io::Error::other("the download returned nothing"),
         )
     })
+}
+
+/// The warnings to show for `arts`: a changed lock entry each, and the artifacts recorded
+/// with no published digest in one line that names them and the lock that now holds their
+/// digests (eight lines saying the same thing would bury everything else).
+fn warnings(arts: &[FetchedArtifact], lock: &Path) -> Vec<String> {
+    let unpinned: Vec<&str> = arts
+        .iter()
+        .filter(|a| a.pin == super::Pin::Unpinned)
+        .map(|a| a.spec.name.as_str())
+        .collect();
+    let mut out: Vec<String> = arts
+        .iter()
+        .filter(|a| a.pin != super::Pin::Unpinned)
+        .filter_map(|a| a.warning())
+        .collect();
+    match unpinned.as_slice() {
+        [] => {}
+        [_] => out.extend(
+            arts.iter()
+                .filter(|a| a.pin == super::Pin::Unpinned)
+                .filter_map(|a| a.warning()),
+        ),
+        names => out.push(format!(
+            "unpinned, recorded: {} artifacts ({}) were verified against no published digest; \
+             their SHA-256s as found are now pinned in {}, where you can check them",
+            names.len(),
+            names.join(", "),
+            lock.display()
+        )),
+    }
+    out
 }

@@ -90,7 +90,7 @@ pub(super) fn kubeadm_role(node: &spec::Node, init_node: Option<&str>) -> kubead
     }
 }
 
-/// The name of a role image (`<out>/.work/<key>.img`) and of a role in listings.
+/// The name of a role image (`<staging>/.roles/<key>.img`) and of a role in listings.
 pub(super) fn role_key(r: kubeadm::Role) -> &'static str {
     match r {
         kubeadm::Role::InitControlPlane => "init-control-plane",
@@ -152,6 +152,8 @@ pub(super) fn plan(
     v: &Validated,
     secrets: &pki::Secrets,
     arts: &[FetchedArtifact],
+    staged: &super::images::StagedImages,
+    debs: &[crate::apt::CardDeb],
     opts: &BuildOptions,
 ) -> Result<BuildPlan, BuildError> {
     let spec = &v.spec;
@@ -163,7 +165,10 @@ pub(super) fn plan(
         &v.release,
         arts,
         base,
-        &payload::PayloadOptions::default(),
+        &payload::PayloadOptions {
+            debs: debs.to_vec(),
+            pi5_4k_pages: spec.image.pi5_4k_pages.is_some(),
+        },
     )
     .map_err(payload::PayloadSetupError::from)?;
 
@@ -178,7 +183,11 @@ pub(super) fn plan(
         if roles.iter().any(|r| r.role == role) {
             continue;
         }
-        let plan = role_layer(v, secrets, arts, &cluster, role, opts.epoch)?;
+        let mut plan = role_layer(v, secrets, arts, &cluster, role, opts.epoch)?;
+        // The role's container images (before the site's overlays, which role_layer added
+        // last; an overlay never names these paths).
+        let (archives, _) = staged.for_role(spec, &v.release, role);
+        super::images::add_role_images(&mut plan, &archives);
         roles.push(RoleLayer { role, plan });
     }
     let mut build = BuildPlan {
@@ -217,10 +226,16 @@ pub(super) fn plan(
             ..common_inputs.clone()
         };
         let host_key = secrets.host_keys.get(node.name.as_str());
+        let rejoin = v
+            .rejoining
+            .iter()
+            .any(|n| *n == node.name)
+            .then(|| rejoin_params(spec, node, &cluster));
         let extras = NodeExtras {
             groups: &groups,
             inputs,
             host_key,
+            rejoin,
         };
         let mut plan = node_layer(spec, node, role, &cluster, extras, opts.epoch);
         if let Some(w) = spec.node_wifi(node) {
@@ -328,6 +343,42 @@ struct NodeExtras<'a> {
     groups: &'a [String],
     inputs: cloud_init::NodeInputs,
     host_key: Option<&'a pki::HostKey>,
+    /// On a card that replaces a node the cluster already had.
+    rejoin: Option<first_boot::RejoinParams>,
+}
+
+/// `host:port` of an API server on `addr`.
+fn api_server(addr: std::net::IpAddr) -> String {
+    match addr {
+        std::net::IpAddr::V4(a) => format!("{a}:{}", spec::DEFAULT_API_PORT),
+        std::net::IpAddr::V6(a) => format!("[{a}]:{}", spec::DEFAULT_API_PORT),
+    }
+}
+
+/// What a reimaged `node` needs to remove its old self: the endpoint first, then every other
+/// control plane with a fixed address (without a VIP the endpoint may be this very node).
+fn rejoin_params(
+    spec: &Spec,
+    node: &spec::Node,
+    cluster: &kubeadm::ClusterParams,
+) -> first_boot::RejoinParams {
+    let mut servers = vec![cluster.control_plane_endpoint.clone()];
+    for cp in spec.control_planes().filter(|cp| cp.name != node.name) {
+        if let Some(a) = cp.address {
+            let s = api_server(a.addr);
+            if !servers.contains(&s) {
+                servers.push(s);
+            }
+        }
+    }
+    first_boot::RejoinParams {
+        node: node.name.to_string(),
+        address: node.address.map(|a| a.addr.to_string()),
+        cluster_name: cluster.cluster_name.clone(),
+        kubernetes_version: format!("v{}", cluster.kubernetes_version.trim_start_matches('v')),
+        endpoint: cluster.control_plane_endpoint.clone(),
+        servers,
+    }
 }
 
 fn node_layer(
@@ -342,6 +393,7 @@ fn node_layer(
         groups,
         mut inputs,
         host_key,
+        rejoin,
     } = extras;
     let mut plan = Plan::new(epoch);
     plan.grow = Grow::Off;
@@ -373,6 +425,14 @@ fn node_layer(
             &mut plan,
             payload::paths::SSH_HOST_KEY_MARKER,
             pki::host_key_marker(node.name.as_str(), k),
+            0o644,
+        );
+    }
+    if let Some(r) = &rejoin {
+        root_write(
+            &mut plan,
+            payload::paths::REJOIN,
+            first_boot::rejoin_file(r),
             0o644,
         );
     }
@@ -437,6 +497,12 @@ fn plan_digest(plan: &Plan, arts: &[FetchedArtifact]) -> Result<String, BuildErr
                 content: Content::Bytes(b),
                 ..
             } => h.update(Sha256::digest(b)),
+            // An image archive: its pinned digest is in the images list, hashed above.
+            RootOp::Write {
+                path,
+                content: Content::Host { .. },
+                ..
+            } if path.starts_with(&format!("{}/", payload::paths::IMAGES_DIR)) => {}
             RootOp::Write {
                 content: Content::Host { path, .. },
                 ..

@@ -12,27 +12,39 @@
 //!    per kubeadm role (CA, first-boot unit, pod network, the site's overlays) and one small
 //!    layer per node (its kubeadm configuration, NoCloud seed and disk id). `--dry-run` stops
 //!    here and prints it.
-//! 5. apply: the common and role layers once per role, then each node's layer on a copy of
-//!    its role's image; then `SHA256SUMS`.
+//! 5. apply: the common layer once, each role layer once, then each node's layer on a copy
+//!    (a reflink where the filesystem has them) of its role's image, `--jobs` nodes at a time;
+//!    then `sbom.spdx.json`, `SHA256SUMS` and `manifest.json`, all in a staging directory put
+//!    in place when the whole build succeeded ([`staging`]).
 //!
 //! Secrets never reach the boot partition, which any local user can read once it is mounted.
 
+mod images;
 mod layers;
+pub mod manifest;
 mod outputs;
+pub mod staging;
 pub mod state;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::apply;
 use crate::artifacts::{self, Catalog, FetchedArtifact, Release};
 use crate::inspect;
 use crate::payload;
 use crate::pki;
+use crate::progress::Progress;
 use crate::render::kubeadm;
 use crate::source;
 use crate::spec::{self, Role, Spec};
 
+pub use images::{cluster_images, role_needs};
 pub use layers::{disk_id, BuildPlan, NodeLayer, RoleLayer};
+pub use manifest::Manifest;
+pub use outputs::{NodeOutput, NodeOutputs};
+pub use staging::cleanup_staging;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -47,6 +59,8 @@ pub enum BuildError {
     Artifacts(Box<artifacts::Error>),
     #[error(transparent)]
     Payload(#[from] payload::PayloadSetupError),
+    #[error(transparent)]
+    Apt(#[from] crate::apt::AptError),
     #[error(transparent)]
     Source(#[from] source::SourceError),
     #[error(transparent)]
@@ -75,6 +89,10 @@ pub enum BuildError {
     State { path: String, msg: String },
     #[error("{node} is the only control plane of {cluster}, and the node that ran `kubeadm init`: rebuilding it alone would start a new, empty cluster (the other nodes would lose theirs); add a second control plane first, or pass --new-cluster if a new cluster is what you want")]
     OnlyControlPlane { node: String, cluster: String },
+    #[error("{holder} is writing into {out}; wait for it to finish, or build into another --out")]
+    OutDirBusy { out: String, holder: String },
+    #[error("{dir} holds files piforge did not write ({files}); piforge replaces the whole output directory, so move them away or choose another --out")]
+    ForeignFiles { dir: String, files: String },
     #[error("cannot write {path}: {source}")]
     Io {
         path: String,
@@ -114,6 +132,10 @@ pub struct BuildOptions {
     pub now: i64,
     /// Rebuilding the only control plane alone starts a new cluster: allowed only with this.
     pub new_cluster: bool,
+    /// Nodes built at once (0: the number of CPUs).
+    pub jobs: usize,
+    /// The files made per node.
+    pub outputs: NodeOutputs,
 }
 
 /// One node image written.
@@ -136,8 +158,16 @@ pub struct BuildReport {
     /// `secrets/known_hosts`: every node's SSH host key, by name and fixed address.
     pub known_hosts: PathBuf,
     pub warnings: Vec<String>,
+    /// The OS packages in the cards (every role gets the same), when there are any.
+    pub packages: Option<crate::apt::CardPackages>,
     /// Commands to run in the cluster before flashing a reimaged node.
     pub before_flashing: Vec<String>,
+    /// `dist/manifest.json` as written.
+    pub manifest: Option<Manifest>,
+    /// How each node's image was copied from its role's (reflink or sparse copy).
+    pub copies: Vec<crate::output::CopyKind>,
+    /// One line per role: the container images its cards carry and the bytes they add.
+    pub images: Vec<String>,
 }
 
 /// Loads the spec with the artifact catalog's versions.
@@ -165,8 +195,13 @@ pub struct Validated {
     pub init_node: Option<String>,
     /// The cluster's recorded state, `None` before the first build.
     pub state: Option<state::ClusterState>,
+    /// The nodes built now whose card replaces one the cluster already had (see
+    /// [`state::rejoining`]): they remove their old Node and etcd member before joining.
+    pub rejoining: Vec<String>,
     /// What the payload needs to know about the base's root filesystem.
     pub base_facts: payload::BaseFacts,
+    /// The base's apt sources, keys and installed packages.
+    pub base_apt: crate::apt::BaseApt,
 }
 
 /// Phase 1: every check the spec, the options, the base image and the artifact sources
@@ -174,9 +209,11 @@ pub struct Validated {
 /// is not the user's tree).
 pub fn validate(
     opts: &BuildOptions,
-    progress: Option<artifacts::ProgressFn<'_>>,
+    progress: Option<Arc<dyn Progress>>,
 ) -> Result<Validated, BuildError> {
     let (spec, catalog) = load_spec(&opts.spec_path)?;
+    // A file in the output directory that piforge did not write: refused before anything.
+    staging::check_out_dir(&opts.out_dir)?;
     for n in &opts.nodes {
         if !spec.nodes.iter().any(|x| x.name == *n) {
             return Err(BuildError::UnknownNode(n.clone()));
@@ -217,7 +254,7 @@ pub fn validate(
                 &digest,
                 &opts.cache_dir,
                 opts.mirror.as_deref(),
-                progress,
+                progress.as_deref(),
             )?
         }
     };
@@ -226,6 +263,7 @@ pub fn validate(
         &source::OpenOptions {
             sha256: spec.image.sha256.clone(),
             cache_dir: Some(opts.cache_dir.clone()),
+            progress,
             ..Default::default()
         },
     )?;
@@ -236,6 +274,21 @@ pub fn validate(
         });
     }
     let base_facts = payload::read_base_facts(&base.path)?;
+    // image.pi5_4k_pages selects Raspberry Pi OS's 4K-page kernel: refused, at the key, on a
+    // base that boots a kernel of its own (Ubuntu's and Debian's config.txt boot `vmlinuz`;
+    // `kernel=kernel8.img` would name a file their boot partition does not have).
+    if let Some(pos) = spec.image.pi5_4k_pages {
+        if let Err(why) = payload::pi5_4k_pages_supported(&facts.boot.files) {
+            return Err(BuildError::Spec(spec::SpecError::Invalid(vec![
+                spec::Diagnostic {
+                    file: opts.spec_path.display().to_string(),
+                    pos,
+                    message: format!("image.pi5_4k_pages: {why}"),
+                },
+            ])));
+        }
+    }
+    let base_apt = crate::apt::read_base_image(&base.path)?;
     // A Wi-Fi node needs a network stack piforge can configure, known before any secret.
     if !base_facts.network_manager && !base_facts.netplan {
         if let Some(n) = spec.nodes.iter().find(|n| spec.node_wifi(n).is_some()) {
@@ -266,6 +319,11 @@ pub fn validate(
         &nodes,
         opts.new_cluster,
     )?;
+    let rejoining = nodes
+        .iter()
+        .filter(|n| state::rejoining(state.as_ref(), !opts.nodes.is_empty(), opts.new_cluster, n))
+        .cloned()
+        .collect();
     Ok(Validated {
         spec,
         release,
@@ -276,7 +334,9 @@ pub fn validate(
         nodes,
         init_node,
         state,
+        rejoining,
         base_facts,
+        base_apt,
     })
 }
 
@@ -301,17 +361,19 @@ fn secrets(
             .warnings
             .extend(secrets.token_age_warning(opts.now, token_ttl_secs(&v.spec)));
     }
-    // The first build records which node runs `kubeadm init`; a full build keeps it current.
+    // The first build records which node runs `kubeadm init`, and every build the nodes it
+    // made cards for (see `state::next`).
     let dir = v.spec.spec_dir.join("secrets");
-    if let Some(init) = &v.init_node {
-        let want = state::ClusterState {
-            cluster: v.spec.name.clone(),
-            created: v.state.as_ref().map_or(opts.epoch, |s| s.created),
-            init_node: init.clone(),
-        };
-        if v.state.as_ref() != Some(&want) && (v.state.is_none() || opts.nodes.is_empty()) {
-            state::save(&dir, &want)?;
-        }
+    if let Some(next) = state::next(
+        v.state.as_ref(),
+        &v.spec.name,
+        opts.epoch,
+        v.init_node.as_deref(),
+        &v.nodes,
+        !opts.nodes.is_empty(),
+        opts.new_cluster,
+    ) {
+        state::save(&dir, &next)?;
     }
     report.admin_kubeconfig = pki::write_admin_kubeconfig(
         &secrets,
@@ -356,18 +418,113 @@ fn inputs(
     Ok(arts)
 }
 
+/// Phase 3, OS packages: the pinned `.deb`s of what the base lacks (checked against the lock;
+/// downloaded by their pinned URL when `download` and the cache lacks them), or none with a
+/// warning when `piforge fetch` did not pin them: first boot then installs them with apt.
+fn packages(
+    v: &Validated,
+    download: bool,
+    warnings: &mut Vec<String>,
+) -> Result<crate::apt::CardPackages, BuildError> {
+    let src = &v.artifact_source;
+    let pk = crate::apt::build_packages(
+        &v.base_apt,
+        &v.base_facts.missing_packages,
+        &src.lock,
+        &src.cache_dir,
+        src.dir.as_deref(),
+        src.mirror.clone(),
+        download,
+    )?;
+    if !pk.unpinned.is_empty() {
+        warnings.push(format!(
+            "{} not pinned in {}: first boot installs {} with apt and needs the network; run `piforge fetch {}` to put the .debs in the cards",
+            pk.unpinned.join(", "),
+            src.lock.display(),
+            if pk.unpinned.len() == 1 { "it" } else { "them" },
+            v.spec.spec_path.display()
+        ));
+    }
+    Ok(pk)
+}
+
 /// Builds the node images a spec describes: the five phases of the module docs.
 pub fn build(
     opts: &BuildOptions,
-    progress: Option<artifacts::ProgressFn<'_>>,
+    progress: Option<Arc<dyn Progress>>,
 ) -> Result<BuildReport, BuildError> {
     let mut report = BuildReport::default();
-    let v = validate(opts, progress)?;
+    let v = validate(opts, progress.clone())?;
     let secrets = secrets(&v, opts, &mut report)?;
-    let arts = inputs(&v, progress, &mut report)?;
-    let plan = layers::plan(&v, &secrets, &arts, opts)?;
-    outputs::apply(&v, &plan, opts, &mut report)?;
+    let arts = inputs(&v, progress.as_deref(), &mut report)?;
+    // One build at a time per output directory, from its first write there to its last (the
+    // output directory is made here: a build failing before leaves none). The image archives
+    // are staged in it, so the lock comes first.
+    let _out_lock = outputs::lock_out_dir(&opts.out_dir)?;
+    let staged = images_input(&v, &arts, opts, true, &mut report.warnings)?;
+    let debs = packages(&v, true, &mut report.warnings)?;
+    let plan = layers::plan(&v, &secrets, &arts, &staged, &debs.debs, opts)?;
+    report.images = images::summary(
+        &staged,
+        &v.spec,
+        &v.release,
+        &plan.roles.iter().map(|r| r.role).collect::<Vec<_>>(),
+    );
+    if !debs.debs.is_empty() {
+        report.packages = Some(debs);
+    }
+    outputs::apply(&v, &plan, &arts, opts, progress.as_deref(), &mut report)?;
     Ok(report)
+}
+
+/// Phase 3 for container images: the cluster's images from `--artifacts DIR/images/` or the
+/// blob store (as `piforge fetch` left them, checked against the lock), their archives
+/// staged for the cards (sized only, on a dry run). A build pulls nothing: an image not
+/// fetched is left to the nodes, with a warning.
+fn images_input(
+    v: &Validated,
+    arts: &[FetchedArtifact],
+    opts: &BuildOptions,
+    write: bool,
+    warnings: &mut Vec<String>,
+) -> Result<images::StagedImages, BuildError> {
+    let wanted = images::cluster_images(&v.spec, &v.release);
+    let set = v
+        .artifact_source
+        .images(&wanted, artifacts::ImageFetch::Local)?;
+    warnings.extend(set.warnings.iter().cloned());
+    if !set.missing.is_empty() {
+        let names: Vec<String> = set.missing.iter().map(|m| m.image.to_string()).collect();
+        warnings.push(format!(
+            "{} container image(s) are not in the cards and will be pulled on first boot ({}): {}",
+            names.len(),
+            match &v.artifact_source.dir {
+                Some(d) => format!("no OCI layout under {}", d.join("images").display()),
+                None => "run `piforge fetch` first to carry them".to_string(),
+            },
+            names.join(", ")
+        ));
+    }
+    // The flannel manifest must run the images the card carries.
+    if v.spec.kubernetes.cni == spec::Cni::Flannel {
+        if let Some(a) = arts
+            .iter()
+            .find(|a| a.spec.name == artifacts::ArtifactName::Flannel)
+        {
+            let text = std::fs::read_to_string(&a.path).map_err(io_error(&a.path))?;
+            for i in artifacts::manifest_images(&text) {
+                if !v.release.versions().flannel_images.contains(&i) {
+                    warnings.push(format!(
+                        "{} names the image {i}, which the catalog does not list for flannel {}: it will be pulled on first boot",
+                        a.spec.file_name,
+                        v.release.versions().flannel
+                    ));
+                }
+            }
+        }
+    }
+    let store = v.artifact_source.blob_store()?;
+    images::stage(&set.images, &store, &opts.out_dir, opts.epoch, write)
 }
 
 /// `build --dry-run`: phases 1 to 4 with nothing written. Secrets that do not exist yet are
@@ -401,6 +558,10 @@ pub fn dry_run(opts: &BuildOptions) -> Result<(BuildPlan, Vec<String>), BuildErr
     }
     let mut src = v.artifact_source.clone();
     src.lock = lock_copy;
+    if src.dir.is_some() {
+        // Files from an offline directory would be copied into the cache: not on a dry run.
+        src.cache_dir = scratch.path().join("cache");
+    }
     let specs = v.release.artifacts();
     if src.dir.is_none() {
         if let Some(missing) = src.first_not_cached(&specs)? {
@@ -417,6 +578,59 @@ pub fn dry_run(opts: &BuildOptions) -> Result<(BuildPlan, Vec<String>), BuildErr
             v.artifact_source.lock.display()
         ));
     }
-    let plan = layers::plan(&v, &secrets, &arts, opts)?;
+    let mut src_v = v;
+    src_v.artifact_source = src.clone();
+    let mut image_notes = Vec::new();
+    let staged = images_input(&src_v, &arts, opts, false, &mut image_notes)?;
+    let debs = packages(&src_v, false, &mut image_notes)?;
+    let plan = layers::plan(&src_v, &secrets, &arts, &staged, &debs.debs, opts)?;
+    notes.extend(image_notes);
+    notes.extend(images::summary(
+        &staged,
+        &src_v.spec,
+        &src_v.release,
+        &plan.roles.iter().map(|r| r.role).collect::<Vec<_>>(),
+    ));
     Ok((plan, notes))
+}
+
+/// `piforge fetch SPEC`, OS packages: the base image of the spec is opened (downloaded and
+/// decompressed into the cache as a build would), and the `.deb`s of the packages it lacks
+/// are resolved against its own apt sources, verified, cached and pinned in `lock`
+/// (see [`crate::apt::fetch`]). Returns the base's missing packages and what was fetched.
+pub fn fetch_packages(
+    spec: &Spec,
+    lock: &Path,
+    cache_dir: &Path,
+    mirror: Option<String>,
+    update: bool,
+) -> Result<(Vec<String>, crate::apt::Fetched), BuildError> {
+    let base_path = match &spec.image.source {
+        spec::Source::Path(p) => p.clone(),
+        spec::Source::Url(u) => {
+            let digest = spec.image.sha256.clone().unwrap_or_default();
+            artifacts::fetch_image(u, &digest, cache_dir, mirror.as_deref(), None)?
+        }
+    };
+    let base = source::open_image(
+        &base_path,
+        &source::OpenOptions {
+            sha256: spec.image.sha256.clone(),
+            cache_dir: Some(cache_dir.to_path_buf()),
+            ..Default::default()
+        },
+    )?;
+    let facts = payload::read_base_facts(&base.path)?;
+    let apt_base = crate::apt::read_base_image(&base.path)?;
+    let fetched = crate::apt::fetch(
+        &apt_base,
+        &facts.missing_packages,
+        &crate::apt::FetchOptions {
+            cache_dir: cache_dir.to_path_buf(),
+            lock_path: lock.to_path_buf(),
+            mirror,
+            update,
+        },
+    )?;
+    Ok((facts.missing_packages, fetched))
 }

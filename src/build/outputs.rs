@@ -1,99 +1,583 @@
 //! Phase 5 of a build: applying the layers, and the files in the output directory.
+//!
+//! - The common layer is applied once to a copy of the base, each role layer once to a copy of
+//!   that (a single role applies both to one copy); each node then gets a copy of its role's
+//!   image, by reflink where the output filesystem shares blocks (btrfs, XFS with reflink=1),
+//!   else a sparse copy, and only its own layer (kilobytes) is written into it.
+//! - Nodes are built `--jobs` at a time. The filesystem edits (milliseconds per node) run one
+//!   at a time; the copies, digests and format writers run in parallel. Memory per job is a
+//!   hashing buffer and whatever its format writers hold.
+//! - Each output file is synced once, when whole, and hashed once: the raw image with its
+//!   holes hashed without being read, other formats while they are written
+//!   ([`crate::digest::HashingWriter`]).
+//! - Everything is written into a staging directory and put in place by
+//!   [`super::staging::Staging::commit`] when the whole build succeeded: `dist/` then holds
+//!   exactly the spec's nodes' files, `SHA256SUMS` over every file, `manifest.json` and
+//!   `sbom.spdx.json`.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write as _;
-use std::path::PathBuf;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use super::layers::{role_key, BuildPlan};
+use super::layers::{role_key, BuildPlan, NodeLayer};
+use super::manifest::{self, FileEntry, Manifest, NodeEntry};
+use super::staging::{self, Staging};
 use super::{io_error, BuildError, BuildOptions, BuildReport, BuiltNode, Validated};
 use crate::apply;
-use crate::source;
+use crate::artifacts::FetchedArtifact;
+use crate::digest::HashingWriter;
+use crate::output::{self, CopyKind};
+use crate::progress::{Progress, Task};
 use crate::spec::Role;
 
 /// Node and role images hold the bootstrap token (and control planes the CA key): only their
 /// owner may read them.
 pub const IMAGE_MODE: u32 = 0o600;
 
-/// Writes a role image per role in use, then each node's image from its role's, then
-/// `SHA256SUMS`.
+/// A file made from each finished node image, beside it: a compressed copy, a block map. The
+/// output formats plug in here ([`NodeOutputs::extra`]); the build gives each one the node's
+/// finished raw image and a writer into the staging directory that hashes what passes, then
+/// syncs the file and records its size and digest in the manifest and `SHA256SUMS`.
+///
+/// One value serves every node of a build, from several threads at once (`--jobs`): work
+/// that nodes share (compressed blocks of regions identical across nodes) can be kept in it.
+pub trait NodeOutput: Send + Sync {
+    /// The file's name for `node` (e.g. `pi-cp-1.img.xz`): a plain file name, no `/`.
+    fn file_name(&self, node: &str) -> String;
+    /// Writes the file for `node` from its finished raw image `image` (read it, never change
+    /// it) into `out`.
+    fn write(&self, node: &str, image: &Path, out: &mut dyn Write) -> io::Result<()>;
+}
+
+/// What files a build makes per node.
+#[derive(Clone)]
+pub struct NodeOutputs {
+    /// Keep the raw image `<node>.img` in the output directory (it is always made: the other
+    /// formats are written from it).
+    pub raw: bool,
+    pub extra: Vec<Arc<dyn NodeOutput>>,
+}
+
+impl Default for NodeOutputs {
+    fn default() -> Self {
+        NodeOutputs {
+            raw: true,
+            extra: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for NodeOutputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeOutputs")
+            .field("raw", &self.raw)
+            .field("extra", &self.extra.len())
+            .finish()
+    }
+}
+
+/// One node's files, in the staging directory.
+struct StagedNode {
+    files: Vec<FileEntry>,
+    image_bytes: u64,
+    copy: CopyKind,
+}
+
+/// The number of nodes built at once: `--jobs`, else the CPUs.
+fn jobs(opts: &BuildOptions, nodes: usize) -> usize {
+    let n = match opts.jobs {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    n.clamp(1, nodes.max(1))
+}
+
+/// The filesystem edits run one at a time (libext2fs and fatfs are not shared between
+/// threads; the edits of a node layer take milliseconds).
+static EDITS: Mutex<()> = Mutex::new(());
+
+fn edit(path: &Path, plan: &crate::plan::Plan) -> Result<apply::Applied, BuildError> {
+    let _one_at_a_time = EDITS.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(apply::apply_in_place(path, plan)?)
+}
+
+/// [`edit`] of the copy of the upstream base: its root filesystem is checked first (a damaged
+/// one is refused with e2fsck's first complaint; the role and node images made from it are
+/// then not checked again).
+fn edit_base_copy(path: &Path, plan: &crate::plan::Plan) -> Result<apply::Applied, BuildError> {
+    let _one_at_a_time = EDITS.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(apply::apply_in_place_checked(path, plan)?)
+}
+
+/// Runs one step of the apply phase between `begin` and `finish` of `task`, its size that of
+/// the image it starts from (the bytes it copies). The copy itself reports no position: the
+/// step's bar shows its elapsed time and, once done, its throughput.
+fn step<T>(
+    progress: Option<&dyn Progress>,
+    task: Task<'_>,
+    from: &Path,
+    run: impl FnOnce() -> Result<T, BuildError>,
+) -> Result<T, BuildError> {
+    let total = fs::metadata(from).map(|m| m.len()).ok();
+    if let Some(p) = progress {
+        p.begin(task, total);
+    }
+    let done = run()?;
+    if let Some(p) = progress {
+        if let Some(t) = total {
+            p.advance(task, t);
+        }
+        p.finish(task);
+    }
+    Ok(done)
+}
+
+/// The role images, in `dir`: the common layer applied once, then each role's layer on a copy
+/// of that (the last role on the common image itself).
+fn role_images(
+    v: &Validated,
+    plan: &BuildPlan,
+    dir: &Path,
+    progress: Option<&dyn Progress>,
+) -> Result<BTreeMap<&'static str, PathBuf>, BuildError> {
+    let copy =
+        |from: &Path, to: &Path| output::copy_image(from, to, IMAGE_MODE).map_err(io_error(to));
+    let mut out = BTreeMap::new();
+    // Always common, then role, in two sessions (also with one role): a node's image must
+    // not depend on which other roles are built with it (`--node`).
+    let common = dir.join("common.img");
+    step(progress, Task::Payload("common"), &v.base.path, || {
+        copy(&v.base.path, &common)?;
+        edit_base_copy(&common, &plan.common)
+    })?;
+    for (i, layer) in plan.roles.iter().enumerate() {
+        let key = role_key(layer.role);
+        let path = dir.join(format!("{key}.img"));
+        step(progress, Task::Payload(key), &common, || {
+            if i + 1 == plan.roles.len() {
+                // The last role takes the common image itself.
+                fs::rename(&common, &path).map_err(io_error(&path))?;
+            } else {
+                copy(&common, &path)?;
+            }
+            edit(&path, &layer.plan)
+        })?;
+        out.insert(key, path);
+    }
+    Ok(out)
+}
+
+/// Syncs a finished file and returns its entry.
+fn raw_entry(path: &Path, name: String) -> Result<FileEntry, BuildError> {
+    let f = fs::File::open(path).map_err(io_error(path))?;
+    f.sync_all().map_err(io_error(path))?;
+    let (sha256, bytes) = output::sha256_sparse(&f).map_err(io_error(path))?;
+    Ok(FileEntry {
+        name,
+        bytes,
+        sha256,
+    })
+}
+
+/// One node: a copy of its role's image, its layer, its files.
+fn build_node(
+    node: &NodeLayer,
+    role_img: &Path,
+    dir: &Path,
+    outputs: &NodeOutputs,
+    progress: Option<&dyn Progress>,
+) -> Result<StagedNode, BuildError> {
+    let name = format!("{}.img", node.name);
+    let img = dir.join(&name);
+    let (copy, done) = step(progress, Task::Copy(&node.name), role_img, || {
+        let copy = output::copy_image(role_img, &img, IMAGE_MODE).map_err(io_error(&img))?;
+        Ok((copy, edit(&img, &node.plan)?))
+    })?;
+    let mut files = Vec::new();
+    if outputs.raw {
+        files.push(raw_entry(&img, name)?);
+    }
+    for o in &outputs.extra {
+        let fname = o.file_name(&node.name);
+        let path = dir.join(&fname);
+        let f = new_file(&path)?;
+        let mut w = HashingWriter::new(io::BufWriter::with_capacity(256 << 10, f));
+        o.write(&node.name, &img, &mut w).map_err(io_error(&path))?;
+        let (sha256, bytes, buf) = w.finish();
+        let f = buf
+            .into_inner()
+            .map_err(|e| io_error(&path)(e.into_error()))?;
+        f.sync_all().map_err(io_error(&path))?;
+        files.push(FileEntry {
+            name: fname,
+            bytes,
+            sha256,
+        });
+    }
+    if !outputs.raw {
+        fs::remove_file(&img).map_err(io_error(&img))?;
+    }
+    Ok(StagedNode {
+        files,
+        image_bytes: done.image_bytes,
+        copy,
+    })
+}
+
+/// A new private file (never through a link).
+fn new_file(path: &Path) -> Result<fs::File, BuildError> {
+    new_file_mode(path, IMAGE_MODE)
+}
+
+fn new_file_mode(path: &Path, mode: u32) -> Result<fs::File, BuildError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_error(path))
+}
+
+/// Builds the nodes `jobs` at a time; the first error stops the others from starting new
+/// nodes and is returned.
+fn build_nodes(
+    plan: &BuildPlan,
+    roles: &BTreeMap<&'static str, PathBuf>,
+    dir: &Path,
+    opts: &BuildOptions,
+    progress: Option<&dyn Progress>,
+) -> Result<Vec<Option<StagedNode>>, BuildError> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<Result<StagedNode, BuildError>>>> =
+        Mutex::new((0..plan.nodes.len()).map(|_| None).collect());
+    let work = || {
+        while !failed.load(Ordering::SeqCst) {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            let Some(node) = plan.nodes.get(i) else { break };
+            let Some(role_img) = roles.get(role_key(node.role)) else {
+                continue;
+            };
+            let r = build_node(node, role_img, dir, &opts.outputs, progress);
+            if r.is_err() {
+                failed.store(true, Ordering::SeqCst);
+            }
+            results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+        }
+    };
+    let n = jobs(opts, plan.nodes.len());
+    std::thread::scope(|s| {
+        for _ in 1..n {
+            s.spawn(work);
+        }
+        work();
+    });
+    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut out = Vec::new();
+    for r in results {
+        out.push(match r {
+            Some(r) => Some(r?),
+            None => None,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes a role image per role in use (the common layer once), then each node's files from
+/// its role's image, then `sbom.spdx.json`, `SHA256SUMS` and `manifest.json`, and puts them in
+/// place.
 pub(super) fn apply(
     v: &Validated,
     plan: &BuildPlan,
+    arts: &[FetchedArtifact],
     opts: &BuildOptions,
+    progress: Option<&dyn Progress>,
     report: &mut BuildReport,
 ) -> Result<(), BuildError> {
-    fs::create_dir_all(&opts.out_dir).map_err(io_error(&opts.out_dir))?;
-    // The role images: in a directory made fresh for this build (0700, a name nobody can
-    // plant a link at beforehand), removed when the build ends, whether it succeeded or not.
-    let work = tempfile::Builder::new()
-        .prefix(".work.")
-        .tempdir_in(&opts.out_dir)
-        .map_err(io_error(&opts.out_dir))?;
+    let staging = Staging::begin(&opts.out_dir)?;
+    let dir = staging.dir().to_path_buf();
+    // The role images live in the staging directory (0700) and go before the commit.
+    let roles_dir = dir.join(".roles");
+    fs::create_dir(&roles_dir).map_err(io_error(&roles_dir))?;
+    let roles = role_images(v, plan, &roles_dir, progress)?;
+    let built = build_nodes(plan, &roles, &dir, opts, progress)?;
+    fs::remove_dir_all(&roles_dir).map_err(io_error(&roles_dir))?;
 
-    let mut role_images: BTreeMap<&'static str, PathBuf> = BTreeMap::new();
-    for layer in &plan.roles {
-        let key = role_key(layer.role);
-        let path = work.path().join(format!("{key}.img"));
-        let role_plan = plan.common.then(&layer.plan);
-        apply::customize_with_mode(&v.base.path, &path, &role_plan, IMAGE_MODE)?;
-        role_images.insert(key, path);
-    }
-
-    for node in &plan.nodes {
-        let Some(role_img) = role_images.get(role_key(node.role)) else {
-            continue;
-        };
-        let out = opts.out_dir.join(format!("{}.img", node.name));
-        let done = apply::customize_with_mode(role_img, &out, &node.plan, IMAGE_MODE)?;
-        let sha256 = source::sha256_file(&out)?;
+    let mut staged: Vec<String> = Vec::new();
+    let mut kept: Vec<String> = Vec::new();
+    let mut nodes: Vec<NodeEntry> = Vec::new();
+    for (node, b) in plan.nodes.iter().zip(built) {
+        let Some(b) = b else { continue };
+        staged.extend(b.files.iter().map(|f| f.name.clone()));
+        report.copies.push(b.copy);
+        let raw = b
+            .files
+            .iter()
+            .find(|f| f.name == format!("{}.img", node.name));
         report.nodes.push(BuiltNode {
             name: node.name.clone(),
             role: node.spec_role,
             address: node.address.clone(),
-            image: out,
-            sha256,
-            bytes: done.image_bytes,
+            image: opts.out_dir.join(format!("{}.img", node.name)),
+            sha256: raw.map(|f| f.sha256.clone()).unwrap_or_default(),
+            bytes: b.image_bytes,
         });
-        if opts.token.is_some() {
+        nodes.push(NodeEntry {
+            name: node.name.clone(),
+            role: node.spec_role.as_str().to_string(),
+            address: node.address.clone(),
+            files: b.files,
+        });
+        // A reimage (or a node rebuilt with a token minted in the cluster): the card removes
+        // its old self before joining; these commands are the fallback, should it say it
+        // could not (see `render::first_boot::manual_rejoin_commands`).
+        if opts.token.is_some() || v.rejoining.contains(&node.name) {
             report
                 .before_flashing
-                .push(format!("kubectl delete node {}", node.name));
-            if node.spec_role == Role::ControlPlane {
-                report.before_flashing.push(format!(
-                    "kubectl -n kube-system exec etcd-<another control plane> -- etcdctl --endpoints https://127.0.0.1:2379 --cacert /etc/kubernetes/pki/etcd/ca.crt --cert /etc/kubernetes/pki/etcd/server.crt --key /etc/kubernetes/pki/etcd/server.key member remove <member id of {}>",
-                    node.name
+                .extend(crate::render::first_boot::manual_rejoin_commands(
+                    &node.name,
+                    node.spec_role == Role::ControlPlane,
                 ));
+        }
+    }
+    // Nodes of the spec this build did not make (`--node`) keep the files an earlier build
+    // made for them, when they are still there.
+    for n in &v.spec.nodes {
+        if nodes.iter().any(|x| x.name == *n.name) {
+            continue;
+        }
+        let previous = staging
+            .previous()
+            .and_then(|m| m.nodes.iter().find(|x| x.name == *n.name).cloned());
+        let entry = match previous {
+            Some(e) => Some(e),
+            None => {
+                // An output directory from before the manifest: its SHA256SUMS entry.
+                let name = format!("{}.img", n.name);
+                staging.previous_file(&name).map(|d| NodeEntry {
+                    name: n.name.to_string(),
+                    role: n.role.as_str().to_string(),
+                    address: n.address.map(|a| a.to_string()),
+                    files: vec![FileEntry {
+                        bytes: fs::metadata(opts.out_dir.join(&name)).map_or(0, |m| m.len()),
+                        sha256: d.to_string(),
+                        name,
+                    }],
+                })
+            }
+        };
+        if let Some(e) = entry {
+            if e.files
+                .iter()
+                .all(|f| staging.previous_file(&f.name).is_some())
+            {
+                kept.extend(e.files.iter().map(|f| f.name.clone()));
+                nodes.push(e);
             }
         }
     }
-    drop(work);
-    report.sha256sums = write_sha256sums(opts, &report.nodes)?;
+    // In spec order.
+    nodes.sort_by_key(|e| v.spec.nodes.iter().position(|n| *n.name == e.name));
+
+    let mut m = Manifest {
+        piforge_version: env!("CARGO_PKG_VERSION").to_string(),
+        cluster: v.spec.name.clone(),
+        spec_sha256: {
+            let f = fs::File::open(&opts.spec_path).map_err(io_error(&opts.spec_path))?;
+            crate::digest::sha256_reader(f)
+                .map_err(io_error(&opts.spec_path))?
+                .0
+        },
+        epoch: opts.epoch,
+        kubernetes_version: v.release.kubernetes().to_string(),
+        base_image: manifest::BaseImage {
+            file: v
+                .base_path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            sha256: v.base.input_sha256.clone().unwrap_or_default(),
+        },
+        artifacts: manifest::artifact_entries(v.release.versions(), arts),
+        nodes,
+        files: Vec::new(),
+    };
+    let sbom = manifest::sbom(&m, &distro(v), &base_packages(v)?);
+    m.files.push(stage_text(&dir, staging::SBOM, &sbom)?);
+    staged.push(staging::SBOM.to_string());
+
+    // SHA256SUMS: every file of the output directory but itself, sorted by name.
+    let mut sums: BTreeMap<&str, &str> = BTreeMap::new();
+    for f in m.nodes.iter().flat_map(|n| n.files.iter()).chain(&m.files) {
+        sums.insert(&f.name, &f.sha256);
+    }
+    let manifest_text = m.to_json();
+    let manifest_digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        manifest_text.as_bytes(),
+    ));
+    sums.insert(staging::MANIFEST, &manifest_digest);
+    let text: String = sums.iter().map(|(f, h)| format!("{h}  {f}\n")).collect();
+    stage_text(&dir, staging::SHA256SUMS, &text)?;
+    staged.push(staging::SHA256SUMS.to_string());
+    stage_text(&dir, staging::MANIFEST, &manifest_text)?;
+    staged.push(staging::MANIFEST.to_string());
+
+    staging.commit(&staged, &kept)?;
+    report.sha256sums = opts.out_dir.join(staging::SHA256SUMS);
+    report.manifest = Some(m);
     Ok(())
 }
 
-/// `SHA256SUMS` of every image in the output directory, sorted, as sha256sum writes it:
-/// the entries of this build, and those of an earlier one whose file is still there.
-fn write_sha256sums(opts: &BuildOptions, nodes: &[BuiltNode]) -> Result<PathBuf, BuildError> {
-    let mut sums: BTreeMap<String, String> = BTreeMap::new();
-    let sums_path = opts.out_dir.join("SHA256SUMS");
-    if let Ok(old) = fs::read_to_string(&sums_path) {
-        for l in old.lines() {
-            if let Some((h, f)) = l.split_once("  ") {
-                if opts.out_dir.join(f).exists() {
-                    sums.insert(f.to_string(), h.to_string());
-                }
-            }
+/// Writes a small output file into the staging directory (0644: these hold no secret),
+/// synced, and returns its entry.
+fn stage_text(dir: &Path, name: &str, text: &str) -> Result<FileEntry, BuildError> {
+    let path = dir.join(name);
+    let mut f = new_file_mode(&path, 0o644)?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(io_error(&path))?;
+    Ok(FileEntry {
+        name: name.to_string(),
+        bytes: text.len() as u64,
+        sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
+    })
+}
+
+/// The base's os-release `ID` (`debian`, `ubuntu`...), for package URLs in the SBOM.
+fn distro(v: &Validated) -> String {
+    v.facts
+        .os
+        .as_ref()
+        .and_then(|o| o.id.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "debian".to_string())
+}
+
+/// The base image's installed packages, from its dpkg status.
+fn base_packages(v: &Validated) -> Result<Vec<manifest::DebPackage>, BuildError> {
+    let img = crate::disk::Image::open(&v.base.path).map_err(apply::ApplyError::from)?;
+    let fs = img.root_fs().map_err(apply::ApplyError::from)?;
+    let status = match fs
+        .stat("/var/lib/dpkg/status")
+        .map_err(apply::ApplyError::from)?
+    {
+        Some(_) => fs
+            .read_config("/var/lib/dpkg/status")
+            .map_err(apply::ApplyError::from)?,
+        None => Vec::new(),
+    };
+    Ok(manifest::installed_packages(&String::from_utf8_lossy(
+        &status,
+    )))
+}
+
+/// Holds an exclusive lock on the output directory (`OUT/.piforge.lock`, `flock`) for a whole
+/// build, so that two builds never write into one `--out` (issue 12 item 14). The lock file
+/// holds the process id of the build that has it, for the other's message.
+#[derive(Debug)]
+pub struct OutDirLock(#[allow(dead_code)] fs::File);
+
+/// Name of the lock file in the output directory (a `.piforge` name: the staging module
+/// counts it as piforge's own).
+pub const OUT_LOCK: &str = ".piforge.lock";
+
+/// Locks `out` (creating it), or fails at once naming the build that holds it; then removes
+/// the temporary images a build killed before its cleanup could run left there, which no
+/// other build can be using while the lock is held (stale staging directories are removed by
+/// [`Staging::begin`], under the same lock).
+pub(super) fn lock_out_dir(out: &Path) -> Result<OutDirLock, BuildError> {
+    use std::io::{Read as _, Seek as _};
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    fs::create_dir_all(out).map_err(io_error(out))?;
+    let path = out.join(OUT_LOCK);
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        // A link planted at the lock's name is refused, not followed.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io_error(&path)(e));
+        }
+        let mut holder = String::new();
+        let _ = (&file).take(32).read_to_string(&mut holder);
+        let holder = match holder.trim().parse::<u32>() {
+            Ok(pid) => format!("another piforge build (process {pid})"),
+            Err(_) => "another piforge build".to_string(),
+        };
+        return Err(BuildError::OutDirBusy {
+            out: out.display().to_string(),
+            holder,
+        });
+    }
+    let pid = std::process::id();
+    file.set_len(0)
+        .and_then(|_| file.rewind())
+        .and_then(|_| writeln!(file, "{pid}"))
+        .map_err(io_error(&path))?;
+    remove_leftovers(out);
+    Ok(OutDirLock(file))
+}
+
+/// Removes the temporary images and staged image archives of builds that were killed before
+/// their cleanup ran
+/// (`kill -9`, a power cut). Only under the output directory's lock.
+fn remove_leftovers(out: &Path) {
+    let Ok(entries) = fs::read_dir(out) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(kind) = e.file_type() else { continue };
+        if crate::output::is_temp_name(&name) && !kind.is_dir() {
+            let _ = fs::remove_file(e.path());
+        } else if name.starts_with(".piforge-images.") {
+            // A killed build's staged image archives (remove_dir_all removes a planted link
+            // itself, never what it points at).
+            let _ = fs::remove_dir_all(e.path());
         }
     }
-    for n in nodes {
-        sums.insert(format!("{}.img", n.name), n.sha256.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_default_to_the_cpus_and_never_exceed_the_nodes() {
+        let mut o = BuildOptions {
+            spec_path: PathBuf::new(),
+            out_dir: PathBuf::new(),
+            nodes: vec![],
+            token: None,
+            artifacts_dir: None,
+            allow_unpinned: false,
+            mirror: None,
+            cache_dir: PathBuf::new(),
+            epoch: 0,
+            now: 0,
+            new_cluster: false,
+            jobs: 0,
+            outputs: NodeOutputs::default(),
+        };
+        assert!(jobs(&o, 64) >= 1);
+        assert_eq!(jobs(&o, 1), 1);
+        o.jobs = 3;
+        assert_eq!(jobs(&o, 10), 3);
+        assert_eq!(jobs(&o, 2), 2);
+        assert_eq!(jobs(&o, 0), 1);
     }
-    let text: String = sums.iter().map(|(f, h)| format!("{h}  {f}\n")).collect();
-    let mut f = crate::output::AtomicFile::create(&sums_path).map_err(io_error(&sums_path))?;
-    f.file()
-        .write_all(text.as_bytes())
-        .and_then(|_| f.commit().map(|_| ()))
-        .map_err(io_error(&sums_path))?;
-    Ok(sums_path)
 }

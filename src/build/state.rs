@@ -26,6 +26,13 @@ pub struct ClusterState {
     pub created: i64,
     /// The node whose card runs `kubeadm init`.
     pub init_node: String,
+    /// Every node a build of this cluster has made a card for, so that a later `--node`
+    /// build tells a reimage (the cluster still holds the old card's Node object, and for a
+    /// control plane its etcd member) from a node added to the spec. `None` in a state file
+    /// written before piforge recorded it: every node rebuilt alone then counts as a reimage
+    /// (the cleanup finds nothing to remove for a node the cluster never had).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<String>>,
 }
 
 /// The state file of the secrets directory `dir`.
@@ -101,6 +108,77 @@ pub fn init_node(
     }
 }
 
+/// Whether the card of `node`, built now, replaces one the cluster already had: a partial
+/// build (`--node`) of a cluster that exists, of a node an earlier build made a card for.
+/// Such a card removes its old Node object and etcd member before joining (see
+/// `kubeadm-first-boot`). A new cluster (`--new-cluster`) has no old nodes.
+pub fn rejoining(
+    state: Option<&ClusterState>,
+    partial: bool,
+    new_cluster: bool,
+    node: &str,
+) -> bool {
+    match state {
+        Some(s) if partial && !new_cluster => {
+            s.nodes.as_ref().is_none_or(|n| n.iter().any(|x| x == node))
+        }
+        _ => false,
+    }
+}
+
+/// What this build does to the state: `None` when it leaves it as it is.
+///
+/// - no state yet, or `--new-cluster`: a new record (this build's epoch, init node and nodes);
+/// - a full build: the init node as [`init_node`] chose it (the recorded one while it is a
+///   control plane of the spec), the creation time kept, the nodes now built;
+/// - a partial build: the init node and creation time kept, the nodes built added.
+pub fn next(
+    state: Option<&ClusterState>,
+    cluster: &str,
+    epoch: i64,
+    init_node: Option<&str>,
+    built: &[String],
+    partial: bool,
+    new_cluster: bool,
+) -> Option<ClusterState> {
+    let want = match state {
+        Some(s) if !new_cluster => {
+            let nodes = if partial {
+                s.nodes.clone().map(|mut n| {
+                    for b in built {
+                        if !n.contains(b) {
+                            n.push(b.clone());
+                        }
+                    }
+                    n
+                })
+            } else {
+                Some(built.to_vec())
+            };
+            ClusterState {
+                cluster: if partial {
+                    s.cluster.clone()
+                } else {
+                    cluster.to_string()
+                },
+                created: s.created,
+                init_node: match init_node {
+                    Some(i) if !partial => i.to_string(),
+                    _ => s.init_node.clone(),
+                },
+                nodes,
+            }
+        }
+        _ => ClusterState {
+            cluster: cluster.to_string(),
+            created: epoch,
+            init_node: init_node?.to_string(),
+            nodes: Some(built.to_vec()),
+        },
+    };
+    (state != Some(&want)).then_some(want)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +188,7 @@ mod tests {
             cluster: "home".into(),
             created: 1_704_067_200,
             init_node: init.into(),
+            nodes: Some(names(&["cp-1", "cp-2", "w-1"])),
         }
     }
 
@@ -195,5 +274,99 @@ mod tests {
         std::fs::write(path(dir.path()), "{\"cluster\": 1}").unwrap();
         let e = load(dir.path()).unwrap_err().to_string();
         assert!(e.contains(FILE), "{e}");
+    }
+
+    #[test]
+    fn state_transitions() {
+        let built = |v: &[&str]| names(v);
+        // First build: a new record with every node built.
+        let first = next(
+            None,
+            "home",
+            100,
+            Some("cp-1"),
+            &built(&["cp-1", "w-1"]),
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(first.init_node, "cp-1");
+        assert_eq!(first.created, 100);
+        assert_eq!(first.nodes, Some(built(&["cp-1", "w-1"])));
+        // Nothing rejoins on a first build, not even with --node.
+        assert!(!rejoining(None, true, false, "cp-1"));
+        // A reimage of a node the cluster had: it rejoins; the state is unchanged.
+        assert!(rejoining(Some(&first), true, false, "w-1"));
+        assert!(rejoining(Some(&first), true, false, "cp-1"));
+        assert_eq!(
+            next(
+                Some(&first),
+                "home",
+                200,
+                None,
+                &built(&["w-1"]),
+                true,
+                false
+            ),
+            None
+        );
+        // A control plane added to the spec later is new, not a rejoin; it is recorded.
+        assert!(!rejoining(Some(&first), true, false, "cp-2"));
+        let added = next(
+            Some(&first),
+            "home",
+            200,
+            None,
+            &built(&["cp-2"]),
+            true,
+            false,
+        )
+        .unwrap();
+        assert_eq!(added.nodes, Some(built(&["cp-1", "w-1", "cp-2"])));
+        assert_eq!((added.created, added.init_node.as_str()), (100, "cp-1"));
+        assert!(rejoining(Some(&added), true, false, "cp-2"));
+        // A full build is not a reimage: every card is new, the init node inits again.
+        assert!(!rejoining(Some(&added), false, false, "cp-1"));
+        let full = next(
+            Some(&added),
+            "home",
+            300,
+            Some("cp-1"),
+            &built(&["cp-1", "cp-2"]),
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(full.nodes, Some(built(&["cp-1", "cp-2"])));
+        assert_eq!(full.created, 100);
+        // --new-cluster: a new record, nobody rejoins.
+        assert!(!rejoining(Some(&full), true, true, "cp-1"));
+        let new = next(
+            Some(&full),
+            "home",
+            400,
+            Some("cp-1"),
+            &built(&["cp-1"]),
+            true,
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            (new.created, new.nodes.clone()),
+            (400, Some(built(&["cp-1"])))
+        );
+        // A state file from before the node list: every node rebuilt alone rejoins, and the
+        // file is left as it was by partial builds.
+        let old: ClusterState =
+            serde_json::from_str(r#"{"cluster":"home","created":1,"init_node":"cp-1"}"#).unwrap();
+        assert!(rejoining(Some(&old), true, false, "anything"));
+        assert_eq!(
+            next(Some(&old), "home", 5, None, &built(&["w-9"]), true, false),
+            None
+        );
+        // Its serialization has the list once there is one.
+        let text = serde_json::to_string(&first).unwrap();
+        assert!(text.contains(r#""nodes":["cp-1","w-1"]"#), "{text}");
+        assert!(!serde_json::to_string(&old).unwrap().contains("nodes"));
     }
 }

@@ -176,7 +176,8 @@ pub(super) fn pi5_pages(config: Option<&str>) -> CheckItem {
     const ID: &str = "pi5-page-size";
     const TITLE: &str = "Pi 5 4K-page kernel";
     const WHY: &str = "a Pi 5 boots the 16K-page kernel_2712.img, on which some container images \
-                       (jemalloc, some JITs) crash; add kernel=kernel8.img under [all] or [pi5]";
+                       (jemalloc, some JITs) crash; for Pi 5 nodes set `image.pi5_4k_pages: \
+                       true` in cluster.yaml (kernel=kernel8.img in config.txt)";
     match config.map(pi5_kernel) {
         None => item(
             ID,
@@ -192,11 +193,24 @@ pub(super) fn pi5_pages(config: Option<&str>) -> CheckItem {
             "kernel=kernel8.img: 4K pages on a Pi 5",
             "config.txt: kernel=",
         ),
-        Some(Some(k)) => item(
+        Some(Some(k)) if k == "kernel_2712.img" => item(
             ID,
             TITLE,
             Status::Warn,
             format!("kernel={k}; {WHY}"),
+            "config.txt: kernel=",
+        ),
+        // Ubuntu's config.txt boots `vmlinuz`, its own kernel: piforge does not choose its
+        // page size (image.pi5_4k_pages is refused on such a base).
+        Some(Some(k)) => item(
+            ID,
+            TITLE,
+            Status::Warn,
+            format!(
+                "kernel={k}: the base boots a kernel of its own, whose page size piforge does not \
+                 set (image.pi5_4k_pages applies to Raspberry Pi OS only); if containers crash \
+                 on a Pi 5 with jemalloc page-size errors, check `getconf PAGESIZE` on the node"
+            ),
             "config.txt: kernel=",
         ),
         Some(None) => item(ID, TITLE, Status::Warn, WHY, "config.txt: kernel="),

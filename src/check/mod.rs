@@ -12,6 +12,7 @@
 mod endpoint;
 mod identity;
 mod image;
+mod images;
 mod os;
 mod runtime;
 mod space;
@@ -141,6 +142,7 @@ pub fn check(fs: &dyn RootFiles, boot: &BootFiles) -> Result<Vec<CheckItem>, Str
     items.push(pi5_pages(boot.config.as_deref()));
     items.push(cgroup_driver(fs)?);
     items.extend(endpoint::endpoint(fs)?);
+    items.extend(images::container_images(fs)?);
     Ok(items)
 }
 

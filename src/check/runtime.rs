@@ -455,11 +455,27 @@ pub(super) fn cgroup_driver(fs: &dyn RootFiles) -> Result<CheckItem, String> {
                 ),
                 p,
             ),
+            // kubeadm 1.22 and later default an unset cgroupDriver to systemd ("Configuring a
+            // cgroup driver", kubernetes.io/docs/tasks/administer-cluster/kubeadm/
+            // configure-cgroup-driver), and a joining node's kubelet takes the cluster's
+            // KubeletConfiguration (the kubelet-config ConfigMap `kubeadm init` uploaded), not
+            // one of its own: nothing to fix in either case.
+            None if p == paths::KUBEADM_CONFIG => {
+                let why = if t.contains("kind: JoinConfiguration") {
+                    "a joining node's kubelet takes the cluster's KubeletConfiguration \
+                     (kubeadm's kubelet-config ConfigMap)"
+                } else {
+                    "not set; kubeadm (1.22 and later) defaults it to systemd"
+                };
+                item(ID, TITLE, Status::Pass, why, p)
+            }
+            // kubelet's own default is cgroupfs; kubeadm writes this file on the node.
             None => item(
                 ID,
                 TITLE,
                 Status::Warn,
-                "no cgroupDriver; set cgroupDriver: systemd to match containerd",
+                "no cgroupDriver (kubelet then uses cgroupfs, containerd systemd); kubeadm \
+                 writes this file on first boot: remove it from the image",
                 p,
             ),
         });

@@ -76,12 +76,39 @@ pub(super) fn first_boot_room(
             "node"
         }
     );
-    if packages {
-        need += PACKAGES_NEED;
-        what.push_str(&format!(
-            " and {} MiB for the OS packages installed on first boot",
-            PACKAGES_NEED / MIB
-        ));
+    let offline_kib = match super::tools::offline_packages(fs)? {
+        Some(_) => {
+            let list = fs
+                .read_string(crate::payload::paths::DEBS_MANIFEST)?
+                .unwrap_or_default();
+            Some(
+                list.lines()
+                    .map(|l| l.split('#').next().unwrap_or(""))
+                    .filter_map(|l| l.split_whitespace().nth(5)?.parse::<u64>().ok())
+                    .sum::<u64>(),
+            )
+        }
+        None => None,
+    };
+    match offline_kib {
+        // The .debs are in the image already: what they unpack to, and install-packages'
+        // margin (its MARGIN_KB).
+        Some(kib) if packages => {
+            let n = kib * 1024 + 64 * MIB;
+            need += n;
+            what.push_str(&format!(
+                " and {} MiB to install the OS packages from the card's .debs",
+                n.div_ceil(MIB)
+            ));
+        }
+        _ if packages => {
+            need += PACKAGES_NEED;
+            what.push_str(&format!(
+                " and {} MiB for the OS packages installed on first boot",
+                PACKAGES_NEED / MIB
+            ));
+        }
+        _ => {}
     }
     let looked_at = "the root filesystem's free blocks, cmdline.txt, /etc/cloud/cloud.cfg";
     let have = format!("{} MiB free as built; first boot needs {what}", free / MIB);

@@ -118,6 +118,16 @@ fn prepared() -> (LinkFiles, BootFiles) {
         "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\n---\n\
          apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: systemd\n",
     );
+    // The card carries its container images.
+    fs = fs
+        .file(
+            paths::IMAGES_LIST,
+            "# comment\nregistry.k8s.io_pause_3.10.1.tar registry.k8s.io/pause:3.10.1 sha256:00\n",
+        )
+        .file(
+            &format!("{}/registry.k8s.io_pause_3.10.1.tar", paths::IMAGES_DIR),
+            "tar",
+        );
     let mut boot = upstream_boot();
     boot.cmdline = Some(
         bootcfg::edit_cmdline(BOOKWORM_CMDLINE, &payload_files::cmdline_tokens(), &[]).unwrap(),
@@ -411,7 +421,7 @@ fn tools_and_cloud_init_packages() {
     assert_eq!(req.status, Status::Warn);
     assert_eq!(
         req.reason,
-        "iptables (iptables) installed on first boot (by cloud-init or piforge-packages.service; needs network)"
+        "iptables (iptables) installed on first boot (by cloud-init or piforge-packages.service with apt; needs network)"
     );
     let opt = get(&items, "tools-optional");
     assert_eq!(opt.status, Status::Warn);
@@ -420,6 +430,26 @@ fn tools_and_cloud_init_packages() {
         "{opt:?}"
     );
     assert!(exit_ok(&items));
+
+    // piforge's list with the card's .debs: offline; a listed .deb missing from the card: apt.
+    let (fs, boot) = prepared();
+    let fs = fs
+        .remove("/usr/sbin/iptables")
+        .file("/etc/piforge/first-boot-packages", "iptables # why\n")
+        .file(
+            "/etc/piforge/first-boot-debs",
+            "# FILE NAME\nlibx_1_arm64.deb libx 1 arm64 00 1\niptables_1_arm64.deb iptables 1 arm64 00 2\n",
+        )
+        .file("/var/lib/piforge/debs/libx_1_arm64.deb", "!<arch>")
+        .file("/var/lib/piforge/debs/iptables_1_arm64.deb", "!<arch>");
+    let req = only(fs.clone(), boot.clone(), "tools-required", Status::Warn);
+    assert_eq!(
+        req.reason,
+        "iptables (iptables) installed on first boot from the card's 2 .debs in /var/lib/piforge/debs with dpkg (piforge-packages.service; no network needed)"
+    );
+    let fs = fs.remove("/var/lib/piforge/debs/libx_1_arm64.deb");
+    let req = only(fs, boot, "tools-required", Status::Warn);
+    assert!(req.reason.contains("with apt; needs network"), "{req:?}");
 
     assert_eq!(
         cloud_config_packages(Some("#cloud-config\npackages: [iptables, \"socat\"]\n")),
@@ -647,6 +677,11 @@ fn pi5_page_size_sections() {
     boot.config = Some(CONFIG_TXT.into());
     let i = only(fs, boot.clone(), "pi5-page-size", Status::Warn);
     assert!(i.reason.contains("16K"));
+    assert!(
+        i.reason.contains("image.pi5_4k_pages: true"),
+        "{}",
+        i.reason
+    );
     assert_eq!(pi5_kernel("[cm4]\nkernel=kernel8.img\n[all]\n"), None);
     assert_eq!(
         pi5_kernel("[pi5]\nkernel=kernel8.img\n[all]\n").as_deref(),
@@ -661,9 +696,20 @@ fn pi5_page_size_sections() {
         Some("kernel_2712.img")
     );
     assert_eq!(pi5_pages(None).status, Status::Warn);
-    assert_eq!(
-        pi5_pages(Some("[all]\nkernel=vmlinuz\n")).status,
-        Status::Warn
+    let ubuntu = pi5_pages(Some("[all]\nkernel=vmlinuz\n"));
+    assert_eq!(ubuntu.status, Status::Warn);
+    // Ubuntu boots its own kernel: the spec key would be refused there, so it is not offered.
+    assert!(
+        ubuntu.reason.contains("kernel of its own"),
+        "{}",
+        ubuntu.reason
+    );
+    assert!(!ubuntu.reason.contains("image.pi5_4k_pages: true"));
+    let pi_os = pi5_pages(Some("[pi5]\nkernel=kernel_2712.img\n"));
+    assert!(
+        pi_os.reason.contains("image.pi5_4k_pages: true"),
+        "{}",
+        pi_os.reason
     );
 }
 
@@ -677,8 +723,33 @@ fn cgroup_driver_conditions() {
     let i = only(fs, boot.clone(), "cgroup-driver", Status::Warn);
     assert!(i.reason.contains("cgroupfs"));
     let (fs, _) = prepared();
+    let fs = fs.file(
+        "/var/lib/kubelet/config.yaml",
+        "kind: KubeletConfiguration\nstaticPodPath: /x\n",
+    );
+    let i = only(fs, boot.clone(), "cgroup-driver", Status::Warn);
+    assert!(
+        i.reason.contains("remove it from the image"),
+        "{}",
+        i.reason
+    );
+    // Issue 15 item 3: kubeadm defaults an unset driver to systemd, and a joining node takes
+    // the cluster's: no warning on an init or a join configuration without one.
+    let (fs, _) = prepared();
     let fs = fs.file("/etc/piforge/kubeadm.yaml", "kind: InitConfiguration\n");
-    only(fs, boot.clone(), "cgroup-driver", Status::Warn);
+    let items = run(&fs, &boot);
+    let i = get(&items, "cgroup-driver");
+    assert_eq!(i.status, Status::Pass);
+    assert!(i.reason.contains("defaults it to systemd"), "{}", i.reason);
+    let (fs, _) = prepared();
+    let fs = fs.file(
+        "/etc/piforge/kubeadm.yaml",
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\n",
+    );
+    let items = run(&fs, &boot);
+    let i = get(&items, "cgroup-driver");
+    assert_eq!(i.status, Status::Pass);
+    assert!(i.reason.contains("joining node"), "{}", i.reason);
     let (fs, _) = prepared();
     let fs = fs.remove("/etc/piforge/kubeadm.yaml");
     assert_eq!(get(&run(&fs, &boot), "cgroup-driver").status, Status::Pass);
@@ -831,4 +902,40 @@ fn piforge_host_keys_pass_only_as_written() {
         .file(SSH_HOST_KEY, &k1.private_openssh)
         .file(SSH_HOST_KEY_PUB, &k1.public_openssh);
     only(fs, boot, "ssh-host-keys", Status::Fail);
+}
+
+#[test]
+fn container_images_in_the_card_or_pulled() {
+    let (fs, boot) = prepared();
+    let items = run(&fs, &boot);
+    assert_eq!(
+        get(&items, "container-images").reason,
+        "images: 1 in card (offline): piforge-images.service imports them into containerd before kubelet and kubeadm run"
+    );
+    // A listed archive that is gone fails.
+    let lost = fs.clone().remove(&format!(
+        "{}/registry.k8s.io_pause_3.10.1.tar",
+        paths::IMAGES_DIR
+    ));
+    let i = only(lost, boot.clone(), "container-images", Status::Fail);
+    assert!(
+        i.reason.contains("registry.k8s.io/pause:3.10.1"),
+        "{}",
+        i.reason
+    );
+    // No list on a piforge node: pulled at first boot.
+    let none = fs.clone().remove(paths::IMAGES_LIST);
+    let i = only(none, boot.clone(), "container-images", Status::Warn);
+    assert!(
+        i.reason.starts_with("images: pulled at first boot"),
+        "{}",
+        i.reason
+    );
+    // Not a piforge node: no item.
+    let plain = fs
+        .remove(paths::IMAGES_LIST)
+        .remove("/etc/piforge/kubeadm.yaml");
+    assert!(run(&plain, &boot)
+        .iter()
+        .all(|i| i.id != "container-images"));
 }

@@ -77,8 +77,44 @@ const TOOLS: [(&str, &str, bool); 11] = [
     ("conntrack", "conntrack", false),
 ];
 
+/// Whether first boot installs piforge's package list from the card's `.debs` (offline, with
+/// dpkg): the `.deb` list piforge writes names each package and every listed file is in the
+/// card. `Some(number of .debs)` when it does.
+pub(super) fn offline_packages(fs: &dyn RootFiles) -> Result<Option<usize>, String> {
+    let Some(list) = fs.read_string(crate::payload::paths::DEBS_MANIFEST)? else {
+        return Ok(None);
+    };
+    let packages: Vec<String> = fs
+        .read_string(crate::payload::FIRST_BOOT_PACKAGES)?
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut names = Vec::new();
+    for l in list
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+    {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if w.len() < 2 {
+            continue;
+        }
+        let file = format!("{}/{}", crate::payload::paths::DEBS_DIR, w[0]);
+        if !fs.exists(&file)? {
+            return Ok(None);
+        }
+        names.push(w[1].to_string());
+    }
+    Ok(packages
+        .iter()
+        .all(|p| names.contains(p))
+        .then_some(names.len()))
+}
+
 pub(super) fn tools(fs: &dyn RootFiles, packages: &[String]) -> Result<Vec<CheckItem>, String> {
     let path = PATH.join(":");
+    let offline = offline_packages(fs)?;
     let mut out = Vec::new();
     for required in [true, false] {
         let (id, title) = if required {
@@ -99,10 +135,17 @@ pub(super) fn tools(fs: &dyn RootFiles, packages: &[String]) -> Result<Vec<Check
             }
         }
         let later_note = || {
-            format!(
-                "{} installed on first boot (by cloud-init or piforge-packages.service; needs network)",
+            match offline {
+            Some(n) => format!(
+                "{} installed on first boot from the card's {n} .debs in {} with dpkg (piforge-packages.service; no network needed)",
+                join(&later),
+                crate::payload::paths::DEBS_DIR
+            ),
+            None => format!(
+                "{} installed on first boot (by cloud-init or piforge-packages.service with apt; needs network)",
                 join(&later)
-            )
+            ),
+        }
         };
         let it = if !absent.is_empty() {
             let mut reason = format!("missing: {}", join(&absent));

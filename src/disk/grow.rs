@@ -131,7 +131,12 @@ fn grow_gpt(
     mbr.write_into(f).map_err(io)
 }
 
-/// Runs `resize2fs -f 'image?offset=N' SIZEk` with its clock pinned to `epoch`.
+/// Runs `resize2fs 'image?offset=N' SIZEk` with its clock pinned to `epoch`.
+///
+/// Without `-f`: resize2fs refuses a filesystem marked with errors or not cleanly unmounted,
+/// or not checked since its last mount (`s_lastcheck < s_mtime`), and a size past the device
+/// or below its minimum. [`super::Image::grow_root`] checks the filesystem with e2fsck and
+/// records the check before calling this (issue 12 item 7: `-f` skipped all of that).
 ///
 /// resize2fs ignores the offset when it sizes a regular file: after growing, it truncates the
 /// file to the new filesystem size, cutting off the end of an image whose filesystem starts at
@@ -147,8 +152,7 @@ pub fn resize2fs(image: &Path, offset: u64, bytes: u64, epoch: i64) -> Result<()
         })?
         .len();
     let mut cmd = Command::new("resize2fs");
-    cmd.arg("-f")
-        .arg(format!("{}?offset={offset}", image.display()))
+    cmd.arg(format!("{}?offset={offset}", image.display()))
         .arg(format!("{}K", bytes / 1024))
         .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
         .stdout(std::process::Stdio::piped())

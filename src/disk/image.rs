@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
+use super::fsck::{self, FsckError};
 use super::grow::{self, GrowError};
 use super::io::{ReadOnly, Slice};
 use super::layout::{read_layout, DiskError, DiskLayout, Partition, Scheme};
@@ -30,6 +31,10 @@ pub enum ImageError {
     NotMbr { path: String },
     #[error(transparent)]
     Grow(#[from] GrowError),
+    #[error(transparent)]
+    Fsck(#[from] FsckError),
+    #[error("root filesystem: {0}")]
+    Ext4(#[from] Ext4Error),
 }
 
 /// The boot partition of a read-only [`Image`], through fatfs.
@@ -181,6 +186,14 @@ impl Image {
         )
     }
 
+    /// Checks the root filesystem before anything writes into it: the bounded open's refusals
+    /// (larger than its partition, journal to recover, error state, ...), then `e2fsck -fn`
+    /// (see [`fsck`]); a damaged one is refused with e2fsck's first complaint.
+    pub fn check_root(&self) -> Result<(), ImageError> {
+        drop(self.root_fs()?);
+        Ok(fsck::check_ext4(&self.path, self.root.start_bytes)?)
+    }
+
     fn writable(&self) -> Result<(), ImageError> {
         if self.writable {
             Ok(())
@@ -214,8 +227,18 @@ impl Image {
     /// Grows the root partition (which must be the last) to at least `new_bytes`, rounded up to
     /// [`grow::ALIGN`], and its ext4 filesystem to fill it; the layout is read again afterwards.
     /// Returns the new image size. `epoch` pins resize2fs's clock.
+    ///
+    /// The filesystem is checked first ([`Image::check_root`]) and the check recorded
+    /// (`s_lastcheck`), so resize2fs runs without `-f` and keeps its own refusals (error
+    /// state, not cleanly unmounted, a size past the device, smaller than its minimum).
     pub fn grow_root(&mut self, new_bytes: u64, epoch: i64) -> Result<u64, ImageError> {
         self.writable()?;
+        self.check_root()?;
+        let mut opts = OpenOptions::new(OpenMode::ReadWrite);
+        opts.clock = Some(epoch);
+        let mut fs = self.root_fs_with(&opts)?;
+        fs.record_check()?;
+        fs.commit()?;
         let len = grow::grow_partition(
             &mut self.file,
             &self.path,

@@ -10,8 +10,10 @@
 //! | `gpt_check.rs` | GPT header sanity checks before the `gpt` crate parses them |
 //! | `probe.rs` | a filesystem's type, label and UUID from its first sectors |
 //! | `grow.rs` | growing the last partition (MBR/GPT) and ext4 (`resize2fs`) |
+//! | `fsck.rs` | checking the root filesystem (`e2fsck -fn`) before writing into it |
 //! | `io.rs` | [`Slice`] (a partition as a device) and [`ReadOnly`] |
 
+mod fsck;
 mod gpt_check;
 mod grow;
 mod image;
@@ -20,6 +22,7 @@ mod layout;
 mod mbr;
 mod probe;
 
+pub use fsck::{check_ext4, FsckError};
 pub use grow::{align_up, resize2fs, GrowError, ALIGN};
 pub use image::{BootFs, BootFsMut, Image, ImageError};
 pub use io::{ReadOnly, Slice};

@@ -15,6 +15,13 @@ struct Geometry {
     /// Data clusters; valid cluster numbers are `2..clusters + 2`.
     clusters: u32,
     bits: u8,
+    /// Where cluster 2 starts, and a cluster's size, in bytes.
+    data_offset: u64,
+    cluster_bytes: u64,
+    /// FAT12/16: the fixed root directory region `(offset, bytes)`; FAT32: `None` (the root
+    /// directory is the chain at `root_cluster`).
+    root_region: Option<(u64, u64)>,
+    root_cluster: u32,
 }
 
 fn u16_at(b: &[u8], at: usize) -> u32 {
@@ -63,11 +70,17 @@ fn geometry(bs: &[u8; 512]) -> Option<Geometry> {
     if needed > fat_bytes {
         return None;
     }
+    let bps = u64::from(bytes_per_sector);
+    let root_start = (u64::from(reserved) + u64::from(fats) * u64::from(fat_sectors)) * bps;
     Some(Geometry {
-        fat_offset: u64::from(reserved) * u64::from(bytes_per_sector),
+        fat_offset: u64::from(reserved) * bps,
         fat_bytes,
         clusters,
         bits,
+        data_offset: meta * bps,
+        cluster_bytes: u64::from(sectors_per_cluster) * bps,
+        root_region: (bits != 32).then_some((root_start, u64::from(root_sectors) * bps)),
+        root_cluster: u32_at(bs, 44),
     })
 }
 
@@ -138,6 +151,131 @@ fn walk<D: Read + Seek>(dev: &mut D) -> io::Result<Option<u32>> {
         }
     }
     Ok(None)
+}
+
+/// What holds byte `offset` of a FAT volume (at the start of `dev`): the boot sector, the
+/// FAT, the root directory, or the file or directory whose cluster chain has that cluster
+/// (path from the volume's root, long names where the directory has them), or a free cluster.
+pub fn locate<D: Read + Seek>(dev: &mut D, offset: u64) -> io::Result<String> {
+    let mut bs = [0u8; 512];
+    dev.seek(SeekFrom::Start(0))?;
+    dev.read_exact(&mut bs)?;
+    let Some(g) = geometry(&bs) else {
+        return Ok("an unrecognized FAT volume".into());
+    };
+    if offset < g.fat_offset {
+        return Ok("the FAT boot sector (reserved sectors)".into());
+    }
+    if offset < g.data_offset && g.root_region.is_none_or(|(r, _)| offset < r) {
+        return Ok("the file allocation table".into());
+    }
+    if offset < g.data_offset {
+        return Ok("the root directory".into());
+    }
+    let target = u32::try_from((offset - g.data_offset) / g.cluster_bytes)
+        .ok()
+        .and_then(|c| c.checked_add(2))
+        .filter(|c| *c < g.clusters + 2);
+    let Some(target) = target else {
+        return Ok("past the last cluster".into());
+    };
+    let mut fat = vec![0u8; usize::try_from(g.fat_bytes).unwrap_or(0).min(64 << 20)];
+    dev.seek(SeekFrom::Start(g.fat_offset))?;
+    dev.read_exact(&mut fat)?;
+    let chain = |start: u32| -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut c = start;
+        while c >= 2 && c < g.clusters + 2 && out.len() <= g.clusters as usize {
+            out.push(c);
+            match next(&fat, &g, c) {
+                Some(n) => c = n,
+                None => break,
+            }
+        }
+        out
+    };
+    // (path, directory bytes), breadth first from the root; each directory visited once.
+    let read_clusters = |dev: &mut D, cs: &[u32]| -> io::Result<Vec<u8>> {
+        let mut data = Vec::new();
+        for &c in cs.iter().take(4096) {
+            let mut buf = vec![0u8; g.cluster_bytes as usize];
+            dev.seek(SeekFrom::Start(
+                g.data_offset + u64::from(c - 2) * g.cluster_bytes,
+            ))?;
+            dev.read_exact(&mut buf)?;
+            data.extend_from_slice(&buf);
+        }
+        Ok(data)
+    };
+    let root = match g.root_region {
+        Some((off, len)) => {
+            let mut b = vec![0u8; len as usize];
+            dev.seek(SeekFrom::Start(off))?;
+            dev.read_exact(&mut b)?;
+            b
+        }
+        None => {
+            let cs = chain(g.root_cluster);
+            if cs.contains(&target) {
+                return Ok("the root directory".into());
+            }
+            read_clusters(dev, &cs)?
+        }
+    };
+    let mut queue = vec![(String::new(), root)];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some((dir, data)) = queue.pop() {
+        let mut lfn: Vec<(u8, String)> = Vec::new();
+        for e in data.chunks_exact(32) {
+            match e[0] {
+                0 => break,
+                0xe5 => {
+                    lfn.clear();
+                    continue;
+                }
+                _ => {}
+            }
+            if e[11] == 0x0f {
+                let units: Vec<u16> = [1..11, 14..26, 28..32]
+                    .into_iter()
+                    .flat_map(|r| {
+                        e[r].chunks_exact(2)
+                            .map(|p| u16::from_le_bytes([p[0], p[1]]))
+                    })
+                    .take_while(|&u| u != 0 && u != 0xffff)
+                    .collect();
+                lfn.push((e[0] & 0x1f, String::from_utf16_lossy(&units)));
+                continue;
+            }
+            let name = if lfn.is_empty() {
+                let base = String::from_utf8_lossy(&e[0..8]).trim_end().to_string();
+                let ext = String::from_utf8_lossy(&e[8..11]).trim_end().to_string();
+                if ext.is_empty() {
+                    base
+                } else {
+                    format!("{base}.{ext}")
+                }
+            } else {
+                lfn.sort_by_key(|(n, _)| *n);
+                lfn.iter().map(|(_, s)| s.as_str()).collect()
+            };
+            lfn.clear();
+            if e[11] & 0x08 != 0 || name == "." || name == ".." {
+                continue; // the volume label, or a directory's links
+            }
+            let first = (u32::from(u16::from_le_bytes([e[20], e[21]])) << 16)
+                | u32::from(u16::from_le_bytes([e[26], e[27]]));
+            let path = format!("{dir}/{name}");
+            let cs = chain(first);
+            if cs.contains(&target) {
+                return Ok(path);
+            }
+            if e[11] & 0x10 != 0 && seen.insert(first) {
+                queue.push((path, read_clusters(dev, &cs)?));
+            }
+        }
+    }
+    Ok(format!("cluster {target}, which no file uses"))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 pub mod ext4;
 pub mod fat;
 mod fat_chains;
+pub use fat_chains::locate as fat_locate;
 pub(crate) mod root_files;
 
 pub use root_files::{Ext4Files, RootFiles};

@@ -54,7 +54,8 @@ esac
 
 const FAKE_DPKG: &str = r#"#!/bin/sh
 R=$PIFORGE_ROOT
-echo "dpkg $*" >>"$R/calls"
+# `-i` logs the file names only (the test root's path varies).
+[ "$1" = -i ] || echo "dpkg $*" >>"$R/calls"
 case "$*" in
 --audit)
     if [ -f "$R/dpkg-interrupted" ]; then
@@ -63,6 +64,21 @@ case "$*" in
     fi
     ;;
 "--configure -a") rm -f "$R/dpkg-interrupted" ;;
+-i\ *)
+    shift
+    names=
+    for f in "$@"; do names="$names ${f##*/}"; done
+    echo "dpkg -i$names" >>"$R/calls"
+    if [ -f "$R/dpkg-i-fails" ]; then
+        : >"$R/dpkg-interrupted"
+        echo "dpkg: dependency problems prevent configuration of pftool-a:"
+        exit 1
+    fi
+    for f in "$@"; do
+        p=${f##*/}; p=${p%%_*}
+        printf '#!/bin/sh\n' >"$R/usr/local/bin/$p"; chmod 755 "$R/usr/local/bin/$p"
+    done
+    ;;
 *) exit 2 ;;
 esac
 "#;
@@ -301,10 +317,102 @@ fn script_passes_shellcheck_and_the_unit_does_not_hold_the_boot() {
     assert!(out.status.success() && err.trim().is_empty(), "{err}");
 }
 
+/// A card with the .debs: `pftool-a` needs `libpf` (both arm64), `pftool-b` is arch all.
+fn with_card_debs(n: &Node) {
+    n.write(
+        "etc/piforge/first-boot-debs",
+        "# FILE NAME VERSION ARCH SHA256 INSTALLED-KIB\n\
+         libpf_1.0-1_arm64.deb libpf 1.0-1 arm64 00 100\n\
+         pftool-a_2.1-3_arm64.deb pftool-a 2.1-3 arm64 00 200\n\
+         pftool-b_5_all.deb pftool-b 5 all 00 300\n",
+        0o644,
+    );
+    for f in [
+        "libpf_1.0-1_arm64.deb",
+        "pftool-a_2.1-3_arm64.deb",
+        "pftool-b_5_all.deb",
+    ] {
+        n.write(&format!("var/lib/piforge/debs/{f}"), "!<arch>\n", 0o644);
+    }
+}
+
+const DPKG_I: &str = "dpkg -i libpf_1.0-1_arm64.deb pftool-a_2.1-3_arm64.deb pftool-b_5_all.deb";
+
+#[test]
+fn the_cards_debs_are_installed_with_dpkg_and_no_network() {
+    let n = Node::new(2048);
+    with_card_debs(&n);
+    let (ok, journal) = n.run();
+    assert!(ok, "{journal}");
+    // No apt-get call at all: nothing needed the network.
+    assert_eq!(n.calls(), ["dpkg --audit", DPKG_I]);
+    assert!(n.installed());
+    assert_eq!(n.read("var/lib/piforge/packages-status"), "ok\n");
+    // The .debs are deleted once installed (their room goes back to the node).
+    assert_eq!(
+        fs::read_dir(n.root().join("var/lib/piforge/debs"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert!(journal.contains("done (from the card)"), "{journal}");
+}
+
+#[test]
+fn a_failed_offline_install_falls_back_to_apt_after_repairing_dpkg() {
+    let n = Node::new(2048);
+    with_card_debs(&n);
+    n.write("dpkg-i-fails", "", 0o644);
+    let (ok, journal) = n.run();
+    assert!(ok, "{journal}");
+    assert_eq!(
+        n.calls(),
+        [
+            "dpkg --audit",
+            DPKG_I,
+            "dpkg --audit",
+            "dpkg --configure -a",
+            "apt-get -f install -y",
+            "apt-get update",
+            ASK,
+            INSTALL
+        ]
+    );
+    assert!(
+        journal.contains("the offline install failed: dpkg -i"),
+        "{journal}"
+    );
+    assert!(n.installed());
+}
+
+#[test]
+fn no_room_for_the_cards_debs_is_said_before_dpkg_runs() {
+    // 600 KiB installed plus the 64 MiB margin do not fit in 50 MiB; apt's floor neither.
+    let n = Node::new(50);
+    with_card_debs(&n);
+    n.write(
+        "etc/piforge/first-boot-debs",
+        "big_1_arm64.deb big 1 arm64 00 100000\n",
+        0o644,
+    );
+    n.write("var/lib/piforge/debs/big_1_arm64.deb", "x", 0o644);
+    let (ok, journal) = n.run();
+    assert!(!ok, "{journal}");
+    assert!(
+        !n.calls().iter().any(|c| c.starts_with("dpkg -i")),
+        "{:?}",
+        n.calls()
+    );
+    assert!(
+        journal.contains("installing pftool-a pftool-b from the card needs 161 MiB"),
+        "{journal}"
+    );
+}
+
 /// kubeadm-first-boot checks for the tools by the package names in the list.
 #[test]
 fn every_needed_package_is_named_after_its_tool() {
-    for (package, tool) in super::NEEDED_PACKAGES {
+    for (package, tool, _) in super::NEEDED_PACKAGES {
         assert_eq!(package, tool);
     }
 }

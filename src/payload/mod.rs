@@ -21,14 +21,27 @@ fn first_boot_file(path: &str) -> &'static [u8] {
     payload_files::builtin_file("first-boot", path).map_or(&[], |f| f.data)
 }
 
-/// Debian packages kubeadm's preflight looks for, with the tool each provides.
-pub const NEEDED_PACKAGES: [(&str, &str); 5] = [
-    ("iptables", "iptables"),
-    ("conntrack", "conntrack"),
-    ("socat", "socat"),
-    ("ethtool", "ethtool"),
-    ("ebtables", "ebtables"),
-];
+/// The OS packages a node needs beyond what every base has, with the tool each provides
+/// (first boot checks for the tool) and why it is there.
+///
+/// Trimmed to what current Kubernetes (the catalog's 1.34 to 1.36) needs:
+/// - kubeadm's preflight checks only `mount`, `nsenter`, `cp` (util-linux, mount and
+///   coreutils: Essential in every Debian base) and crictl (the payload's) on PATH:
+///   `ip`, `iptables`, `ethtool` and `tc` were dropped in 1.33 (kubernetes/kubernetes#129131,
+///   for kubeadm issue #3132), `socat` and `ebtables` in 1.31 (#127151, cherry-picked back to
+///   1.28), `conntrack` in 1.32 (`addExecChecks` in cmd/kubeadm/app/preflight/checks_linux.go
+///   asks for it only below 1.32.0: kube-proxy stopped needing it, #126952). kube-proxy and
+///   flannel run from their images, which carry their own iptables and conntrack; containerd's
+///   CRI does port-forwarding itself (no socat).
+/// - `iptables` stays: the CNI `portmap` plugin, which flannel's CNI configuration chains
+///   after its bridge, programs host ports by running the host's `iptables` binary
+///   (containernetworking/plugins plugins/meta/portmap uses github.com/coreos/go-iptables,
+///   which executes `iptables` from PATH). Raspberry Pi OS Lite does not ship it.
+pub const NEEDED_PACKAGES: [(&str, &str, &str); 1] = [(
+    "iptables",
+    "iptables",
+    "the CNI portmap plugin (chained by flannel) runs the host's iptables for hostPort pods",
+)];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
@@ -57,6 +70,9 @@ impl From<artifacts::Error> for PayloadError {
 pub struct PayloadOptions {
     /// Select the 4K-page kernel on a Pi 5 (`kernel=kernel8.img`).
     pub pi5_4k_pages: bool,
+    /// The pinned `.deb`s of the missing packages and their dependencies (`piforge fetch`),
+    /// put in the card for `install-packages` to install offline with dpkg.
+    pub debs: Vec<crate::apt::CardDeb>,
 }
 
 const ROOT_EXEC: Owner = Owner {
@@ -185,8 +201,8 @@ pub fn missing_packages(fs: &dyn RootFiles) -> Result<Vec<String>, PayloadError>
     }
     Ok(NEEDED_PACKAGES
         .iter()
-        .filter(|(p, _)| !installed.contains(*p))
-        .map(|(p, _)| p.to_string())
+        .filter(|(p, _, _)| !installed.contains(*p))
+        .map(|(p, _, _)| p.to_string())
         .collect())
 }
 
@@ -483,15 +499,48 @@ pub fn add_payload(
         }
     }
 
-    // OS packages the base lacks, installed on first boot by piforge-packages.service.
+    // OS packages the base lacks, installed on first boot by piforge-packages.service: from
+    // the .debs in the card when piforge fetch pinned them, else with apt (network).
     if !missing.is_empty() {
         let mut list = String::from(
-            "# OS packages kubeadm needs that the base image lacks; installed on first boot by\n\
-             # piforge-packages.service (needs the network).\n",
+            "# OS packages a Kubernetes node needs that the base image lacks; installed on first\n\
+             # boot by piforge-packages.service: with dpkg from the .debs in /var/lib/piforge/debs\n\
+             # (listed in /etc/piforge/first-boot-debs) when the card has them, else with apt\n\
+             # (needs the network).\n",
         );
         for p in missing {
-            list.push_str(p);
-            list.push('\n');
+            let why = NEEDED_PACKAGES
+                .iter()
+                .find(|(n, _, _)| n == p)
+                .map_or("", |(_, _, why)| why);
+            list.push_str(&format!("{p} # {why}\n"));
+        }
+        if !opts.debs.is_empty() {
+            let mut manifest = String::from(
+                "# The .debs in /var/lib/piforge/debs, in dependency order, pinned in piforge.lock:\n\
+                 # FILE NAME VERSION ARCH SHA256 INSTALLED-KIB\n",
+            );
+            for d in &opts.debs {
+                manifest.push_str(&format!(
+                    "{} {} {} {} {} {}\n",
+                    d.file, d.name, d.version, d.arch, d.sha256, d.installed_kib
+                ));
+                write(
+                    plan,
+                    &format!("{}/{}", paths::DEBS_DIR, d.file),
+                    Content::Host {
+                        path: d.path.clone(),
+                        size: d.size,
+                    },
+                    ROOT_FILE,
+                );
+            }
+            write(
+                plan,
+                paths::DEBS_MANIFEST,
+                Content::Bytes(manifest.into_bytes()),
+                ROOT_FILE,
+            );
         }
         write(
             plan,
@@ -542,6 +591,30 @@ pub fn add_payload(
     Ok(())
 }
 
+/// Whether the 4K-page Pi 5 setting (`kernel=kernel8.img`) can apply to a base whose boot
+/// partition holds `boot_files` (its top-level names): only where Raspberry Pi's kernel8.img is
+/// there, as on Raspberry Pi OS. Ubuntu's and Debian's raspi images boot their own kernel
+/// (`kernel=vmlinuz` in Ubuntu's config.txt, `vmlinuz-<version>` on Debian's) and have no
+/// kernel8.img, so the setting would leave the card unbootable: the error says why.
+pub fn pi5_4k_pages_supported(boot_files: &[String]) -> Result<(), String> {
+    if boot_files
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case("kernel8.img"))
+    {
+        return Ok(());
+    }
+    let own = boot_files
+        .iter()
+        .find(|f| f.to_ascii_lowercase().starts_with("vmlinuz"))
+        .map(|k| format!(" ({k})"))
+        .unwrap_or_default();
+    Err(format!(
+        "this base boots a kernel of its own{own}, not Raspberry Pi OS's kernel8.img (4K pages) \
+         and kernel_2712.img (16K pages), and its boot partition has no kernel8.img to select: \
+         the card would not boot; remove the key (it applies to Raspberry Pi OS only)"
+    ))
+}
+
 /// Errors of [`node_payload`]: reading the base image, or laying out the payload.
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadSetupError {
@@ -587,11 +660,16 @@ mod tests {
             "/var/lib/dpkg/status",
             "Package: iptables\nStatus: install ok installed\nVersion: 1\n\nPackage: socat\nStatus: deinstall ok config-files\n\nPackage: ethtool\nStatus: install ok installed\n",
         )]);
+        assert!(missing_packages(&fs).unwrap().is_empty());
+        let fs = MemFiles::with(&[(
+            "/var/lib/dpkg/status",
+            "Package: iptables\nStatus: deinstall ok config-files\nVersion: 1\n\nPackage: socat\nStatus: install ok installed\n",
+        )]);
+        assert_eq!(missing_packages(&fs).unwrap(), ["iptables"]);
         assert_eq!(
-            missing_packages(&fs).unwrap(),
-            ["conntrack", "socat", "ebtables"]
+            missing_packages(&MemFiles::default()).unwrap(),
+            ["iptables"]
         );
-        assert_eq!(missing_packages(&MemFiles::default()).unwrap().len(), 5);
     }
 
     #[test]

@@ -14,6 +14,10 @@ pub const CNI_BIN_DIR: &str = "/opt/cni/bin";
 pub const UNIT_DIR: &str = "/usr/local/lib/systemd/system";
 /// The node's kubeadm configuration (mode 0600: it holds the bootstrap token).
 pub const KUBEADM_CONFIG: &str = "/etc/piforge/kubeadm.yaml";
+/// On a card that replaces a node the cluster already had (a reimage): who it replaces and
+/// which API servers to ask to remove the old node's leftovers (no secret; see
+/// `render::first_boot::rejoin_file`).
+pub const REJOIN: &str = "/etc/piforge/rejoin";
 /// The unit that runs `kubeadm init` or `join` on first boot, and its script.
 pub const FIRST_BOOT_UNIT: &str = "piforge-kubeadm.service";
 pub const FIRST_BOOT_SCRIPT: &str = "/usr/local/lib/piforge/kubeadm-first-boot";
@@ -24,6 +28,11 @@ pub const PACKAGES_UNIT: &str = "piforge-packages.service";
 pub const STATUS_FILE: &str = "/boot/firmware/piforge-status.txt";
 /// The OS packages `piforge-packages.service` installs on first boot.
 pub const FIRST_BOOT_PACKAGES: &str = "/etc/piforge/first-boot-packages";
+/// The pinned `.deb`s of those packages and their dependencies (`piforge fetch`), which
+/// `install-packages` installs offline with dpkg, and their list (file, name, version, arch,
+/// SHA-256, installed KiB; in dependency order).
+pub const DEBS_DIR: &str = "/var/lib/piforge/debs";
+pub const DEBS_MANIFEST: &str = "/etc/piforge/first-boot-debs";
 /// The script `piforge-packages.service` runs.
 pub const INSTALL_PACKAGES_SCRIPT: &str = "/usr/local/lib/piforge/install-packages";
 /// The pod-network manifest the first control plane applies after `kubeadm init`.
@@ -47,6 +56,15 @@ pub const NM_WIFI_CONNECTION: &str =
 pub const NM_STATE: &str = "/var/lib/NetworkManager/NetworkManager.state";
 /// A Wi-Fi node's netplan file on bases without NetworkManager (0600: it holds the PSK).
 pub const NETPLAN_WIFI: &str = "/etc/netplan/90-piforge-wifi.yaml";
+/// The container images a card carries: one OCI archive per image
+/// (`<registry>_<repository>_<tag>.tar`, see [`crate::oci::ImageRef::archive_file_name`]),
+/// imported into containerd on first boot and then deleted.
+pub const IMAGES_DIR: &str = "/var/lib/piforge/images";
+/// The card's images, one line each: archive file name, reference, pinned digest.
+pub const IMAGES_LIST: &str = "/etc/piforge/images.list";
+/// The unit that imports them before kubelet and kubeadm, and its script.
+pub const IMAGES_UNIT: &str = "piforge-images.service";
+pub const IMAGES_SCRIPT: &str = "/usr/local/lib/piforge/import-images";
 /// containerd's configuration.
 pub const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
 

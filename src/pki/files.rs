@@ -98,29 +98,110 @@ pub(super) fn read_private(path: &Path) -> Result<Option<String>, PkiError> {
         })
 }
 
-/// Writes `contents` to `path` with mode 0600: a temporary file in the same directory, synced,
-/// then renamed into place, so a crash never leaves half a key.
+/// Writes `contents` to `path` with mode 0600: a temporary file in the same directory (made
+/// 0600 with `O_EXCL` under an unpredictable name, removed on error and on Ctrl-C; see
+/// [`crate::output::AtomicFile`]), synced, then renamed into place, so a crash never leaves
+/// half a key. A kill -9 leaves the temporary file: [`remove_stale_temps`] removes it on the
+/// next run (issue 12 item 9).
 pub(super) fn write_private(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| {
+    let mut f = crate::output::AtomicFile::create_with_mode(path, 0o600).map_err(io_err(path))?;
+    f.file().write_all(contents).map_err(io_err(path))?;
+    f.commit().map_err(io_err(path))?;
+    Ok(())
+}
+
+/// Removes the temporary files of writers that are gone (killed before they could clean up)
+/// from `dir` and its subdirectories (`etcd/`, `hosts/NODE/`).
+pub(super) fn remove_stale_temps(dir: &Path) {
+    crate::output::remove_stale_temps(dir);
+    for sub in [super::ETCD_DIR, super::host_keys::HOSTS_DIR] {
+        let d = dir.join(sub);
+        crate::output::remove_stale_temps(&d);
+        if sub == super::host_keys::HOSTS_DIR {
+            for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    crate::output::remove_stale_temps(&e.path());
+                }
+            }
+        }
+    }
+}
+
+const PAIR_PREFIX: &str = ".pair.";
+const PAIR_READY: &str = ".ready";
+
+/// Writes two files that only make sense together (a key and its certificate, a private and a
+/// public key) so that a crash or kill at any point leaves both or neither (issue 12 item 14:
+/// a kill between `ca.key` and `ca.crt` left the key alone, and every later build refused the
+/// half pair). Both are written (0600, synced) into a fresh 0700 directory beside them, which
+/// is renamed to its `.ready` name when whole: that rename is the commit point. The files are
+/// then moved into place and the directory removed. [`finish_pairs`], which runs under the
+/// secrets lock before any pair is read, completes a pair that was committed but not moved and
+/// removes one that never was. Both paths must be in one directory.
+pub(super) fn write_private_pair(a: (&Path, &[u8]), b: (&Path, &[u8])) -> Result<(), PkiError> {
+    let dir = match a.0.parent() {
+        Some(d) if b.0.parent() == Some(d) => d,
+        _ => {
+            return Err(PkiError::Io {
+                path: a.0.to_path_buf(),
+                source: io::Error::other("a key pair must be in one directory"),
+            })
+        }
+    };
+    let staging = tempfile::Builder::new()
+        .prefix(PAIR_PREFIX)
+        .tempdir_in(dir)
+        .map_err(io_err(dir))?;
+    for (path, contents) in [a, b] {
+        let name = path.file_name().ok_or_else(|| PkiError::Io {
+            path: path.to_path_buf(),
+            source: io::Error::other("no file name"),
+        })?;
+        let p = staging.path().join(name);
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
-            .open(&tmp)?;
-        // A leftover temporary file from a crash keeps its old mode; make sure.
-        f.set_permissions(Permissions::from_mode(0o600))?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+            .open(&p)
+            .map_err(io_err(path))?;
+        f.write_all(contents)
+            .and_then(|_| f.sync_all())
+            .map_err(io_err(path))?;
     }
-    result.map_err(io_err(path))
+    let mut ready = staging.path().as_os_str().to_owned();
+    ready.push(PAIR_READY);
+    let ready = std::path::PathBuf::from(ready);
+    fs::rename(staging.path(), &ready).map_err(io_err(a.0))?;
+    // The staging name is gone; nothing for its guard to remove.
+    let _ = staging.keep();
+    move_pair_into_place(dir, &ready)
+}
+
+/// Moves the files of a committed pair directory into `dir`, then removes it.
+fn move_pair_into_place(dir: &Path, ready: &Path) -> Result<(), PkiError> {
+    for e in fs::read_dir(ready).map_err(io_err(ready))? {
+        let e = e.map_err(io_err(ready))?;
+        fs::rename(e.path(), dir.join(e.file_name())).map_err(io_err(ready))?;
+    }
+    fs::remove_dir(ready).map_err(io_err(ready))
+}
+
+/// Completes the pairs [`write_private_pair`] committed in `dir` but did not move into place,
+/// and removes those it never committed. Under the secrets lock only.
+pub(super) fn finish_pairs(dir: &Path) -> Result<(), PkiError> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(PAIR_PREFIX) || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if name.ends_with(PAIR_READY) {
+            move_pair_into_place(dir, &e.path())?;
+        } else {
+            fs::remove_dir_all(e.path()).map_err(io_err(&e.path()))?;
+        }
+    }
+    Ok(())
 }

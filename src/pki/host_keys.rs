@@ -170,6 +170,9 @@ pub fn ensure_host_keys(
     for &node in nodes {
         let dir = node_dir(secrets_dir, node);
         let (key_path, pub_path) = (dir.join(HOST_KEY_FILE), dir.join(HOST_PUB_FILE));
+        if store {
+            files::finish_pairs(&dir)?;
+        }
         let (private, public) = if dir.exists() {
             (
                 files::read_private(&key_path)?,
@@ -185,8 +188,10 @@ pub fn ensure_host_keys(
                 if store {
                     files::ensure_private_dir(&secrets_dir.join(HOSTS_DIR))?;
                     files::ensure_private_dir(&dir)?;
-                    files::write_private(&key_path, key.private_openssh.as_bytes())?;
-                    files::write_private(&pub_path, key.public_openssh.as_bytes())?;
+                    files::write_private_pair(
+                        (&key_path, key.private_openssh.as_bytes()),
+                        (&pub_path, key.public_openssh.as_bytes()),
+                    )?;
                 }
                 key
             }

@@ -304,6 +304,11 @@ pub fn secrets_exist(dir: &Path) -> bool {
 fn ensure_secrets_at(dir: &Path, opts: &SecretsOptions, now: i64) -> Result<Secrets, PkiError> {
     files::ensure_private_dir(dir)?;
     let _lock = files::lock(dir)?;
+    // What a build killed half-way left: its temporary files go, its committed pairs are
+    // completed (see files::write_private_pair).
+    files::remove_stale_temps(dir);
+    files::finish_pairs(dir)?;
+    files::finish_pairs(&dir.join(ETCD_DIR))?;
     let gitignore = dir.join(".gitignore");
     if std::fs::symlink_metadata(&gitignore).is_err() {
         files::write_private(&gitignore, b"*\n")?;
@@ -368,8 +373,10 @@ fn ensure_ca(
         (Some(_), None) => return Err(incomplete(crt_path, key_path)),
         (None, Some(_)) => return Err(incomplete(key_path, crt_path)),
     };
-    files::write_private(&key_path, pair.key_pem.as_bytes())?;
-    files::write_private(&crt_path, pair.cert_pem.as_bytes())?;
+    files::write_private_pair(
+        (&key_path, pair.key_pem.as_bytes()),
+        (&crt_path, pair.cert_pem.as_bytes()),
+    )?;
     let info = certs::parse_cert(&crt_path, &pair.cert_pem)?;
     Ok((pair, info))
 }
@@ -393,8 +400,10 @@ fn ensure_service_account(dir: &Path) -> Result<ServiceAccountKey, PkiError> {
         }
         (None, None) => {
             let (private_pem, public_pem) = certs::new_key_pair()?;
-            files::write_private(&key_path, private_pem.as_bytes())?;
-            files::write_private(&pub_path, public_pem.as_bytes())?;
+            files::write_private_pair(
+                (&key_path, private_pem.as_bytes()),
+                (&pub_path, public_pem.as_bytes()),
+            )?;
             Ok(ServiceAccountKey {
                 private_pem,
                 public_pem,

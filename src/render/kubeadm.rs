@@ -173,9 +173,14 @@ pub fn render_config(cluster: &ClusterParams, node: &NodeParams) -> String {
     }
     let mut comments =
         vec!["# Written by piforge. Holds the bootstrap token: keep it 0600.".to_string()];
+    // IfNotPresent (kubeadm's default, written out): the images piforge put in the card and
+    // imported before kubeadm runs are used as they are. kubeadm's preflight ImagePull check
+    // skips an image the runtime has under that policy and pulls only the missing ones
+    // (cmd/kubeadm/app/preflight/checks.go, ImagePullCheck), the online fallback.
     let registration = Yaml::map([
         ("name", q(node.name.as_str())),
         ("criSocket", q(cluster.cri_socket.as_str())),
+        ("imagePullPolicy", q("IfNotPresent")),
     ]);
     let docs = match node.role {
         Role::InitControlPlane => {
@@ -209,6 +214,12 @@ pub fn render_config(cluster: &ClusterParams, node: &NodeParams) -> String {
                 ("kind", Yaml::str("ClusterConfiguration")),
                 ("clusterName", q(cluster.cluster_name.as_str())),
                 ("kubernetesVersion", q(cluster.version_tag())),
+                // kubeadm's default, written out: the card's images are named after it
+                // (crate::artifacts::Release::kubeadm_images).
+                (
+                    "imageRepository",
+                    q(crate::artifacts::KUBEADM_IMAGE_REPOSITORY),
+                ),
                 (
                     "controlPlaneEndpoint",
                     q(cluster.control_plane_endpoint.as_str()),

@@ -478,6 +478,16 @@ const FAKE_KUBEADM: &str = r#"#!/bin/sh
 R=$PIFORGE_ROOT
 echo "$*" >>"$R/calls"
 case "$1" in
+kubeconfig)
+    # kubeadm kubeconfig user: the CA must be on the card (certificatesDir of --config).
+    dir=$(sed -n 's/^certificatesDir: "\(.*\)"$/\1/p' "$4")
+    if [ ! -f "$dir/ca.key" ]; then
+        echo "error: failure loading ca certificate authority from $dir" >&2
+        exit 1
+    fi
+    cp "$4" "$R/rejoin-kubeadm-config"
+    printf 'apiVersion: v1\nkind: Config\nusers:\n- name: piforge-rejoin\n  user:\n    client-key-data: FAKEPRIVATEKEY\n'
+    ;;
 reset)
     rm -rf "$R/etc/kubernetes/pki" "$R/etc/kubernetes/kubelet.conf" "$R/etc/kubernetes/admin.conf"
     rm -rf "$R/etc/kubernetes/manifests"
@@ -512,15 +522,95 @@ init|join)
 esac
 "#;
 
+/// The stand-in kubectl: `apply` fails once, then succeeds (the CNI step); with `--server`
+/// it is the reimage cleanup's API server, answering from the fake cluster in `$R/cluster`
+/// (`down-HOST:PORT` refuses, `node-NAME` holds its Ready status, `etcd-pods` the etcd pods,
+/// `exec ... -- etcdctl` runs the stand-in etcdctl, as the etcd pod would).
 const FAKE_KUBECTL: &str = r#"#!/bin/sh
 R=$PIFORGE_ROOT
-echo "$*" >>"$R/kubectl-calls"
-if [ ! -f "$R/kubectl-failed" ]; then
-    : >"$R/kubectl-failed"
-    echo "error: unable to recognize: no matches for kind DaemonSet"
+C=$R/cluster
+printf '%s\n' "$*" >>"$R/kubectl-calls"
+server=
+conf=
+while :; do
+    case $1 in
+    --kubeconfig) conf=$2; shift 2 ;;
+    --server) server=${2#https://}; shift 2 ;;
+    --request-timeout) shift 2 ;;
+    *) break ;;
+    esac
+done
+if [ -z "$server" ]; then
+    if [ ! -f "$R/kubectl-failed" ]; then
+        : >"$R/kubectl-failed"
+        echo "error: unable to recognize: no matches for kind DaemonSet"
+        exit 1
+    fi
+    echo "daemonset.apps/kube-flannel-ds created"
+    exit 0
+fi
+if [ -e "$C/down-$server" ]; then
+    echo "The connection to the server $server was refused - did you specify the right host or port?" >&2
     exit 1
 fi
-echo "daemonset.apps/kube-flannel-ds created"
+grep -q FAKEPRIVATEKEY "$conf" || { echo "error: You must be logged in to the server (Unauthorized)" >&2; exit 1; }
+case "$1 $2" in
+"get node")
+    cat "$C/node-$3" 2>/dev/null
+    ;;
+"get pods")
+    cat "$C/etcd-pods"
+    ;;
+"delete node")
+    rm -f "$C/node-$3"
+    echo "node \"$3\" deleted"
+    ;;
+"exec -n")
+    pod=$4
+    shift 5
+    [ "$1" = etcdctl ] || exit 1
+    shift
+    POD=$pod sh "$R/fake/etcdctl" "$@"
+    ;;
+*)
+    echo "error: unexpected call $*" >&2
+    exit 1
+    ;;
+esac
+"#;
+
+/// The stand-in etcdctl inside an etcd pod: the member list is `$R/cluster/members`, the
+/// client URLs that answer are in `healthy`, `no-quorum` makes a removal fail.
+const FAKE_ETCDCTL: &str = r#"#!/bin/sh
+C=$PIFORGE_ROOT/cluster
+echo "$POD $*" >>"$PIFORGE_ROOT/etcdctl-calls"
+endpoint=$2
+while :; do
+    case $1 in
+    --*) shift 2 ;;
+    *) break ;;
+    esac
+done
+case "$1 $2" in
+"member list")
+    cat "$C/members"
+    ;;
+"member remove")
+    if [ -e "$C/no-quorum" ]; then
+        echo "Error: etcdserver: unhealthy cluster" >&2
+        exit 1
+    fi
+    grep -v "^$3, " "$C/members" >"$C/members.tmp"
+    mv "$C/members.tmp" "$C/members"
+    echo "Member $3 removed from cluster 1c2d3e4f5a6b7c8d"
+    ;;
+"endpoint health")
+    grep -qx "$endpoint" "$C/healthy" 2>/dev/null
+    ;;
+*)
+    exit 1
+    ;;
+esac
 "#;
 
 /// Records the delay; refuses after 20 sleeps so a script that never succeeds ends.
@@ -542,6 +632,7 @@ impl FakeNode {
         write("usr/local/bin/kubeadm", FAKE_KUBEADM, 0o755);
         write("usr/local/bin/kubectl", FAKE_KUBECTL, 0o755);
         write("usr/local/bin/sleep", FAKE_SLEEP, 0o755);
+        write("fake/etcdctl", FAKE_ETCDCTL, 0o755);
         write(
             "usr/local/lib/piforge/kubeadm-first-boot",
             &first_boot_script(role, cni),
@@ -1071,6 +1162,7 @@ fn instance_id_changes_with_everything_the_node_receives_and_nothing_else() {
     // The node's profile: w2's id follows its profile, w1's does not.
     let tmp = tempfile::tempdir().unwrap();
     fs::create_dir_all(tmp.path().join("profiles")).unwrap();
+    fs::write(tmp.path().join("base.img.xz"), "").unwrap();
     let profile = fs::read_to_string(dir.join("profiles/dhcp-worker.yaml")).unwrap();
     fs::write(tmp.path().join("profiles/dhcp-worker.yaml"), &profile).unwrap();
     // Another directory for the spec (as for another output directory): nothing changes.
@@ -1176,4 +1268,295 @@ fn login_groups_from_the_base_narrowed_or_extended_by_the_spec() {
         login_groups(&base_default, &[], None, &[]),
         v(&["adm", "sudo", "systemd-journal"])
     );
+}
+
+/// A reimaged node's rejoin file (as the build writes it for node `n1` at 192.168.1.11,
+/// with the VIP 192.168.1.9 and another control plane at 192.168.1.12), and a fake cluster
+/// that still holds the old card: its Node object (`ready`) and, for a control plane, its
+/// etcd member beside the surviving one on cp-2.
+fn reimaged(role: Role, ready: &str) -> FakeNode {
+    let n = FakeNode::new(role, Cni::None);
+    let r = n.root();
+    let rejoin = rejoin_file(&RejoinParams {
+        node: "n1".into(),
+        address: Some("192.168.1.11".into()),
+        cluster_name: "home".into(),
+        kubernetes_version: "v1.34.11".into(),
+        endpoint: "192.168.1.9:6443".into(),
+        servers: vec!["192.168.1.9:6443".into(), "192.168.1.12:6443".into()],
+    });
+    fs::write(r.join("etc/piforge/rejoin"), rejoin).unwrap();
+    fs::create_dir_all(r.join("cluster")).unwrap();
+    fs::write(r.join("cluster/node-n1"), ready).unwrap();
+    fs::write(r.join("cluster/etcd-pods"), "etcd-n1 n1\netcd-cp-2 cp-2\n").unwrap();
+    fs::write(
+        r.join("cluster/members"),
+        "8e9e05c52164694d, started, n1, https://192.168.1.11:2380, https://192.168.1.11:2379, false\n\
+         91bc3c398fb3c146, started, cp-2, https://192.168.1.12:2380, https://192.168.1.12:2379, false\n",
+    )
+    .unwrap();
+    n
+}
+
+/// Whether the stand-in kubeadm was asked to join.
+fn joined(n: &FakeNode) -> bool {
+    n.read("calls").lines().any(|l| l.starts_with("join "))
+}
+
+const ETCD_TLS: &str = "--cacert /etc/kubernetes/pki/etcd/ca.crt --cert /etc/kubernetes/pki/etcd/server.crt --key /etc/kubernetes/pki/etcd/server.key";
+
+#[test]
+fn reimaged_control_plane_removes_its_old_member_and_node_then_joins() {
+    let n = reimaged(Role::JoinControlPlane, "False");
+    let r = n.root().display().to_string();
+    let (ok, journal) = n.run(0);
+    assert!(ok, "{journal}");
+    // kubeadm: a one-hour system:masters certificate from the CA on the card, then the join.
+    let calls = n.read("calls");
+    let calls: Vec<&str> = calls.lines().collect();
+    assert_eq!(
+        calls,
+        [
+            format!("kubeconfig user --config {r}/run/piforge/rejoin-kubeadm.yaml --client-name piforge-rejoin:n1 --org system:masters --validity-period 1h").as_str(),
+            &format!("join --config {r}/etc/piforge/kubeadm.yaml"),
+        ]
+    );
+    // The config it was given names the cluster and the card's CA directory.
+    let cfg = n.read("rejoin-kubeadm-config");
+    for line in [
+        "kind: ClusterConfiguration",
+        "clusterName: \"home\"",
+        "kubernetesVersion: \"v1.34.11\"",
+        "controlPlaneEndpoint: \"192.168.1.9:6443\"",
+        "advertiseAddress: \"192.168.1.11\"",
+    ] {
+        assert!(cfg.lines().any(|l| l.trim() == line), "{line}: {cfg}");
+    }
+    // It parses as two kubeadm documents.
+    assert_eq!(docs(&cfg).len(), 2, "{cfg}");
+    // The API: through the endpoint, with the short-lived credentials; the etcd member is
+    // removed through the etcd pod of cp-2 (not the old node's), after its client URL was
+    // found dead; then the Node object.
+    let rest = format!("--kubeconfig {r}/run/piforge/rejoin.conf --server https://192.168.1.9:6443 --request-timeout 20s");
+    let kubectl = n.read("kubectl-calls");
+    let kubectl: Vec<&str> = kubectl.lines().collect();
+    assert_eq!(kubectl.len(), 6, "{kubectl:?}");
+    assert!(kubectl.iter().all(|c| c.starts_with(&rest)), "{kubectl:?}");
+    assert!(kubectl[0].ends_with("get node n1 --ignore-not-found -o jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"), "{}", kubectl[0]);
+    assert!(kubectl[1].contains(
+        " get pods -n kube-system -l component=etcd --field-selector status.phase=Running "
+    ));
+    assert!(kubectl[2].contains(" exec -n kube-system etcd-cp-2 -- etcdctl "));
+    assert!(kubectl[5].ends_with(" delete node n1 --ignore-not-found"));
+    assert_eq!(
+        n.read("etcdctl-calls").lines().collect::<Vec<_>>(),
+        [
+            format!("etcd-cp-2 --endpoints https://127.0.0.1:2379 {ETCD_TLS} member list").as_str(),
+            &format!("etcd-cp-2 --endpoints https://192.168.1.11:2379 {ETCD_TLS} endpoint health"),
+            &format!("etcd-cp-2 --endpoints https://127.0.0.1:2379 {ETCD_TLS} member remove 8e9e05c52164694d"),
+        ]
+    );
+    // What the cluster holds now: the surviving member only, no old Node.
+    assert_eq!(
+        n.read("cluster/members").lines().collect::<Vec<_>>(),
+        ["91bc3c398fb3c146, started, cp-2, https://192.168.1.12:2380, https://192.168.1.12:2379, false"]
+    );
+    assert!(!n.exists("cluster/node-n1"));
+    // The credentials are gone, and never reached the journal or the status file.
+    assert!(!n.exists("run/piforge/rejoin.conf"));
+    assert!(!n.exists("run/piforge/rejoin-kubeadm.yaml"));
+    let status = n.read("boot/firmware/piforge-status.txt");
+    for text in [&journal, &status] {
+        assert!(!text.contains("FAKEPRIVATEKEY"), "{text}");
+    }
+    assert!(status.contains("phase: done\n"), "{status}");
+    assert!(
+        status.contains("replaces: the node n1 the cluster already had\n"),
+        "{status}"
+    );
+    assert!(!status.contains("by hand"), "{status}");
+    assert!(
+        n.read("status-during-1").contains("phase: kubeadm-join\n"),
+        "the join ran after the cleanup"
+    );
+    assert!(
+        journal.contains("removing the old etcd member 8e9e05c52164694d of n1"),
+        "{journal}"
+    );
+}
+
+#[test]
+fn reimaged_control_plane_asks_the_next_api_server_when_the_endpoint_is_down() {
+    // Without a VIP the endpoint can be the reimaged node itself.
+    let n = reimaged(Role::JoinControlPlane, "False");
+    fs::write(n.root().join("cluster/down-192.168.1.9:6443"), "").unwrap();
+    let (ok, journal) = n.run(0);
+    assert!(ok, "{journal}");
+    let kubectl = n.read("kubectl-calls");
+    assert!(kubectl
+        .lines()
+        .next()
+        .unwrap()
+        .contains("--server https://192.168.1.9:6443"));
+    assert!(
+        kubectl
+            .lines()
+            .skip(1)
+            .all(|l| l.contains("--server https://192.168.1.12:6443")),
+        "{kubectl}"
+    );
+    assert!(kubectl.contains(" delete node n1 "), "{kubectl}");
+    assert!(
+        journal.contains("API server 192.168.1.9:6443: The connection to the server"),
+        "{journal}"
+    );
+}
+
+#[test]
+fn reimaged_control_plane_leaves_a_running_old_card_alone() {
+    // The old Node is still Ready: nothing removed, no join; the status says why and how.
+    let n = reimaged(Role::JoinControlPlane, "True");
+    let (ok, journal) = n.run(0);
+    assert!(!ok, "the stand-in sleep gives up after 20 waits: {journal}");
+    assert!(!joined(&n), "joined beside a Ready node");
+    assert!(!n.exists("etcdctl-calls"));
+    assert!(n.exists("cluster/node-n1"));
+    let status = n.read("boot/firmware/piforge-status.txt");
+    assert!(status.contains("phase: failed\n"), "{status}");
+    assert!(
+        status.contains(
+            "last error: the cluster still has a Ready node n1: is the old card still running?"
+        ),
+        "{status}"
+    );
+    // The old card is powered off: the next start heals without a hand on the node.
+    fs::write(n.root().join("cluster/node-n1"), "Unknown").unwrap();
+    fs::remove_file(n.root().join("sleeps")).unwrap();
+    let (ok, journal) = n.run(0);
+    assert!(ok, "{journal}");
+    assert!(n.read("calls").ends_with(&format!(
+        "join --config {}/etc/piforge/kubeadm.yaml\n",
+        n.root().display()
+    )));
+    assert!(!n.exists("cluster/node-n1"));
+
+    // Its etcd member still answers (the Node went NotReady, the old card did not stop):
+    // nothing is removed either.
+    let n = reimaged(Role::JoinControlPlane, "False");
+    fs::write(
+        n.root().join("cluster/healthy"),
+        "https://192.168.1.11:2379\n",
+    )
+    .unwrap();
+    let (ok, _) = n.run(0);
+    assert!(!ok);
+    assert!(!n.read("etcdctl-calls").contains("member remove"));
+    assert!(n.exists("cluster/node-n1"));
+    assert!(n.read("boot/firmware/piforge-status.txt").contains(
+        "last error: the old etcd member of n1 (https://192.168.1.11:2379) still answers"
+    ));
+}
+
+#[test]
+fn reimaged_control_plane_without_a_reachable_api_shows_the_commands_to_run_by_hand() {
+    for broken in ["cluster/down-192.168.1.9:6443", "cluster/no-quorum"] {
+        let n = reimaged(Role::JoinControlPlane, "False");
+        fs::write(n.root().join(broken), "").unwrap();
+        if broken.contains("down") {
+            fs::write(n.root().join("cluster/down-192.168.1.12:6443"), "").unwrap();
+        }
+        let (ok, journal) = n.run(0);
+        assert!(!ok, "{journal}");
+        assert!(!joined(&n), "{broken}");
+        let status = n.read("boot/firmware/piforge-status.txt");
+        // The same commands the build prints, indented, under one line that says what for.
+        let by_hand: String = manual_rejoin_commands("n1", true)
+            .iter()
+            .map(|c| format!("  {c}\n"))
+            .collect();
+        assert!(
+            status.contains(&format!(
+                "if this keeps failing, remove the old node by hand where kubectl reaches the cluster:\n{by_hand}"
+            )),
+            "{broken}: {status}"
+        );
+        assert!(!n.exists("run/piforge/rejoin.conf"));
+        let err = if broken.contains("down") {
+            "last error: no API server answered (192.168.1.9:6443 192.168.1.12:6443): the old node n1 is still in the cluster"
+        } else {
+            "last error: etcdctl member remove 8e9e05c52164694d failed: Error: etcdserver: unhealthy cluster"
+        };
+        assert!(status.contains(err), "{status}");
+    }
+    // The build prints those commands for a reimaged control plane, the Node last.
+    let c = manual_rejoin_commands("n1", true);
+    assert_eq!(c.len(), 3);
+    assert!(c[0].ends_with("member list") && c[1].contains("member remove <the ID of n1"));
+    assert_eq!(c[2], "kubectl delete node n1");
+    assert_eq!(
+        manual_rejoin_commands("w", false),
+        ["kubectl delete node w"]
+    );
+}
+
+#[test]
+fn reimaged_worker_joins_under_its_old_name_as_kubeadm_allows() {
+    // A worker holds no credentials: kubeadm itself refuses while the old Node is Ready and
+    // joins beside a NotReady one; the script retries until then and says whom it replaces.
+    let n = reimaged(Role::Worker, "False");
+    let (ok, journal) = n.run(1);
+    assert!(ok, "{journal}");
+    let calls = n.read("calls");
+    assert!(!calls.contains("kubeconfig"), "{calls}");
+    assert!(calls.starts_with("join ") && calls.lines().last().unwrap().starts_with("join "));
+    assert!(!n.exists("kubectl-calls"));
+    assert!(n
+        .read("boot/firmware/piforge-status.txt")
+        .contains("replaces: the node n1 the cluster already had\n"));
+    // Without a rejoin file, a control plane joins at once (a first join).
+    let n = FakeNode::new(Role::JoinControlPlane, Cni::None);
+    assert!(n.run(0).0);
+    assert!(n.read("calls").starts_with("join "));
+    assert!(!n.exists("kubectl-calls"));
+}
+
+#[test]
+fn rejoin_file_values_are_read_back_and_nothing_else() {
+    let text = rejoin_file(&RejoinParams {
+        node: "cp-1".into(),
+        address: None,
+        cluster_name: "home".into(),
+        kubernetes_version: "v1.35.8".into(),
+        endpoint: "[fd00::9]:6443".into(),
+        servers: vec!["[fd00::9]:6443".into(), "[fd00::12]:6443".into()],
+    });
+    assert!(text.contains("\nnode=cp-1\naddress=\n"), "{text}");
+    assert!(
+        text.contains("\nservers=[fd00::9]:6443 [fd00::12]:6443\n"),
+        "{text}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("rejoin");
+    fs::write(
+        &f,
+        format!("{text}evil=$(touch {}/owned)\n", tmp.path().display()),
+    )
+    .unwrap();
+    let read = |key: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{}\nREJOIN={}\nrejoin_value {key}",
+                functions(),
+                f.display()
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(read("node"), "cp-1\n");
+    assert_eq!(read("servers"), "[fd00::9]:6443 [fd00::12]:6443\n");
+    assert_eq!(read("version"), "v1.35.8\n");
+    assert_eq!(read("evil"), "", "a value with other characters is dropped");
+    assert!(!tmp.path().join("owned").exists());
 }

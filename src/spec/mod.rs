@@ -66,6 +66,10 @@ pub struct ImageSource {
     pub source: Source,
     /// Lowercase hex; always present for a URL.
     pub sha256: Option<String>,
+    /// `image.pi5_4k_pages: true`: make a Pi 5 boot Raspberry Pi OS's 4K-page kernel
+    /// (`kernel=kernel8.img`). Where the key's value is written when it is true (the build
+    /// refuses it there on a base without that kernel); `None` when false or absent.
+    pub pi5_4k_pages: Option<Pos>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use crate::render::yaml::{cloud_config, to_yaml};
 
 const VERSIONS: &[&str] = &["1.33.6", "1.34.2", "1.32.10"];
 const KEY: &str =
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPLACEHOLDERxREPLACExWITHxYOURxOWNxPUBLICKEY me@laptop";
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL76qBYQMQL4UqFY0umO4uSshKLPgM+YU9Y3ZbhqK9VN me@laptop";
 
 /// A directory with the files specs refer to: profiles and an overlay.
 fn workdir() -> tempfile::TempDir {
@@ -26,6 +26,9 @@ fn workdir() -> tempfile::TempDir {
     )
     .unwrap();
     fs::write(dir.path().join("node-profiles/list.yaml"), "- htop\n").unwrap();
+    // The image the specs name (`image: {source: x.img}`): it must exist.
+    fs::write(dir.path().join("x.img"), "").unwrap();
+    fs::create_dir_all(dir.path().join("artifacts")).unwrap();
     fs::write(
         dir.path().join("node-profiles/dup.yaml"),
         "packages: []\n# x\npackages: [vim]\n",
@@ -74,6 +77,15 @@ fn assert_error(text: &str, expected: &str) {
     assert_errors(text, &[expected]);
 }
 
+/// The problems checking `text` reports, one string each.
+fn errors(text: &str) -> Vec<String> {
+    let dir = workdir();
+    match parse_in(dir.path(), text) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.to_string().lines().map(str::to_string).collect(),
+    }
+}
+
 #[track_caller]
 fn ok(text: &str) -> Spec {
     let dir = workdir();
@@ -96,7 +108,7 @@ network:
   gateway: 192.168.1.1
   dns: [192.168.1.1, "1.1.1.1"]
 user: admin
-ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPLACEHOLDERxREPLACExWITHxYOURxOWNxPUBLICKEY me@laptop"]
+ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL76qBYQMQL4UqFY0umO4uSshKLPgM+YU9Y3ZbhqK9VN me@laptop"]
 timezone: Europe/Lisbon
 overlays: [overlays/site]
 artifacts: ./artifacts
@@ -125,6 +137,7 @@ fn full_example_parses_with_every_field() {
                 "https://downloads.example.org/2025-11-24-raspios-trixie-arm64-lite.img.xz".into()
             ),
             sha256: Some("abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789".into()),
+            pi5_4k_pages: None,
         }
     );
     assert_eq!(
@@ -231,6 +244,9 @@ fn ipv6_nodes() {
 fn relative_paths_resolve_against_the_spec_dir() {
     let dir = workdir();
     fs::create_dir_all(dir.path().join("sub")).unwrap();
+    fs::create_dir_all(dir.path().join("img")).unwrap();
+    fs::create_dir_all(dir.path().join("cache/art")).unwrap();
+    fs::write(dir.path().join("img/os.img.xz"), "").unwrap();
     let text = minimal(&format!(
         "network: {NET}\noverlays: [overlays/site, ../{}/overlays/site]\nartifacts: cache/art\n",
         dir.path().file_name().unwrap().to_str().unwrap()
@@ -254,7 +270,8 @@ fn relative_paths_resolve_against_the_spec_dir() {
     let text = minimal(&format!(
         "network: {NET}\noverlays: [\"{}\"]\n",
         abs.display()
-    ));
+    ))
+    .replace("x.img", &dir.path().join("x.img").display().to_string());
     assert_eq!(
         parse(&text, "c.yaml", Path::new("/nonexistent"), VERSIONS)
             .unwrap()
@@ -262,10 +279,11 @@ fn relative_paths_resolve_against_the_spec_dir() {
         vec![abs]
     );
 
-    // A spec in the current directory: paths are not prefixed with "./".
-    let text = minimal(&format!("network: {NET}\n"));
+    // A spec in the current directory (the crate's, when testing): paths are not prefixed
+    // with "./".
+    let text = minimal(&format!("network: {NET}\n")).replace("x.img", "Cargo.toml");
     let spec = parse(&text, "cluster.yaml", Path::new(""), VERSIONS).unwrap();
-    assert_eq!(spec.image.source, Source::Path(PathBuf::from("x.img")));
+    assert_eq!(spec.image.source, Source::Path(PathBuf::from("Cargo.toml")));
     assert_eq!(spec.spec_dir, PathBuf::from("."));
 }
 
@@ -299,9 +317,12 @@ fn load_names_the_file_as_given() {
 
 #[test]
 fn yaml_syntax_error() {
-    assert_error(
+    assert_errors(
         "name: t\nnodes: [a\nimage: x\n",
-        "cluster.yaml:3:6: invalid YAML: illegal placement of ':' indicator",
+        &[
+            "cluster.yaml:3:6: invalid YAML: illegal placement of ':' indicator",
+            "cluster.yaml:2:8: this `[` is never closed; a missing `]` would explain the error at line 3, column 6",
+        ],
     );
 }
 
@@ -338,7 +359,7 @@ fn unknown_keys() {
     assert_error(
         &minimal(&format!("network: {NET}\n"))
             .replace("{source: x.img}", "{source: x.img, md5: abc}"),
-        "cluster.yaml:3:24: unknown key `md5` in image; allowed keys: source, sha256",
+        "cluster.yaml:3:24: unknown key `md5` in image; allowed keys: source, sha256, pi5_4k_pages",
     );
 }
 
@@ -486,6 +507,11 @@ fn gateway_and_dns() {
     assert_error(
         &with_network("{gateway: 192.168.2.1, dns: [192.168.1.1]}"),
         "cluster.yaml:6:46: nodes[0].address: network.gateway 192.168.2.1 is not in this node's subnet 192.168.1.0/24",
+    );
+    // Issue 12 item 14: a node at the gateway's address was accepted.
+    assert_error(
+        &with_network("{gateway: 192.168.1.10, dns: [192.168.1.1]}"),
+        "cluster.yaml:6:46: nodes[0].address: 192.168.1.10 is network.gateway; a node needs an address of its own",
     );
     assert_error(
         &with_network("{gateway: 192.168.1, dns: [192.168.1.1]}"),
@@ -695,7 +721,7 @@ fn profiles() {
             "address: 192.168.1.10/24",
             "address: 192.168.1.10/24, profile: node-profiles/bad.yaml",
         ),
-        "$DIR/node-profiles/bad.yaml:2:7: invalid YAML: illegal placement of ':' indicator",
+        "$DIR/node-profiles/bad.yaml:1:11: this `[` is never closed; a missing `]` would explain the error at line 2, column 7\n$DIR/node-profiles/bad.yaml:2:7: invalid YAML: illegal placement of ':' indicator",
     );
     assert_error(
         &minimal(&format!("network: {NET}\n")).replace(
@@ -775,7 +801,7 @@ fn image_source_and_digest() {
 #[test]
 fn ssh_keys_cannot_inject_lines() {
     let with_key = |k: &str| minimal(&format!("network: {NET}\n")).replace(KEY, k);
-    let good = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPLACEHOLDERxREPLACExWITHxYOURxOWNxPUBLICKEY";
+    let good = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL76qBYQMQL4UqFY0umO4uSshKLPgM+YU9Y3ZbhqK9VN";
     // YAML double-quoted escapes: each decodes to the character in the message.
     for (escape, code) in [
         ("\\n", "000A"),
@@ -821,24 +847,70 @@ fn ssh_keys() {
     );
     assert_error(
         &with_key("ssh-ed25519 AAAA*C3Nz"),
-        "cluster.yaml:4:23: ssh_authorized_keys[0]: not an OpenSSH public key (`ssh-ed25519 AAAA... you@host`): the key is not valid base64",
+        "cluster.yaml:4:23: ssh_authorized_keys[0]: not an OpenSSH public key (`ssh-ed25519 AAAA... you@host`): the key is not valid base64 (truncated?)",
     );
     assert_error(
-        &with_key("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIPLACEHOLDERxREPLACExWITHxYOURxOWNxPUBLICKEY"),
-        "cluster.yaml:4:23: ssh_authorized_keys[0]: not an OpenSSH public key (`ssh-ed25519 AAAA... you@host`): the key data is not a ssh-rsa key (truncated or mangled?)",
+        &with_key("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIL76qBYQMQL4UqFY0umO4uSshKLPgM+YU9Y3ZbhqK9VN"),
+        "cluster.yaml:4:23: ssh_authorized_keys[0]: not an OpenSSH public key (`ssh-ed25519 AAAA... you@host`): the key data is not a whole ssh-rsa key (truncated or mangled?)",
     );
     assert_error(
         &with_key("ssh-ed25519 AAAAC3NzaC1lZDI1"),
-        "cluster.yaml:4:23: ssh_authorized_keys[0]: not an OpenSSH public key (`ssh-ed25519 AAAA... you@host`): the key data is not a ssh-ed25519 key (truncated or mangled?)",
+        "cluster.yaml:4:23: ssh_authorized_keys[0]: not an OpenSSH public key (`ssh-ed25519 AAAA... you@host`): the key data is not a whole ssh-ed25519 key (truncated or mangled?)",
     );
-    // Real key shapes of other types (blobs cut after their type name).
+    // Real keys of other types (made by ssh-keygen), and security-key shapes built field by
+    // field; each cut short by a few characters is refused though its base64 still decodes.
+    let sk = |fields: &[&[u8]]| {
+        use base64::Engine as _;
+        let mut blob = Vec::new();
+        for f in fields {
+            blob.extend_from_slice(&(f.len() as u32).to_be_bytes());
+            blob.extend_from_slice(f);
+        }
+        base64::engine::general_purpose::STANDARD.encode(blob)
+    };
+    let sk_ed = format!(
+        "sk-ssh-ed25519@openssh.com {}",
+        sk(&[b"sk-ssh-ed25519@openssh.com", &[7; 32], b"ssh:"])
+    );
+    let sk_ecdsa = format!(
+        "sk-ecdsa-sha2-nistp256@openssh.com {}",
+        sk(&[
+            b"sk-ecdsa-sha2-nistp256@openssh.com",
+            b"nistp256",
+            &[4; 65],
+            b"ssh:"
+        ])
+    );
     for good in [
-        "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTY=",
-        "sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29t",
-        "ssh-rsa AAAAB3NzaC1yc2E= comment with spaces",
+        "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBJtaGofDPMyvt4L7J10Wq/M9XxCmUQsyVi1WVxTr2ub9D5QWNq2j1kMsgY1cYdRsmb5OSwTxXTXhFAXXwjw4O+8=",
+        "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQChhL7i/g7Fn7yfMZmoApyVASfLlV/fXiT1qG6U/5h7OZE20lOoviqLmOzgk70vXzGFfiE/WygnD7wqPaPdQ9XyR9VXWFf283M7HPa/RO2OtP6RMxBWjSa4FYT2g/cPLqcunqYFVN4mSP+BqjPF/0+VAZlDbiPk8zUvrVTH/G+Orw==",
+        &sk_ed,
+        &sk_ecdsa,
     ] {
-        ok(&with_key(good));
+        ok(&with_key(&format!("{good} comment with spaces")));
+        let (kind, data) = good.split_once(' ').unwrap();
+        let data = data.trim_end_matches('=');
+        for cut in [2, 4, 8] {
+            let short = format!("{kind} {}", &data[..data.len() - cut]);
+            let e = errors(&with_key(&short));
+            assert!(
+                e.len() == 1
+                    && (e[0].contains(&format!("the key data is not a whole {kind} key"))
+                        || e[0].contains("not valid base64")),
+                "{short}: {e:?}"
+            );
+        }
     }
+    // Cut after the type name, as a paste that lost its end.
+    assert_error(
+        &with_key("ssh-rsa AAAAB3NzaC1yc2E="),
+        &format!("{}the key data is not a whole ssh-rsa key (truncated or mangled?)", "cluster.yaml:4:23: ssh_authorized_keys[0]: not an OpenSSH public key (`ssh-ed25519 AAAA... you@host`): "),
+    );
+    // The template's placeholder is refused where it is written.
+    assert_error(
+        &with_key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPLACEHOLDERxREPLACExWITHxYOURxOWNxPUBLICKEY you@laptop"),
+        "cluster.yaml:4:23: ssh_authorized_keys[0]: not an OpenSSH public key (`ssh-ed25519 AAAA... you@host`): this is the template's placeholder key, with which nobody can log in; replace it with your own public key (the line in ~/.ssh/id_ed25519.pub; `ssh-keygen -t ed25519` makes one)",
+    );
     assert_error(
         &minimal(&format!("network: {NET}\n")).replace(&format!("[\"{KEY}\"]"), "[]"),
         "cluster.yaml:4:22: ssh_authorized_keys: at least one key is needed; the login user has no password",
@@ -889,6 +961,31 @@ fn login_user_groups() {
     );
 }
 
+/// Issue 15 item 2: an unclosed bracket is reported where the parser gives up and where the
+/// bracket opened, lines above it.
+#[test]
+fn unclosed_brackets_point_at_the_opening_one() {
+    let text = minimal(&format!("network: {NET}\n"))
+        .replace(&format!("[\"{KEY}\"]"), &format!("[\"{KEY}\""));
+    let e = errors(&text);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert_eq!(e[0], "cluster.yaml:5:1: invalid YAML: invalid indentation");
+    assert_eq!(
+        e[1],
+        "cluster.yaml:4:22: this `[` is never closed; a missing `]` would explain the error at line 5, column 1"
+    );
+    let text = minimal("network: {gateway: 192.168.1.1, dns: [192.168.1.1]\n");
+    let e = errors(&text);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[1].starts_with("cluster.yaml:2:10: this `{` is never closed; a missing `}` would explain the error at line "),
+        "{e:?}"
+    );
+    // A block-style document with an error has no bracket to point at.
+    let e = errors("name: t\nuser: pi\n  bad: 1\nfoo: [a]\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+}
+
 #[test]
 fn timezone_and_overlays() {
     assert_error(
@@ -898,6 +995,28 @@ fn timezone_and_overlays() {
     ok(&minimal(&format!(
         "network: {NET}\ntimezone: America/Argentina/Buenos_Aires\n"
     )));
+    // Well-formed but not a zone: the nearest name is suggested (issue 15 item 2).
+    assert_error(
+        &minimal(&format!("network: {NET}\ntimezone: Europe/Lisboa\n")),
+        "cluster.yaml:3:11: timezone: `Europe/Lisboa` is not in the tz database; did you mean Europe/Lisbon?",
+    );
+    assert_error(
+        &minimal(&format!("network: {NET}\ntimezone: america/new_york\n")),
+        "cluster.yaml:3:11: timezone: `america/new_york` is not in the tz database; did you mean America/New_York?",
+    );
+    assert_error(
+        &minimal(&format!("network: {NET}\ntimezone: Nowhere/Atall\n")),
+        "cluster.yaml:3:11: timezone: `Nowhere/Atall` is not in the tz database; see the names in /usr/share/zoneinfo, such as Europe/Lisbon or Etc/UTC",
+    );
+    for z in [
+        "UTC",
+        "Etc/UTC",
+        "Europe/Kyiv",
+        "Asia/Kolkata",
+        "America/Ciudad_Juarez",
+    ] {
+        ok(&minimal(&format!("network: {NET}\ntimezone: {z}\n")));
+    }
     assert_error(
         &minimal(&format!(
             "network: {NET}\noverlays: [overlays/site, overlays/nope]\n"
@@ -931,7 +1050,42 @@ fn init_templates_validate() {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(path, content).unwrap();
     }
-    let spec = load(&dir.path().join("cluster.yaml"), VERSIONS).unwrap();
+    // As written, the template names an image that is not there yet and a placeholder key:
+    // both are refused, at their lines, in one report.
+    let path = dir.path().join("cluster.yaml");
+    let template = fs::read_to_string(&path).unwrap();
+    let line_of = |needle: &str| template.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let err = load(&path, VERSIONS).unwrap_err().to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    let image = dir
+        .path()
+        .join("./2025-11-24-raspios-trixie-arm64-lite.img.xz");
+    assert_eq!(lines.len(), 2, "{err}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "{}:{}:11: image.source: {}: no such file",
+            path.display(),
+            line_of("source: ./2025"),
+            image.display()
+        )
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{}:{}:5: ssh_authorized_keys[0]: not an OpenSSH public key",
+            path.display(),
+            line_of("PLACEHOLDER")
+        )) && lines[1].contains("the template's placeholder key"),
+        "{err}"
+    );
+    // With an image and a key of one's own, it is a valid spec.
+    fs::write(&image, "").unwrap();
+    let edited = template.replace(
+        super::check::PLACEHOLDER_KEY_DATA,
+        "AAAAC3NzaC1lZDI1NTE5AAAAIL76qBYQMQL4UqFY0umO4uSshKLPgM+YU9Y3ZbhqK9VN",
+    );
+    fs::write(&path, edited).unwrap();
+    let spec = load(&path, VERSIONS).unwrap();
     assert_eq!(spec.nodes.len(), 3);
     assert_eq!(spec.control_planes().count(), 1);
     assert_eq!(
@@ -1214,5 +1368,28 @@ fn wifi_errors_name_file_line_and_column() {
             "address: 192.168.1.10/24, wifi: {ssid: a, psk: \"correct horse\", country: pt}}",
         ),
         "cluster.yaml:6:110: nodes[0].wifi.country: `pt` is not an ISO 3166 country code (two capital letters, such as PT, GB or US): it sets the Wi-Fi regulatory domain",
+    );
+}
+
+#[test]
+fn image_pi5_4k_pages_is_a_boolean_placed_at_its_value() {
+    let spec = |image: &str| {
+        format!(
+            "name: t\nnetwork: {{gateway: 192.168.1.1, dns: [192.168.1.1]}}\nimage:\n{image}ssh_authorized_keys: [\"{KEY}\"]\nnodes:\n  - {{name: cp, role: control-plane, address: 192.168.1.10/24}}\n"
+        )
+    };
+    let s = ok(&spec("  source: x.img\n  pi5_4k_pages: true\n"));
+    let pos = s.image.pi5_4k_pages.expect("set");
+    assert_eq!((pos.line, pos.col), (5, 17));
+    assert_eq!(
+        ok(&spec("  source: x.img\n  pi5_4k_pages: false\n"))
+            .image
+            .pi5_4k_pages,
+        None
+    );
+    assert_eq!(ok(&spec("  source: x.img\n")).image.pi5_4k_pages, None);
+    assert_error(
+        &spec("  source: x.img\n  pi5_4k_pages: yes please\n"),
+        "cluster.yaml:5:17: image.pi5_4k_pages: expected true or false",
     );
 }

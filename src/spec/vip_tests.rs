@@ -4,7 +4,7 @@ use super::*;
 
 const VERSIONS: &[&str] = &["1.34.2"];
 const KEY: &str =
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPLACEHOLDERxREPLACExWITHxYOURxOWNxPUBLICKEY me@laptop";
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL76qBYQMQL4UqFY0umO4uSshKLPgM+YU9Y3ZbhqK9VN me@laptop";
 
 /// Two control planes at .10 and .11 of 192.168.1.0/24, a worker at .20; `kubernetes` is
 /// line 2, `network` line 3.
@@ -22,6 +22,7 @@ const NET: &str = "{gateway: 192.168.1.1, dns: [192.168.1.2, 9.9.9.9]}";
 
 fn check(text: &str) -> Result<Spec, String> {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x.img"), "").unwrap();
     parse(text, "cluster.yaml", dir.path(), VERSIONS).map_err(|e| e.to_string())
 }
 

@@ -89,6 +89,26 @@ fn is_null_text(t: &str) -> bool {
 pub struct SyntaxError {
     pub pos: Pos,
     pub message: String,
+    /// A flow collection (`[` or `{`) still open where the error was found, and where it
+    /// opened: the likely cause of an error lines below it.
+    pub unclosed: Option<(Pos, char)>,
+}
+
+impl SyntaxError {
+    /// A second problem to report when a flow collection was left open: where it opened, and
+    /// why it matters.
+    pub fn unclosed_note(&self) -> Option<(Pos, String)> {
+        let (pos, c) = self.unclosed?;
+        let close = if c == '[' { ']' } else { '}' };
+        Some((
+            pos,
+            format!(
+                "this `{c}` is never closed; a missing `{close}` would explain the error at \
+                 line {}, column {}",
+                self.pos.line, self.pos.col
+            ),
+        ))
+    }
 }
 
 /// Parses a stream holding at most one document. `Ok(None)` for an empty stream (only
@@ -129,14 +149,35 @@ pub fn parse_documents(text: &str) -> Result<Vec<Item>, SyntaxError> {
 }
 
 fn feed(builder: &mut Builder, text: &str) -> Result<(), SyntaxError> {
+    let lines: Vec<&str> = text.lines().collect();
+    // The character a collection starts with: `[` or `{` for a flow collection.
+    let opener = |pos: Pos| {
+        lines
+            .get(pos.line.wrapping_sub(1))
+            .and_then(|l| l.chars().nth(pos.col.wrapping_sub(1)))
+            .filter(|c| matches!(c, '[' | '{'))
+    };
+    // For each open collection, where its flow bracket is (None for a block collection).
+    let mut open: Vec<Option<(Pos, char)>> = Vec::new();
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| SyntaxError {
+            unclosed: open.iter().rev().find_map(|o| *o),
             pos: Pos {
                 line: e.marker().line(),
                 col: e.marker().col() + 1,
             },
             message: format!("invalid YAML: {}", e.info()),
         })?;
+        match &event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                let pos = Pos::of(&span);
+                open.push(opener(pos).map(|c| (pos, c)));
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                open.pop();
+            }
+            _ => {}
+        }
         builder.event(event, &span)?;
     }
     Ok(())
@@ -171,6 +212,7 @@ impl Builder {
         };
         if self.no_aliases && anchored {
             return Err(SyntaxError {
+                unclosed: None,
                 pos,
                 message: "anchors and aliases (`&name`, `*name`) are not accepted here; write \
                           the values out"
@@ -182,6 +224,7 @@ impl Builder {
                 self.documents += 1;
                 if self.documents > 1 && !self.many {
                     return Err(SyntaxError {
+                        unclosed: None,
                         pos,
                         message: "more than one YAML document (`---`): keep one document per file"
                             .into(),
@@ -209,6 +252,7 @@ impl Builder {
             Event::Alias(id) => {
                 let Some((target, w)) = self.anchors.get(&id) else {
                     return Err(SyntaxError {
+                        unclosed: None,
                         pos,
                         message: "alias to an unknown anchor".into(),
                     });
@@ -216,6 +260,7 @@ impl Builder {
                 self.expanded = self.expanded.saturating_add(*w);
                 if self.expanded > MAX_ALIAS_EXPANSION {
                     return Err(SyntaxError {
+                        unclosed: None,
                         pos,
                         message: format!(
                             "aliases expand to more than {MAX_ALIAS_EXPANSION} nodes and bytes \
@@ -304,6 +349,7 @@ pub fn to_json(item: &Item) -> Result<Value, SyntaxError> {
             for (key, value) in entries {
                 let Kind::Scalar(k) = &key.kind else {
                     return Err(SyntaxError {
+                        unclosed: None,
                         pos: key.pos,
                         message: format!(
                             "a mapping key must be a plain value, not {}",
@@ -313,6 +359,7 @@ pub fn to_json(item: &Item) -> Result<Value, SyntaxError> {
                 };
                 if let Some(first) = seen.insert(k.text.clone(), key.pos) {
                     return Err(SyntaxError {
+                        unclosed: None,
                         pos: key.pos,
                         message: format!(
                             "duplicate key `{}` (first at line {})",

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: fixtures, the built binary, the real oracles.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -31,9 +33,11 @@ pub fn fixture(name: &str) -> PathBuf {
     fixtures().join(name)
 }
 
-/// Runs the piforge binary with `args` and an isolated cache directory.
+/// Runs the piforge binary with `args` and an isolated cache directory, `--quiet` (no
+/// progress lines: stderr holds only warnings and errors, which the tests judge).
 pub fn piforge(args: &[&str], cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_piforge"))
+        .arg("--quiet")
         .args(args)
         .env("PIFORGE_CACHE", cache)
         .env_remove("SOURCE_DATE_EPOCH")

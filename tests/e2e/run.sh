@@ -105,6 +105,9 @@ write_files:
 runcmd:
   - [sh, -c, 'mkdir -p /var/log/piforge-e2e && echo "runcmd ran on $(hostname)" > /var/log/piforge-e2e/profile-runcmd']
 EOF
+# A real key pair of the test's own (piforge refuses a key that is not a whole one).
+rm -f "$S/e2e_key" "$S/e2e_key.pub"
+ssh-keygen -q -t ed25519 -N '' -C e2e@piforge -f "$S/e2e_key" || die "ssh-keygen failed"
 cat >"$S/cluster.yaml" <<EOF
 name: e2e
 image:
@@ -124,7 +127,7 @@ network:
   dns: [10.0.2.3]
 user: pi
 ssh_authorized_keys:
-  - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE2eTestKeyForPiforgeE2eOnlyNotARealKeyAAAA e2e@piforge
+  - $(cat "$S/e2e_key.pub")
 timezone: Etc/UTC
 nodes:
   - name: e2e-cp-1

@@ -11,6 +11,11 @@ use clap::{Args, Parser, Subcommand};
     about = "Turn one upstream Raspberry Pi image into ready-to-flash Kubernetes node images, without root."
 )]
 pub struct Cli {
+    /// Print no progress (bars on a terminal, a line per long step otherwise); warnings and
+    /// errors are still printed.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -173,6 +178,11 @@ pub struct FetchArgs {
     /// Where downloads are cached (default: $PIFORGE_CACHE, else $XDG_CACHE_HOME/piforge).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+
+    /// Fetch only the release files, not the container images (the nodes then pull them on
+    /// first boot).
+    #[arg(long)]
+    pub no_images: bool,
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +255,21 @@ pub struct BuildArgs {
     /// no lock entries, no downloads, no images.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Nodes built at once (default: the number of CPUs).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+
+    /// Print the build's manifest (dist/manifest.json) as JSON on standard output instead of
+    /// the table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Rebuild into a temporary directory and compare with a SHA256SUMS an earlier build
+    /// wrote (e.g. dist/SHA256SUMS): fails naming each file that differs, with the first
+    /// differing byte, the partition and the file inside the filesystem it falls in.
+    #[arg(long, value_name = "SHA256SUMS", conflicts_with = "dry_run")]
+    pub verify: Option<PathBuf>,
 }
 
 impl FetchArgs {

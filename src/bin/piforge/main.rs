@@ -15,11 +15,9 @@ use cli::{
     ArtifactArgs, BuildArgs, CheckArgs, Cli, Command, CustomizeArgs, FetchArgs, InitArgs,
     InputArgs, InspectArgs,
 };
-use piforge::progress::Progress;
 use piforge::{
     artifacts, build, check, clock, customize, inspect, output, payload, source, spec, text,
 };
-use progress::Bars;
 
 fn main() -> ExitCode {
     // A bug must still end in one sentence, not a backtrace.
@@ -28,6 +26,7 @@ fn main() -> ExitCode {
     }));
     install_interrupt_cleanup();
     let cli = Cli::parse();
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     let result = match cli.command {
         Command::Inspect(a) => cmd_inspect(a),
         Command::Customize(a) => cmd_customize(a),
@@ -50,14 +49,19 @@ fn main() -> ExitCode {
 fn install_interrupt_cleanup() {
     let _ = ctrlc::set_handler(|| {
         output::cleanup_pending();
+        build::cleanup_staging();
         eprintln!("piforge: interrupted; no output was written");
         std::process::exit(130);
     });
 }
 
-/// The progress reporter to pass down: bars on a terminal, nothing otherwise.
-fn progress_bars() -> Option<Arc<dyn Progress>> {
-    Bars::for_stderr().map(|b| b as Arc<dyn Progress>)
+/// `--quiet`: no progress report (set once, before any command runs).
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The progress reporter to pass down: bars on a terminal, a plain line per step otherwise,
+/// nothing with `--quiet`.
+fn progress_bars() -> Option<Arc<dyn piforge::progress::Progress>> {
+    progress::reporter(QUIET.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// Opens an input; `hash_raw`: compute the digest of a raw input even when nothing is expected
@@ -104,8 +108,14 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
         let release = artifacts::Catalog::builtin()?.release(version)?;
         let src = artifact_source(&a.artifacts, false, None)?;
         let arts = release_artifacts(&release, &src)?;
+        if a.pi5_4k_pages {
+            let facts = piforge::inspect::inspect(&a.input.image, &img)?;
+            payload::pi5_4k_pages_supported(&facts.boot.files)
+                .map_err(|why| anyhow::anyhow!("--pi5-4k-pages: {why}"))?;
+        }
         let opts = payload::PayloadOptions {
             pi5_4k_pages: a.pi5_4k_pages,
+            ..Default::default()
         };
         payload::node_payload(&mut plan, &img.path, &release, &arts, &opts)?;
     }
@@ -222,9 +232,11 @@ fn release_artifacts(
 fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
     let mut a = a;
     let catalog = artifacts::Catalog::builtin()?;
+    let mut spec_loaded = None;
     let from_spec = match &a.spec() {
         Some(p) => {
             let (s, _) = build::load_spec(p)?;
+            spec_loaded = Some(s.clone());
             // The lock lives beside the spec unless --lock says otherwise.
             if a.artifacts.lock == std::path::Path::new("piforge.lock") {
                 a.artifacts.lock = s.spec_dir.join("piforge.lock");
@@ -232,10 +244,12 @@ fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
             if a.artifacts.artifacts.is_none() {
                 a.artifacts.artifacts = s.artifacts.clone();
             }
-            Some(s.kubernetes.version)
+            Some(s)
         }
         None => None,
     };
+    let spec = from_spec;
+    let from_spec = spec.as_ref().map(|s| s.kubernetes.version.clone());
     let version = match a.kubernetes.clone().or(from_spec) {
         Some(v) => v,
         None => catalog
@@ -256,6 +270,76 @@ fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
         arts.len(),
         a.artifacts.lock.display()
     );
+    if !a.no_images {
+        // The images the spec's cluster runs, or every image of the release without a spec.
+        let wanted = match &spec {
+            Some(s) => build::cluster_images(s, &release),
+            None => release.images(),
+        };
+        let set = src.images(&wanted, artifacts::ImageFetch::Pull)?;
+        for w in &set.warnings {
+            eprintln!("piforge: warning: {w}");
+        }
+        for i in &set.images {
+            println!(
+                "{}  {}  {} bytes (linux/arm64 {})",
+                i.parts.index_digest,
+                i.spec.image,
+                i.parts.blob_bytes(),
+                i.parts.manifest.digest
+            );
+        }
+        if !set.missing.is_empty() {
+            let names: Vec<String> = set.missing.iter().map(|m| m.image.to_string()).collect();
+            eprintln!(
+                "piforge: warning: {} image(s) not in {}/images (pulled by the nodes on first boot): {}",
+                names.len(),
+                a.artifacts.artifacts.as_deref().unwrap_or(std::path::Path::new(".")).display(),
+                names.join(", ")
+            );
+        }
+        println!(
+            "{} images verified; digests pinned in {}",
+            set.images.len(),
+            a.artifacts.lock.display()
+        );
+    }
+    // OS packages: only with a spec, whose base image says what is installed and where apt
+    // takes packages from.
+    if let Some(s) = spec_loaded {
+        let cache_dir = match a.cache_dir.clone() {
+            Some(d) => d,
+            None => source::cache_dir()?,
+        };
+        let (missing, fetched) = build::fetch_packages(
+            &s,
+            &a.artifacts.lock,
+            &cache_dir,
+            a.artifacts.mirror.clone(),
+            a.update,
+        )?;
+        if missing.is_empty() {
+            println!("OS packages: the base image has every one a node needs");
+        } else if let Some(why) = &fetched.unavailable {
+            eprintln!(
+                "piforge: warning: OS packages {}: {why}",
+                missing.join(", ")
+            );
+        } else {
+            for d in &fetched.debs {
+                println!("{}  {}  {} bytes  ({})", d.sha256, d.file, d.size, d.why);
+            }
+            let bytes: u64 = fetched.debs.iter().map(|d| d.size).sum();
+            println!(
+                "OS packages {}: {} .debs ({} KiB) verified against the base image's apt sources{}; pinned in {}",
+                missing.join(", "),
+                fetched.debs.len(),
+                bytes.div_ceil(1024),
+                if fetched.resolved { "" } else { " (as the lock pins them)" },
+                a.artifacts.lock.display()
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -311,6 +395,8 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         epoch,
         now,
         new_cluster: a.new_cluster,
+        jobs: a.jobs.map_or(0, usize::from),
+        outputs: build::NodeOutputs::default(),
     };
     if a.dry_run {
         let (plan, notes) = build::dry_run(&opts)?;
@@ -322,9 +408,43 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let bars = progress_bars();
-    let report = build::build(&opts, bars.as_deref())?;
+    if let Some(sums) = &a.verify {
+        let v = build::verify::verify(&opts, sums, bars.clone())?;
+        if v.differences.is_empty() {
+            println!(
+                "verified: the rebuild gives the same {} files {} lists",
+                v.same.len(),
+                sums.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        for d in &v.differences {
+            println!("differs: {d}");
+        }
+        anyhow::bail!(
+            "the rebuild differs from {} in {} file(s) (listed above)",
+            sums.display(),
+            v.differences.len()
+        );
+    }
+    let report = build::build(&opts, bars)?;
     for w in &report.warnings {
         eprintln!("piforge: warning: {w}");
+    }
+    if a.json {
+        if let Some(m) = &report.manifest {
+            print!("{}", m.to_json());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(p) = &report.packages {
+        let (bytes, installed) = p.sizes();
+        println!(
+            "OS packages in every role's image: {} .debs, {} KiB ({} KiB installed), installed offline with dpkg on first boot",
+            p.debs.len(),
+            bytes.div_ceil(1024),
+            installed.div_ceil(1024)
+        );
     }
     for n in &report.nodes {
         println!(
@@ -337,7 +457,14 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
             &n.sha256[..16]
         );
     }
-    println!("checksums: {}", report.sha256sums.display());
+    for l in &report.images {
+        println!("{l}");
+    }
+    println!(
+        "checksums: {}   manifest: {}",
+        report.sha256sums.display(),
+        report.sha256sums.with_file_name("manifest.json").display()
+    );
     println!(
         "kubectl --kubeconfig {} get nodes   (once the control plane is up)",
         report.admin_kubeconfig.display()
@@ -347,7 +474,12 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         report.known_hosts.display()
     );
     if !report.before_flashing.is_empty() {
-        println!("Before flashing the reimaged node(s), run in the cluster:");
+        println!(
+            "Reimaged node(s): on first boot a control plane removes its old etcd member and \
+             Node object itself, and a worker joins under its old name once that Node is no \
+             longer Ready. Should a card's piforge-status.txt say it could not, run in the \
+             cluster:"
+        );
         for c in &report.before_flashing {
             println!("  {c}");
         }

@@ -118,6 +118,7 @@ extern "C" {
     pub fn pf_abort(h: *mut PfFs);
     pub fn pf_io_refused(h: *mut PfFs) -> c_int;
     pub fn pf_commit(h: *mut PfFs) -> c_long;
+    pub fn pf_mark_checked(h: *mut PfFs) -> c_long;
     pub fn pf_get_info(h: *mut PfFs, out: *mut PfInfo);
 
     pub fn pf_stat(h: *mut PfFs, ino: u32, st: *mut PfStat) -> c_long;

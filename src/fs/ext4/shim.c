@@ -533,6 +533,28 @@ out:
 	return err;
 }
 
+/*
+ * Record a completed check in the superblock (s_lastcheck), as e2fsck -f does after a clean
+ * run: at the session clock, but never before the last mount, since resize2fs compares the
+ * two (resize/main.c: "Please run 'e2fsck -f' first" when s_lastcheck < s_mtime).  Only for a
+ * filesystem the caller has just checked.
+ */
+long pf_mark_checked(struct pf_fs *h)
+{
+	ext2_filsys fs = h->fs;
+	int64_t t = (int64_t)fs->now;
+	int64_t mtime = (int64_t)fs->super->s_mtime | ((int64_t)fs->super->s_mtime_hi << 32);
+
+	if (!(fs->flags & EXT2_FLAG_RW))
+		return EXT2_ET_RO_FILSYS;
+	if (t < mtime)
+		t = mtime;
+	fs->super->s_lastcheck = (__u32)t;
+	fs->super->s_lastcheck_hi = (__u8)((uint64_t)t >> 32);
+	ext2fs_mark_super_dirty(fs);
+	return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* Information                                                         */
 /* ------------------------------------------------------------------ */

@@ -379,6 +379,17 @@ impl Ext4 {
         Ok(())
     }
 
+    /// Records in the superblock that the filesystem was checked (`s_lastcheck`: the session
+    /// clock, or the last mount time if that is later), as `e2fsck -f` does after a clean run.
+    /// For a filesystem the caller has just checked ([`crate::disk::Image::grow_root`] does,
+    /// so that resize2fs runs without `-f`).
+    pub fn record_check(&mut self) -> Result<()> {
+        self.writable("record a check of", "/")?;
+        // SAFETY: a live read-write handle.
+        let code = unsafe { ffi::pf_mark_checked(self.handle) };
+        self.check(code, "record a check of", "/")
+    }
+
     /// Set permissions, owner and times of `path` (not following a final
     /// symlink; a symlink's permissions stay 0777). ctime becomes the clock.
     pub fn set_attrs(&mut self, path: &str, attrs: &Attrs) -> Result<()> {

@@ -105,17 +105,71 @@ pub(super) fn check_ssh_key(line: &str) -> Result<(), String> {
     let Some(b64) = words.next() else {
         return Err("the base64 key is missing".into());
     };
-    let blob = base64_decode(b64).ok_or("the key is not valid base64")?;
-    let inner = blob
-        .get(..4)
-        .map(|n| u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize)
-        .and_then(|len| blob.get(4..4 + len));
-    if inner != Some(kind.as_bytes()) {
-        return Err(format!(
-            "the key data is not a {kind} key (truncated or mangled?)"
-        ));
+    if b64 == PLACEHOLDER_KEY_DATA {
+        return Err(
+            "this is the template's placeholder key, with which nobody can log in; replace \
+             it with your own public key (the line in ~/.ssh/id_ed25519.pub; `ssh-keygen -t \
+             ed25519` makes one)"
+                .into(),
+        );
     }
-    Ok(())
+    let blob = base64_decode(b64).ok_or("the key is not valid base64 (truncated?)")?;
+    check_key_blob(kind, &blob)
+}
+
+/// The key data of the placeholder in `examples/cluster.yaml` (a well-formed Ed25519 key
+/// nobody holds the private half of): refused, so that a copied template is not built into
+/// cards nobody can log in to.
+pub(in crate::spec) const PLACEHOLDER_KEY_DATA: &str =
+    "AAAAC3NzaC1lZDI1NTE5AAAAIPLACEHOLDERxREPLACExWITHxYOURxOWNxPUBLICKEY";
+
+/// The key blob of an authorized_keys line, in the SSH wire format (RFC 4253 section 6.6,
+/// RFC 5656 section 3.1, OpenSSH's PROTOCOL.u2f): the type name, then exactly the fields of
+/// that type, each a `uint32` length and that many bytes, and nothing after them. A key cut
+/// short in a paste fails here even when its base64 still decodes.
+fn check_key_blob(kind: &str, blob: &[u8]) -> Result<(), String> {
+    let mangled = || format!("the key data is not a whole {kind} key (truncated or mangled?)");
+    let mut rest = blob;
+    let mut field = || -> Option<&[u8]> {
+        let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let value = rest.get(4..4 + len)?;
+        rest = &rest[4 + len..];
+        Some(value)
+    };
+    if field() != Some(kind.as_bytes()) {
+        return Err(mangled());
+    }
+    let curve = |c: &str| match c {
+        "nistp256" => Some(65),
+        "nistp384" => Some(97),
+        "nistp521" => Some(133),
+        _ => None,
+    };
+    let ok = match kind {
+        "ssh-ed25519" => field().is_some_and(|k| k.len() == 32),
+        // e, then n: at least 1024 bits (OpenSSH refuses smaller RSA keys).
+        "ssh-rsa" => {
+            field().is_some_and(|e| !e.is_empty()) && field().is_some_and(|n| n.len() >= 128)
+        }
+        "sk-ssh-ed25519@openssh.com" => {
+            field().is_some_and(|k| k.len() == 32) && field().is_some_and(|app| !app.is_empty())
+        }
+        _ => {
+            let name = kind
+                .trim_start_matches("sk-")
+                .trim_end_matches("@openssh.com")
+                .trim_start_matches("ecdsa-sha2-");
+            let point = curve(name);
+            field() == Some(name.as_bytes())
+                && field().is_some_and(|q| Some(q.len()) == point)
+                && (!kind.starts_with("sk-") || field().is_some_and(|app| !app.is_empty()))
+        }
+    };
+    if ok && rest.is_empty() {
+        Ok(())
+    } else {
+        Err(mangled())
+    }
 }
 
 /// Standard base64, `=` padding optional (as OpenSSH writes it, and as people paste it).
@@ -129,4 +183,51 @@ pub(super) fn base64_decode(s: &str) -> Option<Vec<u8>> {
             .with_decode_allow_trailing_bits(true),
     );
     LENIENT.decode(s).ok()
+}
+
+/// The tz database names (`zones.txt`, from tzdata's `tzdata.zi`).
+fn tz_names() -> impl Iterator<Item = &'static str> {
+    include_str!("../zones.txt")
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// Whether `name` is a zone or link of the tz database (cloud-init writes it into
+/// /etc/timezone and links /etc/localtime to /usr/share/zoneinfo/<name>: a name that is not
+/// there leaves the node on UTC without a word).
+pub(in crate::spec) fn is_known_timezone(name: &str) -> bool {
+    tz_names().any(|z| z == name)
+}
+
+/// The name of `names` nearest to `name` (edit distance, ignoring case), if one is close
+/// enough to be a likely typo: `Europe/Lisboa` -> `Europe/Lisbon`.
+pub(crate) fn nearest_name<'a>(
+    name: &str,
+    names: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let want = name.to_ascii_lowercase();
+    let (best, dist) = names
+        .map(|z| (z, edit_distance(&want, &z.to_ascii_lowercase())))
+        .min_by_key(|&(_, d)| d)?;
+    (dist <= (want.len() / 3).max(2)).then_some(best)
+}
+
+/// The nearest tz database name to `name`, for a "did you mean" hint.
+pub(in crate::spec) fn nearest_timezone(name: &str) -> Option<&'static str> {
+    nearest_name(name, tz_names())
+}
+
+/// Levenshtein distance over bytes.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }

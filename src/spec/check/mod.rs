@@ -13,10 +13,15 @@ mod vip;
 mod wifi;
 
 pub(super) use ctx::resolve;
+#[cfg(test)]
+pub(super) use formats::PLACEHOLDER_KEY_DATA;
 pub(super) use nodes::parse_profile_text;
 
 use ctx::{check_label, Ctx, Fields};
-use formats::{check_ssh_key, is_host_port, is_interface_name, is_timezone, is_user_name};
+use formats::{
+    check_ssh_key, is_host_port, is_interface_name, is_known_timezone, is_timezone, is_user_name,
+    nearest_timezone,
+};
 use nodes::{cross_check, nodes};
 
 use super::yaml::{self, Item, Kind, Pos};
@@ -39,7 +44,7 @@ const TOP_KEYS: &[&str] = &[
     "artifacts",
     "nodes",
 ];
-const IMAGE_KEYS: &[&str] = &["source", "sha256"];
+const IMAGE_KEYS: &[&str] = &["source", "sha256", "pi5_4k_pages"];
 const KUBERNETES_KEYS: &[&str] = &[
     "version",
     "control_plane_endpoint",
@@ -81,7 +86,11 @@ pub(super) fn check(
             return Err(ctx.diagnostics);
         }
         Err(e) => {
+            let note = e.unclosed_note();
             ctx.err(e.pos, e.message);
+            if let Some((pos, note)) = note {
+                ctx.err(pos, note);
+            }
             return Err(ctx.diagnostics);
         }
     };
@@ -156,8 +165,20 @@ fn convert(ctx: &mut Ctx<'_>, root: &Item, supported_versions: &[&str]) -> Optio
     let timezone = match top.get("timezone") {
         None => Some(DEFAULT_TIMEZONE.to_string()),
         Some(v) => ctx.text(v, "timezone").and_then(|s| {
-            if is_timezone(s) {
+            if is_timezone(s) && is_known_timezone(s) {
                 Some(s.to_string())
+            } else if is_timezone(s) {
+                let hint = match nearest_timezone(s) {
+                    Some(z) => format!("did you mean {z}?"),
+                    None => "see the names in /usr/share/zoneinfo, such as Europe/Lisbon or \
+                             Etc/UTC"
+                        .to_string(),
+                };
+                ctx.err(
+                    v.pos,
+                    format!("timezone: `{s}` is not in the tz database; {hint}"),
+                );
+                None
             } else {
                 ctx.err(
                     v.pos,
@@ -173,7 +194,20 @@ fn convert(ctx: &mut Ctx<'_>, root: &Item, supported_versions: &[&str]) -> Optio
     let overlays = overlays(ctx, top.get("overlays"));
     let artifacts = match top.get("artifacts") {
         None => Some(None),
-        Some(v) => ctx.text(v, "artifacts").map(|s| Some(ctx.resolve(s))),
+        Some(v) => ctx.text(v, "artifacts").and_then(|s| {
+            let dir = ctx.resolve(s);
+            if dir.is_dir() {
+                Some(Some(dir))
+            } else {
+                let what = if dir.exists() {
+                    "not a directory"
+                } else {
+                    "no such directory"
+                };
+                ctx.err(v.pos, format!("artifacts: {}: {what}", dir.display()));
+                None
+            }
+        }),
     };
 
     let nodes_key = top.entry("nodes").map(|(k, _)| k.pos).unwrap_or(top.pos);
@@ -244,6 +278,18 @@ fn image(ctx: &mut Ctx<'_>, item: &Item) -> Option<ImageSource> {
             }
         }),
     };
+    let pi5_4k_pages = match f.get("pi5_4k_pages") {
+        None => Some(None),
+        Some(v) => match &v.kind {
+            Kind::Scalar(s) if s.plain && (s.text == "true" || s.text == "false") => {
+                Some((s.text == "true").then_some(v.pos))
+            }
+            _ => {
+                ctx.err(v.pos, "image.pi5_4k_pages: expected true or false");
+                None
+            }
+        },
+    };
     let source_item = ctx.required(&f, "source")?;
     let source = ctx.text(source_item, "image.source")?;
     let source = match source.split_once("://") {
@@ -268,11 +314,29 @@ fn image(ctx: &mut Ctx<'_>, item: &Item) -> Option<ImageSource> {
             );
             return None;
         }
-        None => Source::Path(ctx.resolve(source)),
+        None => {
+            let path = ctx.resolve(source);
+            // Found now, with every other problem, not after the build has begun.
+            let problem = match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => None,
+                Ok(_) => Some("not a regular file"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file"),
+                Err(_) => Some("cannot be read"),
+            };
+            if let Some(problem) = problem {
+                ctx.err(
+                    source_item.pos,
+                    format!("image.source: {}: {problem}", path.display()),
+                );
+                return None;
+            }
+            Source::Path(path)
+        }
     };
     Some(ImageSource {
         source,
         sha256: sha256?,
+        pi5_4k_pages: pi5_4k_pages?,
     })
 }
 

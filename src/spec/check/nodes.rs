@@ -169,6 +169,13 @@ pub(super) fn profile(ctx: &mut Ctx<'_>, key: &Item, v: &Item, path: &str) -> Op
     let root = match yaml::parse_without_aliases(&text) {
         Ok(root) => root,
         Err(e) => {
+            if let Some((pos, message)) = e.unclosed_note() {
+                ctx.diagnostics.push(Diagnostic {
+                    file: file_name.clone(),
+                    pos,
+                    message,
+                });
+            }
             ctx.diagnostics.push(Diagnostic {
                 file: file_name,
                 pos: e.pos,
@@ -265,6 +272,15 @@ pub(super) fn cross_check(
                         format!(
                             "{path}: a fixed address needs network.gateway (kubeadm takes the node's \
                              IP from its default route)"
+                        ),
+                    );
+                }
+                // Issue 12 item 14: a node at the router's address takes the network down.
+                Some(gw) if addr.addr == gw => {
+                    ctx.err(
+                        pos,
+                        format!(
+                            "{path}: {gw} is network.gateway; a node needs an address of its own"
                         ),
                     );
                 }

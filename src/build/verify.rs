@@ -1,0 +1,260 @@
+//! `piforge build --verify dist/SHA256SUMS`: rebuild into a temporary directory and compare.
+//!
+//! Every file the given `SHA256SUMS` lists must come out of the rebuild with the same digest.
+//! For a file that differs and is still beside that `SHA256SUMS`, the first differing byte is
+//! found and explained: which partition of a node image it falls in, and in that partition's
+//! filesystem which file (ext4: the block's inode and its path, as `debugfs icheck` and
+//! `ncheck` find them; FAT: the file whose cluster chain holds it).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::{io_error, staging, BuildError, BuildOptions};
+use crate::disk::{Filesystem, Image};
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Default)]
+pub struct Verified {
+    /// Files that matched.
+    pub same: Vec<String>,
+    /// One sentence per file that did not.
+    pub differences: Vec<String>,
+}
+
+/// `name -> digest` of a `sha256sum` listing (at most 16 MiB).
+fn read_sums(path: &Path) -> Result<BTreeMap<String, String>, BuildError> {
+    let mut text = String::new();
+    File::open(path)
+        .map_err(io_error(path))?
+        .take(16 << 20)
+        .read_to_string(&mut text)
+        .map_err(io_error(path))?;
+    let mut out = BTreeMap::new();
+    for l in crate::digest::sum_lines(&text) {
+        match (l.file, crate::digest::parse_sha256(l.digest)) {
+            (Some(f), Some(d)) if !f.contains('/') => {
+                out.insert(f.to_string(), d);
+            }
+            _ => {
+                return Err(BuildError::State {
+                    path: path.display().to_string(),
+                    msg: "is not a SHA256SUMS piforge wrote (lines of `<sha256>  <file name>`)"
+                        .into(),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Rebuilds as `opts` says into a temporary directory beside `sums` and compares.
+pub fn verify(
+    opts: &BuildOptions,
+    sums: &Path,
+    progress: Option<std::sync::Arc<dyn crate::progress::Progress>>,
+) -> Result<Verified, BuildError> {
+    let expected = read_sums(sums)?;
+    let dir = match sums.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // Beside the outputs (same filesystem: reflinks), under a name the output directory's
+    // check treats as piforge's own; removed when done.
+    let tmp = tempfile::Builder::new()
+        .prefix(staging::VERIFY_PREFIX)
+        .tempdir_in(&dir)
+        .map_err(io_error(&dir))?;
+    let mut o = opts.clone();
+    o.out_dir = tmp.path().join("dist");
+    super::build(&o, progress)?;
+    let got = read_sums(&o.out_dir.join(staging::SHA256SUMS))?;
+    let mut v = Verified::default();
+    for (name, want) in &expected {
+        match got.get(name) {
+            None => v
+                .differences
+                .push(format!("{name}: the rebuild does not make this file")),
+            Some(d) if d == want => v.same.push(name.clone()),
+            Some(_) => v
+                .differences
+                .push(explain(name, &dir.join(name), &o.out_dir.join(name))),
+        }
+    }
+    for name in got.keys().filter(|n| !expected.contains_key(*n)) {
+        v.differences.push(format!(
+            "{name}: the rebuild makes this file, which {} does not list",
+            sums.display()
+        ));
+    }
+    Ok(v)
+}
+
+/// One sentence on how `old` and `new` differ.
+fn explain(name: &str, old: &Path, new: &Path) -> String {
+    let Ok(mut a) = File::open(old) else {
+        return format!(
+            "{name}: the digest differs ({} is not there to compare)",
+            old.display()
+        );
+    };
+    let (la, lb) = (
+        a.metadata().map_or(0, |m| m.len()),
+        std::fs::metadata(new).map_or(0, |m| m.len()),
+    );
+    let Ok(mut b) = File::open(new) else {
+        return format!("{name}: the digest differs");
+    };
+    match first_difference(&mut a, &mut b) {
+        Ok(Some(off)) => {
+            let at = if name.ends_with(".img") {
+                locate(new, off)
+            } else {
+                String::new()
+            };
+            format!("{name}: first differs at byte {off}{at}")
+        }
+        Ok(None) if la != lb => format!("{name}: {la} bytes, the rebuild {lb}"),
+        Ok(None) => format!("{name}: the digest differs, the bytes now agree (changed meanwhile?)"),
+        Err(e) => format!("{name}: the digest differs ({e})"),
+    }
+}
+
+/// The first offset at which the two streams differ (`None`: one is a prefix of the other).
+pub fn first_difference(a: &mut impl Read, b: &mut impl Read) -> std::io::Result<Option<u64>> {
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut at = 0u64;
+    loop {
+        let na = read_full(a, &mut ba)?;
+        let nb = read_full(b, &mut bb)?;
+        let n = na.min(nb);
+        if let Some(i) = ba[..n].iter().zip(&bb[..n]).position(|(x, y)| x != y) {
+            return Ok(Some(at + i as u64));
+        }
+        if na != nb || n == 0 {
+            return Ok(None);
+        }
+        at += n as u64;
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// `, in partition N (label, fs) at byte M: WHAT` for an offset of a disk image.
+pub fn locate(image: &Path, off: u64) -> String {
+    let Ok(img) = Image::open(image) else {
+        return String::new();
+    };
+    let layout = img.layout();
+    let Some(p) = layout
+        .partitions
+        .iter()
+        .find(|p| off >= p.start_bytes && off < p.end_bytes())
+    else {
+        let first = layout
+            .partitions
+            .iter()
+            .map(|p| p.start_bytes)
+            .min()
+            .unwrap_or(0);
+        return if off < 512 {
+            ", in the partition table (MBR sector: disk id, partition entries)".into()
+        } else if off < first {
+            ", before the first partition (partition table area)".into()
+        } else {
+            ", outside every partition".into()
+        };
+    };
+    let rel = off - p.start_bytes;
+    let label = p.label.clone().unwrap_or_default();
+    let what = match p.filesystem {
+        Filesystem::Ext4 | Filesystem::Ext3 | Filesystem::Ext2 => {
+            ext4_owner(image, p.start_bytes, rel, &img)
+        }
+        Filesystem::Vfat => {
+            let f = match File::open(image) {
+                Ok(f) => f,
+                Err(e) => return format!(", in partition {} ({e})", p.index),
+            };
+            let mut slice = crate::disk::Slice::new(&f, p.start_bytes, p.size_bytes);
+            crate::fs::fat_locate(&mut slice, rel).unwrap_or_else(|e| e.to_string())
+        }
+        _ => "a partition piforge does not read".into(),
+    };
+    format!(
+        ", in partition {} ({label}, {:?}) at byte {rel}: {what}",
+        p.index, p.filesystem
+    )
+}
+
+/// The ext4 file holding byte `rel` of the filesystem at `start` in `image`, through
+/// `debugfs icheck` (block to inode) and `ncheck` (inode to path).
+fn ext4_owner(image: &Path, start: u64, rel: u64, img: &Image) -> String {
+    let bs = match img.root_fs() {
+        Ok(fs) => u64::from(fs.info().block_size),
+        Err(_) => 4096,
+    };
+    let block = rel / bs;
+    let dev = format!("{}?offset={start}", image.display());
+    let run = |cmd: String| -> Option<String> {
+        let out = std::process::Command::new("debugfs")
+            .args(["-R", &cmd, &dev])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let Some(icheck) = run(format!("icheck {block}")) else {
+        return format!("block {block} (debugfs, which names the file, is not installed)");
+    };
+    // "Block\tInode number\n<block>\t<inode>" or "<block>\t<block not found>".
+    let ino = icheck
+        .lines()
+        .skip(1)
+        .find_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok());
+    let Some(ino) = ino else {
+        return format!(
+            "block {block}, filesystem metadata (superblock, group descriptors, bitmaps, inode \
+             table or journal) or a free block"
+        );
+    };
+    let path = run(format!("ncheck {ino}")).and_then(|t| {
+        t.lines()
+            .skip(1)
+            .find_map(|l| l.split_once('\t').map(|(_, p)| p.trim().to_string()))
+    });
+    match path {
+        Some(p) => format!("block {block}, inode {ino}: {p}"),
+        None => format!("block {block}, inode {ino}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_difference_finds_the_byte() {
+        let a = vec![1u8; 3 << 20];
+        let mut b = a.clone();
+        assert_eq!(first_difference(&mut &a[..], &mut &b[..]).unwrap(), None);
+        b[(2 << 20) + 17] = 0;
+        assert_eq!(
+            first_difference(&mut &a[..], &mut &b[..]).unwrap(),
+            Some((2 << 20) + 17)
+        );
+        assert_eq!(first_difference(&mut &a[..5], &mut &b[..]).unwrap(), None);
+    }
+}

@@ -1,0 +1,464 @@
+//! OS packages from the base image's own apt sources (src/apt): a local apt repository built
+//! here (tiny .debs made by dpkg-deb, Packages and Release written by the test, InRelease
+//! signed by gpg with a throwaway key), served on 127.0.0.1, and a trixie-shaped base whose
+//! sources and keyring point at it (made from the fixture with `piforge customize`). Judged
+//! by gpg, dpkg-deb, debugfs, e2fsck and piforge check.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const K8S: &str = "1.34.11";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyFQ2JzvZ1bq0cJ5i6L3yq0u8ZP0eGq5u3y2Yc8kq9X test@laptop";
+
+/// gpg with its own home (a throwaway key, never the user's keyring).
+fn gpg(home: &Path, args: &[&str]) -> std::process::Output {
+    let out = Command::new("gpg")
+        .env("GNUPGHOME", home)
+        .args([
+            "--batch",
+            "--yes",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ])
+        .args(args)
+        .output()
+        .expect("gpg is installed (tests/install-deps.sh)");
+    assert!(
+        out.status.success(),
+        "gpg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn new_key(home: &Path, uid: &str) {
+    fs::create_dir_all(home).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(home, fs::Permissions::from_mode(0o700)).unwrap();
+    gpg(home, &["--quick-gen-key", uid, "ed25519", "sign", "never"]);
+}
+
+/// A .deb made by dpkg-deb: `usr/sbin/<name>` and a control file.
+fn make_deb(dir: &Path, name: &str, version: &str, arch: &str, depends: &str) -> PathBuf {
+    let root = dir.join(format!("src-{name}"));
+    fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    fs::create_dir_all(root.join("usr/sbin")).unwrap();
+    let dep = if depends.is_empty() {
+        String::new()
+    } else {
+        format!("Depends: {depends}\n")
+    };
+    fs::write(
+        root.join("DEBIAN/control"),
+        format!("Package: {name}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: t <t@piforge.invalid>\n{dep}Description: piforge test package\n"),
+    )
+    .unwrap();
+    fs::write(
+        root.join(format!("usr/sbin/{name}")),
+        format!("#!/bin/sh\necho {name}\n"),
+    )
+    .unwrap();
+    let out = dir.join(format!("{name}_{version}_{arch}.deb"));
+    run(
+        "dpkg-deb",
+        &[
+            "--root-owner-group",
+            "-Zgzip",
+            "--build",
+            root.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    );
+    out
+}
+
+struct Repo {
+    root: PathBuf,
+    gnupg: PathBuf,
+    debs: Vec<PathBuf>,
+}
+
+impl Repo {
+    /// `<root>/debian`: pool/main/*.deb, dists/trixie/{Release,InRelease}, main/binary-arm64
+    /// Packages and Packages.gz.
+    fn new(tmp: &Path) -> Repo {
+        let root = tmp.join("served");
+        let pool = root.join("debian/pool/main");
+        fs::create_dir_all(&pool).unwrap();
+        let debs = vec![
+            make_deb(
+                &pool,
+                "iptables",
+                "1.8.11-2",
+                "arm64",
+                "libpf-xtables (>= 1.8), libc6 (>= 2.36), netbase | pf-net",
+            ),
+            make_deb(&pool, "iptables", "1.8.9-1", "arm64", "libpf-xtables"),
+            make_deb(&pool, "libpf-xtables", "1.8.11-2", "arm64", "libc6:any"),
+            make_deb(&pool, "pf-net", "6.5", "all", ""),
+            make_deb(&pool, "unrelated", "1", "arm64", ""),
+        ];
+        let gnupg = tmp.join("gnupg");
+        new_key(&gnupg, "piforge test archive <archive@piforge.invalid>");
+        let r = Repo { root, gnupg, debs };
+        r.write_indexes();
+        r
+    }
+
+    fn dists(&self) -> PathBuf {
+        self.root.join("debian/dists/trixie")
+    }
+
+    /// Packages (by dpkg-scanpackages' own rules: one paragraph per .deb, with Filename,
+    /// Size, SHA256), then Release and the signed InRelease.
+    fn write_indexes(&self) {
+        let bin = self.dists().join("main/binary-arm64");
+        fs::create_dir_all(&bin).unwrap();
+        let out = Command::new("dpkg-scanpackages")
+            .args(["--arch", "arm64", "pool/main", "/dev/null"])
+            .current_dir(self.root.join("debian"))
+            .output()
+            .expect("dpkg-scanpackages (dpkg-dev, tests/install-deps.sh)");
+        assert!(out.status.success());
+        fs::write(bin.join("Packages"), &out.stdout).unwrap();
+        run(
+            "sh",
+            &[
+                "-c",
+                &format!("gzip -9nc {0}/Packages > {0}/Packages.gz", bin.display()),
+            ],
+        );
+        let mut release = String::from("Origin: piforge-test\nSuite: trixie\nArchitectures: arm64\nComponents: main\nSHA256:\n");
+        for f in [
+            "main/binary-arm64/Packages",
+            "main/binary-arm64/Packages.gz",
+        ] {
+            let p = self.dists().join(f);
+            release.push_str(&format!(
+                " {} {} {f}\n",
+                sha256(&p),
+                fs::metadata(&p).unwrap().len()
+            ));
+        }
+        fs::write(self.dists().join("Release"), release).unwrap();
+        self.sign(&self.gnupg);
+    }
+
+    fn sign(&self, home: &Path) {
+        let rel = self.dists().join("Release");
+        let inrel = self.dists().join("InRelease");
+        gpg(
+            home,
+            &[
+                "--clearsign",
+                "-o",
+                inrel.to_str().unwrap(),
+                rel.to_str().unwrap(),
+            ],
+        );
+    }
+
+    fn keyring(&self) -> Vec<u8> {
+        gpg(&self.gnupg, &["--export"]).stdout
+    }
+}
+
+/// The trixie fixture with an apt source for `url` signed by `keyring` (deb822, Signed-By),
+/// made by piforge customize on a copy (the fixture itself is never written).
+fn base_image(tmp: &Path, url: &str, keyring: &[u8], cache: &Path) -> PathBuf {
+    let ov = tmp.join("apt-overlay");
+    fs::create_dir_all(ov.join("etc/apt/sources.list.d")).unwrap();
+    fs::create_dir_all(ov.join("usr/share/keyrings")).unwrap();
+    fs::write(
+        ov.join("etc/apt/sources.list.d/debian.sources"),
+        format!("Types: deb\nURIs: {url}/debian\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/piforge-test-archive.pgp\n"),
+    )
+    .unwrap();
+    fs::write(
+        ov.join("usr/share/keyrings/piforge-test-archive.pgp"),
+        keyring,
+    )
+    .unwrap();
+    let out = tmp.join("base.img");
+    let r = piforge(
+        &[
+            "customize",
+            fixture("trixie.img").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--root-overlay",
+            ov.to_str().unwrap(),
+        ],
+        cache,
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    out
+}
+
+fn write_spec(dir: &Path, image: &Path) -> PathBuf {
+    let spec = format!(
+        "name: aptlab
+image:
+  source: {image}
+kubernetes:
+  version: \"{K8S}\"
+  cni: flannel
+network:
+  interface: eth0
+  gateway: 192.168.50.1
+  dns: [192.168.50.1]
+user: pi
+ssh_authorized_keys: [\"{KEY}\"]
+nodes:
+  - name: pi-cp-1
+    role: control-plane
+    address: 192.168.50.10/24
+  - name: pi-w-1
+    role: worker
+    address: 192.168.50.11/24
+",
+        image = image.display()
+    );
+    let p = dir.join("cluster.yaml");
+    fs::write(&p, spec).unwrap();
+    p
+}
+
+fn fetch(spec: &Path, arts: &Path, cache: &Path, extra: &[&str]) -> std::process::Output {
+    // --no-images: this test is about the OS packages (the container images have their own,
+    // tests/images.rs); without it fetch warns that the artifacts directory holds no image.
+    let mut a = vec![
+        "fetch",
+        spec.to_str().unwrap(),
+        "--no-images",
+        "--artifacts",
+        arts.to_str().unwrap(),
+        "--allow-unpinned",
+    ];
+    a.extend_from_slice(extra);
+    piforge(&a, cache)
+}
+
+struct Lab {
+    tmp: tempfile::TempDir,
+    repo: Repo,
+    server: Mirror,
+    spec: PathBuf,
+    arts: PathBuf,
+    cache: PathBuf,
+}
+
+fn lab() -> Lab {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let repo = Repo::new(tmp.path());
+    let server = start_mirror(&repo.root);
+    let base = base_image(tmp.path(), &server.url, &repo.keyring(), &cache);
+    let dir = tmp.path().join("cluster");
+    fs::create_dir_all(&dir).unwrap();
+    let spec = write_spec(&dir, &base);
+    let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
+    // The release artifacts pinned first, so that later fetches warn about nothing.
+    let lock = dir.join("piforge.lock");
+    let r = piforge(
+        &[
+            "fetch",
+            "--kubernetes",
+            K8S,
+            "--artifacts",
+            arts.to_str().unwrap(),
+            "--allow-unpinned",
+            "--lock",
+            lock.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    Lab {
+        tmp,
+        repo,
+        server,
+        spec,
+        arts,
+        cache,
+    }
+}
+
+#[test]
+fn fetch_resolves_verifies_and_pins_and_the_card_installs_offline() {
+    let l = lab();
+    let r = fetch(&l.spec, &l.arts, &l.cache, &[]);
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        r.status.success(),
+        "{}{}",
+        stdout,
+        String::from_utf8_lossy(&r.stderr)
+    );
+    // iptables (the newest), its library, and the first alternative the base lacks (netbase
+    // is in no source: pf-net); libc6 is in the base; `unrelated` is not needed.
+    let lock = fs::read_to_string(l.spec.with_file_name("piforge.lock")).unwrap();
+    let pinned: Vec<&str> = lock
+        .lines()
+        .filter_map(|x| x.strip_prefix("file = \""))
+        .filter(|f| f.ends_with(".deb\""))
+        .collect();
+    assert_eq!(
+        pinned,
+        [
+            "iptables_1.8.11-2_arm64.deb\"",
+            "libpf-xtables_1.8.11-2_arm64.deb\"",
+            "pf-net_6.5_all.deb\""
+        ],
+        "{lock}"
+    );
+    for d in &l.repo.debs {
+        let name = d.file_name().unwrap().to_str().unwrap();
+        let pinned = lock.contains(&format!("sha256 = \"{}\"", sha256(d)));
+        assert_eq!(pinned, pinned_name(name), "{name}: {lock}");
+    }
+    assert!(lock.contains("why = \"iptables needs pf-net\""), "{lock}");
+    assert!(
+        lock.contains(&format!("source = \"{}/debian trixie main\"", l.server.url)),
+        "{lock}"
+    );
+    assert!(stdout.contains("OS packages iptables: 3 .debs"), "{stdout}");
+
+    // The build puts them in the card; they are byte for byte the repository's.
+    let out = l.tmp.path().join("dist");
+    let b = build_with(&l.spec, &out, &l.arts, &l.cache, &[]);
+    let bout = String::from_utf8_lossy(&b.stdout);
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    assert!(
+        bout.contains("OS packages in every role's image: 3 .debs"),
+        "{bout}"
+    );
+    let img = out.join("pi-w-1.img");
+    let (_, root) = offsets(&img, &l.cache);
+    let list = debugfs(&img, root, "cat /etc/piforge/first-boot-debs");
+    let files: Vec<&str> = list
+        .lines()
+        .filter(|x| !x.starts_with('#'))
+        .filter_map(|x| x.split(' ').next())
+        .collect();
+    // Dependency order: what iptables needs first.
+    assert_eq!(
+        files,
+        [
+            "libpf-xtables_1.8.11-2_arm64.deb",
+            "pf-net_6.5_all.deb",
+            "iptables_1.8.11-2_arm64.deb"
+        ],
+        "{list}"
+    );
+    for f in files {
+        let dumped = l.tmp.path().join(format!("dumped-{f}"));
+        debugfs(
+            &img,
+            root,
+            &format!("dump /var/lib/piforge/debs/{f} {}", dumped.display()),
+        );
+        assert_eq!(
+            sha256(&dumped),
+            sha256(&l.repo.root.join("debian/pool/main").join(f)),
+            "{f}"
+        );
+        // A real .deb: dpkg-deb reads it.
+        assert!(
+            run("dpkg-deb", &["-f", dumped.to_str().unwrap(), "Package"])
+                .trim()
+                .len()
+                > 2
+        );
+    }
+    assert_eq!(e2fsck(&img, root).0, 0);
+    // check says first boot needs no network for them.
+    let c = piforge(&["check", img.to_str().unwrap()], &l.cache);
+    let ctext = String::from_utf8_lossy(&c.stdout);
+    assert!(
+        ctext.contains("iptables (iptables) installed on first boot from the card's 3 .debs"),
+        "{ctext}"
+    );
+
+    // A second fetch trusts the lock (no index is read: the server's indexes may go away).
+    fs::remove_dir_all(l.repo.dists()).unwrap();
+    let r = fetch(&l.spec, &l.arts, &l.cache, &[]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stdout).contains("(as the lock pins them)"));
+}
+
+fn pinned_name(file: &str) -> bool {
+    [
+        "iptables_1.8.11-2_arm64.deb",
+        "libpf-xtables_1.8.11-2_arm64.deb",
+        "pf-net_6.5_all.deb",
+    ]
+    .contains(&file)
+}
+
+#[test]
+fn a_bad_or_foreign_signature_is_refused() {
+    let l = lab();
+    // The Release changed after signing.
+    let inrel = l.repo.dists().join("InRelease");
+    let text = fs::read_to_string(&inrel)
+        .unwrap()
+        .replace("Origin: piforge-test", "Origin: piforge-tesT");
+    fs::write(&inrel, text).unwrap();
+    let r = fetch(&l.spec, &l.arts, &l.cache, &[]);
+    assert_one_line_error(&r, "InRelease was refused: its signature is bad");
+    assert!(!fs::read_to_string(l.spec.with_file_name("piforge.lock"))
+        .unwrap_or_default()
+        .contains("[[deb]]"));
+    // Signed by a key the base does not trust.
+    let other = l.tmp.path().join("other-gnupg");
+    new_key(&other, "someone else <x@piforge.invalid>");
+    l.repo.sign(&other);
+    let r = fetch(&l.spec, &l.arts, &l.cache, &[]);
+    assert_one_line_error(&r, "no key the base image trusts made its signature");
+    // Not signed at all.
+    fs::copy(l.repo.dists().join("Release"), &inrel).unwrap();
+    let r = fetch(&l.spec, &l.arts, &l.cache, &[]);
+    assert_one_line_error(&r, "it is not a signed file");
+}
+
+#[test]
+fn a_changed_deb_or_index_is_refused() {
+    let l = lab();
+    // A Packages index that is not the one the Release signed.
+    let pk = l.repo.dists().join("main/binary-arm64/Packages.gz");
+    let good = fs::read(&pk).unwrap();
+    fs::write(&pk, [&good[..], b"x"].concat()).unwrap();
+    let r = fetch(&l.spec, &l.arts, &l.cache, &[]);
+    assert_one_line_error(&r, "but the signed Release of");
+    fs::write(&pk, &good).unwrap();
+    // A .deb changed on the server after its index was signed: refused on first fetch ...
+    let deb = l
+        .repo
+        .root
+        .join("debian/pool/main/libpf-xtables_1.8.11-2_arm64.deb");
+    let orig = fs::read(&deb).unwrap();
+    let mut bad = orig.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    fs::write(&deb, &bad).unwrap();
+    let r = fetch(&l.spec, &l.arts, &l.cache, &[]);
+    assert_one_line_error(&r, "but the Packages index of");
+    // ... and, once pinned, against the lock on a machine with an empty cache.
+    fs::write(&deb, &orig).unwrap();
+    let r = fetch(&l.spec, &l.arts, &l.cache, &[]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    fs::write(&deb, &bad).unwrap();
+    let fresh = l.tmp.path().join("fresh-cache");
+    let out = l.tmp.path().join("dist");
+    let b = build_with(&l.spec, &out, &l.arts, &fresh, &[]);
+    assert_one_line_error(&b, "but the lock file");
+    assert!(!out.join("pi-w-1.img").exists());
+}
