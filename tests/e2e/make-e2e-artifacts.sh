@@ -130,8 +130,8 @@ fi
 images_missing() {
 	have=$(ctr -n k8s.io images ls -q 2>/dev/null)
 	n=0 miss=
-	while read -r _ ref _; do
-		case $ref in '' | '#'*) continue ;; esac
+	while read -r file ref _; do
+		case $file in '' | '#'*) continue ;; esac
 		n=$((n + 1))
 		printf '%s\n' "$have" | grep -qxF "$ref" || miss="$miss $ref"
 	done </etc/piforge/images.list

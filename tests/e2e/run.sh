@@ -157,16 +157,17 @@ nodes:
     profile: profiles/e2e.yaml
 EOF
 
-# The stand-in's apt source (deb.debian.org trixie main) as piforge's --mirror serves it:
-# <mirror>/deb.debian.org/debian/..., from the copy build-standin.sh made (the InRelease as
-# Debian signed it), on 127.0.0.1 by Python's http.server; its log shows what was fetched.
+# The stand-in's apt source (http://apt.e2e.piforge.invalid/debian trixie main) as piforge's
+# --mirror serves it: <mirror>/apt.e2e.piforge.invalid/debian/..., from the signed repository
+# build-standin.sh made (apt-mirror.py), on 127.0.0.1 by Python's http.server; its log shows
+# what was fetched.
 python3 -c '
 import functools, http.server, os, sys
 h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
 s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), h)
 open(sys.argv[2] + ".tmp", "w").write(str(s.server_address[1]))
 os.rename(sys.argv[2] + ".tmp", sys.argv[2])
-s.serve_forever()' "$CACHE/apt-mirror" "$OUT/run/mirror.port" 2>"$OUT/logs/apt-mirror-http.log" &
+s.serve_forever()' "$CACHE/apt-mirror/www" "$OUT/run/mirror.port" 2>"$OUT/logs/apt-mirror-http.log" &
 MIRROR_PID=$!
 trap 'kill "$MIRROR_PID" 2>/dev/null' EXIT
 for _ in $(seq 50); do [[ -s $OUT/run/mirror.port ]] && break; sleep 0.2; done
@@ -180,9 +181,9 @@ PIFORGE_CACHE=$OUT/cache "$PIFORGE" fetch --spec "$S/cluster.yaml" --artifacts "
 tick piforge_fetch $((SECONDS - t))
 kill "$MIRROR_PID" 2>/dev/null
 expect fetch "InRelease fetched from the stand-in's apt source (through the mirror)" \
-	"$(grep -c '"GET /deb\.debian\.org/debian/dists/trixie/InRelease HTTP/1\.[01]" 200' "$OUT/logs/apt-mirror-http.log")" '^[1-9]'
+	"$(grep -c '"GET /apt\.e2e\.piforge\.invalid/debian/dists/trixie/InRelease HTTP/1\.[01]" 200' "$OUT/logs/apt-mirror-http.log")" '^[1-9]'
 expect fetch "iptables .deb fetched" \
-	"$(grep -c '"GET /deb\.debian\.org/debian/pool/main/i/iptables/iptables_[^ ]*_arm64\.deb HTTP/1\.[01]" 200' "$OUT/logs/apt-mirror-http.log")" '^1$'
+	"$(grep -c '"GET /apt\.e2e\.piforge\.invalid/debian/pool/main/i/iptables/iptables_[^ ]*_arm64\.deb HTTP/1\.[01]" 200' "$OUT/logs/apt-mirror-http.log")" '^1$'
 expect fetch "the lock pins iptables as a [[deb]]" "$(grep -c '^name = "iptables"$' "$S/piforge.lock")" '^1$'
 expect fetch "the lock pins the 10 images (kubeadm's 7, flannel's 2, kube-vip)" "$(grep -c '^\[\[image\]\]$' "$S/piforge.lock")" '^10$'
 expect fetch "fetch says the packages were verified against the base's apt sources" \
@@ -403,67 +404,67 @@ check_node() {
 		grep -a '^E2E ' "$OUT/logs/$key-serial.log" | tr -d '\r' >"$OUT/logs/$key-report.txt"
 	fi
 	if ! grep -q '^E2E end' "$OUT/logs/$key-report.txt"; then
-		fail "$node: no complete report (see $OUT/logs/$key-serial.log)"
+		fail "$key: no complete report (see $OUT/logs/$key-serial.log)"
 		return
 	fi
-	expect "$node" "cloud-init finished" "$(rget "$key" cloud_init_status)" '^done$'
-	expect "$node" "cloud-init errors" "$(rget "$key" cloud_init_errors)" '^0$'
-	expect "$node" "cloud-init datasource: NoCloud seeded from /boot/firmware" "$(rget "$key" cloud_init_datasource)" 'NoCloud.*/boot/firmware'
-	expect "$node" "hostname set by cloud-init" "$(rget "$key" hostname)" "^$node\$"
-	expect "$node" "static address on eth0" "$(rget "$key" eth0_inet)" "(^| )${addr//./\\.}( |\$)"
-	expect "$node" "static address is not a DHCP lease" "$(rget "$key" eth0_dynamic)" '^0$'
-	expect "$node" "default route via 10.0.2.2" "$(rget "$key" default_route)" 'via 10\.0\.2\.2 dev eth0'
-	expect "$node" "containerd.service active" "$(rget "$key" containerd_active)" '^active$'
-	expect "$node" "containerd runs piforge's binary" "$(rget "$key" containerd_exe)" '^/usr/local/bin/containerd$'
-	expect "$node" "containerd config has SystemdCgroup = true" "$(rget "$key" containerd_systemd_cgroup)" '^[1-9]'
-	expect "$node" "ctr version answers (server)" "$(rget "$key" ctr_server_version)" '^2\.'
-	expect "$node" "kubelet.service enabled" "$(rget "$key" kubelet_enabled)" '^enabled$'
-	expect "$node" "kubelet.service (stand-in) active" "$(rget "$key" kubelet_active)" '^active$'
-	expect "$node" "piforge-kubeadm phase done" "$(rget "$key" kubeadm_phase)" '^done$'
+	expect "$key" "cloud-init finished" "$(rget "$key" cloud_init_status)" '^done$'
+	expect "$key" "cloud-init errors" "$(rget "$key" cloud_init_errors)" '^0$'
+	expect "$key" "cloud-init datasource: NoCloud seeded from /boot/firmware" "$(rget "$key" cloud_init_datasource)" 'NoCloud.*/boot/firmware'
+	expect "$key" "hostname set by cloud-init" "$(rget "$key" hostname)" "^$node\$"
+	expect "$key" "static address on eth0" "$(rget "$key" eth0_inet)" "(^| )${addr//./\\.}( |\$)"
+	expect "$key" "static address is not a DHCP lease" "$(rget "$key" eth0_dynamic)" '^0$'
+	expect "$key" "default route via 10.0.2.2" "$(rget "$key" default_route)" 'via 10\.0\.2\.2 dev eth0'
+	expect "$key" "containerd.service active" "$(rget "$key" containerd_active)" '^active$'
+	expect "$key" "containerd runs piforge's binary" "$(rget "$key" containerd_exe)" '^/usr/local/bin/containerd$'
+	expect "$key" "containerd config has SystemdCgroup = true" "$(rget "$key" containerd_systemd_cgroup)" '^[1-9]'
+	expect "$key" "ctr version answers (server)" "$(rget "$key" ctr_server_version)" '^2\.'
+	expect "$key" "kubelet.service enabled" "$(rget "$key" kubelet_enabled)" '^enabled$'
+	expect "$key" "kubelet.service (stand-in) active" "$(rget "$key" kubelet_active)" '^active$'
+	expect "$key" "piforge-kubeadm phase done" "$(rget "$key" kubeadm_phase)" '^done$'
 	local calls
 	calls=$(rget_all "$key" call)
 	if [[ $role == init ]]; then
-		expect "$node" "kubeadm init with the generated config, called once" "$(grep '^kubeadm ' <<<"$calls" | tr '\n' ';')" '^kubeadm init --config /etc/piforge/kubeadm\.yaml --skip-token-print;$'
-		expect "$node" "kubectl applied the flannel manifest" "$(grep -c '^kubectl --kubeconfig /etc/kubernetes/admin\.conf apply -f ' <<<"$calls")" '^1$'
+		expect "$key" "kubeadm init with the generated config, called once" "$(grep '^kubeadm ' <<<"$calls" | tr '\n' ';')" '^kubeadm init --config /etc/piforge/kubeadm\.yaml --skip-token-print;$'
+		expect "$key" "kubectl applied the flannel manifest" "$(grep -c '^kubectl --kubeconfig /etc/kubernetes/admin\.conf apply -f ' <<<"$calls")" '^1$'
 	else
-		expect "$node" "kubeadm: the cleanup's credentials, then join with the generated config" \
+		expect "$key" "kubeadm: the cleanup's credentials, then join with the generated config" \
 			"$(grep '^kubeadm ' <<<"$calls" | tr '\n' ';')" \
 			"^kubeadm kubeconfig user --config /run/piforge/rejoin-kubeadm\\.yaml --client-name piforge-rejoin:$node --org system:masters --validity-period 1h;kubeadm join --config /etc/piforge/kubeadm\\.yaml;\$"
 	fi
-	expect "$node" "kubeadm found every image of the card in containerd (preflight pulls nothing)" \
+	expect "$key" "kubeadm found every image of the card in containerd (preflight pulls nothing)" \
 		"$(rget_all "$key" kubeadm_note | grep '^images at ')" "^images at (init|join): 10 in the card's list, missing: none\$"
-	expect "$node" "overlay and br_netfilter loaded" "$(rget "$key" modules_loaded)" '^br_netfilter overlay$'
-	expect "$node" "net.ipv4.ip_forward = 1" "$(rget "$key" ip_forward)" '^1$'
-	expect "$node" "no swap active" "$(rget "$key" swap_active)" '^0$'
-	expect "$node" "no swap unit (the stand-in's rpi-swap made none: Mechanism=none)" "$(rget "$key" swap_units)" '^$'
-	expect "$node" "the stand-in's rpi-swap generator makes no swap for the built image" "$(swap_units "$OUT/dist/$key.img")" '^$'
-	expect "$node" "memory cgroup controller" "$(rget "$key" cgroup_controllers)" '(^| )memory( |$)'
-	expect "$node" "no failed units" "$(rget "$key" failed_units)" '^$'
-	expect "$node" "/boot/firmware mounted" "$(rget "$key" boot_firmware_mounted)" '^/dev/vda1$'
+	expect "$key" "overlay and br_netfilter loaded" "$(rget "$key" modules_loaded)" '^br_netfilter overlay$'
+	expect "$key" "net.ipv4.ip_forward = 1" "$(rget "$key" ip_forward)" '^1$'
+	expect "$key" "no swap active" "$(rget "$key" swap_active)" '^0$'
+	expect "$key" "no swap unit (the stand-in's rpi-swap made none: Mechanism=none)" "$(rget "$key" swap_units)" '^$'
+	expect "$key" "the stand-in's rpi-swap generator makes no swap for the built image" "$(swap_units "$OUT/dist/$key.img")" '^$'
+	expect "$key" "memory cgroup controller" "$(rget "$key" cgroup_controllers)" '(^| )memory( |$)'
+	expect "$key" "no failed units" "$(rget "$key" failed_units)" '^$'
+	expect "$key" "/boot/firmware mounted" "$(rget "$key" boot_firmware_mounted)" '^/dev/vda1$'
 	# From outside, after the shutdown.
 	local before after
 	before=$(debugfs -R 'cat /etc/machine-id' "$built_root" 2>/dev/null)
 	after=$(debugfs -R 'cat /etc/machine-id' "$root" 2>/dev/null)
-	expect "$node" "machine-id empty in the built image" "${before:-<empty>}" '^<empty>$'
-	expect "$node" "machine-id generated on this boot (image = report)" "$after" "^$(rget "$key" machine_id)\$"
-	expect "$node" "machine-id is 32 hex digits" "$after" '^[0-9a-f]{32}$'
+	expect "$key" "machine-id empty in the built image" "${before:-<empty>}" '^<empty>$'
+	expect "$key" "machine-id generated on this boot (image = report)" "$after" "^$(rget "$key" machine_id)\$"
+	expect "$key" "machine-id is 32 hex digits" "$after" '^[0-9a-f]{32}$'
 	MID[$key]=$after
 	local kcfg
 	kcfg=$(debugfs -R "cat /var/log/piforge-e2e/kubeadm-$([[ $role == init ]] && echo init || echo join)-config.yaml" "$root" 2>/dev/null)
 	if [[ $role == init ]]; then
-		expect "$node" "kubeadm got an InitConfiguration" "$(grep -c '^kind: InitConfiguration' <<<"$kcfg")" '^1$'
-		expect "$node" "the endpoint is the VIP" "$(grep -c '^controlPlaneEndpoint: "\?10\.0\.2\.9:6443"\?$' <<<"$kcfg")" '^1$'
+		expect "$key" "kubeadm got an InitConfiguration" "$(grep -c '^kind: InitConfiguration' <<<"$kcfg")" '^1$'
+		expect "$key" "the endpoint is the VIP" "$(grep -c '^controlPlaneEndpoint: "\?10\.0\.2\.9:6443"\?$' <<<"$kcfg")" '^1$'
 	else
-		expect "$node" "kubeadm got a JoinConfiguration" "$(grep -c '^kind: JoinConfiguration' <<<"$kcfg")" '^1$'
-		expect "$node" "joins through the VIP" "$(grep -c 'apiServerEndpoint: "\?10\.0\.2\.9:6443"\?$' <<<"$kcfg")" '^1$'
+		expect "$key" "kubeadm got a JoinConfiguration" "$(grep -c '^kind: JoinConfiguration' <<<"$kcfg")" '^1$'
+		expect "$key" "joins through the VIP" "$(grep -c 'apiServerEndpoint: "\?10\.0\.2\.9:6443"\?$' <<<"$kcfg")" '^1$'
 		# The reimaged first control plane: `kubeadm join --control-plane` (a controlPlane
 		# section in the JoinConfiguration), never init, with the token of the rebuild.
-		expect "$node" "the JoinConfiguration has a controlPlane section (join --control-plane)" \
+		expect "$key" "the JoinConfiguration has a controlPlane section (join --control-plane)" \
 			"$(grep -c '^controlPlane:' <<<"$kcfg")" '^1$'
-		expect "$node" "the stand-in kubeadm joined as a control plane, with the CA key in place" \
+		expect "$key" "the stand-in kubeadm joined as a control plane, with the CA key in place" \
 			"$(grep -c -e '^join as a control plane' -e '^ca.key present at join' <<<"$(rget_all "$key" kubeadm_note)")" '^2$'
-		expect "$node" "kubeadm init never ran" "$(grep -c '^kubeadm init' <<<"$calls")" '^0$'
-		expect "$node" "the join uses the token given to the rebuild (count)" "$(grep -c "token: \"\?$REIMAGE_TOKEN\"\?\$" <<<"$kcfg")" '^1$'
+		expect "$key" "kubeadm init never ran" "$(grep -c '^kubeadm init' <<<"$calls")" '^0$'
+		expect "$key" "the join uses the token given to the rebuild (count)" "$(grep -c "token: \"\?$REIMAGE_TOKEN\"\?\$" <<<"$kcfg")" '^1$'
 		# The reimage cleanup, in order, before the join: a one-hour system:masters certificate
 		# from the card's CA, then through the first API server of /etc/piforge/rejoin (the VIP):
 		# the old Node is not Ready; etcd pods; member list in e2e-cp-2's pod (not the old
@@ -481,29 +482,29 @@ check_node() {
 			"$rest delete node $node --ignore-not-found" \
 			"kubeadm join --config /etc/piforge/kubeadm.yaml")
 		if [[ $calls == "$want" ]]; then
-			pass "$node: reimage cleanup: the stand-in kubectl/kubeadm were called exactly as a real cluster needs, in order (7 calls, then join)"
+			pass "$key: reimage cleanup: the stand-in kubectl/kubeadm were called exactly as a real cluster needs, in order (7 calls, then join)"
 		else
-			fail "$node: reimage cleanup calls differ; got:"
+			fail "$key: reimage cleanup calls differ; got:"
 			printf '  | %s\n' "${calls//$'\n'/$'\n'  | }"
 			printf '  want:\n'
 			printf '  | %s\n' "${want//$'\n'/$'\n'  | }"
 		fi
-		expect "$node" "the cleanup's certificate: signed by the card's CA, O=system:masters, CN=piforge-rejoin:$node, kubeconfig 0600" \
+		expect "$key" "the cleanup's certificate: signed by the card's CA, O=system:masters, CN=piforge-rejoin:$node, kubeconfig 0600" \
 			"$(rget_all "$key" kubectl_note | grep '^credentials /run/piforge/rejoin.conf:')" \
 			"O ?= ?system:masters.*CN ?= ?piforge-rejoin:$node.*verify: .*: OK; mode 600\$"
-		expect "$node" "the cleanup's credentials are gone after the step" "$(rget "$key" rejoin_credentials_left)" '^0$'
-		expect "$node" "piforge-status.txt names the node the card replaces" "$(rget "$key" status_replaces)" "^the node $node the cluster already had\$"
-		expect "$node" "the card's rejoin file lists the VIP first" \
+		expect "$key" "the cleanup's credentials are gone after the step" "$(rget "$key" rejoin_credentials_left)" '^0$'
+		expect "$key" "piforge-status.txt names the node the card replaces" "$(rget "$key" status_replaces)" "^the node $node the cluster already had\$"
+		expect "$key" "the card's rejoin file lists the VIP first" \
 			"$(debugfs -R 'cat /etc/piforge/rejoin' "$built_root" 2>/dev/null | sed -n 's/^servers=//p')" '^10\.0\.2\.9:6443( |$)'
 	fi
-	expect "$node" "kubeadm config names the node" "$(grep -c -E "name: \"?$node\"?\$" <<<"$kcfg")" '^[1-9]'
-	expect "$node" "cloud-init runcmd from the node profile ran" \
+	expect "$key" "kubeadm config names the node" "$(grep -c -E "name: \"?$node\"?\$" <<<"$kcfg")" '^[1-9]'
+	expect "$key" "cloud-init runcmd from the node profile ran" \
 		"$(debugfs -R 'cat /var/log/piforge-e2e/profile-runcmd' "$root" 2>/dev/null)" "^runcmd ran on $node\$"
 	local st
 	st=$(mtype -i "$fat" ::piforge-status.txt 2>/dev/null | tr -d '\r')
-	expect "$node" "piforge-status.txt on the boot partition says done" "$(sed -n 's/^phase: //p' <<<"$st")" '^done$'
-	expect "$node" "piforge-status.txt: packages ok" "$(sed -n 's/^packages: //p' <<<"$st")" '^ok$'
-	expect "$node" "piforge-status.txt: images imported" "$(sed -n 's/^images: //p' <<<"$st")" '^ok: 10 images imported in [0-9]+s$'
+	expect "$key" "piforge-status.txt on the boot partition says done" "$(sed -n 's/^phase: //p' <<<"$st")" '^done$'
+	expect "$key" "piforge-status.txt: packages ok" "$(sed -n 's/^packages: //p' <<<"$st")" '^ok$'
+	expect "$key" "piforge-status.txt: images imported" "$(sed -n 's/^images: //p' <<<"$st")" '^ok: 10 images imported in [0-9]+s$'
 	# The node's own SSH host key (secrets/hosts/<node>/) survived the first boot: cloud-init
 	# neither deleted nor regenerated it, and no other host key was made beside it.
 	local want_key have_key
@@ -511,73 +512,73 @@ check_node() {
 	have_key=$(debugfs -R 'cat /etc/ssh/ssh_host_ed25519_key.pub' "$root" 2>/dev/null | cut -d' ' -f1,2)
 	local same="differs: ${have_key:-<none>} vs ${want_key:-<none in secrets>}"
 	[[ -n $want_key && $have_key == "$want_key" ]] && same=same
-	expect "$node" "the host key after boot is the node's own from secrets/hosts" "$same" '^same$'
-	expect "$node" "only the ed25519 host key pair in /etc/ssh after boot" \
+	expect "$key" "the host key after boot is the node's own from secrets/hosts" "$same" '^same$'
+	expect "$key" "only the ed25519 host key pair in /etc/ssh after boot" \
 		"$(debugfs -R 'ls /etc/ssh' "$root" 2>/dev/null | tr -s ' \t' '\n' | grep -c '^ssh_host_')" '^2$'
-	expect "$node" "cmdline.txt has cgroup_enable=memory and no cgroup_memory=1" \
+	expect "$key" "cmdline.txt has cgroup_enable=memory and no cgroup_memory=1" \
 		"$(mtype -i "$fat" ::cmdline.txt 2>/dev/null | tr -d '\r' | grep -o 'cgroup_[a-z]*=[a-z0-9]*' | tr '\n' ' ')" '^cgroup_enable=memory $'
 	# The package step, offline: the stand-in lacks iptables; piforge-packages.service installed
 	# it on this boot from the card's .debs with dpkg, and apt never ran.
-	expect "$node" "the card lists the tool the stand-in lacks for first boot" "$(rget "$key" packages_list)" '^iptables$'
-	expect "$node" "the card lists its .debs (iptables and the libraries the base lacks)" "$(rget "$key" packages_card_debs)" '(^| )iptables_[^ ]*_arm64\.deb( |$)'
-	expect "$node" "piforge-packages says ok" "$(rget "$key" packages_status)" '^ok$'
-	expect "$node" "installed from the card (journal: done (from the card))" "$(rget "$key" packages_from_card)" '^1$'
-	expect "$node" "the card's .debs deleted after the install" "$(rget "$key" packages_debs_left)" '^0$'
-	expect "$node" "iptables installed (dpkg); conntrack, socat, ebtables not needed" "$(rget "$key" packages_installed)" '^iptables=ii$'
-	expect "$node" "dpkg's log: iptables installed on this boot" "$(rget "$key" dpkg_log_iptables)" '^[1-9]'
-	expect "$node" "iptables runs" "$(rget "$key" iptables_version)" '^iptables v1\.'
-	expect "$node" "apt not run: no apt-get or fallback in the package step's journal" "$(rget "$key" packages_apt_lines)" '^0$'
-	expect "$node" "apt not run: no package lists in /var/lib/apt/lists" "$(rget "$key" apt_lists)" '^0$'
+	expect "$key" "the card lists the tool the stand-in lacks for first boot" "$(rget "$key" packages_list)" '^ *iptables *$'
+	expect "$key" "the card lists its .debs (iptables and the libraries the base lacks)" "$(rget "$key" packages_card_debs)" '(^| )iptables_[^ ]*_arm64\.deb( |$)'
+	expect "$key" "piforge-packages says ok" "$(rget "$key" packages_status)" '^ok$'
+	expect "$key" "installed from the card (journal: done (from the card))" "$(rget "$key" packages_from_card)" '^1$'
+	expect "$key" "the card's .debs deleted after the install" "$(rget "$key" packages_debs_left)" '^0$'
+	expect "$key" "iptables installed (dpkg); conntrack, socat, ebtables not needed" "$(rget "$key" packages_installed)" '^([a-z]+=u[a-z] )*iptables=ii( [a-z]+=u[a-z])*$'
+	expect "$key" "dpkg's log: iptables installed on this boot" "$(rget "$key" dpkg_log_iptables)" '^[1-9]'
+	expect "$key" "iptables runs" "$(rget "$key" iptables_version)" '^iptables v1\.'
+	expect "$key" "apt not run: no apt-get or fallback in the package step's journal" "$(rget "$key" packages_apt_lines)" '^0$'
+	expect "$key" "apt not run: no package lists in /var/lib/apt/lists" "$(rget "$key" apt_lists)" '^0$'
 	# The container images: the card's archives imported into containerd's k8s.io namespace,
 	# each pinned, before kubeadm ran; no pull attempted.
 	local card_list ctr_list missing_pin=
 	card_list=$(card_images "$OUT/dist/$key.img")
-	expect "$node" "the card lists the 10 images of a control plane with a VIP" "$(wc -w <<<"$card_list")" '^10$'
-	expect "$node" "the card's list in the booted node is the built one" "$(rget "$key" images_card_list)" "^${card_list//./\\.}\$"
+	expect "$key" "the card lists the 10 images of a control plane with a VIP" "$(wc -w <<<"$card_list")" '^10$'
+	expect "$key" "the card's list in the booted node is the built one" "$(rget "$key" images_card_list)" "^${card_list//./\\.}\$"
 	ctr_list=$(rget_all "$key" image)
 	local ref
 	for ref in $card_list; do
 		grep -qE "^${ref//./\\.} ([^ ]*,)?io\.cri-containerd\.pinned=pinned(,|$)" <<<"$ctr_list" || missing_pin="$missing_pin $ref"
 	done
-	expect "$node" "ctr -n k8s.io images ls lists every image of the card with io.cri-containerd.pinned=pinned" "${missing_pin:-all $(wc -w <<<"$card_list")}" '^all 10$'
-	expect "$node" "piforge-images.service succeeded" "$(rget "$key" images_unit_result)" '^success$'
-	expect "$node" "piforge-images status" "$(rget "$key" images_status)" '^ok: 10 images imported in [0-9]+s$'
-	expect "$node" "the archives are deleted after the import" "$(rget "$key" images_archives_left)" '^0$'
+	expect "$key" "ctr -n k8s.io images ls lists every image of the card with io.cri-containerd.pinned=pinned" "${missing_pin:-all $(wc -w <<<"$card_list")}" '^all 10$'
+	expect "$key" "piforge-images.service succeeded" "$(rget "$key" images_unit_result)" '^success$'
+	expect "$key" "piforge-images status" "$(rget "$key" images_status)" '^ok: 10 images imported in [0-9]+s$'
+	expect "$key" "the archives are deleted after the import" "$(rget "$key" images_archives_left)" '^0$'
 	local imp_done kadm_start
 	read -r imp_done kadm_start <<<"$(rget "$key" images_unit_before_kubeadm)"
 	local order=no
 	[[ -n $imp_done && -n $kadm_start ]] && ((imp_done > 0 && imp_done <= kadm_start)) && order=yes
-	expect "$node" "the import ended before piforge-kubeadm started ($imp_done <= $kadm_start us)" "$order" '^yes$'
-	expect "$node" "containerd pulled nothing" "$(rget "$key" containerd_pulls)" '^0$'
+	expect "$key" "the import ended before piforge-kubeadm started ($imp_done <= $kadm_start us)" "$order" '^yes$'
+	expect "$key" "containerd pulled nothing" "$(rget "$key" containerd_pulls)" '^0$'
 	IMPORT_S[$key]=$(rget "$key" images_import_seconds)
 	# The network: restrict=on, and what the guest sent (filter-dump's record).
 	local net
 	net=$(python3 "$HERE/pcap-summary.py" "$d/net.pcap" 2>&1)
 	printf '%s\n' "$net" >"$OUT/logs/$key-net.txt"
-	expect "$node" "the packet record saw the ssh-keyscan exchange (it records)" "$(sed -n 's/^ssh_replies //p' <<<"$net")" '^[1-9]'
-	expect "$node" "no connection attempted to a web port (apt, registries: 80, 443)" "$(grep -c -E '^syn [0-9.]+:(80|443)$' <<<"$net")" '^0$'
-	expect "$node" "no DNS question for an apt or registry host" \
+	expect "$key" "the packet record saw the ssh-keyscan exchange (it records)" "$(sed -n 's/^ssh_replies //p' <<<"$net")" '^[1-9]'
+	expect "$key" "no connection attempted to a web port (apt, registries: 80, 443)" "$(grep -c -E '^syn [0-9.]+:(80|443)$' <<<"$net")" '^0$'
+	expect "$key" "no DNS question for an apt or registry host" \
 		"$(grep '^dns ' <<<"$net" | grep -c -i -E 'debian|raspberrypi|ubuntu|k8s\.io|ghcr\.io|docker|quay|gcr\.io|pkg\.dev')" '^0$'
-	expect "$node" "no TCP connection attempted out of the guest at all" "$(grep -c '^syn ' <<<"$net")" '^0$'
+	expect "$key" "no TCP connection attempted out of the guest at all" "$(grep -c '^syn ' <<<"$net")" '^0$'
 	# The root filesystem grew on first boot, as Raspberry Pi OS's does (`resize`).
 	local blocks_before blocks_after
 	blocks_before=$(root_blocks "$OUT/dist/$key.img") blocks_after=$(root_blocks "$img")
-	expect "$node" "cmdline.txt of the built image asks for the resize" \
+	expect "$key" "cmdline.txt of the built image asks for the resize" \
 		"$(mtype -i "$built_fat" ::cmdline.txt 2>/dev/null | tr -d '\r' | grep -c ' resize\( \|$\)')" '^1$'
-	expect "$node" "the resize unit ran" "$(rget "$key" resize_unit_result)/$(rget "$key" resize_unit_active)" '^success/active$'
+	expect "$key" "the resize unit ran" "$(rget "$key" resize_unit_result)/$(rget "$key" resize_unit_active)" '^success/active$'
 	local grown=no
 	[[ -n $blocks_before && -n $blocks_after ]] && ((blocks_after > blocks_before + 200000)) && grown=yes
-	expect "$node" "root filesystem grew into the larger disk ($blocks_before -> $blocks_after blocks)" "$grown" '^yes$'
-	expect "$node" "cmdline.txt has no resize after the first boot" "$(rget "$key" cmdline_txt)" '^[^ ].* rootwait( |$)'
-	expect "$node" "cmdline.txt has no resize after the first boot (token)" "$(rget "$key" cmdline_txt | grep -c ' resize\( \|$\)')" '^0$'
+	expect "$key" "root filesystem grew into the larger disk ($blocks_before -> $blocks_after blocks)" "$grown" '^yes$'
+	expect "$key" "cmdline.txt has no resize after the first boot" "$(rget "$key" cmdline_txt)" '^[^ ].* rootwait( |$)'
+	expect "$key" "cmdline.txt has no resize after the first boot (token)" "$(rget "$key" cmdline_txt | grep -c ' resize\( \|$\)')" '^0$'
 	# sshd: enabled by piforge on a base that ships it disabled, listening, serving the node's
 	# own host key; the fingerprint read from outside (ssh-keyscan through QEMU's hostfwd).
 	local want_fp
 	want_fp=$(ssh-keygen -lf "$S/secrets/hosts/$node/ssh_host_ed25519_key.pub" 2>/dev/null | awk '{print $2}')
-	expect "$node" "ssh.service enabled and active" "$(rget "$key" ssh_enabled)/$(rget "$key" ssh_active)" '^enabled/active$'
-	expect "$node" "sshd listens on port 22" "$(rget "$key" ssh_listen)" '(^| )(0\.0\.0\.0|\*|\[::\]):22( |$)'
-	expect "$node" "host key fingerprint inside = secrets/hosts ($want_fp)" "$(rget "$key" ssh_fp)" "^${want_fp:-no-fingerprint-in-secrets}\$"
-	expect "$node" "host key fingerprint from outside (ssh-keyscan via hostfwd) = secrets/hosts" \
+	expect "$key" "ssh.service enabled and active" "$(rget "$key" ssh_enabled)/$(rget "$key" ssh_active)" '^enabled/active$'
+	expect "$key" "sshd listens on port 22" "$(rget "$key" ssh_listen)" '(^| )(0\.0\.0\.0|\*|\[::\]):22( |$)'
+	expect "$key" "host key fingerprint inside = secrets/hosts ($want_fp)" "$(rget "$key" ssh_fp)" "^${want_fp:-no-fingerprint-in-secrets}\$"
+	expect "$key" "host key fingerprint from outside (ssh-keyscan via hostfwd) = secrets/hosts" \
 		"$(keyscan_fp "$d/keyscan")" "^${want_fp:-no-fingerprint-in-secrets}\$"
 	# kube-vip's static pod on control planes: super-admin.conf on the init node until init is
 	# done (also what kubeadm saw), admin.conf afterwards and on joining control planes.
@@ -585,20 +586,20 @@ check_node() {
 	kv_built=$(debugfs -R 'cat /etc/kubernetes/manifests/kube-vip.yaml' "$built_root" 2>/dev/null |
 		sed -n 's/^ *path: //p' | tr '\n' ' ' | sed 's/ $//')
 	if [[ $role == init ]]; then
-		expect "$node" "kube-vip manifest in the image mounts super-admin.conf" "$kv_built" '^/etc/kubernetes/super-admin\.conf$'
-		expect "$node" "kube-vip mounted super-admin.conf when kubeadm init ran" \
+		expect "$key" "kube-vip manifest in the image mounts super-admin.conf" "$kv_built" '^/etc/kubernetes/super-admin\.conf$'
+		expect "$key" "kube-vip mounted super-admin.conf when kubeadm init ran" \
 			"$(rget_all "$key" kubeadm_note | grep '^kube-vip kubeconfig at init:')" 'at init: /etc/kubernetes/super-admin\.conf *$'
 	else
-		expect "$node" "kube-vip manifest in the image mounts admin.conf" "$kv_built" '^/etc/kubernetes/admin\.conf$'
-		expect "$node" "kube-vip manifest in place with admin.conf when kubeadm join ran" \
+		expect "$key" "kube-vip manifest in the image mounts admin.conf" "$kv_built" '^/etc/kubernetes/admin\.conf$'
+		expect "$key" "kube-vip manifest in place with admin.conf when kubeadm join ran" \
 			"$(rget_all "$key" kubeadm_note | grep '^kube-vip kubeconfig at join:')" 'at join: /etc/kubernetes/admin\.conf *$'
 	fi
-	expect "$node" "kube-vip manifest in /etc/kubernetes/manifests after the boot: admin.conf" \
+	expect "$key" "kube-vip manifest in /etc/kubernetes/manifests after the boot: admin.conf" \
 		"$(rget "$key" kube_vip_manifest) $(rget "$key" kube_vip_kubeconfig)" '^present /etc/kubernetes/admin\.conf$'
 	local fsck
 	fsck=$(e2fsck -fn "$root" 2>&1)
-	if (($? == 0)); then pass "$node: root filesystem e2fsck -fn clean after shutdown"; else
-		fail "$node: e2fsck -fn after shutdown"
+	if (($? == 0)); then pass "$key: root filesystem e2fsck -fn clean after shutdown"; else
+		fail "$key: e2fsck -fn after shutdown"
 		echo "$fsck" | tail -n 20
 	fi
 }
