@@ -6,10 +6,30 @@
 # (PI-FACTS.md): MBR, `bootfs` FAT32 at sector 16384 with kernel8.img, initramfs8, config.txt,
 # cmdline.txt (`root=PARTUUID=<id>-02 ... rootwait resize`) and the NoCloud seed files; `rootfs`
 # ext4; fstab by PARTUUID; cloud-init with Raspberry Pi OS's NoCloud settings; empty
-# /etc/machine-id. Differences from upstream: Debian's generic arm64 kernel (booted by QEMU's
-# `-M virt`, not by Pi firmware), systemd-networkd instead of NetworkManager, the kubeadm
-# preflight tools (iptables, conntrack, socat, ethtool, ebtables) preinstalled, and a report
-# unit that runs only when the kernel command line holds `piforge.e2e_report`.
+# /etc/machine-id. Like Raspberry Pi OS Lite trixie, and unlike earlier stand-ins, so that
+# piforge's first-boot paths run on every e2e boot:
+#   - iptables, conntrack, socat and ebtables are ABSENT: piforge's package step
+#     (piforge-packages.service) installs what a node needs (iptables) on first boot, from the
+#     .debs `piforge fetch` put in the card. `piforge fetch` takes them from the base's own apt
+#     source, as on Raspberry Pi OS (`debian.sources`, Signed-By a keyring in the base): here
+#     a signed repository of Debian's .debs made by apt-mirror.py (apt-mirror/, which run.sh
+#     serves on 127.0.0.1 as piforge's --mirror). The guest itself boots with a restricted
+#     network and never reaches a repository.
+#   - swap is ON: a stand-in for rpi-swap (trixie's swap manager; PI-FACTS.md: zram, off with
+#     `[Main] Mechanism=none` in /etc/rpi/swap.conf.d/*.conf) makes a zram swap device at boot
+#     unless Mechanism=none; /etc/rpi/swap.conf says Mechanism=zram.
+#   - openssh-server is installed WITH host keys in /etc/ssh and ssh.service DISABLED (pi-gen
+#     trixie disables ssh: ENABLE_SSH=0; it also deletes the host keys, a base that keeps them
+#     is the harder case piforge must handle: it removes them and writes the node's own).
+#   - the root filesystem is NOT expanded: its partition is about the size of its contents,
+#     and `resize` in cmdline.txt grows it on first boot. Raspberry Pi OS trixie does that in
+#     its initramfs (rpi-resize: partition to the end of the card, resize2fs, then drops the
+#     token); the stand-in does the same, cheaply, in a unit at the start of the boot
+#     (piforge-e2e-resize.service, online resize2fs), before cloud-init and piforge's units.
+#     run.sh boots each card on a disk 1 GiB larger than the image, like a bigger SD card.
+# Other differences from upstream: Debian's generic arm64 kernel (booted by QEMU's `-M virt`,
+# not by Pi firmware), systemd-networkd instead of NetworkManager, ethtool preinstalled, and a
+# report unit that runs only when the kernel command line holds `piforge.e2e_report`.
 #
 # Also fetches Debian's arm64 containerd, runc and containernetworking-plugins .debs (from
 # forky: containerd 2.x, the major version the catalog's Kubernetes releases use) for
@@ -19,7 +39,13 @@
 #   debs/                      apt's .deb cache for the stand-in root (reused by mmdebstrap)
 #   rootfs-trixie-arm64.tar.zst  the root tree mmdebstrap built (keyed by $ROOTFS_RECIPE)
 #   standin-trixie.img.zst     the finished image (keyed by this script's sha256)
-#   artifact-debs/             containerd, runc, containernetworking-plugins (arm64, forky)
+#   artifact-debs/             containerd, runc, containernetworking-plugins, busybox-static
+#                              (arm64, forky; busybox-static is the e2e's container images)
+#   apt-mirror/                www/apt.e2e.piforge.invalid/debian/: trixie main, signed, with
+#                              the Debian .debs of iptables and everything it depends on
+#                              (recursively, every alternative); gnupg/: its throwaway key
+#   standin-build.log          the last build's log, each line with the seconds since its start
+#                              (what the README's build times are read from)
 #
 # Exit status: 0 when the image exists, 1 on a failure, 75 (EX_TEMPFAIL) when it is missing
 # and could not be built because a package registry was unreachable.
@@ -30,7 +56,7 @@ CACHE=${1:-${PIFORGE_E2E_CACHE:-$HOME/.cache/piforge-e2e}}
 mkdir -p "$CACHE"
 CACHE=$(readlink -f "$CACHE")
 SCRIPT=$(readlink -f "${BASH_SOURCE[0]}")
-SCRIPT_SHA=$(cat "$SCRIPT" "$(dirname "$SCRIPT")/report.sh" | sha256sum | cut -c1-64)
+SCRIPT_SHA=$(cat "$SCRIPT" "$(dirname "$SCRIPT")/report.sh" "$(dirname "$SCRIPT")/apt-mirror.py" | sha256sum | cut -c1-64)
 IMG_ZST=$CACHE/standin-trixie.img.zst
 ROOTFS_TAR=$CACHE/rootfs-trixie-arm64.tar.zst
 MIRROR=${PIFORGE_E2E_MIRROR:-http://deb.debian.org/debian}
@@ -42,10 +68,26 @@ P2=1064960
 
 # The root's packages: the first apt step; the kernel comes in a second step so the
 # initramfs is built once.
-PACKAGES=systemd,systemd-sysv,udev,dbus,cloud-init,iproute2,kmod,initramfs-tools,e2fsprogs,dosfstools,procps,python3,iptables,conntrack,socat,ethtool,ebtables,ca-certificates,netbase,less
+# No iptables, conntrack, socat, ebtables: piforge installs what a node needs on first boot.
+# fdisk: sfdisk for the first-boot root expansion (Raspberry Pi OS Lite has fdisk and parted).
+PACKAGES=systemd,systemd-sysv,udev,dbus,cloud-init,iproute2,kmod,initramfs-tools,e2fsprogs,dosfstools,fdisk,procps,python3,ethtool,ca-certificates,netbase,less,openssh-server
 KERNEL_PACKAGES="linux-image-arm64"
-ROOTFS_RECIPE="v1 $SUITE $PACKAGES + $KERNEL_PACKAGES; initramfs modules virtio"
-ARTIFACT_DEBS="containerd runc containernetworking-plugins"
+# What piforge fetches for the card (piforge's NEEDED_PACKAGES the stand-in lacks): the e2e's
+# apt mirror holds it and everything it depends on.
+MIRROR_PACKAGES="iptables"
+# Left out of the root tree (dpkg path-exclude; the guest never reads them): manual pages,
+# translations, and the kernel's drivers for hardware QEMU's virt machine does not have. Less
+# to write under qemu-user, a smaller image to compress and decompress on every run.
+# (/usr/share/doc stays: e2fsprogs' libraries link their doc directories to each other, and
+# dpkg cannot unpack into a link whose target it left out.)
+EXCLUDES="/usr/share/man/* /usr/share/info/* /usr/share/locale/* /usr/share/lintian/*
+/usr/lib/modules/*/kernel/drivers/gpu/* /usr/lib/modules/*/kernel/drivers/media/*
+/usr/lib/modules/*/kernel/drivers/net/wireless/* /usr/lib/modules/*/kernel/sound/*
+/usr/lib/modules/*/kernel/drivers/infiniband/* /usr/lib/modules/*/kernel/drivers/staging/*
+/usr/lib/modules/*/kernel/drivers/bluetooth/* /usr/lib/modules/*/kernel/net/bluetooth/*
+/usr/lib/modules/*/kernel/drivers/iio/*"
+ROOTFS_RECIPE="v3 $SUITE $PACKAGES + $KERNEL_PACKAGES; initramfs modules virtio; eatmydata; excludes $(echo "$EXCLUDES" | tr '\n' ' ')"
+ARTIFACT_DEBS="containerd runc containernetworking-plugins busybox-static"
 ARTIFACT_SUITE=forky
 
 say() { echo "build-standin: $*" >&2; }
@@ -63,7 +105,8 @@ unreachable() {
 
 up_to_date() {
 	[[ -f $IMG_ZST && -f $CACHE/standin.stamp && $(cat "$CACHE/standin.stamp") == "$SCRIPT_SHA" ]] &&
-		[[ -f $CACHE/artifact-debs/.done ]]
+		[[ -f $CACHE/artifact-debs/.done && -f $CACHE/apt-mirror/.done ]] &&
+		ls "$CACHE"/artifact-debs/busybox-static_*_arm64.deb >/dev/null 2>&1
 }
 if up_to_date; then
 	say "cached: $IMG_ZST"
@@ -74,13 +117,23 @@ exec 9>"$CACHE/.lock"
 flock 9
 if up_to_date; then exit 0; fi
 T0=$SECONDS
+# The build's log, every line stamped with the seconds since the start (what the README's
+# build times are read from).
+LOG=$CACHE/standin-build.log
+: >"$LOG"
+stamp() { while IFS= read -r l; do printf '%5d %s\n' "$((SECONDS - T0))" "$l"; done; }
+say() {
+	echo "build-standin: $*" >&2
+	printf '%5d build-standin: %s\n' "$((SECONDS - T0))" "$*" >>"$LOG"
+}
+say "building in $CACHE (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
 
 # ---------------------------------------------------------------------------
 # Tools (arch-test: mmdebstrap only Recommends it, and refuses a foreign --arch without it).
 # This machine's qemu-utils comes from bookworm-backports, so qemu-system-arm must too.
 need_tools() {
 	local missing=() t
-	for t in qemu-system-aarch64 qemu-aarch64-static mmdebstrap arch-test mkfs.fat mcopy sfdisk mkfs.ext4 debugfs zstd; do
+	for t in qemu-system-aarch64 qemu-aarch64-static mmdebstrap arch-test mkfs.fat mcopy sfdisk mkfs.ext4 debugfs zstd socat gpg; do
 		command -v "$t" >/dev/null 2>&1 || missing+=("$t")
 	done
 	((${#missing[@]} == 0)) && return 0
@@ -102,7 +155,7 @@ EOF
 	fi
 	apt-get update -q >/dev/null || unreachable "apt-get update failed"
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pin[@]}" \
-		qemu-system-arm qemu-user-static mmdebstrap arch-test dosfstools mtools fdisk e2fsprogs zstd \
+		qemu-system-arm qemu-user-static mmdebstrap arch-test dosfstools mtools fdisk e2fsprogs zstd socat gnupg \
 		>/dev/null || unreachable "apt-get install of the e2e tools failed"
 }
 need_tools
@@ -127,7 +180,8 @@ trap 'rm -rf "$WORK"' EXIT
 # The artifact .debs (arm64), from a private apt state so the host's apt is untouched.
 fetch_artifact_debs() {
 	local d=$WORK/apt out=$CACHE/artifact-debs
-	[[ -f $out/.done ]] && return 0
+	[[ -f $out/.done ]] && ls "$out"/busybox-static_*_arm64.deb >/dev/null 2>&1 && return 0
+	rm -rf "$out"
 	mkdir -p "$d/lists/partial" "$d/cache/archives/partial" "$d/parts" "$d/prefs" "$out"
 	: >"$d/status"
 	echo "deb [arch=arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR $ARTIFACT_SUITE main" >"$d/sources.list"
@@ -145,6 +199,27 @@ fetch_artifact_debs() {
 fetch_artifact_debs
 
 # ---------------------------------------------------------------------------
+# The apt repository the stand-in's apt source names (apt-mirror.py says what it holds and
+# why it is re-signed), which `piforge fetch` reads in run.sh through --mirror on 127.0.0.1:
+# www/apt.e2e.piforge.invalid/debian/ (--mirror fetches <mirror>/<host>/<path>); the
+# throwaway signing key in gnupg/, its public half the stand-in trusts.
+APT_HOST=apt.e2e.piforge.invalid
+fetch_apt_mirror() {
+	local out=$CACHE/apt-mirror
+	[[ -f $out/.done ]] && return 0
+	rm -rf "$out" && mkdir -p "$out"
+	local t=$SECONDS
+	# shellcheck disable=SC2086 # one word per package
+	python3 "$(dirname "$SCRIPT")/apt-mirror.py" "$MIRROR" "$SUITE" "$out/www/$APT_HOST/debian" "$out/gnupg" $MIRROR_PACKAGES \
+		>>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; unreachable "making the apt repository for $MIRROR_PACKAGES failed"; }
+	ls "$out/www/$APT_HOST"/debian/pool/main/i/iptables/iptables_*_arm64.deb >/dev/null 2>&1 ||
+		die "the apt repository has no iptables .deb"
+	[[ -s $out/gnupg/archive-keyring.gpg ]] || die "the apt repository's key was not exported"
+	touch "$out/.done"
+	say "apt repository: $(find "$out/www" -name '*.deb' | wc -l) .debs, $(du -sh "$out/www" | cut -f1), in $((SECONDS - t)) s"
+}
+
+# ---------------------------------------------------------------------------
 # The root tree (the slow part: package setup under qemu-user).
 build_rootfs() {
 	if [[ -f $ROOTFS_TAR && -f $CACHE/rootfs.stamp && $(cat "$CACHE/rootfs.stamp") == "$ROOTFS_RECIPE" ]]; then
@@ -153,9 +228,16 @@ build_rootfs() {
 	fi
 	mkdir -p "$CACHE/debs"
 	say "mmdebstrap $SUITE arm64 (15-20 minutes cold, under qemu-user)"
-	local t=$SECONDS
+	local t=$SECONDS x dpkgopts=()
+	# set -f: the patterns are dpkg's, not for the host's shell to expand.
+	set -f
+	for x in $EXCLUDES; do dpkgopts+=("--dpkgopt=path-exclude=$x"); done
+	set +f
+	# eatmydata (mmdebstrap's own hook): dpkg's fsync calls cost much under qemu-user.
+	# --verbose: apt's and dpkg's lines, stamped, show where the time goes.
 	# shellcheck disable=SC2016
-	if ! mmdebstrap --mode=root --arch=arm64 --variant=apt --include="$PACKAGES" \
+	if ! mmdebstrap --mode=root --arch=arm64 --variant=apt --include="$PACKAGES" --verbose \
+		--hook-dir=/usr/share/mmdebstrap/hooks/eatmydata "${dpkgopts[@]}" \
 		--skip=essential/unlink --skip=cleanup/apt/cache \
 		--setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \
 		--setup-hook="sync-in '$CACHE/debs' /var/cache/apt/archives/" \
@@ -163,23 +245,27 @@ build_rootfs() {
 		--customize-hook="chroot \"\$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $KERNEL_PACKAGES" \
 		--customize-hook="sync-out /var/cache/apt/archives '$CACHE/debs'" \
 		--customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
-		"$SUITE" "$WORK/rootfs.tar.zst" "$MIRROR" >"$WORK/mmdebstrap.log" 2>&1; then
+		"$SUITE" "$WORK/rootfs.tar.zst" "$MIRROR" 2>&1 | stamp >"$WORK/mmdebstrap.log"; then
+		cat "$WORK/mmdebstrap.log" >>"$LOG"
 		tail -n 40 "$WORK/mmdebstrap.log" >&2
 		if grep -qE 'Failed to fetch|Could not resolve|Temporary failure|Unable to connect|Connection failed|Release file .* is not valid|apt-get update .*failed' "$WORK/mmdebstrap.log"; then
 			unreachable "mmdebstrap could not download packages (log above)"
 		fi
 		die "mmdebstrap failed (log above)"
 	fi
+	cat "$WORK/mmdebstrap.log" >>"$LOG"
 	mv -f "$WORK/rootfs.tar.zst" "$ROOTFS_TAR"
 	echo "$ROOTFS_RECIPE" >"$CACHE/rootfs.stamp"
 	say "root tree built in $((SECONDS - t)) s"
 }
 build_rootfs
+fetch_apt_mirror
 
 # ---------------------------------------------------------------------------
 # The image: the root tree, Raspberry Pi OS's settings, the report unit; no mounting.
 R=$WORK/root B=$WORK/boot
 mkdir -p "$R" "$B"
+say "image: unpacking the root tree"
 tar --zstd -xpf "$ROOTFS_TAR" --numeric-owner --xattrs --xattrs-include='*' -C "$R"
 
 kver=$(ls "$R/boot" | sed -n 's/^vmlinuz-//p' | sort -V | tail -n 1)
@@ -273,7 +359,114 @@ echo raspberrypi >"$R/etc/hostname"
 printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n\n127.0.1.1\traspberrypi\n' >"$R/etc/hosts"
 : >"$R/etc/machine-id"
 chmod 0444 "$R/etc/machine-id"
-rm -f "$R/var/lib/dbus/machine-id" "$R"/etc/ssh/ssh_host_*
+rm -f "$R/var/lib/dbus/machine-id"
+# The ssh host keys openssh-server's postinst made stay (see the top); ssh.service is disabled,
+# as pi-gen's stage2 leaves it with ENABLE_SSH=0 (rpi-imager's first-boot script enables it).
+ls "$R"/etc/ssh/ssh_host_ed25519_key "$R"/etc/ssh/ssh_host_rsa_key >/dev/null || die "openssh-server made no host keys"
+rm -f "$R/etc/systemd/system/multi-user.target.wants/ssh.service" "$R/etc/systemd/system/sshd.service" \
+	"$R/etc/systemd/system/sockets.target.wants/ssh.socket"
+
+# apt: one source, like Raspberry Pi OS trixie's debian.sources (deb.debian.org trixie main,
+# Signed-By a keyring the base ships), but naming the e2e's repository of Debian's .debs, signed
+# with the e2e's throwaway key (apt-mirror.py says why). piforge fetch reads this from the
+# image; the guest never reaches it (run.sh boots it with a restricted network and checks
+# that apt did not try).
+rm -f "$R/etc/apt/sources.list" "$R"/etc/apt/sources.list.d/*
+install -m 0644 "$CACHE/apt-mirror/gnupg/archive-keyring.gpg" "$R/usr/share/keyrings/piforge-e2e-archive-keyring.gpg"
+cat >"$R/etc/apt/sources.list.d/debian.sources" <<EOF
+Types: deb
+URIs: http://$APT_HOST/debian/
+Suites: $SUITE
+Components: main
+Signed-By: /usr/share/keyrings/piforge-e2e-archive-keyring.gpg
+EOF
+# No package lists: a guest that ran `apt-get update` would have some (report.sh checks).
+rm -rf "$R"/var/lib/apt/lists/* && mkdir -p "$R/var/lib/apt/lists/partial"
+
+# Swap as rpi-swap makes it on Raspberry Pi OS trixie (a stand-in; see the top).
+mkdir -p "$R/etc/rpi/swap.conf.d" "$R/usr/lib/systemd/system-generators"
+printf '# e2e stand-in for rpi-swap'"'"'s settings.\n[Main]\nMechanism=zram\n' >"$R/etc/rpi/swap.conf"
+cat >"$R/usr/lib/systemd/system-generators/piforge-e2e-rpi-swap-generator" <<'EOF'
+#!/bin/sh
+# piforge e2e STAND-IN for Raspberry Pi OS trixie's rpi-swap generator: Mechanism= from
+# /etc/rpi/swap.conf, then /etc/rpi/swap.conf.d/*.conf in order (the last one wins); unless it
+# is `none`, a zram swap device (the file part of `zram+file` is left out).
+# SWAP_ROOT: another root, for checking an image from the host.
+root=${SWAP_ROOT:-}
+out=$1
+m=zram
+for f in "$root/etc/rpi/swap.conf" "$root"/etc/rpi/swap.conf.d/*.conf; do
+	[ -f "$f" ] || continue
+	v=$(sed -n 's/^[[:space:]]*Mechanism[[:space:]]*=[[:space:]]*//p' "$f" | tail -n 1)
+	[ -n "$v" ] && m=$v
+done
+[ "$m" = none ] && exit 0
+cat >"$out/piforge-e2e-zram0.service" <<UNIT
+[Unit]
+Description=e2e stand-in for rpi-swap: make /dev/zram0 a swap device (Mechanism=$m)
+DefaultDependencies=no
+Before=dev-zram0.swap
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'modprobe zram num_devices=1 && echo 256M >/sys/block/zram0/disksize && mkswap /dev/zram0'
+UNIT
+cat >"$out/dev-zram0.swap" <<UNIT
+[Unit]
+Description=e2e stand-in for rpi-swap: zram swap
+Requires=piforge-e2e-zram0.service
+After=piforge-e2e-zram0.service
+
+[Swap]
+What=/dev/zram0
+Priority=100
+UNIT
+mkdir -p "$out/swap.target.wants"
+ln -sf ../dev-zram0.swap "$out/swap.target.wants/dev-zram0.swap"
+EOF
+chmod 0755 "$R/usr/lib/systemd/system-generators/piforge-e2e-rpi-swap-generator"
+
+# The first-boot root expansion (see the top): `resize` on the kernel command line grows the
+# root partition to the end of the disk and the filesystem with it, then leaves cmdline.txt
+# without the token, as Raspberry Pi OS does once.
+mkdir -p "$R/usr/local/lib/piforge-e2e"
+cat >"$R/usr/local/lib/piforge-e2e/resize-root" <<'EOF'
+#!/bin/sh
+# piforge e2e STAND-IN for Raspberry Pi OS trixie's first-boot root expansion.
+set -eu
+root=$(findmnt -n -o SOURCE /)
+part=${root#/dev/}
+disk=/dev/$(lsblk -n -o PKNAME "$root" | head -n 1)
+n=$(cat "/sys/class/block/$part/partition")
+echo "resize: growing partition $n of $disk ($root) to the end of the disk"
+echo ', +' | sfdisk --no-reread --no-tell-kernel -q -N "$n" "$disk"
+partx -u -n "$n" "$disk"
+resize2fs "$root"
+sed -i 's/ resize\( \|$\)/\1/' /boot/firmware/cmdline.txt
+sync
+EOF
+chmod 0755 "$R/usr/local/lib/piforge-e2e/resize-root"
+cat >"$R/etc/systemd/system/piforge-e2e-resize.service" <<'EOF'
+[Unit]
+Description=piforge e2e stand-in: grow the root filesystem on first boot (cmdline.txt `resize`)
+DefaultDependencies=no
+ConditionKernelCommandLine=resize
+RequiresMountsFor=/ /boot/firmware
+After=systemd-remount-fs.service
+Before=sysinit.target cloud-init-local.service shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/lib/piforge-e2e/resize-root
+
+[Install]
+WantedBy=sysinit.target
+EOF
+mkdir -p "$R/etc/systemd/system/sysinit.target.wants"
+ln -sf /etc/systemd/system/piforge-e2e-resize.service "$R/etc/systemd/system/sysinit.target.wants/piforge-e2e-resize.service"
 # Keep /boot small: the kernel lives on the boot partition, as on a Pi.
 rm -f "$R/boot/vmlinuz-$kver" "$R/boot/initrd.img-$kver"
 
@@ -326,6 +519,7 @@ ln -sf /etc/systemd/system/piforge-e2e-report.service "$R/etc/systemd/system/mul
 
 # ---------------------------------------------------------------------------
 # Filesystems and the partition table.
+say "image: filesystems"
 root_kib=$(du -sk --apparent-size "$R" | cut -f1)
 root_mib=$(((root_kib * 12 / 10 / 1024 + 200 + 3) / 4 * 4))
 ROOT_SECT=$((root_mib * 2048))
@@ -350,7 +544,8 @@ e2fsck -fn "$WORK/root.ext4" >/dev/null 2>&1 || die "e2fsck -fn failed on the ne
 dd if="$WORK/root.ext4" of="$IMG" bs=4M oflag=seek_bytes seek=$((P2 * 512)) conv=notrunc,sparse status=none
 rm -f "$WORK/root.ext4"
 
-zstd -q -T2 -3 -f "$IMG" -o "$WORK/standin-trixie.img.zst"
+say "image: compressing"
+zstd -q -T0 -3 -f "$IMG" -o "$WORK/standin-trixie.img.zst"
 mv -f "$WORK/standin-trixie.img.zst" "$IMG_ZST"
 echo "$SCRIPT_SHA" >"$CACHE/standin.stamp"
 say "built $IMG_ZST ($(du -h "$IMG_ZST" | cut -f1), kernel $kver) in $((SECONDS - T0)) s"
