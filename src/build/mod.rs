@@ -117,6 +117,8 @@ pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub spec_path: PathBuf,
+    /// A catalog file laid over the built-in `artifacts.toml` (`--catalog FILE`).
+    pub catalog: Option<PathBuf>,
     pub out_dir: PathBuf,
     /// Only these nodes (all when empty).
     pub nodes: Vec<String>,
@@ -170,13 +172,20 @@ pub struct BuildReport {
     pub images: Vec<String>,
 }
 
-/// Loads the spec with the artifact catalog's versions.
-pub fn load_spec(path: &Path) -> Result<(Spec, Catalog), BuildError> {
-    let catalog = Catalog::builtin()?;
+/// Loads the spec with the artifact catalog's versions: the built-in catalog, with
+/// `catalog_file` (`--catalog FILE`) laid over it when given.
+pub fn load_spec(path: &Path, catalog_file: Option<&Path>) -> Result<(Spec, Catalog), BuildError> {
+    let catalog = Catalog::load(catalog_file)?;
     let versions = catalog.supported_versions();
     let versions: Vec<&str> = versions.iter().map(|v| v.as_ref()).collect();
     let spec = spec::load(path, &versions)?;
     Ok((spec, catalog))
+}
+
+/// The release a spec builds: its Kubernetes version's, with the component versions of
+/// `kubernetes.versions` in place of the catalog's.
+pub fn spec_release(catalog: &Catalog, spec: &Spec) -> Result<Release, BuildError> {
+    Ok(catalog.release_with(&spec.kubernetes.version, &spec.kubernetes.versions)?)
 }
 
 /// What phase 1 established: everything later phases need that the spec, the options and
@@ -211,7 +220,7 @@ pub fn validate(
     opts: &BuildOptions,
     progress: Option<Arc<dyn Progress>>,
 ) -> Result<Validated, BuildError> {
-    let (spec, catalog) = load_spec(&opts.spec_path)?;
+    let (spec, catalog) = load_spec(&opts.spec_path, opts.catalog.as_deref())?;
     // A file in the output directory that piforge did not write: refused before anything.
     staging::check_out_dir(&opts.out_dir)?;
     for n in &opts.nodes {
@@ -224,7 +233,7 @@ pub fn validate(
             return Err(BuildError::BadToken);
         }
     }
-    let release = catalog.release(&spec.kubernetes.version)?;
+    let release = spec_release(&catalog, &spec)?;
     if spec.kubernetes.vip.is_some() && release.kube_vip_image().is_none() {
         return Err(BuildError::NoKubeVipImage {
             version: release.kubernetes().to_string(),

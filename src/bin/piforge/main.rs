@@ -105,7 +105,7 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
     let img = open_input(&a.input, false)?;
     let mut plan = plan;
     if let Some(version) = &a.kubernetes {
-        let release = artifacts::Catalog::builtin()?.release(version)?;
+        let release = artifacts::Catalog::load(a.artifacts.catalog.as_deref())?.release(version)?;
         let src = artifact_source(&a.artifacts, false, None)?;
         let arts = release_artifacts(&release, &src)?;
         if a.pi5_4k_pages {
@@ -231,11 +231,12 @@ fn release_artifacts(
 
 fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
     let mut a = a;
-    let catalog = artifacts::Catalog::builtin()?;
+    let mut catalog = artifacts::Catalog::load(a.artifacts.catalog.as_deref())?;
     let mut spec_loaded = None;
     let from_spec = match &a.spec() {
         Some(p) => {
-            let (s, _) = build::load_spec(p)?;
+            let (s, c) = build::load_spec(p, a.artifacts.catalog.as_deref())?;
+            catalog = c;
             spec_loaded = Some(s.clone());
             // The lock lives beside the spec unless --lock says otherwise.
             if a.artifacts.lock == std::path::Path::new("piforge.lock") {
@@ -258,7 +259,11 @@ fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
             .map(|v| v.to_string())
             .context("the artifact catalog lists no Kubernetes version")?,
     };
-    let release = catalog.release(&version)?;
+    // The spec's kubernetes.versions replace the catalog's component versions.
+    let overrides = spec
+        .as_ref()
+        .map_or(Vec::new(), |s| s.kubernetes.versions.clone());
+    let release = catalog.release_with(&version, &overrides)?;
     let src = artifact_source(&a.artifacts, a.update, a.cache_dir.clone())?;
     let arts = release_artifacts(&release, &src)?;
     for art in &arts {
@@ -382,6 +387,7 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
     };
     let opts = build::BuildOptions {
         spec_path,
+        catalog: a.catalog,
         out_dir: a.out,
         nodes: a.nodes,
         token: match &a.token_file {
