@@ -46,7 +46,11 @@ fn lock_digest(lock: &Path, url: &str) -> Option<String> {
     let i = text.find(&format!("url = \"{url}\""))?;
     let entry = &text[text[..i].rfind("[[artifact]]")?..];
     let line = entry.lines().find(|l| l.starts_with("sha256 = "))?;
-    Some(line.trim_start_matches("sha256 = ").trim_matches('"').to_string())
+    Some(
+        line.trim_start_matches("sha256 = ")
+            .trim_matches('"')
+            .to_string(),
+    )
 }
 
 #[test]
@@ -57,11 +61,18 @@ fn cluster_versions_go_through_the_lock_like_any_artifact() {
     // The stand-in tarball under containerd 2.1.5's upstream name (the catalog's 1.34 has a
     // later 2.1.x): the name the overridden version expands to.
     let catalog_ctd = Catalog::builtin().unwrap().release(K8S).unwrap();
-    let old = catalog_ctd.artifact("containerd").unwrap().file_name.clone();
+    let old = catalog_ctd
+        .artifact("containerd")
+        .unwrap()
+        .file_name
+        .clone();
     let new_name = "containerd-static-2.1.5-linux-arm64.tar.gz";
     assert_ne!(old, new_name);
     fs::rename(arts.join(&old), arts.join(new_name)).unwrap();
-    let spec = write_spec(tmp.path(), "  version: \"1.34.11\"\n  versions:\n    containerd: 2.1.5\n");
+    let spec = write_spec(
+        tmp.path(),
+        "  version: \"1.34.11\"\n  versions:\n    containerd: 2.1.5\n",
+    );
     let out = tmp.path().join("dist");
     let lock = tmp.path().join("piforge.lock");
     let url = "https://github.com/containerd/containerd/releases/download/v2.1.5/containerd-static-2.1.5-linux-arm64.tar.gz";
@@ -103,7 +114,10 @@ fn cluster_versions_go_through_the_lock_like_any_artifact() {
     // An unknown component is refused at its place in cluster.yaml, before anything.
     let bad = write_spec(tmp.path(), "  versions:\n    etcd: 3.6.10\n");
     let r = piforge(&["build", bad.to_str().unwrap(), "--out", o], &cache);
-    assert_one_line_error(&r, "cluster.yaml:6:5: unknown key `etcd` in kubernetes.versions");
+    assert_one_line_error(
+        &r,
+        "cluster.yaml:6:5: unknown key `etcd` in kubernetes.versions",
+    );
 }
 
 /// Lays out `<root>/<host>/<path>` for every artifact of `release` (the files of `arts` under
@@ -131,7 +145,11 @@ fn a_catalog_file_adds_a_patch_release_fetched_and_pinned_like_the_builtin_ones(
     let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
     let mine = tmp.path().join("mine.toml");
     // A patch release piforge does not list yet: every other key comes from its minor.
-    fs::write(&mine, "# my versions\n[[release]]\nkubernetes = \"1.34.12\"\n").unwrap();
+    fs::write(
+        &mine,
+        "# my versions\n[[release]]\nkubernetes = \"1.34.12\"\n",
+    )
+    .unwrap();
     let release = Catalog::with_user_file(&mine)
         .unwrap()
         .release("1.34.12")
@@ -180,7 +198,11 @@ fn a_catalog_file_adds_a_patch_release_fetched_and_pinned_like_the_builtin_ones(
     assert!(String::from_utf8_lossy(&r.stderr).contains(&want));
 
     // A bad catalog file: one line, at its place.
-    fs::write(&mine, "[[release]]\nkubernetes = \"1.34.12\"\nrunc = \"1.3/6\"\n").unwrap();
+    fs::write(
+        &mine,
+        "[[release]]\nkubernetes = \"1.34.12\"\nrunc = \"1.3/6\"\n",
+    )
+    .unwrap();
     let r = fetch(&tmp.path().join("c3"), Some(&mine));
     assert_one_line_error(&r, &format!("{}:3:8:", mine.display()));
     fs::write(&mine, "[[artifact]]\nname = \"helm\"\n").unwrap();

@@ -358,7 +358,8 @@ fn expand_release(
     for t in templates {
         let file_name = expand(&t.file, &v, &[]);
         let url = expand(&t.url, &v, &[("file", &file_name)]);
-        check_url("url", &url).map_err(|m| (t.url_at.clone(), format!("artifact {:?}: {m}", t.name)))?;
+        check_url("url", &url)
+            .map_err(|m| (t.url_at.clone(), format!("artifact {:?}: {m}", t.name)))?;
         let checksum_url = t
             .checksum
             .as_ref()
@@ -585,7 +586,10 @@ impl Catalog {
             let url_at = a.url.as_ref().ok_or_else(|| missing("url"))?;
             let f = &file_at.v;
             if f.is_empty() || f.contains(['/', '\\']) || f.starts_with('.') {
-                return Err(ctx(file_at, format!("file {f:?} must be a plain file name")));
+                return Err(ctx(
+                    file_at,
+                    format!("file {f:?} must be a plain file name"),
+                ));
             }
             let file = parse_pattern(f, &[]).map_err(|m| ctx(file_at, m))?;
             let url = parse_pattern(&url_at.v, &["file"]).map_err(|m| ctx(url_at, m))?;
@@ -595,12 +599,8 @@ impl Catalog {
                     k.v,
                 )),
                 (None, None) => None,
-                (Some(c), None) => {
-                    return Err(ctx(c, "checksum_url needs a checksum_kind".into()))
-                }
-                (None, Some(k)) => {
-                    return Err(ctx(k, "checksum_kind without checksum_url".into()))
-                }
+                (Some(c), None) => return Err(ctx(c, "checksum_url needs a checksum_kind".into())),
+                (None, Some(k)) => return Err(ctx(k, "checksum_kind without checksum_url".into())),
             };
             let members_at = a
                 .members
@@ -608,7 +608,8 @@ impl Catalog {
                 .or(a.optional_members.as_ref())
                 .or(a.ignored_members.as_ref())
                 .map_or(name.at_ref(), |m| m.at_ref());
-            let value = |m: &Option<file::At<Vec<String>>>| m.as_ref().map_or(Vec::new(), |m| m.v.clone());
+            let value =
+                |m: &Option<file::At<Vec<String>>>| m.as_ref().map_or(Vec::new(), |m| m.v.clone());
             let members = check_members(
                 kind.v,
                 Members {
@@ -635,7 +636,10 @@ impl Catalog {
             let k = &r.kubernetes;
             let ctx = |at: &dyn Place, m: String| at.err(format!("release {:?}: {m}", k.v));
             let parsed = parse_kube_version(&k.v).ok_or_else(|| {
-                ctx(k, "kubernetes must be a version X.Y.Z without a leading 'v'".into())
+                ctx(
+                    k,
+                    "kubernetes must be a version X.Y.Z without a leading 'v'".into(),
+                )
             })?;
             let missing: Vec<&str> = r.missing();
             if !missing.is_empty() {
@@ -645,7 +649,11 @@ impl Catalog {
                         "missing field{} {} (a release of a minor the built-in catalog lacks \
                          must set every one)",
                         if missing.len() == 1 { "" } else { "s" },
-                        missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+                        missing
+                            .iter()
+                            .map(|m| format!("`{m}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ));
             }
@@ -712,7 +720,11 @@ impl Catalog {
     /// seen goes through the first-fetch path (upstream checksum file, or `--allow-unpinned`)
     /// and is pinned like any other. Flannel's images of the old flannel version (tag
     /// `v{flannel}`) follow a new flannel version.
-    pub fn release_with(&self, k8s_version: &str, overrides: &[(String, String)]) -> Result<Release> {
+    pub fn release_with(
+        &self,
+        k8s_version: &str,
+        overrides: &[(String, String)],
+    ) -> Result<Release> {
         let base = self.release(k8s_version)?;
         if overrides.is_empty() {
             return Ok(base);
@@ -1109,7 +1121,10 @@ pause_image = "registry.k8s.io/pause:3.10.1"
                     pause_image = \"registry.k8s.io/pause:3.10.2\"\n\n\
                     [[artifact]]\nname = \"runc\"\nurl = \"https://mirror.lan/runc/v{runc}/{file}\"\n";
         let cat = Catalog::with_user_text(text, "mine.toml").unwrap();
-        assert_eq!(cat.supported_versions(), ["1.37.0", "1.36.5", "1.35.8", "1.34.11"]);
+        assert_eq!(
+            cat.supported_versions(),
+            ["1.37.0", "1.36.5", "1.35.8", "1.34.11"]
+        );
         let r = cat.release("1.36").unwrap();
         assert_eq!(r.versions().containerd, "2.2.8");
         assert_eq!(r.versions().runc, b136.versions().runc);
@@ -1125,8 +1140,14 @@ pause_image = "registry.k8s.io/pause:3.10.1"
         );
         // The runc artifact's url replaced, its checksum_url (a full URL) kept.
         let runc = r.artifact("runc").unwrap();
-        assert_eq!(runc.url, format!("https://mirror.lan/runc/v{}/runc.arm64", r.versions().runc));
-        assert_eq!(runc.checksum_url, b136.artifact("runc").unwrap().checksum_url);
+        assert_eq!(
+            runc.url,
+            format!("https://mirror.lan/runc/v{}/runc.arm64", r.versions().runc)
+        );
+        assert_eq!(
+            runc.checksum_url,
+            b136.artifact("runc").unwrap().checksum_url
+        );
         let new = cat.release("1.37").unwrap();
         assert_eq!(new.versions().containerd, "2.3.4");
         assert_eq!(new.versions().etcd_image, None);
@@ -1149,7 +1170,11 @@ pause_image = "registry.k8s.io/pause:3.10.1"
                 "\"1.37.0\"",
                 "missing fields `runc`, `cni_plugins`, `crictl`, `flannel`, `pause_image`",
             ),
-            ("[[artifact]]\nname = \"helm\"\nurl = \"https://x.lan/h\"\n", "\"helm\"", "not an artifact piforge installs"),
+            (
+                "[[artifact]]\nname = \"helm\"\nurl = \"https://x.lan/h\"\n",
+                "\"helm\"",
+                "not an artifact piforge installs",
+            ),
             (
                 "[[artifact]]\nname = \"runc\"\nurl = \"http://mirror.lan/{file}\"\n",
                 "\"http://",
@@ -1160,13 +1185,27 @@ pause_image = "registry.k8s.io/pause:3.10.1"
                 "\"https://m.lan/{crictll}",
                 "unknown placeholder {crictll}",
             ),
-            ("[[release]]\nkubernetes = \"1.36.5\"\nrunc = 1.4\n", "1.4\n", "invalid type"),
-            ("[[release]]\nkubernetes = \"1.36.5\"\ncontainerd_version = \"2\"\n", "containerd_version", "unknown field"),
-            ("[[release]]\nkubernetes = \"1.36.5\"\n[[release]]\nkubernetes = \"1.36.6\"\n", "\"1.36.6\"", "appears twice in this file"),
+            (
+                "[[release]]\nkubernetes = \"1.36.5\"\nrunc = 1.4\n",
+                "1.4\n",
+                "invalid type",
+            ),
+            (
+                "[[release]]\nkubernetes = \"1.36.5\"\ncontainerd_version = \"2\"\n",
+                "containerd_version",
+                "unknown field",
+            ),
+            (
+                "[[release]]\nkubernetes = \"1.36.5\"\n[[release]]\nkubernetes = \"1.36.6\"\n",
+                "\"1.36.6\"",
+                "appears twice in this file",
+            ),
             ("[[release]\nkubernetes = \"1.36.5\"\n", "\nkubernetes", ""),
         ];
         for (text, needle, want) in cases {
-            let e = Catalog::with_user_text(text, "mine.toml").unwrap_err().to_string();
+            let e = Catalog::with_user_text(text, "mine.toml")
+                .unwrap_err()
+                .to_string();
             let place = at(text, needle);
             let place = if needle.starts_with('\n') {
                 // A TOML syntax error is reported where toml stopped reading.
@@ -1184,13 +1223,20 @@ pause_image = "registry.k8s.io/pause:3.10.1"
         let cat = Catalog::builtin().unwrap();
         let base = cat.release("1.34").unwrap();
         let o = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
         };
         assert_eq!(cat.release_with("1.34", &[]).unwrap(), base);
         let r = cat
             .release_with(
                 "1.34",
-                &o(&[("containerd", "2.1.5"), ("runc", "v1.3.4"), ("flannel", "0.27.4")]),
+                &o(&[
+                    ("containerd", "2.1.5"),
+                    ("runc", "v1.3.4"),
+                    ("flannel", "0.27.4"),
+                ]),
             )
             .unwrap();
         assert_eq!(r.versions().containerd, "2.1.5");
@@ -1207,13 +1253,29 @@ pause_image = "registry.k8s.io/pause:3.10.1"
             "https://github.com/opencontainers/runc/releases/download/v1.3.4/runc.arm64"
         );
         // Flannel's own image follows the flannel version; its CNI plugin image does not.
-        assert!(r.versions().flannel_images.contains(&"ghcr.io/flannel-io/flannel:v0.27.4".to_string()));
-        assert!(r.versions().flannel_images.contains(&"ghcr.io/flannel-io/flannel-cni-plugin:v1.7.1-flannel1".to_string()));
+        assert!(r
+            .versions()
+            .flannel_images
+            .contains(&"ghcr.io/flannel-io/flannel:v0.27.4".to_string()));
+        assert!(r
+            .versions()
+            .flannel_images
+            .contains(&"ghcr.io/flannel-io/flannel-cni-plugin:v1.7.1-flannel1".to_string()));
         // kubeadm and the rest are untouched.
         assert_eq!(r.artifact("kubeadm"), base.artifact("kubeadm"));
-        for bad in [("etcd", "3.6.0"), ("kubernetes", "1.35.0"), ("containerd", "2.1/5")] {
-            let e = cat.release_with("1.34", &o(&[bad])).unwrap_err().to_string();
-            assert!(e.contains("kubernetes.versions") && e.contains(bad.0), "{e}");
+        for bad in [
+            ("etcd", "3.6.0"),
+            ("kubernetes", "1.35.0"),
+            ("containerd", "2.1/5"),
+        ] {
+            let e = cat
+                .release_with("1.34", &o(&[bad]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("kubernetes.versions") && e.contains(bad.0),
+                "{e}"
+            );
         }
     }
 }

@@ -609,7 +609,12 @@ fn component_versions_replace_the_catalogs() {
             ("flannel".to_string(), "0.27.4".to_string()),
         ]
     );
-    assert_eq!(ok(&minimal(&format!("network: {NET}\n"))).kubernetes.versions, []);
+    assert_eq!(
+        ok(&minimal(&format!("network: {NET}\n")))
+            .kubernetes
+            .versions,
+        []
+    );
     assert_errors(
         &minimal(&format!(
             "network: {NET}\nkubernetes:\n  versions:\n    containerd: 2.1\n    etcd: 3.6.10\n    runc: [1.3.4]\n    crictl: 1.34.0/../x\n    flannel: 0.27.4\n    flannel: 0.27.5\n"
@@ -629,7 +634,16 @@ fn component_versions_replace_the_catalogs() {
     for good in ["1.7.1-flannel1", "2.2.0-rc.1", "10.20.30"] {
         assert!(super::check::is_component_version(good), "{good}");
     }
-    for bad in ["1.2", "1.2.3.4", "1..3", "1.2.3-", "1.2.3-a/b", "01234567890.1.1", "v1.2.3", ""] {
+    for bad in [
+        "1.2",
+        "1.2.3.4",
+        "1..3",
+        "1.2.3-",
+        "1.2.3-a/b",
+        "01234567890.1.1",
+        "v1.2.3",
+        "",
+    ] {
         assert!(!super::check::is_component_version(bad), "{bad}");
     }
 }

@@ -237,11 +237,7 @@ fn position(origin: &str, text: &str, offset: usize) -> String {
     }
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map_or(0, |l| l.chars().count())
-        + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     format!("{origin}:{line}:{col}")
 }
 
@@ -365,7 +361,8 @@ pub(super) fn overlay(
             Some(i) => {
                 let mut base = releases.remove(i);
                 // Flannel's images of the inherited list follow a new flannel version.
-                if let (Some(new), Some(old), None) = (&u.flannel, &base.flannel, &u.flannel_images) {
+                if let (Some(new), Some(old), None) = (&u.flannel, &base.flannel, &u.flannel_images)
+                {
                     if let Some(list) = &mut base.flannel_images {
                         list.v = super::follow_flannel(&list.v, &old.v, &new.v);
                     }
