@@ -164,6 +164,9 @@ pub struct BuildReport {
     pub packages: Option<crate::apt::CardPackages>,
     /// Commands to run in the cluster before flashing a reimaged node.
     pub before_flashing: Vec<String>,
+    /// The recorded bootstrap token had expired and the build made a new one: the file in
+    /// the secrets directory holding the command that creates it in the cluster.
+    pub token_renewed: Option<PathBuf>,
     /// `dist/manifest.json` as written.
     pub manifest: Option<Manifest>,
     /// How each node's image was copied from its role's (reflink or sparse copy).
@@ -364,8 +367,12 @@ fn secrets(
         pki::ensure_host_keys(&secrets.dir, &node_names(&v.spec), pki::HostKeyMode::Store)?;
     report.known_hosts =
         pki::write_known_hosts(&secrets.dir, &known_host_names(&v.spec), &secrets.host_keys)?;
+    if needs_new_token(v, opts, &secrets) {
+        let ttl = spec::GoDuration::from_secs(token_ttl_secs(&v.spec).unwrap_or(0));
+        report.token_renewed = Some(secrets.renew_token(opts.now, &ttl.to_string())?);
+    }
     report.warnings.extend(secrets.warnings.iter().cloned());
-    if opts.token.is_none() {
+    if opts.token.is_none() && report.token_renewed.is_none() {
         report
             .warnings
             .extend(secrets.token_age_warning(opts.now, token_ttl_secs(&v.spec)));
@@ -390,6 +397,17 @@ fn secrets(
         &format!("https://{}", v.spec.control_plane_endpoint()),
     )?;
     Ok(secrets)
+}
+
+/// Whether this build makes cards that join a running cluster (`--node`, a node other than
+/// the one that runs `kubeadm init` now) with no `--token`, while the recorded token is older
+/// than its ttl: the cluster has forgotten it, so the build makes a new one
+/// ([`pki::Secrets::renew_token`]) instead of cards that could never join.
+fn needs_new_token(v: &Validated, opts: &BuildOptions, secrets: &pki::Secrets) -> bool {
+    opts.token.is_none()
+        && !opts.nodes.is_empty()
+        && v.nodes.iter().any(|n| Some(n) != v.init_node.as_ref())
+        && secrets.token_expired(opts.now, token_ttl_secs(&v.spec))
 }
 
 fn node_names(spec: &Spec) -> Vec<&str> {
@@ -553,6 +571,14 @@ pub fn dry_run(opts: &BuildOptions) -> Result<(BuildPlan, Vec<String>), BuildErr
         ));
         pki::ensure_secrets(&scratch.path().join("secrets"), &secrets_options(&v, opts))?
     };
+    if needs_new_token(&v, opts, &secrets) {
+        notes.push(format!(
+            "the bootstrap token in {} has expired: a build would make a new one and write the \
+             command that creates it in the cluster to {}",
+            secrets_dir.display(),
+            secrets_dir.join(pki::TOKEN_CREATE_FILE).display()
+        ));
+    }
     // Host keys that exist are read; missing ones are made in memory only.
     secrets.host_keys = pki::ensure_host_keys(
         &secrets.dir,

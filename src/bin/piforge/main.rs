@@ -437,6 +437,16 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
     for w in &report.warnings {
         eprintln!("piforge: warning: {w}");
     }
+    if let Some(file) = &report.token_renewed {
+        // On stderr, so that --json output stays JSON; the token itself is never shown.
+        eprintln!(
+            "piforge: the cluster's bootstrap token had expired, so a new one was made for these \
+             cards (recorded in {}). The cluster does not know it yet: before the cards boot, \
+             run the command in {} (kubeadm token create ...) on a control plane.",
+            file.with_file_name("token").display(),
+            file.display()
+        );
+    }
     if a.json {
         if let Some(m) = &report.manifest {
             print!("{}", m.to_json());
