@@ -253,8 +253,10 @@ pub fn validate(
         update: false,
         cache_dir: opts.cache_dir.clone(),
     };
-    // Offline artifacts must all be there (checked against the lock without writing it).
+    // Offline artifacts must all be there (checked against the lock without writing it), and
+    // the container images of an offline directory whole and as pinned.
     artifact_source.check_available(&release.artifacts())?;
+    artifact_source.check_image_layouts(&images::cluster_images(&spec, &release))?;
 
     let base_path = match &spec.image.source {
         spec::Source::Path(p) => p.clone(),
