@@ -113,9 +113,34 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
             payload::pi5_4k_pages_supported(&facts.boot.files)
                 .map_err(|why| anyhow::anyhow!("--pi5-4k-pages: {why}"))?;
         }
+        // The OS packages the base lacks, as `build` puts them in the card: the `.deb`s the
+        // lock pins (from the cache, `--artifacts DIR`, or downloaded by their pinned URL);
+        // without pins, first boot installs them with apt, as a warning says.
+        let base = payload::read_base_facts(&img.path)?;
+        let base_apt = piforge::apt::read_base_image(&img.path)?;
+        let pk = piforge::apt::build_packages(
+            &base_apt,
+            &base.missing_packages,
+            &src.lock,
+            &src.cache_dir,
+            src.dir.as_deref(),
+            src.mirror.clone(),
+            true,
+        )?;
+        if !pk.unpinned.is_empty() {
+            eprintln!(
+                "piforge: warning: {} not pinned in {}: first boot installs {} with apt and needs \
+                 the network; `piforge fetch SPEC` (a cluster.yaml naming this image) with \
+                 --lock {} pins the .debs, which then go into the card",
+                pk.unpinned.join(", "),
+                src.lock.display(),
+                if pk.unpinned.len() == 1 { "it" } else { "them" },
+                src.lock.display()
+            );
+        }
         let opts = payload::PayloadOptions {
             pi5_4k_pages: a.pi5_4k_pages,
-            ..Default::default()
+            debs: pk.debs,
         };
         payload::node_payload(&mut plan, &img.path, &release, &arts, &opts)?;
     }
