@@ -1278,4 +1278,44 @@ pause_image = "registry.k8s.io/pause:3.10.1"
             );
         }
     }
+
+    /// Issue 10 item 5: every built-in release is at or past the security releases named
+    /// there (containerd 2.0.7 / 2.1.5, runc 1.3.4, flannel 0.27.4, CNI plugins 1.9.0).
+    #[test]
+    fn builtin_releases_are_past_the_security_releases() {
+        let num = |v: &str| -> Vec<u64> { v.split('.').map(|p| p.parse().unwrap()).collect() };
+        for r in Catalog::builtin().unwrap().releases() {
+            let v = r.versions();
+            let c = num(&v.containerd);
+            let floor = match (c[0], c[1]) {
+                (2, 0) => vec![2, 0, 7],
+                (2, 1) => vec![2, 1, 5],
+                (2, _) => vec![2, 2, 0],
+                _ => panic!("{}: containerd {} is not 2.x", r.kubernetes(), v.containerd),
+            };
+            assert!(
+                c >= floor,
+                "{}: containerd {}",
+                r.kubernetes(),
+                v.containerd
+            );
+            assert!(
+                num(&v.runc) >= vec![1, 3, 4],
+                "{}: runc {}",
+                r.kubernetes(),
+                v.runc
+            );
+            assert!(num(&v.flannel) >= vec![0, 27, 4], "{}", v.flannel);
+            assert!(num(&v.cni_plugins) >= vec![1, 9, 0], "{}", v.cni_plugins);
+            // crictl follows the Kubernetes minor.
+            let k = num(r.kubernetes());
+            assert_eq!(
+                num(&v.crictl)[..2],
+                k[..2],
+                "{}: crictl {}",
+                r.kubernetes(),
+                v.crictl
+            );
+        }
+    }
 }
