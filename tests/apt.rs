@@ -462,3 +462,83 @@ fn a_changed_deb_or_index_is_refused() {
     assert_one_line_error(&b, "but the lock file");
     assert!(!out.join("pi-w-1.img").exists());
 }
+
+/// `customize --kubernetes` puts the `.deb`s the lock pins into the image, as `build` does
+/// (issue 11); without pins it says first boot uses apt, and the image carries none.
+#[test]
+fn customize_kubernetes_carries_the_pinned_debs_like_build() {
+    let l = lab();
+    let base = l.tmp.path().join("base.img");
+    let lock = l.spec.with_file_name("piforge.lock");
+    let customize = |out: &Path, lock: &Path| {
+        piforge(
+            &[
+                "customize",
+                base.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--kubernetes",
+                K8S,
+                "--artifacts",
+                l.arts.to_str().unwrap(),
+                "--allow-unpinned",
+                "--lock",
+                lock.to_str().unwrap(),
+            ],
+            &l.cache,
+        )
+    };
+    // No .deb pinned yet: a warning, and the card installs with apt on first boot.
+    let bare = l.tmp.path().join("bare.img");
+    let r = customize(&bare, &lock);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("iptables not pinned in") && err.contains("with apt"),
+        "{err}"
+    );
+    let (_, root) = offsets(&bare, &l.cache);
+    let none = debugfs(&bare, root, "cat /etc/piforge/first-boot-debs");
+    assert!(!none.contains(".deb"), "{none}");
+
+    // Pinned by `fetch SPEC`: the same three .debs as build's card, byte for byte.
+    let r = fetch(&l.spec, &l.arts, &l.cache, &[]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let out = l.tmp.path().join("node.img");
+    let r = customize(&out, &lock);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(!String::from_utf8_lossy(&r.stderr).contains("not pinned"));
+    let (_, root) = offsets(&out, &l.cache);
+    let list = debugfs(&out, root, "cat /etc/piforge/first-boot-debs");
+    let files: Vec<&str> = list
+        .lines()
+        .filter(|x| !x.starts_with('#'))
+        .filter_map(|x| x.split(' ').next())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "libpf-xtables_1.8.11-2_arm64.deb",
+            "pf-net_6.5_all.deb",
+            "iptables_1.8.11-2_arm64.deb"
+        ],
+        "{list}"
+    );
+    for f in files {
+        let dumped = l.tmp.path().join(format!("c-{f}"));
+        debugfs(
+            &out,
+            root,
+            &format!("dump /var/lib/piforge/debs/{f} {}", dumped.display()),
+        );
+        assert_eq!(
+            sha256(&dumped),
+            sha256(&l.repo.root.join("debian/pool/main").join(f)),
+            "{f}"
+        );
+    }
+    assert_eq!(e2fsck(&out, root).0, 0);
+    let c = piforge(&["check", out.to_str().unwrap()], &l.cache);
+    let ctext = String::from_utf8_lossy(&c.stdout);
+    assert!(ctext.contains("from the card's 3 .debs"), "{ctext}");
+}

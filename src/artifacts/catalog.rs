@@ -14,10 +14,21 @@
 //! names, version syntax), so expanding a [`Release`] cannot fail afterwards.
 
 use super::{Error, Result};
+use file::Place;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 use std::str::FromStr;
 
+mod file;
+
 const BUILTIN: &str = include_str!("../../artifacts.toml");
+
+/// The most a `--catalog FILE` may hold (the built-in catalog is under 10 KiB).
+const MAX_USER_CATALOG: u64 = 1 << 20;
+
+/// The component versions `kubernetes.versions` in cluster.yaml may replace (the URL
+/// placeholders other than `{kubernetes}`, which `kubernetes.version` chooses).
+pub const OVERRIDABLE: [&str; 5] = ["containerd", "runc", "cni_plugins", "crictl", "flannel"];
 
 /// What an artifact is, which says how it is installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -174,17 +185,6 @@ impl ComponentVersions {
             _ => return None,
         })
     }
-
-    fn fields(&self) -> [(&'static str, &str); 6] {
-        [
-            ("kubernetes", &self.kubernetes),
-            ("containerd", &self.containerd),
-            ("runc", &self.runc),
-            ("cni_plugins", &self.cni_plugins),
-            ("crictl", &self.crictl),
-            ("flannel", &self.flannel),
-        ]
-    }
 }
 
 /// One supported Kubernetes version with its component versions and artifacts.
@@ -236,36 +236,13 @@ impl Release {
 pub struct Catalog {
     /// Newest Kubernetes version first.
     releases: Vec<Release>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCatalog {
-    #[serde(rename = "artifact", default)]
-    artifacts: Vec<RawArtifact>,
-    #[serde(rename = "release", default)]
-    releases: Vec<ComponentVersions>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawArtifact {
-    name: String,
-    kind: ArtifactKind,
-    file: String,
-    url: String,
-    checksum_url: Option<String>,
-    checksum_kind: Option<ChecksumKind>,
-    #[serde(default)]
-    members: Vec<String>,
-    #[serde(default)]
-    optional_members: Vec<String>,
-    #[serde(default)]
-    ignored_members: Vec<String>,
+    /// The artifact patterns, to expand a release again with other component versions
+    /// (`kubernetes.versions` in cluster.yaml).
+    templates: Vec<Template>,
 }
 
 /// A URL or file-name pattern split into literal text and placeholders.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
     Lit(String),
     Var(String),
@@ -345,6 +322,7 @@ fn expand(segments: &[Segment], versions: &ComponentVersions, extra: &[(&str, &s
     s
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Template {
     name: String,
     kind: ArtifactKind,
@@ -352,24 +330,75 @@ struct Template {
     file: Vec<Segment>,
     url: Vec<Segment>,
     checksum: Option<(Vec<Segment>, ChecksumKind)>,
+    /// Where `url` and `checksum_url` were written, for a URL that expands badly.
+    url_at: String,
+    checksum_at: Option<String>,
+}
+
+/// Flannel's images tagged `v{old}` (the flannel image itself; its CNI-plugin image has a
+/// version of its own) retagged `v{new}`.
+fn follow_flannel(images: &[String], old: &str, new: &str) -> Vec<String> {
+    let old_tag = format!(":v{old}");
+    images
+        .iter()
+        .map(|i| match i.strip_suffix(&old_tag) {
+            Some(name) => format!("{name}:v{new}"),
+            None => i.clone(),
+        })
+        .collect()
+}
+
+/// A release's artifacts: every template expanded with `v`. An error names where the
+/// pattern that expanded badly was written.
+fn expand_release(
+    templates: &[Template],
+    v: ComponentVersions,
+) -> std::result::Result<Release, (String, String)> {
+    let mut artifacts = Vec::new();
+    for t in templates {
+        let file_name = expand(&t.file, &v, &[]);
+        let url = expand(&t.url, &v, &[("file", &file_name)]);
+        check_url("url", &url)
+            .map_err(|m| (t.url_at.clone(), format!("artifact {:?}: {m}", t.name)))?;
+        let checksum_url = t
+            .checksum
+            .as_ref()
+            .map(|(c, _)| expand(c, &v, &[("file", &file_name), ("url", &url)]));
+        if let Some(c) = &checksum_url {
+            check_url("checksum_url", c).map_err(|m| {
+                (
+                    t.checksum_at.clone().unwrap_or_else(|| t.url_at.clone()),
+                    format!("artifact {:?}: {m}", t.name),
+                )
+            })?;
+        }
+        artifacts.push(ArtifactSpec {
+            name: t.name.clone(),
+            file_name,
+            url,
+            checksum_url,
+            checksum_kind: t.checksum.as_ref().map_or(ChecksumKind::Bare, |(_, k)| *k),
+            kind: t.kind,
+            members: t.members.clone(),
+        });
+    }
+    Ok(Release {
+        versions: v,
+        artifacts,
+    })
 }
 
 /// A tarball lists its members (at least one required), other kinds none; each member is a
 /// relative path without `.`/`..` components, listed once, and no two installed members share
 /// a file name (they are installed by file name).
-fn check_members(a: &RawArtifact) -> std::result::Result<Members, String> {
-    let m = Members {
-        required: a.members.clone(),
-        optional: a.optional_members.clone(),
-        ignored: a.ignored_members.clone(),
-    };
+fn check_members(kind: ArtifactKind, m: Members) -> std::result::Result<Members, String> {
     let all: Vec<&String> = m
         .required
         .iter()
         .chain(&m.optional)
         .chain(&m.ignored)
         .collect();
-    if a.kind != ArtifactKind::TarGz {
+    if kind != ArtifactKind::TarGz {
         return if all.is_empty() {
             Ok(m)
         } else {
@@ -475,163 +504,259 @@ impl Catalog {
         Catalog::parse(BUILTIN, "artifacts.toml (built in)")
     }
 
-    /// Parses and validates a catalog; `origin` names it in error messages.
+    /// Parses and validates a catalog; `origin` names it in error messages
+    /// (`origin:line:col: problem`).
     pub fn parse(text: &str, origin: &str) -> Result<Catalog> {
-        let err = |msg: String| Error::Catalog {
-            origin: origin.to_string(),
-            msg,
-        };
-        let raw: RawCatalog = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| {
-                text.as_bytes()[..s.start.min(text.len())]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count()
-                    + 1
-            });
-            match line {
-                Some(n) => err(format!("line {n}: {}", e.message().trim_end())),
-                None => err(e.message().trim_end().to_string()),
-            }
-        })?;
-        if raw.artifacts.is_empty() {
-            return Err(err("it has no [[artifact]]".into()));
+        let raw = file::read(text, origin)?;
+        Catalog::from_entries(raw.artifacts, raw.releases)
+    }
+
+    /// The built-in catalog with a user's catalog file (`--catalog FILE`) laid over it.
+    ///
+    /// The file has the format of `artifacts.toml`, every table optional:
+    /// - an `[[artifact]]` names one of the built-in artifacts and replaces the keys it sets
+    ///   (a different `url`, say); an artifact piforge would not install is refused;
+    /// - a `[[release]]` of a Kubernetes minor the built-in catalog has replaces that minor's
+    ///   release, taking every key it does not set from it (so `kubernetes = "1.36.5"` alone
+    ///   is a new patch release with the same components); a release of another minor is
+    ///   added and must set every required key.
+    ///
+    /// Problems are reported as `FILE:line:col: problem`.
+    pub fn with_user_file(path: &Path) -> Result<Catalog> {
+        let origin = path.display().to_string();
+        let text = file::read_bounded(path, MAX_USER_CATALOG)
+            .map_err(|e| Error::io("cannot read the catalog file", path, e))?;
+        Catalog::with_user_text(&text, &origin)
+    }
+
+    /// [`Catalog::with_user_file`] on text already read.
+    pub fn with_user_text(text: &str, origin: &str) -> Result<Catalog> {
+        let builtin = file::read(BUILTIN, "artifacts.toml (built in)")?;
+        let user = file::read(text, origin)?;
+        let (artifacts, releases) = file::overlay(builtin, user)?;
+        Catalog::from_entries(artifacts, releases)
+    }
+
+    /// The built-in catalog, or the built-in one with `user_file` laid over it.
+    pub fn load(user_file: Option<&Path>) -> Result<Catalog> {
+        match user_file {
+            Some(p) => Catalog::with_user_file(p),
+            None => Catalog::builtin(),
         }
-        if raw.releases.is_empty() {
-            return Err(err("it has no [[release]]".into()));
+    }
+
+    fn from_entries(
+        raw_artifacts: Vec<file::ArtifactEntry>,
+        raw_releases: Vec<file::ReleaseEntry>,
+    ) -> Result<Catalog> {
+        if raw_artifacts.is_empty() {
+            return Err(Error::Catalog {
+                at: file::first_origin(&raw_releases).unwrap_or_default(),
+                msg: "it has no [[artifact]]".into(),
+            });
+        }
+        if raw_releases.is_empty() {
+            return Err(Error::Catalog {
+                at: raw_artifacts[0].name.origin(),
+                msg: "it has no [[release]]".into(),
+            });
         }
 
-        let mut templates = Vec::new();
-        for a in &raw.artifacts {
-            let ctx = |m: String| err(format!("artifact {:?}: {m}", a.name));
-            if a.name.is_empty()
-                || !a
-                    .name
+        let mut templates: Vec<Template> = Vec::new();
+        for a in &raw_artifacts {
+            let ctx = |at: &dyn Place, m: String| at.err(format!("artifact {:?}: {m}", a.name.v));
+            let name = &a.name;
+            if name.v.is_empty()
+                || !name
+                    .v
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             {
                 return Err(ctx(
-                    "the name must be lowercase letters, digits and '-'".into()
+                    name,
+                    "the name must be lowercase letters, digits and '-'".into(),
                 ));
             }
-            if templates.iter().any(|t: &Template| t.name == a.name) {
-                return Err(ctx("the name appears twice".into()));
+            if templates.iter().any(|t: &Template| t.name == name.v) {
+                return Err(ctx(name, "the name appears twice".into()));
             }
-            if a.file.is_empty() || a.file.contains(['/', '\\']) || a.file.starts_with('.') {
-                return Err(ctx(format!("file {:?} must be a plain file name", a.file)));
+            let missing = |key: &str| ctx(name, format!("missing `{key}`"));
+            let kind = a.kind.as_ref().ok_or_else(|| missing("kind"))?;
+            let file_at = a.file.as_ref().ok_or_else(|| missing("file"))?;
+            let url_at = a.url.as_ref().ok_or_else(|| missing("url"))?;
+            let f = &file_at.v;
+            if f.is_empty() || f.contains(['/', '\\']) || f.starts_with('.') {
+                return Err(ctx(
+                    file_at,
+                    format!("file {f:?} must be a plain file name"),
+                ));
             }
-            let file = parse_pattern(&a.file, &[]).map_err(ctx)?;
-            let url = parse_pattern(&a.url, &["file"]).map_err(ctx)?;
-            let checksum = match (&a.checksum_url, a.checksum_kind) {
-                (Some(c), Some(kind)) => {
-                    Some((parse_pattern(c, &["file", "url"]).map_err(ctx)?, kind))
-                }
+            let file = parse_pattern(f, &[]).map_err(|m| ctx(file_at, m))?;
+            let url = parse_pattern(&url_at.v, &["file"]).map_err(|m| ctx(url_at, m))?;
+            let checksum = match (&a.checksum_url, &a.checksum_kind) {
+                (Some(c), Some(k)) => Some((
+                    parse_pattern(&c.v, &["file", "url"]).map_err(|m| ctx(c, m))?,
+                    k.v,
+                )),
                 (None, None) => None,
-                (Some(_), None) => return Err(ctx("checksum_url needs a checksum_kind".into())),
-                (None, Some(_)) => return Err(ctx("checksum_kind without checksum_url".into())),
+                (Some(c), None) => return Err(ctx(c, "checksum_url needs a checksum_kind".into())),
+                (None, Some(k)) => return Err(ctx(k, "checksum_kind without checksum_url".into())),
             };
-            let members = check_members(a).map_err(ctx)?;
+            let members_at = a
+                .members
+                .as_ref()
+                .or(a.optional_members.as_ref())
+                .or(a.ignored_members.as_ref())
+                .map_or(name.at_ref(), |m| m.at_ref());
+            let value =
+                |m: &Option<file::At<Vec<String>>>| m.as_ref().map_or(Vec::new(), |m| m.v.clone());
+            let members = check_members(
+                kind.v,
+                Members {
+                    required: value(&a.members),
+                    optional: value(&a.optional_members),
+                    ignored: value(&a.ignored_members),
+                },
+            )
+            .map_err(|m| ctx(members_at, m))?;
             templates.push(Template {
-                name: a.name.clone(),
-                kind: a.kind,
+                name: name.v.clone(),
+                kind: kind.v,
                 members,
                 file,
                 url,
                 checksum,
+                url_at: url_at.origin(),
+                checksum_at: a.checksum_url.as_ref().map(|c| c.origin()),
             });
         }
 
         let mut releases: Vec<(Release, (u64, u64, u64))> = Vec::new();
-        for v in raw.releases {
-            let ctx = |m: String| err(format!("release {:?}: {m}", v.kubernetes));
-            let parsed = parse_kube_version(&v.kubernetes).ok_or_else(|| {
-                ctx("kubernetes must be a version X.Y.Z without a leading 'v'".into())
+        for r in raw_releases {
+            let k = &r.kubernetes;
+            let ctx = |at: &dyn Place, m: String| at.err(format!("release {:?}: {m}", k.v));
+            let parsed = parse_kube_version(&k.v).ok_or_else(|| {
+                ctx(
+                    k,
+                    "kubernetes must be a version X.Y.Z without a leading 'v'".into(),
+                )
             })?;
-            for (field, value) in v.fields() {
-                if !is_version(value) {
-                    return Err(ctx(format!("{field} = {value:?} is not a version (letters, digits, '.', '_', '+', '-')")));
+            let missing: Vec<&str> = r.missing();
+            if !missing.is_empty() {
+                return Err(ctx(
+                    k,
+                    format!(
+                        "missing field{} {} (a release of a minor the built-in catalog lacks \
+                         must set every one)",
+                        if missing.len() == 1 { "" } else { "s" },
+                        missing
+                            .iter()
+                            .map(|m| format!("`{m}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            for (field, at) in r.version_fields() {
+                if !is_version(&at.v) {
+                    return Err(ctx(
+                        at,
+                        format!(
+                            "{field} = {:?} is not a version (letters, digits, '.', '_', '+', '-')",
+                            at.v
+                        ),
+                    ));
                 }
             }
-            if v.pause_image.is_empty() || v.pause_image.contains(char::is_whitespace) {
-                return Err(ctx(format!(
-                    "pause_image {:?} is not an image reference",
-                    v.pause_image
-                )));
-            }
-            if let Some(image) = &v.kube_vip_image {
-                if !is_image_reference(image) {
-                    return Err(ctx(format!(
-                        "kube_vip_image {image:?} is not an image reference with a tag or digest \
-                         (such as ghcr.io/kube-vip/kube-vip:v1.0.3)"
-                    )));
+            let v = r.versions();
+            if let Some(at) = &r.kube_vip_image {
+                if !is_image_reference(&at.v) {
+                    return Err(ctx(
+                        at,
+                        format!(
+                            "kube_vip_image {:?} is not an image reference with a tag or digest \
+                             (such as ghcr.io/kube-vip/kube-vip:v1.0.3)",
+                            at.v
+                        ),
+                    ));
                 }
             }
-            let mut images: Vec<(&str, &String)> = Vec::new();
-            images.extend(v.etcd_image.iter().map(|i| ("etcd_image", i)));
-            images.extend(v.coredns_image.iter().map(|i| ("coredns_image", i)));
-            images.extend(v.flannel_images.iter().map(|i| ("flannel_images", i)));
-            images.push(("pause_image", &v.pause_image));
-            for (field, image) in images {
+            for (field, at, image) in r.images() {
                 if let Err(e) = crate::oci::ImageRef::parse(image) {
-                    return Err(ctx(format!("{field}: {e}")));
+                    return Err(ctx(at, format!("{field}: {e}")));
                 }
             }
             if let Some((other, _)) = releases
                 .iter()
                 .find(|(_, p)| (p.0, p.1) == (parsed.0, parsed.1))
             {
-                return Err(ctx(format!(
-                    "minor version {}.{} appears twice (also {})",
-                    parsed.0,
-                    parsed.1,
-                    other.kubernetes()
-                )));
+                return Err(ctx(
+                    k,
+                    format!(
+                        "minor version {}.{} appears twice (also {})",
+                        parsed.0,
+                        parsed.1,
+                        other.kubernetes()
+                    ),
+                ));
             }
-            let mut artifacts = Vec::new();
-            for t in &templates {
-                let file_name = expand(&t.file, &v, &[]);
-                let url = expand(&t.url, &v, &[("file", &file_name)]);
-                check_url("url", &url).map_err(|m| ctx(format!("artifact {:?}: {m}", t.name)))?;
-                let checksum_url = t
-                    .checksum
-                    .as_ref()
-                    .map(|(c, _)| expand(c, &v, &[("file", &file_name), ("url", &url)]));
-                if let Some(c) = &checksum_url {
-                    check_url("checksum_url", c)
-                        .map_err(|m| ctx(format!("artifact {:?}: {m}", t.name)))?;
-                }
-                artifacts.push(ArtifactSpec {
-                    name: t.name.clone(),
-                    file_name,
-                    url,
-                    checksum_url,
-                    checksum_kind: t.checksum.as_ref().map_or(ChecksumKind::Bare, |(_, k)| *k),
-                    kind: t.kind,
-                    members: t.members.clone(),
-                });
-            }
-            releases.push((
-                Release {
-                    versions: v,
-                    artifacts,
-                },
-                parsed,
-            ));
+            let release = expand_release(&templates, v).map_err(|(at, m)| Error::Catalog {
+                at,
+                msg: format!("release {:?}: {m}", k.v),
+            })?;
+            releases.push((release, parsed));
         }
         releases.sort_by_key(|r| std::cmp::Reverse(r.1));
         Ok(Catalog {
             releases: releases.into_iter().map(|(r, _)| r).collect(),
+            templates,
         })
     }
 
-    /// All releases, newest Kubernetes version first.
-    pub fn releases(&self) -> &[Release] {
-        &self.releases
-    }
-
-    /// The supported Kubernetes versions, newest first (`X.Y.Z`).
-    pub fn supported_versions(&self) -> Vec<&str> {
-        self.releases.iter().map(|r| r.kubernetes()).collect()
+    /// The release for `k8s_version` (as [`Catalog::release`]) with some component versions
+    /// replaced: `overrides` are `(component, version)` pairs such as `("containerd",
+    /// "2.1.5")`, the keys of `kubernetes.versions` in cluster.yaml ([`OVERRIDABLE`]). Every
+    /// artifact URL is expanded again with the new versions, so an artifact the lock has not
+    /// seen goes through the first-fetch path (upstream checksum file, or `--allow-unpinned`)
+    /// and is pinned like any other. Flannel's images of the old flannel version (tag
+    /// `v{flannel}`) follow a new flannel version.
+    pub fn release_with(
+        &self,
+        k8s_version: &str,
+        overrides: &[(String, String)],
+    ) -> Result<Release> {
+        let base = self.release(k8s_version)?;
+        if overrides.is_empty() {
+            return Ok(base);
+        }
+        let mut v = base.versions.clone();
+        for (component, version) in overrides {
+            let version = version.trim_start_matches('v');
+            if !is_version(version) || !OVERRIDABLE.contains(&component.as_str()) {
+                return Err(Error::Catalog {
+                    at: "kubernetes.versions".into(),
+                    msg: format!(
+                        "{component}: {version:?} cannot replace a component version (known \
+                         components: {})",
+                        OVERRIDABLE.join(", ")
+                    ),
+                });
+            }
+            if component == "flannel" {
+                v.flannel_images = follow_flannel(&v.flannel_images, &v.flannel, version);
+            }
+            match component.as_str() {
+                "containerd" => v.containerd = version.to_string(),
+                "runc" => v.runc = version.to_string(),
+                "cni_plugins" => v.cni_plugins = version.to_string(),
+                "crictl" => v.crictl = version.to_string(),
+                _ => v.flannel = version.to_string(),
+            }
+        }
+        expand_release(&self.templates, v).map_err(|(at, msg)| Error::Catalog {
+            at,
+            msg: format!("with kubernetes.versions: {msg}"),
+        })
     }
 
     /// The release for `k8s_version`: an exact `X.Y.Z` or a minor `X.Y`, with or without a
@@ -648,6 +773,16 @@ impl Catalog {
             requested: k8s_version.to_string(),
             supported: self.supported_versions().join(", "),
         })
+    }
+
+    /// All releases, newest Kubernetes version first.
+    pub fn releases(&self) -> &[Release] {
+        &self.releases
+    }
+
+    /// The supported Kubernetes versions, newest first (`X.Y.Z`).
+    pub fn supported_versions(&self) -> Vec<&str> {
+        self.releases.iter().map(|r| r.kubernetes()).collect()
     }
 }
 
@@ -972,5 +1107,215 @@ pause_image = "registry.k8s.io/pause:3.10.1"
             .unwrap_err()
             .to_string();
         assert!(e.contains("only a tar.gz artifact has members"), "{e}");
+    }
+    /// A user's catalog file: entries replace or extend the built-in ones; problems are
+    /// reported at `file:line:col` of the value (positions checked by counting in the text).
+    #[test]
+    fn a_user_file_replaces_and_extends_the_builtin_catalog() {
+        let builtin = Catalog::builtin().unwrap();
+        let b136 = builtin.release("1.36").unwrap();
+        // A new patch of a built-in minor, one component changed: the rest is inherited.
+        let text = "# mine\n[[release]]\nkubernetes = \"1.36.5\"\ncontainerd = \"2.2.8\"\n\n\
+                    [[release]]\nkubernetes = \"1.37.0\"\ncontainerd = \"2.3.4\"\nrunc = \"1.4.3\"\n\
+                    cni_plugins = \"1.9.1\"\ncrictl = \"1.37.0\"\nflannel = \"0.28.4\"\n\
+                    pause_image = \"registry.k8s.io/pause:3.10.2\"\n\n\
+                    [[artifact]]\nname = \"runc\"\nurl = \"https://mirror.lan/runc/v{runc}/{file}\"\n";
+        let cat = Catalog::with_user_text(text, "mine.toml").unwrap();
+        assert_eq!(
+            cat.supported_versions(),
+            ["1.37.0", "1.36.5", "1.35.8", "1.34.11"]
+        );
+        let r = cat.release("1.36").unwrap();
+        assert_eq!(r.versions().containerd, "2.2.8");
+        assert_eq!(r.versions().runc, b136.versions().runc);
+        assert_eq!(r.pause_image(), b136.pause_image());
+        assert_eq!(r.versions().etcd_image, b136.versions().etcd_image);
+        assert_eq!(
+            r.artifact("containerd").unwrap().url,
+            "https://github.com/containerd/containerd/releases/download/v2.2.8/containerd-static-2.2.8-linux-arm64.tar.gz"
+        );
+        assert_eq!(
+            r.artifact("kubeadm").unwrap().url,
+            "https://dl.k8s.io/release/v1.36.5/bin/linux/arm64/kubeadm"
+        );
+        // The runc artifact's url replaced, its checksum_url (a full URL) kept.
+        let runc = r.artifact("runc").unwrap();
+        assert_eq!(
+            runc.url,
+            format!("https://mirror.lan/runc/v{}/runc.arm64", r.versions().runc)
+        );
+        assert_eq!(
+            runc.checksum_url,
+            b136.artifact("runc").unwrap().checksum_url
+        );
+        let new = cat.release("1.37").unwrap();
+        assert_eq!(new.versions().containerd, "2.3.4");
+        assert_eq!(new.versions().etcd_image, None);
+
+        // Problems, each at its place in the user's file.
+        let at = |text: &str, needle: &str| {
+            let off = text.find(needle).unwrap();
+            let line = text[..off].matches('\n').count() + 1;
+            let col = off - text[..off].rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("mine.toml:{line}:{col}")
+        };
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "[[release]]\nkubernetes = \"1.36.5\"\ncontainerd = \"2.2/8\"\n",
+                "\"2.2/8\"",
+                "is not a version",
+            ),
+            (
+                "[[release]]\nkubernetes = \"1.37.0\"\ncontainerd = \"2.3.4\"\n",
+                "\"1.37.0\"",
+                "missing fields `runc`, `cni_plugins`, `crictl`, `flannel`, `pause_image`",
+            ),
+            (
+                "[[artifact]]\nname = \"helm\"\nurl = \"https://x.lan/h\"\n",
+                "\"helm\"",
+                "not an artifact piforge installs",
+            ),
+            (
+                "[[artifact]]\nname = \"runc\"\nurl = \"http://mirror.lan/{file}\"\n",
+                "\"http://",
+                "not an https:// URL",
+            ),
+            (
+                "[[artifact]]\nname = \"crictl\"\nurl = \"https://m.lan/{crictll}/{file}\"\n",
+                "\"https://m.lan/{crictll}",
+                "unknown placeholder {crictll}",
+            ),
+            (
+                "[[release]]\nkubernetes = \"1.36.5\"\nrunc = 1.4\n",
+                "1.4\n",
+                "invalid type",
+            ),
+            (
+                "[[release]]\nkubernetes = \"1.36.5\"\ncontainerd_version = \"2\"\n",
+                "containerd_version",
+                "unknown field",
+            ),
+            (
+                "[[release]]\nkubernetes = \"1.36.5\"\n[[release]]\nkubernetes = \"1.36.6\"\n",
+                "\"1.36.6\"",
+                "appears twice in this file",
+            ),
+            ("[[release]\nkubernetes = \"1.36.5\"\n", "\nkubernetes", ""),
+        ];
+        for (text, needle, want) in cases {
+            let e = Catalog::with_user_text(text, "mine.toml")
+                .unwrap_err()
+                .to_string();
+            let place = at(text, needle);
+            let place = if needle.starts_with('\n') {
+                // A TOML syntax error is reported where toml stopped reading.
+                "mine.toml:1:".to_string()
+            } else {
+                place
+            };
+            assert!(e.starts_with(&place), "{text}: want {place}: {e}");
+            assert!(e.contains(want), "{text}: want {want}: {e}");
+        }
+    }
+
+    #[test]
+    fn cluster_versions_replace_components_and_their_urls() {
+        let cat = Catalog::builtin().unwrap();
+        let base = cat.release("1.34").unwrap();
+        let o = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert_eq!(cat.release_with("1.34", &[]).unwrap(), base);
+        let r = cat
+            .release_with(
+                "1.34",
+                &o(&[
+                    ("containerd", "2.1.5"),
+                    ("runc", "v1.3.4"),
+                    ("flannel", "0.27.4"),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(r.versions().containerd, "2.1.5");
+        assert_eq!(r.versions().runc, "1.3.4");
+        assert_eq!(r.versions().cni_plugins, base.versions().cni_plugins);
+        let ctd = r.artifact("containerd").unwrap();
+        assert_eq!(ctd.file_name, "containerd-static-2.1.5-linux-arm64.tar.gz");
+        assert_eq!(
+            ctd.checksum_url.as_deref(),
+            Some("https://github.com/containerd/containerd/releases/download/v2.1.5/containerd-static-2.1.5-linux-arm64.tar.gz.sha256sum")
+        );
+        assert_eq!(
+            r.artifact("runc").unwrap().url,
+            "https://github.com/opencontainers/runc/releases/download/v1.3.4/runc.arm64"
+        );
+        // Flannel's own image follows the flannel version; its CNI plugin image does not.
+        assert!(r
+            .versions()
+            .flannel_images
+            .contains(&"ghcr.io/flannel-io/flannel:v0.27.4".to_string()));
+        assert!(r
+            .versions()
+            .flannel_images
+            .contains(&"ghcr.io/flannel-io/flannel-cni-plugin:v1.7.1-flannel1".to_string()));
+        // kubeadm and the rest are untouched.
+        assert_eq!(r.artifact("kubeadm"), base.artifact("kubeadm"));
+        for bad in [
+            ("etcd", "3.6.0"),
+            ("kubernetes", "1.35.0"),
+            ("containerd", "2.1/5"),
+        ] {
+            let e = cat
+                .release_with("1.34", &o(&[bad]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("kubernetes.versions") && e.contains(bad.0),
+                "{e}"
+            );
+        }
+    }
+
+    /// Issue 10 item 5: every built-in release is at or past the security releases named
+    /// there (containerd 2.0.7 / 2.1.5, runc 1.3.4, flannel 0.27.4, CNI plugins 1.9.0).
+    #[test]
+    fn builtin_releases_are_past_the_security_releases() {
+        let num = |v: &str| -> Vec<u64> { v.split('.').map(|p| p.parse().unwrap()).collect() };
+        for r in Catalog::builtin().unwrap().releases() {
+            let v = r.versions();
+            let c = num(&v.containerd);
+            let floor = match (c[0], c[1]) {
+                (2, 0) => vec![2, 0, 7],
+                (2, 1) => vec![2, 1, 5],
+                (2, _) => vec![2, 2, 0],
+                _ => panic!("{}: containerd {} is not 2.x", r.kubernetes(), v.containerd),
+            };
+            assert!(
+                c >= floor,
+                "{}: containerd {}",
+                r.kubernetes(),
+                v.containerd
+            );
+            assert!(
+                num(&v.runc) >= vec![1, 3, 4],
+                "{}: runc {}",
+                r.kubernetes(),
+                v.runc
+            );
+            assert!(num(&v.flannel) >= vec![0, 27, 4], "{}", v.flannel);
+            assert!(num(&v.cni_plugins) >= vec![1, 9, 0], "{}", v.cni_plugins);
+            // crictl follows the Kubernetes minor.
+            let k = num(r.kubernetes());
+            assert_eq!(
+                num(&v.crictl)[..2],
+                k[..2],
+                "{}: crictl {}",
+                r.kubernetes(),
+                v.crictl
+            );
+        }
     }
 }

@@ -30,8 +30,9 @@ pub const OFFLINE: &str = "without network access, pass --artifacts DIR or set `
 /// (and, for a digest mismatch, both digests).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("artifact catalog {origin} is invalid: {msg}")]
-    Catalog { origin: String, msg: String },
+    /// `at` is `file:line:col` (or the file alone); the message names the table.
+    #[error("{at}: {msg}")]
+    Catalog { at: String, msg: String },
 
     #[error(
         "Kubernetes version {requested} is not in the artifact catalog (supported: {supported})"

@@ -177,6 +177,27 @@ impl ArtifactSource {
         Ok(set)
     }
 
+    /// Checks, before a build writes anything of the user's (secrets, lock, outputs), every
+    /// image of `specs` that `--artifacts DIR/images/` holds: the layout or archive is read
+    /// whole, its blobs verified into the blob store (the cache, as the base image is) and its
+    /// digests compared with the lock's pins (an image the lock lacks needs
+    /// `allow_unpinned`). The lock is not written. An image the directory lacks is not an
+    /// error here (the node pulls it on first boot, with a warning from the build).
+    pub fn check_image_layouts(&self, specs: &[ImageSpec]) -> Result<()> {
+        if self.dir.is_none() {
+            return Ok(());
+        }
+        let lock = Lock::load(&self.lock)?;
+        let store = self.blob_store()?;
+        for spec in specs {
+            if let Some(path) = self.image_layout(spec) {
+                let pinned = lock.image(&spec.image.to_string()).cloned();
+                self.image_from_layout(spec, &path, &store, pinned.as_ref())?;
+            }
+        }
+        Ok(())
+    }
+
     /// One image from `--artifacts DIR`, checked against its pin.
     fn image_from_layout(
         &self,

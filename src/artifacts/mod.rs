@@ -33,6 +33,7 @@ mod unpack;
 
 pub use catalog::{
     ArtifactKind, ArtifactName, ArtifactSpec, Catalog, ChecksumKind, ComponentVersions, Release,
+    OVERRIDABLE,
 };
 pub use checksum::parse_checksum;
 pub use error::{DigestSource, Error, Result, OFFLINE};

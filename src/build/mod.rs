@@ -122,6 +122,8 @@ pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub spec_path: PathBuf,
+    /// A catalog file laid over the built-in `artifacts.toml` (`--catalog FILE`).
+    pub catalog: Option<PathBuf>,
     pub out_dir: PathBuf,
     /// Only these nodes (all when empty).
     pub nodes: Vec<String>,
@@ -171,6 +173,9 @@ pub struct BuildReport {
     pub packages: Option<crate::apt::CardPackages>,
     /// Commands to run in the cluster before flashing a reimaged node.
     pub before_flashing: Vec<String>,
+    /// The recorded bootstrap token had expired and the build made a new one: the file in
+    /// the secrets directory holding the command that creates it in the cluster.
+    pub token_renewed: Option<PathBuf>,
     /// `dist/manifest.json` as written.
     pub manifest: Option<Manifest>,
     /// How each node's image was copied from its role's (reflink or sparse copy).
@@ -179,13 +184,20 @@ pub struct BuildReport {
     pub images: Vec<String>,
 }
 
-/// Loads the spec with the artifact catalog's versions.
-pub fn load_spec(path: &Path) -> Result<(Spec, Catalog), BuildError> {
-    let catalog = Catalog::builtin()?;
+/// Loads the spec with the artifact catalog's versions: the built-in catalog, with
+/// `catalog_file` (`--catalog FILE`) laid over it when given.
+pub fn load_spec(path: &Path, catalog_file: Option<&Path>) -> Result<(Spec, Catalog), BuildError> {
+    let catalog = Catalog::load(catalog_file)?;
     let versions = catalog.supported_versions();
     let versions: Vec<&str> = versions.iter().map(|v| v.as_ref()).collect();
     let spec = spec::load(path, &versions)?;
     Ok((spec, catalog))
+}
+
+/// The release a spec builds: its Kubernetes version's, with the component versions of
+/// `kubernetes.versions` in place of the catalog's.
+pub fn spec_release(catalog: &Catalog, spec: &Spec) -> Result<Release, BuildError> {
+    Ok(catalog.release_with(&spec.kubernetes.version, &spec.kubernetes.versions)?)
 }
 
 /// What phase 1 established: everything later phases need that the spec, the options and
@@ -220,7 +232,7 @@ pub fn validate(
     opts: &BuildOptions,
     progress: Option<Arc<dyn Progress>>,
 ) -> Result<Validated, BuildError> {
-    let (spec, catalog) = load_spec(&opts.spec_path)?;
+    let (spec, catalog) = load_spec(&opts.spec_path, opts.catalog.as_deref())?;
     // A file in the output directory that piforge did not write: refused before anything.
     staging::check_out_dir(&opts.out_dir)?;
     for n in &opts.nodes {
@@ -233,7 +245,7 @@ pub fn validate(
             return Err(BuildError::BadToken);
         }
     }
-    let release = catalog.release(&spec.kubernetes.version)?;
+    let release = spec_release(&catalog, &spec)?;
     if spec.kubernetes.vip.is_some() && release.kube_vip_image().is_none() {
         return Err(BuildError::NoKubeVipImage {
             version: release.kubernetes().to_string(),
@@ -250,8 +262,10 @@ pub fn validate(
         update: false,
         cache_dir: opts.cache_dir.clone(),
     };
-    // Offline artifacts must all be there (checked against the lock without writing it).
+    // Offline artifacts must all be there (checked against the lock without writing it), and
+    // the container images of an offline directory whole and as pinned.
     artifact_source.check_available(&release.artifacts())?;
+    artifact_source.check_image_layouts(&images::cluster_images(&spec, &release))?;
 
     let base_path = match &spec.image.source {
         spec::Source::Path(p) => p.clone(),
@@ -382,8 +396,12 @@ fn secrets(
         pki::ensure_host_keys(&secrets.dir, &node_names(&v.spec), pki::HostKeyMode::Store)?;
     report.known_hosts =
         pki::write_known_hosts(&secrets.dir, &known_host_names(&v.spec), &secrets.host_keys)?;
+    if needs_new_token(v, opts, &secrets) {
+        let ttl = spec::GoDuration::from_secs(token_ttl_secs(&v.spec).unwrap_or(0));
+        report.token_renewed = Some(secrets.renew_token(opts.now, &ttl.to_string())?);
+    }
     report.warnings.extend(secrets.warnings.iter().cloned());
-    if opts.token.is_none() {
+    if opts.token.is_none() && report.token_renewed.is_none() {
         report
             .warnings
             .extend(secrets.token_age_warning(opts.now, token_ttl_secs(&v.spec)));
@@ -408,6 +426,17 @@ fn secrets(
         &format!("https://{}", v.spec.control_plane_endpoint()),
     )?;
     Ok(secrets)
+}
+
+/// Whether this build makes cards that join a running cluster (`--node`, a node other than
+/// the one that runs `kubeadm init` now) with no `--token`, while the recorded token is older
+/// than its ttl: the cluster has forgotten it, so the build makes a new one
+/// ([`pki::Secrets::renew_token`]) instead of cards that could never join.
+fn needs_new_token(v: &Validated, opts: &BuildOptions, secrets: &pki::Secrets) -> bool {
+    opts.token.is_none()
+        && !opts.nodes.is_empty()
+        && v.nodes.iter().any(|n| Some(n) != v.init_node.as_ref())
+        && secrets.token_expired(opts.now, token_ttl_secs(&v.spec))
 }
 
 fn node_names(spec: &Spec) -> Vec<&str> {
@@ -581,6 +610,14 @@ pub fn dry_run(opts: &BuildOptions) -> Result<(BuildPlan, Vec<String>), BuildErr
         ));
         pki::ensure_secrets(&scratch.path().join("secrets"), &secrets_options(&v, opts))?
     };
+    if needs_new_token(&v, opts, &secrets) {
+        notes.push(format!(
+            "the bootstrap token in {} has expired: a build would make a new one and write the \
+             command that creates it in the cluster to {}",
+            secrets_dir.display(),
+            secrets_dir.join(pki::TOKEN_CREATE_FILE).display()
+        ));
+    }
     // Host keys that exist are read; missing ones are made in memory only.
     secrets.host_keys = pki::ensure_host_keys(
         &secrets.dir,

@@ -664,6 +664,7 @@ mod tests {
     fn jobs_default_to_the_cpus_and_never_exceed_the_nodes() {
         let mut o = BuildOptions {
             spec_path: PathBuf::new(),
+            catalog: None,
             out_dir: PathBuf::new(),
             nodes: vec![],
             token: None,

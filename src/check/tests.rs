@@ -409,6 +409,38 @@ fn sysctl_order_and_spacing() {
     only(fs, boot, "sysctl-ip-forward", Status::Fail);
 }
 
+/// Kubernetes 1.33 and later no longer ask for ip, iptables, ethtool, tc (kubeadm), socat,
+/// ebtables (1.31) or conntrack (1.32): a node without them passes; iptables stays required
+/// for the CNI portmap plugin, touch is kubeadm's one warning.
+#[test]
+fn tools_are_what_current_kubeadm_and_the_cni_ask_for() {
+    let (fs, boot) = prepared();
+    let mut fs = fs;
+    for t in [
+        "/usr/bin/ip",
+        "/usr/sbin/tc",
+        "/usr/sbin/ethtool",
+        "/usr/sbin/ebtables",
+        "/usr/bin/socat",
+        "/usr/sbin/conntrack",
+    ] {
+        fs = fs.remove(t);
+    }
+    let items = run(&fs, &boot);
+    assert_eq!(get(&items, "tools-required").status, Status::Pass);
+    assert_eq!(
+        get(&items, "tools-required").reason,
+        "found: mount, nsenter, crictl, iptables"
+    );
+    assert_eq!(get(&items, "tools-optional").status, Status::Pass);
+    let no_touch = fs.clone().remove("/usr/bin/touch");
+    let i = only(no_touch, boot.clone(), "tools-optional", Status::Warn);
+    assert_eq!(i.reason, "missing: touch (coreutils)");
+    let no_mount = fs.remove("/usr/bin/mount");
+    let i = only(no_mount, boot, "tools-required", Status::Fail);
+    assert_eq!(i.reason, "missing: mount (mount)");
+}
+
 #[test]
 fn tools_and_cloud_init_packages() {
     let (fs, boot) = prepared();
@@ -417,9 +449,9 @@ fn tools_and_cloud_init_packages() {
     assert_eq!(i.reason, "missing: iptables (iptables)");
 
     let (fs, mut boot) = prepared();
-    let fs = fs.remove("/usr/sbin/iptables").remove("/usr/bin/socat");
+    let fs = fs.remove("/usr/sbin/iptables").remove("/usr/bin/touch");
     boot.user_data = Some(
-        "#cloud-config\nhostname: node1\npackages:\n  - iptables\n  - [socat, 1.7.4]\nruncmd:\n  - [ls]\n"
+        "#cloud-config\nhostname: node1\npackages:\n  - iptables\n  - [coreutils, 9.7]\nruncmd:\n  - [ls]\n"
             .into(),
     );
     // No apt source at all: neither fetch nor the node can get them, and the WARN says what
@@ -449,7 +481,8 @@ fn tools_and_cloud_init_packages() {
     let opt = get(&items, "tools-optional");
     assert_eq!(opt.status, Status::Pass);
     assert!(
-        opt.reason.contains("socat (socat) installed on first boot"),
+        opt.reason
+            .contains("touch (coreutils) installed on first boot"),
         "{opt:?}"
     );
     let (fs, boot) = prepared();

@@ -61,20 +61,42 @@ pub(super) fn cloud_config_packages(user_data: Option<&str>) -> Vec<String> {
     out
 }
 
-/// (tool, Debian package, required by kubeadm's preflight). crictl is mandatory in kubeadm's
-/// preflight too; conntrack only for Kubernetes before 1.32.
-const TOOLS: [(&str, &str, bool); 11] = [
-    ("ip", "iproute2", true),
-    ("iptables", "iptables", true),
-    ("mount", "mount", true),
-    ("nsenter", "util-linux", true),
-    ("crictl", "cri-tools", true),
-    ("ebtables", "ebtables", false),
-    ("ethtool", "ethtool", false),
-    ("socat", "socat", false),
-    ("tc", "iproute2", false),
-    ("touch", "coreutils", false),
-    ("conntrack", "conntrack", false),
+/// (tool, Debian package, required, why it is here): what a node of the catalog's Kubernetes
+/// (1.34 to 1.36) needs on PATH. "Required" fails the check when the tool is absent and not
+/// installed on first boot; the others warn.
+///
+/// kubeadm's preflight (`addExecChecks` in cmd/kubeadm/app/preflight/checks_linux.go) asks,
+/// since 1.33, only for `crictl`, `mount` and `nsenter` (mandatory) and `touch` (a warning):
+/// - `ip`, `iptables`, `ethtool` and `tc` were dropped in 1.33 (kubernetes/kubernetes#129131,
+///   kubeadm#3132: kubelet no longer runs them; kube-proxy reports its own iptables needs);
+/// - `socat` and `ebtables` in 1.31 (#127151, back-ported to 1.28-1.30);
+/// - `conntrack` is asked for only below 1.32 (#126952: kube-proxy no longer runs it).
+///
+/// kube-proxy and flannel run from their images, which carry their own iptables and
+/// conntrack. `iptables` stays required for piforge's own reason (below), and is what
+/// `payload::NEEDED_PACKAGES` installs.
+const TOOLS: [(&str, &str, bool, &str); 5] = [
+    ("mount", "mount", true, "kubeadm preflight, mandatory"),
+    (
+        "nsenter",
+        "util-linux",
+        true,
+        "kubeadm preflight, mandatory",
+    ),
+    (
+        "crictl",
+        "cri-tools",
+        true,
+        "kubeadm preflight, mandatory with a CRI runtime (the payload installs it)",
+    ),
+    (
+        "iptables",
+        "iptables",
+        true,
+        "the CNI portmap plugin, chained by flannel's CNI configuration, runs the host's \
+         iptables for hostPort pods (kubeadm no longer checks it)",
+    ),
+    ("touch", "coreutils", false, "kubeadm preflight, a warning"),
 ];
 
 /// Whether first boot installs piforge's package list from the card's `.debs` (offline, with
@@ -128,7 +150,7 @@ pub(super) fn tools(fs: &dyn RootFiles, packages: &[String]) -> Result<Vec<Check
         let mut absent = Vec::new();
         let mut later = Vec::new();
         let mut present = Vec::new();
-        for (tool, pkg, _) in TOOLS.iter().filter(|t| t.2 == required) {
+        for (tool, pkg, _, _) in TOOLS.iter().filter(|t| t.2 == required) {
             if which(fs, tool)?.is_some() {
                 present.push(tool.to_string());
             } else if packages.iter().any(|p| p == pkg || p == tool) {

@@ -25,8 +25,9 @@ fn first_boot_file(path: &str) -> &'static [u8] {
 /// (first boot checks for the tool) and why it is there.
 ///
 /// Trimmed to what current Kubernetes (the catalog's 1.34 to 1.36) needs:
-/// - kubeadm's preflight checks only `mount`, `nsenter`, `cp` (util-linux, mount and
-///   coreutils: Essential in every Debian base) and crictl (the payload's) on PATH:
+/// - kubeadm's preflight checks only `mount`, `nsenter` (mandatory), `touch` (a warning;
+///   util-linux, mount and coreutils: Essential in every Debian base) and crictl (the
+///   payload's) on PATH:
 ///   `ip`, `iptables`, `ethtool` and `tc` were dropped in 1.33 (kubernetes/kubernetes#129131,
 ///   for kubeadm issue #3132), `socat` and `ebtables` in 1.31 (#127151, cherry-picked back to
 ///   1.28), `conntrack` in 1.32 (`addExecChecks` in cmd/kubeadm/app/preflight/checks_linux.go

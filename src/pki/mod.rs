@@ -44,6 +44,11 @@ const ADMIN_KEY: &str = "admin.key";
 const ADMIN_CRT: &str = "admin.crt";
 const TOKEN: &str = "token";
 const TOKEN_CREATED: &str = "token-created";
+/// The file [`Secrets::renew_token`] writes: the command that creates a renewed token in the
+/// running cluster (0600: it holds the token).
+pub const TOKEN_CREATE_FILE: &str = "token-create.sh";
+/// How the token-age warning begins (so a renewal can withdraw it).
+const TOKEN_AGE_WARNING: &str = "the bootstrap token in ";
 /// The file [`write_admin_kubeconfig`] writes in the secrets directory.
 pub const ADMIN_KUBECONFIG: &str = "admin.kubeconfig";
 
@@ -239,7 +244,7 @@ impl Secrets {
         }
         let token = self.dir.join(TOKEN);
         Some(format!(
-            "the bootstrap token in {} was made {} ago and its ttl is {}: a cluster formed with \
+            "{TOKEN_AGE_WARNING}{} was made {} ago and its ttl is {}: a cluster formed with \
              it no longer accepts it, so nodes built now will not join until you run \
              `kubeadm token create \"$(cat {})\"` on a control plane",
             token.display(),
@@ -247,6 +252,48 @@ impl Secrets {
             human_duration(ttl),
             token.display(),
         ))
+    }
+}
+
+impl Secrets {
+    /// Whether the token is older than `ttl_secs` at `now` (`None` or 0: it never expires),
+    /// so that a cluster formed with it no longer accepts it.
+    pub fn token_expired(&self, now: i64, ttl_secs: Option<u64>) -> bool {
+        match ttl_secs.and_then(|t| i64::try_from(t).ok()) {
+            Some(ttl) if ttl > 0 => now - self.token_created > ttl,
+            _ => false,
+        }
+    }
+
+    /// Replaces the bootstrap token with a new one dated `now`, for cards built to join a
+    /// running cluster after the recorded token expired. The cluster does not know the new
+    /// token until someone creates it there, so the command that does
+    /// (`kubeadm token create TOKEN --ttl TTL`) is written, mode 0600, to
+    /// [`TOKEN_CREATE_FILE`] in the secrets directory, whose path is returned: the token
+    /// itself is never printed. `ttl` is kubeadm's form of the spec's ttl (`24h0m0s`).
+    /// The token-age warning goes with the old token.
+    pub fn renew_token(&mut self, now: i64, ttl: &str) -> Result<PathBuf, PkiError> {
+        let _lock = files::lock(&self.dir)?;
+        let token = token::generate()?;
+        // The token first: a kill between the two writes leaves the new token with the old
+        // date, which only makes the next build renew it again.
+        files::write_private(&self.dir.join(TOKEN), format!("{token}\n").as_bytes())?;
+        files::write_private(&self.dir.join(TOKEN_CREATED), format!("{now}\n").as_bytes())?;
+        let path = self.dir.join(TOKEN_CREATE_FILE);
+        let script = format!(
+            "#!/bin/sh\n\
+             # Written by piforge: the bootstrap token recorded in this directory had expired, so\n\
+             # piforge made a new one for the cards it built then. A running cluster accepts it\n\
+             # once it exists there: run this once, before those cards boot, on a control plane\n\
+             # (as root), or anywhere with kubeadm and `--kubeconfig admin.kubeconfig` added.\n\
+             # kubeadm refuses a token that exists already, which is harmless.\n\
+             kubeadm token create {token} --ttl {ttl}\n"
+        );
+        files::write_private(&path, script.as_bytes())?;
+        self.token = token;
+        self.token_created = now;
+        self.warnings.retain(|w| !w.starts_with(TOKEN_AGE_WARNING));
+        Ok(path)
     }
 }
 

@@ -606,3 +606,44 @@ fn debug_output_hides_secrets() {
     assert!(!dbg.contains(&s.token));
     assert!(!dbg.contains("PRIVATE KEY"), "{dbg}");
 }
+
+#[test]
+fn an_expired_token_is_renewed_with_the_command_that_creates_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_tmp, dir) = secrets_dir();
+    let now = 1_800_000_000;
+    let s = ensure_secrets_at(&dir, &opts(), now).unwrap();
+    assert!(!s.token_expired(now + 86_400, Some(86_400)));
+    assert!(s.token_expired(now + 86_401, Some(86_400)));
+    assert!(!s.token_expired(now + 1_000 * 86_400, None));
+    assert!(!s.token_expired(now + 1_000 * 86_400, Some(0)));
+    let later = now + 3 * 86_400;
+    let mut s2 = ensure_secrets_at(&dir, &opts(), later).unwrap();
+    assert_eq!(s2.warnings.len(), 1);
+    let old = s2.token.clone();
+    let file = s2.renew_token(later, "24h0m0s").unwrap();
+    assert!(s2.warnings.is_empty(), "{:?}", s2.warnings);
+    assert_ne!(s2.token, old);
+    assert!(is_valid_token(&s2.token));
+    assert_eq!(s2.token_created, later);
+    assert_eq!(file, dir.join(TOKEN_CREATE_FILE));
+    let script = fs::read_to_string(&file).unwrap();
+    assert!(
+        script.ends_with(&format!(
+            "\nkubeadm token create {} --ttl 24h0m0s\n",
+            s2.token
+        )),
+        "{script}"
+    );
+    assert!(!script.contains(&old));
+    assert_eq!(
+        fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The directory now holds the new token and its date: the next build reads them back,
+    // fresh, and warns of nothing.
+    let again = ensure_secrets_at(&dir, &opts(), later + 60).unwrap();
+    assert_eq!(again.token, s2.token);
+    assert_eq!(again.token_created, later);
+    assert!(again.warnings.is_empty());
+}

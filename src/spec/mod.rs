@@ -96,6 +96,10 @@ pub struct Kubernetes {
     /// As kubeadm reads it (`24h`, `1h30m`, `0` = never expires).
     pub token_ttl: GoDuration,
     pub cni: Cni,
+    /// `kubernetes.versions`: `(component, version)` pairs, in the order written, replacing
+    /// the catalog's versions of those components (`containerd`, `runc`, `cni_plugins`,
+    /// `crictl`, `flannel`) for this cluster.
+    pub versions: Vec<(String, String)>,
 }
 
 impl Kubernetes {

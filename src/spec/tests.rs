@@ -150,6 +150,7 @@ fn full_example_parses_with_every_field() {
             service_subnet: "10.43.0.0/16".parse().unwrap(),
             token_ttl: GoDuration::parse("1h30m").unwrap(),
             cni: Cni::None,
+            versions: Vec::new(),
         }
     );
     assert_eq!(spec.kubernetes.token_ttl_duration().as_secs(), 5400);
@@ -342,7 +343,7 @@ fn empty_file_and_wrong_top_level() {
 fn unknown_keys() {
     assert_error(
         &minimal(&format!("network: {NET}\nkubernetes:\n  tokn_ttl: 1h\n")),
-        "cluster.yaml:4:3: unknown key `tokn_ttl` in kubernetes; allowed keys: version, control_plane_endpoint, vip, pod_subnet, service_subnet, token_ttl, cni",
+        "cluster.yaml:4:3: unknown key `tokn_ttl` in kubernetes; allowed keys: version, control_plane_endpoint, vip, pod_subnet, service_subnet, token_ttl, cni, versions",
     );
     assert_error(
         &minimal(&format!("network: {NET}\nnodess: []\n")),
@@ -592,6 +593,59 @@ fn version_must_be_supported() {
         none.to_string(),
         "cluster.yaml:1:1: kubernetes.version: no supported Kubernetes version to default to"
     );
+}
+
+#[test]
+fn component_versions_replace_the_catalogs() {
+    let spec = ok(&minimal(&format!(
+        "network: {NET}\nkubernetes:\n  versions:\n    containerd: 2.1.5\n    runc: v1.3.4\n    cni_plugins: \"1.9.0\"\n    flannel: 0.27.4\n"
+    )));
+    assert_eq!(
+        spec.kubernetes.versions,
+        [
+            ("containerd".to_string(), "2.1.5".to_string()),
+            ("runc".to_string(), "1.3.4".to_string()),
+            ("cni_plugins".to_string(), "1.9.0".to_string()),
+            ("flannel".to_string(), "0.27.4".to_string()),
+        ]
+    );
+    assert_eq!(
+        ok(&minimal(&format!("network: {NET}\n")))
+            .kubernetes
+            .versions,
+        []
+    );
+    assert_errors(
+        &minimal(&format!(
+            "network: {NET}\nkubernetes:\n  versions:\n    containerd: 2.1\n    etcd: 3.6.10\n    runc: [1.3.4]\n    crictl: 1.34.0/../x\n    flannel: 0.27.4\n    flannel: 0.27.5\n"
+        )),
+        &[
+            "cluster.yaml:5:17: kubernetes.versions.containerd: `2.1` is not a release version like 2.1.5 (MAJOR.MINOR.PATCH)",
+            "cluster.yaml:6:5: unknown key `etcd` in kubernetes.versions; allowed keys: containerd, runc, cni_plugins, crictl, flannel",
+            "cluster.yaml:7:11: kubernetes.versions.runc: expected a single value, found a list",
+            "cluster.yaml:8:13: kubernetes.versions.crictl: `1.34.0/../x` is not a release version like 2.1.5 (MAJOR.MINOR.PATCH)",
+            "cluster.yaml:10:5: kubernetes.versions.flannel: duplicate key (first at line 9)",
+        ],
+    );
+    assert_error(
+        &minimal(&format!("network: {NET}\nkubernetes:\n  versions: 2.1.5\n")),
+        "cluster.yaml:4:13: kubernetes.versions: expected a mapping (`key: value` lines), found the value `2.1.5`",
+    );
+    for good in ["1.7.1-flannel1", "2.2.0-rc.1", "10.20.30"] {
+        assert!(super::check::is_component_version(good), "{good}");
+    }
+    for bad in [
+        "1.2",
+        "1.2.3.4",
+        "1..3",
+        "1.2.3-",
+        "1.2.3-a/b",
+        "01234567890.1.1",
+        "v1.2.3",
+        "",
+    ] {
+        assert!(!super::check::is_component_version(bad), "{bad}");
+    }
 }
 
 #[test]

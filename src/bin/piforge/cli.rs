@@ -144,6 +144,12 @@ pub struct CustomizeArgs {
 /// Where release artifacts come from and how they are pinned.
 #[derive(Debug, Args, Clone)]
 pub struct ArtifactArgs {
+    /// A catalog file (the format of piforge's artifacts.toml) laid over the built-in one:
+    /// its [[artifact]] tables change built-in artifacts, its [[release]] tables replace or
+    /// add Kubernetes releases (see README, "Your own versions").
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+
     /// Use the artifacts in DIR (upstream file names) instead of downloading.
     #[arg(long, value_name = "DIR")]
     pub artifacts: Option<PathBuf>,
@@ -225,6 +231,12 @@ pub struct BuildArgs {
     /// Where the node images, SHA256SUMS go.
     #[arg(long, value_name = "DIR", default_value = "dist")]
     pub out: PathBuf,
+
+    /// A catalog file (the format of piforge's artifacts.toml) laid over the built-in one:
+    /// its [[artifact]] tables change built-in artifacts, its [[release]] tables replace or
+    /// add Kubernetes releases (see README, "Your own versions").
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
 
     /// Build only this node (repeatable): to reimage a node that failed.
     #[arg(long = "node", value_name = "NAME")]

@@ -105,7 +105,7 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
     let img = open_input(&a.input, false)?;
     let mut plan = plan;
     if let Some(version) = &a.kubernetes {
-        let release = artifacts::Catalog::builtin()?.release(version)?;
+        let release = artifacts::Catalog::load(a.artifacts.catalog.as_deref())?.release(version)?;
         let src = artifact_source(&a.artifacts, false, None)?;
         let arts = release_artifacts(&release, &src)?;
         if a.pi5_4k_pages {
@@ -113,9 +113,34 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
             payload::pi5_4k_pages_supported(&facts.boot.files)
                 .map_err(|why| anyhow::anyhow!("--pi5-4k-pages: {why}"))?;
         }
+        // The OS packages the base lacks, as `build` puts them in the card: the `.deb`s the
+        // lock pins (from the cache, `--artifacts DIR`, or downloaded by their pinned URL);
+        // without pins, first boot installs them with apt, as a warning says.
+        let base = payload::read_base_facts(&img.path)?;
+        let base_apt = piforge::apt::read_base_image(&img.path)?;
+        let pk = piforge::apt::build_packages(
+            &base_apt,
+            &base.missing_packages,
+            &src.lock,
+            &src.cache_dir,
+            src.dir.as_deref(),
+            src.mirror.clone(),
+            true,
+        )?;
+        if !pk.unpinned.is_empty() {
+            eprintln!(
+                "piforge: warning: {} not pinned in {}: first boot installs {} with apt and needs \
+                 the network; `piforge fetch SPEC` (a cluster.yaml naming this image) with \
+                 --lock {} pins the .debs, which then go into the card",
+                pk.unpinned.join(", "),
+                src.lock.display(),
+                if pk.unpinned.len() == 1 { "it" } else { "them" },
+                src.lock.display()
+            );
+        }
         let opts = payload::PayloadOptions {
             pi5_4k_pages: a.pi5_4k_pages,
-            ..Default::default()
+            debs: pk.debs,
         };
         payload::node_payload(&mut plan, &img.path, &release, &arts, &opts)?;
     }
@@ -231,11 +256,12 @@ fn release_artifacts(
 
 fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
     let mut a = a;
-    let catalog = artifacts::Catalog::builtin()?;
+    let mut catalog = artifacts::Catalog::load(a.artifacts.catalog.as_deref())?;
     let mut spec_loaded = None;
     let from_spec = match &a.spec() {
         Some(p) => {
-            let (s, _) = build::load_spec(p)?;
+            let (s, c) = build::load_spec(p, a.artifacts.catalog.as_deref())?;
+            catalog = c;
             spec_loaded = Some(s.clone());
             // The lock lives beside the spec unless --lock says otherwise.
             if a.artifacts.lock == std::path::Path::new("piforge.lock") {
@@ -258,7 +284,11 @@ fn cmd_fetch(a: FetchArgs) -> Result<ExitCode> {
             .map(|v| v.to_string())
             .context("the artifact catalog lists no Kubernetes version")?,
     };
-    let release = catalog.release(&version)?;
+    // The spec's kubernetes.versions replace the catalog's component versions.
+    let overrides = spec
+        .as_ref()
+        .map_or(Vec::new(), |s| s.kubernetes.versions.clone());
+    let release = catalog.release_with(&version, &overrides)?;
     let src = artifact_source(&a.artifacts, a.update, a.cache_dir.clone())?;
     let arts = release_artifacts(&release, &src)?;
     for art in &arts {
@@ -382,6 +412,7 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
     };
     let opts = build::BuildOptions {
         spec_path,
+        catalog: a.catalog,
         out_dir: a.out,
         nodes: a.nodes,
         token: match &a.token_file {
@@ -434,6 +465,16 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
     let report = build::build(&opts, bars)?;
     for w in &report.warnings {
         eprintln!("piforge: warning: {w}");
+    }
+    if let Some(file) = &report.token_renewed {
+        // On stderr, so that --json output stays JSON; the token itself is never shown.
+        eprintln!(
+            "piforge: the cluster's bootstrap token had expired, so a new one was made for these \
+             cards (recorded in {}). The cluster does not know it yet: before the cards boot, \
+             run the command in {} (kubeadm token create ...) on a control plane.",
+            file.with_file_name("token").display(),
+            file.display()
+        );
     }
     if a.json {
         if let Some(m) = &report.manifest {

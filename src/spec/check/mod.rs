@@ -53,6 +53,7 @@ const KUBERNETES_KEYS: &[&str] = &[
     "service_subnet",
     "token_ttl",
     "cni",
+    "versions",
 ];
 const NETWORK_KEYS: &[&str] = &["interface", "gateway", "dns", "wifi"];
 const NODE_KEYS: &[&str] = &["name", "role", "address", "profile", "wifi"];
@@ -233,6 +234,7 @@ fn convert(ctx: &mut Ctx<'_>, root: &Item, supported_versions: &[&str]) -> Optio
             service_subnet: kubernetes.service_subnet.value,
             token_ttl: kubernetes.token_ttl,
             cni: kubernetes.cni,
+            versions: kubernetes.versions,
         },
         network: network?.network,
         user: user?,
@@ -351,6 +353,7 @@ struct KubeParts {
     service_subnet: Placed<Cidr>,
     token_ttl: GoDuration,
     cni: Cni,
+    versions: Vec<(String, String)>,
 }
 
 fn kubernetes(ctx: &mut Ctx<'_>, item: Option<&Item>, supported: &[&str]) -> Option<KubeParts> {
@@ -478,7 +481,13 @@ fn kubernetes(ctx: &mut Ctx<'_>, item: Option<&Item>, supported: &[&str]) -> Opt
         }),
     };
 
+    let versions = match f.get("versions") {
+        None => Some(Vec::new()),
+        Some(v) => component_versions(ctx, v),
+    };
+
     Some(KubeParts {
+        versions: versions?,
         version: version?,
         control_plane_endpoint: endpoint?,
         endpoint_pos: f.get("control_plane_endpoint").map(|v| v.pos),
@@ -488,6 +497,53 @@ fn kubernetes(ctx: &mut Ctx<'_>, item: Option<&Item>, supported: &[&str]) -> Opt
         token_ttl: token_ttl?,
         cni: cni?,
     })
+}
+
+/// `kubernetes.versions`: component versions replacing the catalog's for this cluster
+/// (`containerd: 2.1.5`), each a version `X.Y.Z` (a leading `v` is dropped), each component
+/// one whose version is a URL placeholder of the catalog (see
+/// [`crate::artifacts::OVERRIDABLE`]).
+fn component_versions(ctx: &mut Ctx<'_>, item: &Item) -> Option<Vec<(String, String)>> {
+    let f = ctx.fields(item, "kubernetes.versions", &crate::artifacts::OVERRIDABLE)?;
+    let mut ok = true;
+    let mut out = Vec::new();
+    for (name, _, value) in &f.entries {
+        let path = format!("kubernetes.versions.{name}");
+        let Some(s) = ctx.text(value, &path) else {
+            ok = false;
+            continue;
+        };
+        let bare = s.strip_prefix('v').unwrap_or(s);
+        if is_component_version(bare) {
+            out.push((name.to_string(), bare.to_string()));
+        } else {
+            ctx.err(
+                value.pos,
+                format!("{path}: `{s}` is not a release version like 2.1.5 (MAJOR.MINOR.PATCH)"),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `MAJOR.MINOR.PATCH`, optionally followed by `-` or `+` and letters, digits, `.` or `-`
+/// (`1.7.1-flannel1`, `2.2.0-rc.1`).
+pub(super) fn is_component_version(s: &str) -> bool {
+    let (core, rest) = match s.find(['-', '+']) {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, ""),
+    };
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()))
+        && (s.len() == core.len()
+            || (!rest.is_empty()
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')))
 }
 
 fn subnet(ctx: &mut Ctx<'_>, f: &Fields<'_>, key: &str, default: &str) -> Option<Placed<Cidr>> {
