@@ -192,10 +192,10 @@ pub(super) fn tools(fs: &dyn RootFiles, packages: &[String]) -> Result<Vec<Check
             None => online_note(),
         };
         let it = if !required {
-            // kubeadm's preflight no longer looks for any of these on the catalog's versions
-            // (1.34 and later): socat and ebtables went in 1.31 (kubernetes/kubernetes#127151),
-            // conntrack in 1.32, ethtool and tc in 1.33 (#129131). Nothing to act on: a PASS
-            // that lists what is absent.
+            // The only optional tool left is `touch`, about which kubeadm's preflight only
+            // warns; the ones it dropped (socat and ebtables in 1.31, kubernetes/kubernetes#127151;
+            // conntrack in 1.32; ethtool and tc in 1.33, #129131) are no longer in TOOLS.
+            // Nothing to act on in cluster.yaml: a PASS that lists what is absent.
             let mut reason = if present.is_empty() {
                 String::from("found: none")
             } else {
@@ -207,8 +207,8 @@ pub(super) fn tools(fs: &dyn RootFiles, packages: &[String]) -> Result<Vec<Check
             if !absent.is_empty() {
                 let _ = write!(
                     reason,
-                    "; not on PATH: {} (kubeadm's preflight no longer checks them: ebtables and \
-                     socat since 1.31, conntrack since 1.32, ethtool and tc since 1.33)",
+                    "; not on PATH: {} (kubeadm's preflight only warns about it; ebtables, \
+                     socat, conntrack, ethtool and tc it no longer checks since 1.31 to 1.33)",
                     join(&absent)
                 );
             }
