@@ -13,6 +13,10 @@ pub enum Task<'a> {
     Decompress,
     /// Downloading a file (an artifact or an image), by its upstream file name.
     Download(&'a str),
+    /// Writing an image's mapped ranges to a card (`piforge flash`).
+    Write,
+    /// Reading them back and comparing their checksums.
+    Verify,
 }
 
 impl Task<'_> {
@@ -22,6 +26,8 @@ impl Task<'_> {
             Task::Checksum => "checksum",
             Task::Decompress => "decompress",
             Task::Download(name) => name,
+            Task::Write => "write",
+            Task::Verify => "verify",
         }
     }
 }
