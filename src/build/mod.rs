@@ -34,6 +34,7 @@ use crate::source;
 use crate::spec::{self, Role, Spec};
 
 pub use layers::{disk_id, BuildPlan, NodeLayer, RoleLayer};
+pub use outputs::before_reimage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {

@@ -73,13 +73,7 @@ pub(super) fn apply(
         if opts.token.is_some() {
             report
                 .before_flashing
-                .push(format!("kubectl delete node {}", node.name));
-            if node.spec_role == Role::ControlPlane {
-                report.before_flashing.push(format!(
-                    "kubectl -n kube-system exec etcd-<another control plane> -- etcdctl --endpoints https://127.0.0.1:2379 --cacert /etc/kubernetes/pki/etcd/ca.crt --cert /etc/kubernetes/pki/etcd/server.crt --key /etc/kubernetes/pki/etcd/server.key member remove <member id of {}>",
-                    node.name
-                ));
-            }
+                .extend(before_reimage(&node.name, node.spec_role));
         }
     }
     drop(encoders);
@@ -87,6 +81,19 @@ pub(super) fn apply(
     formats::write_os_list(opts, &report.nodes)?;
     report.sha256sums = write_sha256sums(opts, &report.nodes)?;
     Ok(())
+}
+
+/// What to run in the cluster before a rebuilt node's card boots: the old Node object goes
+/// (kubeadm refuses to join a name that is still Ready), and for a control plane its etcd
+/// member (a new member of the same name is refused while the old one is listed).
+pub fn before_reimage(node: &str, role: Role) -> Vec<String> {
+    let mut v = vec![format!("kubectl delete node {node}")];
+    if role == Role::ControlPlane {
+        v.push(format!(
+            "kubectl -n kube-system exec etcd-<another control plane> -- etcdctl --endpoints https://127.0.0.1:2379 --cacert /etc/kubernetes/pki/etcd/ca.crt --cert /etc/kubernetes/pki/etcd/server.crt --key /etc/kubernetes/pki/etcd/server.key member remove <member id of {node}>"
+        ));
+    }
+    v
 }
 
 /// `SHA256SUMS` of every image in the output directory, sorted, as sha256sum writes it:

@@ -3,6 +3,7 @@
 //! the library takes option structs and reports progress through [`piforge::progress`].
 
 mod cli;
+mod flash_cmd;
 mod progress;
 
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ fn main() -> ExitCode {
         Command::Fetch(a) => cmd_fetch(a),
         Command::Init(a) => cmd_init(a),
         Command::Build(a) => cmd_build(a),
+        Command::Flash(a) => flash_cmd::cmd_flash(a),
+        Command::Reimage(a) => flash_cmd::cmd_reimage(a),
     };
     match result {
         Ok(code) => code,
