@@ -460,6 +460,38 @@ fn flash_spec_node_and_reimage_write_what_build_and_flash_write() {
         "flash --spec --node differs from build + flash"
     );
 
+    // --all with a target per node ({node}): no terminal needed; a summary table.
+    let cards = tmp.path().join("cards");
+    fs::create_dir(&cards).unwrap();
+    let pattern = cards.join("{node}.card");
+    let out = ok(&piforge(&[
+        "flash",
+        "--spec",
+        spec_s,
+        "--all",
+        pattern.to_str().unwrap(),
+        "--artifacts",
+        arts_s,
+        "--allow-unpinned",
+    ]));
+    assert!(
+        out.contains("Label this card: pi-cp-1") && out.contains("Label this card: pi-w-1"),
+        "{out}"
+    );
+    let table: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("node "))
+        .collect();
+    assert_eq!(table.len(), 3, "{out}");
+    assert!(
+        table[1].starts_with("pi-cp-1") && table[1].ends_with("written, verified"),
+        "{out}"
+    );
+    assert!(fs::read(cards.join("pi-w-1.card")).unwrap() == fs::read(&a).unwrap());
+    // Without a terminal and without {node}, --all refuses (it would ask for each card).
+    let r = piforge(&["flash", "--spec", spec_s, "--all", b.to_str().unwrap()]);
+    assert_one_line_error(&r, "terminal");
+
     // reimage = build --node (with the fresh token) + flash.
     let dist2 = tmp.path().join("dist2");
     ok(&build_with(

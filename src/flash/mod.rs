@@ -364,6 +364,17 @@ pub fn plan(opts: &FlashOptions) -> Result<Plan, FlashError> {
                     }
                 }
             }
+            let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+            for s in device::parse_swaps(&swaps) {
+                if let Ok(m) = std::fs::metadata(&s) {
+                    if (m.dev(), m.ino()) == (t.dev(), t.ino()) {
+                        return Err(FlashError::Refused {
+                            target: shown,
+                            why: "it is the running system's swap file".into(),
+                        });
+                    }
+                }
+            }
         }
         Some(Kind::Block) => {
             let f = File::open(&target).map_err(|err| FlashError::OpenTarget {

@@ -205,7 +205,10 @@ mod tests {
         }
     }
 
-    fn collect(input: Input, m: Map) -> Result<(Vec<(u64, Vec<u8>)>, Vec<[u8; 32]>), FlashError> {
+    /// The segments read (`(offset, bytes)`) and the ranges' digests.
+    type Collected = (Vec<(u64, Vec<u8>)>, Vec<[u8; 32]>);
+
+    fn collect(input: Input, m: Map) -> Result<Collected, FlashError> {
         let (rx, h) = spawn(input, m);
         let mut segs = Vec::new();
         let mut done = None;

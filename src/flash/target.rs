@@ -198,7 +198,7 @@ impl Target {
     /// Whether `(at, len)` can go through O_DIRECT (aligned to the logical block size; the
     /// buffer is page-aligned by the caller).
     fn aligned(&self, at: u64, len: usize) -> bool {
-        at % self.logical_block == 0 && (len as u64) % self.logical_block == 0
+        at.is_multiple_of(self.logical_block) && (len as u64).is_multiple_of(self.logical_block)
     }
 
     fn set_direct(&mut self, on: bool) -> io::Result<()> {
