@@ -401,12 +401,23 @@ fn a_writer_killed_midway_leaves_no_partition_table() {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stderr.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut reader = BufReader::new(child.stderr.take().unwrap());
+        reader.read_line(&mut line).unwrap();
         assert!(line.contains("paused after"), "{line}");
-        child.kill().unwrap();
-        child.wait().unwrap();
+        // SIGKILL on the loop device; SIGTERM (the Ctrl-C handler's path) on the file.
+        let sigterm = target == file.to_str().unwrap();
+        if sigterm {
+            run("kill", &["-TERM", &child.id().to_string()]);
+        } else {
+            child.kill().unwrap();
+        }
+        let status = child.wait().unwrap();
+        if sigterm {
+            let mut rest = String::new();
+            std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+            assert_eq!(status.code(), Some(130), "{rest}");
+            assert!(rest.contains("it holds no partition table now"), "{rest}");
+        }
         let (code, out) = run_status("sfdisk", &["-d", &target]);
         assert!(
             code != 0 && !out.contains("type="),

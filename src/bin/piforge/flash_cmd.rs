@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -14,6 +16,22 @@ use piforge::size::human;
 use piforge::{build, source, spec, text};
 
 use crate::cli::{FlashArgs, ReimageArgs, SpecBuildArgs, WriteArgs};
+
+/// The private build directory of this run, removed by [`on_interrupt`] too.
+static WORK_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// Set while a card is being written.
+static WRITING: AtomicBool = AtomicBool::new(false);
+
+/// For the Ctrl-C / SIGTERM handler: removes the private build directory and says what an
+/// interrupted write left on the card; `None` when no card was being written.
+pub fn on_interrupt() -> Option<&'static str> {
+    if let Some(d) = WORK_DIR.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    WRITING.load(Ordering::SeqCst).then_some(
+        "piforge: interrupted while writing the card: it holds no partition table now (its first MiB is zeros); write it again",
+    )
+}
 
 pub fn cmd_flash(a: FlashArgs) -> Result<ExitCode> {
     let Some(spec_path) = a.spec.clone() else {
@@ -144,6 +162,7 @@ fn build_nodes(
         .prefix(".flash-build.")
         .tempdir_in(&cache_dir)
         .with_context(|| format!("creating a directory in {}", cache_dir.display()))?;
+    *WORK_DIR.lock().unwrap_or_else(|p| p.into_inner()) = Some(work.path().to_path_buf());
     let epoch = piforge::clock::build_epoch()?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -245,7 +264,10 @@ fn write_one(
         confirm(d, w)?;
     }
     let bars = crate::progress_bars();
-    let r = flash::apply(&plan, &opts, bars.as_deref())?;
+    WRITING.store(true, Ordering::SeqCst);
+    let r = flash::apply(&plan, &opts, bars.as_deref());
+    WRITING.store(false, Ordering::SeqCst);
+    let r = r?;
     let secs = r.write_time.as_secs_f64().max(0.001);
     let verify = match r.verify_time {
         Some(t) => format!("verified in {:.1} s", t.as_secs_f64()),

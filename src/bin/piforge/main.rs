@@ -52,8 +52,12 @@ fn main() -> ExitCode {
 /// thread), then exits 130.
 fn install_interrupt_cleanup() {
     let _ = ctrlc::set_handler(|| {
+        let card = flash_cmd::on_interrupt();
         output::cleanup_pending();
-        eprintln!("piforge: interrupted; no output was written");
+        eprintln!(
+            "{}",
+            card.unwrap_or("piforge: interrupted; no output was written")
+        );
         std::process::exit(130);
     });
 }
