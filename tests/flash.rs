@@ -579,3 +579,50 @@ fn flash_spec_node_and_reimage_write_what_build_and_flash_write() {
     // The reimaged worker is not the first build's worker: a new instance-id (the token).
     assert!(fs::read(&e).unwrap() != fs::read(&a).unwrap());
 }
+
+#[test]
+fn on_a_terminal_it_asks_and_writes_only_after_yes() {
+    // `script` (util-linux) gives piforge a terminal on standard input.
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image();
+    let len = fs::metadata(&img).unwrap().len() as usize;
+    let lo = Loop::new(tmp.path(), "disk", len);
+    let ask = |answer: &str| {
+        let cmd = format!(
+            "{} flash {} {} --force",
+            env!("CARGO_BIN_EXE_piforge"),
+            img.display(),
+            lo.path()
+        );
+        let mut child = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("PIFORGE_CACHE", &built().cache)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script (util-linux)");
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), answer.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let before = sha256(&lo.backing);
+    let (code, out) = ask("no\n");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("Type yes") && out.contains("was not confirmed; nothing was written"),
+        "{out}"
+    );
+    assert!(
+        out.contains("loop, no partition table piforge reads"),
+        "{out}"
+    );
+    assert_eq!(sha256(&lo.backing), before);
+    let (code, out) = ask("yes\n");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("verified in"), "{out}");
+    assert!(run("sfdisk", &["-d", lo.path()]).contains("type=83"));
+}
