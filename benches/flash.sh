@@ -77,7 +77,9 @@ add() { times[$1]="${times[$1]:-} $2"; }
 for rep in $(seq "$reps"); do
     for kind in file loop; do
         if [[ $kind == file ]]; then t=$file_target; else t=$loop; fi
-        fresh() { [[ $kind == file ]] && rm -f "$file_target"; true; }
+        # The file target is made anew for each tool; sync so that freeing the last one's
+        # blocks is not charged to the next.
+        fresh() { [[ $kind == file ]] && rm -f "$file_target"; sync; }
         fresh; d=$(secs dd if="$img" of="$t" bs=4M conv=fsync status=none)
         fresh; b=$(secs bmaptool -q copy "$img" "$t")
         fresh; p=$(secs "$piforge" flash "$img" "$t" --yes --force)

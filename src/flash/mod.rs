@@ -537,7 +537,6 @@ pub fn apply(
     let (rx, handle) = reader::spawn(input, map.clone());
     let mut held: Vec<(u64, AlignedBuf, usize)> = Vec::new();
     let mut written = 0u64;
-    let mut prev: Option<(u64, u64)> = None;
     let mut digests = None;
     let mut failure = None;
     for msg in rx.iter() {
@@ -568,8 +567,7 @@ pub fn apply(
                     failure = Some(werr(at)(e));
                     break;
                 }
-                t.write_behind(at, data.len() as u64, prev);
-                prev = Some((at, data.len() as u64));
+                t.write_behind(at, data.len() as u64);
             }
             written += s.len as u64;
             if let Some(p) = progress {

@@ -31,7 +31,13 @@ pub struct Target {
     pub logical_block: u64,
     /// Whether the descriptor has O_DIRECT set now.
     direct: bool,
+    /// Regular files: ranges under writeback, oldest first, and their bytes.
+    in_flight: std::collections::VecDeque<(u64, u64)>,
+    in_flight_bytes: u64,
 }
+
+/// Bytes of a regular-file target allowed under writeback at once.
+const WRITE_BEHIND: u64 = 64 << 20;
 
 /// What the path names, before anything is opened for writing.
 pub fn kind_of(path: &Path) -> io::Result<Option<Kind>> {
@@ -87,6 +93,8 @@ impl Target {
                     file,
                     logical_block,
                     direct,
+                    in_flight: Default::default(),
+                    in_flight_bytes: 0,
                 })
             }
             _ => {
@@ -103,6 +111,8 @@ impl Target {
                     file,
                     logical_block: 512,
                     direct: false,
+                    in_flight: Default::default(),
+                    in_flight_bytes: 0,
                 })
             }
         }
@@ -246,25 +256,35 @@ impl Target {
         }
     }
 
-    /// Write-behind on a regular file: starts writeback of `[at, at + len)` now and waits for
-    /// the range written before it (`prev`), so dirty pages never pile up and the writer is
-    /// not throttled in large steps by the kernel's dirty-page balancing (the pattern of
-    /// sync_file_range(2)'s notes). A no-op on block devices (written with O_DIRECT).
-    pub fn write_behind(&self, at: u64, len: u64, prev: Option<(u64, u64)>) {
+    /// Write-behind on a regular file: starts writeback of `[at, at + len)` now, and once
+    /// more than [`WRITE_BEHIND`] bytes are under writeback waits for the oldest ranges, so
+    /// dirty pages stay bounded and the writer is never throttled in large steps by the
+    /// kernel's dirty-page balancing, while enough I/O stays in flight to keep the disk busy
+    /// (the pattern of sync_file_range(2)'s notes). A no-op on block devices (O_DIRECT).
+    pub fn write_behind(&mut self, at: u64, len: u64) {
         if self.kind != Kind::File {
             return;
         }
         let fd = self.file.as_raw_fd();
-        // SAFETY: sync_file_range with integer arguments on a valid descriptor; failures
-        // only mean the final fsync does the work.
+        // SAFETY: sync_file_range with integer arguments on a valid descriptor; a failure
+        // only leaves the work to the final fsync.
         unsafe {
             libc::sync_file_range(
                 fd,
                 at as libc::off64_t,
                 len as libc::off64_t,
                 libc::SYNC_FILE_RANGE_WRITE,
-            );
-            if let Some((p, n)) = prev {
+            )
+        };
+        self.in_flight.push_back((at, len));
+        self.in_flight_bytes += len;
+        while self.in_flight_bytes > WRITE_BEHIND {
+            let Some((p, n)) = self.in_flight.pop_front() else {
+                break;
+            };
+            self.in_flight_bytes -= n;
+            // SAFETY: as above.
+            unsafe {
                 libc::sync_file_range(
                     fd,
                     p as libc::off64_t,
@@ -272,8 +292,8 @@ impl Target {
                     libc::SYNC_FILE_RANGE_WAIT_BEFORE
                         | libc::SYNC_FILE_RANGE_WRITE
                         | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                );
-            }
+                )
+            };
         }
     }
 
