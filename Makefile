@@ -5,7 +5,7 @@ FIXTURES ?= $(CURDIR)/target/fixtures
 DEMO ?= $(CURDIR)/target/demo
 PIFORGE := $(CURDIR)/target/release/piforge
 
-.PHONY: all build install deps fixtures test test-asan lint demo e2e bench bench-decompress bench-customize bench-build bench-formats clean
+.PHONY: all build install deps fixtures test test-asan lint demo e2e bench bench-decompress bench-customize bench-build bench-formats bench-flash clean
 
 all: build
 
@@ -67,7 +67,7 @@ demo: fixtures build
 	@echo "  piforge init mycluster && cd mycluster        # edit cluster.yaml: image, ssh key, addresses"
 	@echo "  piforge fetch cluster.yaml --allow-unpinned   # downloads and pins the release files, images and .debs"
 	@echo "  piforge build cluster.yaml                    # one image per node in dist/"
-	@echo "then write each image to its card (dd if=dist/NODE.img of=/dev/sdX bs=4M conv=fsync) and boot."
+	@echo "then write each image to its card (piforge flash dist/NODE.img /dev/sdX) and boot."
 
 # Boots the node images piforge builds under QEMU and checks each node comes up configured
 # (root; builds a cached bootable stand-in image on first use). See tests/e2e/run.sh.
@@ -75,13 +75,17 @@ e2e:
 	bash tests/e2e/run.sh
 
 # Benchmarks (results and the machine go into BENCHMARKS.md).
-bench: bench-decompress bench-customize bench-build bench-formats
+bench: bench-decompress bench-customize bench-build bench-formats bench-flash
 
 bench-build:
 	bash benches/build.sh
 
 bench-formats:
 	bash benches/formats.sh
+
+# As root (a loop device is one of the targets).
+bench-flash:
+	bash benches/flash.sh
 
 bench-customize:
 	bash benches/customize.sh

@@ -13,6 +13,7 @@ pub mod compress;
 pub mod customize;
 pub mod digest;
 pub mod disk;
+pub mod flash;
 pub mod fs;
 pub mod inspect;
 pub mod oci;

@@ -20,6 +20,10 @@ pub enum Task<'a> {
     Copy(&'a str),
     /// Compressing one output image, by its file name.
     Compress(&'a str),
+    /// Writing an image's mapped ranges to a card (`piforge flash`).
+    Write,
+    /// Reading them back and comparing their checksums.
+    Verify,
 }
 
 impl Task<'_> {
@@ -33,6 +37,8 @@ impl Task<'_> {
             Task::Payload(role) => format!("payload {role}"),
             Task::Copy(node) => format!("copy {node}"),
             Task::Compress(file) => format!("compress {file}"),
+            Task::Write => "write".into(),
+            Task::Verify => "verify".into(),
         }
     }
 }

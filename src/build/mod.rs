@@ -46,7 +46,7 @@ use crate::spec::{self, Role, Spec};
 pub use images::{cluster_images, role_needs};
 pub use layers::{disk_id, BuildPlan, NodeLayer, RoleLayer};
 pub use manifest::Manifest;
-pub use outputs::{NodeImage, NodeOutput, NodeOutputs, StagedFile};
+pub use outputs::{before_reimage, NodeImage, NodeOutput, NodeOutputs, StagedFile};
 pub use staging::cleanup_staging;
 
 #[derive(Debug, thiserror::Error)]

@@ -537,6 +537,13 @@ pub(super) fn apply(
     Ok(())
 }
 
+/// What to run in the cluster before a rebuilt node's card boots, when the node cannot clean up
+/// after itself (the fallback `build --node` and `piforge reimage` print): the old Node object,
+/// and for a control plane its etcd member.
+pub fn before_reimage(node: &str, role: Role) -> Vec<String> {
+    crate::render::first_boot::manual_rejoin_commands(node, role == Role::ControlPlane)
+}
+
 /// Writes a small output file into the staging directory (0644: these hold no secret),
 /// synced, and returns its entry.
 fn stage_text(dir: &Path, name: &str, text: &str) -> Result<FileEntry, BuildError> {

@@ -45,6 +45,12 @@ pub enum Command {
          .img, .img.xz, .img.zst, .img.gz or .zip (detected by content)"
     )))]
     Check(CheckArgs),
+    /// Write an image (or a node of a spec) to a card: only the mapped blocks, the partition
+    /// table last, then read back and verified.
+    Flash(FlashArgs),
+    /// Rebuild one node of a running cluster (same name, address, host key; it joins) and
+    /// write it to a card: the whole "a node died" procedure.
+    Reimage(ReimageArgs),
 }
 
 /// How to open an input image (shared by every command that reads one).
@@ -345,4 +351,125 @@ impl BuildArgs {
             .or_else(|| self.spec_flag.clone())
             .unwrap_or_else(|| PathBuf::from("cluster.yaml"))
     }
+}
+
+/// Options shared by `flash` and `reimage`: the safety questions and the verify.
+#[derive(Debug, Args, Clone)]
+pub struct WriteArgs {
+    /// Do not ask before erasing the device (needed without a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Skip reading the card back.
+    #[arg(long)]
+    pub no_verify: bool,
+
+    /// Write to a disk that does not look removable (not on USB or MMC, sysfs removable 0).
+    /// Never overrides a mounted device, swap or a device that is too small.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Test hook: flip the byte at this offset after the write, before the verify.
+    #[arg(long, hide = true, value_name = "OFFSET")]
+    pub test_corrupt_before_verify: Option<u64>,
+
+    /// Test hook: stop (until killed) once this many bytes are written.
+    #[arg(long, hide = true, value_name = "BYTES")]
+    pub test_pause_after: Option<u64>,
+}
+
+/// How a node is built from a spec before it is written (`flash --spec`, `reimage`).
+#[derive(Debug, Args, Clone)]
+pub struct SpecBuildArgs {
+    /// Use the artifacts in DIR (upstream file names) instead of the cache or the spec's.
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+
+    /// Accept artifacts with no lock entry and no upstream checksum, recording their digests.
+    #[arg(long)]
+    pub allow_unpinned: bool,
+
+    /// Download missing artifacts through a mirror serving <URL>/<upstream host>/<path>.
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+
+    /// Where downloads, decompressed images and the node image being written are kept
+    /// (default: $PIFORGE_CACHE, else $XDG_CACHE_HOME/piforge, else ~/.cache/piforge).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// A catalog file (the format of piforge's artifacts.toml) laid over the built-in one, as
+    /// for `build --catalog` (see README, "Your own versions").
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FlashArgs {
+    /// `SOURCE DEVICE`: an image (.img, .img.xz, .img.zst; its .bmap beside it is used) and
+    /// a block device or regular file. With --spec: only DEVICE (with --all it may hold
+    /// `{node}`, or be left out with --wait).
+    #[arg(value_name = "SOURCE|DEVICE", num_args = 0..=2)]
+    pub args: Vec<PathBuf>,
+
+    /// The block map to use instead of the .bmap beside SOURCE.
+    #[arg(long, value_name = "FILE", conflicts_with = "spec")]
+    pub bmap: Option<PathBuf>,
+
+    /// Build from this cluster spec instead of reading SOURCE (with --node or --all).
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+
+    /// With --spec: the node to build and write.
+    #[arg(long, value_name = "NAME", requires = "spec", conflicts_with = "all")]
+    pub node: Option<String>,
+
+    /// With --spec: every node in order, one card each, with a summary at the end.
+    #[arg(long, requires = "spec")]
+    pub all: bool,
+
+    /// With --all: wait for each card to be inserted (a new removable disk) instead of
+    /// asking.
+    #[arg(long, requires = "all")]
+    pub wait: bool,
+
+    #[command(flatten)]
+    pub write: WriteArgs,
+
+    #[command(flatten)]
+    pub build: SpecBuildArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReimageArgs {
+    /// The block device (or regular file) to write.
+    #[arg(value_name = "DEVICE")]
+    pub device: PathBuf,
+
+    /// The cluster spec.
+    #[arg(long, value_name = "FILE", default_value = "cluster.yaml")]
+    pub spec: PathBuf,
+
+    /// The node to rebuild.
+    #[arg(long, value_name = "NAME")]
+    pub node: String,
+
+    /// A bootstrap token minted in the running cluster (`kubeadm token create`). Never
+    /// printed.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
+    pub token: Option<String>,
+
+    /// Like --token, from FILE's first line or standard input (`-`).
+    #[arg(long, value_name = "FILE|-")]
+    pub token_file: Option<PathBuf>,
+
+    /// Allow rebuilding the only control plane, which starts a new, empty cluster.
+    #[arg(long)]
+    pub new_cluster: bool,
+
+    #[command(flatten)]
+    pub write: WriteArgs,
+
+    #[command(flatten)]
+    pub build: SpecBuildArgs,
 }

@@ -3,6 +3,7 @@
 //! the library takes option structs and reports progress through [`piforge::progress`].
 
 mod cli;
+mod flash_cmd;
 mod progress;
 
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ fn main() -> ExitCode {
         Command::Fetch(a) => cmd_fetch(a),
         Command::Init(a) => cmd_init(a),
         Command::Build(a) => cmd_build(a),
+        Command::Flash(a) => flash_cmd::cmd_flash(a),
+        Command::Reimage(a) => flash_cmd::cmd_reimage(a),
     };
     match result {
         Ok(code) => code,
@@ -48,9 +51,13 @@ fn main() -> ExitCode {
 /// thread), then exits 130.
 fn install_interrupt_cleanup() {
     let _ = ctrlc::set_handler(|| {
+        let card = flash_cmd::on_interrupt();
         output::cleanup_pending();
         build::cleanup_staging();
-        eprintln!("piforge: interrupted; no output was written");
+        eprintln!(
+            "{}",
+            card.unwrap_or("piforge: interrupted; no output was written")
+        );
         std::process::exit(130);
     });
 }
@@ -60,6 +67,21 @@ static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new
 
 /// The progress reporter to pass down: bars on a terminal, a plain line per step otherwise,
 /// nothing with `--quiet`.
+/// Says that a build made a new bootstrap token (the recorded one had expired), and where the
+/// command that creates it in the cluster is. On stderr, so that --json output stays JSON; the
+/// token itself is never shown.
+fn tell_token_renewed(report: &build::BuildReport) {
+    if let Some(file) = &report.token_renewed {
+        eprintln!(
+            "piforge: the cluster's bootstrap token had expired, so a new one was made for these \
+             cards (recorded in {}). The cluster does not know it yet: before the cards boot, \
+             run the command in {} (kubeadm token create ...) on a control plane.",
+            file.with_file_name("token").display(),
+            file.display()
+        );
+    }
+}
+
 fn progress_bars() -> Option<Arc<dyn piforge::progress::Progress>> {
     progress::reporter(QUIET.load(std::sync::atomic::Ordering::Relaxed))
 }
@@ -466,16 +488,7 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
     for w in &report.warnings {
         eprintln!("piforge: warning: {w}");
     }
-    if let Some(file) = &report.token_renewed {
-        // On stderr, so that --json output stays JSON; the token itself is never shown.
-        eprintln!(
-            "piforge: the cluster's bootstrap token had expired, so a new one was made for these \
-             cards (recorded in {}). The cluster does not know it yet: before the cards boot, \
-             run the command in {} (kubeadm token create ...) on a control plane.",
-            file.with_file_name("token").display(),
-            file.display()
-        );
-    }
+    tell_token_renewed(&report);
     if a.json {
         if let Some(m) = &report.manifest {
             print!("{}", m.to_json());

@@ -1,0 +1,400 @@
+//! What a block device is (model, size, bus, removable, partitions and their labels) and
+//! whether writing to it would hurt the running system: mounted anywhere
+//! (`/proc/self/mountinfo`), holding swap (`/proc/swaps`), used by another block device
+//! (`holders/`: LVM, RAID, dm-crypt), or a partition rather than a whole disk. All read from
+//! sysfs and procfs; the rules are pure functions over those facts so tests need no disk.
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// Facts about a block device, read before anything is written.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeviceInfo {
+    pub path: PathBuf,
+    /// The kernel's name (`sdb`, `mmcblk0`, `loop3`).
+    pub name: String,
+    pub model: String,
+    pub size: u64,
+    /// `usb`, `mmc`, `nvme`, `ata`, `scsi`, `virtio`, `loop`, or `unknown`.
+    pub bus: String,
+    /// sysfs `removable` is 1.
+    pub removable: bool,
+    /// Set when the path names a partition (`sdb1`): the whole disk's name.
+    pub partition_of: Option<String>,
+    /// `(name, major:minor)` of the device itself and each of its partitions.
+    pub nodes: Vec<(String, (u32, u32))>,
+    /// Block devices built on it (dm, md).
+    pub holders: Vec<String>,
+    /// `(partition number, filesystem label or type)` of its current partition table.
+    pub partitions: Vec<(u32, String)>,
+    /// The device offloads writing zeros (sysfs `queue/write_zeroes_max_bytes` > 0): zeroing
+    /// costs no transfer.
+    pub write_zeroes: bool,
+}
+
+impl DeviceInfo {
+    /// A removable medium: sysfs `removable`, or a disk on the USB or MMC/SD bus (card
+    /// readers often report `removable` 0).
+    pub fn is_removable(&self) -> bool {
+        self.removable || self.bus == "usb" || self.bus == "mmc"
+    }
+
+    /// One line for the confirmation: `/dev/sdb: Generic SD/MMC, 29.7 GiB, usb, partitions: 1 bootfs, 2 rootfs`.
+    pub fn describe(&self) -> String {
+        let parts = if self.partitions.is_empty() {
+            "no partition table piforge reads".to_string()
+        } else {
+            let p: Vec<String> = self
+                .partitions
+                .iter()
+                .map(|(n, l)| format!("{n} {l}"))
+                .collect();
+            format!("partitions: {}", p.join(", "))
+        };
+        format!(
+            "{}: {}, {}, {}{}, {parts}",
+            self.path.display(),
+            if self.model.is_empty() {
+                "unknown model"
+            } else {
+                &self.model
+            },
+            crate::size::human(self.size),
+            self.bus,
+            if self.is_removable() {
+                ", removable"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+fn read_trim(p: &Path) -> Option<String> {
+    fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+}
+
+fn dev_numbers(s: &str) -> Option<(u32, u32)> {
+    let (a, b) = s.trim().split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Reads what sysfs says about the block device at `path` (its size comes from the caller,
+/// which has it open).
+pub fn info(path: &Path, size: u64) -> std::io::Result<DeviceInfo> {
+    let meta = fs::metadata(path)?;
+    if !meta.file_type().is_block_device() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a block device",
+        ));
+    }
+    let rdev = meta.rdev();
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let sys = fs::canonicalize(format!("/sys/dev/block/{major}:{minor}"))?;
+    let name = sys
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut d = DeviceInfo {
+        path: path.to_path_buf(),
+        name: name.clone(),
+        size,
+        ..Default::default()
+    };
+    if sys.join("partition").exists() {
+        d.partition_of = sys
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned());
+    }
+    d.removable = read_trim(&sys.join("removable")).as_deref() == Some("1");
+    d.write_zeroes = read_trim(&sys.join("queue/write_zeroes_max_bytes"))
+        .and_then(|s| s.parse::<u64>().ok())
+        .is_some_and(|n| n > 0);
+    let model = [
+        read_trim(&sys.join("device/vendor")),
+        read_trim(&sys.join("device/model")).or_else(|| read_trim(&sys.join("device/name"))),
+    ];
+    d.model = model
+        .iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let sys_str = sys.to_string_lossy();
+    d.bus = if name.starts_with("loop") {
+        "loop"
+    } else if sys_str.contains("/usb") {
+        "usb"
+    } else if sys_str.contains("/mmc") || name.starts_with("mmcblk") {
+        "mmc"
+    } else if name.starts_with("nvme") {
+        "nvme"
+    } else if sys_str.contains("/virtio") {
+        "virtio"
+    } else if sys_str.contains("/ata") {
+        "ata"
+    } else if sys_str.contains("/host") {
+        "scsi"
+    } else {
+        "unknown"
+    }
+    .to_string();
+    d.nodes.push((name.clone(), (major, minor)));
+    d.holders.extend(list_dir(&sys.join("holders")));
+    for entry in list_dir(&sys) {
+        let p = sys.join(&entry);
+        if entry.starts_with(&name) && p.join("partition").exists() {
+            if let Some(n) = read_trim(&p.join("dev")).as_deref().and_then(dev_numbers) {
+                d.nodes.push((entry.clone(), n));
+            }
+            d.holders.extend(list_dir(&p.join("holders")));
+        }
+    }
+    Ok(d)
+}
+
+fn list_dir(p: &Path) -> Vec<String> {
+    let Ok(rd) = fs::read_dir(p) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = rd
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// One mount from `/proc/self/mountinfo`: the device numbers, the mount point, the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub dev: (u32, u32),
+    pub mount_point: String,
+    pub source: String,
+}
+
+/// Parses mountinfo (proc(5)): `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS... - TYPE SOURCE
+/// SUPER`; octal escapes (`\040`) in paths are decoded.
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() < 5 {
+            continue;
+        }
+        let Some(dev) = dev_numbers(f[2]) else {
+            continue;
+        };
+        let source = f
+            .iter()
+            .position(|x| *x == "-")
+            .and_then(|i| f.get(i + 2))
+            .map(|s| unescape(s))
+            .unwrap_or_default();
+        out.push(Mount {
+            dev,
+            mount_point: unescape(f[4]),
+            source,
+        });
+    }
+    out
+}
+
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The first column of `/proc/swaps` after its header: swap devices and swap files.
+pub fn parse_swaps(text: &str) -> Vec<String> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .map(unescape)
+        .collect()
+}
+
+/// Why writing to `d` would hurt the running system, one sentence each. `mounts` and `swaps`
+/// come from the files above; `swap_dev` tells a swap entry's device numbers (a device's own,
+/// or the filesystem's of a swap file).
+pub fn refusals(
+    d: &DeviceInfo,
+    mounts: &[Mount],
+    swaps: &[(String, (u32, u32))],
+    canonical: &dyn Fn(&str) -> Option<PathBuf>,
+) -> Vec<String> {
+    let mut why = Vec::new();
+    let path = d.path.display();
+    if let Some(whole) = &d.partition_of {
+        why.push(format!(
+            "{path} is a partition of {whole}; write the image to the whole device (/dev/{whole})"
+        ));
+    }
+    let node_paths: Vec<(String, PathBuf)> = d
+        .nodes
+        .iter()
+        .map(|(n, _)| (n.clone(), PathBuf::from(format!("/dev/{n}"))))
+        .collect();
+    for m in mounts {
+        let by_dev = d
+            .nodes
+            .iter()
+            .find(|(_, n)| *n == m.dev)
+            .map(|(n, _)| n.clone());
+        let by_source = canonical(&m.source).and_then(|src| {
+            node_paths
+                .iter()
+                .find(|(_, p)| canonical(&p.to_string_lossy()).as_ref() == Some(&src))
+                .map(|(n, _)| n.clone())
+        });
+        if let Some(n) = by_dev.or(by_source) {
+            let what = match m.mount_point.as_str() {
+                "/" => " (the running system's root filesystem)",
+                p if p == "/boot" || p.starts_with("/boot/") => {
+                    " (the running system's boot partition)"
+                }
+                _ => "",
+            };
+            why.push(format!(
+                "{path} is in use: /dev/{n} is mounted at {}{what}; unmount it first",
+                m.mount_point
+            ));
+        }
+    }
+    for (s, dev) in swaps {
+        if let Some((n, _)) = d.nodes.iter().find(|(_, x)| x == dev) {
+            why.push(format!(
+                "{path} holds the running system's swap ({s} on /dev/{n}); swapoff it first"
+            ));
+        }
+    }
+    if !d.holders.is_empty() {
+        why.push(format!(
+            "{path} is in use by {} (LVM, RAID or encryption on top of it)",
+            d.holders.join(", ")
+        ));
+    }
+    why
+}
+
+/// [`refusals`] with the running system's mountinfo and swaps.
+pub fn system_refusals(d: &DeviceInfo) -> Vec<String> {
+    let mounts = parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
+    let swaps: Vec<(String, (u32, u32))> =
+        parse_swaps(&fs::read_to_string("/proc/swaps").unwrap_or_default())
+            .into_iter()
+            .filter_map(|s| {
+                let m = fs::metadata(&s).ok()?;
+                let dev = if m.file_type().is_block_device() {
+                    m.rdev()
+                } else {
+                    m.dev()
+                };
+                Some((s, (libc::major(dev), libc::minor(dev))))
+            })
+            .collect();
+    refusals(d, &mounts, &swaps, &|p| fs::canonicalize(p).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sdb() -> DeviceInfo {
+        DeviceInfo {
+            path: "/dev/sdb".into(),
+            name: "sdb".into(),
+            model: "Generic SD".into(),
+            size: 32 << 30,
+            bus: "usb".into(),
+            nodes: vec![
+                ("sdb".into(), (8, 16)),
+                ("sdb1".into(), (8, 17)),
+                ("sdb2".into(), (8, 18)),
+            ],
+            partitions: vec![(1, "bootfs".into()), (2, "rootfs".into())],
+            ..Default::default()
+        }
+    }
+
+    const MOUNTINFO: &str = "22 27 0:21 / /proc rw,relatime - proc proc rw
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+43 27 8:18 / /media/pi/root\\040fs rw,relatime - ext4 /dev/sdb2 rw
+44 27 8:1 / /boot/firmware rw - vfat /dev/sda1 rw
+";
+
+    #[test]
+    fn a_mounted_partition_is_named_with_its_mount_point() {
+        let mounts = parse_mountinfo(MOUNTINFO);
+        assert_eq!(mounts[2].mount_point, "/media/pi/root fs");
+        assert_eq!(mounts[2].source, "/dev/sdb2");
+        let why = refusals(&sdb(), &mounts, &[], &|_| None);
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert!(
+            why[0].contains("/dev/sdb2 is mounted at /media/pi/root fs"),
+            "{why:?}"
+        );
+        // The system disk: root and boot named as such.
+        let mut sda = sdb();
+        sda.path = "/dev/sda".into();
+        sda.nodes = vec![("sda".into(), (8, 0)), ("sda1".into(), (8, 1))];
+        let why = refusals(&sda, &mounts, &[], &|_| None);
+        assert!(why[0].contains("boot partition"), "{why:?}");
+        let mut vda = sdb();
+        vda.nodes = vec![("vda".into(), (254, 0))];
+        let why = refusals(&vda, &mounts, &[], &|_| None);
+        assert!(why[0].contains("root filesystem"), "{why:?}");
+    }
+
+    #[test]
+    fn swap_holders_and_partitions_are_refused() {
+        let swaps = parse_swaps("Filename Type Size Used Priority\n/dev/sdb2 partition 1 0 -2\n");
+        assert_eq!(swaps, ["/dev/sdb2"]);
+        let why = refusals(&sdb(), &[], &[(swaps[0].clone(), (8, 18))], &|_| None);
+        assert!(why[0].contains("swap"), "{why:?}");
+        let mut d = sdb();
+        d.holders = vec!["dm-0".into()];
+        d.partition_of = Some("sdb".into());
+        let why = refusals(&d, &[], &[], &|_| None);
+        assert_eq!(why.len(), 2, "{why:?}");
+        assert!(why.iter().any(|w| w.contains("dm-0")));
+        assert!(why.iter().any(|w| w.contains("whole device")));
+        assert!(refusals(&sdb(), &[], &[], &|_| None).is_empty());
+    }
+
+    #[test]
+    fn removable_by_flag_or_bus() {
+        let mut d = sdb();
+        assert!(d.is_removable());
+        d.bus = "ata".into();
+        assert!(!d.is_removable());
+        d.removable = true;
+        assert!(d.is_removable());
+        assert!(
+            d.describe()
+                .starts_with("/dev/sdb: Generic SD, 32.0 GiB, ata, removable"),
+            "{}",
+            d.describe()
+        );
+    }
+}

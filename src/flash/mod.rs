@@ -1,0 +1,748 @@
+//! `piforge flash`: write an image to a card (or a file) fast and provably.
+//!
+//! Plan, then apply. [`plan`] reads the source's block map (the `.bmap` beside it, else one
+//! computed from the image's filesystems by [`crate::bmap::map_image`]) and everything about
+//! the target, and refuses a target that would hurt (mounted, swap, the system disk, too
+//! small, not removable without `force`) before a byte is written. [`apply`] then
+//!
+//! 1. makes what the map leaves out read as zeros, or discards it: a regular file is resized
+//!    to the image and holes are punched; a block device gets BLKDISCARD over the image's
+//!    extent, explicit zeros over its first MiB, and BLKZEROOUT over every unmapped range
+//!    when the device offloads zeroing or the map is not one made from filesystem allocation
+//!    (a `bmaptool create` map leaves out the image file's holes, which a filesystem may
+//!    expect to read as zeros; a piforge map leaves out only free blocks, which no
+//!    filesystem reads);
+//! 2. writes the mapped ranges, read or decompressed on another thread ([`reader`]) and
+//!    hashed on the way, in large writes (O_DIRECT on block devices), holding back the first
+//!    MiB (the partition table): an interrupted write leaves a card that no system takes for
+//!    a disk with partitions;
+//! 3. syncs, writes the first MiB, syncs again;
+//! 4. verifies: reads every mapped range back around the page cache (O_DIRECT, after
+//!    BLKFLSBUF and `posix_fadvise(DONTNEED)`) and compares it with the block map's
+//!    checksum, naming the first range that differs.
+
+mod aligned;
+pub mod bmap_file;
+pub mod device;
+mod reader;
+pub mod target;
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::progress::{Progress, Task};
+use crate::source;
+use aligned::AlignedBuf;
+pub use device::DeviceInfo;
+use reader::{Input, Msg};
+pub use target::Kind;
+use target::Target;
+
+/// The head of the target written last: the partition table and what follows it up to the
+/// first partition (which starts at 1 MiB or later on every Pi image).
+pub const HEAD: u64 = 1 << 20;
+
+/// Which blocks of an image to write, with a SHA-256 per range where known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Map {
+    pub image_bytes: u64,
+    pub block_size: u64,
+    pub ranges: Vec<Range>,
+    pub origin: MapOrigin,
+}
+
+/// Blocks `first..=last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub first: u64,
+    pub last: u64,
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// What left the unmapped blocks out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapOrigin {
+    /// The filesystems' allocation (piforge's maps): every metadata block is mapped, what is
+    /// left out is free space no filesystem reads.
+    Filesystems,
+    /// Another tool (`bmaptool create` maps the image file's data, not its holes): what is
+    /// left out must read as zeros.
+    Foreign,
+}
+
+impl Map {
+    /// The bytes `[start, end)` of a range (the image's last block may be short).
+    pub fn byte_range(&self, r: &Range) -> (u64, u64) {
+        (
+            r.first * self.block_size,
+            ((r.last + 1) * self.block_size).min(self.image_bytes),
+        )
+    }
+
+    pub fn mapped_bytes(&self) -> u64 {
+        self.ranges
+            .iter()
+            .map(|r| {
+                let (a, b) = self.byte_range(r);
+                b - a
+            })
+            .sum()
+    }
+
+    /// The byte ranges `(start, len)` of the image that no range maps.
+    pub fn unmapped(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for r in &self.ranges {
+            let (a, b) = self.byte_range(r);
+            if a > at {
+                out.push((at, a - at));
+            }
+            at = b;
+        }
+        if at < self.image_bytes {
+            out.push((at, self.image_bytes - at));
+        }
+        out
+    }
+
+    /// Whether byte `at` of the image is in a mapped range.
+    pub fn is_mapped_byte(&self, at: u64) -> bool {
+        let b = at / self.block_size;
+        let i = self.ranges.partition_point(|r| r.last < b);
+        i < self.ranges.len() && self.ranges[i].first <= b
+    }
+
+    fn from_block_map(m: &crate::bmap::BlockMap) -> Map {
+        Map {
+            image_bytes: m.image_bytes,
+            block_size: crate::bmap::BLOCK,
+            ranges: m
+                .ranges
+                .iter()
+                .map(|&(first, last)| Range {
+                    first,
+                    last,
+                    sha256: None,
+                })
+                .collect(),
+            origin: MapOrigin::Filesystems,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlashError {
+    #[error("cannot read {path}: {err}")]
+    Read { path: String, err: std::io::Error },
+    #[error("{path} is not a usable block map: {msg}")]
+    BadBmap { path: String, msg: String },
+    #[error("{msg}")]
+    Source { msg: String },
+    #[error("the image does not match its block map: blocks {first}-{last} (range {index} of {count}) have another checksum; the image or its .bmap is damaged")]
+    SourceMismatch {
+        first: u64,
+        last: u64,
+        index: usize,
+        count: usize,
+    },
+    #[error(transparent)]
+    Open(#[from] source::SourceError),
+    #[error("{target} is the image being written; name another target")]
+    SameFile { target: String },
+    #[error("refusing to write to {target}: {why}")]
+    Refused { target: String, why: String },
+    #[error("{target} holds {size} bytes, the image needs {need}; use a larger card")]
+    TooSmall {
+        target: String,
+        size: u64,
+        need: u64,
+    },
+    #[error("{desc} is not a removable disk (sysfs removable is 0 and it is not on USB or MMC); pass --force if it really is the card to erase")]
+    NotRemovable { desc: String },
+    #[error("cannot open {target} for writing: {err}")]
+    OpenTarget { target: String, err: std::io::Error },
+    #[error(
+        "writing {target} failed at byte {at}: {err}; the card holds no valid partition table"
+    )]
+    Write {
+        target: String,
+        at: u64,
+        err: std::io::Error,
+    },
+    #[error("reading {target} back failed at byte {at}: {err}")]
+    VerifyRead {
+        target: String,
+        at: u64,
+        err: std::io::Error,
+    },
+    #[error("verify failed: {target} differs from the image in blocks {first}-{last} (bytes {start}-{end}, range {index} of {count}); do not use this card")]
+    Verify {
+        target: String,
+        first: u64,
+        last: u64,
+        start: u64,
+        end: u64,
+        index: usize,
+        count: usize,
+    },
+}
+
+/// Hidden hooks for the integration tests (`piforge flash --test-...`): they change no
+/// byte an ordinary run writes.
+#[derive(Debug, Clone, Default)]
+pub struct TestHooks {
+    /// After the write and its sync, before verifying: flip the byte at this offset.
+    pub corrupt_before_verify: Option<u64>,
+    /// Once this many bytes are written: say so on stderr and stop, until killed.
+    pub pause_after: Option<u64>,
+}
+
+/// What to flash where.
+#[derive(Debug, Clone, Default)]
+pub struct FlashOptions {
+    /// An image: raw, xz, zstd, gzip (told by magic bytes).
+    pub source: PathBuf,
+    /// The block map; default: the `.bmap` beside the source, else computed.
+    pub bmap: Option<PathBuf>,
+    /// A block device or a regular file.
+    pub target: PathBuf,
+    /// Write to a disk that does not look removable.
+    pub force: bool,
+    pub verify: bool,
+    /// Where a compressed image without a block map is decompressed (to map it).
+    pub cache_dir: Option<PathBuf>,
+    pub hooks: TestHooks,
+}
+
+/// Where the map came from, for the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapSource {
+    File(PathBuf),
+    /// Computed from the raw image at this path (the source, or its decompressed copy).
+    Computed(PathBuf),
+}
+
+/// Everything [`apply`] will do, decided before a byte is written.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub source: PathBuf,
+    pub format: source::Format,
+    /// The raw image to read when the source is not read as a stream.
+    raw: Option<PathBuf>,
+    pub map: Map,
+    pub map_source: MapSource,
+    pub target: PathBuf,
+    /// `None`: a regular file that does not exist yet.
+    pub kind: Option<Kind>,
+    pub device: Option<DeviceInfo>,
+}
+
+impl Plan {
+    /// Whether unmapped ranges of a device are zeroed (not only discarded).
+    pub fn zero_unmapped(&self) -> bool {
+        self.map.origin == MapOrigin::Foreign
+            || self.device.as_ref().is_some_and(|d| d.write_zeroes)
+    }
+}
+
+/// The `.bmap` bmaptool would find beside `image`: `a.img.xz` looks for `a.img.xz.bmap`,
+/// `a.img.bmap`, `a.bmap` (bmaptool's `_discover_bmap`, stripping one extension at a time).
+pub fn sibling_bmap(image: &Path) -> Option<PathBuf> {
+    let name = image.file_name()?.to_string_lossy().into_owned();
+    let mut stem = name.as_str();
+    loop {
+        let p = image.with_file_name(format!("{stem}.bmap"));
+        if p.is_file() {
+            return Some(p);
+        }
+        match stem.rsplit_once('.') {
+            Some((s, _)) if !s.is_empty() => stem = s,
+            _ => return None,
+        }
+    }
+}
+
+fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> FlashError + '_ {
+    move |err| FlashError::Read {
+        path: path.display().to_string(),
+        err,
+    }
+}
+
+/// Reads and checks a bmap file.
+pub fn read_bmap(path: &Path) -> Result<Map, FlashError> {
+    let f = File::open(path).map_err(read_err(path))?;
+    let mut text = String::new();
+    f.take(bmap_file::MAX_BMAP_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err(path))?;
+    if text.len() as u64 > bmap_file::MAX_BMAP_BYTES {
+        return Err(FlashError::BadBmap {
+            path: path.display().to_string(),
+            msg: "it is larger than 64 MiB".into(),
+        });
+    }
+    bmap_file::parse(&text).map_err(|msg| FlashError::BadBmap {
+        path: path.display().to_string(),
+        msg,
+    })
+}
+
+/// Phase 1: the source, its map and the target, with every refusal; nothing is written.
+pub fn plan(opts: &FlashOptions) -> Result<Plan, FlashError> {
+    let src = &opts.source;
+    let mut head = [0u8; source::MAGIC_LEN];
+    let f = File::open(src).map_err(read_err(src))?;
+    let n = f.read_at_most(&mut head).map_err(read_err(src))?;
+    let format = source::detect(&head[..n]);
+    let bmap_path = opts.bmap.clone().or_else(|| sibling_bmap(src));
+    let (map, map_source, raw) = match bmap_path {
+        Some(b) => {
+            let map = read_bmap(&b)?;
+            if format == source::Format::Raw {
+                let len = f.metadata().map_err(read_err(src))?.len();
+                if len != map.image_bytes {
+                    return Err(FlashError::BadBmap {
+                        path: b.display().to_string(),
+                        msg: format!(
+                            "it describes an image of {} bytes, {} has {len}",
+                            map.image_bytes,
+                            src.display()
+                        ),
+                    });
+                }
+            }
+            let raw = (format == source::Format::Raw).then(|| src.clone());
+            (map, MapSource::File(b), raw)
+        }
+        None => {
+            // No map: compute it from the filesystems, which needs the raw image at hand
+            // (a compressed one is decompressed into the cache first).
+            let raw = if format == source::Format::Raw {
+                src.clone()
+            } else {
+                source::open_image(
+                    src,
+                    &source::OpenOptions {
+                        cache_dir: opts.cache_dir.clone(),
+                        skip_raw_digest: true,
+                        ..Default::default()
+                    },
+                )?
+                .path
+            };
+            let m = crate::bmap::map_image(&raw).map_err(read_err(&raw))?;
+            (
+                Map::from_block_map(&m),
+                MapSource::Computed(raw.clone()),
+                Some(raw),
+            )
+        }
+    };
+
+    let target = opts.target.clone();
+    let shown = target.display().to_string();
+    let kind = target::kind_of(&target).map_err(|err| FlashError::OpenTarget {
+        target: shown.clone(),
+        err,
+    })?;
+    let mut device = None;
+    match kind {
+        Some(Kind::File) => {
+            let t = std::fs::metadata(&target).map_err(read_err(&target))?;
+            for s in [Some(src), raw.as_ref()].into_iter().flatten() {
+                if let Ok(m) = std::fs::metadata(s) {
+                    if (m.dev(), m.ino()) == (t.dev(), t.ino()) {
+                        return Err(FlashError::SameFile { target: shown });
+                    }
+                }
+            }
+            let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+            for s in device::parse_swaps(&swaps) {
+                if let Ok(m) = std::fs::metadata(&s) {
+                    if (m.dev(), m.ino()) == (t.dev(), t.ino()) {
+                        return Err(FlashError::Refused {
+                            target: shown,
+                            why: "it is the running system's swap file".into(),
+                        });
+                    }
+                }
+            }
+        }
+        Some(Kind::Block) => {
+            let f = File::open(&target).map_err(|err| FlashError::OpenTarget {
+                target: shown.clone(),
+                err,
+            })?;
+            let size = target::block_size_bytes(&f).map_err(read_err(&target))?;
+            let mut d = device::info(&target, size).map_err(read_err(&target))?;
+            if let Ok(layout) = crate::disk::read_layout(&mut BufReader::new(f)) {
+                d.partitions = layout
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let what = p.label.clone().unwrap_or_else(|| p.filesystem.to_string());
+                        (p.index, what)
+                    })
+                    .collect();
+            }
+            let why = device::system_refusals(&d);
+            if !why.is_empty() {
+                return Err(FlashError::Refused {
+                    target: shown,
+                    why: why.join("; "),
+                });
+            }
+            if size < map.image_bytes {
+                return Err(FlashError::TooSmall {
+                    target: shown,
+                    size,
+                    need: map.image_bytes,
+                });
+            }
+            if !d.is_removable() && !opts.force {
+                return Err(FlashError::NotRemovable { desc: d.describe() });
+            }
+            device = Some(d);
+        }
+        None => {}
+    }
+    Ok(Plan {
+        source: src.clone(),
+        format,
+        raw,
+        map,
+        map_source,
+        target,
+        kind,
+        device,
+    })
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub image_bytes: u64,
+    /// Bytes written (the mapped ranges).
+    pub written: u64,
+    pub write_time: Duration,
+    /// `None` with verify off.
+    pub verify_time: Option<Duration>,
+    /// Unmapped bytes zeroed (or punched), rather than only discarded.
+    pub zeroed: u64,
+    pub discarded: bool,
+}
+
+trait ReadAtMost {
+    fn read_at_most(&self, buf: &mut [u8]) -> std::io::Result<usize>;
+}
+
+impl ReadAtMost for File {
+    fn read_at_most(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let mut n = 0;
+        while n < buf.len() {
+            match self.read_at(&mut buf[n..], n as u64)? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Phase 2: writes the plan's image to its target, then verifies it.
+pub fn apply(
+    plan: &Plan,
+    opts: &FlashOptions,
+    progress: Option<&dyn Progress>,
+) -> Result<Report, FlashError> {
+    let shown = plan.target.display().to_string();
+    let mut t = Target::open(&plan.target).map_err(|err| FlashError::OpenTarget {
+        target: shown.clone(),
+        err: if err.raw_os_error() == Some(libc::EBUSY) {
+            std::io::Error::other("it is in use (mounted, or held by another program)")
+        } else {
+            err
+        },
+    })?;
+    let werr = |at: u64| {
+        let target = shown.clone();
+        move |err| FlashError::Write { target, at, err }
+    };
+    let map = &plan.map;
+    let size = t.size().map_err(werr(0))?;
+    if t.kind == Kind::Block && size < map.image_bytes {
+        return Err(FlashError::TooSmall {
+            target: shown,
+            size,
+            need: map.image_bytes,
+        });
+    }
+    let started = Instant::now();
+
+    // 1. What is not mapped: zeros or discarded; the head zeroed first, durably.
+    let head_end = HEAD.min(map.image_bytes);
+    let mut zeroed = 0;
+    let mut discarded = false;
+    match t.kind {
+        Kind::File => {
+            t.set_file_len(map.image_bytes).map_err(werr(0))?;
+            t.zero(0, head_end).map_err(werr(0))?;
+            for (s, n) in map.unmapped() {
+                t.zero(s, n).map_err(werr(s))?;
+                zeroed += n;
+            }
+        }
+        Kind::Block => {
+            let extent = map.image_bytes / t.logical_block * t.logical_block;
+            discarded = t.discard(0, extent).map_err(werr(0))?;
+            t.zero(0, head_end.next_multiple_of(t.logical_block).min(size))
+                .map_err(werr(0))?;
+            if plan.zero_unmapped() {
+                for (s, n) in map.unmapped() {
+                    let (s, n) = (s.max(head_end), (s + n).saturating_sub(s.max(head_end)));
+                    if n > 0 {
+                        t.zero(s, n).map_err(werr(s))?;
+                        zeroed += n;
+                    }
+                }
+            }
+        }
+    }
+    t.sync().map_err(werr(0))?;
+
+    // 2. The mapped ranges, the head held back.
+    let input = match &plan.raw {
+        Some(p) => Input::Raw(File::open(p).map_err(read_err(p))?),
+        None => {
+            let f = File::open(&plan.source).map_err(read_err(&plan.source))?;
+            Input::Stream {
+                r: source::decoder(plan.format, f).map_err(read_err(&plan.source))?,
+                pos: 0,
+            }
+        }
+    };
+    let total = map.mapped_bytes();
+    if let Some(p) = progress {
+        p.begin(Task::Write, Some(total));
+    }
+    let (rx, handle) = reader::spawn(input, map.clone());
+    let mut held: Vec<(u64, AlignedBuf, usize)> = Vec::new();
+    let mut written = 0u64;
+    let mut digests = None;
+    let mut failure = None;
+    for msg in rx.iter() {
+        let batch = match msg {
+            Ok(Msg::Batch(b)) => b,
+            Ok(Msg::Done(d)) => {
+                digests = Some(d);
+                break;
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
+        for s in &batch.segs {
+            let data = &batch.buf[s.off..s.off + s.len];
+            let (mut at, mut data) = (s.at, data);
+            if at < HEAD {
+                let n = ((HEAD - at) as usize).min(data.len());
+                let mut b = AlignedBuf::new(n);
+                b[..n].copy_from_slice(&data[..n]);
+                held.push((at, b, n));
+                at += n as u64;
+                data = &data[n..];
+            }
+            if !data.is_empty() {
+                if let Err(e) = t.write_at(data, at, true) {
+                    failure = Some(werr(at)(e));
+                    break;
+                }
+                t.write_behind(at, data.len() as u64);
+            }
+            written += s.len as u64;
+            if let Some(p) = progress {
+                p.advance(Task::Write, written);
+            }
+            if let Some(n) = opts.hooks.pause_after {
+                if written >= n {
+                    let _ = t.sync();
+                    eprintln!("piforge: test hook: paused after {written} bytes");
+                    loop {
+                        std::thread::sleep(Duration::from_secs(3600));
+                    }
+                }
+            }
+        }
+        if failure.is_some() {
+            break;
+        }
+    }
+    drop(rx);
+    let _ = handle.join();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let digests = digests.ok_or_else(|| FlashError::Source {
+        msg: "the image reader stopped before the end".into(),
+    })?;
+    t.sync().map_err(werr(HEAD))?;
+
+    // 3. The head, last.
+    for (at, b, n) in &held {
+        t.write_at(&b[..*n], *at, true).map_err(werr(*at))?;
+    }
+    t.sync().map_err(werr(0))?;
+    let write_time = started.elapsed();
+    if let Some(p) = progress {
+        p.finish(Task::Write);
+    }
+
+    if let Some(at) = opts.hooks.corrupt_before_verify {
+        corrupt(&mut t, at).map_err(werr(at))?;
+    }
+
+    // 4. Read back around the page cache.
+    let verify_time = if opts.verify {
+        let v = Instant::now();
+        verify(&mut t, map, &digests, progress)?;
+        Some(v.elapsed())
+    } else {
+        None
+    };
+    Ok(Report {
+        image_bytes: map.image_bytes,
+        written,
+        write_time,
+        verify_time,
+        zeroed,
+        discarded,
+    })
+}
+
+/// The test hook: one byte flipped, on the medium.
+fn corrupt(t: &mut Target, at: u64) -> std::io::Result<()> {
+    let base = at / 4096 * 4096;
+    let mut b = AlignedBuf::new(4096);
+    t.drop_cache()?;
+    t.read_at(&mut b, base, true)?;
+    b[(at - base) as usize] ^= 0xff;
+    t.write_at(&b, base, true)?;
+    t.sync()
+}
+
+/// Reads every mapped range back (pages dropped first; O_DIRECT where aligned) on one thread
+/// while this one hashes, and compares with the range's checksum.
+fn verify(
+    t: &mut Target,
+    map: &Map,
+    digests: &[[u8; 32]],
+    progress: Option<&dyn Progress>,
+) -> Result<(), FlashError> {
+    let shown = t.path.display().to_string();
+    t.drop_cache().map_err(|err| FlashError::VerifyRead {
+        target: shown.clone(),
+        at: 0,
+        err,
+    })?;
+    let total = map.mapped_bytes();
+    if let Some(p) = progress {
+        p.begin(Task::Verify, Some(total));
+    }
+    let (tx, rx) = sync_channel::<Result<(usize, AlignedBuf, usize), FlashError>>(3);
+    let (back_tx, back_rx) = sync_channel::<AlignedBuf>(4);
+    let result = std::thread::scope(|scope| {
+        // Dropped when this closure returns, before the scope joins the reader: a reader
+        // blocked on a full channel then sees it closed.
+        let rx = rx;
+        let shown_r = shown.clone();
+        scope.spawn(move || {
+            for (i, r) in map.ranges.iter().enumerate() {
+                let (start, end) = map.byte_range(r);
+                let mut at = start;
+                while at < end {
+                    let n = ((end - at) as usize).min(reader::BATCH);
+                    let mut buf = back_rx
+                        .try_recv()
+                        .unwrap_or_else(|_| AlignedBuf::new(reader::BATCH));
+                    if let Err(err) = t.read_at(&mut buf[..n], at, true) {
+                        let _ = tx.send(Err(FlashError::VerifyRead {
+                            target: shown_r,
+                            at,
+                            err,
+                        }));
+                        return;
+                    }
+                    if tx.send(Ok((i, buf, n))).is_err() {
+                        return;
+                    }
+                    at += n as u64;
+                }
+            }
+        });
+        let mut h = Sha256::new();
+        let mut cur = 0usize;
+        let mut left = map.ranges.first().map_or(0, |r| {
+            let (a, b) = map.byte_range(r);
+            b - a
+        });
+        let mut done = 0u64;
+        for msg in rx.iter() {
+            let (i, buf, n) = msg?;
+            debug_assert_eq!(i, cur);
+            h.update(&buf[..n]);
+            left -= n as u64;
+            done += n as u64;
+            let _ = back_tx.try_send(buf);
+            if let Some(p) = progress {
+                p.advance(Task::Verify, done);
+            }
+            while left == 0 && cur < map.ranges.len() {
+                let got: [u8; 32] = std::mem::take(&mut h).finalize().into();
+                let r = &map.ranges[cur];
+                if got != digests[cur] {
+                    let (start, end) = map.byte_range(r);
+                    return Err(FlashError::Verify {
+                        target: shown.clone(),
+                        first: r.first,
+                        last: r.last,
+                        start,
+                        end,
+                        index: cur + 1,
+                        count: map.ranges.len(),
+                    });
+                }
+                cur += 1;
+                left = map.ranges.get(cur).map_or(0, |r| {
+                    let (a, b) = map.byte_range(r);
+                    b - a
+                });
+            }
+        }
+        if cur < map.ranges.len() {
+            return Err(FlashError::VerifyRead {
+                target: shown.clone(),
+                at: map.byte_range(&map.ranges[cur]).0,
+                err: std::io::Error::other("the read-back stopped early"),
+            });
+        }
+        Ok(())
+    });
+    result?;
+    if let Some(p) = progress {
+        p.finish(Task::Verify);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,290 @@
+//! The source side of a flash: the mapped ranges of an image, read (raw, with positional
+//! reads) or decompressed (xz, zstd, gzip: front to back, skipping what is not mapped) on a
+//! thread of its own, handed to the writer in batches through a bounded channel, each range
+//! hashed on the way and checked against the block map's checksum.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::thread::JoinHandle;
+
+use sha2::{Digest, Sha256};
+
+use super::aligned::AlignedBuf;
+use super::{FlashError, Map};
+
+/// Bytes per batch handed to the writer (large writes: at least 1 MiB each where the ranges
+/// allow).
+pub const BATCH: usize = 4 << 20;
+
+/// Batches in flight between the reader and the writer: memory stays at `(DEPTH + 2) x BATCH`.
+const DEPTH: usize = 4;
+
+/// One piece of a range: `len` bytes at image offset `at`, at `off` in the batch's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Seg {
+    pub at: u64,
+    pub off: usize,
+    pub len: usize,
+}
+
+pub struct Batch {
+    pub buf: AlignedBuf,
+    pub segs: Vec<Seg>,
+}
+
+pub enum Msg {
+    Batch(Batch),
+    /// Every mapped range read: the SHA-256 of each (equal to the map's where it has one).
+    Done(Vec<[u8; 32]>),
+}
+
+/// Where the image bytes come from.
+pub enum Input {
+    /// A raw image file, read at any offset.
+    Raw(File),
+    /// A decoder, read front to back; `pos` bytes consumed so far.
+    Stream { r: Box<dyn Read + Send>, pos: u64 },
+}
+
+impl Input {
+    fn read_at(&mut self, buf: &mut [u8], at: u64) -> io::Result<()> {
+        match self {
+            Input::Raw(f) => f.read_exact_at(buf, at),
+            Input::Stream { r, pos } => {
+                skip(r, at - *pos)?;
+                r.read_exact(buf)?;
+                *pos = at + buf.len() as u64;
+                Ok(())
+            }
+        }
+    }
+
+    /// A stream must end exactly at `image_bytes` (the map's size): no more, no less.
+    fn check_end(&mut self, image_bytes: u64) -> Result<(), String> {
+        match self {
+            Input::Raw(f) => {
+                let len = f.metadata().map_err(|e| e.to_string())?.len();
+                if len != image_bytes {
+                    return Err(format!(
+                        "the image has {len} bytes, its block map describes {image_bytes}"
+                    ));
+                }
+                Ok(())
+            }
+            Input::Stream { r, pos } => {
+                skip(r, image_bytes - *pos).map_err(|e| e.to_string())?;
+                let mut one = [0u8; 1];
+                match r.read(&mut one) {
+                    Ok(0) => Ok(()),
+                    Ok(_) => Err(format!(
+                        "the image decompresses to more than the {image_bytes} bytes its block map describes"
+                    )),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// Reads and drops `n` bytes.
+fn skip(r: &mut Box<dyn Read + Send>, n: u64) -> io::Result<()> {
+    let copied = io::copy(&mut r.by_ref().take(n), &mut io::sink())?;
+    if copied < n {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the image ends before the end its block map describes",
+        ));
+    }
+    Ok(())
+}
+
+/// Starts the reader thread over the mapped ranges of `map`.
+pub fn spawn(mut input: Input, map: Map) -> (Receiver<Result<Msg, FlashError>>, JoinHandle<()>) {
+    let (tx, rx) = sync_channel(DEPTH);
+    let handle = std::thread::spawn(move || {
+        let result = read_all(&mut input, &map, &mut |b| {
+            tx.send(Ok(Msg::Batch(b))).is_ok()
+        });
+        let _ = match result {
+            Ok(Some(d)) => tx.send(Ok(Msg::Done(d))),
+            Ok(None) => Ok(()), // the writer stopped listening
+            Err(e) => tx.send(Err(e)),
+        };
+    });
+    (rx, handle)
+}
+
+/// Reads every mapped range into batches passed to `send` (false: stop). Returns the ranges'
+/// digests, `None` when stopped.
+fn read_all(
+    input: &mut Input,
+    map: &Map,
+    send: &mut dyn FnMut(Batch) -> bool,
+) -> Result<Option<Vec<[u8; 32]>>, FlashError> {
+    let mut digests = Vec::with_capacity(map.ranges.len());
+    let mut batch = Batch {
+        buf: AlignedBuf::new(BATCH),
+        segs: Vec::new(),
+    };
+    let mut used = 0usize;
+    for (i, r) in map.ranges.iter().enumerate() {
+        let (start, end) = map.byte_range(r);
+        let mut h = Sha256::new();
+        let mut at = start;
+        while at < end {
+            if used == BATCH {
+                let full = std::mem::replace(
+                    &mut batch,
+                    Batch {
+                        buf: AlignedBuf::new(BATCH),
+                        segs: Vec::new(),
+                    },
+                );
+                if !send(full) {
+                    return Ok(None);
+                }
+                used = 0;
+            }
+            let n = ((end - at) as usize).min(BATCH - used);
+            let dst = &mut batch.buf[used..used + n];
+            input.read_at(dst, at).map_err(|e| FlashError::Source {
+                msg: format!("reading image bytes {at}..{}: {e}", at + n as u64),
+            })?;
+            h.update(&*dst);
+            batch.segs.push(Seg {
+                at,
+                off: used,
+                len: n,
+            });
+            // Keep the next segment aligned in the buffer (the last block may be short).
+            used += n.next_multiple_of(4096).min(BATCH - used);
+            at += n as u64;
+        }
+        let d: [u8; 32] = h.finalize().into();
+        if let Some(want) = r.sha256 {
+            if want != d {
+                return Err(FlashError::SourceMismatch {
+                    first: r.first,
+                    last: r.last,
+                    index: i + 1,
+                    count: map.ranges.len(),
+                });
+            }
+        }
+        digests.push(d);
+    }
+    if !batch.segs.is_empty() && !send(batch) {
+        return Ok(None);
+    }
+    input
+        .check_end(map.image_bytes)
+        .map_err(|msg| FlashError::Source { msg })?;
+    Ok(Some(digests))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flash::{MapOrigin, Range};
+
+    fn map(len: u64, ranges: &[(u64, u64)]) -> Map {
+        Map {
+            image_bytes: len,
+            block_size: 4096,
+            ranges: ranges
+                .iter()
+                .map(|&(first, last)| Range {
+                    first,
+                    last,
+                    sha256: None,
+                })
+                .collect(),
+            origin: MapOrigin::Filesystems,
+        }
+    }
+
+    /// The segments read (`(offset, bytes)`) and the ranges' digests.
+    type Collected = (Vec<(u64, Vec<u8>)>, Vec<[u8; 32]>);
+
+    fn collect(input: Input, m: Map) -> Result<Collected, FlashError> {
+        let (rx, h) = spawn(input, m);
+        let mut segs = Vec::new();
+        let mut done = None;
+        for msg in rx {
+            match msg? {
+                Msg::Batch(b) => {
+                    for s in &b.segs {
+                        segs.push((s.at, b.buf[s.off..s.off + s.len].to_vec()));
+                    }
+                }
+                Msg::Done(d) => done = Some(d),
+            }
+        }
+        h.join().unwrap();
+        Ok((segs, done.unwrap()))
+    }
+
+    #[test]
+    fn a_stream_and_a_file_give_the_same_mapped_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.img");
+        let data: Vec<u8> = (0..(3 * BATCH + 4096 * 3 + 100))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        std::fs::write(&p, &data).unwrap();
+        let blocks = (data.len() as u64).div_ceil(4096);
+        let m = map(
+            data.len() as u64,
+            &[(0, 0), (2, 1100), (blocks - 1, blocks - 1)],
+        );
+        let raw = collect(Input::Raw(File::open(&p).unwrap()), m.clone()).unwrap();
+        let stream = Input::Stream {
+            r: Box::new(io::Cursor::new(data.clone())),
+            pos: 0,
+        };
+        let streamed = collect(stream, m.clone()).unwrap();
+        assert_eq!(raw.1, streamed.1);
+        let mut total = 0;
+        for (at, bytes) in &raw.0 {
+            assert_eq!(&data[*at as usize..*at as usize + bytes.len()], &bytes[..]);
+            total += bytes.len();
+        }
+        assert_eq!(total, 4096 * 1100 + 100);
+        assert_eq!(raw.0.len(), streamed.0.len());
+        let want: [u8; 32] = Sha256::digest(&data[2 * 4096..1101 * 4096]).into();
+        assert_eq!(raw.1[1], want);
+    }
+
+    #[test]
+    fn a_short_stream_or_a_wrong_checksum_is_an_error() {
+        let data = vec![5u8; 8192];
+        let short = Input::Stream {
+            r: Box::new(io::Cursor::new(data[..5000].to_vec())),
+            pos: 0,
+        };
+        let e = collect(short, map(8192, &[(0, 1)]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("reading image bytes"), "{e}");
+        let long = Input::Stream {
+            r: Box::new(io::Cursor::new(vec![5u8; 9000])),
+            pos: 0,
+        };
+        let e = collect(long, map(8192, &[(0, 0)]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("more than the 8192 bytes"), "{e}");
+        let mut m = map(8192, &[(0, 0), (1, 1)]);
+        m.ranges[1].sha256 = Some([0; 32]);
+        let s = Input::Stream {
+            r: Box::new(io::Cursor::new(data)),
+            pos: 0,
+        };
+        let e = collect(s, m).err().unwrap().to_string();
+        assert!(e.contains("range 2 of 2"), "{e}");
+    }
+}
