@@ -13,17 +13,25 @@
 #   - peak RSS of each build (GNU time's %M).
 #
 #   benches/build.sh [WORKDIR]   (default: target/bench)
+#   IMAGE=mixed benches/build.sh   the same from benches/formats.sh's 2 GiB image holding ~400 MB
+#                                  of compressible files (its .xz is minutes, not an hour, to
+#                                  make on a small machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(realpath -m "${1:-target/bench}")
 reps=${REPS:-3}
-[[ -s $work/root-2g.img ]] || bash benches/customize.sh "$work" >/dev/null
+if [[ ${IMAGE:-} == mixed ]]; then
+    [[ -s $work/mixed-2g.img ]] || { echo "run IMAGE=mixed benches/formats.sh first (it makes $work/mixed-2g.img)" >&2; exit 1; }
+    img=$work/mixed-2g.img
+else
+    [[ -s $work/root-2g.img ]] || bash benches/customize.sh "$work" >/dev/null
+    img=$work/root-2g.img
+fi
 cargo build --release --quiet
 piforge=$PWD/target/release/piforge
 arts=$work/build-artifacts
 k8s=1.34.11
 [[ -d $arts ]] || bash tests/fixtures/make-artifacts.sh "$arts" "$k8s"
-img=$work/root-2g.img
 # SKIP_XZ=1 leaves out the xz part (compressing the 1.1 GB input once takes minutes).
 if [[ ${SKIP_XZ:-0} != 1 && ! -s $img.xz ]]; then
     echo "making $img.xz (once)..." >&2

@@ -35,7 +35,7 @@ mixed)
         rm -rf "$fill" && mkdir -p "$fill/usr/lib/bench"
         # Regular files of /usr/lib, in name order, up to ~400 MB.
         find /usr/lib -type f -size +16k -printf '%s %p\n' 2>/dev/null | sort -k2 |
-            awk '{ s += $1; if (s > 400 * 1024 * 1024) exit; print $2 }' |
+            awk '{ s += $1; if (s <= 400 * 1024 * 1024) print $2 }' |
             while read -r f; do cp --parents -- "$f" "$fill/usr/lib/bench/" 2>/dev/null || true; done
         PIFORGE_CACHE=$work/cache "$piforge" customize "$fixtures/trixie.img" -o "$image.tmp" \
             --grow 2G --root-overlay "$fill" >/dev/null

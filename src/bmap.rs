@@ -58,6 +58,15 @@ impl BlockMap {
         self.ranges.iter().map(|(a, b)| b - a + 1).sum()
     }
 
+    /// The mapped ranges in bytes, `[start, end)` (the last block may be short: its end is the
+    /// image's).
+    pub fn byte_ranges(&self) -> Vec<(u64, u64)> {
+        self.ranges
+            .iter()
+            .map(|&(first, last)| (first * BLOCK, ((last + 1) * BLOCK).min(self.image_bytes)))
+            .collect()
+    }
+
     /// Whether byte `at` of the image falls in a mapped block.
     pub fn is_mapped(&self, at: u64) -> bool {
         let b = at / BLOCK;
@@ -217,6 +226,26 @@ fn human(bytes: u64) -> String {
 
 /// The bmap file for `map`, reading the mapped ranges of `image` for their checksums.
 pub fn render(map: &BlockMap, image: &File) -> io::Result<String> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut sums = Vec::with_capacity(map.ranges.len());
+    for (from, to) in map.byte_ranges() {
+        let mut h = Sha256::new();
+        let mut at = from;
+        while at < to {
+            let n = ((to - at) as usize).min(buf.len());
+            image.read_exact_at(&mut buf[..n], at)?;
+            h.update(&buf[..n]);
+            at += n as u64;
+        }
+        sums.push(h.finalize().into());
+    }
+    Ok(render_sums(map, &sums))
+}
+
+/// The bmap file for `map` with the SHA-256 of each range's bytes (one per range, in order:
+/// of [`BlockMap::byte_ranges`]), e.g. from the pass that hashes the whole image
+/// ([`crate::output::sha256_sparse_ranges`]).
+pub fn render_sums(map: &BlockMap, sums: &[[u8; 32]]) -> String {
     let mut x = String::new();
     let mapped = map.mapped_blocks();
     let blocks = map.blocks();
@@ -273,19 +302,8 @@ pub fn render(map: &BlockMap, image: &File) -> io::Result<String> {
     <BlockMap>
 "#,
     );
-    let mut buf = vec![0u8; 1 << 20];
-    for &(first, last) in &map.ranges {
-        let from = first * BLOCK;
-        let to = ((last + 1) * BLOCK).min(map.image_bytes);
-        let mut h = Sha256::new();
-        let mut at = from;
-        while at < to {
-            let n = ((to - at) as usize).min(buf.len());
-            image.read_exact_at(&mut buf[..n], at)?;
-            h.update(&buf[..n]);
-            at += n as u64;
-        }
-        let sum = hex::encode(h.finalize());
+    for (&(first, last), sum) in map.ranges.iter().zip(sums) {
+        let sum = hex::encode(sum);
         if first == last {
             let _ = writeln!(x, "        <Range chksum=\"{sum}\"> {first} </Range>");
         } else {
@@ -298,7 +316,7 @@ pub fn render(map: &BlockMap, image: &File) -> io::Result<String> {
     x.push_str("    </BlockMap>\n</bmap>\n");
     let sum = hex::encode(Sha256::digest(x.as_bytes()));
     x.replace_range(checksum_at..checksum_at + 64, &sum);
-    Ok(x)
+    x
 }
 
 /// What [`write`] wrote.

@@ -469,6 +469,17 @@ pub fn copy_image(src: &Path, dst: &Path, mode: u32) -> io::Result<CopyKind> {
 /// SHA-256 and length of a file, its holes hashed as the zeros they read as without reading
 /// them (`SEEK_DATA`/`SEEK_HOLE`): a 2 GiB image with 1 GiB of data costs 1 GiB of reads.
 pub fn sha256_sparse(file: &File) -> io::Result<(String, u64)> {
+    let (d, len, _) = sha256_sparse_ranges(file, &[])?;
+    Ok((d, len))
+}
+
+/// [`sha256_sparse`], and in the same pass over the file (its data read once) the SHA-256 of
+/// each byte range `[start, end)` of `ranges` (increasing, not overlapping; the part of a range
+/// past the end of the file counts for nothing), e.g. a block map's ranges.
+pub fn sha256_sparse_ranges(
+    file: &File,
+    ranges: &[(u64, u64)],
+) -> io::Result<(String, u64, Vec<[u8; 32]>)> {
     use sha2::{Digest, Sha256};
     use std::os::unix::fs::FileExt;
     const CHUNK: usize = 1 << 20;
@@ -476,12 +487,14 @@ pub fn sha256_sparse(file: &File) -> io::Result<(String, u64)> {
     let len = file.metadata()?.len();
     let fd = file.as_raw_fd();
     let mut h = Sha256::new();
+    let mut parts = RangeHashes::new(ranges);
     let mut buf = vec![0u8; CHUNK];
-    let zeros = |h: &mut Sha256, mut n: u64| {
-        while n > 0 {
-            let k = n.min(ZEROS.len() as u64) as usize;
+    let zeros = |h: &mut Sha256, parts: &mut RangeHashes<'_>, mut at: u64, to: u64| {
+        while at < to {
+            let k = (to - at).min(ZEROS.len() as u64) as usize;
             h.update(&ZEROS[..k]);
-            n -= k as u64;
+            parts.update(at, &ZEROS[..k]);
+            at += k as u64;
         }
     };
     let mut pos: u64 = 0;
@@ -507,17 +520,71 @@ pub fn sha256_sparse(file: &File) -> io::Result<(String, u64)> {
                 },
             )
         };
-        zeros(&mut h, data.min(len) - pos);
+        zeros(&mut h, &mut parts, pos, data.min(len));
         let mut at = data;
         while at < hole {
             let n = ((hole - at) as usize).min(CHUNK);
             file.read_exact_at(&mut buf[..n], at)?;
             h.update(&buf[..n]);
+            parts.update(at, &buf[..n]);
             at += n as u64;
         }
         pos = hole.max(data);
     }
-    Ok((hex::encode(h.finalize()), len))
+    Ok((hex::encode(h.finalize()), len, parts.finish()))
+}
+
+/// The SHA-256 of each of some byte ranges of a stream fed in order.
+struct RangeHashes<'a> {
+    ranges: &'a [(u64, u64)],
+    /// The range being hashed.
+    next: usize,
+    h: sha2::Sha256,
+    done: Vec<[u8; 32]>,
+}
+
+impl<'a> RangeHashes<'a> {
+    fn new(ranges: &'a [(u64, u64)]) -> Self {
+        use sha2::Digest;
+        RangeHashes {
+            ranges,
+            next: 0,
+            h: sha2::Sha256::new(),
+            done: Vec::with_capacity(ranges.len()),
+        }
+    }
+
+    /// Bytes `b` of the stream at offset `at` (pieces come in order, without gaps).
+    fn update(&mut self, at: u64, b: &[u8]) {
+        use sha2::Digest;
+        let end = at + b.len() as u64;
+        while let Some(&(s, e)) = self.ranges.get(self.next) {
+            if s >= end {
+                return;
+            }
+            let (from, to) = (s.max(at), e.min(end));
+            if from < to {
+                self.h.update(&b[(from - at) as usize..(to - at) as usize]);
+            }
+            if e > end {
+                return;
+            }
+            let h = std::mem::replace(&mut self.h, sha2::Sha256::new());
+            self.done.push(h.finalize().into());
+            self.next += 1;
+        }
+    }
+
+    /// The digests, one per range (ranges past the end: of the bytes the stream had).
+    fn finish(mut self) -> Vec<[u8; 32]> {
+        use sha2::Digest;
+        while self.next < self.ranges.len() {
+            let h = std::mem::replace(&mut self.h, sha2::Sha256::new());
+            self.done.push(h.finalize().into());
+            self.next += 1;
+        }
+        self.done
+    }
 }
 
 fn is_zero(b: &[u8]) -> bool {
@@ -609,6 +676,36 @@ mod tests {
             fs::metadata(&p).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    #[test]
+    fn range_digests_come_from_the_one_pass() {
+        use sha2::{Digest, Sha256};
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.img");
+        let f = File::create(&p).unwrap();
+        // Data, a hole, data across the 1 MiB read size, a trailing hole.
+        f.write_all_at(&[7u8; 5000], 0).unwrap();
+        f.write_all_at(&vec![9u8; 3 << 20], 4 << 20).unwrap();
+        f.set_len(10 << 20).unwrap();
+        let data = fs::read(&p).unwrap();
+        let ranges = [
+            (0, 4096),
+            (4096, 8192),
+            ((4 << 20) - 10, (5 << 20) + 3),
+            (9 << 20, (10 << 20) + 4096), // past the end: the bytes there are
+        ];
+        let (d, len, sums) = sha256_sparse_ranges(&File::open(&p).unwrap(), &ranges).unwrap();
+        assert_eq!(len, 10 << 20);
+        assert_eq!(d, hex::encode(Sha256::digest(&data)));
+        assert_eq!(sums.len(), ranges.len());
+        for (r, got) in ranges.iter().zip(&sums) {
+            let want: [u8; 32] =
+                Sha256::digest(&data[r.0 as usize..(r.1 as usize).min(data.len())]).into();
+            assert_eq!(*got, want, "{r:?}");
+        }
+        assert_eq!(sha256_sparse(&File::open(&p).unwrap()).unwrap().0, d);
     }
 
     #[test]

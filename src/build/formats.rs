@@ -1,9 +1,10 @@
-//! The output formats of a node image (`build --format img|xz|zst`), as [`NodeOutput`]s the
-//! build writes into its staging directory beside each raw node image: the bmap file
-//! ([`crate::bmap`]), the compressed copies (sharing compressed chunks across nodes:
+//! The output formats of a node image (`build --format img|xz|zst`), written into the build's
+//! staging directory beside each raw node image: the bmap file ([`crate::bmap`], made by the
+//! build itself in its digest pass over the image: [`NodeOutputs::bmap`]), the compressed copies
+//! as [`NodeOutput`]s (sharing compressed chunks across nodes:
 //! [`crate::compress`]), and the Raspberry Pi Imager list of every node ([`crate::os_list`]).
 
-use std::io::{self, Write as _};
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -40,7 +41,7 @@ pub fn node_outputs(
     } else {
         threads
     };
-    let mut extra: Vec<Arc<dyn NodeOutput>> = vec![Arc::new(Bmap)];
+    let mut extra: Vec<Arc<dyn NodeOutput>> = Vec::new();
     for (f, c) in [(Format::Xz, Codec::Xz), (Format::Zst, Codec::Zstd)] {
         if formats.contains(&f) {
             extra.push(Arc::new(Compressed {
@@ -50,6 +51,7 @@ pub fn node_outputs(
     }
     Ok(NodeOutputs {
         raw: formats.is_empty() || formats.contains(&Format::Img),
+        bmap: true,
         extra,
         os_list: Some(match base_url {
             None => String::new(),
@@ -75,21 +77,6 @@ fn check_base_url(u: &str) -> Result<String, BuildError> {
     } else {
         format!("{u}/")
     })
-}
-
-/// `<node>.img.bmap`: the mapped blocks from the filesystems' allocation.
-struct Bmap;
-
-impl NodeOutput for Bmap {
-    fn file_name(&self, node: &str) -> String {
-        format!("{node}.img.bmap")
-    }
-
-    fn write(&self, image: &NodeImage<'_>, out: &mut StagedFile) -> io::Result<()> {
-        let map = crate::bmap::map_image(image.path)?;
-        let text = crate::bmap::render(&map, image.file)?;
-        out.write_all(text.as_bytes())
-    }
 }
 
 /// `<node>.img.xz` or `.img.zst`, its chunks shared with the build's other nodes.

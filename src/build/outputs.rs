@@ -130,6 +130,9 @@ pub struct NodeOutputs {
     /// Keep the raw image `<node>.img` in the output directory (it is always made: the other
     /// formats are written from it).
     pub raw: bool,
+    /// Write `<node>.img.bmap` (bmaptool's block map, [`crate::bmap`]), its range checksums
+    /// taken in the same read of the image as the raw image's digest.
+    pub bmap: bool,
     pub extra: Vec<Arc<dyn NodeOutput>>,
     /// Write `os_list.json` for Raspberry Pi Imager, naming the files under this URL (a
     /// directory, ending in `/`; `Some("")`: the output directory as a `file://` URL).
@@ -140,6 +143,7 @@ impl Default for NodeOutputs {
     fn default() -> Self {
         NodeOutputs {
             raw: true,
+            bmap: false,
             extra: Vec::new(),
             os_list: None,
         }
@@ -150,6 +154,7 @@ impl std::fmt::Debug for NodeOutputs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeOutputs")
             .field("raw", &self.raw)
+            .field("bmap", &self.bmap)
             .field("extra", &self.extra.len())
             .field("os_list", &self.os_list)
             .finish()
@@ -249,18 +254,35 @@ fn role_images(
     Ok(out)
 }
 
-/// The entry of a finished raw image, synced first when it is `kept` as an output.
-fn raw_entry(path: &Path, name: String, kept: bool) -> Result<FileEntry, BuildError> {
+/// The entry of a finished raw image, synced first when it is `kept` as an output; with its
+/// block map when `bmap`, the map's range checksums taken in the same read as the image's
+/// digest (the image's data is read once for both).
+fn raw_entry(
+    path: &Path,
+    name: String,
+    kept: bool,
+    bmap: bool,
+) -> Result<(FileEntry, Option<String>), BuildError> {
     let f = fs::File::open(path).map_err(io_error(path))?;
     if kept {
         f.sync_all().map_err(io_error(path))?;
     }
-    let (sha256, bytes) = output::sha256_sparse(&f).map_err(io_error(path))?;
-    Ok(FileEntry {
-        name,
-        bytes,
-        sha256,
-    })
+    let map = match bmap {
+        true => Some(crate::bmap::map_image(path).map_err(io_error(path))?),
+        false => None,
+    };
+    let ranges = map.as_ref().map(|m| m.byte_ranges()).unwrap_or_default();
+    let (sha256, bytes, sums) =
+        output::sha256_sparse_ranges(&f, &ranges).map_err(io_error(path))?;
+    let text = map.map(|m| crate::bmap::render_sums(&m, &sums));
+    Ok((
+        FileEntry {
+            name,
+            bytes,
+            sha256,
+        },
+        text,
+    ))
 }
 
 /// One node: a copy of its role's image, its layer, its files.
@@ -279,10 +301,17 @@ fn build_node(
     })?;
     let mut files = Vec::new();
     // The raw image's digest, kept or not (os_list.json records it as the extracted image's).
-    let raw = raw_entry(&img, name, outputs.raw)?;
+    let (raw, bmap) = raw_entry(&img, name, outputs.raw, outputs.bmap)?;
     let raw_digest = raw.sha256.clone();
     if outputs.raw {
         files.push(raw.clone());
+    }
+    if let Some(text) = bmap {
+        let fname = format!("{}.img.bmap", node.name);
+        let path = dir.join(&fname);
+        let mut out = StagedFile::create(path.clone())?;
+        out.write_all(text.as_bytes()).map_err(io_error(&path))?;
+        files.push(out.finish(fname)?);
     }
     if !outputs.extra.is_empty() {
         let file = fs::File::open(&img).map_err(io_error(&img))?;
