@@ -296,6 +296,9 @@ fn a_corruption_between_write_and_verify_is_caught_and_named() {
             "--yes",
             "--test-corrupt-before-verify",
             &at.to_string(),
+            // Without a terminal each finished step prints a plain line; the failure must
+            // still be the only line left.
+            "--quiet",
         ]);
         assert_one_line_error(&r, &want);
         let stdout = String::from_utf8_lossy(&r.stdout);
@@ -466,9 +469,29 @@ fn flash_spec_node_and_reimage_write_what_build_and_flash_write() {
         "--allow-unpinned",
     ]));
     assert!(out.contains("built pi-w-1"), "{out}");
+    // `--node` of a cluster that exists is a partial build: the card replaces a node the
+    // cluster had (it removes its old self before joining), as `build --node` makes it.
+    let dist_node = tmp.path().join("dist-node");
+    ok(&build_with(
+        &spec,
+        &dist_node,
+        &arts,
+        &cache,
+        &["--node", "pi-w-1"],
+    ));
+    let a_node = tmp.path().join("a-node.card");
+    ok(&piforge(&[
+        "flash",
+        dist_node.join("pi-w-1.img").to_str().unwrap(),
+        a_node.to_str().unwrap(),
+    ]));
     assert!(
-        fs::read(&a).unwrap() == fs::read(&b).unwrap(),
-        "flash --spec --node differs from build + flash"
+        fs::read(&a_node).unwrap() == fs::read(&b).unwrap(),
+        "flash --spec --node differs from build --node + flash"
+    );
+    assert!(
+        fs::read(&a).unwrap() != fs::read(&b).unwrap(),
+        "a --node card is the same as the full build's: it would not replace the old node"
     );
 
     // --all with a target per node ({node}): no terminal needed; a summary table.
@@ -503,42 +526,9 @@ fn flash_spec_node_and_reimage_write_what_build_and_flash_write() {
     let r = piforge(&["flash", "--spec", spec_s, "--all", b.to_str().unwrap()]);
     assert_one_line_error(&r, "terminal");
 
-    // reimage = build --node (with the fresh token) + flash.
-    let dist2 = tmp.path().join("dist2");
-    ok(&build_with(
-        &spec,
-        &dist2,
-        &arts,
-        &cache,
-        &["--node", "pi-cp-1", "--token", TOKEN, "--new-cluster"],
-    ));
-    let c = tmp.path().join("c.card");
-    ok(&piforge(&[
-        "flash",
-        dist2.join("pi-cp-1.img").to_str().unwrap(),
-        c.to_str().unwrap(),
-    ]));
-    let d = tmp.path().join("d.card");
-    let out = ok(&piforge(&[
-        "reimage",
-        "--spec",
-        spec_s,
-        "--node",
-        "pi-cp-1",
-        d.to_str().unwrap(),
-        "--token",
-        TOKEN,
-        "--new-cluster",
-        "--artifacts",
-        arts_s,
-        "--allow-unpinned",
-    ]));
-    assert!(
-        fs::read(&c).unwrap() == fs::read(&d).unwrap(),
-        "reimage differs from build --node + flash"
-    );
-    assert!(out.contains("kubeadm init"), "{out}");
-    // A worker: joins, with the commands to run first.
+    // A worker (the cluster state lists it: the card replaces it): joins, with the commands
+    // to run by hand should it say it could not remove its old self. Before the
+    // --new-cluster reimage below, which starts a state that does not list the worker.
     let e = tmp.path().join("e.card");
     let out = ok(&piforge(&[
         "reimage",
@@ -578,6 +568,41 @@ fn flash_spec_node_and_reimage_write_what_build_and_flash_write() {
     );
     // The reimaged worker is not the first build's worker: a new instance-id (the token).
     assert!(fs::read(&e).unwrap() != fs::read(&a).unwrap());
+    // reimage = build --node (with the fresh token) + flash.
+    let dist2 = tmp.path().join("dist2");
+    ok(&build_with(
+        &spec,
+        &dist2,
+        &arts,
+        &cache,
+        &["--node", "pi-cp-1", "--token", TOKEN, "--new-cluster"],
+    ));
+    let c = tmp.path().join("c.card");
+    ok(&piforge(&[
+        "flash",
+        dist2.join("pi-cp-1.img").to_str().unwrap(),
+        c.to_str().unwrap(),
+    ]));
+    let d = tmp.path().join("d.card");
+    let out = ok(&piforge(&[
+        "reimage",
+        "--spec",
+        spec_s,
+        "--node",
+        "pi-cp-1",
+        d.to_str().unwrap(),
+        "--token",
+        TOKEN,
+        "--new-cluster",
+        "--artifacts",
+        arts_s,
+        "--allow-unpinned",
+    ]));
+    assert!(
+        fs::read(&c).unwrap() == fs::read(&d).unwrap(),
+        "reimage differs from build --node + flash"
+    );
+    assert!(out.contains("kubeadm init"), "{out}");
 }
 
 #[test]

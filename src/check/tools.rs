@@ -191,34 +191,14 @@ pub(super) fn tools(fs: &dyn RootFiles, packages: &[String]) -> Result<Vec<Check
             Some(n) => offline_note(n),
             None => online_note(),
         };
-        let it = if !required {
-            // The only optional tool left is `touch`, about which kubeadm's preflight only
-            // warns; the ones it dropped (socat and ebtables in 1.31, kubernetes/kubernetes#127151;
-            // conntrack in 1.32; ethtool and tc in 1.33, #129131) are no longer in TOOLS.
-            // Nothing to act on in cluster.yaml: a PASS that lists what is absent.
-            let mut reason = if present.is_empty() {
-                String::from("found: none")
-            } else {
-                format!("found: {}", join(&present))
-            };
-            if !later.is_empty() {
-                let _ = write!(reason, "; {}", later_note());
-            }
-            if !absent.is_empty() {
-                let _ = write!(
-                    reason,
-                    "; not on PATH: {} (kubeadm's preflight only warns about it; ebtables, \
-                     socat, conntrack, ethtool and tc it no longer checks since 1.31 to 1.33)",
-                    join(&absent)
-                );
-            }
-            item(id, title, Status::Pass, reason, path.clone())
-        } else if !absent.is_empty() {
+        let it = if !absent.is_empty() {
             let mut reason = format!("missing: {}", join(&absent));
             if !later.is_empty() {
                 let _ = write!(reason, "; {}", later_note());
             }
-            item(id, title, Status::Fail, reason, path.clone())
+            // `touch`, the one optional tool, is a warning in kubeadm's preflight too.
+            let status = if required { Status::Fail } else { Status::Warn };
+            item(id, title, status, reason, path.clone())
         } else if !later.is_empty() {
             // The card's own .debs cover them: nothing is left to the network.
             let status = if offline.is_some() {

@@ -139,7 +139,9 @@ pub fn cmd_reimage(a: ReimageArgs) -> Result<ExitCode> {
                 "  first removes its old etcd member and Node object itself, through a one-hour \
                  client certificate it makes with the card's cluster CA (kubeadm kubeconfig user);"
             ),
-            _ => println!("  joins under its old name once the old Node object is no longer Ready;"),
+            _ => {
+                println!("  joins under its old name once the old Node object is no longer Ready;")
+            }
         }
         println!(
             "Should the card's piforge-status.txt (boot partition) say it could not, run in the cluster:"
@@ -191,7 +193,11 @@ fn build_nodes(
         now,
         new_cluster,
         jobs: 0,
-        outputs: build::NodeOutputs::default(),
+        // The raw image and its block map: flash writes the mapped ranges only.
+        outputs: build::NodeOutputs {
+            bmap: true,
+            ..build::NodeOutputs::default()
+        },
     };
     let report = build::build(&opts, crate::progress_bars())?;
     for w in &report.warnings {
