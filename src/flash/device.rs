@@ -299,7 +299,16 @@ pub fn refusals(
 
 /// [`refusals`] with the running system's mountinfo and swaps.
 pub fn system_refusals(d: &DeviceInfo) -> Vec<String> {
-    let mounts = parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
+    // Fail closed: a system whose mounts cannot be read may have the device mounted.
+    let mut unreadable = Vec::new();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_else(|e| {
+        unreadable.push(format!(
+            "cannot tell whether {} is mounted: reading /proc/self/mountinfo: {e}",
+            d.path.display()
+        ));
+        String::new()
+    });
+    let mounts = parse_mountinfo(&mountinfo);
     let swaps: Vec<(String, (u32, u32))> =
         parse_swaps(&fs::read_to_string("/proc/swaps").unwrap_or_default())
             .into_iter()
@@ -313,7 +322,9 @@ pub fn system_refusals(d: &DeviceInfo) -> Vec<String> {
                 Some((s, (libc::major(dev), libc::minor(dev))))
             })
             .collect();
-    refusals(d, &mounts, &swaps, &|p| fs::canonicalize(p).ok())
+    let mut why = refusals(d, &mounts, &swaps, &|p| fs::canonicalize(p).ok());
+    why.extend(unreadable);
+    why
 }
 
 #[cfg(test)]
