@@ -5,6 +5,8 @@ What a guest sent, from the packet record QEMU's filter-dump wrote of its networ
 format, Ethernet frames), one `key value` line each, for run.sh's checks:
   packets N                 every frame recorded (both directions)
   ssh_replies N             TCP segments the guest sent from port 22 (the host's ssh-keyscan)
+  ssh_banners N             of those, segments carrying sshd's banner ("SSH-2.0-"): sshd
+                            answered (a refused early attempt is only a RST)
   syn DST:PORT              a TCP connection the guest tried to open (SYN without ACK)
   udp DST:PORT              a UDP datagram the guest sent (DNS, DHCP, NTP...)
   dns NAME                  a name the guest asked a DNS server for
@@ -32,7 +34,7 @@ def main():
         return
     magic = struct.unpack("<I", data[:4])[0]
     end = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
-    off, packets, ssh = 24, 0, 0
+    off, packets, ssh, banners = 24, 0, 0, 0
     seen = []
     while off + 16 <= len(data):
         _, _, incl, _ = struct.unpack(end + "IIII", data[off : off + 16])
@@ -54,6 +56,9 @@ def main():
             flags = l4[13]
             if sport == 22:
                 ssh += 1
+                doff = (l4[12] >> 4) * 4
+                if l4[doff : doff + 8] == b"SSH-2.0-":
+                    banners += 1
             elif flags & 0x02 and not flags & 0x10:
                 seen.append(f"syn {dst}:{dport}")
         elif proto == 17 and len(l4) >= 8:
@@ -63,6 +68,7 @@ def main():
                 seen.append(f"dns {qname(l4[8:], 12)}")
     print(f"packets {packets}")
     print(f"ssh_replies {ssh}")
+    print(f"ssh_banners {banners}")
     for line in sorted(set(seen)):
         print(line)
 
