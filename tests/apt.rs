@@ -11,10 +11,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const K8S: &str = "1.34.11";
-const KEY: &str =
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyFQ2JzvZ1bq0cJ5i6L3yq0u8ZP0eGq5u3y2Yc8kq9X test@laptop";
-
 /// gpg with its own home (a throwaway key, never the user's keyring).
 fn gpg(home: &Path, args: &[&str]) -> std::process::Output {
     let out = Command::new("gpg")
@@ -202,35 +198,6 @@ fn base_image(tmp: &Path, url: &str, keyring: &[u8], cache: &Path) -> PathBuf {
     out
 }
 
-fn write_spec(dir: &Path, image: &Path) -> PathBuf {
-    let spec = format!(
-        "name: aptlab
-image:
-  source: {image}
-kubernetes:
-  version: \"{K8S}\"
-  cni: flannel
-network:
-  interface: eth0
-  gateway: 192.168.50.1
-  dns: [192.168.50.1]
-user: pi
-ssh_authorized_keys: [\"{KEY}\"]
-nodes:
-  - name: pi-cp-1
-    role: control-plane
-    address: 192.168.50.10/24
-  - name: pi-w-1
-    role: worker
-    address: 192.168.50.11/24
-",
-        image = image.display()
-    );
-    let p = dir.join("cluster.yaml");
-    fs::write(&p, spec).unwrap();
-    p
-}
-
 fn fetch(spec: &Path, arts: &Path, cache: &Path, extra: &[&str]) -> std::process::Output {
     // --no-images: this test is about the OS packages (the container images have their own,
     // tests/images.rs); without it fetch warns that the artifacts directory holds no image.
@@ -263,7 +230,7 @@ fn lab() -> Lab {
     let base = base_image(tmp.path(), &server.url, &repo.keyring(), &cache);
     let dir = tmp.path().join("cluster");
     fs::create_dir_all(&dir).unwrap();
-    let spec = write_spec(&dir, &base);
+    let spec = two_node_spec(&dir, "aptlab", &base);
     let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
     // The release artifacts pinned first, so that later fetches warn about nothing.
     let lock = dir.join("piforge.lock");

@@ -10,43 +10,15 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-const K8S: &str = "1.34.11";
-const KEY: &str =
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyFQ2JzvZ1bq0cJ5i6L3yq0u8ZP0eGq5u3y2Yc8kq9X test@laptop";
 const NODES: [(&str, Option<&str>); 3] = [
     ("pi-cp-1", Some("192.168.50.10")),
     ("pi-w-1", Some("192.168.50.11")),
     ("pi-w-2", None),
 ];
 
-fn write_spec(dir: &Path, image: &Path) -> PathBuf {
-    let spec = format!(
-        "name: keylab
-image:
-  source: {image}
-kubernetes:
-  version: \"{K8S}\"
-network:
-  interface: eth0
-  gateway: 192.168.50.1
-  dns: [192.168.50.1]
-user: pi
-ssh_authorized_keys: [\"{KEY}\"]
-nodes:
-  - name: pi-cp-1
-    role: control-plane
-    address: 192.168.50.10/24
-  - name: pi-w-1
-    role: worker
-    address: 192.168.50.11/24
-  - name: pi-w-2
-    role: worker
-",
-        image = image.display()
-    );
-    let p = dir.join("cluster.yaml");
-    fs::write(&p, spec).unwrap();
-    p
+/// The two-node spec with a third node, the worker pi-w-2 on DHCP.
+fn three_node_spec(dir: &Path, image: &Path) -> PathBuf {
+    cluster_spec(dir, "keylab", image, "  - name: pi-w-2\n    role: worker\n")
 }
 
 fn build(spec: &Path, out: &Path, arts: &Path, cache: &Path, extra: &[&str]) {
@@ -131,7 +103,7 @@ fn host_keys_are_per_node_stable_and_never_on_the_fat_partition() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
-    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
+    let spec = three_node_spec(tmp.path(), &fixture("trixie.img"));
     let out = tmp.path().join("dist");
     build(&spec, &out, &arts, &cache, &[]);
     let secrets = tmp.path().join("secrets");
@@ -291,7 +263,7 @@ fn a_base_unit_that_remakes_host_keys_is_masked() {
         &cache,
     );
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let spec = write_spec(tmp.path(), &base);
+    let spec = three_node_spec(tmp.path(), &base);
     let out = tmp.path().join("dist");
     build(&spec, &out, &arts, &cache, &[]);
     let img = out.join("pi-w-2.img");

@@ -252,3 +252,49 @@ pub fn build_with(spec: &Path, out: &Path, arts: &Path, cache: &Path, extra: &[&
     args.extend_from_slice(extra);
     piforge(&args, cache)
 }
+
+/// The Kubernetes version of the stand-in artifacts the tests build with.
+pub const K8S: &str = "1.34.11";
+/// The SSH key the test specs authorize.
+pub const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyFQ2JzvZ1bq0cJ5i6L3yq0u8ZP0eGq5u3y2Yc8kq9X test@laptop";
+
+/// Writes DIR/cluster.yaml: cluster `name` over `image`, Kubernetes [`K8S`] with flannel and the
+/// default subnets, static addresses on eth0 in 192.168.50.0/24, and two nodes: the control
+/// plane pi-cp-1 (.10) and the worker pi-w-1 (.11).
+pub fn two_node_spec(dir: &Path, name: &str, image: &Path) -> PathBuf {
+    cluster_spec(dir, name, image, "")
+}
+
+/// [`two_node_spec`] with `more_nodes` (YAML list items, each line indented two spaces) after
+/// pi-w-1.
+pub fn cluster_spec(dir: &Path, name: &str, image: &Path, more_nodes: &str) -> PathBuf {
+    let spec = format!(
+        "name: {name}
+image:
+  source: {image}
+kubernetes:
+  version: \"{K8S}\"
+  pod_subnet: 10.244.0.0/16
+  service_subnet: 10.96.0.0/12
+  cni: flannel
+network:
+  interface: eth0
+  gateway: 192.168.50.1
+  dns: [192.168.50.1]
+user: pi
+ssh_authorized_keys: [\"{KEY}\"]
+nodes:
+  - name: pi-cp-1
+    role: control-plane
+    address: 192.168.50.10/24
+  - name: pi-w-1
+    role: worker
+    address: 192.168.50.11/24
+{more_nodes}",
+        image = image.display()
+    );
+    let p = dir.join("cluster.yaml");
+    std::fs::write(&p, spec).unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));
+    p
+}
