@@ -37,39 +37,6 @@ fn mode(p: &Path) -> u32 {
     fs::metadata(p).unwrap().permissions().mode() & 0o7777
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Every file of the FAT partition, copied out with mtools, concatenated.
-fn fat_files(img: &Path, boot: u64, scratch: &Path) -> Vec<u8> {
-    let dir = scratch.join("fat");
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    let fat = format!("{}@@{boot}", img.display());
-    run(
-        "mcopy",
-        &["-s", "-n", "-i", &fat, "::*", dir.to_str().unwrap()],
-    );
-    let mut all = Vec::new();
-    let mut stack = vec![dir];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                all.extend(fs::read(&p).unwrap());
-            }
-        }
-    }
-    assert!(
-        contains(&all, b"#cloud-config"),
-        "mcopy copied the seed out"
-    );
-    all
-}
-
 /// The node's key in the secrets directory, checked with ssh-keygen: (private, public,
 /// fingerprint).
 fn stored_key(secrets: &Path, node: &str) -> (String, String, String) {
@@ -189,7 +156,7 @@ fn host_keys_are_per_node_stable_and_never_on_the_fat_partition() {
         assert_eq!(code, 0, "cloud-init schema: {text}");
         // No line of the private key on the FAT partition: neither in its files (mcopy) nor
         // anywhere in its bytes (deleted or slack space).
-        let files = fat_files(&img, boot, tmp.path());
+        let files = fat_file_bytes(&img, boot, tmp.path());
         let data = fs::read(&img).unwrap();
         let bootfs = &data[boot as usize..root as usize];
         for line in private.lines().filter(|l| !l.starts_with("-----")) {
@@ -251,18 +218,7 @@ fn a_base_unit_that_remakes_host_keys_is_masked() {
     )
     .unwrap();
     let base = tmp.path().join("base.img");
-    let r = piforge(
-        &[
-            "customize",
-            fixture("trixie.img").to_str().unwrap(),
-            "-o",
-            base.to_str().unwrap(),
-            "--root-overlay",
-            tmp.path().join("overlay").to_str().unwrap(),
-        ],
-        &cache,
-    );
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    trixie_with_overlay(&tmp.path().join("overlay"), &base, &cache);
     let spec = three_node_spec(tmp.path(), &base);
     let out = tmp.path().join("dist");
     build(&spec, &out, &arts, &cache, &[]);

@@ -298,3 +298,100 @@ nodes:
     std::fs::write(&p, spec).unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));
     p
 }
+
+/// A new ed25519 key pair without passphrase at `key` and `key.pub` (`ssh-keygen -q -t ed25519`).
+pub fn ssh_keygen(key: &Path, comment: &str) {
+    let k = key.to_str().expect("key path is UTF-8");
+    run(
+        "ssh-keygen",
+        &["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", k],
+    );
+}
+
+/// `piforge customize INPUT -o OUT ARGS...`, which must succeed (a base made for a test).
+pub fn customize_ok(input: &Path, out: &Path, args: &[&str], cache: &Path) {
+    let mut a = vec![
+        "customize",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    a.extend_from_slice(args);
+    let r = piforge(&a, cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}
+
+/// Whether `needle` (not empty) occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The bytes of every file on the FAT partition at `boot`, copied out with `mcopy -s` into
+/// SCRATCH/fat and concatenated; asserts the cloud-init seed was among them.
+pub fn fat_file_bytes(img: &Path, boot: u64, scratch: &Path) -> Vec<u8> {
+    let dir = scratch.join("fat");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fat = format!("{}@@{boot}", img.display());
+    run(
+        "mcopy",
+        &["-s", "-n", "-i", &fat, "::*", dir.to_str().unwrap()],
+    );
+    let mut all = Vec::new();
+    let mut stack = vec![dir];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                all.extend(std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    assert!(
+        contains(&all, b"#cloud-config"),
+        "mcopy copied the seed out"
+    );
+    all
+}
+
+/// The arguments of `piforge customize INPUT -o OUT --kubernetes K8S --artifacts ARTS
+/// --allow-unpinned --lock LOCK`.
+pub fn customize_kubernetes_args<'a>(
+    input: &'a Path,
+    out: &'a Path,
+    arts: &'a Path,
+    lock: &'a Path,
+) -> Vec<&'a str> {
+    vec![
+        "customize",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--kubernetes",
+        K8S,
+        "--artifacts",
+        arts.to_str().unwrap(),
+        "--allow-unpinned",
+        "--lock",
+        lock.to_str().unwrap(),
+    ]
+}
+
+/// `piforge customize INPUT -o OUT --kubernetes K8S --artifacts ARTS --allow-unpinned --lock LOCK`.
+pub fn customize_kubernetes(
+    input: &Path,
+    out: &Path,
+    arts: &Path,
+    lock: &Path,
+    cache: &Path,
+) -> Output {
+    piforge(&customize_kubernetes_args(input, out, arts, lock), cache)
+}
+
+/// The trixie fixture with the root overlay `overlay`, written to `out` by `piforge customize`.
+pub fn trixie_with_overlay(overlay: &Path, out: &Path, cache: &Path) {
+    let o = overlay.to_str().unwrap();
+    customize_ok(&fixture("trixie.img"), out, &["--root-overlay", o], cache);
+}
