@@ -183,19 +183,47 @@ fn base_image(tmp: &Path, url: &str, keyring: &[u8], cache: &Path) -> PathBuf {
     )
     .unwrap();
     let out = tmp.join("base.img");
-    let r = piforge(
-        &[
-            "customize",
-            fixture("trixie.img").to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--root-overlay",
-            ov.to_str().unwrap(),
-        ],
-        cache,
-    );
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    trixie_with_overlay(&ov, &out, cache);
     out
+}
+
+/// Asserts that the card `img` lists iptables' three .debs in dependency order (what iptables
+/// needs first) and holds them byte for byte as the repository has them; returns where each was
+/// dumped to (`TMP/PREFIX-FILE`).
+fn assert_card_holds_the_three_debs(l: &Lab, img: &Path, prefix: &str) -> Vec<PathBuf> {
+    let (_, root) = offsets(img, &l.cache);
+    let list = debugfs(img, root, "cat /etc/piforge/first-boot-debs");
+    let files: Vec<&str> = list
+        .lines()
+        .filter(|x| !x.starts_with('#'))
+        .filter_map(|x| x.split(' ').next())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "libpf-xtables_1.8.11-2_arm64.deb",
+            "pf-net_6.5_all.deb",
+            "iptables_1.8.11-2_arm64.deb"
+        ],
+        "{list}"
+    );
+    files
+        .into_iter()
+        .map(|f| {
+            let dumped = l.tmp.path().join(format!("{prefix}-{f}"));
+            debugfs(
+                img,
+                root,
+                &format!("dump /var/lib/piforge/debs/{f} {}", dumped.display()),
+            );
+            assert_eq!(
+                sha256(&dumped),
+                sha256(&l.repo.root.join("debian/pool/main").join(f)),
+                "{f}"
+            );
+            dumped
+        })
+        .collect()
 }
 
 fn fetch(spec: &Path, arts: &Path, cache: &Path, extra: &[&str]) -> std::process::Output {
@@ -308,35 +336,7 @@ fn fetch_resolves_verifies_and_pins_and_the_card_installs_offline() {
         "{bout}"
     );
     let img = out.join("pi-w-1.img");
-    let (_, root) = offsets(&img, &l.cache);
-    let list = debugfs(&img, root, "cat /etc/piforge/first-boot-debs");
-    let files: Vec<&str> = list
-        .lines()
-        .filter(|x| !x.starts_with('#'))
-        .filter_map(|x| x.split(' ').next())
-        .collect();
-    // Dependency order: what iptables needs first.
-    assert_eq!(
-        files,
-        [
-            "libpf-xtables_1.8.11-2_arm64.deb",
-            "pf-net_6.5_all.deb",
-            "iptables_1.8.11-2_arm64.deb"
-        ],
-        "{list}"
-    );
-    for f in files {
-        let dumped = l.tmp.path().join(format!("dumped-{f}"));
-        debugfs(
-            &img,
-            root,
-            &format!("dump /var/lib/piforge/debs/{f} {}", dumped.display()),
-        );
-        assert_eq!(
-            sha256(&dumped),
-            sha256(&l.repo.root.join("debian/pool/main").join(f)),
-            "{f}"
-        );
+    for dumped in assert_card_holds_the_three_debs(&l, &img, "dumped") {
         // A real .deb: dpkg-deb reads it.
         assert!(
             run("dpkg-deb", &["-f", dumped.to_str().unwrap(), "Package"])
@@ -345,6 +345,7 @@ fn fetch_resolves_verifies_and_pins_and_the_card_installs_offline() {
                 > 2
         );
     }
+    let (_, root) = offsets(&img, &l.cache);
     assert_eq!(e2fsck(&img, root).0, 0);
     // check says first boot needs no network for them.
     let c = piforge(&["check", img.to_str().unwrap()], &l.cache);
@@ -437,24 +438,8 @@ fn customize_kubernetes_carries_the_pinned_debs_like_build() {
     let l = lab();
     let base = l.tmp.path().join("base.img");
     let lock = l.spec.with_file_name("piforge.lock");
-    let customize = |out: &Path, lock: &Path| {
-        piforge(
-            &[
-                "customize",
-                base.to_str().unwrap(),
-                "-o",
-                out.to_str().unwrap(),
-                "--kubernetes",
-                K8S,
-                "--artifacts",
-                l.arts.to_str().unwrap(),
-                "--allow-unpinned",
-                "--lock",
-                lock.to_str().unwrap(),
-            ],
-            &l.cache,
-        )
-    };
+    let customize =
+        |out: &Path, lock: &Path| customize_kubernetes(&base, out, &l.arts, lock, &l.cache);
     // No .deb pinned yet: a warning, and the card installs with apt on first boot.
     let bare = l.tmp.path().join("bare.img");
     let r = customize(&bare, &lock);
@@ -475,35 +460,8 @@ fn customize_kubernetes_carries_the_pinned_debs_like_build() {
     let r = customize(&out, &lock);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(!String::from_utf8_lossy(&r.stderr).contains("not pinned"));
+    assert_card_holds_the_three_debs(&l, &out, "c");
     let (_, root) = offsets(&out, &l.cache);
-    let list = debugfs(&out, root, "cat /etc/piforge/first-boot-debs");
-    let files: Vec<&str> = list
-        .lines()
-        .filter(|x| !x.starts_with('#'))
-        .filter_map(|x| x.split(' ').next())
-        .collect();
-    assert_eq!(
-        files,
-        [
-            "libpf-xtables_1.8.11-2_arm64.deb",
-            "pf-net_6.5_all.deb",
-            "iptables_1.8.11-2_arm64.deb"
-        ],
-        "{list}"
-    );
-    for f in files {
-        let dumped = l.tmp.path().join(format!("c-{f}"));
-        debugfs(
-            &out,
-            root,
-            &format!("dump /var/lib/piforge/debs/{f} {}", dumped.display()),
-        );
-        assert_eq!(
-            sha256(&dumped),
-            sha256(&l.repo.root.join("debian/pool/main").join(f)),
-            "{f}"
-        );
-    }
     assert_eq!(e2fsck(&out, root).0, 0);
     let c = piforge(&["check", out.to_str().unwrap()], &l.cache);
     let ctext = String::from_utf8_lossy(&c.stdout);
