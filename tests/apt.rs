@@ -11,10 +11,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const K8S: &str = "1.34.11";
-const KEY: &str =
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyFQ2JzvZ1bq0cJ5i6L3yq0u8ZP0eGq5u3y2Yc8kq9X test@laptop";
-
 /// gpg with its own home (a throwaway key, never the user's keyring).
 fn gpg(home: &Path, args: &[&str]) -> std::process::Output {
     let out = Command::new("gpg")
@@ -187,48 +183,47 @@ fn base_image(tmp: &Path, url: &str, keyring: &[u8], cache: &Path) -> PathBuf {
     )
     .unwrap();
     let out = tmp.join("base.img");
-    let r = piforge(
-        &[
-            "customize",
-            fixture("trixie.img").to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--root-overlay",
-            ov.to_str().unwrap(),
-        ],
-        cache,
-    );
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    trixie_with_overlay(&ov, &out, cache);
     out
 }
 
-fn write_spec(dir: &Path, image: &Path) -> PathBuf {
-    let spec = format!(
-        "name: aptlab
-image:
-  source: {image}
-kubernetes:
-  version: \"{K8S}\"
-  cni: flannel
-network:
-  interface: eth0
-  gateway: 192.168.50.1
-  dns: [192.168.50.1]
-user: pi
-ssh_authorized_keys: [\"{KEY}\"]
-nodes:
-  - name: pi-cp-1
-    role: control-plane
-    address: 192.168.50.10/24
-  - name: pi-w-1
-    role: worker
-    address: 192.168.50.11/24
-",
-        image = image.display()
+/// Asserts that the card `img` lists iptables' three .debs in dependency order (what iptables
+/// needs first) and holds them byte for byte as the repository has them; returns where each was
+/// dumped to (`TMP/PREFIX-FILE`).
+fn assert_card_holds_the_three_debs(l: &Lab, img: &Path, prefix: &str) -> Vec<PathBuf> {
+    let (_, root) = offsets(img, &l.cache);
+    let list = debugfs(img, root, "cat /etc/piforge/first-boot-debs");
+    let files: Vec<&str> = list
+        .lines()
+        .filter(|x| !x.starts_with('#'))
+        .filter_map(|x| x.split(' ').next())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "libpf-xtables_1.8.11-2_arm64.deb",
+            "pf-net_6.5_all.deb",
+            "iptables_1.8.11-2_arm64.deb"
+        ],
+        "{list}"
     );
-    let p = dir.join("cluster.yaml");
-    fs::write(&p, spec).unwrap();
-    p
+    files
+        .into_iter()
+        .map(|f| {
+            let dumped = l.tmp.path().join(format!("{prefix}-{f}"));
+            debugfs(
+                img,
+                root,
+                &format!("dump /var/lib/piforge/debs/{f} {}", dumped.display()),
+            );
+            assert_eq!(
+                sha256(&dumped),
+                sha256(&l.repo.root.join("debian/pool/main").join(f)),
+                "{f}"
+            );
+            dumped
+        })
+        .collect()
 }
 
 fn fetch(spec: &Path, arts: &Path, cache: &Path, extra: &[&str]) -> std::process::Output {
@@ -263,7 +258,7 @@ fn lab() -> Lab {
     let base = base_image(tmp.path(), &server.url, &repo.keyring(), &cache);
     let dir = tmp.path().join("cluster");
     fs::create_dir_all(&dir).unwrap();
-    let spec = write_spec(&dir, &base);
+    let spec = two_node_spec(&dir, "aptlab", &base);
     let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
     // The release artifacts pinned first, so that later fetches warn about nothing.
     let lock = dir.join("piforge.lock");
@@ -341,35 +336,7 @@ fn fetch_resolves_verifies_and_pins_and_the_card_installs_offline() {
         "{bout}"
     );
     let img = out.join("pi-w-1.img");
-    let (_, root) = offsets(&img, &l.cache);
-    let list = debugfs(&img, root, "cat /etc/piforge/first-boot-debs");
-    let files: Vec<&str> = list
-        .lines()
-        .filter(|x| !x.starts_with('#'))
-        .filter_map(|x| x.split(' ').next())
-        .collect();
-    // Dependency order: what iptables needs first.
-    assert_eq!(
-        files,
-        [
-            "libpf-xtables_1.8.11-2_arm64.deb",
-            "pf-net_6.5_all.deb",
-            "iptables_1.8.11-2_arm64.deb"
-        ],
-        "{list}"
-    );
-    for f in files {
-        let dumped = l.tmp.path().join(format!("dumped-{f}"));
-        debugfs(
-            &img,
-            root,
-            &format!("dump /var/lib/piforge/debs/{f} {}", dumped.display()),
-        );
-        assert_eq!(
-            sha256(&dumped),
-            sha256(&l.repo.root.join("debian/pool/main").join(f)),
-            "{f}"
-        );
+    for dumped in assert_card_holds_the_three_debs(&l, &img, "dumped") {
         // A real .deb: dpkg-deb reads it.
         assert!(
             run("dpkg-deb", &["-f", dumped.to_str().unwrap(), "Package"])
@@ -378,6 +345,7 @@ fn fetch_resolves_verifies_and_pins_and_the_card_installs_offline() {
                 > 2
         );
     }
+    let (_, root) = offsets(&img, &l.cache);
     assert_eq!(e2fsck(&img, root).0, 0);
     // check says first boot needs no network for them.
     let c = piforge(&["check", img.to_str().unwrap()], &l.cache);
@@ -470,24 +438,8 @@ fn customize_kubernetes_carries_the_pinned_debs_like_build() {
     let l = lab();
     let base = l.tmp.path().join("base.img");
     let lock = l.spec.with_file_name("piforge.lock");
-    let customize = |out: &Path, lock: &Path| {
-        piforge(
-            &[
-                "customize",
-                base.to_str().unwrap(),
-                "-o",
-                out.to_str().unwrap(),
-                "--kubernetes",
-                K8S,
-                "--artifacts",
-                l.arts.to_str().unwrap(),
-                "--allow-unpinned",
-                "--lock",
-                lock.to_str().unwrap(),
-            ],
-            &l.cache,
-        )
-    };
+    let customize =
+        |out: &Path, lock: &Path| customize_kubernetes(&base, out, &l.arts, lock, &l.cache);
     // No .deb pinned yet: a warning, and the card installs with apt on first boot.
     let bare = l.tmp.path().join("bare.img");
     let r = customize(&bare, &lock);
@@ -508,35 +460,8 @@ fn customize_kubernetes_carries_the_pinned_debs_like_build() {
     let r = customize(&out, &lock);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(!String::from_utf8_lossy(&r.stderr).contains("not pinned"));
+    assert_card_holds_the_three_debs(&l, &out, "c");
     let (_, root) = offsets(&out, &l.cache);
-    let list = debugfs(&out, root, "cat /etc/piforge/first-boot-debs");
-    let files: Vec<&str> = list
-        .lines()
-        .filter(|x| !x.starts_with('#'))
-        .filter_map(|x| x.split(' ').next())
-        .collect();
-    assert_eq!(
-        files,
-        [
-            "libpf-xtables_1.8.11-2_arm64.deb",
-            "pf-net_6.5_all.deb",
-            "iptables_1.8.11-2_arm64.deb"
-        ],
-        "{list}"
-    );
-    for f in files {
-        let dumped = l.tmp.path().join(format!("c-{f}"));
-        debugfs(
-            &out,
-            root,
-            &format!("dump /var/lib/piforge/debs/{f} {}", dumped.display()),
-        );
-        assert_eq!(
-            sha256(&dumped),
-            sha256(&l.repo.root.join("debian/pool/main").join(f)),
-            "{f}"
-        );
-    }
     assert_eq!(e2fsck(&out, root).0, 0);
     let c = piforge(&["check", out.to_str().unwrap()], &l.cache);
     let ctext = String::from_utf8_lossy(&c.stdout);

@@ -3,8 +3,8 @@
 //! mismatches, HTTP errors, `update`, and offline builds from a directory.
 
 use piforge::artifacts::{
-    fetch, fetch_artifacts, from_dir, tar_entries, Catalog, Error, FetchOptions, Lock, Pin,
-    Release, TarEntryKind,
+    fetch, fetch_artifacts, from_dir, tar_entries, ArtifactSpec, Catalog, Error, FetchOptions,
+    Lock, Pin, Release, TarEntryKind,
 };
 use piforge::progress::{Progress, Task};
 use sha2::{Digest, Sha256};
@@ -438,6 +438,18 @@ fn opts<'a>(server: &Server, dir: &Path) -> FetchOptions<'a> {
     o
 }
 
+/// The FAULTS release's artifact `name`, served by `route`, with a checksum file holding
+/// `checksum`.
+fn serve_fault(server: &Server, name: &str, route: Route, checksum: String) -> ArtifactSpec {
+    let spec = release(FAULTS).artifact(name).unwrap().clone();
+    server.put(&spec.url, route);
+    server.put(
+        spec.checksum_url.as_deref().unwrap(),
+        Route::File(checksum.into_bytes()),
+    );
+    spec
+}
+
 /// Every file under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -629,14 +641,13 @@ fn an_artifact_without_upstream_checksum_needs_allow_unpinned() {
 #[test]
 fn a_wrong_upstream_digest_names_both_and_leaves_nothing_in_the_cache() {
     let server = Server::start();
-    let rel = release(FAULTS);
-    let spec = rel.artifact("bad-digest").unwrap().clone();
     let data = blob(9, 70_000);
     let claimed = sha(b"something else");
-    server.put(&spec.url, Route::File(data.clone()));
-    server.put(
-        spec.checksum_url.as_deref().unwrap(),
-        Route::File(claimed.clone().into_bytes()),
+    let spec = serve_fault(
+        &server,
+        "bad-digest",
+        Route::File(data.clone()),
+        claimed.clone(),
     );
     let dir = tempfile::tempdir().unwrap();
     let e = fetch_artifacts(std::slice::from_ref(&spec), &opts(&server, dir.path())).unwrap_err();
@@ -657,13 +668,12 @@ fn a_wrong_upstream_digest_names_both_and_leaves_nothing_in_the_cache() {
 #[test]
 fn a_dropped_connection_is_resumed_with_a_range_request() {
     let server = Server::start();
-    let rel = release(FAULTS);
-    let spec = rel.artifact("drops-once").unwrap().clone();
     let data = blob(10, 600_001);
-    server.put(&spec.url, Route::DropOnce(data.clone()));
-    server.put(
-        spec.checksum_url.as_deref().unwrap(),
-        Route::File(sha(&data).into_bytes()),
+    let spec = serve_fault(
+        &server,
+        "drops-once",
+        Route::DropOnce(data.clone()),
+        sha(&data),
     );
     let dir = tempfile::tempdir().unwrap();
     let got = fetch_artifacts(std::slice::from_ref(&spec), &opts(&server, dir.path())).unwrap();
@@ -685,13 +695,12 @@ fn a_dropped_connection_is_resumed_with_a_range_request() {
 #[test]
 fn a_server_that_ignores_range_gets_a_fresh_download() {
     let server = Server::start();
-    let rel = release(FAULTS);
-    let spec = rel.artifact("ignores-range").unwrap().clone();
     let data = blob(11, 400_000);
-    server.put(&spec.url, Route::IgnoresRange(data.clone()));
-    server.put(
-        spec.checksum_url.as_deref().unwrap(),
-        Route::File(sha(&data).into_bytes()),
+    let spec = serve_fault(
+        &server,
+        "ignores-range",
+        Route::IgnoresRange(data.clone()),
+        sha(&data),
     );
     let dir = tempfile::tempdir().unwrap();
     let got = fetch_artifacts(std::slice::from_ref(&spec), &opts(&server, dir.path())).unwrap();
@@ -704,13 +713,12 @@ fn a_server_that_ignores_range_gets_a_fresh_download() {
 #[test]
 fn retries_are_bounded_and_the_error_names_the_url() {
     let server = Server::start();
-    let rel = release(FAULTS);
-    let spec = rel.artifact("drops-always").unwrap().clone();
     let data = blob(12, 100_000);
-    server.put(&spec.url, Route::DropAlways(data.clone()));
-    server.put(
-        spec.checksum_url.as_deref().unwrap(),
-        Route::File(sha(&data).into_bytes()),
+    let spec = serve_fault(
+        &server,
+        "drops-always",
+        Route::DropAlways(data.clone()),
+        sha(&data),
     );
     let dir = tempfile::tempdir().unwrap();
     let mut o = opts(&server, dir.path());
@@ -746,13 +754,7 @@ fn retries_are_bounded_and_the_error_names_the_url() {
 #[test]
 fn a_stalled_connection_times_out() {
     let server = Server::start();
-    let rel = release(FAULTS);
-    let spec = rel.artifact("stalls").unwrap().clone();
-    server.put(&spec.url, Route::Stall);
-    server.put(
-        spec.checksum_url.as_deref().unwrap(),
-        Route::File(sha(b"x").into_bytes()),
-    );
+    let spec = serve_fault(&server, "stalls", Route::Stall, sha(b"x"));
     let dir = tempfile::tempdir().unwrap();
     let mut o = opts(&server, dir.path());
     o.timeout = Duration::from_millis(300);

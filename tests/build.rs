@@ -61,6 +61,17 @@ nodes:
     p
 }
 
+/// A test directory holding the stand-in artifacts and the spec over `image`:
+/// (the directory, its cache, artifacts, spec and output `dist`, not made).
+fn lab(image: &Path) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    let spec = write_spec(tmp.path(), image);
+    let out = tmp.path().join("dist");
+    (tmp, cache, arts, spec, out)
+}
+
 fn build(spec: &Path, out: &Path, arts: &Path, cache: &Path) -> std::process::Output {
     build_with(spec, out, arts, cache, &[])
 }
@@ -82,16 +93,8 @@ fn openssl_hash(ca: &Path) -> String {
         .to_string()
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
-}
-
 fn build_and_check(base: &str) {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = tmp.path().join("cache");
-    let arts = artifacts(tmp.path());
-    let spec = write_spec(tmp.path(), &fixture(&format!("{base}.img.xz")));
-    let out = tmp.path().join("dist");
+    let (tmp, cache, arts, spec, out) = lab(&fixture(&format!("{base}.img.xz")));
     let r = build(&spec, &out, &arts, &cache);
     assert!(
         r.status.success(),
@@ -357,11 +360,7 @@ fn three_nodes_on_ubuntu() {
 
 #[test]
 fn a_base_without_cloud_init_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = tmp.path().join("cache");
-    let arts = artifacts(tmp.path());
-    let spec = write_spec(tmp.path(), &fixture("bookworm.img"));
-    let out = tmp.path().join("dist");
+    let (_tmp, cache, arts, spec, out) = lab(&fixture("bookworm.img"));
     let r = build(&spec, &out, &arts, &cache);
     assert_one_line_error(&r, "has no cloud-init");
     assert!(String::from_utf8_lossy(&r.stderr).contains("trixie"));
@@ -394,31 +393,25 @@ fn spec_errors_name_file_line_and_column() {
 
 #[test]
 fn reimage_one_node_with_a_fresh_token() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = tmp.path().join("cache");
-    let arts = artifacts(tmp.path());
-    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
-    let out = tmp.path().join("dist");
+    let (tmp, cache, arts, spec, out) = lab(&fixture("trixie.img"));
+    let w1_build = |token_args: &[&str]| {
+        let mut args = vec!["--node", "pi-w-1"];
+        args.extend_from_slice(token_args);
+        build_with(&spec, &out, &arts, &cache, &args)
+    };
+    let kubeadm_yaml = || {
+        let img = out.join("pi-w-1.img");
+        let (_, root) = offsets(&img, &cache);
+        debugfs(&img, root, "cat /etc/piforge/kubeadm.yaml")
+    };
     let fresh = "abcdef.0123456789abcdef";
-    let r = build_with(
-        &spec,
-        &out,
-        &arts,
-        &cache,
-        &["--node", "pi-w-1", "--token", fresh],
-    );
+    let r = w1_build(&["--token", fresh]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let stdout = String::from_utf8_lossy(&r.stdout);
     assert!(stdout.contains("kubectl delete node pi-w-1"), "{stdout}");
     assert!(!stdout.contains(fresh), "the token was printed");
     assert!(out.join("pi-w-1.img").exists() && !out.join("pi-cp-1.img").exists());
-    let (_, root) = offsets(&out.join("pi-w-1.img"), &cache);
-    assert!(debugfs(
-        &out.join("pi-w-1.img"),
-        root,
-        "cat /etc/piforge/kubeadm.yaml"
-    )
-    .contains(fresh));
+    assert!(kubeadm_yaml().contains(fresh));
     let r = piforge(
         &["build", "--spec", spec.to_str().unwrap(), "--node", "nope"],
         &cache,
@@ -438,22 +431,11 @@ fn reimage_one_node_with_a_fresh_token() {
 
     // Issue 12 item 14: a --token argument is visible to every local user in ps; --token-file
     // FILE (its first line) or - (standard input) keeps it out of the process list.
-    let kubeadm_yaml = || {
-        let img = out.join("pi-w-1.img");
-        let (_, root) = offsets(&img, &cache);
-        debugfs(&img, root, "cat /etc/piforge/kubeadm.yaml")
-    };
     let from_file = "qwerty.0123456789qwerty";
     let token_file = tmp.path().join("token.txt");
     fs::write(&token_file, format!("  {from_file}  \nnot this line\n")).unwrap();
     let tf = token_file.to_str().unwrap();
-    let r = build_with(
-        &spec,
-        &out,
-        &arts,
-        &cache,
-        &["--node", "pi-w-1", "--token-file", tf],
-    );
+    let r = w1_build(&["--token-file", tf]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(kubeadm_yaml().contains(from_file));
     let from_stdin = "zxcvbn.0123456789zxcvbn";
@@ -479,13 +461,7 @@ fn reimage_one_node_with_a_fresh_token() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(kubeadm_yaml().contains(from_stdin));
     fs::write(&token_file, "\n").unwrap();
-    let r = build_with(
-        &spec,
-        &out,
-        &arts,
-        &cache,
-        &["--node", "pi-w-1", "--token-file", tf],
-    );
+    let r = w1_build(&["--token-file", tf]);
     assert_one_line_error(&r, "holds no token on its first line");
 }
 
@@ -551,11 +527,7 @@ fn tree(dir: &Path) -> Vec<String> {
 
 #[test]
 fn dry_run_prints_every_layer_and_writes_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = tmp.path().join("cache");
-    let arts = artifacts(tmp.path());
-    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
-    let out = tmp.path().join("dist");
+    let (tmp, cache, arts, spec, out) = lab(&fixture("trixie.img"));
     let before = tree(tmp.path());
     let r = build_with(&spec, &out, &arts, &cache, &["--dry-run"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
@@ -671,40 +643,29 @@ fn every_spec_problem_is_reported_together_before_any_side_effect() {
 
 #[test]
 fn base_and_artifact_problems_are_found_before_any_secret_is_written() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = tmp.path().join("cache");
-    let arts = artifacts(tmp.path());
     // A base without cloud-init.
-    let spec = write_spec(tmp.path(), &fixture("bookworm.img"));
-    let out = tmp.path().join("dist");
+    let (tmp, cache, arts, spec, out) = lab(&fixture("bookworm.img"));
+    let nothing_written = || {
+        for written in ["secrets", "piforge.lock"] {
+            assert!(!tmp.path().join(written).exists(), "{written} was written");
+        }
+    };
     let r = build(&spec, &out, &arts, &cache);
     assert_one_line_error(&r, "has no cloud-init");
-    assert!(!tmp.path().join("secrets").exists(), "secrets were written");
-    assert!(
-        !tmp.path().join("piforge.lock").exists(),
-        "the lock was written"
-    );
+    nothing_written();
     // An offline directory that lacks an artifact.
     let spec = write_spec(tmp.path(), &fixture("trixie.img"));
     fs::remove_file(arts.join("kubeadm")).unwrap();
     let r = build(&spec, &out, &arts, &cache);
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("kubeadm"));
-    assert!(!tmp.path().join("secrets").exists(), "secrets were written");
-    assert!(
-        !tmp.path().join("piforge.lock").exists(),
-        "the lock was written"
-    );
+    nothing_written();
     assert!(!out.exists());
 }
 
 #[test]
 fn reimaging_the_init_node_joins_or_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = tmp.path().join("cache");
-    let arts = artifacts(tmp.path());
-    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
-    let out = tmp.path().join("dist");
+    let (tmp, cache, arts, spec, out) = lab(&fixture("trixie.img"));
     let node_build = |extra: &[&str]| {
         let mut args = vec!["--node", "pi-cp-1"];
         args.extend_from_slice(extra);
@@ -819,10 +780,7 @@ fn built_instance_id(img: &Path, cache: &Path) -> String {
 /// again); the output directory and which nodes are built with it do not change it.
 #[test]
 fn instance_id_follows_the_token_not_the_output_or_the_build_order() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = tmp.path().join("cache");
-    let arts = artifacts(tmp.path());
-    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
+    let (tmp, cache, arts, spec, _) = lab(&fixture("trixie.img"));
     let a = tmp.path().join("dist-a");
     let r = build(&spec, &a, &arts, &cache);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
@@ -863,10 +821,7 @@ fn instance_id_follows_the_token_not_the_output_or_the_build_order() {
 ///   file or half key pair in the secrets directory.
 #[test]
 fn a_second_build_into_one_out_is_refused_and_an_interrupted_build_leaves_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = tmp.path().join("cache");
-    let arts = artifacts(tmp.path());
-    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
+    let (tmp, cache, arts, spec, _) = lab(&fixture("trixie.img"));
     // 96 MiB that is not zeros (so every copy of it costs time): slow enough to catch the
     // build between its first and its last node image.
     let big: Vec<u8> = (0..96u32 << 20)
@@ -1051,18 +1006,7 @@ fn a_time_zone_the_base_lacks_is_refused_at_its_line_before_anything_is_written(
     fs::write(ov.join("usr/share/zoneinfo/Europe/Lisbon"), "TZif2").unwrap();
     fs::write(ov.join("usr/share/zoneinfo/Etc/UTC"), "TZif2").unwrap();
     let base = tmp.path().join("base.img");
-    let r = piforge(
-        &[
-            "customize",
-            fixture("trixie.img").to_str().unwrap(),
-            "-o",
-            base.to_str().unwrap(),
-            "--root-overlay",
-            ov.to_str().unwrap(),
-        ],
-        &cache,
-    );
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    trixie_with_overlay(&ov, &base, &cache);
     let spec = write_spec(tmp.path(), &base);
     let text = fs::read_to_string(&spec).unwrap();
     let line = text

@@ -51,38 +51,14 @@ nodes:
 fn with_host_keys(tmp: &Path, cache: &Path) -> PathBuf {
     let ov = tmp.join("keys-overlay");
     fs::create_dir_all(ov.join("etc/ssh")).unwrap();
-    run(
-        "ssh-keygen",
-        &[
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "root@base",
-            "-f",
-            ov.join("etc/ssh/ssh_host_ed25519_key").to_str().unwrap(),
-        ],
-    );
+    ssh_keygen(&ov.join("etc/ssh/ssh_host_ed25519_key"), "root@base");
     fs::write(
         ov.join(".piforge-attrs"),
         "/etc/ssh/ssh_host_ed25519_key 0600 0 0\n",
     )
     .unwrap();
     let out = tmp.join("keys.img");
-    let r = piforge(
-        &[
-            "customize",
-            fixture("trixie.img").to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--root-overlay",
-            ov.to_str().unwrap(),
-        ],
-        cache,
-    );
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    trixie_with_overlay(&ov, &out, cache);
     out
 }
 

@@ -8,14 +8,10 @@ use std::fs;
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyFQ2JzvZ1bq0cJ5i6L3yq0u8ZP0eGq5u3y2Yc8kq9X test@laptop";
 
-#[test]
-fn the_spec_may_be_positional_everywhere_a_spec_is_taken() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = tmp.path().join("cache");
-    let arts = stand_in_artifacts(&tmp.path().join("artifacts"), "1.34.11");
-    let spec = tmp.path().join("lab.yaml");
+/// Writes a spec at `path`: cluster `lab` over the trixie fixture, one control plane `cp`.
+fn one_node_spec(path: &std::path::Path) -> std::path::PathBuf {
     fs::write(
-        &spec,
+        path,
         format!(
             "name: lab\nimage:\n  source: {}\nkubernetes:\n  version: \"1.34.11\"\n\
              network:\n  gateway: 192.168.7.1\n  dns: [192.168.7.1]\nuser: pi\n\
@@ -24,6 +20,15 @@ fn the_spec_may_be_positional_everywhere_a_spec_is_taken() {
         ),
     )
     .unwrap();
+    path.to_path_buf()
+}
+
+#[test]
+fn the_spec_may_be_positional_everywhere_a_spec_is_taken() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = stand_in_artifacts(&tmp.path().join("artifacts"), "1.34.11");
+    let spec = one_node_spec(&tmp.path().join("lab.yaml"));
     let s = spec.to_str().unwrap();
     let a = arts.to_str().unwrap();
     // `piforge build SPEC` (what the generated cluster.yaml's header says) builds ...
@@ -66,17 +71,7 @@ fn fetch_from_a_directory_makes_later_builds_offline() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     let arts = stand_in_artifacts(&tmp.path().join("artifacts"), "1.34.11");
-    let spec = tmp.path().join("cluster.yaml");
-    fs::write(
-        &spec,
-        format!(
-            "name: lab\nimage:\n  source: {}\nkubernetes:\n  version: \"1.34.11\"\n\
-             network:\n  gateway: 192.168.7.1\n  dns: [192.168.7.1]\nuser: pi\n\
-             ssh_authorized_keys: [\"{KEY}\"]\nnodes:\n  - name: cp\n    role: control-plane\n    address: 192.168.7.10/24\n",
-            fixture("trixie.img").display()
-        ),
-    )
-    .unwrap();
+    let spec = one_node_spec(&tmp.path().join("cluster.yaml"));
     let s = spec.to_str().unwrap();
     let a = arts.to_str().unwrap();
     // Any request would fail at once: the proxy is a closed port on 127.0.0.1.

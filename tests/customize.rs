@@ -90,10 +90,40 @@ fn make_overlay(dir: &Path) -> PathBuf {
     o
 }
 
+/// Asserts that no piforge temporary file (`*piforge-tmp*`) is left in `dir`.
+fn assert_no_temporaries(dir: &Path) {
+    let left: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains("piforge-tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
 fn customize(args: &[&str], cache: &Path) -> std::process::Output {
     let mut a = vec!["customize"];
     a.extend_from_slice(args);
     piforge(&a, cache)
+}
+
+/// `customize INPUT -o OUT --root-overlay OVERLAY EXTRA...`.
+fn customize_overlay(
+    input: &Path,
+    out: &Path,
+    overlay: &Path,
+    extra: &[&str],
+    cache: &Path,
+) -> std::process::Output {
+    let mut a = vec![
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--root-overlay",
+        overlay.to_str().unwrap(),
+    ];
+    a.extend_from_slice(extra);
+    customize(&a, cache)
 }
 
 #[test]
@@ -294,16 +324,7 @@ fn big_file_and_growth() {
         };
         let free_before = field("Free blocks:") * field("Block size:");
         let out = tmp.path().join(format!("{base}-big.img"));
-        let r = customize(
-            &[
-                input.to_str().unwrap(),
-                "-o",
-                out.to_str().unwrap(),
-                "--root-overlay",
-                o.to_str().unwrap(),
-            ],
-            &cache,
-        );
+        let r = customize_overlay(&input, &out, &o, &[], &cache);
         assert!(
             r.status.success(),
             "{base}: {}",
@@ -342,27 +363,10 @@ fn grow_off_with_too_little_space_fails_without_output() {
     drop(f);
     let out = tmp.path().join("never.img");
     let input = fixture("trixie.img");
-    let r = customize(
-        &[
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--root-overlay",
-            o.to_str().unwrap(),
-            "--grow",
-            "off",
-        ],
-        &cache,
-    );
+    let r = customize_overlay(&input, &out, &o, &["--grow", "off"], &cache);
     assert_one_line_error(&r, "--grow off");
     assert!(!out.exists(), "no output on failure");
-    let left: Vec<_> = fs::read_dir(tmp.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name())
-        .filter(|n| n.to_string_lossy().contains("piforge-tmp"))
-        .collect();
-    assert!(left.is_empty(), "temporary files left: {left:?}");
+    assert_no_temporaries(tmp.path());
 }
 
 #[test]
@@ -409,30 +413,19 @@ fn bad_customize_input() {
     let out = tmp.path().join("o.img");
     let i = input.to_str().unwrap();
     let o = out.to_str().unwrap();
-    assert_one_line_error(
-        &customize(&[i, "-o", o, "--root-overlay", "/nonexistent/dir"], &cache),
-        "not a directory",
-    );
-    assert_one_line_error(
-        &customize(&[i, "-o", o, "--config", "novalue"], &cache),
-        "KEY=VALUE",
-    );
-    assert_one_line_error(
-        &customize(&[i, "-o", o, "--grow", "lots"], &cache),
-        "--grow",
-    );
-    assert_one_line_error(
-        &customize(&[i, "-o", o, "--rm", "relative/path"], &cache),
-        "absolute",
-    );
-    assert_one_line_error(
-        &customize(&[i, "-o", o, "--cmdline-add", "two tokens"], &cache),
-        "token",
-    );
-    assert_one_line_error(
-        &customize(&[i, "-o", o, "--grow", "1M"], &cache),
-        "never shrinks",
-    );
+    for (bad, needle) in [
+        (["--root-overlay", "/nonexistent/dir"], "not a directory"),
+        (["--config", "novalue"], "KEY=VALUE"),
+        (["--grow", "lots"], "--grow"),
+        (["--rm", "relative/path"], "absolute"),
+        (["--cmdline-add", "two tokens"], "token"),
+        (["--grow", "1M"], "never shrinks"),
+    ] {
+        assert_one_line_error(
+            &customize(&[&[i, "-o", o][..], &bad].concat(), &cache),
+            needle,
+        );
+    }
     assert!(!out.exists());
 }
 
@@ -493,16 +486,7 @@ fn gpt_image_grows_with_backup_header_moved() {
     fs::create_dir_all(&o).unwrap();
     fs::write(o.join("big.bin"), vec![0xa5u8; 60 << 20]).unwrap();
     let out = tmp.path().join("gpt-out.img");
-    let r = customize(
-        &[
-            fixture("gpt.img").to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--root-overlay",
-            o.to_str().unwrap(),
-        ],
-        &cache,
-    );
+    let r = customize_overlay(&fixture("gpt.img"), &out, &o, &[], &cache);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let (code, text) = run_status("sgdisk", &["-v", out.to_str().unwrap()]);
     assert!(
@@ -591,13 +575,7 @@ fn root_filesystem_larger_than_its_partition_is_refused() {
         before,
         "the input and its third partition are unchanged"
     );
-    let left: Vec<_> = fs::read_dir(tmp.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name())
-        .filter(|n| n.to_string_lossy().contains("piforge-tmp"))
-        .collect();
-    assert!(left.is_empty(), "temporary files left: {left:?}");
+    assert_no_temporaries(tmp.path());
 }
 
 /// Issue 12 item 12: an overlay file named `etc`, or a symlink `usr -> /tmp`, used to delete
@@ -776,17 +754,7 @@ fn a_damaged_root_filesystem_is_refused_with_e2fscks_complaint() {
     let before = sha256(&img);
     let o = make_overlay(tmp.path());
     let out = tmp.path().join("out.img");
-    let r = piforge(
-        &[
-            "customize",
-            img.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--root-overlay",
-            o.to_str().unwrap(),
-        ],
-        &cache,
-    );
+    let r = customize_overlay(&img, &out, &o, &[], &cache);
     assert_one_line_error(&r, "is damaged (e2fsck -fn: Block bitmap differences:");
     assert!(!out.exists());
     assert_eq!(sha256(&img), before, "the input changed");

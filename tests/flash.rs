@@ -12,41 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-const K8S: &str = "1.34.11";
-const KEY: &str =
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyFQ2JzvZ1bq0cJ5i6L3yq0u8ZP0eGq5u3y2Yc8kq9X test@laptop";
 const TOKEN: &str = "abcdef.0123456789abcdef";
-
-fn write_spec(dir: &Path, image: &Path) -> PathBuf {
-    let spec = format!(
-        "name: flash
-image:
-  source: {image}
-kubernetes:
-  version: \"{K8S}\"
-  pod_subnet: 10.244.0.0/16
-  service_subnet: 10.96.0.0/12
-  cni: flannel
-network:
-  interface: eth0
-  gateway: 192.168.50.1
-  dns: [192.168.50.1]
-user: pi
-ssh_authorized_keys: [\"{KEY}\"]
-nodes:
-  - name: pi-cp-1
-    role: control-plane
-    address: 192.168.50.10/24
-  - name: pi-w-1
-    role: worker
-    address: 192.168.50.11/24
-",
-        image = image.display()
-    );
-    let p = dir.join("cluster.yaml");
-    fs::write(&p, spec).unwrap();
-    p
-}
 
 fn ok(r: &std::process::Output) -> String {
     assert!(
@@ -71,7 +37,7 @@ fn built() -> &'static Built {
         let tmp = tempfile::tempdir().unwrap();
         let cache = tmp.path().join("cache");
         let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
-        let spec = write_spec(tmp.path(), &fixture("trixie.img"));
+        let spec = two_node_spec(tmp.path(), "flash", &fixture("trixie.img"));
         let dist = tmp.path().join("dist");
         let args = [
             "--node", "pi-cp-1", "--format", "img", "--format", "xz", "--format", "zst",
@@ -434,7 +400,7 @@ fn flash_spec_node_and_reimage_write_what_build_and_flash_write() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
-    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
+    let spec = two_node_spec(tmp.path(), "flash", &fixture("trixie.img"));
     let dist = tmp.path().join("dist");
     // The first build makes the secrets and the cluster state.
     ok(&build_with(&spec, &dist, &arts, &cache, &[]));

@@ -6,44 +6,10 @@ mod common;
 use common::*;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-const K8S: &str = "1.34.11";
-const KEY: &str =
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyFQ2JzvZ1bq0cJ5i6L3yq0u8ZP0eGq5u3y2Yc8kq9X test@laptop";
 const NODES: [&str; 2] = ["pi-cp-1", "pi-w-1"];
-
-fn write_spec(dir: &Path, image: &Path) -> PathBuf {
-    let spec = format!(
-        "name: formats
-image:
-  source: {image}
-kubernetes:
-  version: \"{K8S}\"
-  pod_subnet: 10.244.0.0/16
-  service_subnet: 10.96.0.0/12
-  cni: flannel
-network:
-  interface: eth0
-  gateway: 192.168.50.1
-  dns: [192.168.50.1]
-user: pi
-ssh_authorized_keys: [\"{KEY}\"]
-nodes:
-  - name: pi-cp-1
-    role: control-plane
-    address: 192.168.50.10/24
-  - name: pi-w-1
-    role: worker
-    address: 192.168.50.11/24
-",
-        image = image.display()
-    );
-    let p = dir.join("cluster.yaml");
-    fs::write(&p, spec).unwrap();
-    p
-}
 
 fn ok(r: &std::process::Output) {
     assert!(
@@ -71,7 +37,7 @@ fn every_format_with_bmap_and_os_list_and_the_same_bytes_on_any_thread_count() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
-    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
+    let spec = two_node_spec(tmp.path(), "formats", &fixture("trixie.img"));
     let dist = tmp.path().join("dist");
     let fmt = ["--format", "img", "--format", "xz", "--format", "zst"];
     let mut args = fmt.to_vec();

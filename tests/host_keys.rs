@@ -10,43 +10,15 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-const K8S: &str = "1.34.11";
-const KEY: &str =
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyFQ2JzvZ1bq0cJ5i6L3yq0u8ZP0eGq5u3y2Yc8kq9X test@laptop";
 const NODES: [(&str, Option<&str>); 3] = [
     ("pi-cp-1", Some("192.168.50.10")),
     ("pi-w-1", Some("192.168.50.11")),
     ("pi-w-2", None),
 ];
 
-fn write_spec(dir: &Path, image: &Path) -> PathBuf {
-    let spec = format!(
-        "name: keylab
-image:
-  source: {image}
-kubernetes:
-  version: \"{K8S}\"
-network:
-  interface: eth0
-  gateway: 192.168.50.1
-  dns: [192.168.50.1]
-user: pi
-ssh_authorized_keys: [\"{KEY}\"]
-nodes:
-  - name: pi-cp-1
-    role: control-plane
-    address: 192.168.50.10/24
-  - name: pi-w-1
-    role: worker
-    address: 192.168.50.11/24
-  - name: pi-w-2
-    role: worker
-",
-        image = image.display()
-    );
-    let p = dir.join("cluster.yaml");
-    fs::write(&p, spec).unwrap();
-    p
+/// The two-node spec with a third node, the worker pi-w-2 on DHCP.
+fn three_node_spec(dir: &Path, image: &Path) -> PathBuf {
+    cluster_spec(dir, "keylab", image, "  - name: pi-w-2\n    role: worker\n")
 }
 
 fn build(spec: &Path, out: &Path, arts: &Path, cache: &Path, extra: &[&str]) {
@@ -63,39 +35,6 @@ fn build(spec: &Path, out: &Path, arts: &Path, cache: &Path, extra: &[&str]) {
 
 fn mode(p: &Path) -> u32 {
     fs::metadata(p).unwrap().permissions().mode() & 0o7777
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Every file of the FAT partition, copied out with mtools, concatenated.
-fn fat_files(img: &Path, boot: u64, scratch: &Path) -> Vec<u8> {
-    let dir = scratch.join("fat");
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    let fat = format!("{}@@{boot}", img.display());
-    run(
-        "mcopy",
-        &["-s", "-n", "-i", &fat, "::*", dir.to_str().unwrap()],
-    );
-    let mut all = Vec::new();
-    let mut stack = vec![dir];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                all.extend(fs::read(&p).unwrap());
-            }
-        }
-    }
-    assert!(
-        contains(&all, b"#cloud-config"),
-        "mcopy copied the seed out"
-    );
-    all
 }
 
 /// The node's key in the secrets directory, checked with ssh-keygen: (private, public,
@@ -131,7 +70,7 @@ fn host_keys_are_per_node_stable_and_never_on_the_fat_partition() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
-    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
+    let spec = three_node_spec(tmp.path(), &fixture("trixie.img"));
     let out = tmp.path().join("dist");
     build(&spec, &out, &arts, &cache, &[]);
     let secrets = tmp.path().join("secrets");
@@ -217,7 +156,7 @@ fn host_keys_are_per_node_stable_and_never_on_the_fat_partition() {
         assert_eq!(code, 0, "cloud-init schema: {text}");
         // No line of the private key on the FAT partition: neither in its files (mcopy) nor
         // anywhere in its bytes (deleted or slack space).
-        let files = fat_files(&img, boot, tmp.path());
+        let files = fat_file_bytes(&img, boot, tmp.path());
         let data = fs::read(&img).unwrap();
         let bootfs = &data[boot as usize..root as usize];
         for line in private.lines().filter(|l| !l.starts_with("-----")) {
@@ -279,19 +218,8 @@ fn a_base_unit_that_remakes_host_keys_is_masked() {
     )
     .unwrap();
     let base = tmp.path().join("base.img");
-    let r = piforge(
-        &[
-            "customize",
-            fixture("trixie.img").to_str().unwrap(),
-            "-o",
-            base.to_str().unwrap(),
-            "--root-overlay",
-            tmp.path().join("overlay").to_str().unwrap(),
-        ],
-        &cache,
-    );
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let spec = write_spec(tmp.path(), &base);
+    trixie_with_overlay(&tmp.path().join("overlay"), &base, &cache);
+    let spec = three_node_spec(tmp.path(), &base);
     let out = tmp.path().join("dist");
     build(&spec, &out, &arts, &cache, &[]);
     let img = out.join("pi-w-2.img");

@@ -23,31 +23,6 @@ fn stand_in(dir: &Path) -> (PathBuf, Vec<(String, String)>) {
     (arts, files)
 }
 
-fn customize_payload(
-    input: &Path,
-    out: &Path,
-    arts: &Path,
-    lock: &Path,
-    cache: &Path,
-) -> std::process::Output {
-    piforge(
-        &[
-            "customize",
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--kubernetes",
-            K8S,
-            "--artifacts",
-            arts.to_str().unwrap(),
-            "--allow-unpinned",
-            "--lock",
-            lock.to_str().unwrap(),
-        ],
-        cache,
-    )
-}
-
 fn fat_file(img: &Path, boot: u64, name: &str) -> String {
     run(
         "mtype",
@@ -67,7 +42,7 @@ fn payload_on_every_base_passes_check() {
     let lock = tmp.path().join("piforge.lock");
     for base in ["bookworm", "trixie", "ubuntu"] {
         let out = tmp.path().join(format!("{base}-node.img"));
-        let r = customize_payload(
+        let r = customize_kubernetes(
             &fixture(&format!("{base}.img.xz")),
             &out,
             &arts,
@@ -172,7 +147,7 @@ fn payload_on_every_base_passes_check() {
 
         // Twice: customizing the node image again changes neither the tokens nor the block.
         let again = tmp.path().join(format!("{base}-again.img"));
-        let r = customize_payload(&out, &again, &arts, &lock, &cache);
+        let r = customize_kubernetes(&out, &again, &arts, &lock, &cache);
         assert!(
             r.status.success(),
             "{base}: {}",
@@ -213,12 +188,12 @@ fn artifacts_that_disagree_with_the_lock_are_refused() {
     let lock = tmp.path().join("piforge.lock");
     let out = tmp.path().join("node.img");
     let input = fixture("trixie.img");
-    assert!(customize_payload(&input, &out, &arts, &lock, &cache)
+    assert!(customize_kubernetes(&input, &out, &arts, &lock, &cache)
         .status
         .success());
     fs::write(arts.join("kubeadm"), "#!/bin/sh\necho tampered\n").unwrap();
     fs::remove_file(&out).unwrap();
-    let r = customize_payload(&input, &out, &arts, &lock, &cache);
+    let r = customize_kubernetes(&input, &out, &arts, &lock, &cache);
     assert_one_line_error(&r, "kubeadm");
     assert!(!out.exists());
 }
@@ -363,7 +338,7 @@ fn tarballs_install_only_their_listed_members() {
         let (arts, _) = stand_in(case.path());
         repack_containerd(&arts, prepare, extra);
         let lock = case.path().join("piforge.lock");
-        let r = customize_payload(&input, &out, &arts, &lock, &cache);
+        let r = customize_kubernetes(&input, &out, &arts, &lock, &cache);
         assert_error_after_warnings(&r, message);
         assert!(!out.exists(), "{prepare}: no output");
     }
@@ -371,7 +346,7 @@ fn tarballs_install_only_their_listed_members() {
     let case = tempfile::tempdir().unwrap();
     let (arts, _) = stand_in(case.path());
     repack_containerd(&arts, "rm bin/containerd-stress", &[]);
-    let r = customize_payload(&input, &out, &arts, &case.path().join("l"), &cache);
+    let r = customize_kubernetes(&input, &out, &arts, &case.path().join("l"), &cache);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let (_, root) = offsets(&out, &cache);
     let bin = debugfs(&out, root, "ls /usr/local/bin");
@@ -388,7 +363,7 @@ fn tarballs_install_only_their_listed_members() {
     fs::write(&secret, "host secret\n").unwrap();
     fs::remove_file(arts.join("kubeadm")).unwrap();
     std::os::unix::fs::symlink(&secret, arts.join("kubeadm")).unwrap();
-    let r = customize_payload(&input, &out, &arts, &case.path().join("l"), &cache);
+    let r = customize_kubernetes(&input, &out, &arts, &case.path().join("l"), &cache);
     assert_error_after_warnings(
         &r,
         "kubeadm is a symbolic link; --artifacts DIR must hold the files themselves",
@@ -416,19 +391,7 @@ fn a_huge_tar_member_is_streamed_under_a_memory_limit() {
     let r = std::process::Command::new("prlimit")
         .arg(format!("--as={}", 192u64 << 20))
         .arg(bin)
-        .args([
-            "customize",
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--kubernetes",
-            K8S,
-            "--artifacts",
-            arts.to_str().unwrap(),
-            "--allow-unpinned",
-            "--lock",
-            lock.to_str().unwrap(),
-        ])
+        .args(customize_kubernetes_args(&input, &out, &arts, &lock))
         .env("PIFORGE_CACHE", &cache)
         .env_remove("SOURCE_DATE_EPOCH")
         .output()

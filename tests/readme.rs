@@ -42,20 +42,7 @@ fn offline_flow_runs_as_written() {
     let work = tmp.path().join("work");
     fs::create_dir_all(&work).unwrap();
     let key = work.join("id_ed25519");
-    run(
-        "ssh-keygen",
-        &[
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "me@laptop",
-            "-f",
-            key.to_str().unwrap(),
-        ],
-    );
+    ssh_keygen(&key, "me@laptop");
     let editor = bin.join("editor");
     fs::write(
         &editor,
@@ -207,20 +194,7 @@ fn online_flow_and_other_commands_run_as_written() {
     .unwrap();
     // The user's edit: a key of their own in place of the placeholder.
     let key = tmp.path().join("id_ed25519");
-    run(
-        "ssh-keygen",
-        &[
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "me@laptop",
-            "-f",
-            key.to_str().unwrap(),
-        ],
-    );
+    ssh_keygen(&key, "me@laptop");
     let editor = bin.join("editor");
     fs::write(
         &editor,

@@ -48,10 +48,6 @@ nodes:
     p
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
-}
-
 fn build(base: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
@@ -90,22 +86,7 @@ fn assert_no_psk_on_fat(img: &Path, tmp: &Path) {
     let (boot, root) = offsets(img, tmp);
     let data = fs::read(img).unwrap();
     let bootfs = &data[boot as usize..root as usize];
-    let dir = tmp.join("fat");
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    let fat = format!("{}@@{boot}", img.display());
-    run(
-        "mcopy",
-        &["-s", "-n", "-i", &fat, "::*", dir.to_str().unwrap()],
-    );
-    let mut files = Vec::new();
-    for e in fs::read_dir(&dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_file() {
-            files.extend(fs::read(&p).unwrap());
-        }
-    }
-    assert!(contains(&files, b"#cloud-config"));
+    let files = fat_file_bytes(img, boot, tmp);
     for psk in [PSK, NODE_PSK] {
         assert!(
             !contains(&files, psk.as_bytes()),
@@ -118,7 +99,7 @@ fn assert_no_psk_on_fat(img: &Path, tmp: &Path) {
             img.display()
         );
     }
-    let nc = run("mtype", &["-i", &fat, "::network-config"]);
+    let nc = mtype(img, boot, "network-config");
     assert!(!nc.contains("wifis"), "{nc}");
 }
 
@@ -196,7 +177,7 @@ fn wifi_on_networkmanager_bases() {
     );
     assert_eq!(cmdline.lines().count(), 1);
     // Ethernet is only an optional DHCP extra on a Wi-Fi node.
-    let nc = run("mtype", &["-i", &fat, "::network-config"]);
+    let nc = mtype(&img, boot, "network-config");
     assert!(
         nc.contains("dhcp4: true") && nc.contains("optional: true"),
         "{nc}"
@@ -283,18 +264,12 @@ fn a_base_without_networkmanager_or_netplan_is_refused_for_wifi() {
     let cache = tmp.path().join("cache");
     let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
     let base = tmp.path().join("base.img");
-    let r = piforge(
-        &[
-            "customize",
-            fixture("trixie.img").to_str().unwrap(),
-            "-o",
-            base.to_str().unwrap(),
-            "--rm",
-            "/usr/sbin/NetworkManager",
-        ],
+    customize_ok(
+        &fixture("trixie.img"),
+        &base,
+        &["--rm", "/usr/sbin/NetworkManager"],
         &cache,
     );
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let spec = write_spec(tmp.path(), &base);
     let out = tmp.path().join("dist");
     let r = build_with(&spec, &out, &arts, &cache, &[]);

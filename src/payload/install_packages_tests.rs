@@ -180,20 +180,15 @@ fn no_space_means_no_apt_call_and_a_recorded_failure() {
         "{state}"
     );
     let status = n.read("boot/firmware/piforge-status.txt");
-    assert!(status.contains("phase: packages-failed\n"), "{status}");
-    assert!(status.contains("attempt: 5\n"), "{status}");
-    assert!(
-        status.contains("last error: only 100 MiB free on /"),
-        "{status}"
-    );
-    assert!(
-        status.contains("packages: failed: only 100 MiB"),
-        "{status}"
-    );
-    assert!(
-        status.contains("next attempt: when piforge-packages.service restarts"),
-        "{status}"
-    );
+    for needle in [
+        "phase: packages-failed\n",
+        "attempt: 5\n",
+        "last error: only 100 MiB free on /",
+        "packages: failed: only 100 MiB",
+        "next attempt: when piforge-packages.service restarts",
+    ] {
+        assert!(status.contains(needle), "{needle:?}: {status}");
+    }
 }
 
 #[test]

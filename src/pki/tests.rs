@@ -53,6 +53,39 @@ fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// openssl reads `crt` as valid from a day before EPOCH for 3650 days.
+fn assert_ten_years_from_a_day_before_the_epoch(crt: &Path) {
+    let dates = openssl(&[
+        "x509",
+        "-in",
+        path_str(crt),
+        "-noout",
+        "-dates",
+        "-dateopt",
+        "iso_8601",
+    ]);
+    let nb = EPOCH - 86_400;
+    assert!(dates.contains(&format!("notBefore={}", iso(nb))), "{dates}");
+    assert!(
+        dates.contains(&format!("notAfter={}", iso(nb + 3650 * 86_400))),
+        "{dates}"
+    );
+}
+
+/// openssl verifies DIR/admin.crt against DIR/ca.crt at `epoch`.
+fn assert_admin_verifies(dir: &Path, epoch: i64) {
+    let attime = epoch.to_string();
+    let v = openssl(&[
+        "verify",
+        "-attime",
+        &attime,
+        "-CAfile",
+        path_str(&dir.join("ca.crt")),
+        path_str(&dir.join("admin.crt")),
+    ]);
+    assert!(v.trim_end().ends_with(": OK"), "{v}");
+}
+
 /// `YYYY-MM-DD HH:MM:SSZ`, as `openssl x509 -dateopt iso_8601` prints dates.
 fn iso(epoch: i64) -> String {
     let c = civil(epoch);
@@ -95,21 +128,7 @@ fn ca_is_a_backdated_ten_year_ecdsa_ca() {
         text.contains("Digital Signature, Key Encipherment, Certificate Sign"),
         "{text}"
     );
-    let dates = openssl(&[
-        "x509",
-        "-in",
-        path_str(&ca),
-        "-noout",
-        "-dates",
-        "-dateopt",
-        "iso_8601",
-    ]);
-    let nb = EPOCH - 86_400;
-    assert!(dates.contains(&format!("notBefore={}", iso(nb))), "{dates}");
-    assert!(
-        dates.contains(&format!("notAfter={}", iso(nb + 3650 * 86_400))),
-        "{dates}"
-    );
+    assert_ten_years_from_a_day_before_the_epoch(&ca);
     // The key is the certificate's: openssl derives the same public key from both.
     let from_key = openssl(&["pkey", "-in", path_str(&dir.join("ca.key")), "-pubout"]);
     let from_cert = openssl(&["x509", "-in", path_str(&ca), "-noout", "-pubkey"]);
@@ -191,21 +210,7 @@ fn admin_kubeconfig_carries_a_client_cert_the_ca_verifies() {
     assert!(text.contains("ASN1 OID: prime256v1"), "{text}");
     assert!(text.contains("TLS Web Client Authentication"), "{text}");
     assert!(text.contains("CA:FALSE"), "{text}");
-    let dates = openssl(&[
-        "x509",
-        "-in",
-        path_str(&crt),
-        "-noout",
-        "-dates",
-        "-dateopt",
-        "iso_8601",
-    ]);
-    let nb = EPOCH - 86_400;
-    assert!(dates.contains(&format!("notBefore={}", iso(nb))), "{dates}");
-    assert!(
-        dates.contains(&format!("notAfter={}", iso(nb + 3650 * 86_400))),
-        "{dates}"
-    );
+    assert_ten_years_from_a_day_before_the_epoch(&crt);
     // The key in the kubeconfig is the certificate's.
     assert_eq!(
         openssl(&["pkey", "-in", path_str(&key), "-pubout"]),
@@ -343,16 +348,7 @@ fn admin_cert_stays_valid_as_long_as_the_ca() {
         first.admin, second.admin,
         "a valid admin certificate is reused"
     );
-    let attime = later.build_epoch.to_string();
-    let v = openssl(&[
-        "verify",
-        "-attime",
-        &attime,
-        "-CAfile",
-        path_str(&dir.join("ca.crt")),
-        path_str(&dir.join("admin.crt")),
-    ]);
-    assert!(v.trim_end().ends_with(": OK"), "{v}");
+    assert_admin_verifies(&dir, later.build_epoch);
 }
 
 #[test]
@@ -586,16 +582,7 @@ fn admin_cert_from_an_old_ca_is_remade() {
     assert_ne!(first.ca, second.ca);
     assert_ne!(first.token, second.token);
     assert_eq!(first.admin.key_pem, second.admin.key_pem);
-    let attime = EPOCH.to_string();
-    let v = openssl(&[
-        "verify",
-        "-attime",
-        &attime,
-        "-CAfile",
-        path_str(&dir.join("ca.crt")),
-        path_str(&dir.join("admin.crt")),
-    ]);
-    assert!(v.trim_end().ends_with(": OK"), "{v}");
+    assert_admin_verifies(&dir, EPOCH);
 }
 
 #[test]

@@ -386,12 +386,13 @@ error execution phase preflight: couldn't validate the identity of the API Serve
         .unwrap();
     assert!(!out.contains("0123456789abcdef"), "{out}");
     assert!(!out.contains("--discovery-token"), "{out}");
-    assert!(
-        out.contains("[bootstrap-token] Using token: <token>"),
-        "{out}"
-    );
-    assert!(out.contains("error execution phase preflight"), "{out}");
-    assert!(out.contains("join any number of worker nodes"), "{out}");
+    for needle in [
+        "[bootstrap-token] Using token: <token>",
+        "error execution phase preflight",
+        "join any number of worker nodes",
+    ] {
+        assert!(out.contains(needle), "{needle:?}: {out}");
+    }
 }
 
 trait StdinBytes {
@@ -731,20 +732,22 @@ fn first_control_plane_retries_then_applies_flannel() {
 
     // What the status file said while the second attempt ran.
     let during = n.read("status-during-2");
-    assert!(during.contains("phase: kubeadm-init\n"), "{during}");
-    assert!(during.contains("attempt: 2\n"), "{during}");
-    assert!(
-        during.contains("last error: [ERROR Port-6443]: Port 6443 is in use"),
-        "{during}"
-    );
+    for needle in [
+        "phase: kubeadm-init\n",
+        "attempt: 2\n",
+        "last error: [ERROR Port-6443]: Port 6443 is in use",
+    ] {
+        assert!(during.contains(needle), "{needle:?}: {during}");
+    }
     let status = n.read("boot/firmware/piforge-status.txt");
-    assert!(status.contains("phase: done\n"), "{status}");
-    assert!(status.contains("last error: none\n"), "{status}");
-    assert!(
-        status.contains("cgroup controllers: cpuset cpu io memory pids\n"),
-        "{status}"
-    );
-    assert!(status.contains("(init-control-plane)"), "{status}");
+    for needle in [
+        "phase: done\n",
+        "last error: none\n",
+        "cgroup controllers: cpuset cpu io memory pids\n",
+        "(init-control-plane)",
+    ] {
+        assert!(status.contains(needle), "{needle:?}: {status}");
+    }
     assert!(
         status.lines().any(|l| l.starts_with("time: 20")),
         "{status}"
@@ -904,15 +907,13 @@ fn waits_for_the_package_step_and_shows_its_state() {
     assert!(!ok, "{journal}");
     assert!(!n.exists("calls"), "kubeadm ran without its tools");
     let status = n.read("boot/firmware/piforge-status.txt");
-    assert!(status.contains("phase: waiting-for-packages\n"), "{status}");
-    assert!(
-        status.contains("last error: waiting for piforge-packages.service to install: pftool-x\n"),
-        "{status}"
-    );
-    assert!(
-        status.contains("packages: failed: only 100 MiB free on /\n"),
-        "{status}"
-    );
+    for needle in [
+        "phase: waiting-for-packages\n",
+        "last error: waiting for piforge-packages.service to install: pftool-x\n",
+        "packages: failed: only 100 MiB free on /\n",
+    ] {
+        assert!(status.contains(needle), "{needle:?}: {status}");
+    }
     // The step heals (the unit restarted it): the tool appears, kubeadm runs.
     fs::remove_file(r.join("sleeps")).unwrap();
     fs::remove_file(r.join("var/lib/piforge/kubeadm-started")).unwrap_or(());
@@ -1218,21 +1219,19 @@ fn login_groups_from_the_base_narrowed_or_extended_by_the_spec() {
         "docker",
     ]);
     let base_default = v(&["adm", "dip", "lxd", "sudo"]);
-    assert_eq!(
-        login_groups(&base_default, &existing, None, &[]),
-        v(&[
-            "adm",
-            "dialout",
-            "sudo",
-            "video",
-            "gpio",
-            "spi",
-            "i2c",
-            "render",
-            "dip",
-            "systemd-journal"
-        ])
-    );
+    let pi_os = [
+        "adm",
+        "dialout",
+        "sudo",
+        "video",
+        "gpio",
+        "spi",
+        "i2c",
+        "render",
+        "dip",
+        "systemd-journal",
+    ];
+    assert_eq!(login_groups(&base_default, &existing, None, &[]), v(&pi_os));
     // extra_groups adds (kept even if the base lacks it: cloud-init creates it).
     assert_eq!(
         login_groups(
@@ -1241,20 +1240,7 @@ fn login_groups_from_the_base_narrowed_or_extended_by_the_spec() {
             None,
             &v(&["docker", "adm", "k8s"])
         ),
-        v(&[
-            "adm",
-            "dialout",
-            "sudo",
-            "video",
-            "gpio",
-            "spi",
-            "i2c",
-            "render",
-            "dip",
-            "systemd-journal",
-            "docker",
-            "k8s"
-        ])
+        v(&[&pi_os[..], &["docker", "k8s"]].concat())
     );
     // user_groups replaces.
     let narrow = v(&["sudo", "video"]);

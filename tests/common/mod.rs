@@ -252,3 +252,146 @@ pub fn build_with(spec: &Path, out: &Path, arts: &Path, cache: &Path, extra: &[&
     args.extend_from_slice(extra);
     piforge(&args, cache)
 }
+
+/// The Kubernetes version of the stand-in artifacts the tests build with.
+pub const K8S: &str = "1.34.11";
+/// The SSH key the test specs authorize.
+pub const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyFQ2JzvZ1bq0cJ5i6L3yq0u8ZP0eGq5u3y2Yc8kq9X test@laptop";
+
+/// Writes DIR/cluster.yaml: cluster `name` over `image`, Kubernetes [`K8S`] with flannel and the
+/// default subnets, static addresses on eth0 in 192.168.50.0/24, and two nodes: the control
+/// plane pi-cp-1 (.10) and the worker pi-w-1 (.11).
+pub fn two_node_spec(dir: &Path, name: &str, image: &Path) -> PathBuf {
+    cluster_spec(dir, name, image, "")
+}
+
+/// [`two_node_spec`] with `more_nodes` (YAML list items, each line indented two spaces) after
+/// pi-w-1.
+pub fn cluster_spec(dir: &Path, name: &str, image: &Path, more_nodes: &str) -> PathBuf {
+    let spec = format!(
+        "name: {name}
+image:
+  source: {image}
+kubernetes:
+  version: \"{K8S}\"
+  pod_subnet: 10.244.0.0/16
+  service_subnet: 10.96.0.0/12
+  cni: flannel
+network:
+  interface: eth0
+  gateway: 192.168.50.1
+  dns: [192.168.50.1]
+user: pi
+ssh_authorized_keys: [\"{KEY}\"]
+nodes:
+  - name: pi-cp-1
+    role: control-plane
+    address: 192.168.50.10/24
+  - name: pi-w-1
+    role: worker
+    address: 192.168.50.11/24
+{more_nodes}",
+        image = image.display()
+    );
+    let p = dir.join("cluster.yaml");
+    std::fs::write(&p, spec).unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));
+    p
+}
+
+/// A new ed25519 key pair without passphrase at `key` and `key.pub` (`ssh-keygen -q -t ed25519`).
+pub fn ssh_keygen(key: &Path, comment: &str) {
+    let k = key.to_str().expect("key path is UTF-8");
+    run(
+        "ssh-keygen",
+        &["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", k],
+    );
+}
+
+/// `piforge customize INPUT -o OUT ARGS...`, which must succeed (a base made for a test).
+pub fn customize_ok(input: &Path, out: &Path, args: &[&str], cache: &Path) {
+    let mut a = vec![
+        "customize",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    a.extend_from_slice(args);
+    let r = piforge(&a, cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}
+
+/// Whether `needle` (not empty) occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The bytes of every file on the FAT partition at `boot`, copied out with `mcopy -s` into
+/// SCRATCH/fat and concatenated; asserts the cloud-init seed was among them.
+pub fn fat_file_bytes(img: &Path, boot: u64, scratch: &Path) -> Vec<u8> {
+    let dir = scratch.join("fat");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fat = format!("{}@@{boot}", img.display());
+    run(
+        "mcopy",
+        &["-s", "-n", "-i", &fat, "::*", dir.to_str().unwrap()],
+    );
+    let mut all = Vec::new();
+    let mut stack = vec![dir];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                all.extend(std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    assert!(
+        contains(&all, b"#cloud-config"),
+        "mcopy copied the seed out"
+    );
+    all
+}
+
+/// The arguments of `piforge customize INPUT -o OUT --kubernetes K8S --artifacts ARTS
+/// --allow-unpinned --lock LOCK`.
+pub fn customize_kubernetes_args<'a>(
+    input: &'a Path,
+    out: &'a Path,
+    arts: &'a Path,
+    lock: &'a Path,
+) -> Vec<&'a str> {
+    vec![
+        "customize",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--kubernetes",
+        K8S,
+        "--artifacts",
+        arts.to_str().unwrap(),
+        "--allow-unpinned",
+        "--lock",
+        lock.to_str().unwrap(),
+    ]
+}
+
+/// `piforge customize INPUT -o OUT --kubernetes K8S --artifacts ARTS --allow-unpinned --lock LOCK`.
+pub fn customize_kubernetes(
+    input: &Path,
+    out: &Path,
+    arts: &Path,
+    lock: &Path,
+    cache: &Path,
+) -> Output {
+    piforge(&customize_kubernetes_args(input, out, arts, lock), cache)
+}
+
+/// The trixie fixture with the root overlay `overlay`, written to `out` by `piforge customize`.
+pub fn trixie_with_overlay(overlay: &Path, out: &Path, cache: &Path) {
+    let o = overlay.to_str().unwrap();
+    customize_ok(&fixture("trixie.img"), out, &["--root-overlay", o], cache);
+}
