@@ -351,3 +351,109 @@ fn stale_data_in_a_free_ext4_block_is_not_mapped() {
     }
     assert!(piforge::bmap::map_image(&img).unwrap().is_mapped(8192));
 }
+
+/// Peak resident memory of `cmd` and its waited-for children (wait4's rusage), in bytes, with
+/// its output.
+fn run_with_peak_rss(cmd: &mut Command) -> (std::process::ExitStatus, String, u64) {
+    use std::os::unix::process::ExitStatusExt;
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running piforge");
+    let mut stderr = String::new();
+    {
+        use std::io::Read;
+        let mut child = child;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        let mut status = 0;
+        // SAFETY: waits for this test's own child, whose handle is not waited on elsewhere.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let pid = child.id() as libc::pid_t;
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+        std::mem::forget(child);
+        (
+            std::process::ExitStatus::from_raw(status),
+            stderr,
+            usage.ru_maxrss as u64 * 1024,
+        )
+    }
+}
+
+/// Issue 13: peak RSS under 300 MB whatever the thread count. `--threads 32 --format xz` on an
+/// image with ~25 distinct 4 MiB chunks of data (written into blocks no filesystem uses, so
+/// every chunk is compressed): unbounded, 32 encoders of ~45 MiB each would run at once.
+#[test]
+fn xz_on_32_threads_stays_under_300_mb() {
+    use std::os::unix::fs::FileExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
+    let img = tmp.path().join("full.img");
+    fs::copy(fixture("trixie.img"), &img).unwrap();
+    let map = piforge::bmap::map_image(&img).unwrap();
+    let chunk = piforge::compress::CHUNK as u64;
+    let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+    let mut filled = 0;
+    for i in 0..map.image_bytes / chunk {
+        let (from, to) = (i * chunk, (i + 1) * chunk);
+        if (from..to).step_by(4096).any(|at| map.is_mapped(at)) {
+            continue;
+        }
+        // Distinct per chunk, quick to compress.
+        let mut block = vec![0u8; 4096];
+        for (j, b) in block.iter_mut().enumerate() {
+            *b = (j as u64 * 31 + i * 7 + j as u64 / 97) as u8 | 1;
+        }
+        for at in (from..to).step_by(4096) {
+            f.write_all_at(&block, at).unwrap();
+        }
+        filled += 1;
+    }
+    drop(f);
+    assert!(filled >= 16, "only {filled} free chunks in the fixture");
+    let spec = write_spec(tmp.path(), &img);
+    let dist = tmp.path().join("dist");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_piforge"));
+    cmd.args(["--quiet", "build", "--spec"])
+        .arg(&spec)
+        .arg("--out")
+        .arg(&dist)
+        .arg("--artifacts")
+        .arg(&arts)
+        .args([
+            "--allow-unpinned",
+            "--format",
+            "xz",
+            "--threads",
+            "32",
+            "--jobs",
+            "2",
+        ])
+        .env("PIFORGE_CACHE", &cache)
+        .env_remove("SOURCE_DATE_EPOCH");
+    let (status, stderr, peak) = run_with_peak_rss(&mut cmd);
+    assert!(status.success(), "{stderr}");
+    // The reduction is said in one line.
+    let notes: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("--threads 32"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{stderr}");
+    assert!(notes[0].contains("xz compresses on"), "{stderr}");
+    assert!(peak < 300_000_000, "peak RSS {} MiB", peak >> 20);
+    for node in NODES {
+        stdout_of(
+            Command::new("xz")
+                .arg("-t")
+                .arg(dist.join(format!("{node}.img.xz"))),
+        );
+    }
+    eprintln!("peak RSS with --threads 32 --format xz: {} MiB", peak >> 20);
+}

@@ -26,28 +26,63 @@ pub enum Format {
 /// The file name of the Raspberry Pi Imager list in the output directory.
 pub const OS_LIST: &str = "os_list.json";
 
-/// What a build writes per node for `formats` (`img` when empty): the raw image only with
-/// `img`; a `<node>.img.bmap` always; each compressed format on `threads` threads (0: one per
-/// CPU; the bytes do not depend on it), its chunks shared across the build's nodes; and
-/// `os_list.json` naming the files under `base_url` (`None`: the output directory as a
-/// `file://` URL).
-pub fn node_outputs(
-    formats: &[Format],
-    threads: usize,
-    base_url: Option<&str>,
-) -> Result<NodeOutputs, BuildError> {
+/// The compressed formats among `formats`, each with its plan for `threads` threads (0: one
+/// per CPU) within an equal share of [`compress::MEMORY_BUDGET`] (see [`compress::plan`]).
+pub fn compression_plans(formats: &[Format], threads: usize) -> Vec<(Codec, compress::Plan)> {
     let threads = if threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
         threads
     };
+    let codecs: Vec<Codec> = [(Format::Xz, Codec::Xz), (Format::Zst, Codec::Zstd)]
+        .into_iter()
+        .filter(|(f, _)| formats.contains(f))
+        .map(|(_, c)| c)
+        .collect();
+    let share = compress::MEMORY_BUDGET / codecs.len().max(1) as u64;
+    codecs
+        .into_iter()
+        .map(|c| (c, compress::plan(c, threads, share)))
+        .collect()
+}
+
+/// One line per compressed format for which `--threads N` (given, not the default) was reduced
+/// to keep compression within its memory.
+pub fn threads_notes(formats: &[Format], threads: usize) -> Vec<String> {
+    if threads == 0 {
+        return Vec::new();
+    }
+    compression_plans(formats, threads)
+        .into_iter()
+        .filter(|(_, p)| p.workers < threads)
+        .map(|(c, p)| {
+            format!(
+                "--threads {threads}: {} compresses on {} threads, each encoder needing about \
+                 {} MiB, to stay within {} MiB",
+                c.extension(),
+                p.workers,
+                c.encoder_memory().div_ceil(1 << 20),
+                compress::MEMORY_BUDGET >> 20
+            )
+        })
+        .collect()
+}
+
+/// What a build writes per node for `formats` (`img` when empty): the raw image only with
+/// `img`; a `<node>.img.bmap` always; each compressed format on `threads` threads (0: one per
+/// CPU; fewer when their memory would not fit, see [`compression_plans`]; the bytes do not
+/// depend on it), its chunks shared across the build's nodes; and `os_list.json` naming the
+/// files under `base_url` (`None`: the output directory as a `file://` URL).
+pub fn node_outputs(
+    formats: &[Format],
+    threads: usize,
+    base_url: Option<&str>,
+) -> Result<NodeOutputs, BuildError> {
     let mut extra: Vec<Arc<dyn NodeOutput>> = Vec::new();
-    for (f, c) in [(Format::Xz, Codec::Xz), (Format::Zst, Codec::Zstd)] {
-        if formats.contains(&f) {
-            extra.push(Arc::new(Compressed {
-                store: BlockStore::new(c, threads),
-            }));
-        }
+    for (c, plan) in compression_plans(formats, threads) {
+        extra.push(Arc::new(Compressed {
+            store: BlockStore::with_plan(c, plan),
+        }));
     }
     Ok(NodeOutputs {
         raw: formats.is_empty() || formats.contains(&Format::Img),
@@ -146,6 +181,45 @@ pub(super) fn os_list(m: &Manifest, base_url: &str, out_dir: &Path) -> Result<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compression_stays_within_its_memory_whatever_the_thread_count() {
+        for formats in [
+            vec![Format::Xz],
+            vec![Format::Zst],
+            vec![Format::Img, Format::Xz, Format::Zst],
+        ] {
+            for threads in [1, 2, 4, 32, 1000] {
+                let plans = compression_plans(&formats, threads);
+                let total: u64 = plans.iter().map(|(_, p)| p.memory).sum();
+                for (c, p) in &plans {
+                    assert!(p.workers >= 1 && p.workers <= threads, "{c:?} {p:?}");
+                    assert_eq!(p.chunks_in_flight, 2 * p.workers);
+                }
+                // One worker of each format always runs, even past the budget.
+                if plans.iter().all(|(_, p)| p.workers > 1) {
+                    assert!(
+                        total <= compress::MEMORY_BUDGET,
+                        "{formats:?} {threads}: {plans:?}"
+                    );
+                }
+                let notes = threads_notes(&formats, threads);
+                let reduced = plans.iter().filter(|(_, p)| p.workers < threads).count();
+                assert_eq!(notes.len(), reduced, "{notes:?}");
+                assert!(notes.iter().all(|n| !n.contains('\n')));
+            }
+        }
+        // liblzma's own figure for one xz encoder of a 4 MiB-dictionary preset 6 chain.
+        let xz = Codec::Xz.encoder_memory();
+        assert!(xz > 20 << 20 && xz < 80 << 20, "{xz}");
+        // xz alone: a few encoders, not 32.
+        let (_, p) = compression_plans(&[Format::Xz], 32)[0];
+        assert!(p.workers >= 2 && p.workers < 8, "{p:?}");
+        assert_eq!(threads_notes(&[Format::Xz], 32).len(), 1);
+        assert!(threads_notes(&[Format::Xz], 1).is_empty());
+        // The default (one per CPU) is reduced silently.
+        assert!(threads_notes(&[Format::Xz], 0).is_empty());
+    }
 
     #[test]
     fn base_urls_are_absolute_directories() {

@@ -14,9 +14,11 @@
 //! same moment: a chunk one image is compressing is marked so, and the others wait for its
 //! bytes (kept in memory until the first file holds them) instead of compressing it again.
 //!
-//! Memory is bounded: at most `2 x threads` chunks are in flight per image (read, compressed,
-//! waiting to be written in order), and at most `threads` encoders run at once across every
-//! image sharing the store.
+//! Memory is bounded whatever `--threads` and `--jobs` ask for ([`plan`]): a store runs at most
+//! `workers` encoders at once across every image sharing it, and holds at most
+//! `chunks_in_flight` chunks (read, being compressed, or compressed and waiting to be written
+//! in order) across those images; `workers` is reduced until both fit in the store's share of
+//! [`MEMORY_BUDGET`].
 
 pub mod xz;
 pub mod zst;
@@ -37,6 +39,46 @@ use sha2::{Digest, Sha256};
 /// one-block xz.
 pub const CHUNK: usize = 4 << 20;
 
+/// Memory the compressed outputs of one build may use, every format together (each format's
+/// store gets an equal share): the encoders and the chunks in flight. With the rest of a build
+/// (10-12 MiB for a raw build, see BENCHMARKS.md) it keeps a build's peak RSS well under
+/// issue 13's 300 MB whatever the thread count.
+pub const MEMORY_BUDGET: u64 = 200 << 20;
+
+/// The most one chunk in flight holds: its bytes as read ([`CHUNK`]) and its compressed bytes
+/// (at most the chunk plus the codec's small overhead, counted as a second chunk), plus
+/// slack for the containers around them.
+const CHUNK_MEMORY: u64 = 2 * CHUNK as u64 + (64 << 10);
+
+/// Chunks in flight per encoder: one being compressed, one read or waiting to be written
+/// (so that an encoder rarely waits for the writer).
+const CHUNKS_PER_WORKER: usize = 2;
+
+/// How a store compresses within its memory: encoders at once and chunks in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// Encoders running at once (and threads per image).
+    pub workers: usize,
+    /// Chunks held at once across every image sharing the store.
+    pub chunks_in_flight: usize,
+    /// The estimated memory of the plan, bytes.
+    pub memory: u64,
+}
+
+/// The plan for `requested` threads (at least 1) of `codec` within `budget` bytes: as many
+/// workers as asked for while `workers x (encoder + 2 chunks in flight)` fits, and never fewer
+/// than one (one xz worker needs ~64 MiB).
+pub fn plan(codec: Codec, requested: usize, budget: u64) -> Plan {
+    let per_worker = codec.encoder_memory() + CHUNKS_PER_WORKER as u64 * CHUNK_MEMORY;
+    let fits = usize::try_from(budget / per_worker).unwrap_or(usize::MAX);
+    let workers = requested.clamp(1, fits.max(1));
+    Plan {
+        workers,
+        chunks_in_flight: workers * CHUNKS_PER_WORKER,
+        memory: workers as u64 * per_worker,
+    }
+}
+
 /// The compressed formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Codec {
@@ -50,6 +92,18 @@ impl Codec {
         match self {
             Codec::Xz => "xz",
             Codec::Zstd => "zst",
+        }
+    }
+
+    /// The memory one encoder of a [`CHUNK`] uses, bytes: xz asks liblzma for its filter chain
+    /// (preset 6 with a 4 MiB dictionary: ~45 MiB, mostly the BT4 match finder); zstd level
+    /// [`zst::LEVEL`] on a 4 MiB input uses windowLog 21, chainLog 16, hashLog 17 (zstd's
+    /// lib/compress/clevels.h, the table for inputs over 256 KiB): a 2 MiB window plus 768 KiB
+    /// of tables and its sequence buffers, counted as 8 MiB.
+    pub fn encoder_memory(self) -> u64 {
+        match self {
+            Codec::Xz => xz::encoder_memory(),
+            Codec::Zstd => 8 << 20,
         }
     }
 }
@@ -85,7 +139,7 @@ enum Entry {
     Stored(Stored),
 }
 
-/// A counting semaphore: at most `n` encoders at once.
+/// A counting semaphore: at most `n` encoders (or chunks in flight) at once.
 #[derive(Debug)]
 struct Slots {
     free: Mutex<usize>,
@@ -118,6 +172,9 @@ pub struct BlockStore {
     codec: Codec,
     threads: usize,
     slots: Slots,
+    /// One per chunk in flight: taken before a chunk is claimed, given back once it is written.
+    in_flight: Slots,
+    window: usize,
     chunks: Mutex<HashMap<[u8; 32], Entry>>,
     /// Signalled when a chunk being compressed is ready (or its compression failed).
     done: Condvar,
@@ -126,9 +183,16 @@ pub struct BlockStore {
 }
 
 impl BlockStore {
-    /// A store for `codec`, compressing on `threads` threads (at least 1).
+    /// A store for `codec`, compressing on `threads` threads (at least 1), within
+    /// [`MEMORY_BUDGET`] ([`plan`]: fewer threads when that many would not fit).
     pub fn new(codec: Codec, threads: usize) -> BlockStore {
-        let threads = threads.max(1);
+        BlockStore::with_plan(codec, plan(codec, threads, MEMORY_BUDGET))
+    }
+
+    /// A store that runs `plan`.
+    pub fn with_plan(codec: Codec, plan: Plan) -> BlockStore {
+        let threads = plan.workers.max(1);
+        let window = plan.chunks_in_flight.max(1);
         BlockStore {
             codec,
             threads,
@@ -136,6 +200,11 @@ impl BlockStore {
                 free: Mutex::new(threads),
                 cv: Condvar::new(),
             },
+            in_flight: Slots {
+                free: Mutex::new(window),
+                cv: Condvar::new(),
+            },
+            window,
             chunks: Mutex::new(HashMap::new()),
             done: Condvar::new(),
             zero_key: Sha256::digest(vec![0u8; CHUNK]).into(),
@@ -144,6 +213,11 @@ impl BlockStore {
 
     pub fn codec(&self) -> Codec {
         self.codec
+    }
+
+    /// The encoders that run at once.
+    pub fn workers(&self) -> usize {
+        self.threads
     }
 
     /// How many distinct chunks have been compressed (for tests and benchmarks).
@@ -249,17 +323,21 @@ pub fn compress_stream(
     if store.codec == Codec::Xz {
         sink.write(&xz::stream_header()?)?;
     }
-    let window = (store.threads * 2) as u64;
+    let window = store.window as u64;
     // (next chunk to claim, chunks written, failed)
     let state = Mutex::new((0u64, 0u64, false));
     let cv = Condvar::new();
     let mut fresh = 0u64;
     let result: io::Result<()> = std::thread::scope(|s| {
-        let (tx, rx) = mpsc::channel::<(u64, io::Result<Piece>)>();
+        let (tx, rx) = mpsc::channel::<(u64, io::Result<Piece>, SlotGuard<'_>)>();
         for _ in 0..store.threads {
             let tx = tx.clone();
             let (state, cv) = (&state, &cv);
             s.spawn(move || loop {
+                // A chunk's memory is taken before it is claimed (so this image's lowest
+                // unwritten chunk always holds one, and every image makes progress), and
+                // given back when the chunk is written.
+                let token = store.in_flight.acquire();
                 let i = {
                     let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
                     while !st.2 && st.0 < chunks && st.0 >= st.1 + window {
@@ -272,13 +350,13 @@ pub fn compress_stream(
                     st.0 - 1
                 };
                 let piece = produce(store, src, len, i);
-                if tx.send((i, piece)).is_err() {
+                if tx.send((i, piece, token)).is_err() {
                     return;
                 }
             });
         }
         drop(tx);
-        let mut pending: BTreeMap<u64, Piece> = BTreeMap::new();
+        let mut pending: BTreeMap<u64, (Piece, SlotGuard<'_>)> = BTreeMap::new();
         let mut next = 0u64;
         let fail = |e: io::Error| {
             state.lock().unwrap_or_else(|p| p.into_inner()).2 = true;
@@ -286,15 +364,17 @@ pub fn compress_stream(
             e
         };
         while next < chunks {
-            let Ok((i, piece)) = rx.recv() else {
+            let Ok((i, piece, token)) = rx.recv() else {
                 return Err(fail(io::Error::other("a compression thread stopped")));
             };
-            pending.insert(i, piece.map_err(fail)?);
-            while let Some(p) = pending.remove(&next) {
+            pending.insert(i, (piece.map_err(fail)?, token));
+            while let Some((p, token)) = pending.remove(&next) {
                 if matches!(p, Piece::Encoded(_, _, true)) {
                     fresh += 1;
                 }
+                // A stored chunk is read back under its token.
                 write_piece(store, &mut sink, p).map_err(fail)?;
+                drop(token);
                 next += 1;
                 state.lock().unwrap_or_else(|p| p.into_inner()).1 = next;
                 cv.notify_all();

@@ -141,11 +141,10 @@ pub fn stream_tail(records: &[(u64, u64)]) -> io::Result<Vec<u8>> {
     }
 }
 
-/// One xz block holding `chunk`: header (with both sizes), LZMA2 data at preset 6 with the
-/// dictionary no larger than the chunk, padding and CRC64. Depends only on `chunk`.
-pub fn encode_block(chunk: &[u8]) -> io::Result<super::Encoded> {
-    // SAFETY: the options and filter chain live on this stack frame for the whole call;
-    // `out` has the room lzma_block_buffer_bound asks for.
+/// The LZMA2 options of every block: preset 6 with the dictionary no larger than a chunk.
+fn lzma2_options() -> io::Result<sys::lzma_options_lzma> {
+    // SAFETY: lzma_options_lzma is plain data for which all-zero is valid; the preset call
+    // fills it.
     unsafe {
         let mut opts: sys::lzma_options_lzma = std::mem::zeroed();
         if sys::lzma_lzma_preset(&mut opts, PRESET) != 0 {
@@ -153,6 +152,41 @@ pub fn encode_block(chunk: &[u8]) -> io::Result<super::Encoded> {
         }
         // A dictionary larger than the block only costs memory. LZMA_DICT_SIZE_MIN is 4 KiB.
         opts.dict_size = opts.dict_size.min((super::CHUNK as u32).max(4096));
+        Ok(opts)
+    }
+}
+
+/// The memory one block encoder uses, bytes, as liblzma computes it for the filter chain of
+/// [`encode_block`] (`lzma_raw_encoder_memusage`); 64 MiB if liblzma cannot say.
+pub fn encoder_memory() -> u64 {
+    const FALLBACK: u64 = 64 << 20;
+    let Ok(mut opts) = lzma2_options() else {
+        return FALLBACK;
+    };
+    let filters = [
+        sys::lzma_filter {
+            id: sys::LZMA_FILTER_LZMA2,
+            options: &mut opts as *mut sys::lzma_options_lzma as *mut c_void,
+        },
+        sys::lzma_filter {
+            id: sys::LZMA_VLI_UNKNOWN,
+            options: ptr::null_mut(),
+        },
+    ];
+    // SAFETY: a valid filter chain that lives for the call.
+    match unsafe { sys::lzma_raw_encoder_memusage(filters.as_ptr()) } {
+        u64::MAX | 0 => FALLBACK,
+        n => n,
+    }
+}
+
+/// One xz block holding `chunk`: header (with both sizes), LZMA2 data at preset 6 with the
+/// dictionary no larger than the chunk, padding and CRC64. Depends only on `chunk`.
+pub fn encode_block(chunk: &[u8]) -> io::Result<super::Encoded> {
+    // SAFETY: the options and filter chain live on this stack frame for the whole call;
+    // `out` has the room lzma_block_buffer_bound asks for.
+    let mut opts = lzma2_options()?;
+    unsafe {
         let mut filters = [
             sys::lzma_filter {
                 id: sys::LZMA_FILTER_LZMA2,

@@ -306,7 +306,8 @@ pub struct BuildArgs {
     #[arg(long = "format", value_name = "FORMAT", value_enum)]
     pub formats: Vec<FormatArg>,
 
-    /// Compression threads (default: one per CPU). The outputs are the same whatever the
+    /// Compression threads (default: one per CPU), fewer when their encoders would need more
+    /// than 200 MiB (xz: about 4; a note says so). The outputs are the same whatever the
     /// number.
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     pub threads: usize,
