@@ -190,8 +190,8 @@ pub(super) fn plan(
         let mut plan = role_layer(v, secrets, arts, &cluster, role, opts.epoch)?;
         // The role's container images (before the site's overlays, which role_layer added
         // last; an overlay never names these paths).
-        let (archives, _) = staged.for_role(spec, &v.release, role);
-        super::images::add_role_images(&mut plan, &archives);
+        let (archives, pull) = staged.for_role(spec, &v.release, role);
+        super::images::add_role_images(&mut plan, &archives, &pull);
         roles.push(RoleLayer { role, plan });
     }
     let mut build = BuildPlan {
