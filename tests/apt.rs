@@ -429,6 +429,18 @@ fn a_changed_deb_or_index_is_refused() {
     let b = build_with(&l.spec, &out, &l.arts, &fresh, &[]);
     assert_one_line_error(&b, "but the lock file");
     assert!(!out.join("pi-w-1.img").exists());
+    // A changed .deb in --artifacts DIR is refused in the build's first phase: no secrets,
+    // no output, whatever the cache holds.
+    fs::write(&deb, &orig).unwrap();
+    fs::write(l.arts.join("libpf-xtables_1.8.11-2_arm64.deb"), &bad).unwrap();
+    let cluster = l.spec.parent().unwrap();
+    // (The build above failed after its secrets were made, as a download does.)
+    let _ = fs::remove_dir_all(cluster.join("secrets"));
+    let out = l.tmp.path().join("dist-offline");
+    let b = build_with(&l.spec, &out, &l.arts, &l.cache, &[]);
+    assert_one_line_error(&b, "libpf-xtables_1.8.11-2_arm64.deb has SHA-256");
+    assert!(!cluster.join("secrets").exists(), "secrets were written");
+    assert!(!out.exists(), "an output was written");
 }
 
 /// `customize --kubernetes` puts the `.deb`s the lock pins into the image, as `build` does

@@ -224,6 +224,18 @@ fn write_layouts(arts: &Path, imgs: &[(String, TestImage)]) {
     }
 }
 
+/// The bytes of the image archives in a card, as `piforge` prints sizes.
+fn archive_bytes(img: &Path, cache: &Path) -> String {
+    let (_, root) = offsets(img, cache);
+    let total: u64 = debugfs(img, root, "ls -l /var/lib/piforge/images")
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4 && f[f.len() - 1].ends_with(".tar"))
+        .map(|f| f[f.len() - 4].parse::<u64>().unwrap())
+        .sum();
+    piforge::size::human(total)
+}
+
 fn ls_images(img: &Path, cache: &Path) -> Vec<String> {
     let (_, root) = offsets(img, cache);
     debugfs(img, root, "ls -l /var/lib/piforge/images")
@@ -277,6 +289,20 @@ fn artifacts_layouts_go_into_the_cards_offline_and_reproducibly() {
     );
     let lock = fs::read_to_string(tmp.path().join("piforge.lock")).unwrap();
     assert_eq!(lock.matches("[[image]]").count(), 9, "{lock}");
+    // The bytes each role adds, as the summary and the dry run report them: its cards'
+    // archives.
+    for (role, img) in [("init-control-plane", "cp.img"), ("worker", "w.img")] {
+        let line = summary
+            .lines()
+            .find(|l| l.contains(&format!("images: {role}: ")))
+            .unwrap_or_else(|| panic!("{summary}"));
+        let bytes = archive_bytes(&out.join(img), &cache);
+        assert!(
+            line.ends_with(&format!(", {bytes} added to the root filesystem")),
+            "{line} ({bytes} in {img})"
+        );
+        assert!(dry.contains(line.trim()), "{dry}\n{line}");
+    }
     // No staging directory is left beside the outputs.
     let left: Vec<_> = fs::read_dir(&out)
         .unwrap()
@@ -421,14 +447,35 @@ fn artifacts_layouts_go_into_the_cards_offline_and_reproducibly() {
     assert_one_line_error(&r, r0);
     assert!(!out2.join("cp.img").exists());
 
-    // Without layouts the cards carry nothing, and check says the node pulls them.
-    let bare = stand_in_artifacts(&tmp.path().join("bare"), K8S);
+    // Without etcd's layout the control plane's card lacks it: the build and check say the
+    // node pulls it (the card is not offline), the worker's card is whole.
+    let partial = stand_in_artifacts(&tmp.path().join("partial"), K8S);
+    let without_etcd: Vec<(String, TestImage)> = images("layout")
+        .into_iter()
+        .filter(|(r, _)| !r.contains("/etcd:"))
+        .collect();
+    assert_eq!(without_etcd.len(), imgs.len() - 1);
+    write_layouts(&partial, &without_etcd);
     let out3 = tmp.path().join("dist3");
-    let r = build_with(&spec, &out3, &bare, &cache, &[]);
+    let r = build_with(&spec, &out3, &partial, &cache, &[]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(String::from_utf8_lossy(&r.stderr).contains("will be pulled on first boot"));
+    let summary = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        summary.contains("images: init-control-plane: 8 in the card")
+            && summary.contains("pulled at first boot (not in the cache or --artifacts DIR): registry.k8s.io/etcd:3.6.10-0"),
+        "{summary}"
+    );
+    let c = piforge(&["check", out3.join("cp.img").to_str().unwrap()], &cache);
+    let text = String::from_utf8_lossy(&c.stdout);
+    assert!(
+        text.contains("images: 8 in card, 1 pulled at first boot")
+            && text.contains("needs the network: registry.k8s.io/etcd:3.6.10-0"),
+        "{text}"
+    );
     let c = piforge(&["check", out3.join("w.img").to_str().unwrap()], &cache);
-    assert!(String::from_utf8_lossy(&c.stdout).contains("images: pulled at first boot"));
+    let text = String::from_utf8_lossy(&c.stdout);
+    assert!(text.contains("images: 5 in card (offline)"), "{text}");
 }
 
 #[test]

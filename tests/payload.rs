@@ -59,6 +59,10 @@ fn payload_on_every_base_passes_check() {
             base != "bookworm" || err.contains("unpinned"),
             "the first run records unpinned digests and says so: {err}"
         );
+        assert!(
+            err.contains("--kubernetes puts no container image in the image"),
+            "{err}"
+        );
 
         // piforge check: nothing fails.
         let c = piforge(&["check", "--json", out.to_str().unwrap()], &cache);

@@ -385,8 +385,22 @@ pub fn build_packages(
     })
 }
 
-/// Copies the offline file `p` of the pinned package `d` into the cache, checked.
-fn seed_cache(p: &Path, d: &DebEntry, cache_dir: &Path, lock_path: &Path) -> Result<(), AptError> {
+/// For a build's first phase, before anything is written: every pinned `.deb` an offline
+/// `--artifacts` directory holds (under its file name) is checked against the lock. Nothing
+/// is copied; a lock without `[[deb]]` entries checks nothing.
+pub fn check_offline_debs(lock_path: &Path, dir: &Path) -> Result<(), AptError> {
+    let lock = Lock::load(lock_path).map_err(|e| AptError::Lock(Box::new(e)))?;
+    for d in lock.debs() {
+        let p = dir.join(&d.file);
+        if p.is_file() {
+            check_offline_deb(&p, d, lock_path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The SHA-256 of the offline file `p`, which must be the lock's for the package `d`.
+fn check_offline_deb(p: &Path, d: &DebEntry, lock_path: &Path) -> Result<String, AptError> {
     let (sha, _) = crate::artifacts::sha256_file(p).map_err(|e| AptError::Lock(Box::new(e)))?;
     if sha != d.sha256 {
         return Err(AptError::Download(format!(
@@ -397,6 +411,12 @@ fn seed_cache(p: &Path, d: &DebEntry, cache_dir: &Path, lock_path: &Path) -> Res
             d.name
         )));
     }
+    Ok(sha)
+}
+
+/// Copies the offline file `p` of the pinned package `d` into the cache, checked.
+fn seed_cache(p: &Path, d: &DebEntry, cache_dir: &Path, lock_path: &Path) -> Result<(), AptError> {
+    let sha = check_offline_deb(p, d, lock_path)?;
     let obj = crate::artifacts::cached_object(cache_dir, &sha);
     if obj.is_file() {
         return Ok(());

@@ -685,6 +685,15 @@ impl Catalog {
                 if let Err(e) = crate::oci::ImageRef::parse(image) {
                     return Err(ctx(at, format!("{field}: {e}")));
                 }
+                // Written into the ClusterConfiguration as etcd's and CoreDNS's ImageMeta.
+                let component = match field {
+                    "etcd_image" => "etcd",
+                    "coredns_image" => "coredns",
+                    _ => continue,
+                };
+                if let Err(e) = super::images::kubeadm_image_meta(component, image) {
+                    return Err(ctx(at, format!("{field}: {e}")));
+                }
             }
             if let Some((other, _)) = releases
                 .iter()
@@ -1199,6 +1208,11 @@ pause_image = "registry.k8s.io/pause:3.10.1"
                 "[[release]]\nkubernetes = \"1.36.5\"\n[[release]]\nkubernetes = \"1.36.6\"\n",
                 "\"1.36.6\"",
                 "appears twice in this file",
+            ),
+            (
+                "[[release]]\nkubernetes = \"1.36.5\"\netcd_image = \"registry.k8s.io/etcd-fast:3.6.10-0\"\n",
+                "\"registry.k8s.io/etcd-fast",
+                "kubeadm names its etcd image REPOSITORY/etcd:TAG",
             ),
             ("[[release]\nkubernetes = \"1.36.5\"\n", "\nkubernetes", ""),
         ];

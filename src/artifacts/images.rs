@@ -4,6 +4,7 @@
 
 use super::Release;
 use crate::oci::ImageRef;
+use crate::render::kubeadm::ImageMeta;
 
 /// Why a node needs an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,6 +40,42 @@ pub struct ImageNeeds {
 /// default, written into the ClusterConfiguration so the two cannot drift).
 pub const KUBEADM_IMAGE_REPOSITORY: &str = "registry.k8s.io";
 
+/// The kubeadm `ImageMeta` (`imageRepository`, `imageTag`) that makes kubeadm deploy `image`
+/// as its etcd (`component` `"etcd"`) or CoreDNS (`"coredns"`). kubeadm names them
+/// `<repository>/etcd:<tag>` and `<repository>/coredns:<tag>`, where CoreDNS's repository is
+/// `registry.k8s.io/coredns` when none is set (cmd/kubeadm/app/images/images.go,
+/// GetEtcdImage, GetDNSImage, GetGenericImage): a digest, or an image of another name, cannot
+/// be written that way. `Err` says why, for the catalog's checks.
+pub fn kubeadm_image_meta(component: &str, image: &str) -> Result<ImageMeta, String> {
+    let r = ImageRef::parse(image).map_err(|e| e.to_string())?;
+    if r.reference.starts_with("sha256:") {
+        return Err(format!(
+            "kubeadm takes a tag for its {component} image, not a digest ({image})"
+        ));
+    }
+    let path = format!("{}/{}", r.registry, r.repository);
+    let repository = path.strip_suffix(&format!("/{component}")).ok_or_else(|| {
+        format!(
+            "kubeadm names its {component} image REPOSITORY/{component}:TAG, which {image} is not"
+        )
+    })?;
+    // What kubeadm uses when the ClusterConfiguration sets no repository of its own.
+    let default = match component {
+        "coredns" => format!("{KUBEADM_IMAGE_REPOSITORY}/coredns"),
+        _ => KUBEADM_IMAGE_REPOSITORY.to_string(),
+    };
+    if component == "coredns" && repository == KUBEADM_IMAGE_REPOSITORY {
+        // kubeadm turns dns.imageRepository `registry.k8s.io` into `registry.k8s.io/coredns`.
+        return Err(format!(
+            "kubeadm cannot name {image}: it takes CoreDNS from {default}/coredns in that registry"
+        ));
+    }
+    Ok(ImageMeta {
+        repository: (repository != default).then(|| repository.to_string()),
+        tag: r.reference,
+    })
+}
+
 impl Release {
     /// kubeadm's image list for this release, in `kubeadm config images list` order.
     pub fn kubeadm_images(&self) -> Vec<String> {
@@ -56,6 +93,18 @@ impl Release {
         out.push(self.pause_image().to_string());
         out.extend(self.versions().etcd_image.clone());
         out
+    }
+
+    /// The `ImageMeta` of etcd and of CoreDNS for the ClusterConfiguration: the catalog's
+    /// images, so kubeadm asks for exactly what the card holds (none when the catalog names
+    /// none; the catalog refused an image kubeadm cannot name).
+    pub fn kubeadm_image_metas(&self) -> (Option<ImageMeta>, Option<ImageMeta>) {
+        let v = self.versions();
+        let meta = |c, i: &Option<String>| i.as_deref().and_then(|i| kubeadm_image_meta(c, i).ok());
+        (
+            meta("etcd", &v.etcd_image),
+            meta("coredns", &v.coredns_image),
+        )
     }
 
     /// Every image of the release (kubeadm's, flannel's, kube-vip's), each once, with why a
@@ -191,6 +240,42 @@ mod tests {
     }
 
     #[test]
+    fn kubeadm_names_etcd_and_coredns_by_repository_and_tag() {
+        let m = |c, i| kubeadm_image_meta(c, i);
+        let meta = |repository: Option<&str>, tag: &str| ImageMeta {
+            repository: repository.map(str::to_string),
+            tag: tag.into(),
+        };
+        assert_eq!(
+            m("etcd", "registry.k8s.io/etcd:3.6.10-0"),
+            Ok(meta(None, "3.6.10-0"))
+        );
+        assert_eq!(
+            m("coredns", "registry.k8s.io/coredns/coredns:v1.14.2"),
+            Ok(meta(None, "v1.14.2"))
+        );
+        assert_eq!(
+            m("etcd", "registry.lan:5000/k8s/etcd:3.6.11-0"),
+            Ok(meta(Some("registry.lan:5000/k8s"), "3.6.11-0"))
+        );
+        assert_eq!(
+            m("coredns", "registry.lan/coredns:1.14.2"),
+            Ok(meta(Some("registry.lan"), "1.14.2"))
+        );
+        for (c, i) in [
+            (
+                "etcd",
+                "registry.k8s.io/etcd@sha256:".to_string() + &"a".repeat(64),
+            ),
+            ("etcd", "registry.k8s.io/etcd-custom:3.6.10-0".to_string()),
+            ("coredns", "registry.k8s.io/coredns:v1.14.2".to_string()),
+            ("coredns", "ghcr.io/me/dns:v1".to_string()),
+        ] {
+            assert!(kubeadm_image_meta(c, &i).is_err(), "{i}");
+        }
+    }
+
+    #[test]
     fn manifest_images_are_read_in_order() {
         let text = "spec:\n  initContainers:\n  - name: install-cni-plugin\n    image: ghcr.io/flannel-io/flannel-cni-plugin:v1.7.1-flannel1\n  - image: \"ghcr.io/flannel-io/flannel:v0.28.4\" # main\n  containers:\n  - name: kube-flannel\n    image: ghcr.io/flannel-io/flannel:v0.28.4\n";
         assert_eq!(
@@ -223,6 +308,8 @@ mod tests {
                 ca_cert_hash: format!("sha256:{}", "ab".repeat(32)),
                 cri_socket: "unix:///run/containerd/containerd.sock".into(),
                 cni: Cni::Flannel,
+                etcd_image: r.kubeadm_image_metas().0,
+                coredns_image: r.kubeadm_image_metas().1,
             };
             let node = NodeParams {
                 name: "cp1".into(),
@@ -257,6 +344,20 @@ mod tests {
             for i in &list {
                 assert!(i.starts_with(&format!("{repo}/")), "{i}");
             }
+            // etcd and CoreDNS as kubeadm names them from this configuration
+            // (images.go: GetEtcdImage, GetDNSImage): the catalog's, so kubeadm asks for
+            // exactly what the card holds, whatever tags its binary defaults to.
+            let etcd = &cc["etcd"]["local"];
+            let etcd_repo = etcd["imageRepository"].as_str().unwrap_or(repo);
+            let etcd_image = format!("{etcd_repo}/etcd:{}", etcd["imageTag"].as_str().unwrap());
+            assert_eq!(Some(&etcd_image), r.versions().etcd_image.as_ref());
+            let dns = &cc["dns"];
+            let dns_repo = dns["imageRepository"]
+                .as_str()
+                .map_or(format!("{repo}/coredns"), str::to_string);
+            let dns_image = format!("{dns_repo}/coredns:{}", dns["imageTag"].as_str().unwrap());
+            assert_eq!(Some(&dns_image), r.versions().coredns_image.as_ref());
+            assert!(list.contains(&etcd_image) && list.contains(&dns_image));
             // containerd's sandbox image (both config versions) is the catalog's pause.
             for major in [1, 2] {
                 let f = crate::payload_files::containerd_config(major);

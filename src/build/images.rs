@@ -137,9 +137,10 @@ pub fn stage(
     })
 }
 
-/// The role layer's image operations: the archives, their list, the import unit and script
+/// The role layer's image operations: the archives, their list (with the images of `pull`,
+/// which the role needs and the card lacks, as comments), the import unit and script
 /// (enabled). Nothing when the role carries no image. Returns the bytes added.
-pub fn add_role_images(plan: &mut Plan, archives: &[&StagedArchive]) -> u64 {
+pub fn add_role_images(plan: &mut Plan, archives: &[&StagedArchive], pull: &[String]) -> u64 {
     if archives.is_empty() {
         return 0;
     }
@@ -172,6 +173,9 @@ pub fn add_role_images(plan: &mut Plan, archives: &[&StagedArchive]) -> u64 {
             a.file_name, a.reference, a.index_digest
         ));
         bytes += a.size;
+    }
+    for r in pull {
+        list.push_str(&format!("{}{r}\n", paths::IMAGES_PULLED_MARKER));
     }
     let file = |path: &str| {
         crate::payload_files::builtin_file("first-boot", path)

@@ -15,7 +15,7 @@ use std::fs;
 use sha2::{Digest, Sha256};
 
 use super::{io_error, BuildError, BuildOptions, Validated};
-use crate::artifacts::{ArtifactName, FetchedArtifact};
+use crate::artifacts::{ArtifactName, FetchedArtifact, Release};
 use crate::payload;
 use crate::pki;
 use crate::plan::{BootOp, Content, Grow, Owner, Plan, RootOp};
@@ -124,6 +124,7 @@ fn root_write(plan: &mut Plan, path: &str, data: impl Into<Vec<u8>>, mode: u16) 
 /// What every node shares: the cluster parameters of the kubeadm configuration.
 pub(super) fn cluster_params(
     spec: &Spec,
+    release: &Release,
     secrets: &pki::Secrets,
     opts: &BuildOptions,
 ) -> Result<kubeadm::ClusterParams, BuildError> {
@@ -131,6 +132,7 @@ pub(super) fn cluster_params(
         Some(t) => spec::Token::parse(t).map_err(|_| BuildError::BadToken)?,
         None => spec::Token::parse(&secrets.token).map_err(BuildError::SecretsToken)?,
     };
+    let (etcd_image, coredns_image) = release.kubeadm_image_metas();
     let cluster = kubeadm::ClusterParams {
         cluster_name: spec.name.clone(),
         kubernetes_version: spec.kubernetes.version.clone(),
@@ -142,6 +144,8 @@ pub(super) fn cluster_params(
         ca_cert_hash: secrets.discovery_hash(),
         cri_socket: "unix:///run/containerd/containerd.sock".into(),
         cni: spec.kubernetes.cni.into(),
+        etcd_image,
+        coredns_image,
     };
     cluster.validate()?;
     Ok(cluster)
@@ -157,7 +161,7 @@ pub(super) fn plan(
     opts: &BuildOptions,
 ) -> Result<BuildPlan, BuildError> {
     let spec = &v.spec;
-    let cluster = cluster_params(spec, secrets, opts)?;
+    let cluster = cluster_params(spec, &v.release, secrets, opts)?;
     let mut common = Plan::new(opts.epoch);
     let base = &v.base_facts;
     payload::add_payload(
@@ -186,8 +190,8 @@ pub(super) fn plan(
         let mut plan = role_layer(v, secrets, arts, &cluster, role, opts.epoch)?;
         // The role's container images (before the site's overlays, which role_layer added
         // last; an overlay never names these paths).
-        let (archives, _) = staged.for_role(spec, &v.release, role);
-        super::images::add_role_images(&mut plan, &archives);
+        let (archives, pull) = staged.for_role(spec, &v.release, role);
+        super::images::add_role_images(&mut plan, &archives, &pull);
         roles.push(RoleLayer { role, plan });
     }
     let mut build = BuildPlan {

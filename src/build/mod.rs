@@ -266,6 +266,11 @@ pub fn validate(
     // the container images of an offline directory whole and as pinned.
     artifact_source.check_available(&release.artifacts())?;
     artifact_source.check_image_layouts(&images::cluster_images(&spec, &release))?;
+    // And the pinned .debs the directory holds (a changed one is refused here, not after the
+    // secrets are made).
+    if let Some(dir) = &artifact_source.dir {
+        crate::apt::check_offline_debs(&artifact_source.lock, dir)?;
+    }
 
     let base_path = match &spec.image.source {
         spec::Source::Path(p) => p.clone(),

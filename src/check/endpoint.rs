@@ -134,6 +134,8 @@ mod tests {
             ca_cert_hash: format!("sha256:{}", "0".repeat(64)),
             cri_socket: "unix:///run/containerd/containerd.sock".into(),
             cni: kubeadm::Cni::Flannel,
+            etcd_image: None,
+            coredns_image: None,
         }
     }
 

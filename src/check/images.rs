@@ -24,7 +24,12 @@ pub(super) fn container_images(fs: &dyn RootFiles) -> Result<Option<CheckItem>, 
     };
     let mut have = Vec::new();
     let mut lost = Vec::new();
+    let mut pulled = Vec::new();
     for line in list.lines().map(str::trim) {
+        if let Some(r) = line.strip_prefix(paths::IMAGES_PULLED_MARKER) {
+            pulled.push(r.trim().to_string());
+            continue;
+        }
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
@@ -47,18 +52,7 @@ pub(super) fn container_images(fs: &dyn RootFiles) -> Result<Option<CheckItem>, 
             lost.push(reference.to_string());
         }
     }
-    Ok(Some(if lost.is_empty() {
-        item(
-            ID,
-            TITLE,
-            Status::Pass,
-            format!(
-                "images: {} in card (offline): piforge-images.service imports them into containerd before kubelet and kubeadm run",
-                have.len()
-            ),
-            paths::IMAGES_DIR,
-        )
-    } else {
+    Ok(Some(if !lost.is_empty() {
         item(
             ID,
             TITLE,
@@ -68,6 +62,30 @@ pub(super) fn container_images(fs: &dyn RootFiles) -> Result<Option<CheckItem>, 
                 have.len(),
                 lost.join(", "),
                 paths::IMAGES_DIR
+            ),
+            paths::IMAGES_DIR,
+        )
+    } else if !pulled.is_empty() {
+        item(
+            ID,
+            TITLE,
+            Status::Warn,
+            format!(
+                "images: {} in card, {} pulled at first boot (the build had no source for them: run `piforge fetch` before building to carry them), which needs the network: {}",
+                have.len(),
+                pulled.len(),
+                pulled.join(", ")
+            ),
+            paths::IMAGES_LIST,
+        )
+    } else {
+        item(
+            ID,
+            TITLE,
+            Status::Pass,
+            format!(
+                "images: {} in card (offline): piforge-images.service imports them into containerd before kubelet and kubeadm run",
+                have.len()
             ),
             paths::IMAGES_DIR,
         )

@@ -984,6 +984,24 @@ fn container_images_in_the_card_or_pulled() {
         "{}",
         i.reason
     );
+    // Images the build had no source for are named in the list: the card is not offline.
+    let partial = fs.clone().file(
+        paths::IMAGES_LIST,
+        &format!(
+            "# comment\nregistry.k8s.io_pause_3.10.1.tar registry.k8s.io/pause:3.10.1 sha256:00\n\
+             {}registry.k8s.io/etcd:3.6.10-0\n",
+            paths::IMAGES_PULLED_MARKER
+        ),
+    );
+    let i = only(partial, boot.clone(), "container-images", Status::Warn);
+    assert!(
+        i.reason
+            .starts_with("images: 1 in card, 1 pulled at first boot")
+            && i.reason
+                .ends_with("needs the network: registry.k8s.io/etcd:3.6.10-0"),
+        "{}",
+        i.reason
+    );
     // No list on a piforge node: pulled at first boot.
     let none = fs.clone().remove(paths::IMAGES_LIST);
     let i = only(none, boot.clone(), "container-images", Status::Warn);

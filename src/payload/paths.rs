@@ -62,6 +62,10 @@ pub const NETPLAN_WIFI: &str = "/etc/netplan/90-piforge-wifi.yaml";
 pub const IMAGES_DIR: &str = "/var/lib/piforge/images";
 /// The card's images, one line each: archive file name, reference, pinned digest.
 pub const IMAGES_LIST: &str = "/etc/piforge/images.list";
+/// A comment line of [`IMAGES_LIST`] naming an image the node needs but the card lacks (the
+/// build had no source for it): kubeadm or kubelet pull it on first boot. `piforge check`
+/// reads these; the import script skips them as comments.
+pub const IMAGES_PULLED_MARKER: &str = "# pulled at first boot: ";
 /// The unit that imports them before kubelet and kubeadm, and its script.
 pub const IMAGES_UNIT: &str = "piforge-images.service";
 pub const IMAGES_SCRIPT: &str = "/usr/local/lib/piforge/import-images";

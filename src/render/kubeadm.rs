@@ -48,6 +48,38 @@ pub struct ClusterParams {
     /// `unix:///run/containerd/containerd.sock`.
     pub cri_socket: String,
     pub cni: Cni,
+    /// The etcd image the card carries (`etcd.local` in the ClusterConfiguration), `None` to
+    /// leave it to kubeadm.
+    pub etcd_image: Option<ImageMeta>,
+    /// The CoreDNS image the card carries (`dns` in the ClusterConfiguration), `None` to
+    /// leave it to kubeadm.
+    pub coredns_image: Option<ImageMeta>,
+}
+
+/// kubeadm's `ImageMeta` of etcd or CoreDNS: which image it deploys, written into the
+/// ClusterConfiguration. Without it kubeadm picks the tags compiled into its binary
+/// (`SupportedEtcdVersion` for the control plane's minor, `CoreDNSVersion`), which need not be
+/// the images the card holds; with it kubeadm asks for exactly these
+/// (cmd/kubeadm/app/images/images.go, GetEtcdImage and GetDNSImage: `imageTag` and
+/// `imageRepository` override the defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageMeta {
+    /// `imageRepository`, only when kubeadm's own would name another image (`None` for the
+    /// catalog's images, which are at kubeadm's default place).
+    pub repository: Option<String>,
+    /// `imageTag`: `3.6.10-0`, `v1.14.2`.
+    pub tag: String,
+}
+
+impl ImageMeta {
+    fn yaml(&self) -> Yaml {
+        let mut m = Vec::new();
+        if let Some(r) = &self.repository {
+            m.push(("imageRepository", Yaml::Quoted(r.clone())));
+        }
+        m.push(("imageTag", Yaml::Quoted(self.tag.clone())));
+        Yaml::map(m)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,7 +241,7 @@ pub fn render_config(cluster: &ClusterParams, node: &NodeParams) -> String {
                     Yaml::map([("advertiseAddress", q(addr.as_str()))]),
                 ));
             }
-            let cluster_config = Yaml::map([
+            let mut cluster_config = vec![
                 ("apiVersion", Yaml::str(KUBEADM_API)),
                 ("kind", Yaml::str("ClusterConfiguration")),
                 ("clusterName", q(cluster.cluster_name.as_str())),
@@ -231,7 +263,17 @@ pub fn render_config(cluster: &ClusterParams, node: &NodeParams) -> String {
                         ("serviceSubnet", q(cluster.service_subnet.to_string())),
                     ]),
                 ),
-            ]);
+            ];
+            // etcd's and CoreDNS's tags, from the catalog: the images the card carries, not
+            // the ones compiled into this kubeadm binary (README, "Container images in the card",
+            // says what to do before `kubeadm upgrade`).
+            if let Some(etcd) = &cluster.etcd_image {
+                cluster_config.push(("etcd", Yaml::map([("local", etcd.yaml())])));
+            }
+            if let Some(dns) = &cluster.coredns_image {
+                cluster_config.push(("dns", dns.yaml()));
+            }
+            let cluster_config = Yaml::map(cluster_config);
             let kubelet = Yaml::map([
                 ("apiVersion", Yaml::str(KUBELET_API)),
                 ("kind", Yaml::str("KubeletConfiguration")),

@@ -36,6 +36,12 @@ fn fixed_spec() -> Spec {
 /// Fixed secrets: derived from fixed bytes, never random.
 fn fixed_cluster(spec: &Spec) -> ClusterParams {
     let ca_hash = hex::encode(Sha256::digest(b"piforge snapshot CA"));
+    // The built-in catalog's etcd and CoreDNS of the spec's minor.
+    let (etcd_image, coredns_image) = crate::artifacts::Catalog::builtin()
+        .unwrap()
+        .release(spec.kubernetes.version.rsplit_once('.').unwrap().0)
+        .unwrap()
+        .kubeadm_image_metas();
     ClusterParams {
         cluster_name: spec.name.clone(),
         kubernetes_version: spec.kubernetes.version.clone(),
@@ -47,6 +53,8 @@ fn fixed_cluster(spec: &Spec) -> ClusterParams {
         ca_cert_hash: format!("sha256:{ca_hash}"),
         cri_socket: "unix:///run/containerd/containerd.sock".into(),
         cni: spec.kubernetes.cni.into(),
+        etcd_image,
+        coredns_image,
     }
 }
 

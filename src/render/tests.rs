@@ -39,6 +39,14 @@ fn cluster() -> ClusterParams {
         ca_cert_hash: format!("sha256:{}", "ab".repeat(32)),
         cri_socket: "unix:///run/containerd/containerd.sock".into(),
         cni: Cni::Flannel,
+        etcd_image: Some(ImageMeta {
+            repository: None,
+            tag: "3.6.10-0".into(),
+        }),
+        coredns_image: Some(ImageMeta {
+            repository: None,
+            tag: "v1.12.1".into(),
+        }),
     }
 }
 
@@ -112,6 +120,34 @@ fn first_control_plane_config() {
         cc["networking"]["serviceSubnet"].as_str(),
         Some("10.96.0.0/12")
     );
+    // etcd's and CoreDNS's tags are the card's, not the kubeadm binary's defaults; no
+    // repository of their own at kubeadm's default place.
+    assert_eq!(cc["etcd"]["local"]["imageTag"].as_str(), Some("3.6.10-0"));
+    assert!(cc["etcd"]["local"]["imageRepository"].is_badvalue());
+    assert_eq!(cc["dns"]["imageTag"].as_str(), Some("v1.12.1"));
+    assert!(cc["dns"]["imageRepository"].is_badvalue());
+    // Elsewhere, the repository too; none at all leaves both to kubeadm.
+    let mut c = cluster();
+    c.etcd_image = Some(ImageMeta {
+        repository: Some("registry.lan/k8s".into()),
+        tag: "3.6.11-0".into(),
+    });
+    c.coredns_image = None;
+    let cc = &docs(&render_config(
+        &c,
+        &node("cp1", Role::InitControlPlane, None),
+    ))[1];
+    assert_eq!(
+        cc["etcd"]["local"]["imageRepository"].as_str(),
+        Some("registry.lan/k8s")
+    );
+    assert_eq!(cc["etcd"]["local"]["imageTag"].as_str(), Some("3.6.11-0"));
+    assert!(cc["dns"].is_badvalue());
+    // Joining nodes take the ClusterConfiguration from the cluster: theirs names no image.
+    for role in [Role::JoinControlPlane, Role::Worker] {
+        let text = render_config(&cluster(), &node("n", role, None));
+        assert!(!text.contains("imageTag"), "{text}");
+    }
 
     let kubelet = &d[2];
     assert_eq!(

@@ -180,6 +180,13 @@ fn cmd_customize(a: CustomizeArgs) -> Result<ExitCode> {
             debs: pk.debs,
         };
         payload::node_payload(&mut plan, &img.path, &release, &arts, &opts)?;
+        // Which container images a node runs depends on its role and the cluster's CNI, which
+        // only a cluster.yaml tells: `build` carries them, customize does not.
+        eprintln!(
+            "piforge: note: --kubernetes puts no container image in the image (it knows no \
+             cluster, role or CNI): a node made from it pulls them on first boot; `piforge \
+             build` puts each role's images in its cards"
+        );
     }
     let done = customize::run(&img.path, out, &plan)?;
     let grew = match done.grew_root_to {
