@@ -203,6 +203,18 @@ fn attr_value<'a>(attrs: &'a str, name: &str) -> Option<&'a str> {
     None
 }
 
+/// Rewrites the file checksum so a test edit is judged on its own merits.
+#[cfg(test)]
+pub(crate) fn reseal(text: &str) -> String {
+    let tag = "<BmapFileChecksum> ";
+    let at = text.find(tag).unwrap() + tag.len();
+    let mut t = text.to_string();
+    t.replace_range(at..at + 64, &"0".repeat(64));
+    let sum = hex::encode(Sha256::digest(t.as_bytes()));
+    t.replace_range(at..at + 64, &sum);
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,17 +234,6 @@ mod tests {
         };
         let text = render(&map, &std::fs::File::open(&p).unwrap()).unwrap();
         (dir, text, data)
-    }
-
-    /// Rewrites the file checksum so a test edit is judged on its own merits.
-    fn reseal(text: &str) -> String {
-        let tag = "<BmapFileChecksum> ";
-        let at = text.find(tag).unwrap() + tag.len();
-        let mut t = text.to_string();
-        t.replace_range(at..at + 64, &"0".repeat(64));
-        let sum = hex::encode(Sha256::digest(t.as_bytes()));
-        t.replace_range(at..at + 64, &sum);
-        t
     }
 
     #[test]
