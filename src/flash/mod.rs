@@ -50,11 +50,14 @@ use target::Target;
 pub const HEAD: u64 = 1 << 20;
 
 /// Mapped ranges at most this far apart are written as one, with the image's bytes between
-/// them: one large write instead of two small ones and a seek (an SD card's random writes
-/// are far slower than its sequential ones). Writing those bytes is correct, whatever they
-/// are: they are the image's own (a free block's old content, or a hole's zeros), as `dd`
-/// would write them; the verify still reads back the mapped ranges only.
-pub const MAX_GAP: u64 = 1 << 20;
+/// them (`--max-gap`): one large write instead of two smaller ones and a seek. Writing those
+/// bytes is correct, whatever they are: they are the image's own (a free block's old content,
+/// or a hole's zeros), as `dd` would write them; the verify still reads back the mapped
+/// ranges only. Off by default: measured (BENCHMARKS.md, a bmaptool map of 3,292 ranges of
+/// 64 KiB with 4-508 KiB gaps), joining across 256 KiB or 1 MiB wrote 2-5x the bytes and was
+/// slower on a file and on a loop device (file: write 0.7 s alone, 3.6 s joined at 1 MiB);
+/// it may pay on a card whose random writes are slow, which this machine cannot measure.
+pub const MAX_GAP: u64 = 0;
 
 /// Which blocks of an image to write, with a SHA-256 per range where known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,7 +242,7 @@ pub struct FlashOptions {
     pub verify: bool,
     /// Where a compressed image without a block map is decompressed (to map it).
     pub cache_dir: Option<PathBuf>,
-    /// Join mapped ranges at most this many bytes apart (default [`MAX_GAP`]; 0: never).
+    /// Join mapped ranges at most this many bytes apart (default [`MAX_GAP`]: never).
     pub max_gap: Option<u64>,
     pub hooks: TestHooks,
 }

@@ -59,13 +59,12 @@ fn a_file_target_gets_the_mapped_ranges_and_zeros_elsewhere() {
     let map = map_of(&data, &ranges, MapOrigin::Filesystems);
     // Ranges apart: every unmapped byte zero. Joined across gaps up to 512 KiB: the image's
     // own bytes in the gaps of 98 and 99 blocks, zeros in the one of 199 (blocks 401-599).
-    // Up to 1 MiB (the default): the whole image.
-    let all = data.len() as u64;
+    // Up to 1 MiB: the whole image.
     let half = 128 * 4096;
     for (gap, written) in [
-        (0, map.mapped_bytes()),
+        (MAX_GAP, map.mapped_bytes()),
         (half, map.mapped_bytes() + 197 * 4096),
-        (MAX_GAP, all),
+        (1 << 20, data.len() as u64),
     ] {
         // A target larger than the image, full of a pattern: stale data everywhere.
         std::fs::write(&target, vec![0x5au8; data.len() + 100_000]).unwrap();

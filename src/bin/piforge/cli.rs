@@ -369,8 +369,8 @@ pub struct WriteArgs {
     #[arg(long)]
     pub force: bool,
 
-    /// Benchmark knob: join mapped ranges at most BYTES apart into one write (default
-    /// 1 MiB; 0 writes each range alone).
+    /// Benchmark knob: join mapped ranges at most BYTES apart into one write, with the
+    /// image's bytes between (default 0: each range alone; BENCHMARKS.md).
     #[arg(long, hide = true, value_name = "BYTES")]
     pub max_gap: Option<u64>,
 
