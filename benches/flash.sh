@@ -6,7 +6,15 @@
 #                                        source against the bmap, no read-back
 #   piforge flash IMG T --yes --force    mapped blocks only, first MiB last, then read back
 #                                        (page cache dropped / O_DIRECT) and compared
+#   piforge flash ... --max-gap G        for each G in $GAPS (default "0 1048576"): mapped
+#                                        ranges at most G bytes apart written as one (1 MiB
+#                                        is the default; 0 writes each range alone)
 # Goals (issue 14): piforge's write at most bmaptool copy's time; its verify at most its write.
+#
+#   FRAGMENTED=1 benches/flash.sh   instead of the node image: a 1 GiB image of 4096 pieces of
+#       64 KiB (random data) with gaps of 4-508 KiB of holes between them, its .bmap made by
+#       `bmaptool create` (a foreign map of many small ranges, as bmaptool makes of a
+#       downloaded image): where joining close ranges matters.
 #
 #   benches/flash.sh [WORKDIR]   (default: target/bench; root and losetup needed for the
 #                                 loop device; REPS=3 by default)
@@ -15,18 +23,40 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(realpath -m "${1:-target/bench}")
 reps=${REPS:-3}
+# piforge's --max-gap values to run (bytes; 1048576 is the default, 0 joins nothing).
+gaps=${GAPS:-0 1048576}
 mkdir -p "$work"
 fixtures=${PIFORGE_FIXTURES:-target/fixtures}
-bash tests/fixtures/make-fixtures.sh "$fixtures" >/dev/null
+[[ ${FRAGMENTED:-} == 1 ]] || bash tests/fixtures/make-fixtures.sh "$fixtures" >/dev/null
 cargo build --release --quiet
 piforge=$PWD/target/release/piforge
 export PIFORGE_CACHE=$work/cache
 command -v bmaptool >/dev/null || { echo "bmaptool (bmap-tools) is needed" >&2; exit 1; }
 command -v losetup >/dev/null || { echo "losetup is needed (and root)" >&2; exit 1; }
 
+fw=$work/flash
+mkdir -p "$fw"
 # The base: benches/customize.sh's 2 GiB input (made the same way when missing).
 base=${IMAGE:-$work/root-2g.img}
-if [[ ! -s $base ]]; then
+if [[ ${FRAGMENTED:-} == 1 ]]; then
+    img=$fw/frag.img
+    if [[ ! -s $img.bmap ]]; then
+        python3 - "$img" <<'PY'
+import os, random, sys
+random.seed(14)
+with open(sys.argv[1], "wb") as f:
+    f.truncate(1 << 30)
+    at = 0
+    for _ in range(4096):
+        f.seek(at)
+        f.write(os.urandom(64 << 10))
+        at += (64 << 10) + random.randrange(1, 128) * 4096
+        if at + (64 << 10) > 1 << 30:
+            break
+PY
+        bmaptool -q create -o "$img.bmap" "$img"
+    fi
+elif [[ ! -s $base ]]; then
     echo "making $base (once)..." >&2
     fill=$work/fill
     rm -rf "$fill" && mkdir -p "$fill/usr/lib/bench"
@@ -39,10 +69,9 @@ if [[ ! -s $base ]]; then
 fi
 
 # One node image with its .bmap.
-fw=$work/flash
+if [[ ${FRAGMENTED:-} != 1 ]]; then
 arts=$work/build-artifacts
 [[ -d $arts ]] || bash tests/fixtures/make-artifacts.sh "$arts" 1.34.11 >/dev/null
-mkdir -p "$fw"
 {
     printf 'name: bench\nimage:\n  source: %s\nkubernetes:\n  version: "1.34.11"\nnetwork:\n  gateway: 192.168.7.1\n  dns: [192.168.7.1]\n' "$base"
     printf 'ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyFQ2JzvZ1bq0cJ5i6L3yq0u8ZP0eGq5u3y2Yc8kq9X b@x"]\nnodes:\n'
@@ -53,9 +82,10 @@ if [[ ! -s $img || ! -s $img.bmap ]]; then
     "$piforge" build --spec "$fw/cluster.yaml" --out "$fw/dist" --artifacts "$arts" --allow-unpinned >/dev/null 2>"$fw/build.err" ||
         { cat "$fw/build.err" >&2; exit 1; }
 fi
+fi
 size=$(stat -c %s "$img")
 mapped=$(sed -n 's/.*<MappedBlocksCount> *\([0-9]*\) *<.*/\1/p' "$img.bmap")
-echo "image: $img, $size bytes, $((mapped * 4096)) bytes mapped ($mapped blocks)"
+echo "image: $img, $size bytes, $((mapped * 4096)) bytes mapped ($mapped blocks, $(grep -c '<Range' "$img.bmap") ranges)"
 cat "$img" > /dev/null # in the page cache for every tool alike
 
 secs() { # wall seconds of a command that must succeed; its stdout in $work/flash/last.out
@@ -82,18 +112,27 @@ for rep in $(seq "$reps"); do
         fresh() { [[ $kind == file ]] && rm -f "$file_target"; sync; }
         fresh; d=$(secs dd if="$img" of="$t" bs=4M conv=fsync status=none)
         fresh; b=$(secs bmaptool -q copy "$img" "$t")
-        fresh; p=$(secs "$piforge" flash "$img" "$t" --yes --force)
-        # "T: wrote X of a Y image in W s (...); verified in V s"
-        w=$(sed -n 's/.* image in \([0-9.]*\) s .*/\1/p' "$fw/last.out")
-        v=$(sed -n 's/.*verified in \([0-9.]*\) s.*/\1/p' "$fw/last.out")
-        add "$kind-dd" "$d"; add "$kind-bmaptool" "$b"; add "$kind-piforge" "$p"
-        add "$kind-piforge-write" "$w"; add "$kind-piforge-verify" "$v"
-        echo "rep $rep $kind: dd ${d}s, bmaptool copy ${b}s, piforge flash ${p}s (write ${w}s, verify ${v}s)"
+        line="rep $rep $kind: dd ${d}s, bmaptool copy ${b}s"
+        add "$kind-dd" "$d"; add "$kind-bmaptool" "$b"
+        for g in $gaps; do
+            fresh; p=$(secs "$piforge" flash "$img" "$t" --yes --force --max-gap "$g")
+            # "T: wrote X of a Y image in W s (...); verified in V s"
+            w=$(sed -n 's/.* image in \([0-9.]*\) s .*/\1/p' "$fw/last.out")
+            v=$(sed -n 's/.*verified in \([0-9.]*\) s.*/\1/p' "$fw/last.out")
+            add "$kind-$g" "$p"; add "$kind-$g-write" "$w"; add "$kind-$g-verify" "$v"
+            line="$line, piforge --max-gap $g ${p}s (write ${w}s, verify ${v}s)"
+        done
+        echo "$line, load $(cut -d' ' -f1 /proc/loadavg)"
     done
 done
 median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 for kind in file loop; do
     # shellcheck disable=SC2086
-    echo "median $kind: dd $(median ${times[$kind-dd]})s, bmaptool copy $(median ${times[$kind-bmaptool]})s, piforge flash $(median ${times[$kind-piforge]})s (write $(median ${times[$kind-piforge-write]})s, verify $(median ${times[$kind-piforge-verify]})s)"
+    line="median $kind: dd $(median ${times[$kind-dd]})s, bmaptool copy $(median ${times[$kind-bmaptool]})s"
+    for g in $gaps; do
+        # shellcheck disable=SC2086
+        line="$line, piforge --max-gap $g $(median ${times[$kind-$g]})s (write $(median ${times[$kind-$g-write]})s, verify $(median ${times[$kind-$g-verify]})s)"
+    done
+    echo "$line"
 done
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/^Mem:/ {print $2}') GiB, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"

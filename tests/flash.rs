@@ -217,7 +217,7 @@ fn to_files_from_every_format_equal_bmaptool_copy_and_fsck_passes() {
     let target = tmp.path().join("card.lone");
     let out = ok(&flash(&[lone.to_str().unwrap(), target.to_str().unwrap()]));
     assert!(out.contains("computed from its filesystems"), "{out}");
-    assert!(fs::read(&target).unwrap() == reference);
+    assert_flashed(&fs::read(&target).unwrap(), &reference, &img, &ranges);
 }
 
 #[test]
@@ -616,4 +616,124 @@ fn on_a_terminal_it_asks_and_writes_only_after_yes() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("verified in"), "{out}");
     assert!(run("sfdisk", &["-d", lo.path()]).contains("type=83"));
+}
+
+/// A disk in a fake sysfs (`ROOT/sys/block/NAME` -> `ROOT/sys/devices/UNDER/NAME`, with
+/// `removable` and `size`) and its device node (`ROOT/dev/NAME`, an empty regular file).
+fn fake_disk(root: &Path, name: &str, under: &str, removable: &str, sectors: u64) {
+    let real = root.join("sys/devices").join(under).join(name);
+    fs::create_dir_all(&real).unwrap();
+    fs::write(real.join("removable"), removable).unwrap();
+    fs::write(real.join("size"), format!("{sectors}\n")).unwrap();
+    fs::create_dir_all(root.join("sys/block")).unwrap();
+    fs::create_dir_all(root.join("dev")).unwrap();
+    let link = root.join("sys/block").join(name);
+    if !link.exists() {
+        std::os::unix::fs::symlink(&real, link).unwrap();
+        fs::write(root.join("dev").join(name), b"").unwrap();
+    }
+}
+
+/// Kills the child when a test panics, so a failed wait never leaves it polling.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn flash_all_wait_writes_the_card_that_appears_and_stops_on_ctrl_c() {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
+    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
+    let devs = tmp.path().join("devices");
+    // There before the run: the system disk.
+    fake_disk(&devs, "sda", "pci0/ata1/host0/target0/block", "0", 1 << 21);
+    let child = Command::new(env!("CARGO_BIN_EXE_piforge"))
+        .args(["flash", "--spec", spec.to_str().unwrap(), "--all", "--wait"])
+        .args(["--yes", "--test-devices", devs.to_str().unwrap()])
+        .args(["--artifacts", arts.to_str().unwrap(), "--allow-unpinned"])
+        .env("PIFORGE_CACHE", &cache)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Reap(child);
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_for = |needle: &str, secs: u64| {
+        let until = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(l) => seen.push(l),
+                Err(_) => panic!("no {needle:?} within {secs} s; stderr: {seen:#?}"),
+            }
+        }
+    };
+    // The build, then the question for the first node.
+    wait_for("Insert the card for pi-cp-1", 900);
+    // A new fixed disk is not a card; a USB reader's card (sysfs removable 0) is.
+    fake_disk(&devs, "sdb", "pci0/ata2/host1/target1/block", "0", 1 << 21);
+    std::thread::sleep(Duration::from_millis(1500));
+    fake_disk(
+        &devs,
+        "sdc",
+        "pci0/usb2/2-1/2-1:1.0/host3/block",
+        "0",
+        1 << 21,
+    );
+    let found = wait_for("found ", 30);
+    assert!(found.ends_with("/dev/sdc"), "{found}");
+    wait_for("Insert the card for pi-w-1", 300);
+    // Ctrl-C while waiting: the handler ends the run at once (130), the private build
+    // directory is removed.
+    let t = Instant::now();
+    run("kill", &["-INT", &child.0.id().to_string()]);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "still waiting after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(out.contains("Label this card: pi-cp-1"), "{out}");
+    let left: Vec<_> = fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".flash-build"))
+        .collect();
+    assert!(left.is_empty(), "the build directory was left: {left:?}");
+    // The card found holds pi-cp-1's image: fsck passes, its meta-data names the node.
+    let card = devs.join("dev/sdc");
+    let len = fs::metadata(&card).unwrap().len();
+    fsck_partitions(&card, len, tmp.path());
+    let (boot, _) = offsets(&card, tmp.path());
+    let meta = mtype(&card, boot, "meta-data");
+    assert!(meta.contains("pi-cp-1"), "{meta}");
+    assert_eq!(
+        fs::metadata(devs.join("dev/sdb")).unwrap().len(),
+        0,
+        "sdb was written"
+    );
 }

@@ -418,7 +418,7 @@ fn xz_on_32_threads_stays_under_300_mb() {
     }
     drop(f);
     assert!(filled >= 16, "only {filled} free chunks in the fixture");
-    let spec = write_spec(tmp.path(), &img);
+    let spec = two_node_spec(tmp.path(), "formats", &img);
     let dist = tmp.path().join("dist");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_piforge"));
     cmd.args(["--quiet", "build", "--spec"])

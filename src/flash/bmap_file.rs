@@ -22,7 +22,10 @@ pub const MAX_BMAP_BYTES: u64 = 64 << 20;
 const PIFORGE_MARK: &str = "written by piforge from the filesystems' own allocation";
 
 /// Parses bmap XML; `Err` is one sentence saying what is wrong.
-pub fn parse(text: &str) -> Result<Map, String> {
+pub fn parse(full: &str) -> Result<Map, String> {
+    // The elements are looked for outside comments: bmaptool's own header comment names
+    // `<MappedBlocksCount>` and `<BlocksCount>` in its prose.
+    let text = &strip_comments(full)?;
     let version = attr(text, "bmap", "version").ok_or("no <bmap version=...> element")?;
     let major = version.split('.').next().unwrap_or("");
     if major != "2" && major != "1" {
@@ -53,7 +56,7 @@ pub fn parse(text: &str) -> Result<Map, String> {
             "its checksums are {kind}; piforge reads bmaps with sha256 checksums (bmaptool 3.x and piforge write those)"
         ));
     }
-    check_file_checksum(text)?;
+    check_file_checksum(full)?;
 
     let body = element(text, "BlockMap").ok_or("no <BlockMap> element")?;
     let mut ranges: Vec<Range> = Vec::new();
@@ -114,12 +117,27 @@ pub fn parse(text: &str) -> Result<Map, String> {
         image_bytes,
         block_size,
         ranges,
-        origin: if text.contains(PIFORGE_MARK) {
+        origin: if full.contains(PIFORGE_MARK) {
             MapOrigin::Filesystems
         } else {
             MapOrigin::Foreign
         },
     })
+}
+
+/// The text without its `<!-- ... -->` comments.
+fn strip_comments(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("<!--") {
+        out.push_str(&rest[..at]);
+        let end = rest[at..]
+            .find("-->")
+            .ok_or("an unterminated <!-- comment")?;
+        rest = &rest[at + end + 3..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// `BmapFileChecksum` is the SHA-256 of the file with its own value written as 64 `0`s
@@ -203,6 +221,18 @@ fn attr_value<'a>(attrs: &'a str, name: &str) -> Option<&'a str> {
     None
 }
 
+/// Rewrites the file checksum so a test edit is judged on its own merits.
+#[cfg(test)]
+pub(crate) fn reseal(text: &str) -> String {
+    let tag = "<BmapFileChecksum> ";
+    let at = text.find(tag).unwrap() + tag.len();
+    let mut t = text.to_string();
+    t.replace_range(at..at + 64, &"0".repeat(64));
+    let sum = hex::encode(Sha256::digest(t.as_bytes()));
+    t.replace_range(at..at + 64, &sum);
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,17 +252,6 @@ mod tests {
         };
         let text = render(&map, &std::fs::File::open(&p).unwrap()).unwrap();
         (dir, text, data)
-    }
-
-    /// Rewrites the file checksum so a test edit is judged on its own merits.
-    fn reseal(text: &str) -> String {
-        let tag = "<BmapFileChecksum> ";
-        let at = text.find(tag).unwrap() + tag.len();
-        let mut t = text.to_string();
-        t.replace_range(at..at + 64, &"0".repeat(64));
-        let sum = hex::encode(Sha256::digest(t.as_bytes()));
-        t.replace_range(at..at + 64, &sum);
-        t
     }
 
     #[test]
@@ -279,6 +298,44 @@ mod tests {
         assert!(e.contains("not 64 hex digits"), "{e}");
         assert!(parse("<bmap version=\"2.0\"></bmap>").is_err());
         assert!(parse("not xml at all").is_err());
+    }
+
+    /// What bmaptool 3.x itself writes (its header comment names `<BlocksCount>` in prose)
+    /// is read, and agrees with the image.
+    #[test]
+    fn reads_what_bmaptool_create_writes() {
+        let (dir, _, data) = sample();
+        let img = dir.path().join("x.img");
+        let sparse = dir.path().join("sparse.img");
+        let cp = std::process::Command::new("cp")
+            .args(["--sparse=always"])
+            .arg(&img)
+            .arg(&sparse)
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        let out = std::process::Command::new("bmaptool")
+            .args(["create"])
+            .arg(&sparse)
+            .output()
+            .expect("bmaptool (bmap-tools; tests/install-deps.sh)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains("of <BlocksCount> blocks"),
+            "the header changed: {text}"
+        );
+        let m = parse(&text).unwrap();
+        assert_eq!(m.image_bytes, data.len() as u64);
+        assert_eq!(m.origin, MapOrigin::Foreign);
+        let r: Vec<(u64, u64)> = m.ranges.iter().map(|r| (r.first, r.last)).collect();
+        assert_eq!(r, vec![(0, 0), (3, 3), (10, 10)]);
+        let want: [u8; 32] = Sha256::digest(&data[3 * 4096..4 * 4096]).into();
+        assert_eq!(m.ranges[1].sha256, Some(want));
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! (`holders/`: LVM, RAID, dm-crypt), or a partition rather than a whole disk. All read from
 //! sysfs and procfs; the rules are pure functions over those facts so tests need no disk.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -126,8 +128,26 @@ pub fn info(path: &Path, size: u64) -> std::io::Result<DeviceInfo> {
         .cloned()
         .collect::<Vec<_>>()
         .join(" ");
+    d.bus = bus_of(&name, &sys).to_string();
+    d.nodes.push((name.clone(), (major, minor)));
+    d.holders.extend(list_dir(&sys.join("holders")));
+    for entry in list_dir(&sys) {
+        let p = sys.join(&entry);
+        if entry.starts_with(&name) && p.join("partition").exists() {
+            if let Some(n) = read_trim(&p.join("dev")).as_deref().and_then(dev_numbers) {
+                d.nodes.push((entry.clone(), n));
+            }
+            d.holders.extend(list_dir(&p.join("holders")));
+        }
+    }
+    Ok(d)
+}
+
+/// The bus of the disk `name` whose resolved sysfs directory is `sys`
+/// (`/sys/devices/pci0000:00/.../usb2/.../block/sdb`).
+fn bus_of(name: &str, sys: &Path) -> &'static str {
     let sys_str = sys.to_string_lossy();
-    d.bus = if name.starts_with("loop") {
+    if name.starts_with("loop") {
         "loop"
     } else if sys_str.contains("/usb") {
         "usb"
@@ -144,19 +164,85 @@ pub fn info(path: &Path, size: u64) -> std::io::Result<DeviceInfo> {
     } else {
         "unknown"
     }
-    .to_string();
-    d.nodes.push((name.clone(), (major, minor)));
-    d.holders.extend(list_dir(&sys.join("holders")));
-    for entry in list_dir(&sys) {
-        let p = sys.join(&entry);
-        if entry.starts_with(&name) && p.join("partition").exists() {
-            if let Some(n) = read_trim(&p.join("dev")).as_deref().and_then(dev_numbers) {
-                d.nodes.push((entry.clone(), n));
-            }
-            d.holders.extend(list_dir(&p.join("holders")));
+}
+
+/// Where disks are found: the kernel's list of disks (`/sys/block`, one entry per disk, a
+/// symlink into `/sys/devices`) and their device nodes (`/dev`). The tests of `flash --all
+/// --wait` point both at a tree of their own, in which cards come and go.
+#[derive(Debug, Clone)]
+pub struct Disks {
+    pub sys_block: PathBuf,
+    pub dev: PathBuf,
+}
+
+impl Default for Disks {
+    fn default() -> Disks {
+        Disks {
+            sys_block: "/sys/block".into(),
+            dev: "/dev".into(),
         }
     }
-    Ok(d)
+}
+
+impl Disks {
+    /// A tree laid out as the system's: `ROOT/sys/block` and `ROOT/dev`.
+    pub fn under(root: &Path) -> Disks {
+        Disks {
+            sys_block: root.join("sys/block"),
+            dev: root.join("dev"),
+        }
+    }
+
+    /// The disks holding a medium now (a card reader without a card has size 0).
+    pub fn with_media(&self) -> BTreeSet<String> {
+        list_dir(&self.sys_block)
+            .into_iter()
+            .filter(|n| self.sectors(n) > 0)
+            .collect()
+    }
+
+    /// The disk's size in 512-byte sectors (sysfs `size`), 0 when unknown.
+    pub fn sectors(&self, name: &str) -> u64 {
+        read_trim(&self.sys_block.join(name).join("size"))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// A removable medium, as [`DeviceInfo::is_removable`] tells: sysfs `removable`, or a
+    /// disk on the USB or MMC bus.
+    pub fn is_removable(&self, name: &str) -> bool {
+        let sys = self.sys_block.join(name);
+        if read_trim(&sys.join("removable")).as_deref() == Some("1") {
+            return true;
+        }
+        let resolved = fs::canonicalize(&sys).unwrap_or(sys);
+        matches!(bus_of(name, &resolved), "usb" | "mmc")
+    }
+
+    /// Polls every `every` until a removable disk with a medium appears that is not in
+    /// `known` (the disks seen before); returns its device node. A disk taken out is dropped
+    /// from `known`, so a card put back counts as new. `None` once `until` has passed (the
+    /// caller then says so; Ctrl-C ends the process through its handler either way).
+    pub fn wait_for_card(
+        &self,
+        known: &mut BTreeSet<String>,
+        every: Duration,
+        until: Option<Instant>,
+    ) -> Option<PathBuf> {
+        loop {
+            let now = self.with_media();
+            if let Some(name) = now.difference(known).find(|n| self.is_removable(n)) {
+                let dev = self.dev.join(name);
+                *known = now;
+                return Some(dev);
+            }
+            known.retain(|n| now.contains(n));
+            if until.is_some_and(|t| Instant::now() + every > t) {
+                return None;
+            }
+            std::thread::sleep(every);
+        }
+    }
 }
 
 fn list_dir(p: &Path) -> Vec<String> {
@@ -391,6 +477,61 @@ mod tests {
         assert!(why.iter().any(|w| w.contains("dm-0")));
         assert!(why.iter().any(|w| w.contains("whole device")));
         assert!(refusals(&sdb(), &[], &[], &|_| None).is_empty());
+    }
+
+    /// A fake sysfs: `sda` fixed, then a USB reader's card (removable 0, found by its bus)
+    /// and an ATA disk (ignored) appear; a card taken out and put back counts as new.
+    #[test]
+    fn a_new_removable_disk_is_found_by_polling() {
+        let root = tempfile::tempdir().unwrap();
+        let disks = Disks::under(root.path());
+        let disk = |name: &str, under: &str, removable: &str, sectors: u64| {
+            let real = root.path().join("sys/devices").join(under).join(name);
+            fs::create_dir_all(&real).unwrap();
+            fs::write(real.join("removable"), removable).unwrap();
+            fs::write(real.join("size"), format!("{sectors}\n")).unwrap();
+            fs::create_dir_all(&disks.sys_block).unwrap();
+            let link = disks.sys_block.join(name);
+            if !link.exists() {
+                std::os::unix::fs::symlink(&real, link).unwrap();
+            }
+        };
+        disk("sda", "pci0/ata1/host0", "0", 1000);
+        let mut known = disks.with_media();
+        assert_eq!(known, BTreeSet::from(["sda".to_string()]));
+        let fast = Duration::from_millis(20);
+        // Nothing new: gives up at the deadline, promptly.
+        let t = Instant::now();
+        let until = Some(t + Duration::from_millis(200));
+        assert_eq!(disks.wait_for_card(&mut known, fast, until), None);
+        assert!(t.elapsed() < Duration::from_secs(2));
+        // A card reader with no card (size 0), an ATA disk, then the card: only the card.
+        disk("sdc", "pci0/usb2/2-1/host3/block", "0", 0);
+        let found = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let until = Some(Instant::now() + Duration::from_secs(20));
+                disks.wait_for_card(&mut known, fast, until)
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            disk("sdb", "pci0/ata2/host1", "0", 2000);
+            std::thread::sleep(Duration::from_millis(100));
+            disk("sdc", "pci0/usb2/2-1/host3/block", "0", 4000);
+            h.join().unwrap()
+        });
+        assert_eq!(found, Some(root.path().join("dev/sdc")));
+        assert!(known.contains("sdc") && known.contains("sdb"));
+        // Still in: not new. Taken out (size 0) and put back (removable 1 now): new again.
+        let until = Some(Instant::now() + Duration::from_millis(100));
+        assert_eq!(disks.wait_for_card(&mut known, fast, until), None);
+        disk("sdc", "pci0/usb2/2-1/host3/block", "0", 0);
+        assert_eq!(disks.wait_for_card(&mut known, fast, until), None);
+        assert!(!known.contains("sdc"));
+        disk("sdc", "pci0/usb2/2-1/host3/block", "1", 4000);
+        let until = Some(Instant::now() + Duration::from_secs(5));
+        assert_eq!(
+            disks.wait_for_card(&mut known, fast, until),
+            Some(root.path().join("dev/sdc"))
+        );
     }
 
     #[test]

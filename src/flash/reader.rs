@@ -100,11 +100,16 @@ fn skip(r: &mut Box<dyn Read + Send>, n: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Starts the reader thread over the mapped ranges of `map`.
-pub fn spawn(mut input: Input, map: Map) -> (Receiver<Result<Msg, FlashError>>, JoinHandle<()>) {
+/// Starts the reader thread over the mapped ranges of `map`; ranges at most `gap` bytes
+/// apart are read (and so written) as one, the image's bytes between them included.
+pub fn spawn(
+    mut input: Input,
+    map: Map,
+    gap: u64,
+) -> (Receiver<Result<Msg, FlashError>>, JoinHandle<()>) {
     let (tx, rx) = sync_channel(DEPTH);
     let handle = std::thread::spawn(move || {
-        let result = read_all(&mut input, &map, &mut |b| {
+        let result = read_all(&mut input, &map, gap, &mut |b| {
             tx.send(Ok(Msg::Batch(b))).is_ok()
         });
         let _ = match result {
@@ -116,51 +121,92 @@ pub fn spawn(mut input: Input, map: Map) -> (Receiver<Result<Msg, FlashError>>, 
     (rx, handle)
 }
 
-/// Reads every mapped range into batches passed to `send` (false: stop). Returns the ranges'
-/// digests, `None` when stopped.
-fn read_all(
-    input: &mut Input,
-    map: &Map,
-    send: &mut dyn FnMut(Batch) -> bool,
-) -> Result<Option<Vec<[u8; 32]>>, FlashError> {
-    let mut digests = Vec::with_capacity(map.ranges.len());
-    let mut batch = Batch {
-        buf: AlignedBuf::new(BATCH),
-        segs: Vec::new(),
-    };
-    let mut used = 0usize;
-    for (i, r) in map.ranges.iter().enumerate() {
-        let (start, end) = map.byte_range(r);
-        let mut h = Sha256::new();
-        let mut at = start;
+/// Fills batches of [`BATCH`] bytes and hands each full one on.
+struct Batcher<'a> {
+    batch: Batch,
+    used: usize,
+    send: &'a mut dyn FnMut(Batch) -> bool,
+}
+
+impl Batcher<'_> {
+    /// Reads the image's bytes `[at, end)` into batches, hashing them into `h` when given;
+    /// `Ok(false)` when the writer stopped listening. Bytes that follow the batch's last
+    /// segment in the image and in the buffer extend it: one write instead of two.
+    fn read(
+        &mut self,
+        input: &mut Input,
+        mut at: u64,
+        end: u64,
+        mut h: Option<&mut Sha256>,
+    ) -> Result<bool, FlashError> {
         while at < end {
-            if used == BATCH {
+            if self.used == BATCH {
                 let full = std::mem::replace(
-                    &mut batch,
+                    &mut self.batch,
                     Batch {
                         buf: AlignedBuf::new(BATCH),
                         segs: Vec::new(),
                     },
                 );
-                if !send(full) {
-                    return Ok(None);
+                if !(self.send)(full) {
+                    return Ok(false);
                 }
-                used = 0;
+                self.used = 0;
             }
+            let used = self.used;
             let n = ((end - at) as usize).min(BATCH - used);
-            let dst = &mut batch.buf[used..used + n];
+            let dst = &mut self.batch.buf[used..used + n];
             input.read_at(dst, at).map_err(|e| FlashError::Source {
                 msg: format!("reading image bytes {at}..{}: {e}", at + n as u64),
             })?;
-            h.update(&*dst);
-            batch.segs.push(Seg {
-                at,
-                off: used,
-                len: n,
-            });
+            if let Some(h) = h.as_deref_mut() {
+                h.update(&*dst);
+            }
+            match self.batch.segs.last_mut() {
+                Some(s) if s.at + s.len as u64 == at && s.off + s.len == used => s.len += n,
+                _ => self.batch.segs.push(Seg {
+                    at,
+                    off: used,
+                    len: n,
+                }),
+            }
             // Keep the next segment aligned in the buffer (the last block may be short).
-            used += n.next_multiple_of(4096).min(BATCH - used);
+            self.used += n.next_multiple_of(4096).min(BATCH - used);
             at += n as u64;
+        }
+        Ok(true)
+    }
+}
+
+/// Reads every mapped range (and the gaps of at most `gap` bytes between them) into batches
+/// passed to `send` (false: stop). Returns the ranges' digests (of the ranges alone),
+/// `None` when stopped.
+fn read_all(
+    input: &mut Input,
+    map: &Map,
+    gap: u64,
+    send: &mut dyn FnMut(Batch) -> bool,
+) -> Result<Option<Vec<[u8; 32]>>, FlashError> {
+    let mut digests = Vec::with_capacity(map.ranges.len());
+    let mut b = Batcher {
+        batch: Batch {
+            buf: AlignedBuf::new(BATCH),
+            segs: Vec::new(),
+        },
+        used: 0,
+        send,
+    };
+    let mut prev_end = None;
+    for (i, r) in map.ranges.iter().enumerate() {
+        let (start, end) = map.byte_range(r);
+        if let Some(p) = prev_end.filter(|&p| start - p <= gap) {
+            if !b.read(input, p, start, None)? {
+                return Ok(None);
+            }
+        }
+        let mut h = Sha256::new();
+        if !b.read(input, start, end, Some(&mut h))? {
+            return Ok(None);
         }
         let d: [u8; 32] = h.finalize().into();
         if let Some(want) = r.sha256 {
@@ -174,8 +220,9 @@ fn read_all(
             }
         }
         digests.push(d);
+        prev_end = Some(end);
     }
-    if !batch.segs.is_empty() && !send(batch) {
+    if !b.batch.segs.is_empty() && !(b.send)(b.batch) {
         return Ok(None);
     }
     input
@@ -209,7 +256,11 @@ mod tests {
     type Collected = (Vec<(u64, Vec<u8>)>, Vec<[u8; 32]>);
 
     fn collect(input: Input, m: Map) -> Result<Collected, FlashError> {
-        let (rx, h) = spawn(input, m);
+        collect_gap(input, m, 0)
+    }
+
+    fn collect_gap(input: Input, m: Map, gap: u64) -> Result<Collected, FlashError> {
+        let (rx, h) = spawn(input, m, gap);
         let mut segs = Vec::new();
         let mut done = None;
         for msg in rx {
@@ -286,5 +337,27 @@ mod tests {
         };
         let e = collect(s, m).err().unwrap().to_string();
         assert!(e.contains("range 2 of 2"), "{e}");
+    }
+
+    #[test]
+    fn close_ranges_are_read_as_one_segment_with_the_bytes_between() {
+        let data: Vec<u8> = (0..(40 * 4096)).map(|i| (i / 4096 + 1) as u8).collect();
+        let m = map(data.len() as u64, &[(0, 1), (3, 4), (30, 30), (32, 39)]);
+        let stream = || Input::Stream {
+            r: Box::new(io::Cursor::new(data.clone())),
+            pos: 0,
+        };
+        let (apart, d0) = collect(stream(), m.clone()).unwrap();
+        assert_eq!(apart.len(), 4);
+        // Gaps up to 8 KiB: blocks 0-4 and 30-39 each one segment, the image's bytes between.
+        let (joined, d1) = collect_gap(stream(), m.clone(), 8192).unwrap();
+        let spans: Vec<(u64, usize)> = joined.iter().map(|(a, b)| (*a, b.len())).collect();
+        assert_eq!(spans, vec![(0, 5 * 4096), (30 * 4096, 10 * 4096)]);
+        for (at, bytes) in &joined {
+            assert_eq!(&data[*at as usize..*at as usize + bytes.len()], &bytes[..]);
+        }
+        // The digests are the ranges' own, gaps or not.
+        assert_eq!(d0, d1);
+        assert_eq!(m.extents(8192), vec![(0, 5 * 4096), (30 * 4096, 40 * 4096)]);
     }
 }

@@ -55,27 +55,41 @@ fn a_file_target_gets_the_mapped_ranges_and_zeros_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
     let (src, data) = image(dir.path(), 700, 512);
     let target = dir.path().join("card");
-    // A target larger than the image, full of a pattern: stale data everywhere.
-    std::fs::write(&target, vec![0x5au8; data.len() + 100_000]).unwrap();
     let ranges = [(0, 1), (100, 400), (600, 600), (700, 700)];
     let map = map_of(&data, &ranges, MapOrigin::Filesystems);
-    let opts = FlashOptions {
-        verify: true,
-        ..Default::default()
-    };
-    let rec = crate::progress::tests::Recorder::default();
-    let r = apply(&plan_for(&src, &target, map.clone()), &opts, Some(&rec)).unwrap();
-    assert_eq!(r.written, map.mapped_bytes());
-    assert!(r.verify_time.is_some());
-    let got = std::fs::read(&target).unwrap();
-    assert_eq!(got.len(), data.len());
-    for (i, (g, d)) in got.iter().zip(&data).enumerate() {
-        let want = if map.is_mapped_byte(i as u64) { *d } else { 0 };
-        assert_eq!(*g, want, "byte {i}");
+    // Ranges apart: every unmapped byte zero. Joined across gaps up to 512 KiB: the image's
+    // own bytes in the gaps of 98 and 99 blocks, zeros in the one of 199 (blocks 401-599).
+    // Up to 1 MiB: the whole image.
+    let half = 128 * 4096;
+    for (gap, written) in [
+        (MAX_GAP, map.mapped_bytes()),
+        (half, map.mapped_bytes() + 197 * 4096),
+        (1 << 20, data.len() as u64),
+    ] {
+        // A target larger than the image, full of a pattern: stale data everywhere.
+        std::fs::write(&target, vec![0x5au8; data.len() + 100_000]).unwrap();
+        let opts = FlashOptions {
+            verify: true,
+            max_gap: Some(gap),
+            ..Default::default()
+        };
+        let rec = crate::progress::tests::Recorder::default();
+        let r = apply(&plan_for(&src, &target, map.clone()), &opts, Some(&rec)).unwrap();
+        assert_eq!(r.written, written);
+        assert!(r.verify_time.is_some());
+        let got = std::fs::read(&target).unwrap();
+        assert_eq!(got.len(), data.len());
+        let extents = map.extents(gap);
+        for (i, (g, d)) in got.iter().zip(&data).enumerate() {
+            let i = i as u64;
+            let written = extents.iter().any(|&(a, b)| (a..b).contains(&i));
+            let want = if written { *d } else { 0 };
+            assert_eq!(*g, want, "gap {gap}: byte {i}");
+        }
+        let calls = rec.calls();
+        assert!(calls.contains(&("finish", "write".into(), 0)), "{calls:?}");
+        assert!(calls.contains(&("finish", "verify".into(), 0)), "{calls:?}");
     }
-    let calls = rec.calls();
-    assert!(calls.contains(&("finish", "write".into(), 0)), "{calls:?}");
-    assert!(calls.contains(&("finish", "verify".into(), 0)), "{calls:?}");
 }
 
 #[test]
@@ -124,9 +138,9 @@ fn an_image_that_differs_from_its_map_is_refused_before_the_head_is_written() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("blocks 10-20"), "{e}");
-    // The head (block 0, mapped) was never written: zeros.
+    // The head (block 0, mapped) was never written: zeros, or not there at all.
     let got = std::fs::read(&target).unwrap();
-    assert!(got[..4096].iter().all(|&b| b == 0));
+    assert!(got.iter().take(4096).all(|&b| b == 0));
 }
 
 #[test]
@@ -162,4 +176,99 @@ fn unmapped_is_the_complement() {
     };
     assert_eq!(m.unmapped(), vec![(0, 4096), (3 * 4096, 7 * 4096)]);
     assert_eq!(m.mapped_bytes(), 2 * 4096 + 100);
+}
+
+/// A bmap for `data` (written as `build` writes one) whose ImageSize claims `claim` bytes,
+/// with its counts and file checksum made consistent: a lie only the image can expose.
+fn hostile_bmap(dir: &Path, src: &Path, data: &[u8], claim: u64) -> PathBuf {
+    let blocks = (data.len() as u64).div_ceil(4096);
+    let m = crate::bmap::BlockMap {
+        image_bytes: data.len() as u64,
+        ranges: vec![(0, 1), (blocks / 2, blocks / 2 + 1)],
+    };
+    let text = crate::bmap::render(&m, &File::open(src).unwrap()).unwrap();
+    let text = text
+        .replace(
+            &format!("<ImageSize> {} </ImageSize>", data.len()),
+            &format!("<ImageSize> {claim} </ImageSize>"),
+        )
+        .replace(
+            &format!("<BlocksCount> {blocks} </BlocksCount>"),
+            &format!("<BlocksCount> {} </BlocksCount>", claim.div_ceil(4096)),
+        );
+    let p = dir.join("hostile.bmap");
+    std::fs::write(&p, bmap_file::reseal(&text)).unwrap();
+    assert!(read_bmap(&p).is_ok(), "the edited bmap is well formed");
+    p
+}
+
+#[test]
+fn a_bmap_claiming_another_image_size_makes_no_large_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, data) = image(dir.path(), 64, 0);
+    let huge = 1u64 << 50; // 1 PiB
+    let bmap = hostile_bmap(dir.path(), &src, &data, huge);
+    let target = dir.path().join("card");
+    let opts = |source: &Path| FlashOptions {
+        source: source.to_path_buf(),
+        bmap: Some(bmap.clone()),
+        target: target.clone(),
+        verify: true,
+        ..Default::default()
+    };
+    // Raw and xz: the image's real size is known up front; refused by the plan, the target
+    // never opened.
+    let xz = dir.path().join("x.img.xz");
+    let out = std::process::Command::new("xz")
+        .args(["-k", "-T2", src.to_str().unwrap()])
+        .output()
+        .expect("xz(1)");
+    assert!(out.status.success());
+    for (s, says) in [(&src, "has"), (&xz, "decompresses to")] {
+        let e = plan(&opts(s)).unwrap_err().to_string();
+        let want = format!(
+            "an image of {huge} bytes, {} {says} {}",
+            s.display(),
+            data.len()
+        );
+        assert!(e.contains(&want), "{e}");
+        assert!(!target.exists(), "the plan created the target");
+    }
+    // zstd: not known without decompressing; the write fails at the image's real end and
+    // the file never grew past the bytes read (it is not the claimed 1 PiB, even sparse).
+    let zst = dir.path().join("x.img.zst");
+    std::fs::write(&zst, zstd::encode_all(&data[..], 3).unwrap()).unwrap();
+    let p = plan(&opts(&zst)).unwrap();
+    assert_eq!(p.map.image_bytes, huge);
+    let e = apply(&p, &opts(&zst), None).unwrap_err().to_string();
+    assert!(
+        e.contains("ends before the end its block map describes"),
+        "{e}"
+    );
+    let len = std::fs::metadata(&target).unwrap().len();
+    assert!(len <= data.len() as u64, "the target grew to {len} bytes");
+    // A smaller claim than the image: the reader finds bytes past the end.
+    let small = hostile_bmap(dir.path(), &src, &data, data.len() as u64 - 4096);
+    let o = FlashOptions {
+        bmap: Some(small),
+        ..opts(&zst)
+    };
+    let e = apply(&plan(&o).unwrap(), &o, None).unwrap_err().to_string();
+    assert!(e.contains("decompresses to more than"), "{e}");
+}
+
+#[test]
+fn a_file_target_must_fit_its_filesystem() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("card");
+    // Free space as statvfs sees it: whatever this filesystem has, 1 EiB does not fit.
+    let e = check_room(&target, 1 << 60).unwrap_err().to_string();
+    assert!(
+        e.contains("its filesystem has") && e.contains("write it elsewhere"),
+        "{e}"
+    );
+    check_room(&target, 4096).unwrap();
+    // An existing file's own blocks count as room: it is rewritten in place.
+    std::fs::write(&target, vec![1u8; 1 << 20]).unwrap();
+    check_room(&target, 1 << 20).unwrap();
 }

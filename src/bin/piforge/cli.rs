@@ -370,6 +370,11 @@ pub struct WriteArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// Benchmark knob: join mapped ranges at most BYTES apart into one write, with the
+    /// image's bytes between (default 0: each range alone; BENCHMARKS.md).
+    #[arg(long, hide = true, value_name = "BYTES")]
+    pub max_gap: Option<u64>,
+
     /// Test hook: flip the byte at this offset after the write, before the verify.
     #[arg(long, hide = true, value_name = "OFFSET")]
     pub test_corrupt_before_verify: Option<u64>,
@@ -433,6 +438,11 @@ pub struct FlashArgs {
     /// asking.
     #[arg(long, requires = "all")]
     pub wait: bool,
+
+    /// Test hook: with --wait, look for disks in DIR/sys/block and DIR/dev instead of the
+    /// system's.
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub test_devices: Option<PathBuf>,
 
     #[command(flatten)]
     pub write: WriteArgs,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use piforge::flash::{self, FlashError, FlashOptions, Kind, MapSource};
 use piforge::size::human;
-use piforge::{build, source, spec, text};
+use piforge::{build, spec, text};
 
 use crate::cli::{FlashArgs, ReimageArgs, SpecBuildArgs, WriteArgs};
 
@@ -153,9 +153,22 @@ pub fn cmd_reimage(a: ReimageArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Builds `nodes` into a private directory in the cache (0700, removed when dropped):
-/// libext2fs edits the image in place, so a node image cannot be streamed to the card as it
-/// is made; it exists as a sparse file for the length of the command.
+/// Builds `nodes` into a private directory in the cache (0700, removed when dropped), from
+/// which the card is then written. Issue 14 asked for streaming with no intermediate file;
+/// it is kept, on purpose:
+/// - the node image is the role image edited in place by libext2fs and the FAT writer
+///   (random writes back into blocks already written, superblock and bitmaps last), so it
+///   has no front-to-back order to stream in; building it on the card itself would make
+///   those random small writes on the slowest medium, and a build that fails (a missing
+///   artifact, a bad spec) would leave a half-written card, where today it leaves the card
+///   untouched: nothing is written before the whole image and its block map exist;
+/// - the write needs the block map (what to write, the checksums the verify compares
+///   with) and holds back the first MiB until the rest is synced; both need the finished
+///   image;
+/// - the file costs little: it is sparse (only the mapped blocks take space, about the size
+///   of the card's content), lives 0700 in the cache, and is removed when the command ends,
+///   Ctrl-C included ([`on_interrupt`]). With `--all` every node is built once, up front, so
+///   the cards then go in one after the other without waiting for builds.
 fn build_nodes(
     spec_path: &Path,
     nodes: Vec<String>,
@@ -163,24 +176,15 @@ fn build_nodes(
     new_cluster: bool,
     b: &SpecBuildArgs,
 ) -> Result<(tempfile::TempDir, build::BuildReport)> {
-    let cache_dir = match &b.cache_dir {
-        Some(d) => d.clone(),
-        None => source::cache_dir()?,
-    };
-    std::fs::create_dir_all(&cache_dir)
-        .with_context(|| format!("creating {}", cache_dir.display()))?;
+    let base = crate::build_options(spec_path.to_path_buf(), PathBuf::new(), b.cache_dir.clone())?;
+    std::fs::create_dir_all(&base.cache_dir)
+        .with_context(|| format!("creating {}", base.cache_dir.display()))?;
     let work = tempfile::Builder::new()
         .prefix(".flash-build.")
-        .tempdir_in(&cache_dir)
-        .with_context(|| format!("creating a directory in {}", cache_dir.display()))?;
+        .tempdir_in(&base.cache_dir)
+        .with_context(|| format!("creating a directory in {}", base.cache_dir.display()))?;
     *WORK_DIR.lock().unwrap_or_else(|p| p.into_inner()) = Some(work.path().to_path_buf());
-    let epoch = piforge::clock::build_epoch()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(epoch);
     let opts = build::BuildOptions {
-        spec_path: spec_path.to_path_buf(),
         catalog: b.catalog.clone(),
         out_dir: work.path().to_path_buf(),
         nodes,
@@ -188,16 +192,13 @@ fn build_nodes(
         artifacts_dir: b.artifacts.clone(),
         allow_unpinned: b.allow_unpinned,
         mirror: b.mirror.clone(),
-        cache_dir,
-        epoch,
-        now,
         new_cluster,
-        jobs: 0,
         // The raw image and its block map: flash writes the mapped ranges only.
         outputs: build::NodeOutputs {
             bmap: true,
             ..build::NodeOutputs::default()
         },
+        ..base
     };
     let report = build::build(&opts, crate::progress_bars())?;
     for w in &report.warnings {
@@ -234,6 +235,7 @@ fn options(
         force: w.force,
         verify: !w.no_verify,
         cache_dir: cache,
+        max_gap: w.max_gap,
         hooks: flash::TestHooks {
             corrupt_before_verify: w.test_corrupt_before_verify,
             pause_after: w.test_pause_after,
@@ -341,12 +343,16 @@ fn flash_all(spec_path: &Path, device: Option<PathBuf>, a: &FlashArgs) -> Result
     if device.is_none() && !a.wait {
         bail!("--all needs a DEVICE (it may contain {{node}}) or --wait");
     }
-    if !pattern && !terminal {
-        bail!("--all asks for each card on a terminal; without one, give a DEVICE holding {{node}} (one file or device per node)");
+    if !pattern && !a.wait && !terminal {
+        bail!("--all asks for each card on a terminal; without one, give a DEVICE holding {{node}} (one file or device per node) or --wait");
     }
+    let disks = match &a.test_devices {
+        Some(root) => flash::device::Disks::under(root),
+        None => flash::device::Disks::default(),
+    };
     let (_work, report) = build_nodes(spec_path, Vec::new(), None, false, &a.build)?;
     let mut rows = Vec::new();
-    let mut known: BTreeSet<String> = block_names();
+    let mut known: BTreeSet<String> = disks.with_media();
     for n in &report.nodes {
         loop {
             let dev = if pattern {
@@ -357,8 +363,13 @@ fn flash_all(spec_path: &Path, device: Option<PathBuf>, a: &FlashArgs) -> Result
                         .unwrap_or_default(),
                 )
             } else if a.wait {
-                eprintln!("Insert the card for {} ...", n.name);
-                let d = wait_for_card(&mut known)?;
+                eprintln!(
+                    "Insert the card for {} (waiting for a new removable disk; Ctrl-C stops) ...",
+                    n.name
+                );
+                let d = disks
+                    .wait_for_card(&mut known, Duration::from_secs(1), None)
+                    .context("stopped waiting for a card")?;
                 eprintln!("found {}", d.display());
                 d
             } else {
@@ -443,42 +454,4 @@ fn ask_retry(node: &str) -> Result<bool> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(line.trim() != "skip")
-}
-
-/// The disks that hold a medium now (a card reader without a card has size 0).
-fn block_names() -> BTreeSet<String> {
-    std::fs::read_dir("/sys/block")
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| sectors(n) > 0)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn sectors(name: &str) -> u64 {
-    std::fs::read_to_string(format!("/sys/block/{name}/size"))
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(0)
-}
-
-/// Polls `/sys/block` until a removable disk with a medium appears that was not there
-/// before; returns `/dev/<name>`.
-fn wait_for_card(known: &mut BTreeSet<String>) -> Result<PathBuf> {
-    loop {
-        let now = block_names();
-        for name in now.difference(known) {
-            let size = sectors(name);
-            let dev = PathBuf::from(format!("/dev/{name}"));
-            if flash::device::info(&dev, size * 512).is_ok_and(|d| d.is_removable()) {
-                *known = now.clone();
-                return Ok(dev);
-            }
-        }
-        // A card taken out is forgotten, so putting it back counts as new.
-        known.retain(|n| now.contains(n));
-        std::thread::sleep(Duration::from_secs(1));
-    }
 }

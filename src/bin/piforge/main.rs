@@ -443,25 +443,50 @@ fn cmd_init(a: InitArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
+/// The build options every command that builds starts from (`build`, `flash --spec`,
+/// `reimage`): the build epoch (SOURCE_DATE_EPOCH, else the default), the wall clock (only
+/// to warn about an old token), the cache directory (`--cache-dir`, else the default one,
+/// created), and no nodes, token, artifacts, mirror or catalog. Callers set the rest.
+pub(crate) fn build_options(
+    spec_path: std::path::PathBuf,
+    out_dir: std::path::PathBuf,
+    cache_dir: Option<std::path::PathBuf>,
+) -> Result<build::BuildOptions> {
     let epoch = clock::build_epoch()?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(epoch);
-    let spec_path = a.spec();
-    let cache_dir = match a.cache_dir {
+    let cache_dir = match cache_dir {
         Some(d) => d,
         None => source::cache_dir()?,
     };
+    Ok(build::BuildOptions {
+        spec_path,
+        catalog: None,
+        out_dir,
+        nodes: Vec::new(),
+        token: None,
+        artifacts_dir: None,
+        allow_unpinned: false,
+        mirror: None,
+        cache_dir,
+        epoch,
+        now,
+        new_cluster: false,
+        jobs: 0,
+        outputs: build::NodeOutputs::default(),
+    })
+}
+
+fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
+    let spec_path = a.spec();
     let formats: Vec<build::formats::Format> = a.formats.iter().map(Into::into).collect();
     for n in build::formats::threads_notes(&formats, a.threads) {
         eprintln!("piforge: note: {n}");
     }
     let opts = build::BuildOptions {
-        spec_path,
         catalog: a.catalog,
-        out_dir: a.out,
         nodes: a.nodes,
         token: match &a.token_file {
             Some(f) => Some(read_token(f)?),
@@ -470,12 +495,10 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         artifacts_dir: a.artifacts,
         allow_unpinned: a.allow_unpinned,
         mirror: a.mirror,
-        cache_dir,
-        epoch,
-        now,
         new_cluster: a.new_cluster,
         jobs: a.jobs.map_or(0, usize::from),
         outputs: build::formats::node_outputs(&formats, a.threads, a.base_url.as_deref())?,
+        ..build_options(spec_path, a.out, a.cache_dir)?
     };
     if a.dry_run {
         let (plan, notes) = build::dry_run(&opts)?;
