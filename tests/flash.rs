@@ -651,7 +651,7 @@ fn flash_all_wait_writes_the_card_that_appears_and_stops_on_ctrl_c() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
-    let spec = write_spec(tmp.path(), &fixture("trixie.img"));
+    let spec = two_node_spec(tmp.path(), "flash", &fixture("trixie.img"));
     let devs = tmp.path().join("devices");
     // There before the run: the system disk.
     fake_disk(&devs, "sda", "pci0/ata1/host0/target0/block", "0", 1 << 21);
