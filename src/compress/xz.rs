@@ -156,6 +156,21 @@ fn lzma2_options() -> io::Result<sys::lzma_options_lzma> {
     }
 }
 
+/// The filter chain of every block: LZMA2 with `opts`, then the terminator. It points into
+/// `opts`, which must outlive every use of the chain.
+fn lzma2_chain(opts: &mut sys::lzma_options_lzma) -> [sys::lzma_filter; 2] {
+    [
+        sys::lzma_filter {
+            id: sys::LZMA_FILTER_LZMA2,
+            options: opts as *mut sys::lzma_options_lzma as *mut c_void,
+        },
+        sys::lzma_filter {
+            id: sys::LZMA_VLI_UNKNOWN,
+            options: ptr::null_mut(),
+        },
+    ]
+}
+
 /// The memory one block encoder uses, bytes, as liblzma computes it for the filter chain of
 /// [`encode_block`] (`lzma_raw_encoder_memusage`); 64 MiB if liblzma cannot say.
 pub fn encoder_memory() -> u64 {
@@ -163,16 +178,7 @@ pub fn encoder_memory() -> u64 {
     let Ok(mut opts) = lzma2_options() else {
         return FALLBACK;
     };
-    let filters = [
-        sys::lzma_filter {
-            id: sys::LZMA_FILTER_LZMA2,
-            options: &mut opts as *mut sys::lzma_options_lzma as *mut c_void,
-        },
-        sys::lzma_filter {
-            id: sys::LZMA_VLI_UNKNOWN,
-            options: ptr::null_mut(),
-        },
-    ];
+    let filters = lzma2_chain(&mut opts);
     // SAFETY: a valid filter chain that lives for the call.
     match unsafe { sys::lzma_raw_encoder_memusage(filters.as_ptr()) } {
         u64::MAX | 0 => FALLBACK,
@@ -187,16 +193,7 @@ pub fn encode_block(chunk: &[u8]) -> io::Result<super::Encoded> {
     // `out` has the room lzma_block_buffer_bound asks for.
     let mut opts = lzma2_options()?;
     unsafe {
-        let mut filters = [
-            sys::lzma_filter {
-                id: sys::LZMA_FILTER_LZMA2,
-                options: &mut opts as *mut sys::lzma_options_lzma as *mut c_void,
-            },
-            sys::lzma_filter {
-                id: sys::LZMA_VLI_UNKNOWN,
-                options: ptr::null_mut(),
-            },
-        ];
+        let mut filters = lzma2_chain(&mut opts);
         let mut block: LzmaBlock = std::mem::zeroed();
         block.version = 0;
         block.check = CHECK;
