@@ -7,8 +7,8 @@
 #   piforge flash IMG T --yes --force    mapped blocks only, first MiB last, then read back
 #                                        (page cache dropped / O_DIRECT) and compared
 #   piforge flash ... --max-gap G        for each G in $GAPS (default "0 1048576"): mapped
-#                                        ranges at most G bytes apart written as one (1 MiB
-#                                        is the default; 0 writes each range alone)
+#                                        ranges at most G bytes apart written as one (0,
+#                                        piforge's default, writes each range alone)
 # Goals (issue 14): piforge's write at most bmaptool copy's time; its verify at most its write.
 #
 #   FRAGMENTED=1 benches/flash.sh   instead of the node image: a 1 GiB image of 4096 pieces of
