@@ -2,6 +2,7 @@
 //! devices).
 
 use super::*;
+use sha2::{Digest, Sha256};
 use std::os::unix::fs::FileExt;
 
 /// An image of `blocks` 4 KiB blocks plus `tail` bytes, each block filled with its number,
