@@ -179,6 +179,28 @@ fn unmapped_is_the_complement() {
     assert_eq!(m.mapped_bytes(), 2 * 4096 + 100);
 }
 
+#[test]
+fn only_the_unmapped_ranges_are_discarded_in_whole_logical_blocks() {
+    // Mapped: [4096, 12288) and [40960, 41060) (the image's short last block).
+    let extents = [(4096, 3 * 4096), (10 * 4096, 10 * 4096 + 100)];
+    let len = 10 * 4096 + 100;
+    assert_eq!(
+        discard_ranges(&extents, len, 512),
+        vec![(0, 4096), (3 * 4096, 7 * 4096)]
+    );
+    // 4K-native: the same; an unmapped tail shorter than a block is left alone.
+    assert_eq!(
+        discard_ranges(&[(0, 4096)], 3 * 4096 + 100, 4096),
+        vec![(4096, 2 * 4096)]
+    );
+    // Ranges ending off a block boundary are shrunk, never grown into mapped bytes.
+    assert_eq!(
+        discard_ranges(&[(0, 1000), (5000, 6000)], 9000, 512),
+        vec![(1024, 3584), (6144, 2560)]
+    );
+    assert!(discard_ranges(&[(0, 8192)], 8192, 512).is_empty());
+}
+
 /// A bmap for `data` (written as `build` writes one) whose ImageSize claims `claim` bytes,
 /// with its counts and file checksum made consistent: a lie only the image can expose.
 fn hostile_bmap(dir: &Path, src: &Path, data: &[u8], claim: u64) -> PathBuf {
