@@ -13,7 +13,7 @@
 //!    a filesystem may expect to read as zeros; a piforge map leaves out only free blocks,
 //!    which no filesystem reads);
 //! 2. writes the mapped ranges, read or decompressed on another thread ([`reader`]) and
-//!    hashed on the way, in large writes (O_DIRECT on block devices), holding back the first
+//!    hashed on a third, in large writes (O_DIRECT on block devices), holding back the first
 //!    MiB (the partition table): an interrupted write leaves a card that no system takes for
 //!    a disk with partitions;
 //! 3. syncs, writes the first MiB, syncs again;
