@@ -6,6 +6,9 @@
 #                                        source against the bmap, no read-back
 #   piforge flash IMG T --yes --force    mapped blocks only, first MiB last, then read back
 #                                        (page cache dropped / O_DIRECT) and compared
+#   piforge flash ... --no-verify        the same, no read-back: its whole process's wall time
+#                                        (reading the .bmap, checking the device included) is
+#                                        the fair comparison with bmaptool copy's
 #   piforge flash ... --max-gap G        for each G in $GAPS (default "0 1048576"): mapped
 #                                        ranges at most G bytes apart written as one (0,
 #                                        piforge's default, writes each range alone)
@@ -19,6 +22,8 @@
 #   benches/flash.sh [WORKDIR]   (default: target/bench; root and losetup needed for the
 #                                 loop device; REPS=3 by default)
 #   IMAGE=path/to.img benches/flash.sh   (another base image to build the node from)
+#   BASELINE=path/to/piforge benches/flash.sh   (also runs that binary, --no-verify, in the
+#                                 same reps: an earlier piforge, for before/after numbers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(realpath -m "${1:-target/bench}")
@@ -114,6 +119,12 @@ for rep in $(seq "$reps"); do
         fresh; b=$(secs bmaptool -q copy "$img" "$t")
         line="rep $rep $kind: dd ${d}s, bmaptool copy ${b}s"
         add "$kind-dd" "$d"; add "$kind-bmaptool" "$b"
+        fresh; n=$(secs "$piforge" flash "$img" "$t" --yes --force --no-verify)
+        add "$kind-nv" "$n"; line="$line, piforge --no-verify ${n}s"
+        if [[ -n ${BASELINE:-} ]]; then
+            fresh; n=$(secs "$BASELINE" flash "$img" "$t" --yes --force --no-verify)
+            add "$kind-base" "$n"; line="$line, baseline --no-verify ${n}s"
+        fi
         for g in $gaps; do
             fresh; p=$(secs "$piforge" flash "$img" "$t" --yes --force --max-gap "$g")
             # "T: wrote X of a Y image in W s (...); verified in V s"
@@ -129,6 +140,10 @@ median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 for kind in file loop; do
     # shellcheck disable=SC2086
     line="median $kind: dd $(median ${times[$kind-dd]})s, bmaptool copy $(median ${times[$kind-bmaptool]})s"
+    # shellcheck disable=SC2086
+    line="$line, piforge --no-verify $(median ${times[$kind-nv]})s"
+    # shellcheck disable=SC2086
+    [[ -z ${BASELINE:-} ]] || line="$line, baseline --no-verify $(median ${times[$kind-base]})s"
     for g in $gaps; do
         # shellcheck disable=SC2086
         line="$line, piforge --max-gap $g $(median ${times[$kind-$g]})s (write $(median ${times[$kind-$g-write]})s, verify $(median ${times[$kind-$g-verify]})s)"
