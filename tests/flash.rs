@@ -700,6 +700,39 @@ fn flash_all_wait_writes_the_card_that_appears_and_stops_on_ctrl_c() {
     let found = wait_for("found ", 30);
     assert!(found.ends_with("/dev/sdc"), "{found}");
     wait_for("Insert the card for pi-w-1", 300);
+    // A card the desktop mounted as it came in: named once, with where it is mounted, and
+    // not written while mounted (the wait goes on).
+    fake_disk(
+        &devs,
+        "sdd",
+        "pci0/usb3/3-1/3-1:1.0/host4/block",
+        "0",
+        1 << 21,
+    );
+    let part = devs.join("sys/devices/pci0/usb3/3-1/3-1:1.0/host4/block/sdd/sdd1");
+    fs::create_dir_all(&part).unwrap();
+    fs::write(part.join("partition"), "1\n").unwrap();
+    fs::create_dir_all(devs.join("proc/self")).unwrap();
+    fs::write(
+        devs.join("proc/self/mountinfo"),
+        format!(
+            "40 25 0:77 / /media/u/bootfs rw - vfat {} rw\n",
+            devs.join("dev/sdd1").display()
+        ),
+    )
+    .unwrap();
+    let told = wait_for("is mounted", 30);
+    assert!(
+        told.contains("/dev/sdd is mounted (at /media/u/bootfs): unmount it"),
+        "{told}"
+    );
+    let quiet_until = Instant::now() + Duration::from_millis(3500);
+    while let Ok(l) = rx.recv_timeout(quiet_until.saturating_duration_since(Instant::now())) {
+        assert!(
+            !l.contains("is mounted") && !l.contains("found "),
+            "while mounted: {l}"
+        );
+    }
     // Ctrl-C while waiting: the handler ends the run at once (130), the private build
     // directory is removed.
     let t = Instant::now();
@@ -731,9 +764,11 @@ fn flash_all_wait_writes_the_card_that_appears_and_stops_on_ctrl_c() {
     let (boot, _) = offsets(&card, tmp.path());
     let meta = mtype(&card, boot, "meta-data");
     assert!(meta.contains("pi-cp-1"), "{meta}");
-    assert_eq!(
-        fs::metadata(devs.join("dev/sdb")).unwrap().len(),
-        0,
-        "sdb was written"
-    );
+    for never in ["sdb", "sdd"] {
+        assert_eq!(
+            fs::metadata(devs.join("dev").join(never)).unwrap().len(),
+            0,
+            "{never} was written"
+        );
+    }
 }

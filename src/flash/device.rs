@@ -167,12 +167,14 @@ fn bus_of(name: &str, sys: &Path) -> &'static str {
 }
 
 /// Where disks are found: the kernel's list of disks (`/sys/block`, one entry per disk, a
-/// symlink into `/sys/devices`) and their device nodes (`/dev`). The tests of `flash --all
-/// --wait` point both at a tree of their own, in which cards come and go.
+/// symlink into `/sys/devices`), their device nodes (`/dev`) and what is mounted
+/// (`/proc/self/mountinfo`). The tests of `flash --all --wait` point them at a tree of their
+/// own, in which cards come and go and get mounted.
 #[derive(Debug, Clone)]
 pub struct Disks {
     pub sys_block: PathBuf,
     pub dev: PathBuf,
+    pub mountinfo: PathBuf,
 }
 
 impl Default for Disks {
@@ -180,17 +182,48 @@ impl Default for Disks {
         Disks {
             sys_block: "/sys/block".into(),
             dev: "/dev".into(),
+            mountinfo: "/proc/self/mountinfo".into(),
         }
     }
 }
 
 impl Disks {
-    /// A tree laid out as the system's: `ROOT/sys/block` and `ROOT/dev`.
+    /// A tree laid out as the system's: `ROOT/sys/block`, `ROOT/dev` and
+    /// `ROOT/proc/self/mountinfo` (no file there: nothing mounted).
     pub fn under(root: &Path) -> Disks {
         Disks {
             sys_block: root.join("sys/block"),
             dev: root.join("dev"),
+            mountinfo: root.join("proc/self/mountinfo"),
         }
+    }
+
+    /// The mount points of the disk `name` and of its partitions: a mount whose device
+    /// numbers are one of theirs (sysfs `dev`), or whose source is one of their device nodes.
+    pub fn mounted(&self, name: &str) -> Vec<String> {
+        let Ok(text) = fs::read_to_string(&self.mountinfo) else {
+            return Vec::new();
+        };
+        let sys = self.sys_block.join(name);
+        let mut nodes = vec![name.to_string()];
+        nodes.extend(
+            list_dir(&sys)
+                .into_iter()
+                .filter(|e| e.starts_with(name) && sys.join(e).join("partition").exists()),
+        );
+        let numbers: Vec<(u32, u32)> = std::iter::once(sys.clone())
+            .chain(nodes[1..].iter().map(|p| sys.join(p)))
+            .filter_map(|p| read_trim(&p.join("dev")).as_deref().and_then(dev_numbers))
+            .collect();
+        let sources: Vec<String> = nodes
+            .iter()
+            .map(|n| self.dev.join(n).display().to_string())
+            .collect();
+        parse_mountinfo(&text)
+            .into_iter()
+            .filter(|m| numbers.contains(&m.dev) || sources.contains(&m.source))
+            .map(|m| m.mount_point)
+            .collect()
     }
 
     /// The disks holding a medium now (a card reader without a card has size 0).
@@ -220,23 +253,43 @@ impl Disks {
     }
 
     /// Polls every `every` until a removable disk with a medium appears that is not in
-    /// `known` (the disks seen before); returns its device node. A disk taken out is dropped
-    /// from `known`, so a card put back counts as new. `None` once `until` has passed (the
-    /// caller then says so; Ctrl-C ends the process through its handler either way).
+    /// `known` (the disks seen before) and has nothing mounted in two polls in a row (a
+    /// desktop mounts a new card's partitions a moment after it appears); returns its device
+    /// node. A new card that is mounted is passed to `on_mounted` once, with its mount
+    /// points, and waited for until it is unmounted (then returned) or taken out (then
+    /// forgotten). A disk taken out is dropped from `known`, so a card put back counts as
+    /// new. `None` once `until` has passed (the caller then says so; Ctrl-C ends the process
+    /// through its handler either way).
     pub fn wait_for_card(
         &self,
         known: &mut BTreeSet<String>,
         every: Duration,
         until: Option<Instant>,
+        on_mounted: &mut dyn FnMut(&Path, &[String]),
     ) -> Option<PathBuf> {
+        // New cards told about (mounted), and new cards seen unmounted in the last poll.
+        let mut told: BTreeSet<String> = BTreeSet::new();
+        let mut free: BTreeSet<String> = BTreeSet::new();
         loop {
             let now = self.with_media();
-            if let Some(name) = now.difference(known).find(|n| self.is_removable(n)) {
-                let dev = self.dev.join(name);
-                *known = now;
-                return Some(dev);
+            let mut next = BTreeSet::new();
+            for name in now.difference(known).filter(|n| self.is_removable(n)) {
+                let at = self.mounted(name);
+                if !at.is_empty() {
+                    if told.insert(name.clone()) {
+                        on_mounted(&self.dev.join(name), &at);
+                    }
+                } else if free.contains(name) {
+                    let dev = self.dev.join(name);
+                    *known = now;
+                    return Some(dev);
+                } else {
+                    next.insert(name.clone());
+                }
             }
+            free = next;
             known.retain(|n| now.contains(n));
+            told.retain(|n| now.contains(n));
             if until.is_some_and(|t| Instant::now() + every > t) {
                 return None;
             }
@@ -503,14 +556,17 @@ mod tests {
         // Nothing new: gives up at the deadline, promptly.
         let t = Instant::now();
         let until = Some(t + Duration::from_millis(200));
-        assert_eq!(disks.wait_for_card(&mut known, fast, until), None);
+        assert_eq!(
+            disks.wait_for_card(&mut known, fast, until, &mut |_, _| {}),
+            None
+        );
         assert!(t.elapsed() < Duration::from_secs(2));
         // A card reader with no card (size 0), an ATA disk, then the card: only the card.
         disk("sdc", "pci0/usb2/2-1/host3/block", "0", 0);
         let found = std::thread::scope(|s| {
             let h = s.spawn(|| {
                 let until = Some(Instant::now() + Duration::from_secs(20));
-                disks.wait_for_card(&mut known, fast, until)
+                disks.wait_for_card(&mut known, fast, until, &mut |_, _| {})
             });
             std::thread::sleep(Duration::from_millis(100));
             disk("sdb", "pci0/ata2/host1", "0", 2000);
@@ -522,16 +578,77 @@ mod tests {
         assert!(known.contains("sdc") && known.contains("sdb"));
         // Still in: not new. Taken out (size 0) and put back (removable 1 now): new again.
         let until = Some(Instant::now() + Duration::from_millis(100));
-        assert_eq!(disks.wait_for_card(&mut known, fast, until), None);
+        assert_eq!(
+            disks.wait_for_card(&mut known, fast, until, &mut |_, _| {}),
+            None
+        );
         disk("sdc", "pci0/usb2/2-1/host3/block", "0", 0);
-        assert_eq!(disks.wait_for_card(&mut known, fast, until), None);
+        assert_eq!(
+            disks.wait_for_card(&mut known, fast, until, &mut |_, _| {}),
+            None
+        );
         assert!(!known.contains("sdc"));
         disk("sdc", "pci0/usb2/2-1/host3/block", "1", 4000);
         let until = Some(Instant::now() + Duration::from_secs(5));
         assert_eq!(
-            disks.wait_for_card(&mut known, fast, until),
+            disks.wait_for_card(&mut known, fast, until, &mut |_, _| {}),
             Some(root.path().join("dev/sdc"))
         );
+    }
+
+    /// A card the desktop mounted as it came in: named once with its mount point, not
+    /// returned while mounted, returned once unmounted (by device numbers or by source).
+    #[test]
+    fn a_mounted_new_card_is_named_once_and_taken_when_unmounted() {
+        let root = tempfile::tempdir().unwrap();
+        let disks = Disks::under(root.path());
+        let real = root
+            .path()
+            .join("sys/devices/pci0/usb2/2-1/host3/block/sdc");
+        fs::create_dir_all(real.join("sdc1")).unwrap();
+        fs::write(real.join("removable"), "0").unwrap();
+        fs::write(real.join("size"), "4000\n").unwrap();
+        fs::write(real.join("dev"), "8:32\n").unwrap();
+        fs::write(real.join("sdc1/partition"), "1\n").unwrap();
+        fs::write(real.join("sdc1/dev"), "8:33\n").unwrap();
+        fs::create_dir_all(&disks.sys_block).unwrap();
+        std::os::unix::fs::symlink(&real, disks.sys_block.join("sdc")).unwrap();
+        fs::create_dir_all(disks.mountinfo.parent().unwrap()).unwrap();
+        let by_numbers = "36 25 8:33 / /media/u/bootfs rw - vfat /dev/whatever rw\n";
+        fs::write(&disks.mountinfo, by_numbers).unwrap();
+        assert_eq!(disks.mounted("sdc"), ["/media/u/bootfs"]);
+        let by_source = format!(
+            "36 25 0:99 / /media/u/rootfs rw - ext4 {} rw\n",
+            disks.dev.join("sdc1").display()
+        );
+        fs::write(&disks.mountinfo, &by_source).unwrap();
+        assert_eq!(disks.mounted("sdc"), ["/media/u/rootfs"]);
+        let fast = Duration::from_millis(20);
+        let mut known = BTreeSet::new();
+        let mut told = Vec::new();
+        let until = Some(Instant::now() + Duration::from_millis(300));
+        let got = disks.wait_for_card(&mut known, fast, until, &mut |d, at| {
+            told.push((d.to_path_buf(), at.to_vec()))
+        });
+        assert_eq!(got, None, "a mounted card is not taken");
+        assert_eq!(
+            told,
+            [(disks.dev.join("sdc"), vec!["/media/u/rootfs".to_string()])],
+            "named once in 15 polls"
+        );
+        let (found, told) = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let mut told = 0;
+                let until = Some(Instant::now() + Duration::from_secs(20));
+                let f = disks.wait_for_card(&mut known, fast, until, &mut |_, _| told += 1);
+                (f, told)
+            });
+            std::thread::sleep(Duration::from_millis(200));
+            fs::write(&disks.mountinfo, "").unwrap();
+            h.join().unwrap()
+        });
+        assert_eq!(found, Some(disks.dev.join("sdc")));
+        assert_eq!(told, 1);
     }
 
     #[test]

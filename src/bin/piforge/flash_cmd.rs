@@ -368,7 +368,13 @@ fn flash_all(spec_path: &Path, device: Option<PathBuf>, a: &FlashArgs) -> Result
                     n.name
                 );
                 let d = disks
-                    .wait_for_card(&mut known, Duration::from_secs(1), None)
+                    .wait_for_card(&mut known, Duration::from_secs(1), None, &mut |d, at| {
+                        eprintln!(
+                            "{} is mounted (at {}): unmount it (eject it in the file manager, or `udisksctl unmount`, leaving the card in) and piforge writes it; or take it out ...",
+                            d.display(),
+                            at.join(", ")
+                        )
+                    })
                     .context("stopped waiting for a card")?;
                 eprintln!("found {}", d.display());
                 d
