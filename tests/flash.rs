@@ -243,6 +243,33 @@ fn to_a_loop_device_prefilled_with_a_pattern() {
     assert!(sf.contains("type=c") && sf.contains("type=83"), "{sf}");
 }
 
+/// A bmaptool map (foreign: what it leaves out are the image file's holes, which must read
+/// as zeros) of many ranges, to a loop device full of a pattern: each unmapped range is
+/// discarded and zeroed on its own, and the image's whole extent reads back as the image.
+#[test]
+fn a_bmaptool_map_of_many_ranges_to_a_loop_device_reads_back_as_the_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = fs::read(image()).unwrap();
+    let sparse = tmp.path().join("sparse.img");
+    let bmap = tmp.path().join("sparse.bmap");
+    let (s, m) = (sparse.to_str().unwrap(), bmap.to_str().unwrap());
+    run("cp", &["--sparse=always", image().to_str().unwrap(), s]);
+    run("bmaptool", &["-q", "create", "-o", m, s]);
+    let ranges = bmap_ranges(&bmap);
+    assert!(ranges.len() > 8, "a map of many ranges: {ranges:?}");
+    let lo = Loop::new(tmp.path(), "disk", img.len() + (16 << 20));
+    let out = ok(&flash(&[s, lo.path(), "--bmap", m, "--force", "--yes"]));
+    assert!(out.contains("verified in"), "{out}");
+    let got = fs::read(&lo.dev).unwrap();
+    if got[..img.len()] != img[..] {
+        let at = got.iter().zip(&img).position(|(x, y)| x != y).unwrap();
+        let block = at as u64 / 4096;
+        let mapped = ranges.iter().any(|&(a, b)| a <= block && block <= b);
+        panic!("byte {at} differs from the image (mapped: {mapped})");
+    }
+    fsck_partitions(&lo.dev, img.len() as u64, tmp.path());
+}
+
 #[test]
 fn a_corruption_between_write_and_verify_is_caught_and_named() {
     let tmp = tempfile::tempdir().unwrap();
