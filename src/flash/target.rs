@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -203,6 +203,31 @@ impl Target {
                 Ok(())
             }
         }
+    }
+
+    /// A second handle on the same target for reading only, with its own open file
+    /// description (so its O_DIRECT flag is its own: a reader on another thread toggles it
+    /// without touching this handle's), opened through `/proc/self/fd` so that it is the
+    /// very file or device already open here, never whatever the path names now.
+    pub fn reader(&self) -> io::Result<Target> {
+        let me = self.file.metadata()?;
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(format!("/proc/self/fd/{}", self.file.as_raw_fd()))?;
+        let it = file.metadata()?;
+        if (it.dev(), it.ino(), it.rdev()) != (me.dev(), me.ino(), me.rdev()) {
+            return Err(io::Error::other("the target changed while it was open"));
+        }
+        Ok(Target {
+            path: self.path.clone(),
+            kind: self.kind,
+            file,
+            logical_block: self.logical_block,
+            direct: false,
+            in_flight: Default::default(),
+            in_flight_bytes: 0,
+        })
     }
 
     /// Whether `(at, len)` can go through O_DIRECT (aligned to the logical block size; the
