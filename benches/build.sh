@@ -8,14 +8,17 @@
 #     node (the floor without reflinks);
 #   - the same on a loop-mounted XFS with reflink=1 (as root; xfsprogs installed when
 #     missing), where each node's copy of its role image is a reflink: 10 nodes against 1;
-#   - 1 node from the image compressed with xz, cold (empty cache, page cache dropped as root)
-#     and cached, against `xz -dc -T0 image.img.xz > /dev/null`;
+#   - 1 node from the image compressed with xz, cold (empty piforge cache, the input's and the
+#     artifacts' pages evicted from the page cache) and cached, against
+#     `xz -dc -T0 image.img.xz > /dev/null` (its input evicted too);
 #   - peak RSS of each build (GNU time's %M).
 #
 #   benches/build.sh [WORKDIR]   (default: target/bench)
 #   IMAGE=mixed benches/build.sh   the same from benches/formats.sh's 2 GiB image holding ~400 MB
 #                                  of compressible files (its .xz is minutes, not an hour, to
 #                                  make on a small machine)
+#   PIFORGE_BIN=path benches/build.sh   measure that binary (e.g. another branch's) instead of
+#                                  this tree's target/release/piforge
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(realpath -m "${1:-target/bench}")
@@ -27,8 +30,12 @@ else
     [[ -s $work/root-2g.img ]] || bash benches/customize.sh "$work" >/dev/null
     img=$work/root-2g.img
 fi
-cargo build --release --quiet
-piforge=$PWD/target/release/piforge
+if [[ -n ${PIFORGE_BIN:-} ]]; then
+    piforge=$(realpath "$PIFORGE_BIN")
+else
+    cargo build --release --quiet
+    piforge=$PWD/target/release/piforge
+fi
 arts=$work/build-artifacts
 k8s=1.34.11
 [[ -d $arts ]] || bash tests/fixtures/make-artifacts.sh "$arts" "$k8s"
@@ -65,7 +72,19 @@ build() {
 }
 median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-drop_caches() { if [[ $(id -u) == 0 ]]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi; }
+# evict FILE...: drops the files' pages from the page cache (written back first), so that the
+# next read comes from the disk. Per file, not the whole cache (/proc/sys/vm/drop_caches is
+# read-only in containers): coreutils documents `dd iflag=nocache count=0` for this.
+evict() {
+    local f
+    for f in "$@"; do
+        [[ -f $f ]] || continue
+        sync -f "$f"
+        dd if="$f" iflag=nocache count=0 status=none
+    done
+}
+# cold_inputs: the xz input and every artifact file (the cold build's cache is new and empty).
+cold_inputs() { evict "$img.xz"; while IFS= read -r -d '' f; do evict "$f"; done < <(find "$arts" -type f -print0); }
 cpfloor() { cp --sparse=always "$img" "$work/cp-floor.img"; sync -f "$work/cp-floor.img"; rm -f "$work/cp-floor.img"; }
 
 # Warm-up: secrets and the lock are made once per spec directory, not per measured build.
@@ -116,11 +135,10 @@ fi
 if [[ ${SKIP_XZ:-0} == 1 ]]; then
     echo "xz input: SKIPPED (SKIP_XZ=1)"
 else
-[[ $(id -u) == 0 ]] || echo "(not root: the page cache is not dropped; 'cold' means an empty piforge cache only)"
 xzs=() colds=() warms=()
 for i in $(seq "$reps"); do
-    drop_caches; x=$(secs sh -c "xz -dc -T0 '$img.xz' > /dev/null")
-    rm -rf "$work/cache-cold" "$work/bxz/dist"; drop_caches
+    cold_inputs; x=$(secs sh -c "xz -dc -T0 '$img.xz' > /dev/null")
+    rm -rf "$work/cache-cold" "$work/bxz/dist"; cold_inputs
     c=$(secs build "$work/bxz" "$work/bxz/dist" "$work/cache-cold")
     rm -rf "$work/bxz/dist"
     w=$(secs build "$work/bxz" "$work/bxz/dist" "$work/cache-cold")

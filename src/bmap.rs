@@ -43,8 +43,11 @@ const GPT_SECTORS: u64 = 33;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockMap {
     pub image_bytes: u64,
-    /// `(first, last)` block numbers (inclusive), increasing, neither overlapping nor
-    /// touching.
+    /// `(first, last)` block numbers (inclusive), increasing, not overlapping, and cut at every
+    /// [`crate::compress::CHUNK`] boundary (4 MiB): touching only there, so that a range's
+    /// checksum covers bytes of one chunk and can be taken once for every node image that has
+    /// the same chunk (`build::reuse`). bmaptool and `piforge flash` read touching ranges as
+    /// one run.
     pub ranges: Vec<(u64, u64)>,
 }
 
@@ -87,9 +90,20 @@ impl BlockMap {
                 _ => ranges.push((first, last)),
             }
         }
+        // Cut at the chunk boundaries.
+        let per_chunk = crate::compress::CHUNK as u64 / BLOCK;
+        let mut cut = Vec::with_capacity(ranges.len());
+        for (mut first, last) in ranges {
+            while first / per_chunk != last / per_chunk {
+                let end = (first / per_chunk + 1) * per_chunk;
+                cut.push((first, end - 1));
+                first = end;
+            }
+            cut.push((first, last));
+        }
         BlockMap {
             image_bytes,
-            ranges,
+            ranges: cut,
         }
     }
 }
@@ -360,6 +374,11 @@ mod tests {
         assert_eq!(m.blocks(), 11);
         assert_eq!(m.mapped_blocks(), 5);
         assert!(m.is_mapped(4 * BLOCK + 7) && !m.is_mapped(2 * BLOCK));
+        // Cut at every 4 MiB (1024 blocks).
+        let m = BlockMap::from_byte_ranges(3 << 22, vec![(4096, (9 << 20) - 4096)]);
+        assert_eq!(m.ranges, vec![(1, 1023), (1024, 2047), (2048, 2303)]);
+        assert_eq!(m.mapped_blocks(), 2303);
+        assert!(m.is_mapped(4 << 20) && !m.is_mapped(9 << 20));
     }
 
     #[test]

@@ -292,7 +292,11 @@ pub fn sparse_copy(src: &mut File, dst: &mut File) -> io::Result<u64> {
     let md = src.metadata()?;
     let len = md.len();
     let already_sparse = md.blocks().saturating_mul(512) < len / 10 * 9;
-    dst.set_len(0)?;
+    // A new file is extended only: truncating it to 0 first would make ext4 write it all
+    // out when it is closed (its `auto_da_alloc` for files rewritten by truncation).
+    if dst.metadata()?.len() != 0 {
+        dst.set_len(0)?;
+    }
     dst.set_len(len)?;
     let fd = src.as_raw_fd();
     let mut pos: i64 = 0;

@@ -292,6 +292,101 @@ fn every_format_with_bmap_and_os_list_and_the_same_bytes_on_any_thread_count() {
     );
 }
 
+/// Nodes of one role take the digests of the chunks they share with their role image (the
+/// bmap's range checksums, the compressed formats' chunk keys) from the node built before
+/// them: every file is the same as when each node hashes all of its own bytes
+/// (`--test-no-reuse`), and the bmap of a node whose checksums were taken so still passes
+/// bmaptool, e2fsck and fsck.vfat.
+#[test]
+fn digests_taken_from_the_role_image_change_no_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
+    let more = "  - name: pi-w-2\n    role: worker\n    address: 192.168.50.12/24\n  - name: pi-w-3\n    role: worker\n    address: 192.168.50.13/24\n";
+    let spec = cluster_spec(tmp.path(), "reuse", &fixture("trixie.img"), more);
+    let fmt = ["--format", "img", "--format", "xz", "--format", "zst"];
+    let shared = tmp.path().join("shared");
+    let mut args = fmt.to_vec();
+    args.extend(["--jobs", "2"]);
+    ok(&build_with(&spec, &shared, &arts, &cache, &args));
+    let alone = tmp.path().join("alone");
+    args.push("--test-no-reuse");
+    ok(&build_with(&spec, &alone, &arts, &cache, &args));
+    let files = names(&shared);
+    assert_eq!(files, names(&alone));
+    assert_eq!(files.len(), 4 * 4 + 4, "{files:?}");
+    let (dir_a, dir_b) = (
+        fs::canonicalize(&shared).unwrap(),
+        fs::canonicalize(&alone).unwrap(),
+    );
+    for f in &files {
+        let a = fs::read(shared.join(f)).unwrap();
+        let b = fs::read(alone.join(f)).unwrap();
+        if f.ends_with(".json") || f == "SHA256SUMS" {
+            // os_list.json names the output directory (and the others list its digest).
+            let a = String::from_utf8(a).unwrap();
+            let a = a.replace(dir_a.to_str().unwrap(), dir_b.to_str().unwrap());
+            if f == "os_list.json" {
+                assert_eq!(a, String::from_utf8(b).unwrap(), "{f}");
+            }
+            continue;
+        }
+        assert!(a == b, "{f} differs with the role image's digests taken");
+    }
+    // SHA256SUMS agrees on every node file.
+    let sums = |d: &Path| -> Vec<String> {
+        fs::read_to_string(d.join("SHA256SUMS"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("pi-"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(sums(&shared), sums(&alone));
+    assert_eq!(sums(&shared).len(), 16);
+    // The third worker's files: node images differ from each other (their disk ids).
+    let w3 = shared.join("pi-w-3.img");
+    assert!(fs::read(&w3).unwrap() != fs::read(shared.join("pi-w-2.img")).unwrap());
+    // The bmap's ranges are cut at every 4 MiB (1024 blocks).
+    let bmap = fs::read_to_string(shared.join("pi-w-3.img.bmap")).unwrap();
+    let ranges: Vec<(u64, u64)> = bmap
+        .lines()
+        .filter_map(|l| l.split_once("\"> ")?.1.split_once(" </Range>"))
+        .map(|(r, _)| match r.split_once('-') {
+            Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
+            None => (r.parse().unwrap(), r.parse().unwrap()),
+        })
+        .collect();
+    assert!(
+        ranges.windows(2).any(|w| w[0].1 + 1 == w[1].0),
+        "no range cut: {bmap}"
+    );
+    for w in ranges.windows(2) {
+        assert!(
+            w[0].1 + 1 < w[1].0 || w[1].0 % 1024 == 0,
+            "touching away from a 4 MiB boundary: {w:?}"
+        );
+    }
+    let target = tmp.path().join("w3.target");
+    let out = Command::new("bmaptool")
+        .arg("copy")
+        .arg(shared.join("pi-w-3.img.xz"))
+        .arg(&target)
+        .output()
+        .expect("bmaptool (bmap-tools)");
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "bmaptool copy: {log}");
+    assert!(log.contains("discovered bmap file"), "{log}");
+    let (boot, root) = offsets(&target, &cache);
+    let (code, fsck) = e2fsck(&target, root);
+    assert_eq!(code, 0, "e2fsck -fn on the mapped blocks only: {fsck}");
+    let part = tmp.path().join("boot.part");
+    let t = fs::read(&target).unwrap();
+    fs::write(&part, &t[boot as usize..root as usize]).unwrap();
+    let (code, fsck) = run_status("fsck.vfat", &["-n", part.to_str().unwrap()]);
+    assert_eq!(code, 0, "fsck.vfat -n on the mapped blocks only: {fsck}");
+}
+
 /// The files in `dir` but piforge's own dot files (the output directory's lock).
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)

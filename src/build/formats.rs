@@ -88,6 +88,7 @@ pub fn node_outputs(
         raw: formats.is_empty() || formats.contains(&Format::Img),
         bmap: true,
         extra,
+        reuse: true,
         os_list: Some(match base_url {
             None => String::new(),
             Some(u) => check_base_url(u)?,
@@ -126,7 +127,14 @@ impl NodeOutput for Compressed {
 
     fn write(&self, image: &NodeImage<'_>, out: &mut StagedFile) -> io::Result<()> {
         let readback = Arc::new(out.reader()?);
-        compress::compress_stream(&self.store, image.file, out, readback)?;
+        let keys = image.role.map(|role| super::reuse::NodeKeys { role });
+        compress::compress_stream(
+            &self.store,
+            image.file,
+            out,
+            readback,
+            keys.as_ref().map(|k| k as &dyn compress::ChunkKeys),
+        )?;
         Ok(())
     }
 

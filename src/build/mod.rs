@@ -26,6 +26,7 @@ mod images;
 mod layers;
 pub mod manifest;
 mod outputs;
+mod reuse;
 pub mod staging;
 pub mod state;
 pub mod verify;

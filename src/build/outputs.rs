@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use super::layers::{role_key, BuildPlan, NodeLayer};
 use super::manifest::{self, FileEntry, Manifest, NodeEntry};
+use super::reuse::{self, RoleImage};
 use super::staging::{self, Staging};
 use super::{io_error, BuildError, BuildOptions, BuildReport, BuiltNode, Validated};
 use crate::apply;
@@ -49,6 +50,9 @@ pub struct NodeImage<'a> {
     pub bytes: u64,
     /// The staging directory, where every output of the build is written.
     pub staging_dir: &'a Path,
+    /// The role image the node image was copied from, to take the digests of chunks the node
+    /// layer left as they were from it ([`super::reuse`]); `None` when the build does not.
+    pub role: Option<&'a RoleImage>,
 }
 
 /// A new file in the staging directory, being written by one [`NodeOutput`]. What is written
@@ -134,6 +138,10 @@ pub struct NodeOutputs {
     /// taken in the same read of the image as the raw image's digest.
     pub bmap: bool,
     pub extra: Vec<Arc<dyn NodeOutput>>,
+    /// Take the digests of chunks a node image has in common with its role image from the
+    /// role's nodes built before it ([`super::reuse`]); off only to test that the files are
+    /// the same without (`build --test-no-reuse`).
+    pub reuse: bool,
     /// Write `os_list.json` for Raspberry Pi Imager, naming the files under this URL (a
     /// directory, ending in `/`; `Some("")`: the output directory as a `file://` URL).
     pub os_list: Option<String>,
@@ -145,6 +153,7 @@ impl Default for NodeOutputs {
             raw: true,
             bmap: false,
             extra: Vec::new(),
+            reuse: true,
             os_list: None,
         }
     }
@@ -156,6 +165,7 @@ impl std::fmt::Debug for NodeOutputs {
             .field("raw", &self.raw)
             .field("bmap", &self.bmap)
             .field("extra", &self.extra.len())
+            .field("reuse", &self.reuse)
             .field("os_list", &self.os_list)
             .finish()
     }
@@ -254,26 +264,31 @@ fn role_images(
     Ok(out)
 }
 
-/// The entry of a finished raw image, synced first when it is `kept` as an output; with its
-/// block map when `bmap`, the map's range checksums taken in the same read as the image's
-/// digest (the image's data is read once for both).
+/// The entry of a finished raw image; with its block map when `bmap`, the map's range
+/// checksums taken in the same read as the image's digest (the image's data is read once for
+/// both), those of chunks the same as in `role` from there when another node hashed them.
+/// An image `kept` as an output is synced: its writeback is started first and waited for
+/// last, so the disk writes while the image is hashed.
 fn raw_entry(
     path: &Path,
     name: String,
     kept: bool,
     bmap: bool,
+    role: Option<&RoleImage>,
 ) -> Result<(FileEntry, Option<String>), BuildError> {
     let f = fs::File::open(path).map_err(io_error(path))?;
     if kept {
-        f.sync_all().map_err(io_error(path))?;
+        start_writeback(&f).map_err(io_error(path))?;
     }
     let map = match bmap {
         true => Some(crate::bmap::map_image(path).map_err(io_error(path))?),
         false => None,
     };
     let ranges = map.as_ref().map(|m| m.byte_ranges()).unwrap_or_default();
-    let (sha256, bytes, sums) =
-        output::sha256_sparse_ranges(&f, &ranges).map_err(io_error(path))?;
+    let (sha256, bytes, sums) = reuse::digests(&f, &ranges, role).map_err(io_error(path))?;
+    if kept {
+        f.sync_all().map_err(io_error(path))?;
+    }
     let text = map.map(|m| crate::bmap::render_sums(&m, &sums));
     Ok((
         FileEntry {
@@ -285,10 +300,29 @@ fn raw_entry(
     ))
 }
 
+/// Starts writing the file's dirty pages to disk without waiting for them
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`); a filesystem without it is left to the fsync.
+fn start_writeback(f: &fs::File) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: sync_file_range on a valid descriptor with integer arguments.
+    let r = unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        if !matches!(
+            e.raw_os_error(),
+            Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::ESPIPE)
+        ) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// One node: a copy of its role's image, its layer, its files.
 fn build_node(
     node: &NodeLayer,
     role_img: &Path,
+    role: Option<&RoleImage>,
     dir: &Path,
     outputs: &NodeOutputs,
     progress: Option<&dyn Progress>,
@@ -301,7 +335,7 @@ fn build_node(
     })?;
     let mut files = Vec::new();
     // The raw image's digest, kept or not (os_list.json records it as the extracted image's).
-    let (raw, bmap) = raw_entry(&img, name, outputs.raw, outputs.bmap)?;
+    let (raw, bmap) = raw_entry(&img, name, outputs.raw, outputs.bmap, role)?;
     let raw_digest = raw.sha256.clone();
     if outputs.raw {
         files.push(raw.clone());
@@ -321,6 +355,7 @@ fn build_node(
             file: &file,
             bytes: raw.bytes,
             staging_dir: dir,
+            role,
         };
         for o in &outputs.extra {
             let fname = o.file_name(&node.name);
@@ -366,6 +401,20 @@ fn build_nodes(
     opts: &BuildOptions,
     progress: Option<&dyn Progress>,
 ) -> Result<Vec<Option<StagedNode>>, BuildError> {
+    // Each role image, open, for its nodes to compare with (when more than one of them is
+    // built).
+    let mut shared: BTreeMap<&'static str, RoleImage> = BTreeMap::new();
+    if opts.outputs.reuse {
+        for (key, path) in roles {
+            let nodes = plan
+                .nodes
+                .iter()
+                .filter(|n| role_key(n.role) == *key)
+                .count();
+            let f = fs::File::open(path).map_err(io_error(path))?;
+            shared.insert(key, RoleImage::new(f, nodes).map_err(io_error(path))?);
+        }
+    }
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let results: Mutex<Vec<Option<Result<StagedNode, BuildError>>>> =
@@ -377,7 +426,8 @@ fn build_nodes(
             let Some(role_img) = roles.get(role_key(node.role)) else {
                 continue;
             };
-            let r = build_node(node, role_img, dir, &opts.outputs, progress);
+            let role = shared.get(role_key(node.role));
+            let r = build_node(node, role_img, role, dir, &opts.outputs, progress);
             if r.is_err() {
                 failed.store(true, Ordering::SeqCst);
             }

@@ -293,7 +293,7 @@ impl Sink<'_> {
 pub fn compress_file(store: &BlockStore, src: &File, dst: &mut File) -> io::Result<Written> {
     let shared = Arc::new(dst.try_clone()?);
     let mut w = crate::digest::HashingWriter::new(dst);
-    let s = compress_stream(store, src, &mut w, shared)?;
+    let s = compress_stream(store, src, &mut w, shared, None)?;
     let (sha256, _, _) = w.finish();
     Ok(Written {
         bytes: s.bytes,
@@ -303,14 +303,24 @@ pub fn compress_file(store: &BlockStore, src: &File, dst: &mut File) -> io::Resu
     })
 }
 
+/// Where a chunk's key (its SHA-256) comes from: by default hashing the chunk; a node image
+/// takes the keys of chunks that are the same in its role image from there
+/// (`build::reuse`).
+pub trait ChunkKeys: Sync {
+    /// The SHA-256 of `chunk`, chunk `index` of the image (its bytes as read).
+    fn key(&self, index: u64, chunk: &[u8]) -> io::Result<[u8; 32]>;
+}
+
 /// [`compress_file`] into any writer that passes each write through to the start of the file
 /// `readback` reads (unbuffered: once `write` returns the bytes are in that file, where other
-/// images' compressions may read them back with positional reads).
+/// images' compressions may read them back with positional reads). Chunk keys come from
+/// `keys` when given (they must be the chunks' SHA-256), else are hashed.
 pub fn compress_stream(
     store: &BlockStore,
     src: &File,
     dst: &mut dyn Write,
     readback: Arc<File>,
+    keys: Option<&dyn ChunkKeys>,
 ) -> io::Result<Streamed> {
     let len = src.metadata()?.len();
     let chunks = len.div_ceil(CHUNK as u64);
@@ -349,7 +359,7 @@ pub fn compress_stream(
                     st.0 += 1;
                     st.0 - 1
                 };
-                let piece = produce(store, src, len, i);
+                let piece = produce(store, src, len, i, keys);
                 if tx.send((i, piece, token)).is_err() {
                     return;
                 }
@@ -412,7 +422,13 @@ fn is_hole(f: &File, from: u64, to: u64) -> bool {
 
 /// Reads chunk `i`, and finds it in the store (waiting if another thread is compressing it)
 /// or compresses it.
-fn produce(store: &BlockStore, src: &File, len: u64, i: u64) -> io::Result<Piece> {
+fn produce(
+    store: &BlockStore,
+    src: &File,
+    len: u64,
+    i: u64,
+    keys: Option<&dyn ChunkKeys>,
+) -> io::Result<Piece> {
     let from = i * CHUNK as u64;
     let to = (from + CHUNK as u64).min(len);
     let n = (to - from) as usize;
@@ -422,7 +438,10 @@ fn produce(store: &BlockStore, src: &File, len: u64, i: u64) -> io::Result<Piece
         store.zero_key
     } else {
         src.read_exact_at(&mut buf, from)?;
-        Sha256::digest(&buf).into()
+        match keys {
+            Some(k) => k.key(i, &buf)?,
+            None => Sha256::digest(&buf).into(),
+        }
     };
     {
         let mut m = store.lock();

@@ -316,6 +316,11 @@ pub struct BuildArgs {
     /// they will be published); default: the output directory as a file:// URL.
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
+
+    /// Test hook: hash every chunk of every node image, taking no digest from its role image
+    /// (the outputs must be the same; tests/formats.rs compares them).
+    #[arg(long, hide = true)]
+    pub test_no_reuse: bool,
 }
 
 /// `build --format`.

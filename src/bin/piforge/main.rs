@@ -497,7 +497,10 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         mirror: a.mirror,
         new_cluster: a.new_cluster,
         jobs: a.jobs.map_or(0, usize::from),
-        outputs: build::formats::node_outputs(&formats, a.threads, a.base_url.as_deref())?,
+        outputs: build::NodeOutputs {
+            reuse: !a.test_no_reuse,
+            ..build::formats::node_outputs(&formats, a.threads, a.base_url.as_deref())?
+        },
         ..build_options(spec_path, a.out, a.cache_dir)?
     };
     if a.dry_run {
