@@ -103,20 +103,69 @@ fn a_corrupted_range_is_caught_and_named() {
         &[(0, 0), (10, 20), (200, 250)],
         MapOrigin::Filesystems,
     );
+    // One range after the other: the read-back's readers take turns (range i by reader
+    // i % 2), so each reader's share must be checked.
+    for (block, name) in [
+        (0, "blocks 0-0"),
+        (15, "blocks 10-20"),
+        (230, "blocks 200-250"),
+    ] {
+        let index = map
+            .ranges
+            .iter()
+            .position(|r| r.first <= block && block <= r.last);
+        let opts = FlashOptions {
+            verify: true,
+            hooks: TestHooks {
+                corrupt_before_verify: Some(block * 4096 + 17),
+                pause_after: None,
+            },
+            ..Default::default()
+        };
+        let e = apply(&plan_for(&src, &target, map.clone()), &opts, None).unwrap_err();
+        let msg = e.to_string();
+        let range = format!("range {} of 3", index.unwrap() + 1);
+        assert!(msg.contains(name) && msg.contains(&range), "{msg}");
+    }
+}
+
+#[test]
+fn every_readers_share_is_verified_and_the_first_bad_range_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, data) = image(dir.path(), 300, 0);
+    let target = dir.path().join("card");
+    // 29 ranges of 6 blocks (and the head): the read-back splits them between its readers.
+    let mut ranges = vec![(0, 0)];
+    ranges.extend((1..30).map(|j| (10 * j, 10 * j + 5)));
+    let map = map_of(&data, &ranges, MapOrigin::Filesystems);
+    let starts = super::verify::shares(&map);
+    assert_eq!(starts.len(), super::verify::READERS, "{starts:?}");
+    // A byte in the last range of each share, and in the first.
+    let mut probes: Vec<usize> = starts[1..].iter().map(|s| s - 1).collect();
+    probes.push(map.ranges.len() - 1);
+    probes.extend(&starts);
+    for i in probes {
+        let r = map.ranges[i];
+        let opts = FlashOptions {
+            verify: true,
+            hooks: TestHooks {
+                corrupt_before_verify: Some(r.last * 4096 + 100),
+                pause_after: None,
+            },
+            ..Default::default()
+        };
+        let e = apply(&plan_for(&src, &target, map.clone()), &opts, None).unwrap_err();
+        let msg = e.to_string();
+        let want = format!("blocks {}-{}", r.first, r.last);
+        let range = format!("range {} of {}", i + 1, map.ranges.len());
+        assert!(msg.contains(&want) && msg.contains(&range), "{i}: {msg}");
+    }
+    // And a clean write verifies.
     let opts = FlashOptions {
         verify: true,
-        hooks: TestHooks {
-            corrupt_before_verify: Some(230 * 4096 + 17),
-            pause_after: None,
-        },
         ..Default::default()
     };
-    let e = apply(&plan_for(&src, &target, map), &opts, None).unwrap_err();
-    let msg = e.to_string();
-    assert!(
-        msg.contains("blocks 200-250") && msg.contains("range 3 of 3"),
-        "{msg}"
-    );
+    apply(&plan_for(&src, &target, map), &opts, None).unwrap();
 }
 
 #[test]
