@@ -24,7 +24,6 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, BufReader, Write};
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -196,19 +195,16 @@ fn nonzero_ranges(file: &File, from: u64, to: u64, out: &mut Vec<(u64, u64)>) ->
     let mut buf = vec![0u8; 1 << 20];
     let mut at = from;
     while at < to {
-        // SAFETY: lseek with integer arguments on a valid descriptor; every read here is
-        // positional, so the moved offset is used by nobody.
-        let data = unsafe { libc::lseek(file.as_raw_fd(), at as libc::off_t, libc::SEEK_DATA) };
-        if data < 0 {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
-                return Ok(()); // only a hole from here on
+        match crate::sparse::next_data(file, at) {
+            Ok(None) => return Ok(()), // only a hole from here on
+            Ok(Some(data)) => {
+                let d = data / BLOCK * BLOCK;
+                if d >= to {
+                    return Ok(());
+                }
+                at = at.max(d);
             }
-        } else {
-            let d = data as u64 / BLOCK * BLOCK;
-            if d >= to {
-                return Ok(());
-            }
-            at = at.max(d);
+            Err(_) => {} // cannot tell: read
         }
         let n = ((to - at) as usize).min(buf.len());
         file.read_exact_at(&mut buf[..n], at)?;
@@ -258,7 +254,7 @@ pub fn render(map: &BlockMap, image: &File) -> io::Result<String> {
 
 /// The bmap file for `map` with the SHA-256 of each range's bytes (one per range, in order:
 /// of [`BlockMap::byte_ranges`]), e.g. from the pass that hashes the whole image
-/// ([`crate::output::sha256_sparse_ranges`]).
+/// ([`crate::build::reuse::digests`]).
 pub fn render_sums(map: &BlockMap, sums: &[[u8; 32]]) -> String {
     let mut x = String::new();
     let mapped = map.mapped_blocks();

@@ -27,5 +27,6 @@ pub mod progress;
 pub mod render;
 pub mod size;
 pub mod source;
+pub mod sparse;
 pub mod spec;
 pub mod text;

@@ -280,9 +280,6 @@ fn current_umask() -> u32 {
     }
 }
 
-const SEEK_DATA: i32 = 3;
-const SEEK_HOLE: i32 = 4;
-
 /// Copies `src` into `dst` (both from byte 0), keeping holes: only the data ranges the source
 /// file has allocated are copied. A source that is already sparse (the cache writes holes) is
 /// copied inside the kernel; a fully allocated one is read, and its all-zero blocks become
@@ -298,29 +295,20 @@ pub fn sparse_copy(src: &mut File, dst: &mut File) -> io::Result<u64> {
         dst.set_len(0)?;
     }
     dst.set_len(len)?;
-    let fd = src.as_raw_fd();
-    let mut pos: i64 = 0;
+    let mut pos = 0u64;
     let mut buf = vec![0u8; 1 << 20];
-    while (pos as u64) < len {
-        // SAFETY: lseek on a valid descriptor with integer arguments.
-        let data = unsafe { libc::lseek(fd, pos, SEEK_DATA) };
-        if data < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                break; // no more data: the rest is a hole
-            }
-            if e.raw_os_error() == Some(libc::EINVAL) {
-                // The filesystem cannot tell holes: copy everything, skipping zero blocks.
-                copy_range(src, dst, pos as u64, len, &mut buf)?;
-                break;
-            }
-            return Err(e);
+    while pos < len {
+        // No more data: the rest is a hole.
+        let Some(data) = crate::sparse::next_data(src, pos)? else {
+            break;
+        };
+        let data = data.min(len);
+        let hole = crate::sparse::data_end(src, data, len);
+        if hole <= data {
+            break;
         }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, SEEK_HOLE) };
-        let hole = if hole < 0 { len as i64 } else { hole };
-        if !already_sparse || !kernel_copy(src, dst, data as u64, hole as u64)? {
-            copy_range(src, dst, data as u64, hole as u64, &mut buf)?;
+        if !already_sparse || !kernel_copy(src, dst, data, hole)? {
+            copy_range(src, dst, data, hole, &mut buf)?;
         }
         pos = hole;
     }
@@ -430,6 +418,31 @@ pub enum CopyKind {
 /// exports it.
 const FICLONE: libc::c_ulong = 0x4004_9409;
 
+/// Starts writing `[at, at + len)` of `f` to disk (`len` 0: to the end of the file) without
+/// waiting for it (`sync_file_range(SYNC_FILE_RANGE_WRITE)`); a filesystem without it is left
+/// to the caller's fsync.
+pub fn start_writeback(f: &File, at: u64, len: u64) -> io::Result<()> {
+    // SAFETY: sync_file_range on a valid descriptor with integer arguments.
+    let r = unsafe {
+        libc::sync_file_range(
+            f.as_raw_fd(),
+            at as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        if !matches!(
+            e.raw_os_error(),
+            Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::ESPIPE)
+        ) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// Makes `dst` (an empty file opened for writing) a copy of `src`: a reflink where the
 /// filesystem shares blocks between files, else a sparse copy.
 pub fn clone_or_copy(src: &mut File, dst: &mut File) -> io::Result<CopyKind> {
@@ -468,127 +481,6 @@ pub fn copy_image(src: &Path, dst: &Path, mode: u32) -> io::Result<CopyKind> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(dst)?;
     clone_or_copy(&mut s, &mut d)
-}
-
-/// SHA-256 and length of a file, its holes hashed as the zeros they read as without reading
-/// them (`SEEK_DATA`/`SEEK_HOLE`): a 2 GiB image with 1 GiB of data costs 1 GiB of reads.
-pub fn sha256_sparse(file: &File) -> io::Result<(String, u64)> {
-    let (d, len, _) = sha256_sparse_ranges(file, &[])?;
-    Ok((d, len))
-}
-
-/// [`sha256_sparse`], and in the same pass over the file (its data read once) the SHA-256 of
-/// each byte range `[start, end)` of `ranges` (increasing, not overlapping; the part of a range
-/// past the end of the file counts for nothing), e.g. a block map's ranges.
-pub fn sha256_sparse_ranges(
-    file: &File,
-    ranges: &[(u64, u64)],
-) -> io::Result<(String, u64, Vec<[u8; 32]>)> {
-    use sha2::{Digest, Sha256};
-    use std::os::unix::fs::FileExt;
-    const CHUNK: usize = 1 << 20;
-    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-    let len = file.metadata()?.len();
-    let fd = file.as_raw_fd();
-    let mut h = Sha256::new();
-    let mut parts = RangeHashes::new(ranges);
-    let mut buf = vec![0u8; CHUNK];
-    let zeros = |h: &mut Sha256, parts: &mut RangeHashes<'_>, mut at: u64, to: u64| {
-        while at < to {
-            let k = (to - at).min(ZEROS.len() as u64) as usize;
-            h.update(&ZEROS[..k]);
-            parts.update(at, &ZEROS[..k]);
-            at += k as u64;
-        }
-    };
-    let mut pos: u64 = 0;
-    while pos < len {
-        // SAFETY: lseek on a valid descriptor with integer arguments.
-        let data = unsafe { libc::lseek(fd, pos as i64, SEEK_DATA) };
-        let (data, hole) = if data < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::ENXIO) => (len, len),  // only a hole from here on
-                Some(libc::EINVAL) => (pos, len), // no hole support: read everything
-                _ => return Err(e),
-            }
-        } else {
-            // SAFETY: as above.
-            let hole = unsafe { libc::lseek(fd, data, SEEK_HOLE) };
-            (
-                data as u64,
-                if hole < 0 {
-                    len
-                } else {
-                    (hole as u64).min(len)
-                },
-            )
-        };
-        zeros(&mut h, &mut parts, pos, data.min(len));
-        let mut at = data;
-        while at < hole {
-            let n = ((hole - at) as usize).min(CHUNK);
-            file.read_exact_at(&mut buf[..n], at)?;
-            h.update(&buf[..n]);
-            parts.update(at, &buf[..n]);
-            at += n as u64;
-        }
-        pos = hole.max(data);
-    }
-    Ok((hex::encode(h.finalize()), len, parts.finish()))
-}
-
-/// The SHA-256 of each of some byte ranges of a stream fed in order.
-struct RangeHashes<'a> {
-    ranges: &'a [(u64, u64)],
-    /// The range being hashed.
-    next: usize,
-    h: sha2::Sha256,
-    done: Vec<[u8; 32]>,
-}
-
-impl<'a> RangeHashes<'a> {
-    fn new(ranges: &'a [(u64, u64)]) -> Self {
-        use sha2::Digest;
-        RangeHashes {
-            ranges,
-            next: 0,
-            h: sha2::Sha256::new(),
-            done: Vec::with_capacity(ranges.len()),
-        }
-    }
-
-    /// Bytes `b` of the stream at offset `at` (pieces come in order, without gaps).
-    fn update(&mut self, at: u64, b: &[u8]) {
-        use sha2::Digest;
-        let end = at + b.len() as u64;
-        while let Some(&(s, e)) = self.ranges.get(self.next) {
-            if s >= end {
-                return;
-            }
-            let (from, to) = (s.max(at), e.min(end));
-            if from < to {
-                self.h.update(&b[(from - at) as usize..(to - at) as usize]);
-            }
-            if e > end {
-                return;
-            }
-            let h = std::mem::replace(&mut self.h, sha2::Sha256::new());
-            self.done.push(h.finalize().into());
-            self.next += 1;
-        }
-    }
-
-    /// The digests, one per range (ranges past the end: of the bytes the stream had).
-    fn finish(mut self) -> Vec<[u8; 32]> {
-        use sha2::Digest;
-        while self.next < self.ranges.len() {
-            let h = std::mem::replace(&mut self.h, sha2::Sha256::new());
-            self.done.push(h.finalize().into());
-            self.next += 1;
-        }
-        self.done
-    }
 }
 
 fn is_zero(b: &[u8]) -> bool {
@@ -680,36 +572,6 @@ mod tests {
             fs::metadata(&p).unwrap().permissions().mode() & 0o777,
             0o600
         );
-    }
-
-    #[test]
-    fn range_digests_come_from_the_one_pass() {
-        use sha2::{Digest, Sha256};
-        use std::os::unix::fs::FileExt;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("s.img");
-        let f = File::create(&p).unwrap();
-        // Data, a hole, data across the 1 MiB read size, a trailing hole.
-        f.write_all_at(&[7u8; 5000], 0).unwrap();
-        f.write_all_at(&vec![9u8; 3 << 20], 4 << 20).unwrap();
-        f.set_len(10 << 20).unwrap();
-        let data = fs::read(&p).unwrap();
-        let ranges = [
-            (0, 4096),
-            (4096, 8192),
-            ((4 << 20) - 10, (5 << 20) + 3),
-            (9 << 20, (10 << 20) + 4096), // past the end: the bytes there are
-        ];
-        let (d, len, sums) = sha256_sparse_ranges(&File::open(&p).unwrap(), &ranges).unwrap();
-        assert_eq!(len, 10 << 20);
-        assert_eq!(d, hex::encode(Sha256::digest(&data)));
-        assert_eq!(sums.len(), ranges.len());
-        for (r, got) in ranges.iter().zip(&sums) {
-            let want: [u8; 32] =
-                Sha256::digest(&data[r.0 as usize..(r.1 as usize).min(data.len())]).into();
-            assert_eq!(*got, want, "{r:?}");
-        }
-        assert_eq!(sha256_sparse(&File::open(&p).unwrap()).unwrap().0, d);
     }
 
     #[test]

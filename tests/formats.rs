@@ -387,6 +387,94 @@ fn digests_taken_from_the_role_image_change_no_byte() {
     assert_eq!(code, 0, "fsck.vfat -n on the mapped blocks only: {fsck}");
 }
 
+/// An XFS with reflinks (`mkfs.xfs -m reflink=1`) loop-mounted on a directory, unmounted when
+/// dropped. The tests run as root (as in CI): a missing mkfs.xfs or mount is a failure.
+struct Xfs {
+    dir: std::path::PathBuf,
+}
+
+impl Xfs {
+    fn new(tmp: &Path) -> Xfs {
+        let file = tmp.join("xfs.img");
+        fs::File::create(&file).unwrap().set_len(1 << 30).unwrap();
+        let (code, log) = run_status(
+            "mkfs.xfs",
+            &["-q", "-m", "reflink=1", file.to_str().unwrap()],
+        );
+        assert_eq!(code, 0, "mkfs.xfs (xfsprogs) -m reflink=1: {log}");
+        let dir = tmp.join("xfs");
+        fs::create_dir(&dir).unwrap();
+        let (code, log) = run_status(
+            "mount",
+            &["-o", "loop", file.to_str().unwrap(), dir.to_str().unwrap()],
+        );
+        assert_eq!(code, 0, "mount -o loop (the tests run as root): {log}");
+        Xfs { dir }
+    }
+}
+
+impl Drop for Xfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).output();
+    }
+}
+
+/// Node images built on a filesystem with reflinks share their role image's blocks, and the
+/// chunks still shared are read from the role image: every file is the same as when each node
+/// is copied and hashed on its own (`--test-no-reuse`), in every format.
+#[test]
+fn reflinked_node_images_are_read_from_the_role_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
+    let more = "  - name: pi-w-2\n    role: worker\n    address: 192.168.50.12/24\n";
+    let spec = cluster_spec(tmp.path(), "reflink", &fixture("trixie.img"), more);
+    let args = ["--format", "img", "--format", "xz", "--format", "zst"];
+    let xfs = Xfs::new(tmp.path());
+    let shared = xfs.dir.join("dist");
+    let out = build_with(&spec, &shared, &arts, &cache, &args);
+    ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("copies: "))
+        .unwrap_or_else(|| panic!("no copies line: {stdout}"));
+    assert!(
+        line.starts_with("copies: 3 of 3 node image(s) by reflink; "),
+        "{line}"
+    );
+    let counts: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    // copies: 3 of 3 ...; S of their A 4 MiB chunks: most chunks are the role's blocks.
+    let (s, a) = (counts[2], counts[3]);
+    assert!(a > 0 && s > a / 2 && s < a, "{line}");
+    let alone = tmp.path().join("alone");
+    let mut no_reuse = args.to_vec();
+    no_reuse.push("--test-no-reuse");
+    ok(&build_with(&spec, &alone, &arts, &cache, &no_reuse));
+    let files = names(&shared);
+    assert_eq!(files, names(&alone));
+    assert_eq!(files.len(), 3 * 4 + 4, "{files:?}");
+    for f in files.iter().filter(|f| f.starts_with("pi-")) {
+        let a = fs::read(shared.join(f)).unwrap();
+        assert!(
+            a == fs::read(alone.join(f)).unwrap(),
+            "{f} differs when reflinked"
+        );
+    }
+    let sums = |d: &Path| -> Vec<String> {
+        let text = fs::read_to_string(d.join("SHA256SUMS")).unwrap();
+        text.lines()
+            .filter(|l| l.contains(" pi-"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(sums(&shared), sums(&alone));
+    assert_eq!(sums(&shared).len(), 3 * 4);
+}
+
 /// The files in `dir` but piforge's own dot files (the output directory's lock).
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)

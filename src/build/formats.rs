@@ -127,7 +127,9 @@ impl NodeOutput for Compressed {
 
     fn write(&self, image: &NodeImage<'_>, out: &mut StagedFile) -> io::Result<()> {
         let readback = Arc::new(out.reader()?);
-        let keys = image.role.map(|role| super::reuse::NodeKeys { role });
+        let keys = image
+            .sharing
+            .map(|sharing| super::reuse::NodeKeys { sharing });
         compress::compress_stream(
             &self.store,
             image.file,

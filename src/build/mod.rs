@@ -181,8 +181,38 @@ pub struct BuildReport {
     pub manifest: Option<Manifest>,
     /// How each node's image was copied from its role's (reflink or sparse copy).
     pub copies: Vec<crate::output::CopyKind>,
+    /// Of the reflinked node images' chunks (4 MiB), those still the role image's blocks,
+    /// read from the role image ([`reuse`]); and all the node images' chunks.
+    pub shared_chunks: (usize, usize),
     /// One line per role: the container images its cards carry and the bytes they add.
     pub images: Vec<String>,
+}
+
+impl BuildReport {
+    /// One line on how the node images were copied from their role images, when any were.
+    pub fn copies_line(&self) -> Option<String> {
+        let n = self.copies.len();
+        let reflinks = self
+            .copies
+            .iter()
+            .filter(|c| **c == crate::output::CopyKind::Reflink)
+            .count();
+        if n == 0 {
+            return None;
+        }
+        Some(if reflinks == 0 {
+            format!(
+                "copies: {n} node image(s) copied whole (the output directory's filesystem has \
+                 no reflinks; on btrfs or XFS with reflink=1 each copy shares its role image's blocks)"
+            )
+        } else {
+            let (shared, all) = self.shared_chunks;
+            format!(
+                "copies: {reflinks} of {n} node image(s) by reflink; {shared} of their {all} 4 MiB \
+                 chunks still the role image's blocks, read from it"
+            )
+        })
+    }
 }
 
 /// Loads the spec with the artifact catalog's versions: the built-in catalog, with

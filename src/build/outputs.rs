@@ -20,11 +20,12 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use super::layers::{role_key, BuildPlan, NodeLayer};
 use super::manifest::{self, FileEntry, Manifest, NodeEntry};
-use super::reuse::{self, RoleImage};
+use super::reuse::{self, RoleImage, Sharing};
 use super::staging::{self, Staging};
 use super::{io_error, BuildError, BuildOptions, BuildReport, BuiltNode, Validated};
 use crate::apply;
@@ -50,9 +51,10 @@ pub struct NodeImage<'a> {
     pub bytes: u64,
     /// The staging directory, where every output of the build is written.
     pub staging_dir: &'a Path,
-    /// The role image the node image was copied from, to take the digests of chunks the node
-    /// layer left as they were from it ([`super::reuse`]); `None` when the build does not.
-    pub role: Option<&'a RoleImage>,
+    /// How the node image shares with the role image it was copied from, to take the digests
+    /// of chunks the node layer left as they were from it ([`super::reuse`]); `None` when the
+    /// build does not.
+    pub sharing: Option<&'a Sharing<'a>>,
 }
 
 /// A new file in the staging directory, being written by one [`NodeOutput`]. What is written
@@ -178,6 +180,8 @@ struct StagedNode {
     /// SHA-256 of the raw image (whether it is kept or not).
     image_sha256: String,
     copy: CopyKind,
+    /// Chunks of the image read from the role image's blocks, and all its chunks.
+    shared_chunks: (usize, usize),
 }
 
 /// The number of nodes built at once: `--jobs`, else the CPUs.
@@ -264,31 +268,23 @@ fn role_images(
     Ok(out)
 }
 
-/// The entry of a finished raw image; with its block map when `bmap`, the map's range
-/// checksums taken in the same read as the image's digest (the image's data is read once for
-/// both), those of chunks the same as in `role` from there when another node hashed them.
-/// An image `kept` as an output is synced: its writeback is started first and waited for
-/// last, so the disk writes while the image is hashed.
+/// The entry of a finished raw image `f` (at `path`); with its block map when `bmap`, the
+/// map's range checksums taken in the same read as the image's digest (the image's data is
+/// read once for both), those of chunks the same as in its role image from there when another
+/// node hashed them ([`reuse`]).
 fn raw_entry(
+    f: &fs::File,
     path: &Path,
     name: String,
-    kept: bool,
     bmap: bool,
-    role: Option<&RoleImage>,
+    sharing: Option<&Sharing<'_>>,
 ) -> Result<(FileEntry, Option<String>), BuildError> {
-    let f = fs::File::open(path).map_err(io_error(path))?;
-    if kept {
-        start_writeback(&f).map_err(io_error(path))?;
-    }
     let map = match bmap {
         true => Some(crate::bmap::map_image(path).map_err(io_error(path))?),
         false => None,
     };
     let ranges = map.as_ref().map(|m| m.byte_ranges()).unwrap_or_default();
-    let (sha256, bytes, sums) = reuse::digests(&f, &ranges, role).map_err(io_error(path))?;
-    if kept {
-        f.sync_all().map_err(io_error(path))?;
-    }
+    let (sha256, bytes, sums) = reuse::digests(f, &ranges, sharing).map_err(io_error(path))?;
     let text = map.map(|m| crate::bmap::render_sums(&m, &sums));
     Ok((
         FileEntry {
@@ -300,25 +296,8 @@ fn raw_entry(
     ))
 }
 
-/// Starts writing the file's dirty pages to disk without waiting for them
-/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`); a filesystem without it is left to the fsync.
-fn start_writeback(f: &fs::File) -> io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: sync_file_range on a valid descriptor with integer arguments.
-    let r = unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-    if r != 0 {
-        let e = io::Error::last_os_error();
-        if !matches!(
-            e.raw_os_error(),
-            Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::ESPIPE)
-        ) {
-            return Err(e);
-        }
-    }
-    Ok(())
-}
-
-/// One node: a copy of its role's image, its layer, its files.
+/// One node: a copy of its role's image, its layer, its files. The raw image, when it is an
+/// output, goes to `syncer` to be written to disk ([`sync_images`]).
 fn build_node(
     node: &NodeLayer,
     role_img: &Path,
@@ -326,6 +305,7 @@ fn build_node(
     dir: &Path,
     outputs: &NodeOutputs,
     progress: Option<&dyn Progress>,
+    syncer: &mpsc::Sender<(PathBuf, fs::File)>,
 ) -> Result<StagedNode, BuildError> {
     let name = format!("{}.img", node.name);
     let img = dir.join(&name);
@@ -334,8 +314,17 @@ fn build_node(
         Ok((copy, edit(&img, &node.plan)?))
     })?;
     let mut files = Vec::new();
+    let file = fs::File::open(&img).map_err(io_error(&img))?;
+    if outputs.raw {
+        // Its writeback starts now, on the syncer's thread; this thread reads and hashes the
+        // image meanwhile. (A syncer that stopped has its error to tell.)
+        let _ = syncer.send((img.clone(), file.try_clone().map_err(io_error(&img))?));
+    }
+    let len = file.metadata().map_err(io_error(&img))?.len();
+    let sharing = role.map(|r| r.node(&file, len, copy == CopyKind::Reflink));
+    let shared_chunks = sharing.as_ref().map_or(0, |s| s.shared_chunks());
     // The raw image's digest, kept or not (os_list.json records it as the extracted image's).
-    let (raw, bmap) = raw_entry(&img, name, outputs.raw, outputs.bmap, role)?;
+    let (raw, bmap) = raw_entry(&file, &img, name, outputs.bmap, sharing.as_ref())?;
     let raw_digest = raw.sha256.clone();
     if outputs.raw {
         files.push(raw.clone());
@@ -348,14 +337,13 @@ fn build_node(
         files.push(out.finish(fname)?);
     }
     if !outputs.extra.is_empty() {
-        let file = fs::File::open(&img).map_err(io_error(&img))?;
         let image = NodeImage {
             node: &node.name,
             path: &img,
             file: &file,
             bytes: raw.bytes,
             staging_dir: dir,
-            role,
+            sharing: sharing.as_ref(),
         };
         for o in &outputs.extra {
             let fname = o.file_name(&node.name);
@@ -373,6 +361,10 @@ fn build_node(
         image_bytes: done.image_bytes,
         image_sha256: raw_digest,
         copy,
+        shared_chunks: (
+            shared_chunks,
+            len.div_ceil(crate::compress::CHUNK as u64) as usize,
+        ),
     })
 }
 
@@ -390,6 +382,23 @@ fn new_file_mode(path: &Path, mode: u32) -> Result<fs::File, BuildError> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(io_error(path))
+}
+
+/// Writes the node images it is sent to disk: each one's writeback is started as it comes
+/// (the submission waits for the disk's queue here, not in a node's job), and each is synced
+/// once all have come. The disk then writes one image while the next is copied and hashed,
+/// and no job waits for it; the kernel's dirty-page limits hold the jobs back if the disk
+/// falls behind.
+fn sync_images(images: mpsc::Receiver<(PathBuf, fs::File)>) -> Result<(), BuildError> {
+    let mut started = Vec::new();
+    for (path, f) in images {
+        output::start_writeback(&f, 0, 0).map_err(io_error(&path))?;
+        started.push((path, f));
+    }
+    for (path, f) in started {
+        f.sync_all().map_err(io_error(&path))?;
+    }
+    Ok(())
 }
 
 /// Builds the nodes `jobs` at a time; the first error stops the others from starting new
@@ -415,11 +424,12 @@ fn build_nodes(
             shared.insert(key, RoleImage::new(f, nodes).map_err(io_error(path))?);
         }
     }
+    let (tx, rx) = mpsc::channel();
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let results: Mutex<Vec<Option<Result<StagedNode, BuildError>>>> =
         Mutex::new((0..plan.nodes.len()).map(|_| None).collect());
-    let work = || {
+    let work = |tx: mpsc::Sender<(PathBuf, fs::File)>| {
         while !failed.load(Ordering::SeqCst) {
             let i = next.fetch_add(1, Ordering::SeqCst);
             let Some(node) = plan.nodes.get(i) else { break };
@@ -427,7 +437,7 @@ fn build_nodes(
                 continue;
             };
             let role = shared.get(role_key(node.role));
-            let r = build_node(node, role_img, role, dir, &opts.outputs, progress);
+            let r = build_node(node, role_img, role, dir, &opts.outputs, progress, &tx);
             if r.is_err() {
                 failed.store(true, Ordering::SeqCst);
             }
@@ -435,11 +445,18 @@ fn build_nodes(
         }
     };
     let n = jobs(opts, plan.nodes.len());
-    std::thread::scope(|s| {
-        for _ in 1..n {
-            s.spawn(work);
-        }
-        work();
+    let synced = std::thread::scope(|s| {
+        let syncer = s.spawn(move || sync_images(rx));
+        // Each job has a sender; when the last job ends, the syncer finishes what it was
+        // sent and ends.
+        std::thread::scope(|s| {
+            for _ in 1..n {
+                let (work, tx) = (&work, tx.clone());
+                s.spawn(move || work(tx));
+            }
+            work(tx);
+        });
+        syncer.join()
     });
     let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
     let mut out = Vec::new();
@@ -448,6 +465,14 @@ fn build_nodes(
             Some(r) => Some(r?),
             None => None,
         });
+    }
+    match synced {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(io_error(dir)(io::Error::other(
+                "the thread writing the images to disk stopped",
+            )))
+        }
     }
     Ok(out)
 }
@@ -483,6 +508,8 @@ pub(super) fn apply(
         let Some(b) = b else { continue };
         staged.extend(b.files.iter().map(|f| f.name.clone()));
         report.copies.push(b.copy);
+        report.shared_chunks.0 += b.shared_chunks.0;
+        report.shared_chunks.1 += b.shared_chunks.1;
         let raw = b
             .files
             .iter()

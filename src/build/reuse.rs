@@ -14,17 +14,23 @@
 //! build with and without the reuse and compare every file). The whole image's SHA-256 (for
 //! `SHA256SUMS`) is not shared: node images differ at byte 440 (their disk id), and SHA-256
 //! cannot restart at a later offset or skip zeros.
+//!
+//! A node image made by reflink (btrfs, XFS with `reflink=1`) is compared without reading it:
+//! the chunks whose blocks are still the role image's own ([`SharedBlocks`], from `FIEMAP`
+//! after the node's writes are on disk; a write to a shared block gets a new block) are the
+//! role's bytes, and are read from the role image, whose pages the build already has in
+//! memory, instead of from the node's blocks, which no page cache holds yet.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 
 use crate::compress::{ChunkKeys, CHUNK};
+use crate::sparse::{is_hole, BlockMap, SharedBlocks};
 
 /// A role image, as the nodes made from it compare their chunks with it; and the digests
 /// they took of chunks equal to its own.
@@ -34,6 +40,9 @@ pub struct RoleImage {
     /// Whether later nodes of the build will ask (a role with one node learns nothing: its
     /// node neither compares nor records).
     share: bool,
+    /// Its blocks, asked for when the first node made by reflink needs them (`None` inside:
+    /// the filesystem cannot say).
+    blocks: OnceLock<Option<BlockMap>>,
     /// SHA-256 of byte ranges `[start, end)` of the role image, each inside one chunk.
     ranges: Mutex<HashMap<(u64, u64), [u8; 32]>>,
     /// SHA-256 of chunk `i` of the role image (the compressed formats' keys).
@@ -49,9 +58,24 @@ impl RoleImage {
             file,
             bytes,
             share: nodes > 1,
+            blocks: OnceLock::new(),
             ranges: Mutex::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// How the node image `node` (of `len` bytes, written: its layer applied) shares with this
+    /// role image; `reflinked` when it was made by reflink, so that its blocks are compared.
+    pub fn node(&self, node: &File, len: u64, reflinked: bool) -> Sharing<'_> {
+        let blocks = match reflinked && len == self.bytes {
+            true => self
+                .blocks
+                .get_or_init(|| BlockMap::of(&self.file, self.bytes))
+                .as_ref()
+                .and_then(|b| SharedBlocks::of(node, len, b, CHUNK as u64)),
+            false => None,
+        };
+        Sharing { role: self, blocks }
     }
 
     /// Whether chunk `[from, from + chunk.len())` of a node image, whose bytes are `chunk`, is
@@ -74,31 +98,49 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Whether `[from, to)` of `f` is one hole (no data: reads as zeros without being read).
-fn is_hole(f: &File, from: u64, to: u64) -> bool {
-    // SAFETY: lseek on a valid descriptor with integer arguments; every read here is
-    // positional, so the moved offset is used by nobody.
-    let data = unsafe { libc::lseek(f.as_raw_fd(), from as libc::off_t, libc::SEEK_DATA) };
-    if data < 0 {
-        return io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
+/// One node image's view of its role image: which of its chunks are the role's blocks.
+pub struct Sharing<'a> {
+    role: &'a RoleImage,
+    blocks: Option<SharedBlocks>,
+}
+
+impl Sharing<'_> {
+    /// Whether chunk `i` is the role image's blocks (its bytes then are the role's).
+    fn shared(&self, i: u64) -> bool {
+        self.blocks.as_ref().is_some_and(|b| b.shared(i))
     }
-    data as u64 >= to
+
+    /// How many chunks are the role image's blocks (none when the node was not made by
+    /// reflink, or the filesystem cannot say).
+    pub fn shared_chunks(&self) -> usize {
+        self.blocks.as_ref().map_or(0, |b| b.count())
+    }
+
+    /// Whether chunk `i` of the node image, whose bytes are `chunk`, is the same in the role
+    /// image (blocks shared, else compared byte for byte), asked only when other nodes of the
+    /// role can use the answer.
+    fn same(&self, i: u64, chunk: &[u8], buf: &mut Vec<u8>) -> io::Result<bool> {
+        if self.shared(i) {
+            return Ok(true);
+        }
+        self.role.same(i * CHUNK as u64, chunk, buf)
+    }
 }
 
 /// The compressed formats' chunk keys of one node image, taken from its role image's where the
 /// chunk is the same.
 pub struct NodeKeys<'a> {
-    pub role: &'a RoleImage,
+    pub sharing: &'a Sharing<'a>,
 }
 
 impl ChunkKeys for NodeKeys<'_> {
     fn key(&self, index: u64, chunk: &[u8]) -> io::Result<[u8; 32]> {
-        let role = self.role;
+        let role = self.sharing.role;
         if !role.share {
             return Ok(Sha256::digest(chunk).into());
         }
         let mut buf = Vec::new();
-        let same = role.same(index * CHUNK as u64, chunk, &mut buf)?;
+        let same = self.sharing.same(index, chunk, &mut buf)?;
         if same {
             if let Some(k) = lock(&role.keys).get(&index) {
                 return Ok(*k);
@@ -110,21 +152,28 @@ impl ChunkKeys for NodeKeys<'_> {
         }
         Ok(key)
     }
+
+    fn source(&self, index: u64) -> Option<&File> {
+        self.sharing
+            .shared(index)
+            .then_some(&self.sharing.role.file)
+    }
 }
 
 /// SHA-256 and length of the image `file`, and in the same pass the SHA-256 of each byte range
 /// `[start, end)` of `ranges` (increasing, not overlapping; the part of a range past the end of
-/// the file counts for nothing): [`crate::output::sha256_sparse_ranges`], its data read once
-/// per [`CHUNK`], with the checksums of ranges inside a chunk that is the same in `role` taken
-/// from `role` when another node already hashed them. Chunks that are holes are hashed as
-/// zeros without being read.
+/// the file counts for nothing), its data read once per [`CHUNK`]. With a role image to share
+/// with, the checksums of ranges inside a chunk that is the same as the role's are taken from
+/// there when another node already hashed them, and chunks that are the role's blocks are
+/// read from the role image. Chunks that are holes are hashed as zeros without being read.
 pub fn digests(
     file: &File,
     ranges: &[(u64, u64)],
-    role: Option<&RoleImage>,
+    sharing: Option<&Sharing<'_>>,
 ) -> io::Result<(String, u64, Vec<[u8; 32]>)> {
     let len = file.metadata()?.len();
-    let role = role.filter(|r| r.share);
+    // Whom to ask whether a chunk is the same: only when other nodes can use the answer.
+    let asked = sharing.filter(|s| s.role.share);
     let mut whole = Sha256::new();
     let mut sums: Vec<[u8; 32]> = Vec::with_capacity(ranges.len());
     // The range being hashed across chunks, and the next range to finish.
@@ -138,10 +187,15 @@ pub fn digests(
     while from < len {
         let to = (from + CHUNK as u64).min(len);
         let n = (to - from) as usize;
-        let chunk: &[u8] = if is_hole(file, from, to) {
+        let index = from / CHUNK as u64;
+        let src = match sharing {
+            Some(s) if s.shared(index) => &s.role.file,
+            _ => file,
+        };
+        let chunk: &[u8] = if is_hole(src, from, to) {
             &zeros[..n]
         } else {
-            file.read_exact_at(&mut buf[..n], from)?;
+            src.read_exact_at(&mut buf[..n], from)?;
             &buf[..n]
         };
         whole.update(chunk);
@@ -154,15 +208,15 @@ pub fn digests(
             }
             if s >= from && e <= to {
                 let part = &chunk[(s - from) as usize..(e - from) as usize];
-                let sum = match role {
+                let sum = match asked {
                     None => Sha256::digest(part).into(),
                     Some(r) => {
                         let same = match same {
                             Some(v) => v,
-                            None => *same.insert(r.same(from, chunk, &mut role_buf)?),
+                            None => *same.insert(r.same(index, chunk, &mut role_buf)?),
                         };
                         let known = if same {
-                            lock(&r.ranges).get(&(s, e)).copied()
+                            lock(&r.role.ranges).get(&(s, e)).copied()
                         } else {
                             None
                         };
@@ -171,7 +225,7 @@ pub fn digests(
                             None => {
                                 let k: [u8; 32] = Sha256::digest(part).into();
                                 if same {
-                                    lock(&r.ranges).insert((s, e), k);
+                                    lock(&r.role.ranges).insert((s, e), k);
                                 }
                                 k
                             }
@@ -215,6 +269,69 @@ mod tests {
     use super::*;
     use std::fs;
 
+    /// The digests [`digests`] must give for a file holding `data`: computed from the bytes.
+    fn bytes_digests(data: &[u8], ranges: &[(u64, u64)]) -> (String, u64, Vec<[u8; 32]>) {
+        let sums = ranges
+            .iter()
+            .map(|&(s, e)| {
+                let (s, e) = ((s as usize).min(data.len()), (e as usize).min(data.len()));
+                Sha256::digest(&data[s..e]).into()
+            })
+            .collect();
+        (hex::encode(Sha256::digest(data)), data.len() as u64, sums)
+    }
+
+    /// Alone (no role image), the digests are the bytes' across holes, chunk boundaries and
+    /// the end of the file.
+    #[test]
+    fn range_digests_come_from_the_one_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.img");
+        let f = File::create(&p).unwrap();
+        let c = CHUNK as u64;
+        // Data, a hole, data across a chunk boundary, a trailing hole.
+        f.write_all_at(&[7u8; 5000], 0).unwrap();
+        f.write_all_at(&vec![9u8; CHUNK], c - 4096).unwrap();
+        f.set_len(3 * c + 100).unwrap();
+        let data = fs::read(&p).unwrap();
+        let ranges = [
+            (0, 4096),
+            (4096, 8192),
+            (c - 10, c + 3),
+            (3 * c, 4 * c), // past the end: the bytes there are
+        ];
+        let got = digests(&File::open(&p).unwrap(), &ranges, None).unwrap();
+        assert_eq!(got, bytes_digests(&data, &ranges));
+        assert_eq!(got.1, 3 * c + 100);
+    }
+
+    /// A node compared with a role image whose blocks it shares (here: the role's own file,
+    /// every chunk shared when the filesystem has `FIEMAP`) reads the role's bytes, and its
+    /// digests are still its own bytes'.
+    #[test]
+    fn shared_blocks_are_read_from_the_role_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("role.img");
+        let f = File::create(&p).unwrap();
+        f.write_all_at(&vec![4u8; CHUNK + 7], 100).unwrap();
+        f.set_len(3 * CHUNK as u64).unwrap();
+        drop(f);
+        let data = fs::read(&p).unwrap();
+        let role = RoleImage::new(File::open(&p).unwrap(), 2).unwrap();
+        let node = File::open(&p).unwrap();
+        let sharing = role.node(&node, data.len() as u64, true);
+        if crate::sparse::BlockMap::of(&node, data.len() as u64).is_some() {
+            assert_eq!(sharing.shared_chunks(), 3);
+        }
+        let ranges = [(0, 4096), (4096, CHUNK as u64 + 4096)];
+        for _ in 0..2 {
+            let got = digests(&node, &ranges, Some(&sharing)).unwrap();
+            assert_eq!(got, bytes_digests(&data, &ranges));
+        }
+        // A node of another length is never taken for the role's blocks.
+        assert_eq!(role.node(&node, 1, true).shared_chunks(), 0);
+    }
+
     /// The digests with a role image to share with are those of the node's own bytes, whether
     /// a chunk is the same as the role's or not, and whatever an earlier node recorded.
     #[test]
@@ -253,11 +370,11 @@ mod tests {
         for p in [&a, &b, &a] {
             let data = fs::read(p).unwrap();
             let file = File::open(p).unwrap();
-            let want = crate::output::sha256_sparse_ranges(&file, &ranges).unwrap();
-            assert_eq!(want.0, hex::encode(Sha256::digest(&data)));
-            assert_eq!(digests(&file, &ranges, Some(&role)).unwrap(), want);
+            let want = bytes_digests(&data, &ranges);
+            let sharing = role.node(&file, data.len() as u64, false);
+            assert_eq!(digests(&file, &ranges, Some(&sharing)).unwrap(), want);
             assert_eq!(digests(&file, &ranges, None).unwrap(), want);
-            let keys = NodeKeys { role: &role };
+            let keys = NodeKeys { sharing: &sharing };
             for (i, chunk) in data.chunks(CHUNK).enumerate() {
                 let k = keys.key(i as u64, chunk).unwrap();
                 assert_eq!(k, <[u8; 32]>::from(Sha256::digest(chunk)), "chunk {i}");

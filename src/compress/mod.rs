@@ -27,11 +27,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use sha2::{Digest, Sha256};
+
+use crate::sparse::is_hole;
 
 /// Bytes of image per xz block or zstd frame, at fixed offsets (a multiple of 4 KiB, so that
 /// the chunks of two images line up with their filesystems' blocks). 4 MiB: a node's few
@@ -309,6 +310,12 @@ pub fn compress_file(store: &BlockStore, src: &File, dst: &mut File) -> io::Resu
 pub trait ChunkKeys: Sync {
     /// The SHA-256 of `chunk`, chunk `index` of the image (its bytes as read).
     fn key(&self, index: u64, chunk: &[u8]) -> io::Result<[u8; 32]>;
+
+    /// Another file whose chunk `index` holds the same bytes, to read them from instead
+    /// (whose pages are more likely in memory), if there is one.
+    fn source(&self, _index: u64) -> Option<&File> {
+        None
+    }
 }
 
 /// [`compress_file`] into any writer that passes each write through to the start of the file
@@ -409,17 +416,6 @@ pub fn compress_stream(
     })
 }
 
-/// Whether `[from, to)` of `f` is one hole (no data: reads as zeros without being read).
-fn is_hole(f: &File, from: u64, to: u64) -> bool {
-    // SAFETY: lseek on a valid descriptor with integer arguments; it moves a file offset
-    // nobody else uses (every read here is positional).
-    let data = unsafe { libc::lseek(f.as_raw_fd(), from as libc::off_t, libc::SEEK_DATA) };
-    if data < 0 {
-        return io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
-    }
-    data as u64 >= to
-}
-
 /// Reads chunk `i`, and finds it in the store (waiting if another thread is compressing it)
 /// or compresses it.
 fn produce(
@@ -432,6 +428,7 @@ fn produce(
     let from = i * CHUNK as u64;
     let to = (from + CHUNK as u64).min(len);
     let n = (to - from) as usize;
+    let src = keys.and_then(|k| k.source(i)).unwrap_or(src);
     let hole = n == CHUNK && is_hole(src, from, to);
     let mut buf = vec![0u8; n];
     let key: [u8; 32] = if hole {

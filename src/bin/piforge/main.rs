@@ -587,6 +587,9 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
     for l in &report.images {
         println!("{l}");
     }
+    if let Some(l) = report.copies_line() {
+        println!("{l}");
+    }
     println!(
         "checksums: {}   manifest: {}",
         report.sha256sums.display(),
