@@ -968,8 +968,9 @@ fn pi5_4k_pages_from_the_spec() {
 }
 
 /// Issue 12 item 7 through `build`: the base's root filesystem is checked before the common
-/// layer is written into its copy; a damaged one (a stale block bitmap) is refused with
-/// e2fsck's first complaint and nothing appears in dist/.
+/// layer is written into its copy (on the base, beside the copy); a damaged one (a stale block
+/// bitmap) is refused with e2fsck's first complaint naming the base, and nothing appears in
+/// dist/.
 #[test]
 fn a_damaged_base_is_refused_by_build() {
     let tmp = tempfile::tempdir().unwrap();
@@ -988,7 +989,26 @@ fn a_damaged_base_is_refused_by_build() {
     let out = tmp.path().join("dist");
     let r = build(&spec, &out, &arts, &cache);
     assert_one_line_error(&r, "is damaged (e2fsck -fn: Block bitmap differences:");
+    // The check ran on the base itself (beside its copy), so the message names the input.
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "the root filesystem of {} is damaged",
+            img.display()
+        )),
+        "{stderr}"
+    );
     assert!(!out.join("pi-cp-1.img").exists());
+    // Nothing of the build is left in the output directory (no staging directory, no copy).
+    let left: Vec<String> = fs::read_dir(&out)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != ".piforge.lock")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in dist/: {left:?}");
 }
 
 /// `timezone:` must be a zone the base's own tzdata has (cloud-init links /etc/localtime to
