@@ -22,6 +22,7 @@
 #   COMPARE_BIN=path benches/build.sh   measure that binary too, alternating with the first in
 #                                  every repetition (before/after in one run: the machine's load
 #                                  changes between runs); each line names the binary
+#   SKIP_REFLINK=1 benches/build.sh   leaves out the XFS reflink part
 #   ONLY_XZ=1 benches/build.sh     only the .xz input part (issue 13's goal: 1 node cold at most
 #                                  1.3x `xz -dc -T0`, cached at most 0.3x)
 set -euo pipefail
@@ -132,7 +133,9 @@ echo "10 images: $(du -sk "$work/b10/dist" | cut -f1) KiB allocated"
 
 # Reflinks: a loop-mounted XFS with reflink=1 (root only), with the first binary.
 mnt=$work/xfs
-if [[ $(id -u) != 0 ]]; then
+if [[ ${SKIP_REFLINK:-0} == 1 ]]; then
+    echo "reflink: SKIPPED (SKIP_REFLINK=1)"
+elif [[ $(id -u) != 0 ]]; then
     echo "reflink: SKIPPED (not root: cannot loop-mount an XFS with reflink=1)"
 elif ! command -v mkfs.xfs > /dev/null && ! { apt-get install -y -qq xfsprogs > /dev/null 2>&1 && command -v mkfs.xfs > /dev/null; }; then
     echo "reflink: SKIPPED (mkfs.xfs missing and xfsprogs could not be installed)"

@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::SourceError;
@@ -27,7 +28,7 @@ pub(crate) fn sha256_with_progress(
     if let Some(p) = &progress {
         p.begin(Task::Checksum, Some(total));
     }
-    let digest = sha256_holes_unread(&file, total, &mut |done| {
+    let digest = sha256_holes_unread(&file, total, None, &mut |done| {
         if let Some(p) = &progress {
             p.advance(Task::Checksum, done);
         }
@@ -39,12 +40,30 @@ pub(crate) fn sha256_with_progress(
     Ok(digest)
 }
 
+/// [`sha256_file`] that gives up (with an error) soon after `cancel` is set: for a digest
+/// taken on a thread of its own while the caller does other work, which stops it when that
+/// work fails.
+pub fn sha256_file_cancellable(path: &Path, cancel: &AtomicBool) -> Result<String, SourceError> {
+    let read_error = |err: io::Error| SourceError::Read {
+        path: path.to_path_buf(),
+        err,
+    };
+    let file = File::open(path).map_err(read_error)?;
+    let total = file.metadata().map_err(read_error)?.len();
+    sha256_holes_unread(&file, total, Some(cancel), &mut |_| {}).map_err(read_error)
+}
+
 /// The SHA-256 of the first `len` bytes of `file`, its holes hashed as the zeros they read as
 /// without reading them (`SEEK_DATA`/`SEEK_HOLE`; a filesystem without them is read whole):
 /// a sparse 2 GiB image holding 400 MB of data costs 400 MB of reads and no copy of zeros out
 /// of the kernel, only the hashing. The same digest as reading the file front to back (tested
 /// against sha256sum). `advance` is told the offset reached after each piece.
-fn sha256_holes_unread(file: &File, len: u64, advance: &mut dyn FnMut(u64)) -> io::Result<String> {
+fn sha256_holes_unread(
+    file: &File,
+    len: u64,
+    cancel: Option<&AtomicBool>,
+    advance: &mut dyn FnMut(u64),
+) -> io::Result<String> {
     use sha2::{Digest, Sha256};
     use std::os::unix::fs::FileExt;
     static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
@@ -52,16 +71,25 @@ fn sha256_holes_unread(file: &File, len: u64, advance: &mut dyn FnMut(u64)) -> i
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0u64;
     while pos < len {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(io::Error::other("cancelled"));
+        }
         let (data, hole) = next_data(file, pos, len)?;
         while pos < data {
             let n = (data - pos).min(ZEROS.len() as u64) as usize;
             h.update(&ZEROS[..n]);
             pos += n as u64;
             if pos.is_multiple_of(1 << 20) || pos == data {
+                if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    return Err(io::Error::other("cancelled"));
+                }
                 advance(pos);
             }
         }
         while pos < hole {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(io::Error::other("cancelled"));
+            }
             let n = (hole - pos).min(buf.len() as u64) as usize;
             file.read_exact_at(&mut buf[..n], pos)?;
             h.update(&buf[..n]);
@@ -214,7 +242,9 @@ mod tests {
     fn sparse_files_hash_as_sha256sum_reads_them() {
         use std::os::unix::fs::{FileExt, MetadataExt};
         let dir = tempfile::tempdir().unwrap();
-        let cases: [(&str, u64, &[(u64, usize)]); 3] = [
+        // (name, length, data runs as (offset, length))
+        type Case<'a> = (&'a str, u64, &'a [(u64, usize)]);
+        let cases: [Case<'_>; 3] = [
             (
                 "mixed",
                 40 << 20,
@@ -233,7 +263,7 @@ mod tests {
             f.set_len(len).unwrap();
             for &(at, n) in runs {
                 let data: Vec<u8> = (0..n)
-                    .map(|i| (i as u32 * 2654435761 >> 7) as u8 | 1)
+                    .map(|i| ((i as u32).wrapping_mul(2654435761) >> 7) as u8 | 1)
                     .collect();
                 f.write_all_at(&data, at).unwrap();
             }
