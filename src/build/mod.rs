@@ -254,10 +254,10 @@ struct PendingDigest {
 }
 
 impl PendingDigest {
-    fn start(path: &Path) -> PendingDigest {
+    fn start(path: &Path, progress: Option<Arc<dyn Progress>>) -> PendingDigest {
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (c, p) = (cancel.clone(), path.to_path_buf());
-        let thread = std::thread::spawn(move || source::sha256_file_cancellable(&p, &c));
+        let thread = std::thread::spawn(move || source::sha256_file_cancellable(&p, &c, progress));
         PendingDigest {
             cancel,
             thread: Some(thread),
@@ -349,7 +349,7 @@ pub fn validate(
         &source::OpenOptions {
             sha256: spec.image.sha256.clone(),
             cache_dir: Some(opts.cache_dir.clone()),
-            progress,
+            progress: progress.clone(),
             // A raw base with no expected digest is hashed on its own thread (PendingDigest).
             skip_raw_digest: true,
             ..Default::default()
@@ -358,7 +358,7 @@ pub fn validate(
     let pending_digest = base
         .input_sha256
         .is_none()
-        .then(|| PendingDigest::start(&base.path));
+        .then(|| PendingDigest::start(&base.path, progress));
     let facts = inspect::inspect(&base_path, &base)?;
     if !facts.cloud_init.installed {
         return Err(BuildError::NoCloudInit {

@@ -42,15 +42,31 @@ pub(crate) fn sha256_with_progress(
 
 /// [`sha256_file`] that gives up (with an error) soon after `cancel` is set: for a digest
 /// taken on a thread of its own while the caller does other work, which stops it when that
-/// work fails.
-pub fn sha256_file_cancellable(path: &Path, cancel: &AtomicBool) -> Result<String, SourceError> {
+/// work fails. Reports to `progress` as [`Task::Checksum`].
+pub fn sha256_file_cancellable(
+    path: &Path,
+    cancel: &AtomicBool,
+    progress: Option<Arc<dyn Progress>>,
+) -> Result<String, SourceError> {
     let read_error = |err: io::Error| SourceError::Read {
         path: path.to_path_buf(),
         err,
     };
     let file = File::open(path).map_err(read_error)?;
     let total = file.metadata().map_err(read_error)?.len();
-    sha256_holes_unread(&file, total, Some(cancel), &mut |_| {}).map_err(read_error)
+    if let Some(p) = &progress {
+        p.begin(Task::Checksum, Some(total));
+    }
+    let digest = sha256_holes_unread(&file, total, Some(cancel), &mut |done| {
+        if let Some(p) = &progress {
+            p.advance(Task::Checksum, done);
+        }
+    })
+    .map_err(read_error)?;
+    if let Some(p) = &progress {
+        p.finish(Task::Checksum);
+    }
+    Ok(digest)
 }
 
 /// The SHA-256 of the first `len` bytes of `file`, its holes hashed as the zeros they read as
