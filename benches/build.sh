@@ -19,12 +19,18 @@
 #                                  make on a small machine)
 #   PIFORGE_BIN=path benches/build.sh   measure that binary (e.g. another branch's) instead of
 #                                  this tree's target/release/piforge
+#   COMPARE_BIN=path benches/build.sh   measure that binary too, alternating with the first in
+#                                  every repetition (before/after in one run: the machine's load
+#                                  changes between runs); each line names the binary
+#   SKIP_REFLINK=1 benches/build.sh   leaves out the XFS reflink part
+#   ONLY_XZ=1 benches/build.sh     only the .xz input part (issue 13's goal: 1 node cold at most
+#                                  1.3x `xz -dc -T0`, cached at most 0.3x)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(realpath -m "${1:-target/bench}")
 reps=${REPS:-3}
 if [[ ${IMAGE:-} == mixed ]]; then
-    [[ -s $work/mixed-2g.img ]] || { echo "run IMAGE=mixed benches/formats.sh first (it makes $work/mixed-2g.img)" >&2; exit 1; }
+    [[ -s $work/mixed-2g.img ]] || IMAGE=mixed ONLY_IMAGE=1 bash benches/formats.sh "$work" >/dev/null
     img=$work/mixed-2g.img
 else
     [[ -s $work/root-2g.img ]] || bash benches/customize.sh "$work" >/dev/null
@@ -36,6 +42,13 @@ else
     cargo build --release --quiet
     piforge=$PWD/target/release/piforge
 fi
+bins=("$piforge")
+[[ -z ${COMPARE_BIN:-} ]] || bins+=("$(realpath "$COMPARE_BIN")")
+only_xz=${ONLY_XZ:-0}
+[[ $only_xz != 1 || ${SKIP_XZ:-0} != 1 ]] || { echo "ONLY_XZ=1 and SKIP_XZ=1 leave nothing to measure" >&2; exit 1; }
+# label BIN: how the output names a binary (A, B in the order given), the paths printed once.
+label() { if [[ $1 == "${bins[0]}" ]]; then echo A; else echo B; fi; }
+for b in "${bins[@]}"; do echo "binary $(label "$b"): $b" >&2; done
 arts=$work/build-artifacts
 k8s=1.34.11
 [[ -d $arts ]] || bash tests/fixtures/make-artifacts.sh "$arts" "$k8s"
@@ -65,10 +78,11 @@ rss_file=$(mktemp)
 trap 'rm -f "$rss_file"' EXIT
 # secs CMD...: wall seconds of CMD (its output discarded).
 secs() { local t; t=$( { TIMEFORMAT='%R'; time "$@" > /dev/null 2>&1; } 2>&1 ); echo "$t"; }
-# build DIR OUT [CACHE]; its peak RSS (KiB) is appended to $rss_file.
+# build DIR OUT [CACHE]; its peak RSS (KiB) is appended to $rss_file. $bin is the binary
+# (default: the first).
 build() {
     PIFORGE_CACHE=${3:-$work/cache} "$timebin" -a -o "$rss_file" -f '%M' \
-        "$piforge" build --spec "$1/cluster.yaml" --out "$2" --artifacts "$arts" --allow-unpinned
+        "${bin:-$piforge}" build --spec "$1/cluster.yaml" --out "$2" --artifacts "$arts" --allow-unpinned
 }
 median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -90,24 +104,38 @@ cpfloor() { cp --sparse=always "$img" "$work/cp-floor.img"; sync -f "$work/cp-fl
 # Warm-up: secrets and the lock are made once per spec directory, not per measured build.
 for d in b1 b10 bxz; do
     [[ -f $work/$d/cluster.yaml && ( $d != bxz || ${SKIP_XZ:-0} != 1 ) ]] || continue
+    [[ $only_xz != 1 || $d == bxz ]] || continue
     rm -rf "$work/$d/dist"; build "$work/$d" "$work/$d/dist" > /dev/null 2>&1
 done
 
-one=() ten=() cpf=()
+if [[ $only_xz == 1 ]]; then
+    echo "raw and reflink: SKIPPED (ONLY_XZ=1)"
+else
+declare -A one ten
+cpf=()
 for i in $(seq "$reps"); do
-    rm -rf "$work/b1/dist" "$work/b10/dist"
-    a=$(secs build "$work/b1" "$work/b1/dist") b=$(secs build "$work/b10" "$work/b10/dist") c=$(secs cpfloor)
-    one+=("$a") ten+=("$b") cpf+=("$c")
-    echo "rep $i (raw, $(stat -f -c %T "$work")): 1 node ${a}s, 10 nodes ${b}s, cp --sparse=always ${c}s"
+    c=$(secs cpfloor); cpf+=("$c")
+    for bin in "${bins[@]}"; do
+        rm -rf "$work/b1/dist" "$work/b10/dist"
+        a=$(secs build "$work/b1" "$work/b1/dist") b=$(secs build "$work/b10" "$work/b10/dist")
+        one[$bin]+=" $a" ten[$bin]+=" $b"
+        echo "rep $i (raw, $(stat -f -c %T "$work"), $(label "$bin")): 1 node ${a}s, 10 nodes ${b}s, cp --sparse=always ${c}s (load $(cut -d' ' -f1 /proc/loadavg))"
+    done
 done
-m1=$(median "${one[@]}") m10=$(median "${ten[@]}") mcp=$(median "${cpf[@]}")
-per=$(awk -v a="$m1" -v b="$m10" 'BEGIN { printf "%.2f", (b - a) / 9 }')
-echo "raw: 1 node ${m1}s, 10 nodes ${m10}s, ratio 10/1 $(ratio "$m10" "$m1"); per extra node ${per}s = $(ratio "$per" "$mcp")x cp --sparse=always (${mcp}s)"
+mcp=$(median "${cpf[@]}")
+for bin in "${bins[@]}"; do
+    # shellcheck disable=SC2086 # the lists are space-separated numbers
+    m1=$(median ${one[$bin]}) m10=$(median ${ten[$bin]})
+    per=$(awk -v a="$m1" -v b="$m10" 'BEGIN { printf "%.2f", (b - a) / 9 }')
+    echo "raw ($(label "$bin")): 1 node ${m1}s, 10 nodes ${m10}s, ratio 10/1 $(ratio "$m10" "$m1"); per extra node ${per}s = $(ratio "$per" "$mcp")x cp --sparse=always (${mcp}s)"
+done
 echo "10 images: $(du -sk "$work/b10/dist" | cut -f1) KiB allocated"
 
-# Reflinks: a loop-mounted XFS with reflink=1 (root only).
+# Reflinks: a loop-mounted XFS with reflink=1 (root only), with the first binary.
 mnt=$work/xfs
-if [[ $(id -u) != 0 ]]; then
+if [[ ${SKIP_REFLINK:-0} == 1 ]]; then
+    echo "reflink: SKIPPED (SKIP_REFLINK=1)"
+elif [[ $(id -u) != 0 ]]; then
     echo "reflink: SKIPPED (not root: cannot loop-mount an XFS with reflink=1)"
 elif ! command -v mkfs.xfs > /dev/null && ! { apt-get install -y -qq xfsprogs > /dev/null 2>&1 && command -v mkfs.xfs > /dev/null; }; then
     echo "reflink: SKIPPED (mkfs.xfs missing and xfsprogs could not be installed)"
@@ -130,23 +158,32 @@ else
     echo "reflink: 1 node ${x1}s, 10 nodes ${x10}s, ratio 10/1 $(ratio "$x10" "$x1"); 10 images $(du -sk "$mnt/b10" | cut -f1) KiB by du (shared extents counted per file), xfs used $(df -k --output=used "$mnt" | tail -1) KiB"
     rm -rf "$mnt/b1" "$mnt/b10"
 fi
+fi
 
 # One node from the .xz: cold (fresh cache, page cache dropped) and cached, against xz -dc.
 if [[ ${SKIP_XZ:-0} == 1 ]]; then
     echo "xz input: SKIPPED (SKIP_XZ=1)"
 else
-xzs=() colds=() warms=()
+xzs=()
+declare -A colds warms
 for i in $(seq "$reps"); do
-    cold_inputs; x=$(secs sh -c "xz -dc -T0 '$img.xz' > /dev/null")
-    rm -rf "$work/cache-cold" "$work/bxz/dist"; cold_inputs
-    c=$(secs build "$work/bxz" "$work/bxz/dist" "$work/cache-cold")
-    rm -rf "$work/bxz/dist"
-    w=$(secs build "$work/bxz" "$work/bxz/dist" "$work/cache-cold")
-    xzs+=("$x") colds+=("$c") warms+=("$w")
-    echo "rep $i (xz input): xz -dc -T0 ${x}s, 1 node cold ${c}s, cached ${w}s"
+    for bin in "${bins[@]}"; do
+        # xz -dc right before each binary's builds: the ratio is taken against its neighbour.
+        cold_inputs; x=$(secs sh -c "xz -dc -T0 '$img.xz' > /dev/null")
+        rm -rf "$work/cache-cold" "$work/bxz/dist"; cold_inputs
+        c=$(secs build "$work/bxz" "$work/bxz/dist" "$work/cache-cold")
+        rm -rf "$work/bxz/dist"
+        w=$(secs build "$work/bxz" "$work/bxz/dist" "$work/cache-cold")
+        xzs+=("$x") colds[$bin]+=" $c" warms[$bin]+=" $w"
+        echo "rep $i (xz input, $(label "$bin")): xz -dc -T0 ${x}s, 1 node cold ${c}s ($(ratio "$c" "$x")x), cached ${w}s ($(ratio "$w" "$x")x) (load $(cut -d' ' -f1 /proc/loadavg))"
+    done
 done
-mx=$(median "${xzs[@]}") mc=$(median "${colds[@]}") mw=$(median "${warms[@]}")
-echo "xz input: xz -dc -T0 ${mx}s; 1 node cold ${mc}s ($(ratio "$mc" "$mx")x), cached ${mw}s ($(ratio "$mw" "$mx")x)"
+mx=$(median "${xzs[@]}")
+for bin in "${bins[@]}"; do
+    # shellcheck disable=SC2086 # the lists are space-separated numbers
+    mc=$(median ${colds[$bin]}) mw=$(median ${warms[$bin]})
+    echo "xz input ($(label "$bin")): xz -dc -T0 ${mx}s; 1 node cold ${mc}s ($(ratio "$mc" "$mx")x), cached ${mw}s ($(ratio "$mw" "$mx")x)"
+done
 fi
 rm -rf "$work/cache-cold" "$work/b1/dist" "$work/b10/dist" "$work/bxz/dist"
 

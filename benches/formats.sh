@@ -11,6 +11,8 @@
 #   IMAGE=mixed benches/formats.sh            the trixie fixture grown to 2 GiB holding ~400 MB
 #                                             of this machine's /usr/lib files (compressible
 #                                             like a real image's; made once)
+#   IMAGE=mixed ONLY_IMAGE=1 benches/formats.sh   make that image and stop (benches/build.sh
+#                                             runs this when IMAGE=mixed finds none)
 # Without IMAGE: benches/customize.sh's 2 GiB image (1.1 GB of incompressible files: xz's worst
 # case, which takes tens of minutes on a small machine).
 set -euo pipefail
@@ -44,6 +46,7 @@ mixed)
     fi ;;
 *) image=$(realpath "$IMAGE") ;;
 esac
+[[ ${ONLY_IMAGE:-0} != 1 ]] || { echo "$image"; exit 0; }
 arts=$work/build-artifacts
 [[ -d $arts ]] || bash tests/fixtures/make-artifacts.sh "$arts" 1.34.11
 tag=$(basename "$image" .img)

@@ -968,8 +968,9 @@ fn pi5_4k_pages_from_the_spec() {
 }
 
 /// Issue 12 item 7 through `build`: the base's root filesystem is checked before the common
-/// layer is written into its copy; a damaged one (a stale block bitmap) is refused with
-/// e2fsck's first complaint and nothing appears in dist/.
+/// layer is written into its copy (on the base, beside the copy); a damaged one (a stale block
+/// bitmap) is refused with e2fsck's first complaint naming the base, and nothing appears in
+/// dist/.
 #[test]
 fn a_damaged_base_is_refused_by_build() {
     let tmp = tempfile::tempdir().unwrap();
@@ -988,7 +989,26 @@ fn a_damaged_base_is_refused_by_build() {
     let out = tmp.path().join("dist");
     let r = build(&spec, &out, &arts, &cache);
     assert_one_line_error(&r, "is damaged (e2fsck -fn: Block bitmap differences:");
+    // The check ran on the base itself (beside its copy), so the message names the input.
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "the root filesystem of {} is damaged",
+            img.display()
+        )),
+        "{stderr}"
+    );
     assert!(!out.join("pi-cp-1.img").exists());
+    // Nothing of the build is left in the output directory (no staging directory, no copy).
+    let left: Vec<String> = fs::read_dir(&out)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != ".piforge.lock")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in dist/: {left:?}");
 }
 
 /// `timezone:` must be a zone the base's own tzdata has (cloud-init links /etc/localtime to
@@ -1035,4 +1055,79 @@ fn a_time_zone_the_base_lacks_is_refused_at_its_line_before_anything_is_written(
     let img = out.join("pi-w-1.img");
     let (boot, _) = offsets(&img, &cache);
     assert!(mtype(&img, boot, "user-data").contains("timezone: Europe/Lisbon"));
+}
+
+/// A raw base with no expected digest is hashed on a thread of its own beside the build; one
+/// with its digest beside it (`base.img.sha256`) is hashed and checked before anything else.
+/// Both record the base's SHA-256 (sha256sum's, holes included) in the manifest and give the
+/// same node images (the digest is part of each node's instance-id, so the background digest
+/// must be in before the plan); a wrong digest beside it stops the build with nothing in dist/.
+#[test]
+fn a_raw_base_is_hashed_beside_the_build_and_checked_first_when_a_digest_is_expected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = artifacts(tmp.path());
+    let img = tmp.path().join("base.img");
+    run(
+        "cp",
+        &[
+            "--sparse=always",
+            fixture("trixie.img").to_str().unwrap(),
+            img.to_str().unwrap(),
+        ],
+    );
+    let digest = sha256(&img);
+    let spec = write_spec(tmp.path(), &img);
+    let manifest_digest = |out: &Path| -> String {
+        let m: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+        m["base_image"]["sha256"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let node_sums = |out: &Path| -> Vec<String> {
+        fs::read_to_string(out.join("SHA256SUMS"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.ends_with(".img"))
+            .map(str::to_string)
+            .collect()
+    };
+
+    let beside = tmp.path().join("dist-beside");
+    let r = build(&spec, &beside, &arts, &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(manifest_digest(&beside), digest);
+
+    fs::write(
+        tmp.path().join("base.img.sha256"),
+        format!("{digest}  base.img\n"),
+    )
+    .unwrap();
+    let first = tmp.path().join("dist-first");
+    let r = build(&spec, &first, &arts, &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(manifest_digest(&first), digest);
+    let sums = node_sums(&first);
+    assert_eq!(sums.len(), 3, "{sums:?}");
+    assert_eq!(node_sums(&beside), sums);
+
+    let wrong = "0".repeat(64);
+    fs::write(
+        tmp.path().join("base.img.sha256"),
+        format!("{wrong}  base.img\n"),
+    )
+    .unwrap();
+    let refused = tmp.path().join("dist-refused");
+    let r = build(&spec, &refused, &arts, &cache);
+    assert_one_line_error(&r, &format!("has SHA-256 {digest}, but"));
+    let left: Vec<String> = fs::read_dir(&refused)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in dist/: {left:?}");
 }

@@ -202,12 +202,44 @@ fn edit(path: &Path, plan: &crate::plan::Plan) -> Result<apply::Applied, BuildEr
     Ok(apply::apply_in_place(path, plan)?)
 }
 
-/// [`edit`] of the copy of the upstream base: its root filesystem is checked first (a damaged
-/// one is refused with e2fsck's first complaint; the role and node images made from it are
-/// then not checked again).
-fn edit_base_copy(path: &Path, plan: &crate::plan::Plan) -> Result<apply::Applied, BuildError> {
+/// The check [`apply::apply_in_place_checked`] makes before it writes into a copy of the
+/// upstream base, made on the base itself (the copy is the same bytes): its root filesystem is
+/// checked by e2fsck when `plan` writes into it, and a damaged one is refused with e2fsck's
+/// first complaint, naming the base (the role and node images made from it are then not
+/// checked again). Run beside the copy, it costs no wall time of its own, and e2fsck's flush of
+/// the file it opens falls on the base, already on disk, not on the copy just written.
+fn check_base(base: &Path, plan: &crate::plan::Plan) -> Result<(), BuildError> {
+    let writes_root = !plan.root.is_empty()
+        || matches!(plan.grow, crate::plan::Grow::To(_))
+        || plan.disk_id.is_some();
+    if !writes_root {
+        return Ok(());
+    }
+    let img = crate::disk::Image::open(base).map_err(apply::ApplyError::from)?;
+    // libext2fs (the bounds check before e2fsck) is used by one thread at a time.
     let _one_at_a_time = EDITS.lock().unwrap_or_else(|p| p.into_inner());
-    Ok(apply::apply_in_place_checked(path, plan)?)
+    img.check_root().map_err(apply::ApplyError::from)?;
+    Ok(())
+}
+
+/// The copy of the upstream base at `to`, its root filesystem checked ([`check_base`], on the
+/// base, on another thread while the copy runs), then `plan` applied to the copy.
+fn edit_base_copy(
+    base: &Path,
+    to: &Path,
+    plan: &crate::plan::Plan,
+) -> Result<apply::Applied, BuildError> {
+    let (copied, checked) = std::thread::scope(|s| {
+        let check = s.spawn(|| check_base(base, plan));
+        let copied = output::copy_image(base, to, IMAGE_MODE).map_err(io_error(to));
+        let checked = check
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (copied, checked)
+    });
+    copied?;
+    checked?;
+    edit(to, plan)
 }
 
 /// Runs one step of the apply phase between `begin` and `finish` of `task`, its size that of
@@ -248,8 +280,7 @@ fn role_images(
     // not depend on which other roles are built with it (`--node`).
     let common = dir.join("common.img");
     step(progress, Task::Payload("common"), &v.base.path, || {
-        copy(&v.base.path, &common)?;
-        edit_base_copy(&common, &plan.common)
+        edit_base_copy(&v.base.path, &common, &plan.common)
     })?;
     for (i, layer) in plan.roles.iter().enumerate() {
         let key = role_key(layer.role);

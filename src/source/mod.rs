@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use cache::cache_dir;
-pub use checksum::sha256_file;
+pub use checksum::{sha256_file, sha256_file_cancellable};
 pub use decode::{decoder, XzReader, ZipEntryReader, ZipProblem};
 pub use detect::{detect, Format, MAGIC_LEN};
 pub use progress::ProgressReader;
