@@ -412,6 +412,8 @@ pub enum CopyKind {
     Reflink,
     /// Data ranges copied, holes kept ([`sparse_copy`]).
     Sparse,
+    /// No copy: the source itself was renamed (it had no other use).
+    Renamed,
 }
 
 /// `FICLONE` = `_IOW(0x94, 9, int)` (linux/fs.h), spelled out: not every libc crate version

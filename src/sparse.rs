@@ -11,7 +11,7 @@ use std::io;
 use std::os::unix::io::AsRawFd;
 
 /// The start of the first data at or after `at` (`SEEK_DATA`): `None` when only a hole
-/// follows. A filesystem that cannot tell holes (`EINVAL`) has data everywhere.
+/// follows. A filesystem that cannot tell holes (`EINVAL`, `EOPNOTSUPP`) has data everywhere.
 pub fn next_data(f: &File, at: u64) -> io::Result<Option<u64>> {
     // SAFETY: lseek on a valid descriptor with integer arguments. It moves the file offset:
     // callers read positionally (or seek before they read).
@@ -22,7 +22,7 @@ pub fn next_data(f: &File, at: u64) -> io::Result<Option<u64>> {
     let e = io::Error::last_os_error();
     match e.raw_os_error() {
         Some(libc::ENXIO) => Ok(None),
-        Some(libc::EINVAL) => Ok(Some(at)),
+        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(Some(at)),
         _ => Err(e),
     }
 }

@@ -9,7 +9,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 PKGS=(e2fsprogs libext2fs-dev dosfstools mtools fdisk gdisk bmap-tools cloud-init
 	xz-utils zstd gzip zip unzip attr openssl pkg-config shellcheck python3-yaml
-	systemd openssh-client netplan.io gpgv gnupg dpkg-dev bsdutils mount xfsprogs)
+	systemd openssh-client netplan.io gpgv gnupg dpkg-dev bsdutils mount xfsprogs time)
 
 # Without dpkg (not Debian): probe a command each package provides.
 probe() {
@@ -26,6 +26,7 @@ probe() {
 	bmap-tools) command -v bmaptool ;;
 	mount) command -v losetup && command -v mount ;;
 	xfsprogs) command -v mkfs.xfs ;;
+	time) test -x /usr/bin/time ;;
 	cloud-init) command -v cloud-init ;;
 	xz-utils) command -v xz ;;
 	attr) command -v setfattr ;;

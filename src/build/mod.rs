@@ -189,29 +189,33 @@ pub struct BuildReport {
 }
 
 impl BuildReport {
-    /// One line on how the node images were copied from their role images, when any were.
+    /// One line on how the node images were made from their role images, when any were.
     pub fn copies_line(&self) -> Option<String> {
-        let n = self.copies.len();
-        let reflinks = self
-            .copies
-            .iter()
-            .filter(|c| **c == crate::output::CopyKind::Reflink)
-            .count();
-        if n == 0 {
-            return None;
-        }
-        Some(if reflinks == 0 {
-            format!(
-                "copies: {n} node image(s) copied whole (the output directory's filesystem has \
-                 no reflinks; on btrfs or XFS with reflink=1 each copy shares its role image's blocks)"
-            )
-        } else {
+        use crate::output::CopyKind;
+        let count = |k: CopyKind| self.copies.iter().filter(|c| **c == k).count();
+        let mut parts = Vec::new();
+        let reflinks = count(CopyKind::Reflink);
+        if reflinks > 0 {
             let (shared, all) = self.shared_chunks;
-            format!(
-                "copies: {reflinks} of {n} node image(s) by reflink; {shared} of their {all} 4 MiB \
-                 chunks still the role image's blocks, read from it"
-            )
-        })
+            parts.push(format!(
+                "{reflinks} by reflink ({shared} of their {all} 4 MiB chunks still the role \
+                 image's blocks, read from it)"
+            ));
+        }
+        let sparse = count(CopyKind::Sparse);
+        if sparse > 0 {
+            parts.push(format!(
+                "{sparse} copied whole (the output directory's filesystem has no reflinks; on \
+                 btrfs or XFS with reflink=1 a copy shares its role image's blocks)"
+            ));
+        }
+        let renamed = count(CopyKind::Renamed);
+        if renamed > 0 {
+            parts.push(format!(
+                "{renamed} the role image itself (its role's only node)"
+            ));
+        }
+        (!parts.is_empty()).then(|| format!("copies: {}", parts.join("; ")))
     }
 }
 

@@ -327,11 +327,14 @@ fn raw_entry(
     ))
 }
 
-/// One node: a copy of its role's image, its layer, its files. The raw image, when it is an
-/// output, goes to `syncer` to be written to disk ([`sync_images`]).
+/// One node: a copy of its role's image (`alone`, the role's only node: the role image
+/// itself), its layer, its files. The raw image, when it is an output, goes to `syncer` to be
+/// written to disk ([`sync_images`]).
+#[allow(clippy::too_many_arguments)]
 fn build_node(
     node: &NodeLayer,
     role_img: &Path,
+    alone: bool,
     role: Option<&RoleImage>,
     dir: &Path,
     outputs: &NodeOutputs,
@@ -341,7 +344,11 @@ fn build_node(
     let name = format!("{}.img", node.name);
     let img = dir.join(&name);
     let (copy, done) = step(progress, Task::Copy(&node.name), role_img, || {
-        let copy = output::copy_image(role_img, &img, IMAGE_MODE).map_err(io_error(&img))?;
+        let copy = match alone {
+            true => fs::rename(role_img, &img).map(|_| CopyKind::Renamed),
+            false => output::copy_image(role_img, &img, IMAGE_MODE),
+        }
+        .map_err(io_error(&img))?;
         Ok((copy, edit(&img, &node.plan)?))
     })?;
     let mut files = Vec::new();
@@ -392,10 +399,13 @@ fn build_node(
         image_bytes: done.image_bytes,
         image_sha256: raw_digest,
         copy,
-        shared_chunks: (
-            shared_chunks,
-            len.div_ceil(crate::compress::CHUNK as u64) as usize,
-        ),
+        shared_chunks: match copy {
+            CopyKind::Reflink => (
+                shared_chunks,
+                len.div_ceil(crate::compress::CHUNK as u64) as usize,
+            ),
+            _ => (0, 0),
+        },
     })
 }
 
@@ -441,18 +451,22 @@ fn build_nodes(
     opts: &BuildOptions,
     progress: Option<&dyn Progress>,
 ) -> Result<Vec<Option<StagedNode>>, BuildError> {
-    // Each role image, open, for its nodes to compare with (when more than one of them is
-    // built).
+    let nodes_of = |key: &str| {
+        plan.nodes
+            .iter()
+            .filter(|n| role_key(n.role) == key)
+            .count()
+    };
+    // Each role image with more than one node built from it, open, for its nodes to compare
+    // with; a role's only node takes the role image itself.
     let mut shared: BTreeMap<&'static str, RoleImage> = BTreeMap::new();
     if opts.outputs.reuse {
         for (key, path) in roles {
-            let nodes = plan
-                .nodes
-                .iter()
-                .filter(|n| role_key(n.role) == *key)
-                .count();
-            let f = fs::File::open(path).map_err(io_error(path))?;
-            shared.insert(key, RoleImage::new(f, nodes).map_err(io_error(path))?);
+            let nodes = nodes_of(key);
+            if nodes > 1 {
+                let f = fs::File::open(path).map_err(io_error(path))?;
+                shared.insert(key, RoleImage::new(f, nodes).map_err(io_error(path))?);
+            }
         }
     }
     let (tx, rx) = mpsc::channel();
@@ -467,8 +481,18 @@ fn build_nodes(
             let Some(role_img) = roles.get(role_key(node.role)) else {
                 continue;
             };
-            let role = shared.get(role_key(node.role));
-            let r = build_node(node, role_img, role, dir, &opts.outputs, progress, &tx);
+            let key = role_key(node.role);
+            let (alone, role) = (nodes_of(key) == 1, shared.get(key));
+            let r = build_node(
+                node,
+                role_img,
+                alone,
+                role,
+                dir,
+                &opts.outputs,
+                progress,
+                &tx,
+            );
             if r.is_err() {
                 failed.store(true, Ordering::SeqCst);
             }

@@ -117,30 +117,15 @@ fn sha256_holes_unread(
 }
 
 /// The next run of data at or after `pos` in a file of `len` bytes: `(start, end)`, both at
-/// most `len`; `(len, len)` when only a hole is left. Without hole support, everything from
-/// `pos` is data.
+/// most `len`; `(len, len)` when only a hole is left ([`crate::sparse`]).
 fn next_data(file: &File, pos: u64, len: u64) -> io::Result<(u64, u64)> {
-    use std::os::unix::io::AsRawFd;
-    let fd = file.as_raw_fd();
-    let at = i64::try_from(pos).map_err(io::Error::other)?;
-    // SAFETY: lseek on a valid descriptor with integer arguments.
-    let data = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
-    if data < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENXIO) => Ok((len, len)),
-            Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok((pos, len)),
-            _ => Err(e),
-        };
-    }
-    // SAFETY: as above.
-    let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-    let hole = if hole < 0 {
-        len
-    } else {
-        (hole as u64).min(len)
-    };
-    Ok(((data as u64).min(len), hole))
+    Ok(match crate::sparse::next_data(file, pos)? {
+        None => (len, len),
+        Some(d) => {
+            let d = d.min(len);
+            (d, crate::sparse::data_end(file, d, len).max(d))
+        }
+    })
 }
 
 /// An expected digest and where it was found, for messages ("--sha256", "/x/SHA256SUMS").
