@@ -131,7 +131,7 @@ for bin in "${bins[@]}"; do
 done
 echo "10 images: $(du -sk "$work/b10/dist" | cut -f1) KiB allocated"
 
-# Reflinks: a loop-mounted XFS with reflink=1 (root only), with the first binary.
+# Reflinks: a loop-mounted XFS with reflink=1 (root only), every binary alternating.
 mnt=$work/xfs
 if [[ ${SKIP_REFLINK:-0} == 1 ]]; then
     echo "reflink: SKIPPED (SKIP_REFLINK=1)"
@@ -147,15 +147,21 @@ else
         mount -o loop "$work/xfs.img" "$mnt"
     }
     trap 'umount "$mnt" 2>/dev/null || true; rm -f "$rss_file"' EXIT
-    r1=() r10=()
+    declare -A r1 r10
     for i in $(seq "$reps"); do
-        rm -rf "$mnt/b1" "$mnt/b10"
-        a=$(secs build "$work/b1" "$mnt/b1") b=$(secs build "$work/b10" "$mnt/b10")
-        r1+=("$a") r10+=("$b")
-        echo "rep $i (xfs reflink=1): 1 node ${a}s, 10 nodes ${b}s"
+        for bin in "${bins[@]}"; do
+            rm -rf "$mnt/b1" "$mnt/b10"
+            a=$(secs build "$work/b1" "$mnt/b1") b=$(secs build "$work/b10" "$mnt/b10")
+            r1[$bin]+="$a " r10[$bin]+="$b "
+            echo "rep $i (xfs reflink=1, $(label "$bin")): 1 node ${a}s, 10 nodes ${b}s (load $(cut -d' ' -f1 /proc/loadavg))"
+        done
     done
-    x1=$(median "${r1[@]}") x10=$(median "${r10[@]}")
-    echo "reflink: 1 node ${x1}s, 10 nodes ${x10}s, ratio 10/1 $(ratio "$x10" "$x1"); 10 images $(du -sk "$mnt/b10" | cut -f1) KiB by du (shared extents counted per file), xfs used $(df -k --output=used "$mnt" | tail -1) KiB"
+    for bin in "${bins[@]}"; do
+        # shellcheck disable=SC2086 # the lists are words on purpose
+        x1=$(median ${r1[$bin]}) x10=$(median ${r10[$bin]})
+        echo "reflink ($(label "$bin")): 1 node ${x1}s, 10 nodes ${x10}s, ratio 10/1 $(ratio "$x10" "$x1")"
+    done
+    echo "10 images (last build): $(du -sk "$mnt/b10" | cut -f1) KiB by du (shared extents counted per file), xfs used $(df -k --output=used "$mnt" | tail -1) KiB"
     rm -rf "$mnt/b1" "$mnt/b10"
 fi
 fi

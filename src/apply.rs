@@ -492,21 +492,11 @@ pub fn customize_with_mode(
 
 /// Applies `plan` to the image file at `path` itself (a private copy the caller made, by
 /// reflink or sparse copy, and removes on error). Not synced: the caller syncs the finished
-/// file once. For a copy of an image piforge wrote from a checked one: its root filesystem is
-/// not checked again (that would cost an e2fsck per node); a copy of an upstream image goes
-/// through [`apply_in_place_checked`].
+/// file once. Its root filesystem is not checked by e2fsck: the caller checked the image it
+/// copied (the build checks the upstream base once, `Image::check_root`, when
+/// [`root_touched`]; the role and node images made from it are not checked again).
 pub fn apply_in_place(path: &Path, plan: &Plan) -> Result<Applied, ApplyError> {
-    in_place(path, plan, false)
-}
-
-/// [`apply_in_place`] on a copy of an image piforge did not write (the upstream base): a root
-/// filesystem the plan writes into is checked by e2fsck first (issue 12 item 7).
-pub fn apply_in_place_checked(path: &Path, plan: &Plan) -> Result<Applied, ApplyError> {
-    in_place(path, plan, true)
-}
-
-fn in_place(path: &Path, plan: &Plan, check_fs: bool) -> Result<Applied, ApplyError> {
-    let plan = checked_plan(path, plan, check_fs)?;
+    let plan = checked_plan(path, plan, false)?;
     let grew_root_to = edit(path, &plan)?;
     let image_bytes = std::fs::metadata(path)
         .map_err(|source| ApplyError::Output {
@@ -570,7 +560,8 @@ fn checked_plan<'a>(
 }
 
 /// Whether `plan` writes into the root filesystem or grows it.
-fn root_touched(plan: &Plan) -> bool {
+/// Whether `plan` writes into the root filesystem (files, or growing it).
+pub fn root_touched(plan: &Plan) -> bool {
     !plan.root.is_empty() || matches!(plan.grow, Grow::To(_))
 }
 

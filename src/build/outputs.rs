@@ -202,17 +202,14 @@ fn edit(path: &Path, plan: &crate::plan::Plan) -> Result<apply::Applied, BuildEr
     Ok(apply::apply_in_place(path, plan)?)
 }
 
-/// The check [`apply::apply_in_place_checked`] makes before it writes into a copy of the
-/// upstream base, made on the base itself (the copy is the same bytes): its root filesystem is
-/// checked by e2fsck when `plan` writes into it, and a damaged one is refused with e2fsck's
+/// The check of the upstream base before the build writes into a copy of it, made on the base
+/// itself (the copy is the same bytes): its root filesystem is checked by e2fsck when `plan`
+/// writes into it ([`apply::root_touched`]; issue 12 item 7), and a damaged one is refused with e2fsck's
 /// first complaint, naming the base (the role and node images made from it are then not
 /// checked again). Run beside the copy, it costs no wall time of its own, and e2fsck's flush of
 /// the file it opens falls on the base, already on disk, not on the copy just written.
 fn check_base(base: &Path, plan: &crate::plan::Plan) -> Result<(), BuildError> {
-    let writes_root = !plan.root.is_empty()
-        || matches!(plan.grow, crate::plan::Grow::To(_))
-        || plan.disk_id.is_some();
-    if !writes_root {
+    if !apply::root_touched(plan) {
         return Ok(());
     }
     let img = crate::disk::Image::open(base).map_err(apply::ApplyError::from)?;
