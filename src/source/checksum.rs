@@ -19,25 +19,7 @@ pub(crate) fn sha256_with_progress(
     path: &Path,
     progress: Option<Arc<dyn Progress>>,
 ) -> Result<String, SourceError> {
-    let read_error = |err: io::Error| SourceError::Read {
-        path: path.to_path_buf(),
-        err,
-    };
-    let file = File::open(path).map_err(read_error)?;
-    let total = file.metadata().map_err(read_error)?.len();
-    if let Some(p) = &progress {
-        p.begin(Task::Checksum, Some(total));
-    }
-    let digest = sha256_holes_unread(&file, total, None, &mut |done| {
-        if let Some(p) = &progress {
-            p.advance(Task::Checksum, done);
-        }
-    })
-    .map_err(read_error)?;
-    if let Some(p) = &progress {
-        p.finish(Task::Checksum);
-    }
-    Ok(digest)
+    sha256_reporting(path, None, progress)
 }
 
 /// [`sha256_file`] that gives up (with an error) soon after `cancel` is set: for a digest
@@ -46,6 +28,14 @@ pub(crate) fn sha256_with_progress(
 pub fn sha256_file_cancellable(
     path: &Path,
     cancel: &AtomicBool,
+    progress: Option<Arc<dyn Progress>>,
+) -> Result<String, SourceError> {
+    sha256_reporting(path, Some(cancel), progress)
+}
+
+fn sha256_reporting(
+    path: &Path,
+    cancel: Option<&AtomicBool>,
     progress: Option<Arc<dyn Progress>>,
 ) -> Result<String, SourceError> {
     let read_error = |err: io::Error| SourceError::Read {
@@ -57,7 +47,7 @@ pub fn sha256_file_cancellable(
     if let Some(p) = &progress {
         p.begin(Task::Checksum, Some(total));
     }
-    let digest = sha256_holes_unread(&file, total, Some(cancel), &mut |done| {
+    let digest = sha256_holes_unread(&file, total, cancel, &mut |done| {
         if let Some(p) = &progress {
             p.advance(Task::Checksum, done);
         }
