@@ -25,6 +25,7 @@ pub mod formats;
 mod images;
 mod layers;
 pub mod manifest;
+mod nodes;
 mod outputs;
 mod reuse;
 pub mod staging;
@@ -186,37 +187,6 @@ pub struct BuildReport {
     pub shared_chunks: (usize, usize),
     /// One line per role: the container images its cards carry and the bytes they add.
     pub images: Vec<String>,
-}
-
-impl BuildReport {
-    /// One line on how the node images were made from their role images, when any were.
-    pub fn copies_line(&self) -> Option<String> {
-        use crate::output::CopyKind;
-        let count = |k: CopyKind| self.copies.iter().filter(|c| **c == k).count();
-        let mut parts = Vec::new();
-        let reflinks = count(CopyKind::Reflink);
-        if reflinks > 0 {
-            let (shared, all) = self.shared_chunks;
-            parts.push(format!(
-                "{reflinks} by reflink ({shared} of their {all} 4 MiB chunks still the role \
-                 image's blocks, read from it)"
-            ));
-        }
-        let sparse = count(CopyKind::Sparse);
-        if sparse > 0 {
-            parts.push(format!(
-                "{sparse} copied whole (the output directory's filesystem has no reflinks; on \
-                 btrfs or XFS with reflink=1 a copy shares its role image's blocks)"
-            ));
-        }
-        let renamed = count(CopyKind::Renamed);
-        if renamed > 0 {
-            parts.push(format!(
-                "{renamed} the role image itself (its role's only node)"
-            ));
-        }
-        (!parts.is_empty()).then(|| format!("copies: {}", parts.join("; ")))
-    }
 }
 
 /// Loads the spec with the artifact catalog's versions: the built-in catalog, with

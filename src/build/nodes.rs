@@ -1,0 +1,319 @@
+//! Phase 5's nodes: each node image made from its role image (a reflink or sparse copy, or
+//! the role image itself for a role's only node) with its layer written, its digests taken
+//! (shared with its role image where the bytes are the same, [`super::reuse`]), its other
+//! formats written; `--jobs` nodes at a time, and one syncer thread writing the raw images to
+//! disk.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
+
+use super::layers::{role_key, BuildPlan, NodeLayer};
+use super::manifest::FileEntry;
+use super::outputs::{edit, step, NodeImage, NodeOutputs, StagedFile, IMAGE_MODE};
+use super::reuse::{self, RoleImage, Sharing};
+use super::{io_error, BuildError, BuildOptions, BuildReport};
+use crate::output::{self, CopyKind};
+use crate::progress::{Progress, Task};
+
+/// One node's files, in the staging directory.
+pub(super) struct StagedNode {
+    pub(super) files: Vec<FileEntry>,
+    pub(super) image_bytes: u64,
+    /// SHA-256 of the raw image (whether it is kept or not).
+    pub(super) image_sha256: String,
+    pub(super) copy: CopyKind,
+    /// Chunks of the image read from the role image's blocks, and all its chunks.
+    pub(super) shared_chunks: (usize, usize),
+}
+
+/// The number of nodes built at once: `--jobs`, else the CPUs.
+fn jobs(opts: &BuildOptions, nodes: usize) -> usize {
+    let n = match opts.jobs {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    n.clamp(1, nodes.max(1))
+}
+
+/// The entry of a finished raw image `f` (at `path`); with its block map when `bmap`, the
+/// map's range checksums taken in the same read as the image's digest (the image's data is
+/// read once for both), those of chunks the same as in its role image from there when another
+/// node hashed them ([`reuse`]).
+fn raw_entry(
+    f: &fs::File,
+    path: &Path,
+    name: String,
+    bmap: bool,
+    sharing: Option<&Sharing<'_>>,
+) -> Result<(FileEntry, Option<String>), BuildError> {
+    let map = match bmap {
+        true => Some(crate::bmap::map_image(path).map_err(io_error(path))?),
+        false => None,
+    };
+    let ranges = map.as_ref().map(|m| m.byte_ranges()).unwrap_or_default();
+    let (sha256, bytes, sums) = reuse::digests(f, &ranges, sharing).map_err(io_error(path))?;
+    let text = map.map(|m| crate::bmap::render_sums(&m, &sums));
+    Ok((
+        FileEntry {
+            name,
+            bytes,
+            sha256,
+        },
+        text,
+    ))
+}
+
+/// One node: a copy of its role's image (`alone`, the role's only node: the role image
+/// itself), its layer, its files. The raw image, when it is an output, goes to `syncer` to be
+/// written to disk ([`sync_images`]).
+#[allow(clippy::too_many_arguments)]
+fn build_node(
+    node: &NodeLayer,
+    role_img: &Path,
+    alone: bool,
+    role: Option<&RoleImage>,
+    dir: &Path,
+    outputs: &NodeOutputs,
+    progress: Option<&dyn Progress>,
+    syncer: &mpsc::Sender<(PathBuf, fs::File)>,
+) -> Result<StagedNode, BuildError> {
+    let name = format!("{}.img", node.name);
+    let img = dir.join(&name);
+    let (copy, done) = step(progress, Task::Copy(&node.name), role_img, || {
+        let copy = match alone {
+            true => fs::rename(role_img, &img).map(|_| CopyKind::Renamed),
+            false => output::copy_image(role_img, &img, IMAGE_MODE),
+        }
+        .map_err(io_error(&img))?;
+        Ok((copy, edit(&img, &node.plan)?))
+    })?;
+    let mut files = Vec::new();
+    let file = fs::File::open(&img).map_err(io_error(&img))?;
+    if outputs.raw {
+        // Its writeback starts now, on the syncer's thread; this thread reads and hashes the
+        // image meanwhile. (A syncer that stopped has its error to tell.)
+        let _ = syncer.send((img.clone(), file.try_clone().map_err(io_error(&img))?));
+    }
+    let len = file.metadata().map_err(io_error(&img))?.len();
+    let sharing = role.map(|r| r.node(&file, len, copy == CopyKind::Reflink));
+    let shared_chunks = sharing.as_ref().map_or(0, |s| s.shared_chunks());
+    // The raw image's digest, kept or not (os_list.json records it as the extracted image's).
+    let (raw, bmap) = raw_entry(&file, &img, name, outputs.bmap, sharing.as_ref())?;
+    let raw_digest = raw.sha256.clone();
+    if outputs.raw {
+        files.push(raw.clone());
+    }
+    if let Some(text) = bmap {
+        let fname = format!("{}.img.bmap", node.name);
+        let path = dir.join(&fname);
+        let mut out = StagedFile::create(path.clone())?;
+        out.write_all(text.as_bytes()).map_err(io_error(&path))?;
+        files.push(out.finish(fname)?);
+    }
+    if !outputs.extra.is_empty() {
+        let image = NodeImage {
+            node: &node.name,
+            path: &img,
+            file: &file,
+            bytes: raw.bytes,
+            staging_dir: dir,
+            sharing: sharing.as_ref(),
+        };
+        for o in &outputs.extra {
+            let fname = o.file_name(&node.name);
+            let path = dir.join(&fname);
+            let mut out = StagedFile::create(path.clone())?;
+            o.write(&image, &mut out).map_err(io_error(&path))?;
+            files.push(out.finish(fname)?);
+        }
+    }
+    if !outputs.raw {
+        fs::remove_file(&img).map_err(io_error(&img))?;
+    }
+    Ok(StagedNode {
+        files,
+        image_bytes: done.image_bytes,
+        image_sha256: raw_digest,
+        copy,
+        shared_chunks: match copy {
+            CopyKind::Reflink => (
+                shared_chunks,
+                len.div_ceil(crate::compress::CHUNK as u64) as usize,
+            ),
+            _ => (0, 0),
+        },
+    })
+}
+
+/// Writes the node images it is sent to disk: each one's writeback is started as it comes
+/// (the submission waits for the disk's queue here, not in a node's job), and each is synced
+/// once all have come. The disk then writes one image while the next is copied and hashed,
+/// and no job waits for it; the kernel's dirty-page limits hold the jobs back if the disk
+/// falls behind.
+fn sync_images(images: mpsc::Receiver<(PathBuf, fs::File)>) -> Result<(), BuildError> {
+    let mut started = Vec::new();
+    for (path, f) in images {
+        output::start_writeback(&f, 0, 0).map_err(io_error(&path))?;
+        started.push((path, f));
+    }
+    for (path, f) in started {
+        f.sync_all().map_err(io_error(&path))?;
+    }
+    Ok(())
+}
+
+/// Builds the nodes `jobs` at a time; the first error stops the others from starting new
+/// nodes and is returned.
+pub(super) fn build_nodes(
+    plan: &BuildPlan,
+    roles: &BTreeMap<&'static str, PathBuf>,
+    dir: &Path,
+    opts: &BuildOptions,
+    progress: Option<&dyn Progress>,
+) -> Result<Vec<Option<StagedNode>>, BuildError> {
+    let nodes_of = |key: &str| {
+        plan.nodes
+            .iter()
+            .filter(|n| role_key(n.role) == key)
+            .count()
+    };
+    // Each role image with more than one node built from it, open, for its nodes to compare
+    // with; a role's only node takes the role image itself.
+    let mut shared: BTreeMap<&'static str, RoleImage> = BTreeMap::new();
+    if opts.outputs.reuse {
+        for (key, path) in roles {
+            let nodes = nodes_of(key);
+            if nodes > 1 {
+                let f = fs::File::open(path).map_err(io_error(path))?;
+                shared.insert(key, RoleImage::new(f, nodes).map_err(io_error(path))?);
+            }
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<Result<StagedNode, BuildError>>>> =
+        Mutex::new((0..plan.nodes.len()).map(|_| None).collect());
+    let work = |tx: mpsc::Sender<(PathBuf, fs::File)>| {
+        while !failed.load(Ordering::SeqCst) {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            let Some(node) = plan.nodes.get(i) else { break };
+            let Some(role_img) = roles.get(role_key(node.role)) else {
+                continue;
+            };
+            let key = role_key(node.role);
+            let (alone, role) = (nodes_of(key) == 1, shared.get(key));
+            let r = build_node(
+                node,
+                role_img,
+                alone,
+                role,
+                dir,
+                &opts.outputs,
+                progress,
+                &tx,
+            );
+            if r.is_err() {
+                failed.store(true, Ordering::SeqCst);
+            }
+            results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+        }
+    };
+    let n = jobs(opts, plan.nodes.len());
+    let synced = std::thread::scope(|s| {
+        let syncer = s.spawn(move || sync_images(rx));
+        // Each job has a sender; when the last job ends, the syncer finishes what it was
+        // sent and ends.
+        std::thread::scope(|s| {
+            for _ in 1..n {
+                let (work, tx) = (&work, tx.clone());
+                s.spawn(move || work(tx));
+            }
+            work(tx);
+        });
+        syncer.join()
+    });
+    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut out = Vec::new();
+    for r in results {
+        out.push(match r {
+            Some(r) => Some(r?),
+            None => None,
+        });
+    }
+    match synced {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(io_error(dir)(io::Error::other(
+                "the thread writing the images to disk stopped",
+            )))
+        }
+    }
+    Ok(out)
+}
+
+impl BuildReport {
+    /// One line on how the node images were made from their role images, when any were.
+    pub fn copies_line(&self) -> Option<String> {
+        use crate::output::CopyKind;
+        let count = |k: CopyKind| self.copies.iter().filter(|c| **c == k).count();
+        let mut parts = Vec::new();
+        let reflinks = count(CopyKind::Reflink);
+        if reflinks > 0 {
+            let (shared, all) = self.shared_chunks;
+            parts.push(format!(
+                "{reflinks} by reflink ({shared} of their {all} 4 MiB chunks still the role \
+                 image's blocks, read from it)"
+            ));
+        }
+        let sparse = count(CopyKind::Sparse);
+        if sparse > 0 {
+            parts.push(format!(
+                "{sparse} copied whole (the output directory's filesystem has no reflinks; on \
+                 btrfs or XFS with reflink=1 a copy shares its role image's blocks)"
+            ));
+        }
+        let renamed = count(CopyKind::Renamed);
+        if renamed > 0 {
+            parts.push(format!(
+                "{renamed} the role image itself (its role's only node)"
+            ));
+        }
+        (!parts.is_empty()).then(|| format!("copies: {}", parts.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_default_to_the_cpus_and_never_exceed_the_nodes() {
+        let mut o = BuildOptions {
+            spec_path: PathBuf::new(),
+            catalog: None,
+            out_dir: PathBuf::new(),
+            nodes: vec![],
+            token: None,
+            artifacts_dir: None,
+            allow_unpinned: false,
+            mirror: None,
+            cache_dir: PathBuf::new(),
+            epoch: 0,
+            now: 0,
+            new_cluster: false,
+            jobs: 0,
+            outputs: NodeOutputs::default(),
+        };
+        assert!(jobs(&o, 64) >= 1);
+        assert_eq!(jobs(&o, 1), 1);
+        o.jobs = 3;
+        assert_eq!(jobs(&o, 10), 3);
+        assert_eq!(jobs(&o, 2), 2);
+        assert_eq!(jobs(&o, 0), 1);
+    }
+}
