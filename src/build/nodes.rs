@@ -2,7 +2,7 @@
 //! the role image itself for a role's only node) with its layer written, its digests taken
 //! (shared with its role image where the bytes are the same, [`super::reuse`]), its other
 //! formats written; `--jobs` nodes at a time, and one syncer thread writing the raw images to
-//! disk.
+//! disk and dropping their pages from the page cache once their job has read them.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -79,7 +79,7 @@ fn build_node(
     dir: &Path,
     outputs: &NodeOutputs,
     progress: Option<&dyn Progress>,
-    syncer: &mpsc::Sender<(PathBuf, fs::File)>,
+    syncer: &mpsc::Sender<ToDisk>,
 ) -> Result<StagedNode, BuildError> {
     let name = format!("{}.img", node.name);
     let img = dir.join(&name);
@@ -96,7 +96,10 @@ fn build_node(
     if outputs.raw {
         // Its writeback starts now, on the syncer's thread; this thread reads and hashes the
         // image meanwhile. (A syncer that stopped has its error to tell.)
-        let _ = syncer.send((img.clone(), file.try_clone().map_err(io_error(&img))?));
+        let _ = syncer.send(ToDisk::Written(
+            img.clone(),
+            file.try_clone().map_err(io_error(&img))?,
+        ));
     }
     let len = file.metadata().map_err(io_error(&img))?.len();
     let sharing = role.map(|r| r.node(&file, len, copy == CopyKind::Reflink));
@@ -131,8 +134,12 @@ fn build_node(
             files.push(out.finish(fname)?);
         }
     }
-    if !outputs.raw {
-        fs::remove_file(&img).map_err(io_error(&img))?;
+    match outputs.raw {
+        // This job is done reading it: to disk, and out of the page cache.
+        true => {
+            let _ = syncer.send(ToDisk::Read(img, file));
+        }
+        false => fs::remove_file(&img).map_err(io_error(&img))?,
     }
     Ok(StagedNode {
         files,
@@ -149,19 +156,29 @@ fn build_node(
     })
 }
 
-/// Writes the node images it is sent to disk: each one's writeback is started as it comes
-/// (the submission waits for the disk's queue here, not in a node's job), and each is synced
-/// once all have come. The disk then writes one image while the next is copied and hashed,
-/// and no job waits for it; the kernel's dirty-page limits hold the jobs back if the disk
-/// falls behind.
-fn sync_images(images: mpsc::Receiver<(PathBuf, fs::File)>) -> Result<(), BuildError> {
-    let mut started = Vec::new();
-    for (path, f) in images {
-        output::start_writeback(&f, 0, 0).map_err(io_error(&path))?;
-        started.push((path, f));
-    }
-    for (path, f) in started {
-        f.sync_all().map_err(io_error(&path))?;
+/// What a node's job tells the syncer about its raw image.
+enum ToDisk {
+    /// Its layer is written: start writing it to disk.
+    Written(PathBuf, fs::File),
+    /// The job has read it for the last time (digests, other formats): sync it and drop its
+    /// pages from the page cache ([`output::sync_and_drop`]).
+    Read(PathBuf, fs::File),
+}
+
+/// Writes the node images it is sent to disk: each one's writeback is started when its layer
+/// is written (the submission waits for the disk's queue here, not in a node's job), and it is
+/// synced and dropped from the page cache once its job has read it. The disk then writes one
+/// image while the next is copied and hashed, no job waits for it, and the page cache holds
+/// about the images being built, not all of them; the kernel's dirty-page limits hold the jobs
+/// back if the disk falls behind.
+fn sync_images(images: mpsc::Receiver<ToDisk>) -> Result<(), BuildError> {
+    for m in images {
+        match m {
+            ToDisk::Written(path, f) => {
+                output::start_writeback(&f, 0, 0).map_err(io_error(&path))?
+            }
+            ToDisk::Read(path, f) => output::sync_and_drop(&f).map_err(io_error(&path))?,
+        }
     }
     Ok(())
 }
@@ -198,7 +215,7 @@ pub(super) fn build_nodes(
     let failed = AtomicBool::new(false);
     let results: Mutex<Vec<Option<Result<StagedNode, BuildError>>>> =
         Mutex::new((0..plan.nodes.len()).map(|_| None).collect());
-    let work = |tx: mpsc::Sender<(PathBuf, fs::File)>| {
+    let work = |tx: mpsc::Sender<ToDisk>| {
         while !failed.load(Ordering::SeqCst) {
             let i = next.fetch_add(1, Ordering::SeqCst);
             let Some(node) = plan.nodes.get(i) else { break };
