@@ -479,11 +479,11 @@ pub fn customize_with_mode(
         source,
     };
     let mut dst = AtomicFile::create_with_mode(out, mode).map_err(out_err)?;
-    let mut src = File::open(raw).map_err(|source| ApplyError::Input {
+    let src = File::open(raw).map_err(|source| ApplyError::Input {
         path: raw.display().to_string(),
         source,
     })?;
-    output::sparse_copy(&mut src, dst.file()).map_err(out_err)?;
+    output::sparse_copy(&src, dst.file()).map_err(out_err)?;
     let grew_root_to = edit(dst.path(), plan)?;
     let image_bytes = dst.file().metadata().map_err(out_err)?.len();
     let output = dst.commit().map_err(out_err)?;
@@ -511,6 +511,40 @@ pub fn apply_in_place(path: &Path, plan: &Plan) -> Result<Applied, ApplyError> {
         &plan,
     ))
 }
+
+/// Applies `plan` to the image at `base` without changing it or copying it: every byte the
+/// edits write goes into `top` instead (an empty file, set to `base`'s length), at its place
+/// in the image, and the rest of `top` is left a hole for the caller to fill from `base`. Returns
+/// the summary (`out` as its output) and the byte ranges written (increasing, disjoint); `None`
+/// when the plan would grow the root partition, which needs the whole image: then nothing was
+/// written. Not synced. As [`apply_in_place`], the root filesystem is not checked by e2fsck.
+pub fn apply_over(
+    base: &Path,
+    top: std::sync::Arc<File>,
+    out: &Path,
+    plan: &Plan,
+) -> Result<Option<AppliedOver>, ApplyError> {
+    let plan = checked_plan(base, plan, false)?;
+    let mut img = Image::open_over(base, top)?;
+    if room_to_grow(&img, &plan)?.is_some() {
+        return Ok(None);
+    }
+    let grew_root_to = edit_image(&mut img, &plan)?;
+    let written = img.written().unwrap_or_default();
+    let image_bytes = std::fs::metadata(base)
+        .map_err(|source| ApplyError::Input {
+            path: base.display().to_string(),
+            source,
+        })?
+        .len();
+    Ok(Some((
+        applied(out.to_path_buf(), image_bytes, grew_root_to, &plan),
+        written,
+    )))
+}
+
+/// What [`apply_over`] did: its summary, and the byte ranges it wrote into the new file.
+pub type AppliedOver = (Applied, Vec<(u64, u64)>);
 
 fn applied(output: PathBuf, image_bytes: u64, grew_root_to: Option<u64>, plan: &Plan) -> Applied {
     Applied {
@@ -569,32 +603,45 @@ pub fn root_touched(plan: &Plan) -> bool {
 /// when allowed), root filesystem, boot partition. Returns the new root partition size when
 /// it grew.
 fn edit(path: &Path, plan: &Plan) -> Result<Option<u64>, ApplyError> {
-    let mut img = Image::open_rw(path)?;
+    edit_image(&mut Image::open_rw(path)?, plan)
+}
+
+/// The size the root partition must grow to for `plan` (when it writes into it and growing
+/// is allowed), `None` when it has room.
+fn room_to_grow(img: &Image, plan: &Plan) -> Result<Option<u64>, ApplyError> {
+    if !root_touched(plan) {
+        return Ok(None);
+    }
+    let fs = img.root_fs()?;
+    let needs = root_needs(&fs, plan);
+    let room = RootRoom::of(&fs);
+    drop(fs);
+    grow_target(plan.grow, img.root().size_bytes, needs, room)
+}
+
+/// [`edit`] on an opened image (in place, or over another: [`Image::open_over`]).
+fn edit_image(img: &mut Image, plan: &Plan) -> Result<Option<u64>, ApplyError> {
     if let (Some(id), disk::Scheme::Mbr) = (plan.disk_id, img.scheme()) {
         img.set_disk_id(id)?;
     }
 
     // Room in the root filesystem, growing it when allowed.
     let mut grew_root_to = None;
-    if root_touched(plan) {
-        let fs = img.root_fs()?;
-        let needs = root_needs(&fs, plan);
-        let room = RootRoom::of(&fs);
-        drop(fs);
-        if let Some(size) = grow_target(plan.grow, img.root().size_bytes, needs, room)? {
-            img.grow_root(size, plan.epoch)?;
-            grew_root_to = Some(align_up(size));
-        }
+    if let Some(size) = room_to_grow(img, plan)? {
+        img.grow_root(size, plan.epoch)?;
+        grew_root_to = Some(align_up(size));
     }
 
     if !plan.root.is_empty() {
         let mut opts = OpenOptions::new(OpenMode::ReadWrite);
         opts.clock = Some(plan.epoch);
-        // The output is a private copy, removed on any error: no overlay needed.
+        // The output is a private copy, removed on any error: no overlay needed. (Over
+        // another image, the session writes into the new file through an overlay anyway.)
         opts.direct = true;
         let mut fs = img.root_fs_with(&opts)?;
         apply_root(&mut fs, plan)?;
-        fs.commit()?;
+        let written = fs.commit_written()?;
+        img.mark_written(&written);
     }
 
     if plan.touches_boot() {
@@ -608,6 +655,91 @@ fn edit(path: &Path, plan: &Plan) -> Result<Option<u64>, ApplyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::disk::test_disk::{make_disk, sh, ROOT_START};
+    use crate::plan::{Content, Owner};
+
+    /// Over another image, a plan writes exactly what it writes in place: the new file filled
+    /// around the written ranges is the in-place copy byte for byte (and e2fsck finds it
+    /// clean); the base never changes; a plan that would grow the root writes nothing.
+    #[test]
+    fn over_another_image_the_edits_are_those_made_in_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = make_disk(tmp.path(), false);
+        let before = std::fs::read(&base).unwrap();
+        let owner = Owner {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        };
+        let mut plan = Plan::new(crate::clock::DEFAULT_EPOCH);
+        plan.disk_id = Some(0x1234_5678);
+        plan.root.push(RootOp::Write {
+            path: "/node".into(),
+            content: Content::Bytes((0..300_000u32).map(|i| (i % 253) as u8).collect()),
+            owner,
+        });
+        plan.root.push(RootOp::Write {
+            path: "/hostname".into(),
+            content: Content::Bytes(b"pi-w-2\n".to_vec()),
+            owner,
+        });
+        plan.boot.push(BootOp::Write {
+            path: "/user-data".into(),
+            content: Content::Bytes(b"#cloud-config\n".to_vec()),
+        });
+        let copy = tmp.path().join("copy.img");
+        std::fs::copy(&base, &copy).unwrap();
+        apply_in_place(&copy, &plan).unwrap();
+
+        let node = tmp.path().join("node.img");
+        let open_new = |p: &Path| {
+            std::sync::Arc::new(
+                File::options()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(p)
+                    .unwrap(),
+            )
+        };
+        let top = open_new(&node);
+        let (applied, written) = apply_over(&base, top.clone(), &node, &plan)
+            .unwrap()
+            .expect("room enough: no growth");
+        assert_eq!(applied.output, node);
+        assert!(std::fs::read(&base).unwrap() == before, "the base changed");
+        let bytes: u64 = written.iter().map(|(s, e)| e - s).sum();
+        assert!(written.windows(2).all(|w| w[0].1 < w[1].0), "{written:?}");
+        assert!(written[0].0 == 0, "the MBR's disk id: {written:?}");
+        assert!(bytes > 300_000 && bytes < 2 << 20, "{bytes} bytes written");
+        output::fill_around(&File::open(&base).unwrap(), &top, &written).unwrap();
+        assert!(
+            std::fs::read(&node).unwrap() == std::fs::read(&copy).unwrap(),
+            "over the base and in place differ"
+        );
+        let (ok, out) = sh(
+            "e2fsck",
+            &[
+                "-fn",
+                &format!("{}?offset={}", node.display(), ROOT_START * 512),
+            ],
+            None,
+        );
+        assert!(ok, "{out}");
+
+        // More than the root filesystem holds: it would grow, so nothing is written.
+        let mut big = Plan::new(crate::clock::DEFAULT_EPOCH);
+        big.root.push(RootOp::Write {
+            path: "/big".into(),
+            content: Content::Bytes(vec![1u8; 16 << 20]),
+            owner,
+        });
+        let node2 = tmp.path().join("node2.img");
+        let top2 = open_new(&node2);
+        assert!(apply_over(&base, top2, &node2, &big).unwrap().is_none());
+        assert!(std::fs::read(&node2).unwrap().iter().all(|&b| b == 0));
+        assert!(std::fs::read(&base).unwrap() == before, "the base changed");
+    }
 
     const NEEDS: RootNeeds = RootNeeds {
         bytes: 100,

@@ -284,7 +284,7 @@ fn current_umask() -> u32 {
 /// file has allocated are copied. A source that is already sparse (the cache writes holes) is
 /// copied inside the kernel; a fully allocated one is read, and its all-zero blocks become
 /// holes.
-pub fn sparse_copy(src: &mut File, dst: &mut File) -> io::Result<u64> {
+pub fn sparse_copy(src: &File, dst: &File) -> io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     let md = src.metadata()?;
     let len = md.len();
@@ -308,11 +308,51 @@ pub fn sparse_copy(src: &mut File, dst: &mut File) -> io::Result<u64> {
             break;
         }
         if !already_sparse || !kernel_copy(src, dst, data, hole)? {
-            copy_range(src, dst, data, hole, &mut buf)?;
+            copy_range(&mut &*src, &mut &*dst, data, hole, &mut buf)?;
         }
         pos = hole;
     }
     Ok(len)
+}
+
+/// Fills `dst` (as long as `src`) with `src`'s data outside `written` (increasing, disjoint
+/// byte ranges that `dst` already holds): `dst` then is `src` with those ranges replaced. The
+/// data is copied inside the kernel where it can be; `src`'s holes stay holes where nothing
+/// was written. A node image edited over its role image ([`crate::apply::apply_over`]) is
+/// finished this way.
+pub fn fill_around(src: &File, dst: &File, written: &[(u64, u64)]) -> io::Result<()> {
+    let len = src.metadata()?.len();
+    let mut buf = Vec::new();
+    let mut copy = |from: u64, to: u64| -> io::Result<()> {
+        if from < to && !kernel_copy(src, dst, from, to)? {
+            buf.resize(1 << 20, 0);
+            copy_range(&mut &*src, &mut &*dst, from, to, &mut buf)?;
+        }
+        Ok(())
+    };
+    let mut pos = 0u64;
+    while pos < len {
+        let Some(data) = crate::sparse::next_data(src, pos)? else {
+            break;
+        };
+        let data = data.min(len);
+        let hole = crate::sparse::data_end(src, data, len);
+        if hole <= data {
+            break;
+        }
+        // [data, hole) less the written ranges.
+        let mut at = data;
+        for &(s, e) in &written[written.partition_point(|r| r.1 <= data)..] {
+            if s >= hole {
+                break;
+            }
+            copy(at, s.max(at))?;
+            at = at.max(e);
+        }
+        copy(at.min(hole), hole)?;
+        pos = hole;
+    }
+    Ok(())
 }
 
 /// Copies `[from, to)` inside the kernel (`copy_file_range`: no trip through user space, and a
@@ -360,8 +400,8 @@ fn kernel_copy(src: &File, dst: &File, from: u64, to: u64) -> io::Result<bool> {
 }
 
 fn copy_range(
-    src: &mut File,
-    dst: &mut File,
+    src: &mut &File,
+    dst: &mut &File,
     from: u64,
     to: u64,
     buf: &mut [u8],
@@ -379,7 +419,7 @@ fn copy_range(
 
 /// Writes `data` at `at`, leaving 4 KiB blocks that are all zero unwritten (holes, as the
 /// destination was extended with `set_len`).
-pub fn write_sparse(dst: &mut File, at: u64, data: &[u8]) -> io::Result<()> {
+pub fn write_sparse<W: Write + Seek>(dst: &mut W, at: u64, data: &[u8]) -> io::Result<()> {
     const BLK: usize = 4096;
     let mut i = 0;
     while i < data.len() {
@@ -414,6 +454,9 @@ pub enum CopyKind {
     Sparse,
     /// No copy: the source itself was renamed (it had no other use).
     Renamed,
+    /// Written over the source into a new file, then the source's data copied around what
+    /// was written ([`crate::apply::apply_over`], [`fill_around`]).
+    Around,
 }
 
 /// `FICLONE` = `_IOW(0x94, 9, int)` (linux/fs.h), spelled out: not every libc crate version
@@ -464,23 +507,30 @@ pub fn sync_and_drop(f: &File) -> io::Result<()> {
 /// Makes `dst` (an empty file opened for writing) a copy of `src`: a reflink where the
 /// filesystem shares blocks between files, else a sparse copy.
 pub fn clone_or_copy(src: &mut File, dst: &mut File) -> io::Result<CopyKind> {
+    if reflink(src, dst)? {
+        return Ok(CopyKind::Reflink);
+    }
+    sparse_copy(src, dst)?;
+    Ok(CopyKind::Sparse)
+}
+
+/// Makes `dst` (an empty file opened for writing) share `src`'s blocks (`FICLONE`); `false`
+/// when the filesystem cannot (or the two are on different filesystems): nothing done.
+pub fn reflink(src: &File, dst: &File) -> io::Result<bool> {
     // SAFETY: ioctl on two valid descriptors; FICLONE takes the source descriptor by value.
     let r = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
     if r == 0 {
-        return Ok(CopyKind::Reflink);
+        return Ok(true);
     }
     let e = io::Error::last_os_error();
     match e.raw_os_error() {
-        // Not supported by this filesystem, or across two filesystems: copy the data.
+        // Not supported by this filesystem, or across two filesystems.
         Some(libc::EOPNOTSUPP)
         | Some(libc::ENOTTY)
         | Some(libc::EINVAL)
         | Some(libc::EXDEV)
         | Some(libc::ENOSYS)
-        | Some(libc::EPERM) => {
-            sparse_copy(src, dst)?;
-            Ok(CopyKind::Sparse)
-        }
+        | Some(libc::EPERM) => Ok(false),
         _ => Err(e),
     }
 }
@@ -489,16 +539,21 @@ pub fn clone_or_copy(src: &mut File, dst: &mut File) -> io::Result<CopyKind> {
 /// a link; mode `mode` less the umask), by [`clone_or_copy`]. Not synced: the caller syncs
 /// once, when the file is complete.
 pub fn copy_image(src: &Path, dst: &Path, mode: u32) -> io::Result<CopyKind> {
-    use std::os::unix::fs::OpenOptionsExt;
     let mut s = File::open(src)?;
-    let mut d = fs::OpenOptions::new()
+    clone_or_copy(&mut s, &mut new_image_file(dst, mode)?)
+}
+
+/// A new, empty file at `path` (never through a link, never an existing file) with `mode`,
+/// open for reading and writing.
+pub fn new_image_file(path: &Path, mode: u32) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .mode(mode)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(dst)?;
-    clone_or_copy(&mut s, &mut d)
+        .open(path)
 }
 
 fn is_zero(b: &[u8]) -> bool {
@@ -605,15 +660,15 @@ mod tests {
         f.write_all(b"tail").unwrap();
         drop(f);
         let b = tmp.path().join("b");
-        let mut src = File::open(&a).unwrap();
-        let mut dst = fs::OpenOptions::new()
+        let src = File::open(&a).unwrap();
+        let dst = fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(&b)
             .unwrap();
-        sparse_copy(&mut src, &mut dst).unwrap();
+        sparse_copy(&src, &dst).unwrap();
         drop(dst);
         assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
         let (ma, mb) = (fs::metadata(&a).unwrap(), fs::metadata(&b).unwrap());
@@ -629,15 +684,15 @@ mod tests {
         data[(6 << 20)..(6 << 20) + 10].fill(2);
         fs::write(&c, &data).unwrap();
         let d = tmp.path().join("d");
-        let mut src = File::open(&c).unwrap();
-        let mut dst = fs::OpenOptions::new()
+        let src = File::open(&c).unwrap();
+        let dst = fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(&d)
             .unwrap();
-        sparse_copy(&mut src, &mut dst).unwrap();
+        sparse_copy(&src, &dst).unwrap();
         drop(dst);
         assert_eq!(fs::read(&d).unwrap(), data);
         let md = fs::metadata(&d).unwrap();

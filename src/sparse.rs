@@ -196,10 +196,11 @@ impl BlockMap {
     }
 }
 
-/// Which `chunk`-sized pieces of one file are the very blocks of another file at the same
-/// offsets (or holes in both): such a piece reads the same from either file, whatever was
-/// written to the files, because a write to a shared block gives the writer a new block
-/// (copy on write).
+/// Which `chunk`-sized pieces of one file read the same as another file at the same offsets:
+/// those that are the very blocks of the other file (or holes in both), whatever was written
+/// to the files, because a write to a shared block gives the writer a new block (copy on
+/// write); or, for a file made by copying the other around what was written into it, those
+/// that nothing was written into.
 pub struct SharedBlocks {
     chunks: Vec<bool>,
 }
@@ -221,6 +222,23 @@ impl SharedBlocks {
             a = b;
         }
         Some(SharedBlocks { chunks })
+    }
+
+    /// The chunks of a file of `len` bytes, copied from its base except for the byte ranges
+    /// `written` (increasing), that no written range touches.
+    pub fn untouched(len: u64, chunk: u64, written: &[(u64, u64)]) -> SharedBlocks {
+        let n = len.div_ceil(chunk.max(1)) as usize;
+        let mut chunks = vec![true; n];
+        for &(s, e) in written {
+            if s >= e || s >= len {
+                continue;
+            }
+            let (a, b) = (s / chunk.max(1), (e.min(len) - 1) / chunk.max(1));
+            for c in chunks.iter_mut().take(b as usize + 1).skip(a as usize) {
+                *c = false;
+            }
+        }
+        SharedBlocks { chunks }
     }
 
     /// Whether chunk `i` is the base file's blocks.

@@ -292,11 +292,13 @@ fn every_format_with_bmap_and_os_list_and_the_same_bytes_on_any_thread_count() {
     );
 }
 
-/// Nodes of one role take the digests of the chunks they share with their role image (the
-/// bmap's range checksums, the compressed formats' chunk keys) from the node built before
-/// them: every file is the same as when each node hashes all of its own bytes
-/// (`--test-no-reuse`), and the bmap of a node whose checksums were taken so still passes
-/// bmaptool, e2fsck and fsck.vfat.
+/// Nodes of one role are written over their role image and its data copied around the edits
+/// (on a filesystem without reflinks, as the test directory's), and take the digests of the
+/// chunks they share with their role image (the bmap's range checksums, the compressed
+/// formats' chunk keys) from the node built before them: every file is the same as when each
+/// node is a whole copy edited in place and hashes all of its own bytes (`--test-no-reuse`),
+/// and the bmap of a node whose checksums were taken so still passes bmaptool, e2fsck and
+/// fsck.vfat.
 #[test]
 fn digests_taken_from_the_role_image_change_no_byte() {
     let tmp = tempfile::tempdir().unwrap();
@@ -308,7 +310,26 @@ fn digests_taken_from_the_role_image_change_no_byte() {
     let shared = tmp.path().join("shared");
     let mut args = fmt.to_vec();
     args.extend(["--jobs", "2"]);
-    ok(&build_with(&spec, &shared, &arts, &cache, &args));
+    let out = build_with(&spec, &shared, &arts, &cache, &args);
+    ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("copies: "))
+        .unwrap_or_else(|| panic!("no copies line: {stdout}"));
+    // The three workers written over their role image (the test directory's filesystem has no
+    // reflinks); the control plane, its role's only node, takes the role image itself.
+    assert!(
+        line.starts_with("copies: 3 written over their role image"),
+        "{line}"
+    );
+    let counts: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    // (S of their A 4 MiB chunks untouched ...): a node's layer touches few chunks.
+    let (s, a) = (counts[1], counts[2]);
+    assert!(a > 0 && s > a / 2 && s < a, "{line}");
     let alone = tmp.path().join("alone");
     args.push("--test-no-reuse");
     ok(&build_with(&spec, &alone, &arts, &cache, &args));

@@ -9,13 +9,14 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 use super::layers::{role_key, BuildPlan, NodeLayer};
 use super::manifest::FileEntry;
-use super::outputs::{edit, step, NodeImage, NodeOutputs, StagedFile, IMAGE_MODE};
+use super::outputs::{edit, edit_over, step, NodeImage, NodeOutputs, StagedFile, IMAGE_MODE};
 use super::reuse::{self, RoleImage, Sharing};
 use super::{io_error, BuildError, BuildOptions, BuildReport};
+use crate::apply::Applied;
 use crate::output::{self, CopyKind};
 use crate::progress::{Progress, Task};
 
@@ -83,13 +84,19 @@ fn build_node(
 ) -> Result<StagedNode, BuildError> {
     let name = format!("{}.img", node.name);
     let img = dir.join(&name);
-    let (copy, done) = step(progress, Task::Copy(&node.name), role_img, || {
-        let copy = match alone {
-            true => fs::rename(role_img, &img).map(|_| CopyKind::Renamed),
-            false => output::copy_image(role_img, &img, IMAGE_MODE),
+    let (copy, done, written) = step(progress, Task::Copy(&node.name), role_img, || {
+        match (alone, role) {
+            (true, _) => {
+                fs::rename(role_img, &img).map_err(io_error(&img))?;
+                Ok((CopyKind::Renamed, edit(&img, &node.plan)?, None))
+            }
+            (false, Some(_)) => made_from_role(role_img, &img, &node.plan),
+            (false, None) => {
+                let copy =
+                    output::copy_image(role_img, &img, IMAGE_MODE).map_err(io_error(&img))?;
+                Ok((copy, edit(&img, &node.plan)?, None))
+            }
         }
-        .map_err(io_error(&img))?;
-        Ok((copy, edit(&img, &node.plan)?))
     })?;
     let mut files = Vec::new();
     let file = fs::File::open(&img).map_err(io_error(&img))?;
@@ -102,7 +109,10 @@ fn build_node(
         ));
     }
     let len = file.metadata().map_err(io_error(&img))?.len();
-    let sharing = role.map(|r| r.node(&file, len, copy == CopyKind::Reflink));
+    let sharing = role.map(|r| match &written {
+        Some(w) => r.node_written(len, w),
+        None => r.node(&file, len, copy == CopyKind::Reflink),
+    });
     let shared_chunks = sharing.as_ref().map_or(0, |s| s.shared_chunks());
     // The raw image's digest, kept or not (os_list.json records it as the extracted image's).
     let (raw, bmap) = raw_entry(&file, &img, name, outputs.bmap, sharing.as_ref())?;
@@ -147,13 +157,44 @@ fn build_node(
         image_sha256: raw_digest,
         copy,
         shared_chunks: match copy {
-            CopyKind::Reflink => (
+            CopyKind::Reflink | CopyKind::Around => (
                 shared_chunks,
                 len.div_ceil(crate::compress::CHUNK as u64) as usize,
             ),
             _ => (0, 0),
         },
     })
+}
+
+/// The node image `img` made from its role image for `plan`: a reflink with the layer written
+/// into it where the filesystem shares blocks; else the layer written over the role image into
+/// the new file, nothing copied first ([`edit_over`]), and then the role image's data copied
+/// around what the layer wrote ([`output::fill_around`]): the role's bytes are copied once,
+/// and the chunks nothing was written into are known to be the role's without comparing
+/// them. A layer that needs the root partition grown gets a whole copy, edited in place.
+/// Returns how it was made, the edit's summary, and the ranges written over the role image.
+#[allow(clippy::type_complexity)]
+fn made_from_role(
+    role_img: &Path,
+    img: &Path,
+    plan: &crate::plan::Plan,
+) -> Result<(CopyKind, Applied, Option<Vec<(u64, u64)>>), BuildError> {
+    let role = fs::File::open(role_img).map_err(io_error(role_img))?;
+    let top = output::new_image_file(img, IMAGE_MODE).map_err(io_error(img))?;
+    if output::reflink(&role, &top).map_err(io_error(img))? {
+        return Ok((CopyKind::Reflink, edit(img, plan)?, None));
+    }
+    let top = Arc::new(top);
+    match edit_over(role_img, top.clone(), img, plan)? {
+        Some((applied, written)) => {
+            output::fill_around(&role, &top, &written).map_err(io_error(img))?;
+            Ok((CopyKind::Around, applied, Some(written)))
+        }
+        None => {
+            output::sparse_copy(&role, &top).map_err(io_error(img))?;
+            Ok((CopyKind::Sparse, edit(img, plan)?, None))
+        }
+    }
 }
 
 /// What a node's job tells the syncer about its raw image.
@@ -285,6 +326,15 @@ impl BuildReport {
             parts.push(format!(
                 "{reflinks} by reflink ({shared} of their {all} 4 MiB chunks still the role \
                  image's blocks, read from it)"
+            ));
+        }
+        let around = count(CopyKind::Around);
+        if around > 0 {
+            let (shared, all) = self.shared_chunks;
+            parts.push(format!(
+                "{around} written over their role image and its data copied around the edits \
+                 ({shared} of their {all} 4 MiB chunks untouched, hashed from the role image; \
+                 on btrfs or XFS with reflink=1 a copy shares its role image's blocks)"
             ));
         }
         let sparse = count(CopyKind::Sparse);

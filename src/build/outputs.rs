@@ -180,6 +180,17 @@ pub(super) fn edit(path: &Path, plan: &crate::plan::Plan) -> Result<apply::Appli
     Ok(apply::apply_in_place(path, plan)?)
 }
 
+/// [`apply::apply_over`], one edit at a time as [`edit`].
+pub(super) fn edit_over(
+    base: &Path,
+    top: std::sync::Arc<fs::File>,
+    out: &Path,
+    plan: &crate::plan::Plan,
+) -> Result<Option<apply::AppliedOver>, BuildError> {
+    let _one_at_a_time = EDITS.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(apply::apply_over(base, top, out, plan)?)
+}
+
 /// The check of the upstream base before the build writes into a copy of it, made on the base
 /// itself (the copy is the same bytes): its root filesystem is checked by e2fsck when `plan`
 /// writes into it ([`apply::root_touched`]; issue 12 item 7), and a damaged one is refused with e2fsck's

@@ -78,6 +78,15 @@ impl RoleImage {
         Sharing { role: self, blocks }
     }
 
+    /// How a node image of `len` bytes made by copying this role image around the byte
+    /// ranges `written` ([`crate::output::fill_around`]) shares with it: the chunks nothing
+    /// was written into are the role's bytes.
+    pub fn node_written(&self, len: u64, written: &[(u64, u64)]) -> Sharing<'_> {
+        let blocks =
+            (len == self.bytes).then(|| SharedBlocks::untouched(len, CHUNK as u64, written));
+        Sharing { role: self, blocks }
+    }
+
     /// Whether chunk `[from, from + chunk.len())` of a node image, whose bytes are `chunk`, is
     /// the same in the role image (`buf`: room for a chunk, reused between calls).
     fn same(&self, from: u64, chunk: &[u8], buf: &mut Vec<u8>) -> io::Result<bool> {

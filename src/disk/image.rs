@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::fsck::{self, FsckError};
 use super::grow::{self, GrowError};
-use super::io::{ReadOnly, Slice};
+use super::io::{Device, Overlay, ReadOnly, Slice};
 use super::layout::{read_layout, DiskError, DiskLayout, Partition, Scheme};
 use super::mbr::Mbr;
 use crate::fs::ext4::{Ext4, Ext4Error, OpenMode, OpenOptions};
@@ -38,9 +38,9 @@ pub enum ImageError {
 }
 
 /// The boot partition of a read-only [`Image`], through fatfs.
-pub type BootFs<'a> = FatVolume<ReadOnly<Slice<&'a File>>>;
+pub type BootFs<'a> = FatVolume<ReadOnly<Slice<&'a Device>>>;
 /// The boot partition of a writable [`Image`], through fatfs.
-pub type BootFsMut<'a> = FatVolume<Slice<&'a File>>;
+pub type BootFsMut<'a> = FatVolume<Slice<&'a Device>>;
 
 /// A raw disk image with a boot (FAT) and a root (ext4) partition.
 ///
@@ -48,10 +48,13 @@ pub type BootFsMut<'a> = FatVolume<Slice<&'a File>>;
 /// only inside the boot partition ([`Slice`]) and the ext4 handle only inside the root partition
 /// (the shim refuses I/O past its end and a superblock that claims more). Every change to the
 /// partition table (disk id, growth) goes through here.
+///
+/// Opened over another image ([`Image::open_over`]), it reads that image and writes into a new
+/// file ([`Overlay`]), which then holds only the bytes written.
 #[derive(Debug)]
 pub struct Image {
     path: PathBuf,
-    file: File,
+    file: Device,
     writable: bool,
     layout: DiskLayout,
     boot: Partition,
@@ -91,12 +94,52 @@ impl Image {
         let (layout, boot, root) = Self::read(&file, &shown)?;
         Ok(Image {
             path: path.to_path_buf(),
-            file,
+            file: Device::File(file),
             writable,
             layout,
             boot,
             root,
         })
+    }
+
+    /// Opens the raw image `base` for editing without changing it: every write goes into
+    /// `top` instead (an empty file, set to `base`'s length), reads see those writes over
+    /// `base`'s bytes, and [`Image::written`] tells which bytes `top` holds. The root
+    /// partition cannot grow this way.
+    pub fn open_over(base: &Path, top: std::sync::Arc<File>) -> Result<Image, ImageError> {
+        let shown = base.display().to_string();
+        let io_err = |source| ImageError::Io {
+            path: shown.clone(),
+            source,
+        };
+        let file = File::open(base).map_err(io_err)?;
+        let (layout, boot, root) = Self::read(&file, &shown)?;
+        let overlay = Overlay::new(file, top).map_err(io_err)?;
+        Ok(Image {
+            path: base.to_path_buf(),
+            file: Device::Overlay(overlay),
+            writable: true,
+            layout,
+            boot,
+            root,
+        })
+    }
+
+    /// Opened over another image: the byte ranges written so far (increasing, disjoint);
+    /// `None` for an image edited in place.
+    pub fn written(&self) -> Option<Vec<(u64, u64)>> {
+        match &self.file {
+            Device::Overlay(o) => Some(o.written()),
+            Device::File(_) => None,
+        }
+    }
+
+    /// Opened over another image: records the ranges a root filesystem session wrote into it
+    /// ([`crate::fs::ext4::Ext4::commit_written`]).
+    pub fn mark_written(&self, ranges: &[(u64, u64)]) {
+        if let Device::Overlay(o) = &self.file {
+            o.mark_written(ranges);
+        }
     }
 
     fn read(file: &File, shown: &str) -> Result<(DiskLayout, Partition, Partition), ImageError> {
@@ -171,6 +214,9 @@ impl Image {
 
     /// The root filesystem with `opts` (read-write needs [`Image::open_rw`]). The session is
     /// bounded to the root partition.
+    ///
+    /// Opened over another image, a read-write session writes into the overlay's file
+    /// ([`OpenOptions::split_into`]); record what it wrote with [`Image::mark_written`].
     pub fn root_fs_with(&self, opts: &OpenOptions) -> Result<Ext4, Ext4Error> {
         if opts.mode == OpenMode::ReadWrite && !self.writable {
             return Err(Ext4Error::ReadOnly {
@@ -178,6 +224,16 @@ impl Image {
                 path: self.path.display().to_string(),
             });
         }
+        let split;
+        let opts = match &self.file {
+            Device::Overlay(o) if opts.mode == OpenMode::ReadWrite => {
+                let mut split_opts = opts.clone();
+                split_opts.split_into = Some(o.top().clone());
+                split = split_opts;
+                &split
+            }
+            _ => opts,
+        };
         Ext4::open_bounded(
             &self.path,
             self.root.start_bytes,
@@ -233,21 +289,33 @@ impl Image {
     /// state, not cleanly unmounted, a size past the device, smaller than its minimum).
     pub fn grow_root(&mut self, new_bytes: u64, epoch: i64) -> Result<u64, ImageError> {
         self.writable()?;
+        let path = self.path.display().to_string();
+        let cannot = |path| ImageError::Write {
+            path,
+            source: io::Error::other("an image written over another cannot grow"),
+        };
+        // Refused before anything is written.
+        if let Device::Overlay(_) = self.file {
+            return Err(cannot(path));
+        }
         self.check_root()?;
         let mut opts = OpenOptions::new(OpenMode::ReadWrite);
         opts.clock = Some(epoch);
         let mut fs = self.root_fs_with(&opts)?;
         fs.record_check()?;
         fs.commit()?;
+        let Device::File(file) = &mut self.file else {
+            return Err(cannot(path));
+        };
         let len = grow::grow_partition(
-            &mut self.file,
+            file,
             &self.path,
             &self.layout,
             self.root.index,
             new_bytes,
             epoch,
         )?;
-        let (layout, boot, root) = Self::read(&self.file, &self.path.display().to_string())?;
+        let (layout, boot, root) = Self::read(file, &path)?;
         self.layout = layout;
         self.boot = boot;
         self.root = root;

@@ -1,7 +1,12 @@
-//! Byte-level views of an image: a partition as a device of its own ([`Slice`]) and a device
-//! that refuses writes ([`ReadOnly`]).
+//! Byte-level views of an image: a partition as a device of its own ([`Slice`]), a device
+//! that refuses writes ([`ReadOnly`]), and an image written over another ([`Overlay`],
+//! [`Device`]).
 
+use std::cell::{Cell, RefCell};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 /// A read-only view of a device that refuses writes (for libraries that want `Write`).
 #[derive(Debug)]
@@ -107,6 +112,177 @@ impl<D: Seek> Seek for Slice<D> {
     }
 }
 
+/// Adds `[s, e)` to `ranges` (increasing, disjoint, not touching), merging what it meets.
+pub fn add_range(ranges: &mut Vec<(u64, u64)>, s: u64, e: u64) {
+    if s >= e {
+        return;
+    }
+    // The first range that ends at or after `s`, and the first that starts after `e`.
+    let a = ranges.partition_point(|r| r.1 < s);
+    let b = ranges.partition_point(|r| r.0 <= e);
+    if a == b {
+        ranges.insert(a, (s, e));
+        return;
+    }
+    let merged = (ranges[a].0.min(s), ranges[b - 1].1.max(e));
+    ranges.splice(a..b, [merged]);
+}
+
+/// An image written over another of the same size, never into it: reads come from `top`
+/// where something was written through the overlay, else from `base`; writes go to `top` and
+/// are recorded ([`Overlay::written`]). `top` starts as a sparse file of `base`'s length; it
+/// ends holding only the bytes written, which its owner then fills in from `base`
+/// (`build::nodes`): a node image edited without first copying its role image.
+#[derive(Debug)]
+pub struct Overlay {
+    base: File,
+    top: Arc<File>,
+    len: u64,
+    written: RefCell<Vec<(u64, u64)>>,
+    pos: Cell<u64>,
+}
+
+impl Overlay {
+    /// `top` is set to `base`'s length.
+    pub fn new(base: File, top: Arc<File>) -> io::Result<Overlay> {
+        let len = base.metadata()?.len();
+        top.set_len(len)?;
+        Ok(Overlay {
+            base,
+            top,
+            len,
+            written: RefCell::new(Vec::new()),
+            pos: Cell::new(0),
+        })
+    }
+
+    /// The file written into.
+    pub fn top(&self) -> &Arc<File> {
+        &self.top
+    }
+
+    /// Records ranges written into `top` by someone else (an ext4 session split into it).
+    pub fn mark_written(&self, ranges: &[(u64, u64)]) {
+        let mut w = self.written.borrow_mut();
+        for &(s, e) in ranges {
+            add_range(&mut w, s, e.min(self.len));
+        }
+    }
+
+    /// The byte ranges `[start, end)` written so far (increasing, disjoint).
+    pub fn written(&self) -> Vec<(u64, u64)> {
+        self.written.borrow().clone()
+    }
+
+    /// Fills `buf` from `at` (inside the image), each part from where its bytes are.
+    fn read_at(&self, buf: &mut [u8], at: u64) -> io::Result<()> {
+        let end = at + buf.len() as u64;
+        let written = self.written.borrow();
+        let mut pos = at;
+        let mut i = written.partition_point(|r| r.1 <= at);
+        while pos < end {
+            let (from_top, stop) = match written.get(i) {
+                Some(&(s, e)) if s <= pos => (true, e.min(end)),
+                Some(&(s, _)) => (false, s.min(end)),
+                None => (false, end),
+            };
+            let part = &mut buf[(pos - at) as usize..(stop - at) as usize];
+            match from_top {
+                true => {
+                    self.top.read_exact_at(part, pos)?;
+                    i += 1;
+                }
+                false => self.base.read_exact_at(part, pos)?,
+            }
+            pos = stop;
+        }
+        Ok(())
+    }
+}
+
+impl Read for &Overlay {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let pos = self.pos.get();
+        let n = (buf.len() as u64).min(self.len.saturating_sub(pos)) as usize;
+        self.read_at(&mut buf[..n], pos)?;
+        self.pos.set(pos + n as u64);
+        Ok(n)
+    }
+}
+
+impl Write for &Overlay {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let pos = self.pos.get();
+        if pos.saturating_add(buf.len() as u64) > self.len {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "write past the end of the image",
+            ));
+        }
+        self.top.write_all_at(buf, pos)?;
+        add_range(&mut self.written.borrow_mut(), pos, pos + buf.len() as u64);
+        self.pos.set(pos + buf.len() as u64);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for &Overlay {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let new = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.get().checked_add_signed(d),
+        };
+        let p = new
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        self.pos.set(p);
+        Ok(p)
+    }
+}
+
+/// What an [`crate::disk::Image`] reads and writes: the image file itself, or an [`Overlay`].
+#[derive(Debug)]
+pub enum Device {
+    File(File),
+    Overlay(Overlay),
+}
+
+impl Read for &Device {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Device::File(f) => (&*f).read(buf),
+            Device::Overlay(o) => (&*o).read(buf),
+        }
+    }
+}
+
+impl Write for &Device {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Device::File(f) => (&*f).write(buf),
+            Device::Overlay(o) => (&*o).write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Device::File(f) => (&*f).flush(),
+            Device::Overlay(o) => (&*o).flush(),
+        }
+    }
+}
+
+impl Seek for &Device {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        match self {
+            Device::File(f) => (&*f).seek(pos),
+            Device::Overlay(o) => (&*o).seek(pos),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +301,80 @@ mod tests {
         assert_eq!(inner[9], 0);
         assert_eq!(inner[10], 1);
         assert_eq!(inner[30], 0);
+    }
+
+    #[test]
+    fn ranges_merge_what_they_meet() {
+        let mut r = Vec::new();
+        add_range(&mut r, 10, 20);
+        add_range(&mut r, 30, 40);
+        add_range(&mut r, 0, 5);
+        assert_eq!(r, [(0, 5), (10, 20), (30, 40)]);
+        add_range(&mut r, 20, 30);
+        assert_eq!(r, [(0, 5), (10, 40)]);
+        add_range(&mut r, 3, 12);
+        assert_eq!(r, [(0, 40)]);
+        add_range(&mut r, 50, 50);
+        add_range(&mut r, 45, 60);
+        add_range(&mut r, 41, 44);
+        assert_eq!(r, [(0, 40), (41, 44), (45, 60)]);
+        add_range(&mut r, 0, 100);
+        assert_eq!(r, [(0, 100)]);
+    }
+
+    /// Reads see what was written through the overlay and the base elsewhere; the base never
+    /// changes; `top` holds only the written bytes.
+    #[test]
+    fn overlay_reads_its_writes_over_the_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let base_p = dir.path().join("base");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&base_p, &data).unwrap();
+        let top = Arc::new(
+            File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(dir.path().join("top"))
+                .unwrap(),
+        );
+        let o = Overlay::new(File::open(&base_p).unwrap(), top.clone()).unwrap();
+        let mut expect = data.clone();
+        let mut d = &o;
+        for (at, n, v) in [
+            (100u64, 50usize, 1u8),
+            (120, 100, 2),
+            (9990, 10, 3),
+            (0, 1, 4),
+        ] {
+            d.seek(SeekFrom::Start(at)).unwrap();
+            d.write_all(&vec![v; n]).unwrap();
+            expect[at as usize..at as usize + n].fill(v);
+        }
+        d.seek(SeekFrom::End(-1)).unwrap();
+        assert!(d.write_all(&[3, 3]).is_err(), "a write past the end");
+        o.mark_written(&[(5000, 5010)]);
+        top.write_all_at(&[9u8; 10], 5000).unwrap();
+        expect[5000..5010].fill(9);
+        assert_eq!(
+            o.written(),
+            [(0, 1), (100, 220), (5000, 5010), (9990, 10_000)]
+        );
+        let mut got = Vec::new();
+        d.seek(SeekFrom::Start(0)).unwrap();
+        d.read_to_end(&mut got).unwrap();
+        assert!(got == expect);
+        // Odd windows across the pieces.
+        for (at, n) in [(95u64, 30usize), (219, 2), (4999, 12), (9985, 15)] {
+            let mut b = vec![0u8; n];
+            d.seek(SeekFrom::Start(at)).unwrap();
+            d.read_exact(&mut b).unwrap();
+            assert_eq!(b, expect[at as usize..at as usize + n]);
+        }
+        assert!(std::fs::read(&base_p).unwrap() == data, "the base changed");
+        let t = std::fs::read(dir.path().join("top")).unwrap();
+        assert_eq!(t.len(), data.len());
+        assert_eq!(t[99], 0);
+        assert_eq!(t[150], 2);
     }
 }

@@ -100,6 +100,9 @@ pub type DirCb = unsafe extern "C" fn(
     file_type: c_int,
 ) -> c_int;
 
+/// Commit callback: a run of `len` bytes the session wrote, at image offset `off`.
+pub type WrittenCb = unsafe extern "C" fn(ctx: *mut c_void, off: u64, len: u64);
+
 /// Allocation walk callback: a run of `count` used blocks from `first`; return non-zero to stop.
 pub type RunCb = unsafe extern "C" fn(ctx: *mut c_void, first: u64, count: u64) -> c_int;
 
@@ -116,11 +119,12 @@ extern "C" {
         rw: c_int,
         now: i64,
         scratch_fd: c_int,
+        split_fd: c_int,
         out: *mut *mut PfFs,
     ) -> c_long;
     pub fn pf_abort(h: *mut PfFs);
     pub fn pf_io_refused(h: *mut PfFs) -> c_int;
-    pub fn pf_commit(h: *mut PfFs) -> c_long;
+    pub fn pf_commit(h: *mut PfFs, runs: Option<WrittenCb>, ctx: *mut c_void) -> c_long;
     pub fn pf_mark_checked(h: *mut PfFs) -> c_long;
     pub fn pf_get_info(h: *mut PfFs, out: *mut PfInfo);
 

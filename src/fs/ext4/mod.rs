@@ -101,6 +101,11 @@ pub struct OpenOptions {
     /// written once), but a failed session leaves the image half-edited. Only for callers that
     /// edit a throwaway copy and discard it on error (`customize` does).
     pub direct: bool,
+    /// A read-write session that writes into this other image instead (same layout, the
+    /// filesystem at the same offset; bytes it does not write are left as they are): the
+    /// image opened is only read. [`Ext4::commit_written`] tells which bytes were written.
+    /// For a node image made from its role image without copying it first.
+    pub split_into: Option<std::sync::Arc<File>>,
 }
 
 impl OpenOptions {
@@ -110,6 +115,7 @@ impl OpenOptions {
             clock: None,
             scratch_dir: None,
             direct: false,
+            split_into: None,
         }
     }
 }
@@ -212,6 +218,9 @@ pub struct Ext4 {
     poisoned: Option<String>,
     /// The overlay's backing file; it must outlive `handle`.
     _scratch: Option<File>,
+    /// The image a split session writes into ([`OpenOptions::split_into`]), kept open for the
+    /// handle's lifetime.
+    _split: Option<std::sync::Arc<File>>,
 }
 
 // SAFETY: the handle is owned exclusively by this value; libext2fs and the

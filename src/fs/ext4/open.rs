@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::raw::{c_int, c_long};
+use std::os::raw::{c_int, c_long, c_void};
 use std::path::{Path, PathBuf};
 
 use super::*;
@@ -110,6 +110,7 @@ impl Ext4 {
                 clock: Some(epoch),
                 scratch_dir: None,
                 direct: false,
+                split_into: None,
             },
         )
     }
@@ -214,7 +215,8 @@ impl Ext4 {
             None => raw.wtime.max(1),
         };
 
-        let scratch = if rw && !opts.direct {
+        let split = opts.split_into.clone().filter(|_| rw);
+        let scratch = if rw && !opts.direct && split.is_none() {
             let dir = match &opts.scratch_dir {
                 Some(d) => d.clone(),
                 None => match image.parent() {
@@ -253,6 +255,7 @@ impl Ext4 {
                 c_int::from(rw),
                 clock,
                 scratch_fd,
+                split.as_ref().map_or(-1, |f| f.as_raw_fd()),
                 &mut handle,
             )
         };
@@ -307,6 +310,7 @@ impl Ext4 {
             extents: false,
             poisoned: None,
             _scratch: scratch,
+            _split: split,
         };
         let info = fs.raw_info();
         fs.block_size = u64::from(info.block_size);
@@ -381,14 +385,35 @@ impl Ext4 {
     /// image changes: libext2fs' metadata is flushed into the overlay, the
     /// overlay copied into the image and the image fsynced. A poisoned
     /// session is discarded instead (the image stays unchanged).
-    pub fn commit(mut self) -> Result<()> {
+    pub fn commit(self) -> Result<()> {
+        self.commit_written().map(drop)
+    }
+
+    /// [`Ext4::commit`], returning the byte ranges `[start, end)` of the image the session
+    /// wrote (increasing, not touching; in 1 KiB units). A session with no overlay (`direct`)
+    /// reports none. For a split session ([`OpenOptions::split_into`]) these are the ranges of
+    /// the other image that now hold the filesystem's new bytes; the image is not synced.
+    pub fn commit_written(mut self) -> Result<Vec<(u64, u64)>> {
         if let Some(first_error) = self.poisoned.take() {
             return Err(Ext4Error::Poisoned { first_error });
         }
         let handle = std::mem::replace(&mut self.handle, std::ptr::null_mut());
-        // SAFETY: handle came from pf_open and is released here, once
-        // (Drop sees a null handle).
-        let code = unsafe { ffi::pf_commit(handle) };
+        unsafe extern "C" fn written(ctx: *mut c_void, off: u64, len: u64) {
+            // SAFETY: ctx is the Vec passed below, alive and not otherwise borrowed for the
+            // whole of pf_commit.
+            let runs = unsafe { &mut *(ctx as *mut Vec<(u64, u64)>) };
+            runs.push((off, off.saturating_add(len)));
+        }
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        // SAFETY: handle came from pf_open and is released here, once (Drop sees a null
+        // handle); the callback only pushes into `runs`.
+        let code = unsafe {
+            ffi::pf_commit(
+                handle,
+                Some(written),
+                &mut runs as *mut Vec<(u64, u64)> as *mut c_void,
+            )
+        };
         if code == et!(pf_et_past_partition) {
             return Err(self.lib_err(code, "write back", "the filesystem"));
         }
@@ -400,6 +425,6 @@ impl Ext4 {
                 message: lib_message(code),
             });
         }
-        Ok(())
+        Ok(runs)
     }
 }

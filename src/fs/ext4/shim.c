@@ -78,7 +78,9 @@ struct pf_io {
 	uint64_t length;      /* bytes of the image from `base` the filesystem may use */
 	int refused;          /* an I/O past `length` was refused (libext2fs may rename the error) */
 	int rw;               /* writes allowed (into the overlay) */
-	int scratch_fd;       /* overlay data, at filesystem-relative offsets */
+	int scratch_fd;       /* overlay data, at `scratch_base` + filesystem-relative offsets */
+	uint64_t scratch_base; /* 0 for a scratch file; `base` when the overlay is another image */
+	int split;            /* the overlay is the output image itself: commit copies nothing */
 	uint8_t *dirty;       /* one bit per PF_UNIT of the filesystem */
 	uint64_t dirty_cap;   /* capacity of `dirty` in units */
 	struct struct_io_stats stats;
@@ -170,7 +172,7 @@ static errcode_t ov_read(struct pf_io *io, uint64_t off, void *buf, size_t len)
 		char *dst = (char *)buf + (pos - off);
 		ssize_t got;
 		if (d)
-			got = full_pread(io->scratch_fd, dst, n, pos);
+			got = full_pread(io->scratch_fd, dst, n, io->scratch_base + pos);
 		else
 			got = full_pread(io->img_fd, dst, n, io->base + pos);
 		if (got < 0)
@@ -209,7 +211,8 @@ static errcode_t ov_write(struct pf_io *io, uint64_t off, const void *buf, size_
 		if (pos == ustart && end >= uend) {
 			/* a run of whole units */
 			uint64_t units = (end - pos) / PF_UNIT;
-			err = full_pwrite(io->scratch_fd, src, (size_t)(units * PF_UNIT), pos);
+			err = full_pwrite(io->scratch_fd, src, (size_t)(units * PF_UNIT),
+					  io->scratch_base + pos);
 			if (err)
 				return err;
 			for (uint64_t u = 0; u < units; u++) {
@@ -225,13 +228,13 @@ static errcode_t ov_write(struct pf_io *io, uint64_t off, const void *buf, size_
 			ssize_t got;
 			memset(tmp, 0, sizeof(tmp));
 			if (dirty_get(io, unit))
-				got = full_pread(io->scratch_fd, tmp, PF_UNIT, ustart);
+				got = full_pread(io->scratch_fd, tmp, PF_UNIT, io->scratch_base + ustart);
 			else
 				got = full_pread(io->img_fd, tmp, PF_UNIT, io->base + ustart);
 			if (got < 0)
 				return errno ? errno : EXT2_ET_SHORT_READ;
 			memcpy(tmp + (pos - ustart), src, (size_t)(stop - pos));
-			err = full_pwrite(io->scratch_fd, tmp, PF_UNIT, ustart);
+			err = full_pwrite(io->scratch_fd, tmp, PF_UNIT, io->scratch_base + ustart);
 			if (err)
 				return err;
 			err = dirty_set(io, unit);
@@ -390,12 +393,16 @@ static void pf_release(struct pf_fs *h)
 /*
  * Open the filesystem in the `length` bytes at byte `offset` of `path`.  `scratch_fd` (read-write
  * only) is an empty file the overlay may use; the caller keeps ownership.
+ * `split_fd` (read-write only; -1: none) is another image of the same layout the session
+ * writes into instead (the overlay, at the filesystem's own offset in it; the caller keeps
+ * ownership): `path` is then only read, under a shared lock, and commit copies nothing.
  * `now` becomes fs->now.  Returns 0 or an errcode (errno values for the
  * image file itself, EWOULDBLOCK when another session holds the lock).
  */
 long pf_open(const char *path, uint64_t offset, uint64_t length, int rw, int64_t now, int scratch_fd,
-	     struct pf_fs **out)
+	     int split_fd, struct pf_fs **out)
 {
+	int split = rw && split_fd >= 0;
 	struct pf_fs *h;
 	char name[64];
 	errcode_t err;
@@ -407,7 +414,7 @@ long pf_open(const char *path, uint64_t offset, uint64_t length, int rw, int64_t
 	if (!h)
 		return EXT2_ET_NO_MEMORY;
 	h->io.scratch_fd = -1;
-	h->io.img_fd = open(path, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	h->io.img_fd = open(path, (rw && !split ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 	if (h->io.img_fd < 0) {
 		err = errno;
 		pf_release(h);
@@ -420,7 +427,7 @@ long pf_open(const char *path, uint64_t offset, uint64_t length, int rw, int64_t
 	 * O_CLOEXEC, so a lock can look taken for a few milliseconds.
 	 */
 	for (int tries = 0;; tries++) {
-		if (flock(h->io.img_fd, (rw ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0)
+		if (flock(h->io.img_fd, (rw && !split ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0)
 			break;
 		err = errno;
 		if (err != EWOULDBLOCK || tries >= 200) {
@@ -432,7 +439,9 @@ long pf_open(const char *path, uint64_t offset, uint64_t length, int rw, int64_t
 	h->io.base = offset;
 	h->io.length = length;
 	h->io.rw = rw ? 1 : 0;
-	h->io.scratch_fd = rw ? scratch_fd : -1;
+	h->io.scratch_fd = rw ? (split ? split_fd : scratch_fd) : -1;
+	h->io.scratch_base = split ? offset : 0;
+	h->io.split = split;
 	snprintf(name, sizeof(name), PF_NAME_PREFIX "%p", (void *)&h->io);
 
 	flags = EXT2_FLAG_64BITS | (rw ? EXT2_FLAG_RW : 0);
@@ -481,9 +490,12 @@ void pf_abort(struct pf_fs *h)
 
 /*
  * Flush libext2fs' state (into the overlay), then copy the overlay into the
- * image and fsync it.  The handle is freed in every case.
+ * image and fsync it (a split session: the overlay is already the output, and
+ * its owner syncs it).  `runs` (may be NULL) is told each run of bytes the
+ * session wrote, at image offsets, in increasing order.  The handle is freed in
+ * every case.
  */
-long pf_commit(struct pf_fs *h)
+long pf_commit(struct pf_fs *h, void (*runs)(void *ctx, uint64_t off, uint64_t len), void *ctx)
 {
 	errcode_t err = 0;
 	char *buf = NULL;
@@ -502,6 +514,21 @@ long pf_commit(struct pf_fs *h)
 	}
 	h->fs = NULL;
 	if (!h->io.rw || !h->io.dirty_cap)
+		goto out;
+	if (runs) {
+		for (uint64_t u = 0; u < h->io.dirty_cap;) {
+			if (!dirty_get(&h->io, u)) {
+				u++;
+				continue;
+			}
+			uint64_t v = u;
+			while (v < h->io.dirty_cap && dirty_get(&h->io, v))
+				v++;
+			runs(ctx, h->io.base + u * PF_UNIT, (v - u) * PF_UNIT);
+			u = v;
+		}
+	}
+	if (h->io.split)
 		goto out;
 
 	buf = malloc(chunk);
