@@ -295,23 +295,13 @@ pub fn sparse_copy(src: &File, dst: &File) -> io::Result<u64> {
         dst.set_len(0)?;
     }
     dst.set_len(len)?;
-    let mut pos = 0u64;
     let mut buf = vec![0u8; 1 << 20];
-    while pos < len {
-        // No more data: the rest is a hole.
-        let Some(data) = crate::sparse::next_data(src, pos)? else {
-            break;
-        };
-        let data = data.min(len);
-        let hole = crate::sparse::data_end(src, data, len);
-        if hole <= data {
-            break;
-        }
+    crate::sparse::each_data(src, len, |data, hole| {
         if !already_sparse || !kernel_copy(src, dst, data, hole)? {
             copy_range(&mut &*src, &mut &*dst, data, hole, &mut buf)?;
         }
-        pos = hole;
-    }
+        Ok(())
+    })?;
     Ok(len)
 }
 
@@ -330,16 +320,7 @@ pub fn fill_around(src: &File, dst: &File, written: &[(u64, u64)]) -> io::Result
         }
         Ok(())
     };
-    let mut pos = 0u64;
-    while pos < len {
-        let Some(data) = crate::sparse::next_data(src, pos)? else {
-            break;
-        };
-        let data = data.min(len);
-        let hole = crate::sparse::data_end(src, data, len);
-        if hole <= data {
-            break;
-        }
+    crate::sparse::each_data(src, len, |data, hole| {
         // [data, hole) less the written ranges.
         let mut at = data;
         for &(s, e) in &written[written.partition_point(|r| r.1 <= data)..] {
@@ -349,9 +330,8 @@ pub fn fill_around(src: &File, dst: &File, written: &[(u64, u64)]) -> io::Result
             copy(at, s.max(at))?;
             at = at.max(e);
         }
-        copy(at.min(hole), hole)?;
-        pos = hole;
-    }
+        copy(at.min(hole), hole)
+    })?;
     Ok(())
 }
 

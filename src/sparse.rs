@@ -39,6 +39,30 @@ pub fn data_end(f: &File, data: u64, len: u64) -> u64 {
     }
 }
 
+/// Calls `each(start, end)` for every run of data in the first `len` bytes of `f`, in order
+/// (holes skipped; a filesystem that cannot tell has one run, all of it).
+pub fn each_data(
+    f: &File,
+    len: u64,
+    mut each: impl FnMut(u64, u64) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut pos = 0u64;
+    while pos < len {
+        // No more data: the rest is a hole.
+        let Some(data) = next_data(f, pos)? else {
+            break;
+        };
+        let data = data.min(len);
+        let hole = data_end(f, data, len);
+        if hole <= data {
+            break;
+        }
+        each(data, hole)?;
+        pos = hole;
+    }
+    Ok(())
+}
+
 /// Whether `[from, to)` of `f` is one hole (reads as zeros without being read). `false` when
 /// the filesystem cannot tell, or cannot be asked: the bytes are then read.
 pub fn is_hole(f: &File, from: u64, to: u64) -> bool {

@@ -292,6 +292,24 @@ fn every_format_with_bmap_and_os_list_and_the_same_bytes_on_any_thread_count() {
     );
 }
 
+/// The build's `copies: N <how> (S of their A 4 MiB chunks ...` line, checked to say that most
+/// but not all of the nodes' chunks were known to be their role image's (a node's layer
+/// touches a few).
+fn copies_line(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("copies: "))
+        .unwrap_or_else(|| panic!("no copies line: {stdout}"));
+    let counts: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (s, a) = (counts[1], counts[2]);
+    assert!(a > 0 && s > a / 2 && s < a, "{line}");
+    line.to_string()
+}
+
 /// Nodes of one role are written over their role image and its data copied around the edits
 /// (on a filesystem without reflinks, as the test directory's), and take the digests of the
 /// chunks they share with their role image (the bmap's range checksums, the compressed
@@ -312,24 +330,13 @@ fn digests_taken_from_the_role_image_change_no_byte() {
     args.extend(["--jobs", "2"]);
     let out = build_with(&spec, &shared, &arts, &cache, &args);
     ok(&out);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("copies: "))
-        .unwrap_or_else(|| panic!("no copies line: {stdout}"));
     // The three workers written over their role image (the test directory's filesystem has no
     // reflinks); the control plane, its role's only node, takes the role image itself.
+    let line = copies_line(&out);
     assert!(
         line.starts_with("copies: 3 written over their role image"),
         "{line}"
     );
-    let counts: Vec<u64> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    // (S of their A 4 MiB chunks untouched ...): a node's layer touches few chunks.
-    let (s, a) = (counts[1], counts[2]);
-    assert!(a > 0 && s > a / 2 && s < a, "{line}");
     let alone = tmp.path().join("alone");
     args.push("--test-no-reuse");
     ok(&build_with(&spec, &alone, &arts, &cache, &args));
@@ -455,25 +462,14 @@ fn reflinked_node_images_are_read_from_the_role_image() {
     let shared = xfs.dir.join("dist");
     let out = build_with(&spec, &shared, &arts, &cache, &args);
     ok(&out);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("copies: "))
-        .unwrap_or_else(|| panic!("no copies line: {stdout}"));
     // The two workers by reflink; the control plane, its role's only node, takes the role
     // image itself.
+    let line = copies_line(&out);
     assert!(line.starts_with("copies: 2 by reflink ("), "{line}");
     assert!(
         line.ends_with("; 1 the role image itself (its role's only node)"),
         "{line}"
     );
-    let counts: Vec<u64> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    // copies: 2 by reflink (S of their A 4 MiB chunks ...: most chunks are the role's blocks.
-    let (s, a) = (counts[1], counts[2]);
-    assert!(a > 0 && s > a / 2 && s < a, "{line}");
     let alone = tmp.path().join("alone");
     let mut no_reuse = args.to_vec();
     no_reuse.push("--test-no-reuse");
