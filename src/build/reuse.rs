@@ -30,7 +30,7 @@ use std::sync::{mpsc, Mutex, OnceLock};
 use sha2::{Digest, Sha256};
 
 use crate::compress::{ChunkKeys, CHUNK};
-use crate::sparse::{is_hole, BlockMap, SharedBlocks};
+use crate::sparse::{is_hole, read_at, BlockMap, SharedBlocks};
 
 /// A role image, as the nodes made from it compare their chunks with it; and the digests
 /// they took of chunks equal to its own.
@@ -223,7 +223,7 @@ pub fn digests(
                                 Err(_) => return Ok(()),
                             },
                         };
-                        src.read_exact_at(&mut buf[..n], from)?;
+                        read_at(src, &mut buf[..n], from)?;
                         whole.update(&buf[..n]);
                         Some(buf)
                     }

@@ -434,7 +434,7 @@ fn produce(
     let key: [u8; 32] = if hole {
         store.zero_key
     } else {
-        src.read_exact_at(&mut buf, from)?;
+        crate::sparse::read_at(src, &mut buf, from)?;
         match keys {
             Some(k) => k.key(i, &buf)?,
             None => Sha256::digest(&buf).into(),
