@@ -176,9 +176,12 @@ impl ChunkKeys for NodeKeys<'_> {
 /// there when another node already hashed them, and chunks that are the role's blocks are
 /// read from the role image. Chunks that are holes are hashed as zeros without being read.
 ///
-/// The whole image's SHA-256 is taken on this thread and the ranges' on another, fed the same
-/// chunks (three 4 MiB buffers go round): the mapped bytes are hashed twice, and on two cores
-/// that costs the wall time of the longer of the two, not of both.
+/// The whole image's SHA-256 is taken on a thread of its own, fed the chunks this thread
+/// reads (three 4 MiB buffers go round), and the ranges' here, on each chunk before it is
+/// handed over: the mapped bytes are hashed twice, and on two cores that costs the wall time
+/// of the longer of the two. The whole image's hash is the longer (every byte, holes included),
+/// so it is the one left alone on its core: the reads, the holes' zeros and the comparisons
+/// with the role image are all done on the other.
 pub fn digests(
     file: &File,
     ranges: &[(u64, u64)],
@@ -187,13 +190,26 @@ pub fn digests(
     let len = file.metadata()?.len();
     // Reads as zeros without being touched (calloc: fresh pages).
     let zeros = vec![0u8; CHUNK];
-    let mut whole = Sha256::new();
+    let mut sums = RangeSums::new(ranges, sharing);
     std::thread::scope(|s| {
-        // Chunks to the range hasher (`None`: a hole), and its buffers back.
-        let (to_sums, chunks) = mpsc::sync_channel::<(u64, u64, Option<Vec<u8>>)>(2);
+        // Chunks to the whole-image hasher (`None`: `n` zeros), and its buffers back.
+        let (to_whole, chunks) = mpsc::sync_channel::<(usize, Option<Vec<u8>>)>(2);
         let (back, free) = mpsc::channel::<Vec<u8>>();
         let zeros = &zeros;
-        let summer = s.spawn(move || range_sums(chunks, back, ranges, sharing, zeros));
+        let hasher = s.spawn(move || {
+            let mut whole = Sha256::new();
+            for (n, buf) in chunks {
+                match buf {
+                    Some(b) => {
+                        whole.update(&b[..n]);
+                        // The reader may have stopped: the buffer is then dropped here.
+                        let _ = back.send(b);
+                    }
+                    None => whole.update(&zeros[..n]),
+                }
+            }
+            hex::encode(whole.finalize())
+        });
         let mut buffers = 0;
         let mut from = 0u64;
         let read = (|| -> io::Result<()> {
@@ -207,7 +223,7 @@ pub fn digests(
                 };
                 let chunk = match is_hole(src, from, to) {
                     true => {
-                        whole.update(&zeros[..n]);
+                        sums.chunk(from, &zeros[..n])?;
                         None
                     }
                     false => {
@@ -217,69 +233,78 @@ pub fn digests(
                                 buffers += 1;
                                 vec![0u8; CHUNK]
                             }
-                            // The hasher holds them all: wait for one (or for its end).
-                            Err(_) => match free.recv() {
-                                Ok(b) => b,
-                                Err(_) => return Ok(()),
-                            },
+                            // The hasher holds them all: wait for one.
+                            Err(_) => free.recv().map_err(|_| {
+                                io::Error::other("the image's hasher stopped early")
+                            })?,
                         };
                         read_at(src, &mut buf[..n], from)?;
-                        whole.update(&buf[..n]);
+                        sums.chunk(from, &buf[..n])?;
                         Some(buf)
                     }
                 };
-                if to_sums.send((from, to, chunk)).is_err() {
-                    // The hasher stopped: its error is told below.
+                if to_whole.send((n, chunk)).is_err() {
+                    // The hasher only stops by panicking: told by the join below.
                     return Ok(());
                 }
                 from = to;
             }
             Ok(())
         })();
-        drop(to_sums);
-        let sums = summer
+        drop(to_whole);
+        let whole = hasher
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         read?;
-        Ok((hex::encode(whole.finalize()), len, sums?))
+        Ok((whole, len, sums.finish()))
     })
 }
 
-/// The range checksums of [`digests`], from the chunks `(from, to, bytes)` it is sent in order
-/// (`None`: `to - from` zeros), each buffer sent `back` once hashed.
-fn range_sums(
-    chunks: mpsc::Receiver<(u64, u64, Option<Vec<u8>>)>,
-    back: mpsc::Sender<Vec<u8>>,
-    ranges: &[(u64, u64)],
-    sharing: Option<&Sharing<'_>>,
-    zeros: &[u8],
-) -> io::Result<Vec<[u8; 32]>> {
-    // Whom to ask whether a chunk is the same: only when other nodes can use the answer.
-    let asked = sharing.filter(|s| s.role.share);
-    let mut sums: Vec<[u8; 32]> = Vec::with_capacity(ranges.len());
-    // The range being hashed across chunks, and the next range to finish.
-    let mut open = Sha256::new();
-    let mut next = 0usize;
-    let mut role_buf = Vec::new();
-    for (from, to, buf) in chunks {
-        let n = (to - from) as usize;
-        let chunk: &[u8] = buf.as_deref().map_or(&zeros[..n], |b| &b[..n]);
+/// The range checksums of [`digests`], taken from the image's chunks in order.
+struct RangeSums<'a, 'r> {
+    ranges: &'a [(u64, u64)],
+    /// Whom to ask whether a chunk is the same: only when other nodes can use the answer.
+    asked: Option<&'a Sharing<'r>>,
+    sums: Vec<[u8; 32]>,
+    /// The range being hashed across chunks, and the next range to finish.
+    open: Sha256,
+    next: usize,
+    role_buf: Vec<u8>,
+}
+
+impl<'a, 'r> RangeSums<'a, 'r> {
+    fn new(ranges: &'a [(u64, u64)], sharing: Option<&'a Sharing<'r>>) -> Self {
+        RangeSums {
+            ranges,
+            asked: sharing.filter(|s| s.role.share),
+            sums: Vec::with_capacity(ranges.len()),
+            open: Sha256::new(),
+            next: 0,
+            role_buf: Vec::new(),
+        }
+    }
+
+    /// The chunk `[from, from + chunk.len())`, whose bytes are `chunk`: the ranges it holds
+    /// whole are summed (or their sums taken from the role image's), the parts of those
+    /// that cross its edges added to the open range.
+    fn chunk(&mut self, from: u64, chunk: &[u8]) -> io::Result<()> {
+        let to = from + chunk.len() as u64;
         let index = from / CHUNK as u64;
         // Whether the role image has the same chunk: asked once, when a range inside it
         // could be shared.
         let mut same: Option<bool> = None;
-        while let Some(&(s, e)) = ranges.get(next) {
+        while let Some(&(s, e)) = self.ranges.get(self.next) {
             if s >= to {
                 break;
             }
             if s >= from && e <= to {
                 let part = &chunk[(s - from) as usize..(e - from) as usize];
-                let sum = match asked {
+                let sum = match self.asked {
                     None => Sha256::digest(part).into(),
                     Some(r) => {
                         let same = match same {
                             Some(v) => v,
-                            None => *same.insert(r.same(index, chunk, &mut role_buf)?),
+                            None => *same.insert(r.same(index, chunk, &mut self.role_buf)?),
                         };
                         let known = if same {
                             lock(&r.role.ranges).get(&(s, e)).copied()
@@ -298,39 +323,36 @@ fn range_sums(
                         }
                     }
                 };
-                sums.push(sum);
-                next += 1;
+                self.sums.push(sum);
+                self.next += 1;
                 continue;
             }
             let (a, b) = (s.max(from), e.min(to));
             if a < b {
-                open.update(&chunk[(a - from) as usize..(b - from) as usize]);
+                self.open
+                    .update(&chunk[(a - from) as usize..(b - from) as usize]);
             }
             if e > to {
                 break;
             }
-            sums.push(
-                std::mem::replace(&mut open, Sha256::new())
-                    .finalize()
-                    .into(),
-            );
-            next += 1;
+            self.close();
         }
-        if let Some(b) = buf {
-            // The reader may have finished: the buffer is then dropped here.
-            let _ = back.send(b);
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        let done = std::mem::replace(&mut self.open, Sha256::new());
+        self.sums.push(done.finalize().into());
+        self.next += 1;
+    }
+
+    /// The sums, one per range; ranges past the end count the bytes the file had.
+    fn finish(mut self) -> Vec<[u8; 32]> {
+        while self.next < self.ranges.len() {
+            self.close();
         }
+        self.sums
     }
-    // Ranges past the end: of the bytes the file had.
-    while next < ranges.len() {
-        sums.push(
-            std::mem::replace(&mut open, Sha256::new())
-                .finalize()
-                .into(),
-        );
-        next += 1;
-    }
-    Ok(sums)
 }
 
 #[cfg(test)]
