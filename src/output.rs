@@ -4,6 +4,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -309,30 +310,172 @@ pub fn sparse_copy(src: &File, dst: &File) -> io::Result<u64> {
 /// byte ranges that `dst` already holds): `dst` then is `src` with those ranges replaced. The
 /// data is copied inside the kernel where it can be; `src`'s holes stay holes where nothing
 /// was written. A node image edited over its role image ([`crate::apply::apply_over`]) is
-/// finished this way.
+/// finished this way, or by [`fill_around_direct`].
 pub fn fill_around(src: &File, dst: &File, written: &[(u64, u64)]) -> io::Result<()> {
     let len = src.metadata()?.len();
+    let mut copy = buffered_copier(src, dst);
+    crate::sparse::each_data(src, len, |data, hole| {
+        around(written, data, hole, &mut copy)
+    })
+}
+
+/// Calls `each(a, b)` for every part of `[from, to)` outside `ranges` (increasing, disjoint).
+fn around(
+    ranges: &[(u64, u64)],
+    from: u64,
+    to: u64,
+    each: &mut impl FnMut(u64, u64) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut at = from;
+    for &(s, e) in &ranges[ranges.partition_point(|r| r.1 <= from)..] {
+        if s >= to {
+            break;
+        }
+        if at < s {
+            each(at, s.min(to))?;
+        }
+        at = at.max(e);
+    }
+    if at < to {
+        each(at, to)?;
+    }
+    Ok(())
+}
+
+/// Copies byte ranges of `src` into `dst` at the same offsets, through the page cache: inside
+/// the kernel where it can, else through a buffer.
+fn buffered_copier<'a>(
+    src: &'a File,
+    dst: &'a File,
+) -> impl FnMut(u64, u64) -> io::Result<()> + 'a {
     let mut buf = Vec::new();
-    let mut copy = |from: u64, to: u64| -> io::Result<()> {
+    move |from: u64, to: u64| -> io::Result<()> {
         if from < to && !kernel_copy(src, dst, from, to)? {
             buf.resize(1 << 20, 0);
             copy_range(&mut &*src, &mut &*dst, from, to, &mut buf)?;
         }
         Ok(())
+    }
+}
+
+/// The alignment of direct writes: a filesystem block (and a multiple of any disk's sector).
+const DIRECT_BLOCK: u64 = 4096;
+
+/// [`fill_around`], writing `src`'s data to `dst` (the file at `dst_path`) with `O_DIRECT`:
+/// read from `src`'s pages into one reused, aligned buffer and written from it to the disk,
+/// never through `dst`'s page cache. Only the 4 KiB blocks that a written range touches are
+/// copied through the page cache, around the bytes written (they share pages with them).
+///
+/// A copy into the page cache puts every byte into a page the kernel has just allocated (on
+/// this project's virtual machines, a page the host may have to back first), then writes it
+/// back and frees it: measured against `dd oflag=direct`, a 1.1 GB copy and sync took
+/// 1.4-2.2 s against 0.8-1.0 s (BENCHMARKS.md). A node image's digests read the chunks nothing
+/// was written into from the role image, not from the node image, so nothing is lost by
+/// leaving its data out of the page cache. Returns how many bytes went directly; 0 when the
+/// filesystem refuses `O_DIRECT` (tmpfs): everything was then copied as by [`fill_around`].
+pub fn fill_around_direct(
+    src: &File,
+    dst: &File,
+    dst_path: &Path,
+    written: &[(u64, u64)],
+) -> io::Result<u64> {
+    let Some(direct) = open_direct(dst, dst_path)? else {
+        fill_around(src, dst, written)?;
+        return Ok(0);
+    };
+    let len = src.metadata()?.len();
+    // The blocks the written ranges touch.
+    let mut near: Vec<(u64, u64)> = Vec::with_capacity(written.len());
+    for &(s, e) in written {
+        let (a, b) = (
+            s / DIRECT_BLOCK * DIRECT_BLOCK,
+            e.div_ceil(DIRECT_BLOCK).saturating_mul(DIRECT_BLOCK),
+        );
+        crate::disk::add_range(&mut near, a, b.min(len.max(e)));
+    }
+    let mut raw = vec![0u8; crate::compress::CHUNK + DIRECT_BLOCK as usize];
+    let skip = raw.as_ptr().align_offset(DIRECT_BLOCK as usize);
+    let buf = &mut raw[skip..skip + crate::compress::CHUNK];
+    let mut buffered = buffered_copier(src, dst);
+    let mut direct_bytes = 0u64;
+    let mut refused = false;
+    let mut copy_direct = |from: u64,
+                           to: u64,
+                           buffered: &mut dyn FnMut(u64, u64) -> io::Result<()>|
+     -> io::Result<()> {
+        // The whole blocks inside directly, the ends (the file's last, partial block) through
+        // the page cache.
+        let (a, b) = (
+            from.next_multiple_of(DIRECT_BLOCK),
+            to / DIRECT_BLOCK * DIRECT_BLOCK,
+        );
+        if refused || a >= b {
+            return buffered(from, to);
+        }
+        buffered(from, a)?;
+        let mut at = a;
+        while at < b {
+            let n = ((b - at) as usize).min(buf.len());
+            src.read_exact_at(&mut buf[..n], at)?;
+            match direct.write_all_at(&buf[..n], at) {
+                Ok(()) => direct_bytes += n as u64,
+                // Refused after all (a device with larger sectors): the rest through the page
+                // cache. Nothing was written by the refused call.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && direct_bytes == 0 => {
+                    refused = true;
+                    return buffered(at, to);
+                }
+                Err(e) => return Err(e),
+            }
+            at += n as u64;
+        }
+        buffered(b, to)
     };
     crate::sparse::each_data(src, len, |data, hole| {
-        // [data, hole) less the written ranges.
         let mut at = data;
-        for &(s, e) in &written[written.partition_point(|r| r.1 <= data)..] {
+        for &(s, e) in &near[near.partition_point(|r| r.1 <= data)..] {
             if s >= hole {
                 break;
             }
-            copy(at, s.max(at))?;
+            if at < s {
+                copy_direct(at, s, &mut buffered)?;
+            }
+            let (a, b) = (s.max(at), e.min(hole));
+            if a < b {
+                around(written, a, b, &mut buffered)?;
+            }
             at = at.max(e);
         }
-        copy(at.min(hole), hole)
+        if at < hole {
+            copy_direct(at, hole, &mut buffered)?;
+        }
+        Ok(())
     })?;
-    Ok(())
+    Ok(direct_bytes)
+}
+
+/// `dst` (the file at `path`) opened a second time for writing with `O_DIRECT`; `None` when
+/// its filesystem refuses `O_DIRECT`. The new descriptor must be the same file (it is opened
+/// by name: nothing followed, and checked).
+fn open_direct(dst: &File, path: &Path) -> io::Result<Option<File>> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let f = match fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let (a, b) = (dst.metadata()?, f.metadata()?);
+    if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+        return Err(io::Error::other(format!(
+            "{} was replaced while it was written",
+            path.display()
+        )));
+    }
+    Ok(Some(f))
 }
 
 /// Copies `[from, to)` inside the kernel (`copy_file_range`: no trip through user space, and a
@@ -686,6 +829,79 @@ mod tests {
             "copy allocated {} bytes",
             md.blocks() * 512
         );
+    }
+
+    /// Both fills make the source with the written ranges replaced, its holes left holes (a
+    /// range written into one of them too); the direct one writes the blocks no written range
+    /// touches with `O_DIRECT` (ext4 here and in CI: refusing it would fail this test) and
+    /// copies the blocks around the written bytes through the page cache.
+    #[test]
+    fn fills_around_written_ranges_directly_or_not() {
+        use std::os::unix::fs::FileExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let src_p = tmp.path().join("src");
+        // Ends in a partial block.
+        let len: u64 = (24 << 20) + 3 * 512;
+        let f = File::create(&src_p).unwrap();
+        f.set_len(len).unwrap();
+        let pattern = |at: u64, n: usize| -> Vec<u8> {
+            (0..n).map(|i| ((at + i as u64) % 251) as u8 + 1).collect()
+        };
+        for (at, n) in [
+            (0u64, 1usize << 20),
+            (3 << 20, 5 << 20),
+            ((16 << 20) + 4096, 4096),
+            (len - 2000, 2000),
+        ] {
+            f.write_all_at(&pattern(at, n), at).unwrap();
+        }
+        drop(f);
+        let written = [
+            (440u64, 446u64),
+            (1000, 5000),
+            ((4 << 20) + 100, (4 << 20) + 200),
+            (10 << 20, (10 << 20) + 8192),
+            (len - 10, len),
+        ];
+        let mut expect = fs::read(&src_p).unwrap();
+        for &(s, e) in &written {
+            expect[s as usize..e as usize].fill(0xEE);
+        }
+        for direct in [false, true] {
+            let p = tmp.path().join(format!("dst-{direct}"));
+            let dst = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&p)
+                .unwrap();
+            dst.set_len(len).unwrap();
+            for &(s, e) in &written {
+                dst.write_all_at(&vec![0xEE; (e - s) as usize], s).unwrap();
+            }
+            let src = File::open(&src_p).unwrap();
+            let n = match direct {
+                true => fill_around_direct(&src, &dst, &p, &written).unwrap(),
+                false => {
+                    fill_around(&src, &dst, &written).unwrap();
+                    0
+                }
+            };
+            drop(dst);
+            assert!(fs::read(&p).unwrap() == expect, "direct: {direct}");
+            if direct {
+                assert!(n >= 5 << 20, "only {n} bytes went directly");
+            }
+            let d = File::open(&p).unwrap();
+            assert!(crate::sparse::is_hole(&d, 9 << 20, 10 << 20));
+            assert!(crate::sparse::is_hole(&d, 1 << 20, 3 << 20));
+        }
+        // A file replaced under its name is refused, not written.
+        let other = tmp.path().join("other");
+        fs::write(&other, b"x").unwrap();
+        let dst = File::open(tmp.path().join("dst-true")).unwrap();
+        let src = File::open(&src_p).unwrap();
+        assert!(fill_around_direct(&src, &dst, &other, &written).is_err());
     }
 
     #[test]

@@ -169,7 +169,8 @@ fn build_node(
 /// The node image `img` made from its role image for `plan`: a reflink with the layer written
 /// into it where the filesystem shares blocks; else the layer written over the role image into
 /// the new file, nothing copied first ([`edit_over`]), and then the role image's data copied
-/// around what the layer wrote ([`output::fill_around`]): the role's bytes are copied once,
+/// around what the layer wrote, with `O_DIRECT` ([`output::fill_around_direct`]: no page
+/// cache for the node's data, which its digests read from the role image): the role's bytes are copied once,
 /// and the chunks nothing was written into are known to be the role's without comparing
 /// them. A layer that needs the root partition grown gets a whole copy, edited in place.
 /// Returns how it was made, the edit's summary, and the ranges written over the role image.
@@ -187,7 +188,7 @@ fn made_from_role(
     let top = Arc::new(top);
     match edit_over(role_img, top.clone(), img, plan)? {
         Some((applied, written)) => {
-            output::fill_around(&role, &top, &written).map_err(io_error(img))?;
+            output::fill_around_direct(&role, &top, img, &written).map_err(io_error(img))?;
             Ok((CopyKind::Around, applied, Some(written)))
         }
         None => {
