@@ -326,18 +326,36 @@ fn around(
     to: u64,
     each: &mut impl FnMut(u64, u64) -> io::Result<()>,
 ) -> io::Result<()> {
+    split(ranges, from, to, |a, b, inside| match inside {
+        true => Ok(()),
+        false => each(a, b),
+    })
+}
+
+/// Calls `each(a, b, inside)` for the parts of `[from, to)` in order, cut where `ranges`
+/// (increasing, disjoint) begin and end; `inside`: the part is in one of them.
+fn split(
+    ranges: &[(u64, u64)],
+    from: u64,
+    to: u64,
+    mut each: impl FnMut(u64, u64, bool) -> io::Result<()>,
+) -> io::Result<()> {
     let mut at = from;
     for &(s, e) in &ranges[ranges.partition_point(|r| r.1 <= from)..] {
         if s >= to {
             break;
         }
         if at < s {
-            each(at, s.min(to))?;
+            each(at, s, false)?;
+        }
+        let (a, b) = (s.max(at), e.min(to));
+        if a < b {
+            each(a, b, true)?;
         }
         at = at.max(e);
     }
     if at < to {
-        each(at, to)?;
+        each(at, to, false)?;
     }
     Ok(())
 }
@@ -432,24 +450,10 @@ pub fn fill_around_direct(
         buffered(b, to)
     };
     crate::sparse::each_data(src, len, |data, hole| {
-        let mut at = data;
-        for &(s, e) in &near[near.partition_point(|r| r.1 <= data)..] {
-            if s >= hole {
-                break;
-            }
-            if at < s {
-                copy_direct(at, s, &mut buffered)?;
-            }
-            let (a, b) = (s.max(at), e.min(hole));
-            if a < b {
-                around(written, a, b, &mut buffered)?;
-            }
-            at = at.max(e);
-        }
-        if at < hole {
-            copy_direct(at, hole, &mut buffered)?;
-        }
-        Ok(())
+        split(&near, data, hole, |a, b, near_written| match near_written {
+            true => around(written, a, b, &mut buffered),
+            false => copy_direct(a, b, &mut buffered),
+        })
     })?;
     Ok(direct_bytes)
 }

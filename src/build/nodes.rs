@@ -170,9 +170,9 @@ fn build_node(
 /// into it where the filesystem shares blocks; else the layer written over the role image into
 /// the new file, nothing copied first ([`edit_over`]), and then the role image's data copied
 /// around what the layer wrote, with `O_DIRECT` ([`output::fill_around_direct`]: no page
-/// cache for the node's data, which its digests read from the role image): the role's bytes are copied once,
-/// and the chunks nothing was written into are known to be the role's without comparing
-/// them. A layer that needs the root partition grown gets a whole copy, edited in place.
+/// cache for the node's data, which its digests read from the role image): the role's bytes
+/// are copied once, and the chunks nothing was written into are known to be the role's
+/// without comparing them. A layer that needs the root partition grown gets a whole copy, edited in place.
 /// Returns how it was made, the edit's summary, and the ranges written over the role image.
 #[allow(clippy::type_complexity)]
 fn made_from_role(
