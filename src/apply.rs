@@ -472,7 +472,7 @@ pub fn customize_with_mode(
     plan: &Plan,
     mode: u32,
 ) -> Result<Applied, ApplyError> {
-    let plan = checked_plan(raw, plan, true)?;
+    let plan = checked_plan(&Image::open(raw)?, plan, true)?;
     let plan = &*plan;
     let out_err = |source| ApplyError::Output {
         path: out.display().to_string(),
@@ -496,7 +496,7 @@ pub fn customize_with_mode(
 /// copied (the build checks the upstream base once, `Image::check_root`, when
 /// [`root_touched`]; the role and node images made from it are not checked again).
 pub fn apply_in_place(path: &Path, plan: &Plan) -> Result<Applied, ApplyError> {
-    let plan = checked_plan(path, plan, false)?;
+    let plan = checked_plan(&Image::open(path)?, plan, false)?;
     let grew_root_to = edit(path, &plan)?;
     let image_bytes = std::fs::metadata(path)
         .map_err(|source| ApplyError::Output {
@@ -513,19 +513,23 @@ pub fn apply_in_place(path: &Path, plan: &Plan) -> Result<Applied, ApplyError> {
 }
 
 /// Applies `plan` to the image at `base` without changing it or copying it: every byte the
-/// edits write goes into `top` instead (an empty file, set to `base`'s length), at its place
-/// in the image, and the rest of `top` is left a hole for the caller to fill from `base`. Returns
-/// the summary (`out` as its output) and the byte ranges written (increasing, disjoint); `None`
-/// when the plan would grow the root partition, which needs the whole image: then nothing was
-/// written. Not synced. As [`apply_in_place`], the root filesystem is not checked by e2fsck.
+/// edits write goes into `top` instead (set to `base`'s length), at its place in the image,
+/// and the rest of `top` is left a hole for the caller to fill from `base`. `written` are the
+/// ranges `top` already holds (the layers applied before, each by an earlier call; none for
+/// an empty file): the plan sees them, as it would on a copy they were applied to. Returns the
+/// summary (`out` as its output) and the byte ranges written, those before included
+/// (increasing, disjoint); `None` when the plan would grow the root partition, which needs the
+/// whole image: then nothing was written. Not synced. As [`apply_in_place`], the root
+/// filesystem is not checked by e2fsck.
 pub fn apply_over(
     base: &Path,
     top: std::sync::Arc<File>,
+    written: &[(u64, u64)],
     out: &Path,
     plan: &Plan,
 ) -> Result<Option<AppliedOver>, ApplyError> {
-    let plan = checked_plan(base, plan, false)?;
-    let mut img = Image::open_over(base, top)?;
+    let mut img = Image::open_over(base, top, written)?;
+    let plan = checked_plan(&img, plan, false)?;
     if room_to_grow(&img, &plan)?.is_some() {
         return Ok(None);
     }
@@ -558,21 +562,20 @@ fn applied(output: PathBuf, image_bytes: u64, grew_root_to: Option<u64>, plan: &
     }
 }
 
-/// The plan as it applies to the image at `raw` (a new MBR disk id brings the `PARTUUID=`
+/// The plan as it applies to the image `source` (a new MBR disk id brings the `PARTUUID=`
 /// rewrites with it), checked against that image before anything is copied or written: boot
 /// edits that cannot apply, and a root filesystem that is corrupt or claims more than its
 /// partition, are refused here, naming the image. With `check_fs`, a root filesystem the plan
-/// writes into is checked by e2fsck too (issue 12 item 7).
+/// writes into is checked by e2fsck too (issue 12 item 7; only for an image opened as a file).
 fn checked_plan<'a>(
-    raw: &Path,
+    source: &Image,
     plan: &'a Plan,
     check_fs: bool,
 ) -> Result<std::borrow::Cow<'a, Plan>, ApplyError> {
-    let source = Image::open(raw)?;
     // A new disk id on an MBR disk: the PARTUUID references follow it (GPT disks keep theirs).
     let plan = match (plan.disk_id, source.scheme()) {
         (Some(id), disk::Scheme::Mbr) => {
-            let (mut root_ops, mut boot_ops) = disk_id_ops(&source, id, plan.epoch)?;
+            let (mut root_ops, mut boot_ops) = disk_id_ops(source, id, plan.epoch)?;
             let mut p = plan.clone();
             root_ops.append(&mut p.root);
             boot_ops.append(&mut p.boot);
@@ -581,7 +584,7 @@ fn checked_plan<'a>(
         }
         _ => std::borrow::Cow::Borrowed(plan),
     };
-    precheck_boot(&source, &plan)?;
+    precheck_boot(source, &plan)?;
     // A root filesystem that claims more than its partition is refused here, naming the
     // input, before anything is copied; one that will be written into is checked too
     // (e2fsck -fn), as libext2fs would build on a damaged one's bitmaps (issue 12 item 7).
@@ -703,7 +706,7 @@ mod tests {
             )
         };
         let top = open_new(&node);
-        let (applied, written) = apply_over(&base, top.clone(), &node, &plan)
+        let (applied, written) = apply_over(&base, top.clone(), &[], &node, &plan)
             .unwrap()
             .expect("room enough: no growth");
         assert_eq!(applied.output, node);
@@ -736,9 +739,110 @@ mod tests {
         });
         let node2 = tmp.path().join("node2.img");
         let top2 = open_new(&node2);
-        assert!(apply_over(&base, top2, &node2, &big).unwrap().is_none());
+        assert!(apply_over(&base, top2, &[], &node2, &big)
+            .unwrap()
+            .is_none());
         assert!(std::fs::read(&node2).unwrap().iter().all(|&b| b == 0));
         assert!(std::fs::read(&base).unwrap() == before, "the base changed");
+    }
+
+    /// Layers applied one after the other over the same base into one file each see those
+    /// before (the partition table, the boot files, the root filesystem's allocation): the
+    /// result is the same bytes as the layers applied in place one after the other, and e2fsck
+    /// finds it clean. The last layer's new disk id rewrites the `PARTUUID=` in the
+    /// cmdline.txt and /etc/fstab that only the first layer wrote.
+    #[test]
+    fn layers_over_one_base_see_the_layers_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = make_disk(tmp.path(), false);
+        let before = std::fs::read(&base).unwrap();
+        let owner = Owner {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        };
+        let epoch = crate::clock::DEFAULT_EPOCH;
+        let write = |p: &mut Plan, path: &str, data: Vec<u8>| {
+            p.root.push(RootOp::Write {
+                path: path.into(),
+                content: Content::Bytes(data),
+                owner,
+            })
+        };
+        let mut common = Plan::new(epoch);
+        common.boot.push(BootOp::Write {
+            path: "/cmdline.txt".into(),
+            content: Content::Bytes(b"console=tty1 root=PARTUUID=11223344-02 rootwait\n".to_vec()),
+        });
+        write(
+            &mut common,
+            "/etc/fstab",
+            b"PARTUUID=11223344-02 / ext4 defaults 0 1\n".to_vec(),
+        );
+        write(&mut common, "/usr/bin/kubelet", vec![7u8; 900_000]);
+        let mut role = Plan::new(epoch);
+        role.cmdline_add.push("cgroup_enable=memory".into());
+        write(&mut role, "/etc/role", b"worker\n".to_vec());
+        write(&mut role, "/opt/images.tar", vec![9u8; 500_000]);
+        let mut node = Plan::new(epoch);
+        node.disk_id = Some(0x0bad_cafe);
+        write(&mut node, "/etc/hostname", b"w-2\n".to_vec());
+        node.boot.push(BootOp::Write {
+            path: "/user-data".into(),
+            content: Content::Bytes(b"#cloud-config\n".to_vec()),
+        });
+        let layers = [&common, &role, &node];
+
+        let copy = tmp.path().join("copy.img");
+        std::fs::copy(&base, &copy).unwrap();
+        for l in layers {
+            apply_in_place(&copy, l).unwrap();
+        }
+        let out = tmp.path().join("node.img");
+        let top = std::sync::Arc::new(
+            File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&out)
+                .unwrap(),
+        );
+        let mut written = Vec::new();
+        for l in layers {
+            let (_, w) = apply_over(&base, top.clone(), &written, &out, l)
+                .unwrap()
+                .expect("no growth");
+            assert!(w.len() >= written.len() && w.iter().map(|r| r.1 - r.0).sum::<u64>() > 0);
+            written = w;
+        }
+        assert!(std::fs::read(&base).unwrap() == before, "the base changed");
+        output::fill_around(&File::open(&base).unwrap(), &top, &written).unwrap();
+        assert!(
+            std::fs::read(&out).unwrap() == std::fs::read(&copy).unwrap(),
+            "the layers over the base and in place differ"
+        );
+        let img = Image::open(&out).unwrap();
+        let cmdline = img
+            .boot_fs(epoch)
+            .unwrap()
+            .read_file("/cmdline.txt")
+            .unwrap();
+        let cmdline = String::from_utf8(cmdline.unwrap()).unwrap();
+        assert!(
+            cmdline.contains("PARTUUID=0badcafe-02") && cmdline.contains("cgroup_enable=memory"),
+            "{cmdline}"
+        );
+        let fstab = img.root_fs().unwrap().read_config("/etc/fstab").unwrap();
+        assert!(String::from_utf8_lossy(&fstab).contains("PARTUUID=0badcafe-02"));
+        let (ok, fsck) = sh(
+            "e2fsck",
+            &[
+                "-fn",
+                &format!("{}?offset={}", out.display(), ROOT_START * 512),
+            ],
+            None,
+        );
+        assert!(ok, "{fsck}");
     }
 
     const NEEDS: RootNeeds = RootNeeds {

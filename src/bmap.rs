@@ -28,6 +28,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use crate::disk::Overlay;
 use crate::disk::{read_layout, Filesystem, Partition, Scheme, Slice, SECTOR};
 use crate::fs::ext4::{Ext4, OpenMode, OpenOptions};
 
@@ -107,16 +108,82 @@ impl BlockMap {
     }
 }
 
+/// The image a map is made of: a file, or an image being written over another
+/// ([`Overlay`]: its bytes as they will be once the file is filled in from the base).
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    File(&'a File, &'a Path),
+    /// The overlay, and the path of its base image (opened by the ext4 sessions).
+    Over(&'a Overlay, &'a Path),
+}
+
+impl Source<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> io::Result<()> {
+        match self {
+            Source::File(f, _) => f.read_exact_at(buf, at),
+            Source::Over(o, _) => o.read_exact_at(buf, at),
+        }
+    }
+
+    fn next_data(&self, at: u64) -> io::Result<Option<u64>> {
+        match self {
+            Source::File(f, _) => crate::sparse::next_data(f, at),
+            Source::Over(o, _) => o.next_data(at),
+        }
+    }
+
+    /// The partition `[start, start + len)` as a device.
+    fn slice(&self, start: u64, len: u64) -> Slice<BufReader<Box<dyn ReadSeek + '_>>> {
+        let dev: Box<dyn ReadSeek + '_> = match *self {
+            Source::File(f, _) => Box::new(f),
+            Source::Over(o, _) => Box::new(o),
+        };
+        Slice::new(BufReader::new(dev), start, len)
+    }
+
+    /// The ext2/3/4 filesystem of the partition `[start, start + len)`, read-only.
+    fn ext4(&self, start: u64, len: u64) -> Result<Ext4, crate::fs::ext4::Ext4Error> {
+        let mut opts = OpenOptions::new(OpenMode::ReadOnly);
+        let path = match self {
+            Source::File(_, p) => p,
+            Source::Over(o, p) => {
+                o.align_within(start, start.saturating_add(len), 1024)
+                    .map_err(|source| crate::fs::ext4::Ext4Error::Image {
+                        image: p.to_path_buf(),
+                        source,
+                    })?;
+                opts.split_into = Some(o.top().clone());
+                opts.split_written = o.written();
+                p
+            }
+        };
+        Ext4::open_bounded(path, start, len, &opts)
+    }
+}
+
+trait ReadSeek: io::Read + io::Seek + std::fmt::Debug {}
+impl<T: io::Read + io::Seek + std::fmt::Debug> ReadSeek for T {}
+
 /// The block map of the image at `path`, from its partition table and filesystems. An image
 /// without a readable partition table is mapped by content (every non-zero block).
 pub fn map_image(path: &Path) -> io::Result<BlockMap> {
     let file = File::open(path)?;
     let size = file.metadata()?.len();
+    map_source(Source::File(&file, path), size)
+}
+
+/// The block map of the image `over` will hold once its file is filled in from its base (at
+/// `base`), as [`map_image`] would make it then.
+pub fn map_over(over: &Overlay, base: &Path) -> io::Result<BlockMap> {
+    map_source(Source::Over(over, base), over.len())
+}
+
+fn map_source(src: Source<'_>, size: u64) -> io::Result<BlockMap> {
     let mut bytes: Vec<(u64, u64)> = Vec::new();
-    let layout = match read_layout(&mut BufReader::new(&file)) {
+    let layout = match read_layout(&mut src.slice(0, size)) {
         Ok(l) => l,
         Err(_) => {
-            nonzero_ranges(&file, 0, size, &mut bytes)?;
+            nonzero_ranges(src, 0, size, &mut bytes)?;
             return Ok(BlockMap::from_byte_ranges(size, bytes));
         }
     };
@@ -132,21 +199,20 @@ pub fn map_image(path: &Path) -> io::Result<BlockMap> {
     for p in parts {
         let (start, end) = (p.start_bytes.min(size), p.end_bytes().min(size));
         if start > at {
-            nonzero_ranges(&file, at, start, &mut bytes)?;
+            nonzero_ranges(src, at, start, &mut bytes)?;
         }
-        partition_ranges(path, &file, p, start, end, &mut bytes)?;
+        partition_ranges(src, p, start, end, &mut bytes)?;
         at = at.max(end);
     }
     if at < size {
-        nonzero_ranges(&file, at, size, &mut bytes)?;
+        nonzero_ranges(src, at, size, &mut bytes)?;
     }
     Ok(BlockMap::from_byte_ranges(size, bytes))
 }
 
 /// The bytes in use in one partition `[start, end)` of the image.
 fn partition_ranges(
-    path: &Path,
-    file: &File,
+    src: Source<'_>,
     p: &Partition,
     start: u64,
     end: u64,
@@ -154,22 +220,18 @@ fn partition_ranges(
 ) -> io::Result<()> {
     let len = end - start;
     let used: Option<Vec<(u64, u64)>> = match p.filesystem {
-        Filesystem::Vfat => {
-            let mut dev = Slice::new(BufReader::new(file), start, len);
-            crate::fs::fat_alloc::used_ranges(&mut dev, len)?
-        }
-        Filesystem::Ext2 | Filesystem::Ext3 | Filesystem::Ext4 => {
-            Ext4::open_bounded(path, start, len, &OpenOptions::new(OpenMode::ReadOnly))
-                .and_then(|fs| {
-                    let bs = u64::from(fs.info().block_size);
-                    let runs = fs.used_blocks()?;
-                    Ok(runs
-                        .into_iter()
-                        .map(|(first, n)| (first.saturating_mul(bs), n.saturating_mul(bs)))
-                        .collect())
-                })
-                .ok()
-        }
+        Filesystem::Vfat => crate::fs::fat_alloc::used_ranges(&mut src.slice(start, len), len)?,
+        Filesystem::Ext2 | Filesystem::Ext3 | Filesystem::Ext4 => src
+            .ext4(start, len)
+            .and_then(|fs| {
+                let bs = u64::from(fs.info().block_size);
+                let runs = fs.used_blocks()?;
+                Ok(runs
+                    .into_iter()
+                    .map(|(first, n)| (first.saturating_mul(bs), n.saturating_mul(bs)))
+                    .collect())
+            })
+            .ok(),
         Filesystem::Unknown => None,
     };
     match used {
@@ -185,17 +247,22 @@ fn partition_ranges(
         }
         // Not a filesystem this module reads (or one that cannot be read): keep every block
         // with data, so the map never misses anything.
-        None => nonzero_ranges(file, start, end, out),
+        None => nonzero_ranges(src, start, end, out),
     }
 }
 
 /// Appends the 4 KiB-aligned blocks of `[from, to)` that are not all zeros (holes are skipped
 /// without reading them).
-fn nonzero_ranges(file: &File, from: u64, to: u64, out: &mut Vec<(u64, u64)>) -> io::Result<()> {
+fn nonzero_ranges(
+    src: Source<'_>,
+    from: u64,
+    to: u64,
+    out: &mut Vec<(u64, u64)>,
+) -> io::Result<()> {
     let mut buf = vec![0u8; 1 << 20];
     let mut at = from;
     while at < to {
-        match crate::sparse::next_data(file, at) {
+        match src.next_data(at) {
             Ok(None) => return Ok(()), // only a hole from here on
             Ok(Some(data)) => {
                 let d = data / BLOCK * BLOCK;
@@ -207,7 +274,7 @@ fn nonzero_ranges(file: &File, from: u64, to: u64, out: &mut Vec<(u64, u64)>) ->
             Err(_) => {} // cannot tell: read
         }
         let n = ((to - at) as usize).min(buf.len());
-        file.read_exact_at(&mut buf[..n], at)?;
+        src.read_exact_at(&mut buf[..n], at)?;
         for (i, block) in buf[..n].chunks(BLOCK as usize).enumerate() {
             if block.iter().any(|&b| b != 0) {
                 out.push((at + (i as u64) * BLOCK, block.len() as u64));

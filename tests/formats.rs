@@ -292,6 +292,16 @@ fn every_format_with_bmap_and_os_list_and_the_same_bytes_on_any_thread_count() {
     );
 }
 
+/// The `copies:` line a build printed.
+fn copies_line_of(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find(|l| l.starts_with("copies: "))
+        .unwrap_or_else(|| panic!("no copies line: {stdout}"))
+        .to_string()
+}
+
 /// The build's `copies: N <how> (S of their A 4 MiB chunks ...` line, checked to say that most
 /// but not all of the nodes' chunks were known to be their role image's (a node's layer
 /// touches a few).
@@ -372,6 +382,34 @@ fn digests_taken_from_the_role_image_change_no_byte() {
     };
     assert_eq!(sums(&shared), sums(&alone));
     assert_eq!(sums(&shared).len(), 16);
+    // One node alone (`--node`): its three layers written over the upstream image into its
+    // own file, one after the other, no role image; its files are those of the same node
+    // built from role images (`--test-no-reuse`: the common and role layers on a copy of the
+    // upstream image, the node's on that). Both are rebuilds of pi-w-2 (its card then
+    // carries /etc/piforge/rejoin), as is the case for all but the first build of a node.
+    let node_args = [&fmt[..], &["--node", "pi-w-2"]].concat();
+    let one = tmp.path().join("one");
+    let out = build_with(&spec, &one, &arts, &cache, &node_args);
+    ok(&out);
+    let line = copies_line_of(&out);
+    assert!(
+        line.starts_with("copies: the only node written over the upstream image"),
+        "{line}"
+    );
+    let one_copied = tmp.path().join("one-copied");
+    let no_reuse = [&node_args[..], &["--test-no-reuse"]].concat();
+    ok(&build_with(&spec, &one_copied, &arts, &cache, &no_reuse));
+    let node_files: Vec<String> = names(&one)
+        .into_iter()
+        .filter(|f| f.starts_with("pi-"))
+        .collect();
+    assert_eq!(node_files.len(), 4, "{node_files:?}");
+    for f in &node_files {
+        assert!(
+            fs::read(one.join(f)).unwrap() == fs::read(one_copied.join(f)).unwrap(),
+            "{f} differs when built alone over the upstream image"
+        );
+    }
     // The third worker's files: node images differ from each other (their disk ids).
     let w3 = shared.join("pi-w-3.img");
     assert!(fs::read(&w3).unwrap() != fs::read(shared.join("pi-w-2.img")).unwrap());
@@ -493,6 +531,45 @@ fn reflinked_node_images_are_read_from_the_role_image() {
     };
     assert_eq!(sums(&shared), sums(&alone));
     assert_eq!(sums(&shared).len(), 3 * 4);
+    // One node alone, its upstream image on the same XFS: a reflink of it, its layers
+    // written into it; the same files as when it is built from role images. (From an image on
+    // another filesystem, it is written over the image as on any filesystem.)
+    let spec_dir = xfs.dir.join("spec");
+    fs::create_dir(&spec_dir).unwrap();
+    let image = xfs.dir.join("trixie.img");
+    fs::copy(fixture("trixie.img"), &image).unwrap();
+    let spec = cluster_spec(&spec_dir, "reflink", &image, more);
+    let node_args = [&args[..], &["--node", "pi-w-2"]].concat();
+    let no_reuse = [&node_args[..], &["--test-no-reuse"]].concat();
+    // Built once first: the two compared are then both rebuilds (a rebuilt node's card
+    // carries /etc/piforge/rejoin).
+    ok(&build_with(
+        &spec,
+        &xfs.dir.join("first"),
+        &arts,
+        &cache,
+        &no_reuse,
+    ));
+    let one = xfs.dir.join("one");
+    let out = build_with(&spec, &one, &arts, &cache, &node_args);
+    ok(&out);
+    assert_eq!(
+        copies_line_of(&out),
+        "copies: the only node a reflink of the upstream image, its layers written into it"
+    );
+    let one_copied = xfs.dir.join("one-copied");
+    ok(&build_with(&spec, &one_copied, &arts, &cache, &no_reuse));
+    let node_files: Vec<String> = names(&one)
+        .into_iter()
+        .filter(|f| f.starts_with("pi-"))
+        .collect();
+    assert_eq!(node_files.len(), 4, "{node_files:?}");
+    for f in &node_files {
+        assert!(
+            fs::read(one.join(f)).unwrap() == fs::read(one_copied.join(f)).unwrap(),
+            "{f} differs when built alone by reflink"
+        );
+    }
 }
 
 /// The files in `dir` but piforge's own dot files (the output directory's lock).

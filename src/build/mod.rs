@@ -182,6 +182,9 @@ pub struct BuildReport {
     pub manifest: Option<Manifest>,
     /// How each node's image was copied from its role's (reflink or sparse copy).
     pub copies: Vec<crate::output::CopyKind>,
+    /// The build's only node was made from the upstream image itself, all its layers written
+    /// over it (no role image).
+    pub from_base: bool,
     /// Of the reflinked node images' chunks (4 MiB), those still the role image's blocks,
     /// read from the role image ([`reuse`]); and all the node images' chunks.
     pub shared_chunks: (usize, usize),
@@ -258,10 +261,20 @@ struct PendingDigest {
 }
 
 impl PendingDigest {
-    fn start(path: &Path, progress: Option<Arc<dyn Progress>>) -> PendingDigest {
+    /// Hashes `path`, and remembers its digest in `cache` ([`source::memo`]) for the next
+    /// build.
+    fn start(path: &Path, cache: &Path, progress: Option<Arc<dyn Progress>>) -> PendingDigest {
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (c, p) = (cancel.clone(), path.to_path_buf());
-        let thread = std::thread::spawn(move || source::sha256_file_cancellable(&p, &c, progress));
+        let (c, p, cache) = (cancel.clone(), path.to_path_buf(), cache.to_path_buf());
+        let thread = std::thread::spawn(move || {
+            let before = std::fs::metadata(&p).map_err(|err| source::SourceError::Read {
+                path: p.clone(),
+                err,
+            })?;
+            let digest = source::sha256_file_cancellable(&p, &c, progress)?;
+            source::memo::store(&cache, &p, &before, &digest);
+            Ok(digest)
+        });
         PendingDigest {
             cancel,
             thread: Some(thread),
@@ -362,7 +375,7 @@ pub fn validate(
     let pending_digest = base
         .input_sha256
         .is_none()
-        .then(|| PendingDigest::start(&base.path, progress));
+        .then(|| PendingDigest::start(&base.path, &opts.cache_dir, progress));
     let facts = inspect::inspect(&base_path, &base)?;
     if !facts.cloud_init.installed {
         return Err(BuildError::NoCloudInit {

@@ -50,10 +50,18 @@ fn raw_entry(
     name: String,
     bmap: bool,
     sharing: Option<&Sharing<'_>>,
+    over: Option<&Over>,
 ) -> Result<(FileEntry, Option<String>), BuildError> {
-    let map = match bmap {
-        true => Some(crate::bmap::map_image(path).map_err(io_error(path))?),
-        false => None,
+    let map = match (bmap, over) {
+        (false, _) => None,
+        (true, None) => Some(crate::bmap::map_image(path).map_err(io_error(path))?),
+        // The file is being filled in from its source meanwhile: its map as it will be.
+        (true, Some(o)) => {
+            let base = fs::File::open(&o.source).map_err(io_error(&o.source))?;
+            let view = crate::disk::Overlay::new(base, o.top.clone(), &o.written)
+                .map_err(io_error(path))?;
+            Some(crate::bmap::map_over(&view, &o.source).map_err(io_error(path))?)
+        }
     };
     let ranges = map.as_ref().map(|m| m.byte_ranges()).unwrap_or_default();
     let (sha256, bytes, sums) = reuse::digests(f, &ranges, sharing).map_err(io_error(path))?;
@@ -68,15 +76,47 @@ fn raw_entry(
     ))
 }
 
-/// One node: a copy of its role's image (`alone`, the role's only node: the role image
-/// itself), its layer, its files. The raw image, when it is an output, goes to `syncer` to be
-/// written to disk ([`sync_images`]).
-#[allow(clippy::too_many_arguments)]
+/// Where a node image is made from.
+pub(super) enum Source<'a> {
+    /// Its role's image: `alone`, the role's only node, takes the role image itself; `role`,
+    /// the role image shared by several nodes, to write over and share digests with.
+    Role {
+        img: &'a Path,
+        alone: bool,
+        role: Option<&'a RoleImage>,
+    },
+    /// The upstream base (the build's only node): the common and role layers, then the
+    /// node's, written over it into the node's file, which is then filled in from it.
+    Base {
+        base: &'a Path,
+        layers: [&'a crate::plan::Plan; 2],
+        image: &'a RoleImage,
+    },
+}
+
+/// A node image written over its source image ([`edit_over`]) and not yet filled in from it:
+/// the ranges written into `top`; the rest is the source's, copied by
+/// [`output::fill_around_direct`] while the digests are taken (they read those bytes from the
+/// source).
+struct Over {
+    source: PathBuf,
+    from: fs::File,
+    top: Arc<fs::File>,
+    written: Vec<(u64, u64)>,
+}
+
+/// How a node image was made: the copy, the summary of its last edit, and the fill left to do.
+struct Made {
+    copy: CopyKind,
+    done: Applied,
+    over: Option<Over>,
+}
+
+/// One node: its image made from `source` ([`Source`]), its layer, its files. The raw image,
+/// when it is an output, goes to `syncer` to be written to disk ([`sync_images`]).
 fn build_node(
     node: &NodeLayer,
-    role_img: &Path,
-    alone: bool,
-    role: Option<&RoleImage>,
+    source: &Source<'_>,
     dir: &Path,
     outputs: &NodeOutputs,
     progress: Option<&dyn Progress>,
@@ -84,38 +124,86 @@ fn build_node(
 ) -> Result<StagedNode, BuildError> {
     let name = format!("{}.img", node.name);
     let img = dir.join(&name);
-    let (copy, done, written) = step(progress, Task::Copy(&node.name), role_img, || {
-        match (alone, role) {
+    let key = role_key(node.role);
+    let (from, role) = match source {
+        Source::Role { img, role, .. } => (*img, *role),
+        Source::Base { base, image, .. } => (*base, Some(*image)),
+    };
+    let made = step(progress, Task::Copy(&node.name), from, || match *source {
+        Source::Role {
+            img: role_img,
+            alone,
+            role,
+        } => match (alone, role) {
             (true, _) => {
                 fs::rename(role_img, &img).map_err(io_error(&img))?;
-                Ok((CopyKind::Renamed, edit(&img, &node.plan)?, None))
+                Ok(Made {
+                    copy: CopyKind::Renamed,
+                    done: edit(&img, &node.plan)?,
+                    over: None,
+                })
             }
-            (false, Some(_)) => made_from_role(role_img, &img, &node.plan),
+            (false, Some(_)) => made_over(role_img, &img, &[&node.plan], key, progress),
             (false, None) => {
                 let copy =
                     output::copy_image(role_img, &img, IMAGE_MODE).map_err(io_error(&img))?;
-                Ok((copy, edit(&img, &node.plan)?, None))
+                Ok(Made {
+                    copy,
+                    done: edit(&img, &node.plan)?,
+                    over: None,
+                })
             }
+        },
+        Source::Base { base, layers, .. } => {
+            super::outputs::check_base(base, layers[0])?;
+            made_over(
+                base,
+                &img,
+                &[layers[0], layers[1], &node.plan],
+                key,
+                progress,
+            )
         }
     })?;
+    let (copy, done) = (made.copy, made.done);
     let mut files = Vec::new();
     let file = fs::File::open(&img).map_err(io_error(&img))?;
-    if outputs.raw {
-        // Its writeback starts now, on the syncer's thread; this thread reads and hashes the
-        // image meanwhile. (A syncer that stopped has its error to tell.)
-        let _ = syncer.send(ToDisk::Written(
-            img.clone(),
-            file.try_clone().map_err(io_error(&img))?,
-        ));
-    }
     let len = file.metadata().map_err(io_error(&img))?.len();
-    let sharing = role.map(|r| match &written {
-        Some(w) => r.node_written(len, w),
+    let sharing = role.map(|r| match &made.over {
+        Some(o) => r.node_written(len, &o.written),
         None => r.node(&file, len, copy == CopyKind::Reflink),
     });
     let shared_chunks = sharing.as_ref().map_or(0, |s| s.shared_chunks());
+    let written_to_disk = || -> Result<(), BuildError> {
+        if outputs.raw {
+            // Its writeback starts now, on the syncer's thread; this thread reads and hashes
+            // the image meanwhile. (A syncer that stopped has its error to tell.)
+            let _ = syncer.send(ToDisk::Written(
+                img.clone(),
+                file.try_clone().map_err(io_error(&img))?,
+            ));
+        }
+        Ok(())
+    };
     // The raw image's digest, kept or not (os_list.json records it as the extracted image's).
-    let (raw, bmap) = raw_entry(&file, &img, name, outputs.bmap, sharing.as_ref())?;
+    let (raw, bmap) = match &made.over {
+        None => {
+            written_to_disk()?;
+            raw_entry(&file, &img, name, outputs.bmap, sharing.as_ref(), None)?
+        }
+        // Filled in from its source on one thread while its digests are taken on the others
+        // (from the source where nothing was written).
+        Some(o) => std::thread::scope(|s| {
+            let fill = s.spawn(|| output::fill_around_direct(&o.from, &o.top, &img, &o.written));
+            let entry = raw_entry(&file, &img, name, outputs.bmap, sharing.as_ref(), Some(o));
+            let filled = fill
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            filled.map_err(io_error(&img))?;
+            written_to_disk()?;
+            entry
+        })?,
+    };
     let raw_digest = raw.sha256.clone();
     if outputs.raw {
         files.push(raw.clone());
@@ -166,36 +254,88 @@ fn build_node(
     })
 }
 
-/// The node image `img` made from its role image for `plan`: a reflink with the layer written
-/// into it where the filesystem shares blocks; else the layer written over the role image into
-/// the new file, nothing copied first ([`edit_over`]), and then the role image's data copied
-/// around what the layer wrote, with `O_DIRECT` ([`output::fill_around_direct`]: no page
-/// cache for the node's data, which its digests read from the role image): the role's bytes
-/// are copied once, and the chunks nothing was written into are known to be the role's
-/// without comparing them. A layer that needs the root partition grown gets a whole copy, edited in place.
-/// Returns how it was made, the edit's summary, and the ranges written over the role image.
-#[allow(clippy::type_complexity)]
-fn made_from_role(
-    role_img: &Path,
+/// The node image `img` made from the image `source` (its role image, or the upstream base)
+/// with `layers` applied one after the other: a reflink with the layers written into it where
+/// the filesystem shares blocks; else the layers written over the source into the new file,
+/// each seeing those before, nothing copied first ([`edit_over`]); the source's data is then
+/// copied around what they wrote by the caller, with `O_DIRECT` ([`Over`]: no page cache for
+/// the node's data, which its digests read from the source): the source's bytes are copied
+/// once, and the chunks nothing was written into are known to be the source's without
+/// comparing them. A layer that needs the root partition grown gets the image filled in
+/// first, and it and the layers after it are edited in place.
+fn made_over(
+    source: &Path,
     img: &Path,
-    plan: &crate::plan::Plan,
-) -> Result<(CopyKind, Applied, Option<Vec<(u64, u64)>>), BuildError> {
-    let role = fs::File::open(role_img).map_err(io_error(role_img))?;
+    layers: &[&crate::plan::Plan],
+    role: &str,
+    progress: Option<&dyn Progress>,
+) -> Result<Made, BuildError> {
+    let from = fs::File::open(source).map_err(io_error(source))?;
     let top = output::new_image_file(img, IMAGE_MODE).map_err(io_error(img))?;
-    if output::reflink(&role, &top).map_err(io_error(img))? {
-        return Ok((CopyKind::Reflink, edit(img, plan)?, None));
+    let in_place = |layers: &[&crate::plan::Plan]| -> Result<Option<Applied>, BuildError> {
+        let mut done = None;
+        for (i, plan) in layers.iter().enumerate() {
+            done = Some(layer_step(layers.len() - i, role, progress, img, || {
+                edit(img, plan)
+            })?);
+        }
+        Ok(done)
+    };
+    if output::reflink(&from, &top).map_err(io_error(img))? {
+        let done = in_place(layers)?;
+        return made(CopyKind::Reflink, done, None, img);
     }
     let top = Arc::new(top);
-    match edit_over(role_img, top.clone(), img, plan)? {
-        Some((applied, written)) => {
-            output::fill_around_direct(&role, &top, img, &written).map_err(io_error(img))?;
-            Ok((CopyKind::Around, applied, Some(written)))
-        }
-        None => {
-            output::sparse_copy(&role, &top).map_err(io_error(img))?;
-            Ok((CopyKind::Sparse, edit(img, plan)?, None))
+    let mut written: Vec<(u64, u64)> = Vec::new();
+    let mut done = None;
+    for (i, plan) in layers.iter().enumerate() {
+        let over = layer_step(layers.len() - i, role, progress, source, || {
+            edit_over(source, top.clone(), &written, img, plan)
+        })?;
+        match over {
+            Some((applied, w)) => (done, written) = (Some(applied), w),
+            None => {
+                // This layer grows the root partition, which needs the whole image.
+                output::fill_around(&from, &top, &written).map_err(io_error(img))?;
+                let done = in_place(&layers[i..])?;
+                return made(CopyKind::Sparse, done, None, img);
+            }
         }
     }
+    let over = Over {
+        source: source.to_path_buf(),
+        from,
+        top,
+        written,
+    };
+    made(CopyKind::Around, done, Some(over), img)
+}
+
+/// A layer's edit, shown as the `common` or `role` payload step when it is not the node's own
+/// (`left`: the layers left, this one included; the node's is the last).
+fn layer_step<T>(
+    left: usize,
+    role: &str,
+    progress: Option<&dyn Progress>,
+    from: &Path,
+    run: impl FnOnce() -> Result<T, BuildError>,
+) -> Result<T, BuildError> {
+    match left {
+        3 => step(progress, Task::Payload("common"), from, run),
+        2 => step(progress, Task::Payload(role), from, run),
+        _ => run(),
+    }
+}
+
+fn made(
+    copy: CopyKind,
+    done: Option<Applied>,
+    over: Option<Over>,
+    img: &Path,
+) -> Result<Made, BuildError> {
+    let done = done
+        .ok_or_else(|| io_error(img)(io::Error::other("no layer to write into the node image")))?;
+    Ok(Made { copy, done, over })
 }
 
 /// What a node's job tells the syncer about its raw image.
@@ -225,15 +365,37 @@ fn sync_images(images: mpsc::Receiver<ToDisk>) -> Result<(), BuildError> {
     Ok(())
 }
 
+/// What the node images are made from.
+pub(super) enum Images<'a> {
+    /// The role images, by role key.
+    Roles(&'a BTreeMap<&'static str, PathBuf>),
+    /// The upstream base, for a build of one node: its layers are all written over it
+    /// ([`Source::Base`]).
+    Base(&'a Path),
+}
+
 /// Builds the nodes `jobs` at a time; the first error stops the others from starting new
 /// nodes and is returned.
 pub(super) fn build_nodes(
     plan: &BuildPlan,
-    roles: &BTreeMap<&'static str, PathBuf>,
+    images: &Images<'_>,
     dir: &Path,
     opts: &BuildOptions,
     progress: Option<&dyn Progress>,
 ) -> Result<Vec<Option<StagedNode>>, BuildError> {
+    let empty = BTreeMap::new();
+    let (roles, base) = match images {
+        Images::Roles(r) => (*r, None),
+        Images::Base(b) => (&empty, Some(*b)),
+    };
+    // The base, shared with the only node's image where nothing was written over it.
+    let base_image = match base {
+        Some(b) => {
+            let f = fs::File::open(b).map_err(io_error(b))?;
+            Some(RoleImage::new(f, 1).map_err(io_error(b))?)
+        }
+        None => None,
+    };
     let nodes_of = |key: &str| {
         plan.nodes
             .iter()
@@ -261,21 +423,30 @@ pub(super) fn build_nodes(
         while !failed.load(Ordering::SeqCst) {
             let i = next.fetch_add(1, Ordering::SeqCst);
             let Some(node) = plan.nodes.get(i) else { break };
-            let Some(role_img) = roles.get(role_key(node.role)) else {
-                continue;
-            };
             let key = role_key(node.role);
-            let (alone, role) = (nodes_of(key) == 1, shared.get(key));
-            let r = build_node(
-                node,
-                role_img,
-                alone,
-                role,
-                dir,
-                &opts.outputs,
-                progress,
-                &tx,
-            );
+            let source = match (base, &base_image) {
+                (Some(base), Some(image)) => {
+                    let Some(layer) = plan.roles.iter().find(|r| r.role == node.role) else {
+                        continue;
+                    };
+                    Source::Base {
+                        base,
+                        layers: [&plan.common, &layer.plan],
+                        image,
+                    }
+                }
+                _ => {
+                    let Some(role_img) = roles.get(key) else {
+                        continue;
+                    };
+                    Source::Role {
+                        img: role_img,
+                        alone: nodes_of(key) == 1,
+                        role: shared.get(key),
+                    }
+                }
+            };
+            let r = build_node(node, &source, dir, &opts.outputs, progress, &tx);
             if r.is_err() {
                 failed.store(true, Ordering::SeqCst);
             }
@@ -320,6 +491,22 @@ impl BuildReport {
     pub fn copies_line(&self) -> Option<String> {
         use crate::output::CopyKind;
         let count = |k: CopyKind| self.copies.iter().filter(|c| **c == k).count();
+        if self.from_base {
+            let (shared, all) = self.shared_chunks;
+            return self.copies.first().map(|c| match c {
+                CopyKind::Around => format!(
+                    "copies: the only node written over the upstream image, layer after layer, \
+                     and its data copied around the edits ({shared} of the {all} 4 MiB chunks \
+                     untouched, hashed from the upstream image)"
+                ),
+                CopyKind::Reflink => "copies: the only node a reflink of the upstream image, \
+                                      its layers written into it"
+                    .to_string(),
+                _ => "copies: the only node a whole copy of the upstream image (its root \
+                      partition grows), its layers written into it"
+                    .to_string(),
+            });
+        }
         let mut parts = Vec::new();
         let reflinks = count(CopyKind::Reflink);
         if reflinks > 0 {

@@ -184,11 +184,12 @@ pub(super) fn edit(path: &Path, plan: &crate::plan::Plan) -> Result<apply::Appli
 pub(super) fn edit_over(
     base: &Path,
     top: std::sync::Arc<fs::File>,
+    written: &[(u64, u64)],
     out: &Path,
     plan: &crate::plan::Plan,
 ) -> Result<Option<apply::AppliedOver>, BuildError> {
     let _one_at_a_time = EDITS.lock().unwrap_or_else(|p| p.into_inner());
-    Ok(apply::apply_over(base, top, out, plan)?)
+    Ok(apply::apply_over(base, top, written, out, plan)?)
 }
 
 /// The check of the upstream base before the build writes into a copy of it, made on the base
@@ -197,7 +198,7 @@ pub(super) fn edit_over(
 /// first complaint, naming the base (the role and node images made from it are then not
 /// checked again). Run beside the copy, it costs no wall time of its own, and e2fsck's flush of
 /// the file it opens falls on the base, already on disk, not on the copy just written.
-fn check_base(base: &Path, plan: &crate::plan::Plan) -> Result<(), BuildError> {
+pub(super) fn check_base(base: &Path, plan: &crate::plan::Plan) -> Result<(), BuildError> {
     if !apply::root_touched(plan) {
         return Ok(());
     }
@@ -317,8 +318,18 @@ pub(super) fn apply(
     // The role images live in the staging directory (0700) and go before the commit.
     let roles_dir = dir.join(".roles");
     fs::create_dir(&roles_dir).map_err(io_error(&roles_dir))?;
-    let roles = role_images(v, plan, &roles_dir, progress)?;
-    let built = super::nodes::build_nodes(plan, &roles, &dir, opts, progress);
+    // One node: its three layers written over the base into its own file, no role image
+    // (`--test-no-reuse` keeps the role image path, for the tests to compare).
+    let roles = match (plan.nodes.len(), plan.roles.len(), opts.outputs.reuse) {
+        (1, 1, true) => None,
+        _ => Some(role_images(v, plan, &roles_dir, progress)?),
+    };
+    let images = match &roles {
+        Some(r) => super::nodes::Images::Roles(r),
+        None => super::nodes::Images::Base(&v.base.path),
+    };
+    report.from_base = roles.is_none();
+    let built = super::nodes::build_nodes(plan, &images, &dir, opts, progress);
     for o in &opts.outputs.extra {
         o.build_done();
     }

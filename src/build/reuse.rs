@@ -75,16 +75,24 @@ impl RoleImage {
                 .and_then(|b| SharedBlocks::of(node, len, b, CHUNK as u64)),
             false => None,
         };
-        Sharing { role: self, blocks }
+        Sharing {
+            role: self,
+            blocks,
+            written: None,
+        }
     }
 
     /// How a node image of `len` bytes made by copying this role image around the byte
     /// ranges `written` ([`crate::output::fill_around`]) shares with it: the chunks nothing
-    /// was written into are the role's bytes.
+    /// was written into are the role's bytes, and the rest of the others too (read from the
+    /// role image: the node's file need not be filled in yet).
     pub fn node_written(&self, len: u64, written: &[(u64, u64)]) -> Sharing<'_> {
-        let blocks =
-            (len == self.bytes).then(|| SharedBlocks::untouched(len, CHUNK as u64, written));
-        Sharing { role: self, blocks }
+        let same_len = len == self.bytes;
+        Sharing {
+            role: self,
+            blocks: same_len.then(|| SharedBlocks::untouched(len, CHUNK as u64, written)),
+            written: same_len.then(|| written.to_vec()),
+        }
     }
 
     /// Whether chunk `[from, from + chunk.len())` of a node image, whose bytes are `chunk`, is
@@ -111,6 +119,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Sharing<'a> {
     role: &'a RoleImage,
     blocks: Option<SharedBlocks>,
+    /// Made by writing over the role image ([`RoleImage::node_written`]): the ranges written
+    /// into the node's file. Its other bytes are read from the role image, so that the node's
+    /// file may still be being filled in from it while the digests are taken.
+    written: Option<Vec<(u64, u64)>>,
 }
 
 impl Sharing<'_> {
@@ -217,11 +229,12 @@ pub fn digests(
                 let to = (from + CHUNK as u64).min(len);
                 let n = (to - from) as usize;
                 let index = from / CHUNK as u64;
-                let src = match sharing {
-                    Some(s) if s.shared(index) => &s.role.file,
-                    _ => file,
+                let (src, over) = match sharing {
+                    Some(s) if s.shared(index) => (&s.role.file, None),
+                    Some(s) => (file, s.written.as_deref().map(|w| (&s.role.file, w))),
+                    None => (file, None),
                 };
-                let chunk = match is_hole(src, from, to) {
+                let chunk = match over.is_none() && is_hole(src, from, to) {
                     true => {
                         sums.chunk(from, &zeros[..n])?;
                         None
@@ -238,7 +251,12 @@ pub fn digests(
                                 io::Error::other("the image's hasher stopped early")
                             })?,
                         };
-                        read_at(src, &mut buf[..n], from)?;
+                        match over {
+                            Some((base, w)) => {
+                                crate::disk::read_over(base, file, w, &mut buf[..n], from, read_at)?
+                            }
+                            None => read_at(src, &mut buf[..n], from)?,
+                        }
                         sums.chunk(from, &buf[..n])?;
                         Some(buf)
                     }

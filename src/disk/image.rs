@@ -103,18 +103,24 @@ impl Image {
     }
 
     /// Opens the raw image `base` for editing without changing it: every write goes into
-    /// `top` instead (an empty file, set to `base`'s length), reads see those writes over
-    /// `base`'s bytes, and [`Image::written`] tells which bytes `top` holds. The root
-    /// partition cannot grow this way.
-    pub fn open_over(base: &Path, top: std::sync::Arc<File>) -> Result<Image, ImageError> {
+    /// `top` instead (set to `base`'s length), reads see those writes over `base`'s bytes,
+    /// and [`Image::written`] tells which bytes `top` holds. `written` are the ranges `top`
+    /// already holds (an earlier session's [`Image::written`]: layers applied one after the
+    /// other into one file; none for an empty file). The root partition cannot grow this way.
+    pub fn open_over(
+        base: &Path,
+        top: std::sync::Arc<File>,
+        written: &[(u64, u64)],
+    ) -> Result<Image, ImageError> {
         let shown = base.display().to_string();
         let io_err = |source| ImageError::Io {
             path: shown.clone(),
             source,
         };
         let file = File::open(base).map_err(io_err)?;
-        let (layout, boot, root) = Self::read(&file, &shown)?;
-        let overlay = Overlay::new(file, top).map_err(io_err)?;
+        let overlay = Overlay::new(file, top, written).map_err(io_err)?;
+        // The partition table as the layers before left it.
+        let (layout, boot, root) = Self::read_from(&overlay, &shown)?;
         Ok(Image {
             path: base.to_path_buf(),
             file: Device::Overlay(overlay),
@@ -143,7 +149,14 @@ impl Image {
     }
 
     fn read(file: &File, shown: &str) -> Result<(DiskLayout, Partition, Partition), ImageError> {
-        let layout = read_layout(&mut BufReader::new(file)).map_err(|source| ImageError::Disk {
+        Self::read_from(file, shown)
+    }
+
+    fn read_from<D>(dev: D, shown: &str) -> Result<(DiskLayout, Partition, Partition), ImageError>
+    where
+        D: io::Read + io::Seek + std::fmt::Debug,
+    {
+        let layout = read_layout(&mut BufReader::new(dev)).map_err(|source| ImageError::Disk {
             path: shown.to_string(),
             source,
         })?;
@@ -226,9 +239,18 @@ impl Image {
         }
         let split;
         let opts = match &self.file {
-            Device::Overlay(o) if opts.mode == OpenMode::ReadWrite => {
+            // Both modes see the bytes written so far into `top`; whole 1 KiB units of the
+            // filesystem, as the shim reads them (ext4 sessions write whole units anyway).
+            Device::Overlay(o) => {
+                let r = &self.root;
+                o.align_within(r.start_bytes, r.start_bytes + r.size_bytes, 1024)
+                    .map_err(|source| Ext4Error::Image {
+                        image: self.path.clone(),
+                        source,
+                    })?;
                 let mut split_opts = opts.clone();
                 split_opts.split_into = Some(o.top().clone());
+                split_opts.split_written = o.written();
                 split = split_opts;
                 &split
             }

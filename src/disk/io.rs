@@ -143,17 +143,61 @@ pub struct Overlay {
 }
 
 impl Overlay {
-    /// `top` is set to `base`'s length.
-    pub fn new(base: File, top: Arc<File>) -> io::Result<Overlay> {
+    /// `top` is set to `base`'s length; `written` (increasing, disjoint) are the ranges it
+    /// already holds over `base` (an earlier overlay's [`Overlay::written`]; none for a new
+    /// file).
+    pub fn new(base: File, top: Arc<File>, written: &[(u64, u64)]) -> io::Result<Overlay> {
         let len = base.metadata()?.len();
-        top.set_len(len)?;
-        Ok(Overlay {
+        if top.metadata()?.len() != len {
+            top.set_len(len)?;
+        }
+        let o = Overlay {
             base,
             top,
             len,
             written: RefCell::new(Vec::new()),
             pos: Cell::new(0),
-        })
+        };
+        o.mark_written(written);
+        Ok(o)
+    }
+
+    /// Widens the written ranges inside `[start, end)` to whole `unit`s counted from `start`
+    /// (cut at `end`), copying `base`'s bytes into `top` for the parts added: a reader that
+    /// takes whole units from `top` (an ext4 session split into it) then sees the same bytes.
+    pub fn align_within(&self, start: u64, end: u64, unit: u64) -> io::Result<()> {
+        let down = |x: u64| start + (x - start) / unit * unit;
+        let up = |x: u64| (start + (x - start).div_ceil(unit) * unit).min(end);
+        let wanted: Vec<(u64, u64)> = self
+            .written()
+            .into_iter()
+            .map(|(s, e)| (s.max(start), e.min(end)))
+            .filter(|(s, e)| s < e)
+            .map(|(s, e)| (down(s), up(e)))
+            .collect();
+        let mut buf = Vec::new();
+        for (s, e) in wanted {
+            // The parts of [s, e) not yet written: from the base.
+            let have = self.written();
+            let mut at = s;
+            for &(ws, we) in have.iter().filter(|r| r.1 > s && r.0 < e) {
+                if ws > at {
+                    self.copy_from_base(at, ws, &mut buf)?;
+                }
+                at = at.max(we);
+            }
+            if at < e {
+                self.copy_from_base(at, e, &mut buf)?;
+            }
+            self.mark_written(&[(s, e)]);
+        }
+        Ok(())
+    }
+
+    fn copy_from_base(&self, s: u64, e: u64, buf: &mut Vec<u8>) -> io::Result<()> {
+        buf.resize((e - s) as usize, 0);
+        self.base.read_exact_at(buf, s)?;
+        self.top.write_all_at(buf, s)
     }
 
     /// The file written into.
@@ -175,36 +219,79 @@ impl Overlay {
     }
 
     /// Fills `buf` from `at` (inside the image), each part from where its bytes are.
-    fn read_at(&self, buf: &mut [u8], at: u64) -> io::Result<()> {
-        let end = at + buf.len() as u64;
-        let written = self.written.borrow();
-        let mut pos = at;
-        let mut i = written.partition_point(|r| r.1 <= at);
-        while pos < end {
-            let (from_top, stop) = match written.get(i) {
-                Some(&(s, e)) if s <= pos => (true, e.min(end)),
-                Some(&(s, _)) => (false, s.min(end)),
-                None => (false, end),
-            };
-            let part = &mut buf[(pos - at) as usize..(stop - at) as usize];
-            match from_top {
-                true => {
-                    self.top.read_exact_at(part, pos)?;
-                    i += 1;
-                }
-                false => self.base.read_exact_at(part, pos)?,
-            }
-            pos = stop;
-        }
-        Ok(())
+    pub fn read_exact_at(&self, buf: &mut [u8], at: u64) -> io::Result<()> {
+        read_over(
+            &self.base,
+            &self.top,
+            &self.written.borrow(),
+            buf,
+            at,
+            |f, b, at| f.read_exact_at(b, at),
+        )
     }
+
+    /// The first offset at or after `at` that may hold data (not a hole of both files), as
+    /// [`crate::sparse::next_data`]; `None`: only holes from `at` to the end.
+    pub fn next_data(&self, at: u64) -> io::Result<Option<u64>> {
+        let written = self.written.borrow();
+        let i = written.partition_point(|r| r.1 <= at);
+        let in_top = written.get(i).map(|&(s, _)| s.max(at));
+        let in_base = crate::sparse::next_data(&self.base, at)?;
+        Ok(match (in_top, in_base) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// The image's length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the image is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Fills `buf` with the bytes at `at` of an image held by two files: `top` for the byte ranges
+/// `written` (increasing, disjoint), `base` for the rest; each part read by `read` (e.g.
+/// [`crate::sparse::read_at`]).
+pub fn read_over(
+    base: &File,
+    top: &File,
+    written: &[(u64, u64)],
+    buf: &mut [u8],
+    at: u64,
+    read: impl Fn(&File, &mut [u8], u64) -> io::Result<()>,
+) -> io::Result<()> {
+    let end = at + buf.len() as u64;
+    let mut pos = at;
+    let mut i = written.partition_point(|r| r.1 <= at);
+    while pos < end {
+        let (from_top, stop) = match written.get(i) {
+            Some(&(s, e)) if s <= pos => (true, e.min(end)),
+            Some(&(s, _)) => (false, s.min(end)),
+            None => (false, end),
+        };
+        let part = &mut buf[(pos - at) as usize..(stop - at) as usize];
+        match from_top {
+            true => {
+                read(top, part, pos)?;
+                i += 1;
+            }
+            false => read(base, part, pos)?,
+        }
+        pos = stop;
+    }
+    Ok(())
 }
 
 impl Read for &Overlay {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let pos = self.pos.get();
         let n = (buf.len() as u64).min(self.len.saturating_sub(pos)) as usize;
-        self.read_at(&mut buf[..n], pos)?;
+        self.read_exact_at(&mut buf[..n], pos)?;
         self.pos.set(pos + n as u64);
         Ok(n)
     }
@@ -338,7 +425,7 @@ mod tests {
                 .open(dir.path().join("top"))
                 .unwrap(),
         );
-        let o = Overlay::new(File::open(&base_p).unwrap(), top.clone()).unwrap();
+        let o = Overlay::new(File::open(&base_p).unwrap(), top.clone(), &[]).unwrap();
         let mut expect = data.clone();
         let mut d = &o;
         for (at, n, v) in [

@@ -9,6 +9,7 @@ mod cache;
 mod checksum;
 mod decode;
 mod detect;
+pub(crate) mod memo;
 mod progress;
 #[cfg(test)]
 mod tests;
@@ -185,20 +186,32 @@ pub fn open_image(input: &Path, opts: &OpenOptions) -> Result<SourceImage, Sourc
         detect(&head)
     };
 
-    // Checksum before any work.
+    // Checksum before any work: remembered for this very file in the cache ([`memo`]), else
+    // read.
     let expected = checksum::expected_digest(input, opts.sha256.as_deref())?;
+    let cache = opts.cache_dir.clone().or_else(|| cache_dir().ok());
+    let remembered = cache.as_deref().and_then(|c| memo::lookup(c, &meta));
     if format == Format::Raw && expected.is_none() && opts.skip_raw_digest {
         check_size(input, meta.len(), false)?;
         return Ok(SourceImage {
             path: input.to_path_buf(),
-            input_sha256: None,
+            input_sha256: remembered,
             format,
             size: meta.len(),
             verified: false,
             from_cache: false,
         });
     }
-    let actual = checksum::sha256_with_progress(input, opts.progress.clone())?;
+    let actual = match remembered {
+        Some(d) => d,
+        None => {
+            let d = checksum::sha256_with_progress(input, opts.progress.clone())?;
+            if let Some(c) = &cache {
+                memo::store(c, input, &meta, &d);
+            }
+            d
+        }
+    };
     if let Some(e) = &expected {
         if e.digest != actual {
             return Err(SourceError::ChecksumMismatch {
@@ -223,8 +236,8 @@ pub fn open_image(input: &Path, opts: &OpenOptions) -> Result<SourceImage, Sourc
         return Ok(image(input.to_path_buf(), meta.len(), false));
     }
 
-    let cache = match &opts.cache_dir {
-        Some(dir) => dir.clone(),
+    let cache = match cache {
+        Some(dir) => dir,
         None => cache_dir()?,
     };
     let dest = cache::image_path(&cache, &actual);

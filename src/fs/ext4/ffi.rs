@@ -120,6 +120,8 @@ extern "C" {
         now: i64,
         scratch_fd: c_int,
         split_fd: c_int,
+        runs: *const u64,
+        nruns: u64,
         out: *mut *mut PfFs,
     ) -> c_long;
     pub fn pf_abort(h: *mut PfFs);

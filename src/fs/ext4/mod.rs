@@ -104,8 +104,14 @@ pub struct OpenOptions {
     /// A read-write session that writes into this other image instead (same layout, the
     /// filesystem at the same offset; bytes it does not write are left as they are): the
     /// image opened is only read. [`Ext4::commit_written`] tells which bytes were written.
-    /// For a node image made from its role image without copying it first.
+    /// For a node image made from its role image without copying it first. A read-only
+    /// session reads it too, where [`OpenOptions::split_written`] says it holds the bytes.
     pub split_into: Option<std::sync::Arc<File>>,
+    /// The byte ranges `[start, end)` of the image (image offsets, increasing) that
+    /// `split_into` already holds, written by earlier sessions: the session reads them from
+    /// there, so that a chain of sessions over one image each sees the ones before. Inside
+    /// the filesystem they must cover whole 1 KiB units of it.
+    pub split_written: Vec<(u64, u64)>,
 }
 
 impl OpenOptions {
@@ -116,6 +122,7 @@ impl OpenOptions {
             scratch_dir: None,
             direct: false,
             split_into: None,
+            split_written: Vec::new(),
         }
     }
 }

@@ -23,7 +23,13 @@ pub(super) struct RawSuper {
     last_orphan: u32,
 }
 
-pub(super) fn read_raw_super(image: &Path, offset: u64) -> Result<Option<RawSuper>> {
+/// The primary superblock of the filesystem at `offset` of `image`, as a session with `opts`
+/// sees it (the bytes [`OpenOptions::split_written`] covers read from `split_into`).
+pub(super) fn read_raw_super(
+    image: &Path,
+    offset: u64,
+    opts: &OpenOptions,
+) -> Result<Option<RawSuper>> {
     use std::os::unix::fs::FileExt;
     let f = File::open(image).map_err(|source| Ext4Error::Image {
         image: image.into(),
@@ -34,7 +40,21 @@ pub(super) fn read_raw_super(image: &Path, offset: u64) -> Result<Option<RawSupe
         image: image.into(),
         offset,
     })?;
-    if let Err(e) = f.read_exact_at(&mut sb, start) {
+    let end = start.saturating_add(1024);
+    let split_parts = opts.split_into.as_ref().map(|top| {
+        opts.split_written
+            .iter()
+            .map(|&(s, e)| (s.max(start), e.min(end)))
+            .filter(|(s, e)| s < e)
+            .map(move |(s, e)| (top, s, e))
+    });
+    let read = f.read_exact_at(&mut sb, start).and_then(|()| {
+        for (top, s, e) in split_parts.into_iter().flatten() {
+            top.read_exact_at(&mut sb[(s - start) as usize..(e - start) as usize], s)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = read {
         return if e.kind() == std::io::ErrorKind::UnexpectedEof {
             Ok(None)
         } else {
@@ -111,6 +131,7 @@ impl Ext4 {
                 scratch_dir: None,
                 direct: false,
                 split_into: None,
+                split_written: Vec::new(),
             },
         )
     }
@@ -140,7 +161,7 @@ impl Ext4 {
         let rw = opts.mode == OpenMode::ReadWrite;
         let img = || image.to_path_buf();
         check_layouts()?;
-        let raw = read_raw_super(image, offset)?.ok_or_else(|| Ext4Error::NotExt4 {
+        let raw = read_raw_super(image, offset, opts)?.ok_or_else(|| Ext4Error::NotExt4 {
             image: img(),
             offset,
         })?;
@@ -215,7 +236,7 @@ impl Ext4 {
             None => raw.wtime.max(1),
         };
 
-        let split = opts.split_into.clone().filter(|_| rw);
+        let split = opts.split_into.clone();
         let scratch = if rw && !opts.direct && split.is_none() {
             let dir = match &opts.scratch_dir {
                 Some(d) => d.clone(),
@@ -244,6 +265,14 @@ impl Ext4 {
             ),
         })?;
         let mut handle = std::ptr::null_mut();
+        let runs: Vec<u64> = match split {
+            Some(_) => opts
+                .split_written
+                .iter()
+                .flat_map(|&(s, e)| [s, e.saturating_sub(s)])
+                .collect(),
+            None => Vec::new(),
+        };
         let scratch_fd = scratch.as_ref().map_or(-1, |f| f.as_raw_fd());
         // SAFETY: cpath is a valid C string, handle a valid out pointer; the
         // scratch file stays open for the lifetime of the handle.
@@ -256,6 +285,8 @@ impl Ext4 {
                 clock,
                 scratch_fd,
                 split.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                runs.as_ptr(),
+                (runs.len() / 2) as u64,
                 &mut handle,
             )
         };

@@ -393,16 +393,20 @@ static void pf_release(struct pf_fs *h)
 /*
  * Open the filesystem in the `length` bytes at byte `offset` of `path`.  `scratch_fd` (read-write
  * only) is an empty file the overlay may use; the caller keeps ownership.
- * `split_fd` (read-write only; -1: none) is another image of the same layout the session
- * writes into instead (the overlay, at the filesystem's own offset in it; the caller keeps
- * ownership): `path` is then only read, under a shared lock, and commit copies nothing.
+ * `split_fd` (-1: none) is another image of the same layout the session writes into instead
+ * (the overlay, at the filesystem's own offset in it; the caller keeps ownership): `path` is
+ * then only read, under a shared lock, and commit copies nothing.  `runs` holds `nruns`
+ * pairs (offset, length) of bytes, at image offsets, that `split_fd` already holds over
+ * `path` (earlier sessions' writes): reads see them, read-only sessions too, so a chain of
+ * sessions each split into the same file sees the ones before.  Runs outside the filesystem
+ * are ignored; one inside must cover whole PF_UNITs of it (EINVAL otherwise).
  * `now` becomes fs->now.  Returns 0 or an errcode (errno values for the
  * image file itself, EWOULDBLOCK when another session holds the lock).
  */
 long pf_open(const char *path, uint64_t offset, uint64_t length, int rw, int64_t now, int scratch_fd,
-	     int split_fd, struct pf_fs **out)
+	     int split_fd, const uint64_t *runs, uint64_t nruns, struct pf_fs **out)
 {
-	int split = rw && split_fd >= 0;
+	int split = split_fd >= 0;
 	struct pf_fs *h;
 	char name[64];
 	errcode_t err;
@@ -439,9 +443,35 @@ long pf_open(const char *path, uint64_t offset, uint64_t length, int rw, int64_t
 	h->io.base = offset;
 	h->io.length = length;
 	h->io.rw = rw ? 1 : 0;
-	h->io.scratch_fd = rw ? (split ? split_fd : scratch_fd) : -1;
+	h->io.scratch_fd = split ? split_fd : (rw ? scratch_fd : -1);
 	h->io.scratch_base = split ? offset : 0;
 	h->io.split = split;
+	for (uint64_t i = 0; split && i < nruns; i++) {
+		uint64_t s = runs[2 * i], e = s + runs[2 * i + 1];
+		if (e < s) {
+			pf_release(h);
+			return EINVAL;
+		}
+		if (e <= offset)
+			continue;
+		s = s > offset ? s - offset : 0;
+		e = e - offset;
+		if (s >= length)
+			continue;
+		if (e > length)
+			e = length;
+		if (s % PF_UNIT || (e % PF_UNIT && e != length)) {
+			pf_release(h);
+			return EINVAL;
+		}
+		for (uint64_t u = s / PF_UNIT; u * PF_UNIT < e; u++) {
+			err = dirty_set(&h->io, u);
+			if (err) {
+				pf_release(h);
+				return err;
+			}
+		}
+	}
 	snprintf(name, sizeof(name), PF_NAME_PREFIX "%p", (void *)&h->io);
 
 	flags = EXT2_FLAG_64BITS | (rw ? EXT2_FLAG_RW : 0);

@@ -1261,7 +1261,20 @@ fn the_shim_refuses_io_past_the_partition() {
         let fd = if rw == 1 { scratch.as_raw_fd() } else { -1 };
         let mut h = std::ptr::null_mut();
         // SAFETY: valid C string and out pointer; the scratch file outlives the handle.
-        let mut code = unsafe { ffi::pf_open(path.as_ptr(), 0, 8192, rw, EPOCH, fd, -1, &mut h) };
+        let mut code = unsafe {
+            ffi::pf_open(
+                path.as_ptr(),
+                0,
+                8192,
+                rw,
+                EPOCH,
+                fd,
+                -1,
+                std::ptr::null(),
+                0,
+                &mut h,
+            )
+        };
         if code == 0 {
             let c = CString::new("/etc/hostname").unwrap();
             let mut ino = 0u32;
