@@ -661,6 +661,12 @@ mod tests {
     use crate::disk::test_disk::{make_disk, sh, ROOT_START};
     use crate::plan::{Content, Owner};
 
+    const ROOT_644: Owner = Owner {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+
     /// Over another image, a plan writes exactly what it writes in place: the new file filled
     /// around the written ranges is the in-place copy byte for byte (and e2fsck finds it
     /// clean); the base never changes; a plan that would grow the root writes nothing.
@@ -669,11 +675,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let base = make_disk(tmp.path(), false);
         let before = std::fs::read(&base).unwrap();
-        let owner = Owner {
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-        };
+        let owner = ROOT_644;
         let mut plan = Plan::new(crate::clock::DEFAULT_EPOCH);
         plan.disk_id = Some(0x1234_5678);
         plan.root.push(RootOp::Write {
@@ -756,11 +758,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let base = make_disk(tmp.path(), false);
         let before = std::fs::read(&base).unwrap();
-        let owner = Owner {
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-        };
+        let owner = ROOT_644;
         let epoch = crate::clock::DEFAULT_EPOCH;
         let write = |p: &mut Plan, path: &str, data: Vec<u8>| {
             p.root.push(RootOp::Write {

@@ -399,17 +399,7 @@ fn digests_taken_from_the_role_image_change_no_byte() {
     let one_copied = tmp.path().join("one-copied");
     let no_reuse = [&node_args[..], &["--test-no-reuse"]].concat();
     ok(&build_with(&spec, &one_copied, &arts, &cache, &no_reuse));
-    let node_files: Vec<String> = names(&one)
-        .into_iter()
-        .filter(|f| f.starts_with("pi-"))
-        .collect();
-    assert_eq!(node_files.len(), 4, "{node_files:?}");
-    for f in &node_files {
-        assert!(
-            fs::read(one.join(f)).unwrap() == fs::read(one_copied.join(f)).unwrap(),
-            "{f} differs when built alone over the upstream image"
-        );
-    }
+    same_node_files(&one, &one_copied, 4, "built alone over the upstream image");
     // The third worker's files: node images differ from each other (their disk ids).
     let w3 = shared.join("pi-w-3.img");
     assert!(fs::read(&w3).unwrap() != fs::read(shared.join("pi-w-2.img")).unwrap());
@@ -559,15 +549,21 @@ fn reflinked_node_images_are_read_from_the_role_image() {
     );
     let one_copied = xfs.dir.join("one-copied");
     ok(&build_with(&spec, &one_copied, &arts, &cache, &no_reuse));
-    let node_files: Vec<String> = names(&one)
+    same_node_files(&one, &one_copied, 4, "built alone by reflink");
+}
+
+/// The node files (`pi-*`) of the build in `a`, `count` of them, are those in `b` byte for
+/// byte.
+fn same_node_files(a: &Path, b: &Path, count: usize, how: &str) {
+    let node_files: Vec<String> = names(a)
         .into_iter()
         .filter(|f| f.starts_with("pi-"))
         .collect();
-    assert_eq!(node_files.len(), 4, "{node_files:?}");
+    assert_eq!(node_files.len(), count, "{node_files:?}");
     for f in &node_files {
         assert!(
-            fs::read(one.join(f)).unwrap() == fs::read(one_copied.join(f)).unwrap(),
-            "{f} differs when built alone by reflink"
+            fs::read(a.join(f)).unwrap() == fs::read(b.join(f)).unwrap(),
+            "{f} differs when {how}"
         );
     }
 }
