@@ -91,6 +91,8 @@ pub(super) enum Source<'a> {
         base: &'a Path,
         layers: [&'a crate::plan::Plan; 2],
         image: &'a RoleImage,
+        /// The cache, where a base that passed e2fsck is remembered.
+        cache: &'a Path,
     },
 }
 
@@ -154,8 +156,13 @@ fn build_node(
                 })
             }
         },
-        Source::Base { base, layers, .. } => {
-            super::outputs::check_base(base, layers[0])?;
+        Source::Base {
+            base,
+            layers,
+            cache,
+            ..
+        } => {
+            super::outputs::check_base(base, layers[0], cache)?;
             made_over(
                 base,
                 &img,
@@ -370,8 +377,8 @@ pub(super) enum Images<'a> {
     /// The role images, by role key.
     Roles(&'a BTreeMap<&'static str, PathBuf>),
     /// The upstream base, for a build of one node: its layers are all written over it
-    /// ([`Source::Base`]).
-    Base(&'a Path),
+    /// ([`Source::Base`]); and the cache.
+    Base(&'a Path, &'a Path),
 }
 
 /// Builds the nodes `jobs` at a time; the first error stops the others from starting new
@@ -386,11 +393,11 @@ pub(super) fn build_nodes(
     let empty = BTreeMap::new();
     let (roles, base) = match images {
         Images::Roles(r) => (*r, None),
-        Images::Base(b) => (&empty, Some(*b)),
+        Images::Base(b, cache) => (&empty, Some((*b, *cache))),
     };
     // The base, shared with the only node's image where nothing was written over it.
     let base_image = match base {
-        Some(b) => {
+        Some((b, _)) => {
             let f = fs::File::open(b).map_err(io_error(b))?;
             Some(RoleImage::new(f, 1).map_err(io_error(b))?)
         }
@@ -425,7 +432,7 @@ pub(super) fn build_nodes(
             let Some(node) = plan.nodes.get(i) else { break };
             let key = role_key(node.role);
             let source = match (base, &base_image) {
-                (Some(base), Some(image)) => {
+                (Some((base, cache)), Some(image)) => {
                     let Some(layer) = plan.roles.iter().find(|r| r.role == node.role) else {
                         continue;
                     };
@@ -433,6 +440,7 @@ pub(super) fn build_nodes(
                         base,
                         layers: [&plan.common, &layer.plan],
                         image,
+                        cache,
                     }
                 }
                 _ => {

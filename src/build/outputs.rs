@@ -197,15 +197,29 @@ pub(super) fn edit_over(
 /// writes into it ([`apply::root_touched`]; issue 12 item 7), and a damaged one is refused with e2fsck's
 /// first complaint, naming the base (the role and node images made from it are then not
 /// checked again). Run beside the copy, it costs no wall time of its own, and e2fsck's flush of
-/// the file it opens falls on the base, already on disk, not on the copy just written.
-pub(super) fn check_base(base: &Path, plan: &crate::plan::Plan) -> Result<(), BuildError> {
+/// the file it opens falls on the base, already on disk, not on the copy just written. A base
+/// that passed is remembered in the cache by its identity ([`crate::source::memo`]: the cached
+/// decompressed image never changes, a raw input is checked again once it changed), so the
+/// next build from it does not run e2fsck again.
+pub(super) fn check_base(
+    base: &Path,
+    plan: &crate::plan::Plan,
+    cache: &Path,
+) -> Result<(), BuildError> {
+    use crate::source::memo::{self, Kind};
     if !apply::root_touched(plan) {
         return Ok(());
     }
+    let before = fs::metadata(base).map_err(io_error(base))?;
     let img = crate::disk::Image::open(base).map_err(apply::ApplyError::from)?;
+    let passed = format!("e2fsck-fn@{}", img.root().start_bytes);
     // libext2fs (the bounds check before e2fsck) is used by one thread at a time.
     let _one_at_a_time = EDITS.lock().unwrap_or_else(|p| p.into_inner());
+    if memo::lookup_kind(cache, Kind::Checked, &before).as_deref() == Some(passed.as_str()) {
+        return Ok(());
+    }
     img.check_root().map_err(apply::ApplyError::from)?;
+    memo::store_kind(cache, Kind::Checked, base, &before, &passed);
     Ok(())
 }
 
@@ -215,9 +229,10 @@ fn edit_base_copy(
     base: &Path,
     to: &Path,
     plan: &crate::plan::Plan,
+    cache: &Path,
 ) -> Result<apply::Applied, BuildError> {
     let (copied, checked) = std::thread::scope(|s| {
-        let check = s.spawn(|| check_base(base, plan));
+        let check = s.spawn(|| check_base(base, plan, cache));
         let copied = output::copy_image(base, to, IMAGE_MODE).map_err(io_error(to));
         let checked = check
             .join()
@@ -258,6 +273,7 @@ fn role_images(
     v: &Validated,
     plan: &BuildPlan,
     dir: &Path,
+    cache: &Path,
     progress: Option<&dyn Progress>,
 ) -> Result<BTreeMap<&'static str, PathBuf>, BuildError> {
     let copy =
@@ -267,7 +283,7 @@ fn role_images(
     // not depend on which other roles are built with it (`--node`).
     let common = dir.join("common.img");
     step(progress, Task::Payload("common"), &v.base.path, || {
-        edit_base_copy(&v.base.path, &common, &plan.common)
+        edit_base_copy(&v.base.path, &common, &plan.common, cache)
     })?;
     for (i, layer) in plan.roles.iter().enumerate() {
         let key = role_key(layer.role);
@@ -322,11 +338,11 @@ pub(super) fn apply(
     // (`--test-no-reuse` keeps the role image path, for the tests to compare).
     let roles = match (plan.nodes.len(), plan.roles.len(), opts.outputs.reuse) {
         (1, 1, true) => None,
-        _ => Some(role_images(v, plan, &roles_dir, progress)?),
+        _ => Some(role_images(v, plan, &roles_dir, &opts.cache_dir, progress)?),
     };
     let images = match &roles {
         Some(r) => super::nodes::Images::Roles(r),
-        None => super::nodes::Images::Base(&v.base.path),
+        None => super::nodes::Images::Base(&v.base.path, &opts.cache_dir),
     };
     report.from_base = roles.is_none();
     let built = super::nodes::build_nodes(plan, &images, &dir, opts, progress);

@@ -25,16 +25,52 @@ use std::path::{Path, PathBuf};
 /// How old a file's last change must be for its digest to be remembered.
 pub const SETTLED_SECS: i64 = 2;
 
-fn memo_path(cache: &Path, meta: &Metadata) -> PathBuf {
+/// What is remembered about a file: its SHA-256, or that its root filesystem passed
+/// `e2fsck -fn` (a base image checked once, not at every build).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Digest,
+    Checked,
+}
+
+impl Kind {
+    fn dir(self) -> &'static str {
+        match self {
+            Kind::Digest => "digests",
+            Kind::Checked => "checked",
+        }
+    }
+
+    /// Whether `value` is one this kind remembers (one word: a SHA-256, or a check's name).
+    fn valid(self, value: &str) -> bool {
+        match self {
+            Kind::Digest => {
+                value.len() == 64
+                    && value
+                        .bytes()
+                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            }
+            Kind::Checked => {
+                !value.is_empty()
+                    && value.len() <= 64
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-@.".contains(&b))
+            }
+        }
+    }
+}
+
+fn memo_path(cache: &Path, kind: Kind, meta: &Metadata) -> PathBuf {
     cache
-        .join("digests")
+        .join(kind.dir())
         .join(format!("{}-{}", meta.dev(), meta.ino()))
 }
 
-/// The line a memo holds for a file with `meta` and `sha256`.
-fn line(meta: &Metadata, sha256: &str) -> String {
+/// The line a memo holds for a file with `meta` and `value`.
+fn line(meta: &Metadata, value: &str) -> String {
     format!(
-        "v1 {} {} {} {} {} {sha256}\n",
+        "v1 {} {} {} {} {} {value}\n",
         meta.size(),
         meta.mtime(),
         meta.mtime_nsec(),
@@ -45,40 +81,46 @@ fn line(meta: &Metadata, sha256: &str) -> String {
 
 /// The digest remembered for the file whose metadata is `meta`, when it still matches.
 pub fn lookup(cache: &Path, meta: &Metadata) -> Option<String> {
+    lookup_kind(cache, Kind::Digest, meta)
+}
+
+/// What is remembered of `kind` for the file whose metadata is `meta`, when it still matches.
+pub fn lookup_kind(cache: &Path, kind: Kind, meta: &Metadata) -> Option<String> {
     let mut f = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(memo_path(cache, meta))
+        .open(memo_path(cache, kind, meta))
         .ok()?;
     let mut text = String::new();
     (&mut f).take(256).read_to_string(&mut text).ok()?;
-    let sha256 = text.trim_end().rsplit(' ').next()?;
-    let valid = sha256.len() == 64
-        && sha256
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    (valid && text == line(meta, sha256)).then(|| sha256.to_string())
+    let value = text.trim_end().rsplit(' ').next()?;
+    (kind.valid(value) && text == line(meta, value)).then(|| value.to_string())
 }
 
 /// Remembers `sha256` for the file at `path`, whose metadata was `before` when its hashing
 /// started: only if it is the same file, unchanged since, and its last change is settled.
 pub fn store(cache: &Path, path: &Path, before: &Metadata, sha256: &str) {
+    store_kind(cache, Kind::Digest, path, before, sha256);
+}
+
+/// [`store`] for any `kind` of `value`.
+pub fn store_kind(cache: &Path, kind: Kind, path: &Path, before: &Metadata, value: &str) {
     let clock = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    store_at(cache, path, before, sha256, clock);
+    store_at(cache, kind, path, before, value, clock);
 }
 
-/// [`store`] at the time `clock` (seconds since the epoch).
-fn store_at(cache: &Path, path: &Path, before: &Metadata, sha256: &str, clock: i64) {
+/// [`store_kind`] at the time `clock` (seconds since the epoch).
+fn store_at(cache: &Path, kind: Kind, path: &Path, before: &Metadata, value: &str, clock: i64) {
     let Ok(now) = fs::metadata(path) else { return };
-    let same = line(&now, sha256) == line(before, sha256)
+    let same = line(&now, value) == line(before, value)
         && now.dev() == before.dev()
         && now.ino() == before.ino();
-    if !same || clock - now.ctime() < SETTLED_SECS {
+    if !kind.valid(value) || !same || clock - now.ctime() < SETTLED_SECS {
         return;
     }
-    let dest = memo_path(cache, &now);
+    let dest = memo_path(cache, kind, &now);
     let Some(dir) = dest.parent() else { return };
     if fs::create_dir_all(dir).is_err() {
         return;
@@ -91,7 +133,7 @@ fn store_at(cache: &Path, path: &Path, before: &Metadata, sha256: &str, clock: i
         .mode(0o644)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)
-        .and_then(|mut f| f.write_all(line(&now, sha256).as_bytes()))
+        .and_then(|mut f| f.write_all(line(&now, value).as_bytes()))
         .and_then(|()| fs::rename(&tmp, &dest));
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -131,10 +173,17 @@ mod tests {
         fs::write(&input, b"test").unwrap();
         let meta = fs::metadata(&input).unwrap();
         // Changed just now: not remembered.
-        store_at(&cache, &input, &meta, DIGEST, meta.ctime());
+        store_at(&cache, Kind::Digest, &input, &meta, DIGEST, meta.ctime());
         assert_eq!(lookup(&cache, &meta), None);
         // Settled: remembered, and found while nothing changed.
-        store_at(&cache, &input, &meta, DIGEST, meta.ctime() + SETTLED_SECS);
+        store_at(
+            &cache,
+            Kind::Digest,
+            &input,
+            &meta,
+            DIGEST,
+            meta.ctime() + SETTLED_SECS,
+        );
         assert_eq!(lookup(&cache, &meta).as_deref(), Some(DIGEST));
         assert_eq!(
             lookup(&cache, &fs::metadata(&input).unwrap()).as_deref(),
@@ -168,7 +217,7 @@ mod tests {
         }
 
         // A damaged memo, or a digest that is not one, is ignored.
-        let memo = memo_path(&cache, &meta);
+        let memo = memo_path(&cache, Kind::Digest, &meta);
         fs::write(&memo, "v1 4 garbage\n").unwrap();
         assert_eq!(lookup(&cache, &meta), None);
         fs::write(&memo, line(&meta, "xyz")).unwrap();
@@ -181,6 +230,37 @@ mod tests {
         assert_eq!(lookup(&cache, &meta), None);
     }
 
+    /// Each kind is remembered apart, and only values of its own form.
+    #[test]
+    fn kinds_are_kept_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let input = dir.path().join("base.img");
+        fs::write(&input, b"test").unwrap();
+        let meta = fs::metadata(&input).unwrap();
+        let later = meta.ctime() + SETTLED_SECS;
+        store_at(
+            &cache,
+            Kind::Checked,
+            &input,
+            &meta,
+            "e2fsck-fn@1024",
+            later,
+        );
+        assert_eq!(
+            lookup_kind(&cache, Kind::Checked, &meta).as_deref(),
+            Some("e2fsck-fn@1024")
+        );
+        assert_eq!(lookup(&cache, &meta), None);
+        store_at(&cache, Kind::Digest, &input, &meta, "not a digest", later);
+        assert_eq!(lookup(&cache, &meta), None);
+        store_at(&cache, Kind::Checked, &input, &meta, "two words", later);
+        assert_eq!(
+            lookup_kind(&cache, Kind::Checked, &meta).as_deref(),
+            Some("e2fsck-fn@1024")
+        );
+    }
+
     /// A file that changes while it is hashed is not remembered.
     #[test]
     fn a_file_changed_while_hashed_is_not_remembered() {
@@ -191,7 +271,14 @@ mod tests {
         let before = fs::metadata(&input).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(&input, b"tesT").unwrap();
-        store_at(&cache, &input, &before, DIGEST, before.ctime() + 100);
+        store_at(
+            &cache,
+            Kind::Digest,
+            &input,
+            &before,
+            DIGEST,
+            before.ctime() + 100,
+        );
         assert_eq!(lookup(&cache, &before), None);
         assert_eq!(lookup(&cache, &fs::metadata(&input).unwrap()), None);
     }
