@@ -86,29 +86,50 @@ pub(crate) struct FillChecks<H, C> {
     pub max: u64,
 }
 
-/// Writes everything `decoded` yields to `dest` (which must not exist yet, or is replaced):
-/// sparse, through a locked temporary file in the same directory, renamed into place only when
-/// complete and synced, and made read-only. On any error (a failed check included) the
-/// temporary file is removed and `dest` is untouched: nothing that failed validation is kept.
-pub(crate) fn fill<H, C>(
-    dest: &Path,
+/// A decoded image in a locked temporary file of the cache's image directory, whole and
+/// checked, waiting for its name ([`Filled::persist`]); removed when dropped.
+pub(crate) struct Filled {
+    tmp: tempfile::NamedTempFile,
+    size: u64,
+}
+
+impl Filled {
+    /// Syncs the file, makes it read-only and renames it to `dest` (in the same directory),
+    /// durably. Returns its size.
+    pub(crate) fn persist(self, dest: &Path) -> io::Result<u64> {
+        let file = self.tmp.as_file();
+        file.set_permissions(fs::Permissions::from_mode(0o444))?;
+        file.sync_all()?;
+        self.tmp.persist(dest).map_err(|e| e.error)?;
+        // Make the rename itself durable.
+        if let Some(dir) = dest.parent() {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(self.size)
+    }
+}
+
+/// Writes everything `decoded` yields into a new temporary file in `dir`: sparse, locked (other
+/// piforge processes leave it alone; [`remove_stale_partials`] removes those of killed runs),
+/// checked as it goes. On any error (a failed check included) the temporary file is removed:
+/// nothing that failed validation is kept. The caller names it ([`Filled::persist`]), once it
+/// knows the input's digest.
+pub(crate) fn fill_temp<H, C>(
+    dir: &Path,
     decoded: &mut dyn Read,
     checks: FillChecks<H, C>,
-) -> Result<u64, FillError>
+) -> Result<Filled, FillError>
 where
     H: FnOnce(&[u8]) -> Result<(), SourceError>,
     C: FnOnce(u64) -> Result<(), SourceError>,
 {
-    let dir = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(FillError::Write)?;
-    let stem = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    remove_stale_partials(dir, &stem);
+    remove_stale_partials(dir);
 
     let tmp = tempfile::Builder::new()
-        .prefix(&format!("{PARTIAL_PREFIX}{stem}-"))
+        .prefix(PARTIAL_PREFIX)
         .tempfile_in(dir)
         .map_err(FillError::Write)?;
     // Held until the file is closed: tells other piforge processes this file is being written.
@@ -122,17 +143,8 @@ where
         None => Ok(()),
     })?;
     (checks.size)(size).map_err(FillError::Rejected)?;
-    let file = tmp.as_file();
-    file.set_len(size).map_err(FillError::Write)?;
-    file.set_permissions(fs::Permissions::from_mode(0o444))
-        .map_err(FillError::Write)?;
-    file.sync_all().map_err(FillError::Write)?;
-    tmp.persist(dest).map_err(|e| FillError::Write(e.error))?;
-    // Make the rename itself durable.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(size)
+    tmp.as_file().set_len(size).map_err(FillError::Write)?;
+    Ok(Filled { tmp, size })
 }
 
 /// Copies `src` to `out` from offset 0, leaving a hole wherever a 4 KiB-aligned block is all
@@ -248,15 +260,15 @@ fn lock(file: &File) -> io::Result<()> {
     }
 }
 
-/// Removes temporary files of earlier runs that were killed while writing `stem`: those nobody
-/// holds locked and that have not changed for a minute. Best effort.
-fn remove_stale_partials(dir: &Path, stem: &str) {
-    let prefix = format!("{PARTIAL_PREFIX}{stem}-");
+/// Removes temporary files of earlier runs that were killed while decoding: those nobody holds
+/// locked and that have not changed for a minute. Best effort.
+fn remove_stale_partials(dir: &Path) {
+    let prefix = PARTIAL_PREFIX;
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+        if !entry.file_name().to_string_lossy().starts_with(prefix) {
             continue;
         }
         let path = entry.path();
@@ -337,9 +349,15 @@ mod tests {
         }
         let holder = File::open(&busy).unwrap();
         lock(&holder).unwrap();
-        remove_stale_partials(dir.path(), "x.img");
+        let recent = dir.path().join(".partial-abc123");
+        fs::write(&recent, b"x").unwrap();
+        let unrelated = dir.path().join("x.img");
+        fs::write(&unrelated, b"x").unwrap();
+        remove_stale_partials(dir.path());
         assert!(!stale.exists());
         assert!(busy.exists());
-        assert!(other.exists());
+        assert!(!other.exists());
+        assert!(recent.exists(), "changed less than a minute ago");
+        assert!(unrelated.exists());
     }
 }

@@ -543,3 +543,25 @@ fn an_invalid_cache_entry_is_decoded_again() {
     assert_eq!(img.path, dest);
     assert!(c.open("os.img.gz").unwrap().from_cache);
 }
+
+/// An input not remembered (a copy: another inode) is hashed while it is decoded; once its
+/// digest is known to be cached, the decoding stops and the cached image is used, and no
+/// temporary file is left. A wrong expected digest stops it the same way.
+#[test]
+fn a_copy_of_the_input_finds_the_cached_image() {
+    let c = Case::new();
+    let data = sample(8, 31);
+    c.write("os.img", &data);
+    c.sh("xz -k -T0 -0 os.img && cp os.img.xz copy.img.xz");
+    let first = c.assert_decodes_to("os.img.xz", &data, Format::Xz);
+    let second = c.open("copy.img.xz").unwrap();
+    assert!(second.from_cache);
+    assert_eq!(second.path, first.path);
+    assert_eq!(second.input_sha256, first.input_sha256);
+    assert_eq!(c.cached_files().len(), 1, "{:?}", c.cached_files());
+
+    c.sh("cp os.img.xz third.img.xz");
+    c.write("third.img.xz.sha256", sha(b"another input").as_bytes());
+    fs::remove_dir_all(&c.cache).unwrap();
+    c.assert_fails("third.img.xz", "third.img.xz.sha256 expects");
+}
