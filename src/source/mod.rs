@@ -208,6 +208,7 @@ pub fn open_image(input: &Path, opts: &OpenOptions) -> Result<SourceImage, Sourc
     // soon as the digest says it is not needed (the image is in the cache, or the digest is
     // not the expected one).
     let mut decoded_early: Option<Result<cache::Filled, SourceError>> = None;
+    let mut stopped = false;
     let hashed_here = remembered.is_none();
     let actual = match (remembered, format) {
         (Some(d), _) => d,
@@ -235,6 +236,7 @@ pub fn open_image(input: &Path, opts: &OpenOptions) -> Result<SourceImage, Sourc
                 (digest, decoded)
             });
             decoded_early = Some(decoded);
+            stopped = stop.load(std::sync::atomic::Ordering::Relaxed);
             digest?
         }
     };
@@ -273,13 +275,16 @@ pub fn open_image(input: &Path, opts: &OpenOptions) -> Result<SourceImage, Sourc
     };
     let dest = cache::image_path(&cache, &actual);
     if let Some(size) = cached_size(input, &dest) {
+        if let (Some(p), true) = (&opts.progress, stopped) {
+            p.finish(Task::Decompress);
+        }
         return Ok(image(dest, size, true));
     }
     let filled = match decoded_early {
-        // Decoded beside the hashing, and not stopped.
+        // Decoded beside the hashing.
         Some(Ok(filled)) => filled,
-        // A decoding error stands only if the decoding was not stopped on purpose (it was
-        // not: the image is not cached and the digest is the expected one).
+        // Stopped because the image was cached, and gone since: decoded after all.
+        Some(Err(_)) if stopped => decode(input, format, &meta, &cache, opts, None)?,
         Some(Err(e)) => return Err(e),
         None => decode(input, format, &meta, &cache, opts, None)?,
     };
