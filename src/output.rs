@@ -9,6 +9,8 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use crate::disk::{around, split};
+
 /// Temporary outputs to remove if the process is interrupted.
 fn pending() -> &'static Mutex<Vec<PathBuf>> {
     static P: OnceLock<Mutex<Vec<PathBuf>>> = OnceLock::new();
@@ -317,47 +319,6 @@ pub fn fill_around(src: &File, dst: &File, written: &[(u64, u64)]) -> io::Result
     crate::sparse::each_data(src, len, |data, hole| {
         around(written, data, hole, &mut copy)
     })
-}
-
-/// Calls `each(a, b)` for every part of `[from, to)` outside `ranges` (increasing, disjoint).
-fn around(
-    ranges: &[(u64, u64)],
-    from: u64,
-    to: u64,
-    each: &mut impl FnMut(u64, u64) -> io::Result<()>,
-) -> io::Result<()> {
-    split(ranges, from, to, |a, b, inside| match inside {
-        true => Ok(()),
-        false => each(a, b),
-    })
-}
-
-/// Calls `each(a, b, inside)` for the parts of `[from, to)` in order, cut where `ranges`
-/// (increasing, disjoint) begin and end; `inside`: the part is in one of them.
-fn split(
-    ranges: &[(u64, u64)],
-    from: u64,
-    to: u64,
-    mut each: impl FnMut(u64, u64, bool) -> io::Result<()>,
-) -> io::Result<()> {
-    let mut at = from;
-    for &(s, e) in &ranges[ranges.partition_point(|r| r.1 <= from)..] {
-        if s >= to {
-            break;
-        }
-        if at < s {
-            each(at, s, false)?;
-        }
-        let (a, b) = (s.max(at), e.min(to));
-        if a < b {
-            each(a, b, true)?;
-        }
-        at = at.max(e);
-    }
-    if at < to {
-        each(at, to, false)?;
-    }
-    Ok(())
 }
 
 /// Copies byte ranges of `src` into `dst` at the same offsets, through the page cache: inside

@@ -57,7 +57,7 @@ fn raw_entry(
         (true, None) => Some(crate::bmap::map_image(path).map_err(io_error(path))?),
         // The file is being filled in from its source meanwhile: its map as it will be.
         (true, Some(o)) => {
-            let base = fs::File::open(&o.source).map_err(io_error(&o.source))?;
+            let base = o.from.try_clone().map_err(io_error(&o.source))?;
             let view = crate::disk::Overlay::new(base, o.top.clone(), &o.written)
                 .map_err(io_error(path))?;
             Some(crate::bmap::map_over(&view, &o.source).map_err(io_error(path))?)

@@ -128,6 +128,47 @@ pub fn add_range(ranges: &mut Vec<(u64, u64)>, s: u64, e: u64) {
     ranges.splice(a..b, [merged]);
 }
 
+/// Calls `each(a, b)` for every part of `[from, to)` outside `ranges` (increasing, disjoint).
+pub fn around(
+    ranges: &[(u64, u64)],
+    from: u64,
+    to: u64,
+    each: &mut impl FnMut(u64, u64) -> io::Result<()>,
+) -> io::Result<()> {
+    split(ranges, from, to, |a, b, inside| match inside {
+        true => Ok(()),
+        false => each(a, b),
+    })
+}
+
+/// Calls `each(a, b, inside)` for the parts of `[from, to)` in order, cut where `ranges`
+/// (increasing, disjoint) begin and end; `inside`: the part is in one of them.
+pub fn split(
+    ranges: &[(u64, u64)],
+    from: u64,
+    to: u64,
+    mut each: impl FnMut(u64, u64, bool) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut at = from;
+    for &(s, e) in &ranges[ranges.partition_point(|r| r.1 <= from)..] {
+        if s >= to {
+            break;
+        }
+        if at < s {
+            each(at, s, false)?;
+        }
+        let (a, b) = (s.max(at), e.min(to));
+        if a < b {
+            each(a, b, true)?;
+        }
+        at = at.max(e);
+    }
+    if at < to {
+        each(at, to, false)?;
+    }
+    Ok(())
+}
+
 /// An image written over another of the same size, never into it: reads come from `top`
 /// where something was written through the overlay, else from `base`; writes go to `top` and
 /// are recorded ([`Overlay::written`]). `top` starts as a sparse file of `base`'s length; it
@@ -178,17 +219,9 @@ impl Overlay {
         let mut buf = Vec::new();
         for (s, e) in wanted {
             // The parts of [s, e) not yet written: from the base.
-            let have = self.written();
-            let mut at = s;
-            for &(ws, we) in have.iter().filter(|r| r.1 > s && r.0 < e) {
-                if ws > at {
-                    self.copy_from_base(at, ws, &mut buf)?;
-                }
-                at = at.max(we);
-            }
-            if at < e {
-                self.copy_from_base(at, e, &mut buf)?;
-            }
+            around(&self.written(), s, e, &mut |a, b| {
+                self.copy_from_base(a, b, &mut buf)
+            })?;
             self.mark_written(&[(s, e)]);
         }
         Ok(())
@@ -266,25 +299,10 @@ pub fn read_over(
     read: impl Fn(&File, &mut [u8], u64) -> io::Result<()>,
 ) -> io::Result<()> {
     let end = at + buf.len() as u64;
-    let mut pos = at;
-    let mut i = written.partition_point(|r| r.1 <= at);
-    while pos < end {
-        let (from_top, stop) = match written.get(i) {
-            Some(&(s, e)) if s <= pos => (true, e.min(end)),
-            Some(&(s, _)) => (false, s.min(end)),
-            None => (false, end),
-        };
-        let part = &mut buf[(pos - at) as usize..(stop - at) as usize];
-        match from_top {
-            true => {
-                read(top, part, pos)?;
-                i += 1;
-            }
-            false => read(base, part, pos)?,
-        }
-        pos = stop;
-    }
-    Ok(())
+    split(written, at, end, |a, b, in_top| {
+        let part = &mut buf[(a - at) as usize..(b - at) as usize];
+        read(if in_top { top } else { base }, part, a)
+    })
 }
 
 impl Read for &Overlay {
@@ -407,6 +425,53 @@ mod tests {
         assert_eq!(r, [(0, 40), (41, 44), (45, 60)]);
         add_range(&mut r, 0, 100);
         assert_eq!(r, [(0, 100)]);
+    }
+
+    /// Written ranges widened to whole units inside a window: `top` then holds, over each
+    /// widened unit, the written bytes and the base's around them; outside the window nothing
+    /// changes.
+    #[test]
+    fn aligned_units_hold_the_base_around_the_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let base_p = dir.path().join("base");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&base_p, &data).unwrap();
+        let top_p = dir.path().join("top");
+        let top = Arc::new(
+            File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&top_p)
+                .unwrap(),
+        );
+        let written = [(100u64, 110u64), (1030, 1040), (2047, 2049), (8990, 9500)];
+        for &(s, e) in &written {
+            top.write_all_at(&vec![0xEE; (e - s) as usize], s).unwrap();
+        }
+        let o = Overlay::new(File::open(&base_p).unwrap(), top, &written).unwrap();
+        // The window [1000, 9000), units of 1024 counted from 1000.
+        o.align_within(1000, 9000, 1024).unwrap();
+        assert_eq!(
+            o.written(),
+            [(100, 110), (1000, 3048), (8168, 9500)],
+            "widened inside the window only"
+        );
+        let t = std::fs::read(&top_p).unwrap();
+        let mut expect = data.clone();
+        for &(s, e) in &written {
+            expect[s as usize..e as usize].fill(0xEE);
+        }
+        for &(s, e) in &o.written() {
+            assert!(
+                t[s as usize..e as usize] == expect[s as usize..e as usize],
+                "{s}..{e}"
+            );
+        }
+        assert!(
+            t[110..1000].iter().all(|&b| b == 0),
+            "outside the window: untouched"
+        );
     }
 
     /// Reads see what was written through the overlay and the base elsewhere; the base never

@@ -25,7 +25,7 @@ mod probe;
 pub use fsck::{check_ext4, FsckError};
 pub use grow::{align_up, resize2fs, GrowError, ALIGN};
 pub use image::{BootFs, BootFsMut, Image, ImageError};
-pub use io::{add_range, read_over, Device, Overlay, ReadOnly, Slice};
+pub use io::{add_range, around, read_over, split, Device, Overlay, ReadOnly, Slice};
 pub use layout::{
     read_layout, DiskError, DiskLayout, Filesystem, Partition, Scheme, BOOT_LABELS, ROOT_LABELS,
     SECTOR,

@@ -263,12 +263,15 @@ fn lock(file: &File) -> io::Result<()> {
 /// Removes temporary files of earlier runs that were killed while decoding: those nobody holds
 /// locked and that have not changed for a minute. Best effort.
 fn remove_stale_partials(dir: &Path) {
-    let prefix = PARTIAL_PREFIX;
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(prefix) {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(PARTIAL_PREFIX)
+        {
             continue;
         }
         let path = entry.path();

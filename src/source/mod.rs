@@ -207,29 +207,31 @@ pub fn open_image(input: &Path, opts: &OpenOptions) -> Result<SourceImage, Sourc
     // image waits in a locked temporary file for its name, the digest. The decoding stops as
     // soon as the digest says it is not needed (the image is in the cache, or the digest is
     // not the expected one).
+    // Where a compressed input's image is cached (a raw input is used in place).
+    let images = match (format, &cache) {
+        (Format::Raw, _) => None,
+        (_, Some(dir)) => Some(dir.clone()),
+        (_, None) => Some(cache_dir()?),
+    };
     let mut decoded_early: Option<Result<cache::Filled, SourceError>> = None;
     let mut stopped = false;
     let hashed_here = remembered.is_none();
-    let actual = match (remembered, format) {
+    let actual = match (remembered, &images) {
         (Some(d), _) => d,
-        (None, Format::Raw) => checksum::sha256_with_progress(input, opts.progress.clone())?,
-        (None, _) => {
-            let cache_dir = match &cache {
-                Some(dir) => dir.clone(),
-                None => cache_dir()?,
-            };
+        (None, None) => checksum::sha256_with_progress(input, opts.progress.clone())?,
+        (None, Some(cache_dir)) => {
             let stop = std::sync::atomic::AtomicBool::new(false);
             let (digest, decoded) = std::thread::scope(|s| {
                 let hashing = s.spawn(|| {
                     let d = checksum::sha256_with_progress(input, opts.progress.clone())?;
                     let unneeded = expected.as_ref().is_some_and(|e| e.digest != d)
-                        || cached_size(input, &cache::image_path(&cache_dir, &d)).is_some();
+                        || cached_size(input, &cache::image_path(cache_dir, &d)).is_some();
                     if unneeded {
                         stop.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                     Ok::<_, SourceError>(d)
                 });
-                let decoded = decode(input, format, &meta, &cache_dir, opts, Some(&stop));
+                let decoded = decode(input, format, &meta, cache_dir, opts, Some(&stop));
                 let digest = hashing
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -264,14 +266,9 @@ pub fn open_image(input: &Path, opts: &OpenOptions) -> Result<SourceImage, Sourc
         from_cache,
     };
 
-    if format == Format::Raw {
+    let Some(cache) = images else {
         check_size(input, meta.len(), false)?;
         return Ok(image(input.to_path_buf(), meta.len(), false));
-    }
-
-    let cache = match cache {
-        Some(dir) => dir,
-        None => cache_dir()?,
     };
     let dest = cache::image_path(&cache, &actual);
     if let Some(size) = cached_size(input, &dest) {

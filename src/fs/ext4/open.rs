@@ -40,20 +40,14 @@ pub(super) fn read_raw_super(
         image: image.into(),
         offset,
     })?;
-    let end = start.saturating_add(1024);
-    let split_parts = opts.split_into.as_ref().map(|top| {
-        opts.split_written
-            .iter()
-            .map(|&(s, e)| (s.max(start), e.min(end)))
-            .filter(|(s, e)| s < e)
-            .map(move |(s, e)| (top, s, e))
-    });
-    let read = f.read_exact_at(&mut sb, start).and_then(|()| {
-        for (top, s, e) in split_parts.into_iter().flatten() {
-            top.read_exact_at(&mut sb[(s - start) as usize..(e - start) as usize], s)?;
+    let read = match &opts.split_into {
+        Some(top) => {
+            crate::disk::read_over(&f, top, &opts.split_written, &mut sb, start, |f, b, at| {
+                f.read_exact_at(b, at)
+            })
         }
-        Ok(())
-    });
+        None => f.read_exact_at(&mut sb, start),
+    };
     if let Err(e) = read {
         return if e.kind() == std::io::ErrorKind::UnexpectedEof {
             Ok(None)
