@@ -8,9 +8,12 @@
 #     node (the floor without reflinks);
 #   - the same on a loop-mounted XFS with reflink=1 (as root; xfsprogs installed when
 #     missing), where each node's copy of its role image is a reflink: 10 nodes against 1;
+#   - each of those built again with nothing changed, the nodes' digests remembered
+#     (digest_memo.rs; every other build here forgets them first);
 #   - 1 node from the image compressed with xz, cold (empty piforge cache, the input's and the
-#     artifacts' pages evicted from the page cache) and cached, against
-#     `xz -dc -T0 image.img.xz > /dev/null` (its input evicted too);
+#     artifacts' pages evicted from the page cache), cached, and built again with nothing
+#     changed (its digests remembered, digest_memo.rs: every other build here forgets them
+#     first), against `xz -dc -T0 image.img.xz > /dev/null` (its input evicted too);
 #   - peak RSS of each build (GNU time's %M).
 #
 #   benches/build.sh [WORKDIR]   (default: target/bench)
@@ -81,8 +84,11 @@ trap 'rm -f "$rss_file"' EXIT
 # secs CMD...: wall seconds of CMD (its output discarded).
 secs() { local t; t=$( { TIMEFORMAT='%R'; time "$@" > /dev/null 2>&1; } 2>&1 ); echo "$t"; }
 # build DIR OUT [CACHE]; its peak RSS (KiB) is appended to $rss_file. $bin is the binary
-# (default: the first).
+# (default: the first). A one-node build's digests remembered from the build before (the
+# cache's nodes/, digest_memo.rs) are forgotten first, so that every measured build hashes its
+# images, unless REMEMBER=1 (the rebuild of a node that did not change, measured apart).
 build() {
+    [[ ${REMEMBER:-0} == 1 ]] || rm -rf "${3:-$work/cache}/nodes"
     PIFORGE_CACHE=${3:-$work/cache} "$timebin" -a -o "$rss_file" -f '%M' \
         "${bin:-$piforge}" build --spec "$1/cluster.yaml" --out "$2" --artifacts "$arts" --allow-unpinned
 }
@@ -113,15 +119,18 @@ done
 if [[ $only_xz == 1 ]]; then
     echo "raw and reflink: SKIPPED (ONLY_XZ=1)"
 else
-declare -A one ten
+declare -A one ten one_again ten_again
 cpf=()
+# again DIR OUT: the build just made, made again with nothing changed (its digests remembered).
+again() { rm -rf "$2"; REMEMBER=1 secs build "$1" "$2"; }
 for i in $(seq "$reps"); do
     c=$(secs cpfloor); cpf+=("$c")
     for bin in "${bins[@]}"; do
         rm -rf "$work/b1/dist" "$work/b10/dist"
-        a=$(secs build "$work/b1" "$work/b1/dist") b=$(secs build "$work/b10" "$work/b10/dist")
-        one[$bin]+=" $a" ten[$bin]+=" $b"
-        echo "rep $i (raw, $(stat -f -c %T "$work"), $(label "$bin")): 1 node ${a}s, 10 nodes ${b}s, cp --sparse=always ${c}s (load $(cut -d' ' -f1 /proc/loadavg))"
+        a=$(secs build "$work/b1" "$work/b1/dist"); ra=$(again "$work/b1" "$work/b1/dist")
+        b=$(secs build "$work/b10" "$work/b10/dist"); rb=$(again "$work/b10" "$work/b10/dist")
+        one[$bin]+=" $a" ten[$bin]+=" $b" one_again[$bin]+=" $ra" ten_again[$bin]+=" $rb"
+        echo "rep $i (raw, $(stat -f -c %T "$work"), $(label "$bin")): 1 node ${a}s, 10 nodes ${b}s, cp --sparse=always ${c}s; again unchanged: 1 node ${ra}s, 10 nodes ${rb}s (load $(cut -d' ' -f1 /proc/loadavg))"
     done
 done
 mcp=$(median "${cpf[@]}")
@@ -130,6 +139,9 @@ for bin in "${bins[@]}"; do
     m1=$(median ${one[$bin]}) m10=$(median ${ten[$bin]})
     per=$(awk -v a="$m1" -v b="$m10" 'BEGIN { printf "%.2f", (b - a) / 9 }')
     echo "raw ($(label "$bin")): 1 node ${m1}s, 10 nodes ${m10}s, ratio 10/1 $(ratio "$m10" "$m1"); per extra node ${per}s = $(ratio "$per" "$mcp")x cp --sparse=always (${mcp}s)"
+    # shellcheck disable=SC2086 # the lists are space-separated numbers
+    a1=$(median ${one_again[$bin]}) a10=$(median ${ten_again[$bin]})
+    echo "raw, built again unchanged ($(label "$bin")): 1 node ${a1}s, 10 nodes ${a10}s, ratio 10/1 $(ratio "$a10" "$a1")"
 done
 echo "10 images: $(du -sk "$work/b10/dist" | cut -f1) KiB allocated"
 
@@ -149,19 +161,23 @@ else
         mount -o loop "$work/xfs.img" "$mnt"
     }
     trap 'umount "$mnt" 2>/dev/null || true; rm -f "$rss_file"' EXIT
-    declare -A r1 r10
+    declare -A r1 r10 r1_again r10_again
     for i in $(seq "$reps"); do
         for bin in "${bins[@]}"; do
             rm -rf "$mnt/b1" "$mnt/b10"
-            a=$(secs build "$work/b1" "$mnt/b1") b=$(secs build "$work/b10" "$mnt/b10")
-            r1[$bin]+="$a " r10[$bin]+="$b "
-            echo "rep $i (xfs reflink=1, $(label "$bin")): 1 node ${a}s, 10 nodes ${b}s (load $(cut -d' ' -f1 /proc/loadavg))"
+            a=$(secs build "$work/b1" "$mnt/b1"); ra=$(again "$work/b1" "$mnt/b1")
+            b=$(secs build "$work/b10" "$mnt/b10"); rb=$(again "$work/b10" "$mnt/b10")
+            r1[$bin]+="$a " r10[$bin]+="$b " r1_again[$bin]+="$ra " r10_again[$bin]+="$rb "
+            echo "rep $i (xfs reflink=1, $(label "$bin")): 1 node ${a}s, 10 nodes ${b}s; again unchanged: 1 node ${ra}s, 10 nodes ${rb}s (load $(cut -d' ' -f1 /proc/loadavg))"
         done
     done
     for bin in "${bins[@]}"; do
         # shellcheck disable=SC2086 # the lists are words on purpose
         x1=$(median ${r1[$bin]}) x10=$(median ${r10[$bin]})
         echo "reflink ($(label "$bin")): 1 node ${x1}s, 10 nodes ${x10}s, ratio 10/1 $(ratio "$x10" "$x1")"
+        # shellcheck disable=SC2086 # the lists are words on purpose
+        a1=$(median ${r1_again[$bin]}) a10=$(median ${r10_again[$bin]})
+        echo "reflink, built again unchanged ($(label "$bin")): 1 node ${a1}s, 10 nodes ${a10}s, ratio 10/1 $(ratio "$a10" "$a1")"
     done
     echo "10 images (last build): $(du -sk "$mnt/b10" | cut -f1) KiB by du (shared extents counted per file), xfs used $(df -k --output=used "$mnt" | tail -1) KiB"
     rm -rf "$mnt/b1" "$mnt/b10"
@@ -173,7 +189,7 @@ if [[ ${SKIP_XZ:-0} == 1 ]]; then
     echo "xz input: SKIPPED (SKIP_XZ=1)"
 else
 xzs=()
-declare -A colds warms
+declare -A colds warms sames
 for i in $(seq "$reps"); do
     for bin in "${bins[@]}"; do
         # xz -dc right before each binary's builds: the ratio is taken against its neighbour.
@@ -182,8 +198,13 @@ for i in $(seq "$reps"); do
         c=$(secs build "$work/bxz" "$work/bxz/dist" "$work/cache-cold")
         rm -rf "$work/bxz/dist"
         w=$(secs build "$work/bxz" "$work/bxz/dist" "$work/cache-cold")
-        xzs+=("$x") colds[$bin]+=" $c" warms[$bin]+=" $w"
-        echo "rep $i (xz input, $(label "$bin")): xz -dc -T0 ${x}s, 1 node cold ${c}s ($(ratio "$c" "$x")x), cached ${w}s ($(ratio "$w" "$x")x) (load $(cut -d' ' -f1 /proc/loadavg))"
+        # The same node built again, nothing changed: its digests remembered (binaries
+        # without digest_memo.rs hash it again).
+        rm -rf "$work/bxz/dist"
+        r=$(REMEMBER=1 secs build "$work/bxz" "$work/bxz/dist" "$work/cache-cold")
+        rm -rf "$work/bxz/dist"
+        xzs+=("$x") colds[$bin]+=" $c" warms[$bin]+=" $w" sames[$bin]+=" $r"
+        echo "rep $i (xz input, $(label "$bin")): xz -dc -T0 ${x}s, 1 node cold ${c}s ($(ratio "$c" "$x")x), cached ${w}s ($(ratio "$w" "$x")x), again unchanged ${r}s ($(ratio "$r" "$x")x) (load $(cut -d' ' -f1 /proc/loadavg))"
     done
 done
 mx=$(median "${xzs[@]}")
@@ -199,8 +220,8 @@ if command -v openssl > /dev/null; then
 fi
 for bin in "${bins[@]}"; do
     # shellcheck disable=SC2086 # the lists are space-separated numbers
-    mc=$(median ${colds[$bin]}) mw=$(median ${warms[$bin]})
-    echo "xz input ($(label "$bin")): xz -dc -T0 ${mx}s; 1 node cold ${mc}s ($(ratio "$mc" "$mx")x), cached ${mw}s ($(ratio "$mw" "$mx")x)"
+    mc=$(median ${colds[$bin]}) mw=$(median ${warms[$bin]}) ms=$(median ${sames[$bin]})
+    echo "xz input ($(label "$bin")): xz -dc -T0 ${mx}s; 1 node cold ${mc}s ($(ratio "$mc" "$mx")x), cached ${mw}s ($(ratio "$mw" "$mx")x), built again unchanged ${ms}s ($(ratio "$ms" "$mx")x)"
 done
 fi
 rm -rf "$work/cache-cold" "$work/b1/dist" "$work/b10/dist" "$work/bxz/dist"

@@ -819,6 +819,39 @@ mod tests {
             std::fs::read(&out).unwrap() == std::fs::read(&copy).unwrap(),
             "the layers over the base and in place differ"
         );
+        // In place over itself (the image its own base, as the build edits role images and
+        // reflinks: `build::outputs::edit_recorded`): the same bytes, and every byte that
+        // differs from the base inside the ranges recorded (what the remembered digests of
+        // `build::digest_memo` rest on).
+        let tracked = tmp.path().join("tracked.img");
+        std::fs::copy(&base, &tracked).unwrap();
+        let itself = std::sync::Arc::new(
+            File::options()
+                .read(true)
+                .write(true)
+                .open(&tracked)
+                .unwrap(),
+        );
+        let mut recorded = Vec::new();
+        for l in layers {
+            let (_, w) = apply_over(&tracked, itself.clone(), &recorded, &tracked, l)
+                .unwrap()
+                .expect("no growth");
+            recorded = w;
+        }
+        let edited = std::fs::read(&tracked).unwrap();
+        assert!(
+            edited == std::fs::read(&copy).unwrap(),
+            "the layers in place over themselves and in place differ"
+        );
+        let inside = |at: u64| recorded.iter().any(|&(s, e)| s <= at && at < e);
+        let changed: Vec<u64> = (0..before.len())
+            .filter(|&i| before[i] != edited[i])
+            .map(|i| i as u64)
+            .collect();
+        assert!(!changed.is_empty());
+        let outside: Vec<&u64> = changed.iter().filter(|&&at| !inside(at)).collect();
+        assert!(outside.is_empty(), "changed but not recorded: {outside:?}");
         let img = Image::open(&out).unwrap();
         let cmdline = img
             .boot_fs(epoch)

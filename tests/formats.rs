@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const NODES: [&str; 2] = ["pi-cp-1", "pi-w-1"];
@@ -382,6 +382,28 @@ fn digests_taken_from_the_role_image_change_no_byte() {
     };
     assert_eq!(sums(&shared), sums(&alone));
     assert_eq!(sums(&shared).len(), 16);
+    // Built again: the role images' layers recorded what they wrote over the upstream image,
+    // and the nodes' digests, taken by the first build, are remembered (the cache's nodes/):
+    // the same files as `alone`, which hashed everything (--test-no-reuse remembers nothing).
+    // (A build of the whole cluster makes the same cards as its first build; only a node
+    // rebuilt alone carries /etc/piforge/rejoin.)
+    let args: Vec<&str> = args
+        .into_iter()
+        .filter(|a| *a != "--test-no-reuse")
+        .collect();
+    let again = tmp.path().join("shared-again");
+    let out = build_with(&spec, &again, &arts, &cache, &args);
+    ok(&out);
+    let line = copies_line(&out);
+    assert!(
+        line.ends_with(
+            "; 4 of 4 with their digests remembered from an earlier build of the same bytes, \
+             not taken again"
+        ),
+        "{line}"
+    );
+    same_node_files(&alone, &again, 16, "built again, the digests remembered");
+    assert_eq!(sums(&again), sums(&alone));
     // One node alone (`--node`): its three layers written over the upstream image into its
     // own file, one after the other, no role image; its files are those of the same node
     // built from role images (`--test-no-reuse`: the common and role layers on a copy of the
@@ -400,6 +422,75 @@ fn digests_taken_from_the_role_image_change_no_byte() {
     let no_reuse = [&node_args[..], &["--test-no-reuse"]].concat();
     ok(&build_with(&spec, &one_copied, &arts, &cache, &no_reuse));
     same_node_files(&one, &one_copied, 4, "built alone over the upstream image");
+    // Built again, the same bytes: its digests are remembered from the build before (the
+    // cache's nodes/), not taken, and every file is the same; the image is what SHA256SUMS
+    // says (sha256sum of the file itself).
+    let again = tmp.path().join("one-again");
+    let out = build_with(&spec, &again, &arts, &cache, &node_args);
+    ok(&out);
+    let line = copies_line_of(&out);
+    assert!(line.contains("digests remembered"), "{line}");
+    same_node_files(&one, &again, 4, "its digests are remembered");
+    // (os_list.json names the output directory; the manifest lists its digest.)
+    let node_sums = |d: &Path| -> Vec<String> {
+        fs::read_to_string(d.join("SHA256SUMS"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("pi-"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(node_sums(&again), node_sums(&one));
+    ok(&Command::new("sha256sum")
+        .args(["-c", "--strict", "SHA256SUMS"])
+        .current_dir(&again)
+        .output()
+        .unwrap());
+    // `--verify` hashes what it rebuilds, never a remembered digest: with the memo made to
+    // lie, a build believes it (the cache is trusted as its decompressed images are), and
+    // --verify of that build's SHA256SUMS finds the image differs.
+    // (One memo per node image: the four of the cluster's build, and this one.)
+    let real = sha256(&again.join("pi-w-2.img"));
+    let memos: Vec<(PathBuf, String)> = fs::read_dir(cache.join("nodes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.clone(), fs::read_to_string(&p).unwrap()))
+        .collect();
+    assert_eq!(memos.len(), 5, "{memos:?}");
+    let mine: Vec<&(PathBuf, String)> = memos
+        .iter()
+        .filter(|(_, m)| m.starts_with(&format!("v1 {real} ")))
+        .collect();
+    assert_eq!(mine.len(), 1, "{memos:?}");
+    let (path, memo) = mine[0];
+    fs::write(path, memo.replacen(&real, &"0".repeat(64), 1)).unwrap();
+    let lied = tmp.path().join("one-lied");
+    ok(&build_with(&spec, &lied, &arts, &cache, &node_args));
+    let listed = fs::read_to_string(lied.join("SHA256SUMS")).unwrap();
+    assert!(listed.contains(&format!("{}  pi-w-2.img\n", "0".repeat(64))));
+    let sums = lied.join("SHA256SUMS");
+    let r = piforge(
+        &[
+            &[
+                "build",
+                "--spec",
+                spec.to_str().unwrap(),
+                "--artifacts",
+                arts.to_str().unwrap(),
+                "--allow-unpinned",
+                "--verify",
+                sums.to_str().unwrap(),
+            ][..],
+            &node_args,
+        ]
+        .concat(),
+        &cache,
+    );
+    assert!(!r.status.success(), "--verify took the remembered digest");
+    let told =
+        String::from_utf8_lossy(&r.stdout).into_owned() + &String::from_utf8_lossy(&r.stderr);
+    assert!(told.contains("pi-w-2.img:"), "{told}");
+    assert!(!told.contains("pi-w-2.img.xz:"), "{told}");
     // The third worker's files: node images differ from each other (their disk ids).
     let w3 = shared.join("pi-w-3.img");
     assert!(fs::read(&w3).unwrap() != fs::read(shared.join("pi-w-2.img")).unwrap());
@@ -550,6 +641,22 @@ fn reflinked_node_images_are_read_from_the_role_image() {
     let one_copied = xfs.dir.join("one-copied");
     ok(&build_with(&spec, &one_copied, &arts, &cache, &no_reuse));
     same_node_files(&one, &one_copied, 4, "built alone by reflink");
+    // Built again: the layers written into the reflink recorded what they wrote, and its
+    // digests are remembered from `one`.
+    let again = xfs.dir.join("one-again");
+    let out = build_with(&spec, &again, &arts, &cache, &node_args);
+    ok(&out);
+    assert_eq!(
+        copies_line_of(&out),
+        "copies: the only node a reflink of the upstream image, its layers written into it; \
+         its digests remembered from an earlier build of the same bytes, not taken again"
+    );
+    same_node_files(
+        &one,
+        &again,
+        4,
+        "built again by reflink, its digests remembered",
+    );
 }
 
 /// The node files (`pi-*`) of the build in `a`, `count` of them, are those in `b` byte for

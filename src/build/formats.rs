@@ -89,6 +89,7 @@ pub fn node_outputs(
         bmap: true,
         extra,
         reuse: true,
+        remember: true,
         os_list: Some(match base_url {
             None => String::new(),
             Some(u) => check_base_url(u)?,

@@ -21,6 +21,7 @@
 //!
 //! Secrets never reach the boot partition, which any local user can read once it is mounted.
 
+mod digest_memo;
 pub mod formats;
 mod images;
 mod layers;
@@ -188,6 +189,9 @@ pub struct BuildReport {
     /// Of the reflinked node images' chunks (4 MiB), those still the role image's blocks,
     /// read from the role image ([`reuse`]); and all the node images' chunks.
     pub shared_chunks: (usize, usize),
+    /// The node images whose digests were remembered from an earlier build of the same
+    /// bytes, not taken ([`digest_memo`]).
+    pub remembered: usize,
     /// One line per role: the container images its cards carry and the bytes they add.
     pub images: Vec<String>,
 }

@@ -11,9 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
+use super::digest_memo;
 use super::layers::{role_key, BuildPlan, NodeLayer};
 use super::manifest::FileEntry;
-use super::outputs::{edit, edit_over, step, NodeImage, NodeOutputs, StagedFile, IMAGE_MODE};
+use super::outputs::{
+    edit, edit_over, edit_recorded, step, NodeImage, NodeOutputs, RoleImages, StagedFile,
+    IMAGE_MODE,
+};
 use super::reuse::{self, RoleImage, Sharing};
 use super::{io_error, BuildError, BuildOptions, BuildReport};
 use crate::apply::Applied;
@@ -29,6 +33,9 @@ pub(super) struct StagedNode {
     pub(super) copy: CopyKind,
     /// Chunks of the image read from the role image's blocks, and all its chunks.
     pub(super) shared_chunks: (usize, usize),
+    /// Its digests were remembered from an earlier build of the same bytes
+    /// ([`super::digest_memo`]), not taken.
+    pub(super) remembered: bool,
 }
 
 /// The number of nodes built at once: `--jobs`, else the CPUs.
@@ -43,7 +50,9 @@ fn jobs(opts: &BuildOptions, nodes: usize) -> usize {
 /// The entry of a finished raw image `f` (at `path`); with its block map when `bmap`, the
 /// map's range checksums taken in the same read as the image's digest (the image's data is
 /// read once for both), those of chunks the same as in its role image from there when another
-/// node hashed them ([`reuse`]).
+/// node hashed them ([`reuse`]). With `memo`, its digests are remembered in the cache, and
+/// taken from there when the same bytes were hashed before ([`digest_memo`]); the last value
+/// says whether they were.
 fn raw_entry(
     f: &fs::File,
     path: &Path,
@@ -51,7 +60,8 @@ fn raw_entry(
     bmap: bool,
     sharing: Option<&Sharing<'_>>,
     over: Option<&Over>,
-) -> Result<(FileEntry, Option<String>), BuildError> {
+    memo: Option<Remember<'_>>,
+) -> Result<(FileEntry, Option<String>, bool), BuildError> {
     let map = match (bmap, over) {
         (false, _) => None,
         (true, None) => Some(crate::bmap::map_image(path).map_err(io_error(path))?),
@@ -64,16 +74,56 @@ fn raw_entry(
         }
     };
     let ranges = map.as_ref().map(|m| m.byte_ranges()).unwrap_or_default();
-    let (sha256, bytes, sums) = reuse::digests(f, &ranges, sharing).map_err(io_error(path))?;
-    let text = map.map(|m| crate::bmap::render_sums(&m, &sums));
+    let memo = match memo {
+        Some(m) => {
+            let len = f.metadata().map_err(io_error(path))?.len();
+            let key =
+                digest_memo::key(m.base, len, m.top, m.written, &ranges).map_err(io_error(path))?;
+            Some((m.cache, key, len))
+        }
+        None => None,
+    };
+    let known = memo
+        .as_ref()
+        .and_then(|(cache, key, len)| digest_memo::lookup(cache, key, *len, ranges.len()));
+    let remembered = known.is_some();
+    let d = match known {
+        Some(d) => d,
+        None => {
+            let (sha256, bytes, sums) =
+                reuse::digests(f, &ranges, sharing).map_err(io_error(path))?;
+            let d = digest_memo::Digests {
+                sha256,
+                bytes,
+                sums,
+            };
+            if let Some((cache, key, _)) = &memo {
+                digest_memo::store(cache, key, &d);
+            }
+            d
+        }
+    };
+    let text = map.map(|m| crate::bmap::render_sums(&m, &d.sums));
     Ok((
         FileEntry {
             name,
-            bytes,
-            sha256,
+            bytes: d.bytes,
+            sha256: d.sha256,
         },
         text,
+        remembered,
     ))
+}
+
+/// What a node image's digests are remembered by ([`digest_memo`]): its bytes are those of the
+/// image named `base` (the input's digest for the upstream image, a role image's key), but for
+/// the `written` ranges, read from `top`.
+#[derive(Clone, Copy)]
+struct Remember<'a> {
+    cache: &'a Path,
+    base: &'a str,
+    top: &'a fs::File,
+    written: &'a [(u64, u64)],
 }
 
 /// Where a node image is made from.
@@ -107,11 +157,14 @@ struct Over {
     written: Vec<(u64, u64)>,
 }
 
-/// How a node image was made: the copy, the summary of its last edit, and the fill left to do.
+/// How a node image was made: the copy, the summary of its last edit, and the fill left to do;
+/// for one edited in place (a reflink, its role's image itself), the ranges its layers wrote
+/// when they were recorded.
 struct Made {
     copy: CopyKind,
     done: Applied,
     over: Option<Over>,
+    written: Option<Vec<(u64, u64)>>,
 }
 
 /// One node: its image made from `source` ([`Source`]), its layer, its files. The raw image,
@@ -119,6 +172,7 @@ struct Made {
 fn build_node(
     node: &NodeLayer,
     source: &Source<'_>,
+    memo: Option<(&Path, &str)>,
     dir: &Path,
     outputs: &NodeOutputs,
     progress: Option<&dyn Progress>,
@@ -139,10 +193,12 @@ fn build_node(
         } => match (alone, role) {
             (true, _) => {
                 fs::rename(role_img, &img).map_err(io_error(&img))?;
+                let (done, written) = edit_recorded(&img, Some(&[]), &node.plan)?;
                 Ok(Made {
                     copy: CopyKind::Renamed,
-                    done: edit(&img, &node.plan)?,
+                    done,
                     over: None,
+                    written,
                 })
             }
             (false, Some(_)) => made_over(role_img, &img, &[&node.plan], key, progress),
@@ -153,6 +209,7 @@ fn build_node(
                     copy,
                     done: edit(&img, &node.plan)?,
                     over: None,
+                    written: None,
                 })
             }
         },
@@ -193,16 +250,41 @@ fn build_node(
         Ok(())
     };
     // The raw image's digest, kept or not (os_list.json records it as the extracted image's).
-    let (raw, bmap) = match &made.over {
+    let remember = |top, written| {
+        memo.map(|(cache, base)| Remember {
+            cache,
+            base,
+            top,
+            written,
+        })
+    };
+    let (raw, bmap, remembered) = match &made.over {
         None => {
             written_to_disk()?;
-            raw_entry(&file, &img, name, outputs.bmap, sharing.as_ref(), None)?
+            let memo = made.written.as_deref().and_then(|w| remember(&file, w));
+            raw_entry(
+                &file,
+                &img,
+                name,
+                outputs.bmap,
+                sharing.as_ref(),
+                None,
+                memo,
+            )?
         }
         // Filled in from its source on one thread while its digests are taken on the others
         // (from the source where nothing was written).
         Some(o) => std::thread::scope(|s| {
             let fill = s.spawn(|| output::fill_around_direct(&o.from, &o.top, &img, &o.written));
-            let entry = raw_entry(&file, &img, name, outputs.bmap, sharing.as_ref(), Some(o));
+            let entry = raw_entry(
+                &file,
+                &img,
+                name,
+                outputs.bmap,
+                sharing.as_ref(),
+                Some(o),
+                remember(&o.top, &o.written),
+            );
             let filled = fill
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -258,6 +340,7 @@ fn build_node(
             ),
             _ => (0, 0),
         },
+        remembered,
     })
 }
 
@@ -269,7 +352,8 @@ fn build_node(
 /// the node's data, which its digests read from the source): the source's bytes are copied
 /// once, and the chunks nothing was written into are known to be the source's without
 /// comparing them. A layer that needs the root partition grown gets the image filled in
-/// first, and it and the layers after it are edited in place.
+/// first, and it and the layers after it are edited in place. The ranges the layers wrote are
+/// known, but after a growth.
 fn made_over(
     source: &Path,
     img: &Path,
@@ -279,18 +363,21 @@ fn made_over(
 ) -> Result<Made, BuildError> {
     let from = fs::File::open(source).map_err(io_error(source))?;
     let top = output::new_image_file(img, IMAGE_MODE).map_err(io_error(img))?;
-    let in_place = |layers: &[&crate::plan::Plan]| -> Result<Option<Applied>, BuildError> {
+    // The layers edited in place, the ranges they write recorded from `written` on (`None`:
+    // not recorded).
+    let in_place = |layers: &[&crate::plan::Plan], mut written: Option<Vec<(u64, u64)>>| {
         let mut done = None;
         for (i, plan) in layers.iter().enumerate() {
-            done = Some(layer_step(layers.len() - i, role, progress, img, || {
-                edit(img, plan)
-            })?);
+            let (d, w) = layer_step(layers.len() - i, role, progress, img, || {
+                edit_recorded(img, written.as_deref(), plan)
+            })?;
+            (done, written) = (Some(d), w);
         }
-        Ok(done)
+        Ok::<_, BuildError>((done, written))
     };
     if output::reflink(&from, &top).map_err(io_error(img))? {
-        let done = in_place(layers)?;
-        return made(CopyKind::Reflink, done, None, img);
+        let (done, written) = in_place(layers, Some(Vec::new()))?;
+        return made(CopyKind::Reflink, done, None, written, img);
     }
     let top = Arc::new(top);
     let mut written: Vec<(u64, u64)> = Vec::new();
@@ -304,8 +391,8 @@ fn made_over(
             None => {
                 // This layer grows the root partition, which needs the whole image.
                 output::fill_around(&from, &top, &written).map_err(io_error(img))?;
-                let done = in_place(&layers[i..])?;
-                return made(CopyKind::Sparse, done, None, img);
+                let (done, _) = in_place(&layers[i..], None)?;
+                return made(CopyKind::Sparse, done, None, None, img);
             }
         }
     }
@@ -315,7 +402,7 @@ fn made_over(
         top,
         written,
     };
-    made(CopyKind::Around, done, Some(over), img)
+    made(CopyKind::Around, done, Some(over), None, img)
 }
 
 /// A layer's edit, shown as the `common` or `role` payload step when it is not the node's own
@@ -338,11 +425,17 @@ fn made(
     copy: CopyKind,
     done: Option<Applied>,
     over: Option<Over>,
+    written: Option<Vec<(u64, u64)>>,
     img: &Path,
 ) -> Result<Made, BuildError> {
     let done = done
         .ok_or_else(|| io_error(img)(io::Error::other("no layer to write into the node image")))?;
-    Ok(Made { copy, done, over })
+    Ok(Made {
+        copy,
+        done,
+        over,
+        written,
+    })
 }
 
 /// What a node's job tells the syncer about its raw image.
@@ -374,11 +467,15 @@ fn sync_images(images: mpsc::Receiver<ToDisk>) -> Result<(), BuildError> {
 
 /// What the node images are made from.
 pub(super) enum Images<'a> {
-    /// The role images, by role key.
-    Roles(&'a BTreeMap<&'static str, PathBuf>),
+    /// The role images, and the keys their nodes' digests are remembered by.
+    Roles(&'a RoleImages),
     /// The upstream base, for a build of one node: its layers are all written over it
-    /// ([`Source::Base`]); and the cache.
-    Base(&'a Path, &'a Path),
+    /// ([`Source::Base`]); the input's SHA-256, when the node's digests are to be remembered
+    /// by it.
+    Base {
+        path: &'a Path,
+        sha256: Option<&'a str>,
+    },
 }
 
 /// Builds the nodes `jobs` at a time; the first error stops the others from starting new
@@ -390,10 +487,11 @@ pub(super) fn build_nodes(
     opts: &BuildOptions,
     progress: Option<&dyn Progress>,
 ) -> Result<Vec<Option<StagedNode>>, BuildError> {
-    let empty = BTreeMap::new();
-    let (roles, base) = match images {
-        Images::Roles(r) => (*r, None),
-        Images::Base(b, cache) => (&empty, Some((*b, *cache))),
+    let (empty, no_keys) = (BTreeMap::new(), BTreeMap::new());
+    let cache = opts.cache_dir.as_path();
+    let (roles, keys, base) = match images {
+        Images::Roles(r) => (&r.paths, &r.keys, None),
+        Images::Base { path, sha256 } => (&empty, &no_keys, Some((*path, *sha256))),
     };
     // The base, shared with the only node's image where nothing was written over it.
     let base_image = match base {
@@ -431,30 +529,34 @@ pub(super) fn build_nodes(
             let i = next.fetch_add(1, Ordering::SeqCst);
             let Some(node) = plan.nodes.get(i) else { break };
             let key = role_key(node.role);
-            let source = match (base, &base_image) {
-                (Some((base, cache)), Some(image)) => {
+            // What names the bytes the node is made from, for its digests to be remembered by.
+            let (source, named) = match (base, &base_image) {
+                (Some((base, sha256)), Some(image)) => {
                     let Some(layer) = plan.roles.iter().find(|r| r.role == node.role) else {
                         continue;
                     };
-                    Source::Base {
+                    let source = Source::Base {
                         base,
                         layers: [&plan.common, &layer.plan],
                         image,
                         cache,
-                    }
+                    };
+                    (source, sha256)
                 }
                 _ => {
                     let Some(role_img) = roles.get(key) else {
                         continue;
                     };
-                    Source::Role {
+                    let source = Source::Role {
                         img: role_img,
                         alone: nodes_of(key) == 1,
                         role: shared.get(key),
-                    }
+                    };
+                    (source, keys.get(key).map(String::as_str))
                 }
             };
-            let r = build_node(node, &source, dir, &opts.outputs, progress, &tx);
+            let memo = named.map(|n| (cache, n));
+            let r = build_node(node, &source, memo, dir, &opts.outputs, progress, &tx);
             if r.is_err() {
                 failed.store(true, Ordering::SeqCst);
             }
@@ -499,13 +601,20 @@ impl BuildReport {
     pub fn copies_line(&self) -> Option<String> {
         use crate::output::CopyKind;
         let count = |k: CopyKind| self.copies.iter().filter(|c| **c == k).count();
+        let remembered = "digests remembered from an earlier build of the same bytes, not \
+                          taken again";
         if self.from_base {
             let (shared, all) = self.shared_chunks;
-            return self.copies.first().map(|c| match c {
+            let line = self.copies.first().map(|c| match c {
                 CopyKind::Around => format!(
                     "copies: the only node written over the upstream image, layer after layer, \
                      and its data copied around the edits ({shared} of the {all} 4 MiB chunks \
-                     untouched, hashed from the upstream image)"
+                     untouched{})",
+                    if self.remembered > 0 {
+                        ""
+                    } else {
+                        ", hashed from the upstream image"
+                    }
                 ),
                 CopyKind::Reflink => "copies: the only node a reflink of the upstream image, \
                                       its layers written into it"
@@ -513,6 +622,10 @@ impl BuildReport {
                 _ => "copies: the only node a whole copy of the upstream image (its root \
                       partition grows), its layers written into it"
                     .to_string(),
+            });
+            return line.map(|l| match self.remembered {
+                0 => l,
+                _ => format!("{l}; its {remembered}"),
             });
         }
         let mut parts = Vec::new();
@@ -544,6 +657,13 @@ impl BuildReport {
         if renamed > 0 {
             parts.push(format!(
                 "{renamed} the role image itself (its role's only node)"
+            ));
+        }
+        if self.remembered > 0 {
+            parts.push(format!(
+                "{} of {} with their {remembered}",
+                self.remembered,
+                self.copies.len()
             ));
         }
         (!parts.is_empty()).then(|| format!("copies: {}", parts.join("; ")))

@@ -142,6 +142,10 @@ pub struct NodeOutputs {
     /// role's nodes built before it ([`super::reuse`]); off only to test that the files are
     /// the same without (`build --test-no-reuse`).
     pub reuse: bool,
+    /// Take a one-node build's digests from the cache when the same bytes were hashed
+    /// before ([`super::digest_memo`]); off for `build --verify`, which must hash what it
+    /// rebuilt.
+    pub remember: bool,
     /// Write `os_list.json` for Raspberry Pi Imager, naming the files under this URL (a
     /// directory, ending in `/`; `Some("")`: the output directory as a `file://` URL).
     pub os_list: Option<String>,
@@ -154,6 +158,7 @@ impl Default for NodeOutputs {
             bmap: false,
             extra: Vec::new(),
             reuse: true,
+            remember: true,
             os_list: None,
         }
     }
@@ -166,6 +171,7 @@ impl std::fmt::Debug for NodeOutputs {
             .field("bmap", &self.bmap)
             .field("extra", &self.extra.len())
             .field("reuse", &self.reuse)
+            .field("remember", &self.remember)
             .field("os_list", &self.os_list)
             .finish()
     }
@@ -178,6 +184,37 @@ static EDITS: Mutex<()> = Mutex::new(());
 pub(super) fn edit(path: &Path, plan: &crate::plan::Plan) -> Result<apply::Applied, BuildError> {
     let _one_at_a_time = EDITS.lock().unwrap_or_else(|p| p.into_inner());
     Ok(apply::apply_in_place(path, plan)?)
+}
+
+/// An edit's summary, and the byte ranges the image's layers wrote when they were recorded
+/// ([`edit_recorded`]).
+pub(super) type Recorded = (apply::Applied, Option<Vec<(u64, u64)>>);
+
+/// `plan` applied to the image at `path` in place, with the byte ranges it writes recorded: the
+/// image is its own base ([`apply::apply_over`] reading what nothing wrote from the file and
+/// writing into it). `written`: what earlier edits of this file (or of the image it is a
+/// copy of) recorded, all given back with the new ranges (increasing, disjoint) when `Some`.
+/// `None` (not given, or a plan that grows the root partition, which needs an edit of the
+/// whole image) edits it as [`edit`] does, recording nothing: nothing then knows which of its
+/// bytes are the base's.
+pub(super) fn edit_recorded(
+    path: &Path,
+    written: Option<&[(u64, u64)]>,
+    plan: &crate::plan::Plan,
+) -> Result<Recorded, BuildError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(w) = written {
+        let top = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(io_error(path))?;
+        if let Some((done, w)) = edit_over(path, std::sync::Arc::new(top), w, path, plan)? {
+            return Ok((done, Some(w)));
+        }
+    }
+    Ok((edit(path, plan)?, None))
 }
 
 /// [`apply::apply_over`], one edit at a time as [`edit`].
@@ -224,13 +261,14 @@ pub(super) fn check_base(
 }
 
 /// The copy of the upstream base at `to`, its root filesystem checked ([`check_base`], on the
-/// base, on another thread while the copy runs), then `plan` applied to the copy.
+/// base, on another thread while the copy runs), then `plan` applied to the copy, the ranges
+/// it wrote recorded ([`edit_recorded`]).
 fn edit_base_copy(
     base: &Path,
     to: &Path,
     plan: &crate::plan::Plan,
     cache: &Path,
-) -> Result<apply::Applied, BuildError> {
+) -> Result<Recorded, BuildError> {
     let (copied, checked) = std::thread::scope(|s| {
         let check = s.spawn(|| check_base(base, plan, cache));
         let copied = output::copy_image(base, to, IMAGE_MODE).map_err(io_error(to));
@@ -241,7 +279,7 @@ fn edit_base_copy(
     });
     copied?;
     checked?;
-    edit(to, plan)
+    edit_recorded(to, Some(&[]), plan)
 }
 
 /// Runs one step of the apply phase between `begin` and `finish` of `task`, its size that of
@@ -267,37 +305,59 @@ pub(super) fn step<T>(
     Ok(done)
 }
 
+/// The role images, by role key.
+pub(super) struct RoleImages {
+    pub(super) paths: BTreeMap<&'static str, PathBuf>,
+    /// What names each role image's bytes, for its nodes' digests to be remembered by
+    /// ([`super::digest_memo`]): the SHA-256 of the input's digest and the ranges its layers
+    /// wrote over the upstream image, with their bytes. Only for roles whose layers recorded
+    /// what they wrote, from an input whose digest is known, when digests are remembered.
+    pub(super) keys: BTreeMap<&'static str, String>,
+}
+
 /// The role images, in `dir`: the common layer applied once, then each role's layer on a copy
-/// of that (the last role on the common image itself).
+/// of that (the last role on the common image itself), the ranges each wrote recorded; and
+/// their keys, with `base_sha256` (the input's digest) when given.
 fn role_images(
     v: &Validated,
     plan: &BuildPlan,
     dir: &Path,
     cache: &Path,
+    base_sha256: Option<&str>,
     progress: Option<&dyn Progress>,
-) -> Result<BTreeMap<&'static str, PathBuf>, BuildError> {
+) -> Result<RoleImages, BuildError> {
     let copy =
         |from: &Path, to: &Path| output::copy_image(from, to, IMAGE_MODE).map_err(io_error(to));
-    let mut out = BTreeMap::new();
+    let mut out = RoleImages {
+        paths: BTreeMap::new(),
+        keys: BTreeMap::new(),
+    };
     // Always common, then role, in two sessions (also with one role): a node's image must
     // not depend on which other roles are built with it (`--node`).
     let common = dir.join("common.img");
-    step(progress, Task::Payload("common"), &v.base.path, || {
+    let (_, common_written) = step(progress, Task::Payload("common"), &v.base.path, || {
         edit_base_copy(&v.base.path, &common, &plan.common, cache)
     })?;
     for (i, layer) in plan.roles.iter().enumerate() {
         let key = role_key(layer.role);
         let path = dir.join(format!("{key}.img"));
-        step(progress, Task::Payload(key), &common, || {
+        let (_, written) = step(progress, Task::Payload(key), &common, || {
             if i + 1 == plan.roles.len() {
                 // The last role takes the common image itself.
                 fs::rename(&common, &path).map_err(io_error(&path))?;
             } else {
                 copy(&common, &path)?;
             }
-            edit(&path, &layer.plan)
+            edit_recorded(&path, common_written.as_deref(), &layer.plan)
         })?;
-        out.insert(key, path);
+        if let (Some(base), Some(written)) = (base_sha256, written) {
+            let f = fs::File::open(&path).map_err(io_error(&path))?;
+            let len = f.metadata().map_err(io_error(&path))?.len();
+            let k =
+                super::digest_memo::key(base, len, &f, &written, &[]).map_err(io_error(&path))?;
+            out.keys.insert(key, k);
+        }
+        out.paths.insert(key, path);
     }
     Ok(out)
 }
@@ -336,13 +396,31 @@ pub(super) fn apply(
     fs::create_dir(&roles_dir).map_err(io_error(&roles_dir))?;
     // One node: its three layers written over the base into its own file, no role image
     // (`--test-no-reuse` keeps the role image path, for the tests to compare).
+    // What names the base's bytes, for the nodes' digests to be remembered by (not when
+    // they are not to be: `--verify`, and `--test-no-reuse`, whose digests are compared with
+    // those taken the other way).
+    let base_sha256 = v
+        .base
+        .input_sha256
+        .as_deref()
+        .filter(|_| opts.outputs.remember && opts.outputs.reuse);
     let roles = match (plan.nodes.len(), plan.roles.len(), opts.outputs.reuse) {
         (1, 1, true) => None,
-        _ => Some(role_images(v, plan, &roles_dir, &opts.cache_dir, progress)?),
+        _ => Some(role_images(
+            v,
+            plan,
+            &roles_dir,
+            &opts.cache_dir,
+            base_sha256,
+            progress,
+        )?),
     };
     let images = match &roles {
         Some(r) => super::nodes::Images::Roles(r),
-        None => super::nodes::Images::Base(&v.base.path, &opts.cache_dir),
+        None => super::nodes::Images::Base {
+            path: &v.base.path,
+            sha256: base_sha256,
+        },
     };
     report.from_base = roles.is_none();
     let built = super::nodes::build_nodes(plan, &images, &dir, opts, progress);
@@ -361,6 +439,7 @@ pub(super) fn apply(
         report.copies.push(b.copy);
         report.shared_chunks.0 += b.shared_chunks.0;
         report.shared_chunks.1 += b.shared_chunks.1;
+        report.remembered += usize::from(b.remembered);
         let raw = b
             .files
             .iter()
