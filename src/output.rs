@@ -260,6 +260,20 @@ impl AtomicFile {
     }
 }
 
+/// Writes `parts` one after the other into a new file that replaces `dest` whole (an
+/// [`AtomicFile`] renamed over it), mode 0644 less the umask, not synced: for the cache's memos,
+/// which are checked when read and cost only their recomputation when a crash loses them.
+/// The caller may ignore the error (a memo not written is no failure).
+pub fn replace_unsynced(dest: &Path, parts: &[&[u8]]) -> io::Result<()> {
+    let mut f = AtomicFile::create_with_mode(dest, 0o644)?;
+    for p in parts {
+        f.file().write_all(p)?;
+    }
+    fs::rename(&f.tmp, &f.dest)?;
+    f.committed = true;
+    Ok(())
+}
+
 impl Drop for AtomicFile {
     fn drop(&mut self) {
         if !self.committed {

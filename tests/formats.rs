@@ -158,12 +158,14 @@ fn every_format_with_bmap_and_os_list_and_the_same_bytes_on_any_thread_count() {
         );
     }
 
-    // The same build on one thread, one node at a time, in another directory: the same bytes
+    // The same build on one thread, one node at a time, in another directory, with a cache
+    // of its own (the first build's compressed chunks are kept in its cache): the same bytes
     // in every format.
     let dist1 = tmp.path().join("dist-1-thread");
     let mut args = fmt.to_vec();
     args.extend(["--threads", "1", "--jobs", "1"]);
-    ok(&build_with(&spec, &dist1, &arts, &cache, &args));
+    let cache1 = tmp.path().join("cache-1-thread");
+    ok(&build_with(&spec, &dist1, &arts, &cache1, &args));
     for node in NODES {
         for ext in ["img", "img.xz", "img.zst", "img.bmap"] {
             let name = format!("{node}.{ext}");
@@ -347,6 +349,12 @@ fn digests_taken_from_the_role_image_change_no_byte() {
         line.starts_with("copies: 3 written over their role image"),
         "{line}"
     );
+    let told = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        told.lines()
+            .any(|l| l.starts_with("compressed: xz ") && !l.starts_with("compressed: xz 0 of ")),
+        "{told}"
+    );
     let alone = tmp.path().join("alone");
     args.push("--test-no-reuse");
     ok(&build_with(&spec, &alone, &arts, &cache, &args));
@@ -402,6 +410,19 @@ fn digests_taken_from_the_role_image_change_no_byte() {
         ),
         "{line}"
     );
+    // Every compressed chunk kept in the cache by the first build: none compressed again
+    // (`alone`, which compressed everything, has the same bytes).
+    let told = String::from_utf8_lossy(&out.stdout);
+    for codec in ["xz", "zst"] {
+        let line = told
+            .lines()
+            .find(|l| l.starts_with(&format!("compressed: {codec} ")))
+            .unwrap_or_else(|| panic!("no compressed line for {codec}: {told}"));
+        assert!(
+            line.starts_with(&format!("compressed: {codec} 0 of ")),
+            "{line}"
+        );
+    }
     same_node_files(&alone, &again, 16, "built again, the digests remembered");
     assert_eq!(sums(&again), sums(&alone));
     // One node alone (`--node`): its three layers written over the upstream image into its

@@ -24,7 +24,7 @@
 //! images in it, which every node is made from. The oldest memos beyond [`KEEP`] are removed.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -153,18 +153,8 @@ pub fn store(cache: &Path, key: &str, digests: &Digests) {
     if fs::create_dir_all(dir).is_err() {
         return;
     }
-    let tmp = dir.join(format!(".tmp-{}-{key}", std::process::id()));
-    let written = File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(render(digests).as_bytes()))
-        .and_then(|()| fs::rename(&tmp, &dest));
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
+    let _ = crate::output::replace_unsynced(&dest, &[render(digests).as_bytes()]);
+    crate::output::remove_stale_temps(dir);
     prune(dir, KEEP);
 }
 

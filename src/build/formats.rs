@@ -6,6 +6,7 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::manifest::Manifest;
@@ -82,6 +83,8 @@ pub fn node_outputs(
     for (c, plan) in compression_plans(formats, threads) {
         extra.push(Arc::new(Compressed {
             store: BlockStore::with_plan(c, plan),
+            fresh: AtomicU64::new(0),
+            chunks: AtomicU64::new(0),
         }));
     }
     Ok(NodeOutputs {
@@ -119,6 +122,9 @@ fn check_base_url(u: &str) -> Result<String, BuildError> {
 /// `<node>.img.xz` or `.img.zst`, its chunks shared with the build's other nodes.
 struct Compressed {
     store: BlockStore,
+    /// This build's chunks compressed by it, and all of them.
+    fresh: AtomicU64,
+    chunks: AtomicU64,
 }
 
 impl NodeOutput for Compressed {
@@ -126,23 +132,41 @@ impl NodeOutput for Compressed {
         format!("{node}.img.{}", self.store.codec().extension())
     }
 
+    fn use_cache(&self, cache: Option<&Path>) {
+        self.store.keep_in(cache);
+    }
+
     fn write(&self, image: &NodeImage<'_>, out: &mut StagedFile) -> io::Result<()> {
         let readback = Arc::new(out.reader()?);
         let keys = image
             .sharing
             .map(|sharing| super::reuse::NodeKeys { sharing });
-        compress::compress_stream(
+        let s = compress::compress_stream(
             &self.store,
             image.file,
             out,
             readback,
             keys.as_ref().map(|k| k as &dyn compress::ChunkKeys),
         )?;
+        self.fresh.fetch_add(s.fresh_chunks, Ordering::Relaxed);
+        self.chunks.fetch_add(s.chunks, Ordering::Relaxed);
         Ok(())
     }
 
-    fn build_done(&self) {
+    fn build_done(&self) -> Option<String> {
         self.store.clear();
+        let (fresh, chunks) = (
+            self.fresh.swap(0, Ordering::Relaxed),
+            self.chunks.swap(0, Ordering::Relaxed),
+        );
+        (chunks > 0).then(|| {
+            format!(
+                "compressed: {} {fresh} of {chunks} 4 MiB chunks compressed by this build, the \
+                 rest copied (the same chunk compressed earlier in this build, or kept in the \
+                 cache by an earlier one)",
+                self.store.codec().extension()
+            )
+        })
     }
 }
 

@@ -192,6 +192,8 @@ pub struct BuildReport {
     /// The node images whose digests were remembered from an earlier build of the same
     /// bytes, not taken ([`digest_memo`]).
     pub remembered: usize,
+    /// One line per compressed format: its chunks compressed by this build, and all.
+    pub compressed: Vec<String>,
     /// One line per role: the container images its cards carry and the bytes they add.
     pub images: Vec<String>,
 }

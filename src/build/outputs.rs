@@ -124,8 +124,13 @@ pub trait NodeOutput: Send + Sync {
     /// Writes the file for `image.node` from its finished raw image into `out`.
     fn write(&self, image: &NodeImage<'_>, out: &mut StagedFile) -> io::Result<()>;
     /// Every node of the build is written (or the build failed): forget what was kept for
-    /// sharing between nodes.
-    fn build_done(&self) {}
+    /// sharing between nodes; one line on what the output cost, if it has one.
+    fn build_done(&self) -> Option<String> {
+        None
+    }
+    /// Before the build: what earlier builds left in the cache `cache` may be used and added
+    /// to (`None`: not, the build makes everything itself).
+    fn use_cache(&self, _cache: Option<&Path>) {}
 }
 
 /// What files a build makes per node.
@@ -404,6 +409,11 @@ pub(super) fn apply(
         .input_sha256
         .as_deref()
         .filter(|_| opts.outputs.remember && opts.outputs.reuse);
+    for o in &opts.outputs.extra {
+        // The compressed chunks earlier builds kept, under the same conditions.
+        let remember = opts.outputs.remember && opts.outputs.reuse;
+        o.use_cache(remember.then_some(opts.cache_dir.as_path()));
+    }
     let roles = match (plan.nodes.len(), plan.roles.len(), opts.outputs.reuse) {
         (1, 1, true) => None,
         _ => Some(role_images(
@@ -425,7 +435,7 @@ pub(super) fn apply(
     report.from_base = roles.is_none();
     let built = super::nodes::build_nodes(plan, &images, &dir, opts, progress);
     for o in &opts.outputs.extra {
-        o.build_done();
+        report.compressed.extend(o.build_done());
     }
     let built = built?;
     fs::remove_dir_all(&roles_dir).map_err(io_error(&roles_dir))?;

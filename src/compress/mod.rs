@@ -20,6 +20,7 @@
 //! in order) across those images; `workers` is reduced until both fit in the store's share of
 //! [`MEMORY_BUDGET`].
 
+pub mod kept;
 pub mod xz;
 pub mod zst;
 
@@ -88,6 +89,15 @@ pub enum Codec {
 }
 
 impl Codec {
+    /// What names the encoder: the format, its library's version and the settings (the
+    /// compressed bytes of a chunk depend on nothing else).
+    pub fn encoder_id(self) -> String {
+        match self {
+            Codec::Xz => xz::encoder_id(),
+            Codec::Zstd => zst::encoder_id(),
+        }
+    }
+
     /// The file name extension, after `.img`.
     pub fn extension(self) -> &'static str {
         match self {
@@ -181,6 +191,9 @@ pub struct BlockStore {
     done: Condvar,
     /// SHA-256 of [`CHUNK`] zero bytes: the key of a chunk that is a hole in the source.
     zero_key: [u8; 32],
+    /// The chunks earlier builds compressed, kept in the cache ([`kept`]), when this build
+    /// reads and adds to them.
+    kept: Mutex<Option<Arc<kept::Kept>>>,
 }
 
 impl BlockStore {
@@ -209,7 +222,19 @@ impl BlockStore {
             chunks: Mutex::new(HashMap::new()),
             done: Condvar::new(),
             zero_key: Sha256::digest(vec![0u8; CHUNK]).into(),
+            kept: Mutex::new(None),
         }
+    }
+
+    /// Takes chunks from, and adds them to, those kept in the cache `cache` by earlier builds
+    /// ([`kept`]); `None`: neither (a build that must compress everything itself).
+    pub fn keep_in(&self, cache: Option<&Path>) {
+        *self.kept.lock().unwrap_or_else(|p| p.into_inner()) =
+            cache.map(|c| Arc::new(kept::Kept::new(c, self.codec)));
+    }
+
+    fn kept(&self) -> Option<Arc<kept::Kept>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn codec(&self) -> Codec {
@@ -226,9 +251,13 @@ impl BlockStore {
         self.lock().len()
     }
 
-    /// Forgets every chunk (and closes the files they were in): the end of a build.
+    /// Forgets every chunk (and closes the files they were in): the end of a build. The
+    /// chunks kept in the cache are pruned to their limit.
     pub fn clear(&self) {
         self.lock().clear();
+        if let Some(k) = self.kept() {
+            k.prune();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Entry>> {
@@ -456,7 +485,20 @@ fn produce(
             }
         }
     }
-    let encoded = store.encode(&buf);
+    let kept = store.kept();
+    let encoded = match kept.as_ref().and_then(|k| k.get(&key, n as u64)) {
+        // Compressed by an earlier build: not fresh.
+        Some(e) => {
+            let e = Arc::new(e);
+            store.lock().insert(key, Entry::Ready(e.clone()));
+            store.done.notify_all();
+            return Ok(Piece::Encoded(key, e, false));
+        }
+        None => store.encode(&buf),
+    };
+    if let (Ok(e), Some(k)) = (&encoded, &kept) {
+        k.put(&key, e);
+    }
     let mut m = store.lock();
     let r = match encoded {
         Ok(e) => {

@@ -160,3 +160,50 @@ fn an_empty_image_gives_a_valid_empty_file() {
         assert!(run(Command::new(tool).arg("-dc").arg(&p)).is_empty());
     }
 }
+
+/// Chunks kept in the cache by an earlier build ([`kept`]) are copied, not compressed again:
+/// a new store (a new build) given the same cache compresses nothing and writes the same
+/// bytes; a kept chunk damaged on disk is compressed again (the same bytes still), and a store
+/// not given the cache compresses everything.
+#[test]
+fn chunks_kept_by_an_earlier_build_are_not_compressed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let a = image(dir.path(), "a.img", 1);
+    for codec in [Codec::Xz, Codec::Zstd] {
+        let ext = codec.extension();
+        let out = |n: &str| dir.path().join(format!("{n}.{ext}"));
+        let first = BlockStore::new(codec, 2);
+        first.keep_in(Some(&cache));
+        let w1 = compress(&first, &a, &out("first"));
+        first.clear();
+        assert_eq!(w1.fresh_chunks, 5, "{codec:?}");
+        let again = BlockStore::new(codec, 2);
+        again.keep_in(Some(&cache));
+        let w2 = compress(&again, &a, &out("again"));
+        assert_eq!(w2.fresh_chunks, 0, "{codec:?}: every chunk kept");
+        assert_eq!(w2.sha256, w1.sha256, "{codec:?}");
+        assert!(fs::read(out("again")).unwrap() == fs::read(out("first")).unwrap());
+        // One kept chunk damaged: compressed again, the same file still.
+        let kept_dir = cache.join("blocks").join(codec.encoder_id());
+        let entries: Vec<_> = fs::read_dir(&kept_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(entries.len(), 5, "{codec:?}: {entries:?}");
+        let victim = &entries[0];
+        let mut bytes = fs::read(victim).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x55;
+        fs::write(victim, bytes).unwrap();
+        let third = BlockStore::new(codec, 2);
+        third.keep_in(Some(&cache));
+        let w3 = compress(&third, &a, &out("third"));
+        assert_eq!(w3.fresh_chunks, 1, "{codec:?}");
+        assert_eq!(w3.sha256, w1.sha256, "{codec:?}");
+        // Without the cache: everything compressed.
+        let cold = BlockStore::new(codec, 2);
+        cold.keep_in(None);
+        assert_eq!(compress(&cold, &a, &out("cold")).fresh_chunks, 5);
+    }
+}

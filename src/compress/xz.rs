@@ -171,6 +171,14 @@ fn lzma2_chain(opts: &mut sys::lzma_options_lzma) -> [sys::lzma_filter; 2] {
     ]
 }
 
+/// What names this encoder: liblzma's version, the preset and the check
+/// (`xz-50080012-p6-crc64`).
+pub fn encoder_id() -> String {
+    // SAFETY: no arguments; returns a number.
+    let version = unsafe { sys::lzma_version_number() };
+    format!("xz-{version}-p{PRESET}-crc64")
+}
+
 /// The memory one block encoder uses, bytes, as liblzma computes it for the filter chain of
 /// [`encode_block`] (`lzma_raw_encoder_memusage`); 64 MiB if liblzma cannot say.
 pub fn encoder_memory() -> u64 {

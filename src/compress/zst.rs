@@ -7,6 +7,11 @@ use std::io;
 /// zstd's own default level (`zstd` without `-#`).
 pub const LEVEL: i32 = 3;
 
+/// What names this encoder: libzstd's version and the level (`zst-10507-l3`).
+pub fn encoder_id() -> String {
+    format!("zst-{}-l{LEVEL}", zstd::zstd_safe::version_number())
+}
+
 /// One zstd frame holding `chunk`; depends only on `chunk` (single-threaded zstd with fixed
 /// parameters is deterministic).
 pub fn encode_frame(chunk: &[u8]) -> io::Result<super::Encoded> {

@@ -18,7 +18,7 @@
 //! replace the decompressed images in it.
 
 use std::fs::{self, File, Metadata};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -125,19 +125,7 @@ fn store_at(cache: &Path, kind: Kind, path: &Path, before: &Metadata, value: &st
     if fs::create_dir_all(dir).is_err() {
         return;
     }
-    // Written whole under a temporary name, then renamed over the old memo.
-    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), now.ino()));
-    let written = File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(line(&now, value).as_bytes()))
-        .and_then(|()| fs::rename(&tmp, &dest));
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
+    let _ = crate::output::replace_unsynced(&dest, &[line(&now, value).as_bytes()]);
 }
 
 #[cfg(test)]

@@ -590,6 +590,9 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
     if let Some(l) = report.copies_line() {
         println!("{l}");
     }
+    for l in &report.compressed {
+        println!("{l}");
+    }
     println!(
         "checksums: {}   manifest: {}",
         report.sha256sums.display(),
