@@ -181,6 +181,54 @@ pub fn remove_stale_temps(dir: &Path) -> usize {
     n
 }
 
+/// How much a cache directory holds: entries, and their bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// Removes the least recently modified entries of the cache directory `dir` (regular files
+/// named by a SHA-256; anything else, temporary files included, is left alone) once they hold
+/// more than `max`, until they hold no more than `to`.
+pub fn remove_oldest(dir: &Path, max: Bound, to: Bound) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut found: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(crate::digest::is_sha256_hex)
+        })
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            m.is_file().then(|| {
+                (
+                    m.modified().unwrap_or(std::time::UNIX_EPOCH),
+                    m.len(),
+                    e.path(),
+                )
+            })
+        })
+        .collect();
+    let (mut files, mut bytes) = (found.len(), found.iter().map(|f| f.1).sum::<u64>());
+    if files <= max.files && bytes <= max.bytes {
+        return;
+    }
+    found.sort();
+    for (_, len, path) in found {
+        if files <= to.files && bytes <= to.bytes {
+            break;
+        }
+        if fs::remove_file(&path).is_ok() {
+            files -= 1;
+            bytes -= len;
+        }
+    }
+}
+
 /// A file being written under a temporary name beside its final path.
 #[derive(Debug)]
 pub struct AtomicFile {

@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::digest::is_sha256_hex;
 use crate::sparse::read_at;
 
 /// How many memos the cache keeps (each a few kilobytes: one line per block-map range).
@@ -83,10 +84,6 @@ fn memo_path(cache: &Path, key: &str) -> PathBuf {
     cache.join("nodes").join(key)
 }
 
-fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
 /// The text of a memo.
 fn render(d: &Digests) -> String {
     let mut t = format!("v1 {} {} {}\n", d.sha256, d.bytes, d.sums.len());
@@ -110,12 +107,12 @@ fn parse(text: &str) -> Option<Digests> {
         return None;
     };
     let (bytes, count) = (bytes.parse().ok()?, count.parse::<usize>().ok()?);
-    if !is_hex64(sha256) {
+    if !is_sha256_hex(sha256) {
         return None;
     }
     let mut sums = Vec::new();
     for l in lines {
-        if !is_hex64(l) {
+        if !is_sha256_hex(l) {
             return None;
         }
         let mut s = [0u8; 32];
@@ -161,27 +158,11 @@ pub fn store(cache: &Path, key: &str, digests: &Digests) {
 /// Removes the oldest memos in `dir` (by modification time) beyond `keep`; leaves anything
 /// that is not a memo's name alone.
 fn prune(dir: &Path, keep: usize) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
+    let keep = crate::output::Bound {
+        files: keep,
+        bytes: u64::MAX,
     };
-    let mut memos: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_str().is_some_and(is_hex64))
-        .filter_map(|e| {
-            let m = e.metadata().ok()?;
-            if !m.is_file() {
-                return None;
-            }
-            Some((m.modified().ok()?, e.path()))
-        })
-        .collect();
-    if memos.len() <= keep {
-        return;
-    }
-    memos.sort();
-    for (_, p) in &memos[..memos.len() - keep] {
-        let _ = fs::remove_file(p);
-    }
+    crate::output::remove_oldest(dir, keep, keep);
 }
 
 #[cfg(test)]

@@ -114,39 +114,11 @@ impl Kept {
 }
 
 fn prune_dir(dir: &Path, max: u64, to: u64) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
+    let bytes = |bytes| crate::output::Bound {
+        files: usize::MAX,
+        bytes,
     };
-    let mut kept: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
-    let mut total = 0u64;
-    for e in entries.filter_map(Result::ok) {
-        let Ok(m) = e.metadata() else { continue };
-        if !m.is_file() {
-            continue;
-        }
-        // Temporary files (one being written now, by this build or another) are not entries.
-        if e.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        total += m.len();
-        kept.push((
-            m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            m.len(),
-            e.path(),
-        ));
-    }
-    if total <= max {
-        return;
-    }
-    kept.sort();
-    for (_, len, path) in kept {
-        if total <= to {
-            break;
-        }
-        if fs::remove_file(&path).is_ok() {
-            total -= len;
-        }
-    }
+    crate::output::remove_oldest(dir, bytes(max), bytes(to));
 }
 
 #[cfg(test)]

@@ -44,12 +44,7 @@ impl Kind {
     /// Whether `value` is one this kind remembers (one word: a SHA-256, or a check's name).
     fn valid(self, value: &str) -> bool {
         match self {
-            Kind::Digest => {
-                value.len() == 64
-                    && value
-                        .bytes()
-                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-            }
+            Kind::Digest => crate::digest::is_sha256_hex(value),
             Kind::Checked => {
                 !value.is_empty()
                     && value.len() <= 64
