@@ -140,7 +140,7 @@ pub(super) fn cluster_params(
         pod_subnet: spec.kubernetes.pod_subnet,
         service_subnet: spec.kubernetes.service_subnet,
         token,
-        token_ttl: spec::GoDuration::from_secs(super::token_ttl_secs(spec).unwrap_or(0)),
+        token_ttl: spec::GoDuration::from_secs(super::secrets::token_ttl_secs(spec).unwrap_or(0)),
         ca_cert_hash: secrets.discovery_hash(),
         cri_socket: "unix:///run/containerd/containerd.sock".into(),
         cni: spec.kubernetes.cni.into(),

@@ -5,8 +5,8 @@
 //! 1. [`validate`]: the spec, the command-line options, the base image (opened, decompressed
 //!    into the cache and inspected: it must have cloud-init) and where each release artifact
 //!    will come from. A problem found here leaves no trace (no secrets, no lock entry).
-//! 2. secrets: the cluster CA, token and admin credentials, made on the first build and
-//!    reused after (`pki`).
+//! 2. secrets (`secrets.rs`): the cluster CA, token and admin credentials, made on the first
+//!    build and reused after (`pki`).
 //! 3. inputs: the release artifacts, verified against the lock (downloaded when missing).
 //! 4. plan: the changes as data ([`BuildPlan`]): a common layer (the node payload), one layer
 //!    per kubeadm role (CA, first-boot unit, pod network, the site's overlays) and one small
@@ -29,6 +29,7 @@ pub mod manifest;
 mod nodes;
 mod outputs;
 mod reuse;
+mod secrets;
 pub mod staging;
 pub mod state;
 pub mod verify;
@@ -474,88 +475,6 @@ pub fn validate(
     })
 }
 
-/// Phase 2: the cluster's secrets, made on the first build and read back after; and the
-/// admin kubeconfig beside them.
-fn secrets(
-    v: &Validated,
-    opts: &BuildOptions,
-    report: &mut BuildReport,
-) -> Result<pki::Secrets, BuildError> {
-    let mut secrets =
-        pki::ensure_secrets(&v.spec.spec_dir.join("secrets"), &secrets_options(v, opts))?;
-    // Every node of the spec gets its host key now (not only those built), so known_hosts
-    // lists the whole cluster.
-    secrets.host_keys =
-        pki::ensure_host_keys(&secrets.dir, &node_names(&v.spec), pki::HostKeyMode::Store)?;
-    report.known_hosts =
-        pki::write_known_hosts(&secrets.dir, &known_host_names(&v.spec), &secrets.host_keys)?;
-    if needs_new_token(v, opts, &secrets) {
-        let ttl = spec::GoDuration::from_secs(token_ttl_secs(&v.spec).unwrap_or(0));
-        report.token_renewed = Some(secrets.renew_token(opts.now, &ttl.to_string())?);
-    }
-    report.warnings.extend(secrets.warnings.iter().cloned());
-    if opts.token.is_none() && report.token_renewed.is_none() {
-        report
-            .warnings
-            .extend(secrets.token_age_warning(opts.now, token_ttl_secs(&v.spec)));
-    }
-    // The first build records which node runs `kubeadm init`, and every build the nodes it
-    // made cards for (see `state::next`).
-    let dir = v.spec.spec_dir.join("secrets");
-    if let Some(next) = state::next(
-        v.state.as_ref(),
-        &v.spec.name,
-        opts.epoch,
-        v.init_node.as_deref(),
-        &v.nodes,
-        !opts.nodes.is_empty(),
-        opts.new_cluster,
-    ) {
-        state::save(&dir, &next)?;
-    }
-    report.admin_kubeconfig = pki::write_admin_kubeconfig(
-        &secrets,
-        &v.spec.name,
-        &format!("https://{}", v.spec.control_plane_endpoint()),
-    )?;
-    Ok(secrets)
-}
-
-/// Whether this build makes cards that join a running cluster (`--node`, a node other than
-/// the one that runs `kubeadm init` now) with no `--token`, while the recorded token is older
-/// than its ttl: the cluster has forgotten it, so the build makes a new one
-/// ([`pki::Secrets::renew_token`]) instead of cards that could never join.
-fn needs_new_token(v: &Validated, opts: &BuildOptions, secrets: &pki::Secrets) -> bool {
-    opts.token.is_none()
-        && !opts.nodes.is_empty()
-        && v.nodes.iter().any(|n| Some(n) != v.init_node.as_ref())
-        && secrets.token_expired(opts.now, token_ttl_secs(&v.spec))
-}
-
-fn node_names(spec: &Spec) -> Vec<&str> {
-    spec.nodes.iter().map(|n| n.name.as_str()).collect()
-}
-
-/// `(name, fixed address)` of every node, for known_hosts.
-fn known_host_names(spec: &Spec) -> Vec<(&str, Option<String>)> {
-    spec.nodes
-        .iter()
-        .map(|n| (n.name.as_str(), n.address.map(|a| a.addr.to_string())))
-        .collect()
-}
-
-fn secrets_options(v: &Validated, opts: &BuildOptions) -> pki::SecretsOptions {
-    pki::SecretsOptions {
-        build_epoch: opts.epoch,
-        token_ttl_secs: token_ttl_secs(&v.spec),
-    }
-}
-
-fn token_ttl_secs(spec: &Spec) -> Option<u64> {
-    let ttl = spec.kubernetes.token_ttl_duration().as_secs();
-    (ttl > 0).then_some(ttl)
-}
-
 /// Phase 3: the release artifacts, verified (downloaded when missing from the cache).
 fn inputs(
     v: &Validated,
@@ -614,7 +533,7 @@ pub fn build(
 ) -> Result<BuildReport, BuildError> {
     let mut report = BuildReport::default();
     let mut v = validate(opts, progress.clone())?;
-    let secrets = secrets(&v, opts, &mut report)?;
+    let secrets = secrets::ensure(&v, opts, &mut report)?;
     let arts = inputs(&v, progress.as_deref(), &mut report)?;
     // One build at a time per output directory, from its first write there to its last (the
     // output directory is made here: a build failing before leaves none). The image archives
@@ -696,15 +615,15 @@ pub fn dry_run(opts: &BuildOptions) -> Result<(BuildPlan, Vec<String>), BuildErr
     let secrets_dir = v.spec.spec_dir.join("secrets");
     let scratch = tempfile::tempdir().map_err(io_error(Path::new("a temporary directory")))?;
     let mut secrets = if pki::secrets_exist(&secrets_dir) {
-        pki::ensure_secrets(&secrets_dir, &secrets_options(&v, opts))?
+        pki::ensure_secrets(&secrets_dir, &secrets::options(&v, opts))?
     } else {
         notes.push(format!(
             "the cluster's secrets would be created in {}",
             secrets_dir.display()
         ));
-        pki::ensure_secrets(&scratch.path().join("secrets"), &secrets_options(&v, opts))?
+        pki::ensure_secrets(&scratch.path().join("secrets"), &secrets::options(&v, opts))?
     };
-    if needs_new_token(&v, opts, &secrets) {
+    if secrets::needs_new_token(&v, opts, &secrets) {
         notes.push(format!(
             "the bootstrap token in {} has expired: a build would make a new one and write the \
              command that creates it in the cluster to {}",
@@ -715,7 +634,7 @@ pub fn dry_run(opts: &BuildOptions) -> Result<(BuildPlan, Vec<String>), BuildErr
     // Host keys that exist are read; missing ones are made in memory only.
     secrets.host_keys = pki::ensure_host_keys(
         &secrets.dir,
-        &node_names(&v.spec),
+        &secrets::node_names(&v.spec),
         pki::HostKeyMode::InMemory,
     )?;
     // A scratch copy of the lock takes whatever an offline directory would record.
