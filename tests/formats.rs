@@ -220,20 +220,13 @@ fn every_format_with_bmap_and_os_list_and_the_same_bytes_on_any_thread_count() {
 
     // --verify rebuilds every format and agrees; a changed byte in a compressed file is found.
     let verify = || {
-        let sums = dist_xz.join("SHA256SUMS");
-        let args = [
-            "build",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--artifacts",
-            arts.to_str().unwrap(),
-            "--allow-unpinned",
-            "--format",
-            "xz",
-            "--verify",
-            sums.to_str().unwrap(),
-        ];
-        piforge(&args, &cache)
+        verify_build(
+            &spec,
+            &arts,
+            &dist_xz.join("SHA256SUMS"),
+            &cache,
+            &["--format", "xz"],
+        )
     };
     let r = verify();
     ok(&r);
@@ -292,6 +285,28 @@ fn every_format_with_bmap_and_os_list_and_the_same_bytes_on_any_thread_count() {
             .args(["-c", "--strict", "SHA256SUMS"])
             .current_dir(&dist_xz),
     );
+}
+
+/// `piforge build --verify SUMS` of `spec` with the stand-in artifacts, and `extra` options.
+fn verify_build(
+    spec: &Path,
+    arts: &Path,
+    sums: &Path,
+    cache: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "build",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--artifacts",
+        arts.to_str().unwrap(),
+        "--allow-unpinned",
+        "--verify",
+        sums.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    piforge(&args, cache)
 }
 
 /// The `copies:` line a build printed.
@@ -481,24 +496,7 @@ fn digests_taken_from_the_role_image_change_no_byte() {
     ok(&build_with(&spec, &lied, &arts, &cache, &node_args));
     let listed = fs::read_to_string(lied.join("SHA256SUMS")).unwrap();
     assert!(listed.contains(&format!("{}  pi-w-2.img\n", "0".repeat(64))));
-    let sums = lied.join("SHA256SUMS");
-    let r = piforge(
-        &[
-            &[
-                "build",
-                "--spec",
-                spec.to_str().unwrap(),
-                "--artifacts",
-                arts.to_str().unwrap(),
-                "--allow-unpinned",
-                "--verify",
-                sums.to_str().unwrap(),
-            ][..],
-            &node_args,
-        ]
-        .concat(),
-        &cache,
-    );
+    let r = verify_build(&spec, &arts, &lied.join("SHA256SUMS"), &cache, &node_args);
     assert!(!r.status.success(), "--verify took the remembered digest");
     let told =
         String::from_utf8_lossy(&r.stdout).into_owned() + &String::from_utf8_lossy(&r.stderr);
