@@ -9,7 +9,10 @@
 #   - the same on a loop-mounted XFS with reflink=1 (as root; xfsprogs installed when
 #     missing), where each node's copy of its role image is a reflink: 10 nodes against 1;
 #   - each of those built again with nothing changed, the nodes' digests remembered
-#     (digest_memo.rs; every other build here forgets them first);
+#     (digest_memo.rs; every other build here forgets them first), into an empty output
+#     directory ("again unchanged") and into the one the build before wrote ("in place": the
+#     nodes keep its files, build/unchanged.rs; every other build here forgets the cache's
+#     record of them);
 #   - 1 node from the image compressed with xz, cold (empty piforge cache, the input's and the
 #     artifacts' pages evicted from the page cache), cached, and built again with nothing
 #     changed (its digests remembered, digest_memo.rs: every other build here forgets them
@@ -89,6 +92,7 @@ secs() { local t; t=$( { TIMEFORMAT='%R'; time "$@" > /dev/null 2>&1; } 2>&1 ); 
 # images, unless REMEMBER=1 (the rebuild of a node that did not change, measured apart).
 build() {
     [[ ${REMEMBER:-0} == 1 ]] || rm -rf "${3:-$work/cache}/nodes"
+    [[ ${KEEP:-0} == 1 ]] || rm -rf "${3:-$work/cache}/outputs"
     PIFORGE_CACHE=${3:-$work/cache} "$timebin" -a -o "$rss_file" -f '%M' \
         "${bin:-$piforge}" build --spec "$1/cluster.yaml" --out "$2" --artifacts "$arts" --allow-unpinned
 }
@@ -119,18 +123,23 @@ done
 if [[ $only_xz == 1 ]]; then
     echo "raw and reflink: SKIPPED (ONLY_XZ=1)"
 else
-declare -A one ten one_again ten_again
+declare -A one ten one_again ten_again one_kept ten_kept
 cpf=()
 # again DIR OUT: the build just made, made again with nothing changed (its digests remembered).
 again() { rm -rf "$2"; REMEMBER=1 secs build "$1" "$2"; }
+# inplace DIR OUT: the same, into the output directory the build before wrote (its files kept).
+inplace() { REMEMBER=1 KEEP=1 secs build "$1" "$2"; }
 for i in $(seq "$reps"); do
     c=$(secs cpfloor); cpf+=("$c")
     for bin in "${bins[@]}"; do
         rm -rf "$work/b1/dist" "$work/b10/dist"
         a=$(secs build "$work/b1" "$work/b1/dist"); ra=$(again "$work/b1" "$work/b1/dist")
+        ka=$(inplace "$work/b1" "$work/b1/dist")
         b=$(secs build "$work/b10" "$work/b10/dist"); rb=$(again "$work/b10" "$work/b10/dist")
+        kb=$(inplace "$work/b10" "$work/b10/dist")
         one[$bin]+=" $a" ten[$bin]+=" $b" one_again[$bin]+=" $ra" ten_again[$bin]+=" $rb"
-        echo "rep $i (raw, $(stat -f -c %T "$work"), $(label "$bin")): 1 node ${a}s, 10 nodes ${b}s, cp --sparse=always ${c}s; again unchanged: 1 node ${ra}s, 10 nodes ${rb}s (load $(cut -d' ' -f1 /proc/loadavg))"
+        one_kept[$bin]+=" $ka" ten_kept[$bin]+=" $kb"
+        echo "rep $i (raw, $(stat -f -c %T "$work"), $(label "$bin")): 1 node ${a}s, 10 nodes ${b}s, cp --sparse=always ${c}s; again unchanged: 1 node ${ra}s, 10 nodes ${rb}s; in place: 1 node ${ka}s, 10 nodes ${kb}s (load $(cut -d' ' -f1 /proc/loadavg))"
     done
 done
 mcp=$(median "${cpf[@]}")
@@ -142,6 +151,9 @@ for bin in "${bins[@]}"; do
     # shellcheck disable=SC2086 # the lists are space-separated numbers
     a1=$(median ${one_again[$bin]}) a10=$(median ${ten_again[$bin]})
     echo "raw, built again unchanged ($(label "$bin")): 1 node ${a1}s, 10 nodes ${a10}s, ratio 10/1 $(ratio "$a10" "$a1")"
+    # shellcheck disable=SC2086 # the lists are space-separated numbers
+    k1=$(median ${one_kept[$bin]}) k10=$(median ${ten_kept[$bin]})
+    echo "raw, built again unchanged in place ($(label "$bin")): 1 node ${k1}s, 10 nodes ${k10}s"
 done
 echo "10 images: $(du -sk "$work/b10/dist" | cut -f1) KiB allocated"
 
@@ -161,14 +173,17 @@ else
         mount -o loop "$work/xfs.img" "$mnt"
     }
     trap 'umount "$mnt" 2>/dev/null || true; rm -f "$rss_file"' EXIT
-    declare -A r1 r10 r1_again r10_again
+    declare -A r1 r10 r1_again r10_again r1_kept r10_kept
     for i in $(seq "$reps"); do
         for bin in "${bins[@]}"; do
             rm -rf "$mnt/b1" "$mnt/b10"
             a=$(secs build "$work/b1" "$mnt/b1"); ra=$(again "$work/b1" "$mnt/b1")
+            ka=$(inplace "$work/b1" "$mnt/b1")
             b=$(secs build "$work/b10" "$mnt/b10"); rb=$(again "$work/b10" "$mnt/b10")
+            kb=$(inplace "$work/b10" "$mnt/b10")
             r1[$bin]+="$a " r10[$bin]+="$b " r1_again[$bin]+="$ra " r10_again[$bin]+="$rb "
-            echo "rep $i (xfs reflink=1, $(label "$bin")): 1 node ${a}s, 10 nodes ${b}s; again unchanged: 1 node ${ra}s, 10 nodes ${rb}s (load $(cut -d' ' -f1 /proc/loadavg))"
+            r1_kept[$bin]+="$ka " r10_kept[$bin]+="$kb "
+            echo "rep $i (xfs reflink=1, $(label "$bin")): 1 node ${a}s, 10 nodes ${b}s; again unchanged: 1 node ${ra}s, 10 nodes ${rb}s; in place: 1 node ${ka}s, 10 nodes ${kb}s (load $(cut -d' ' -f1 /proc/loadavg))"
         done
     done
     for bin in "${bins[@]}"; do
@@ -178,6 +193,9 @@ else
         # shellcheck disable=SC2086 # the lists are words on purpose
         a1=$(median ${r1_again[$bin]}) a10=$(median ${r10_again[$bin]})
         echo "reflink, built again unchanged ($(label "$bin")): 1 node ${a1}s, 10 nodes ${a10}s, ratio 10/1 $(ratio "$a10" "$a1")"
+        # shellcheck disable=SC2086 # the lists are words on purpose
+        k1=$(median ${r1_kept[$bin]}) k10=$(median ${r10_kept[$bin]})
+        echo "reflink, built again unchanged in place ($(label "$bin")): 1 node ${k1}s, 10 nodes ${k10}s"
     done
     echo "10 images (last build): $(du -sk "$mnt/b10" | cut -f1) KiB by du (shared extents counted per file), xfs used $(df -k --output=used "$mnt" | tail -1) KiB"
     rm -rf "$mnt/b1" "$mnt/b10"

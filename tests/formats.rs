@@ -440,6 +440,58 @@ fn digests_taken_from_the_role_image_change_no_byte() {
     }
     same_node_files(&alone, &again, 16, "built again, the digests remembered");
     assert_eq!(sums(&again), sums(&alone));
+    // Built again into the same directory, nothing changed: every node keeps the files the
+    // build before left there (the same inodes: nothing written, hashed or compressed), and
+    // they are still `alone`'s.
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let inodes = |d: &Path| -> Vec<(String, u64)> {
+        names(d)
+            .into_iter()
+            .filter(|f| f.starts_with("pi-"))
+            .map(|f| (f.clone(), fs::metadata(d.join(&f)).unwrap().ino()))
+            .collect()
+    };
+    let before = inodes(&again);
+    let out = build_with(&spec, &again, &arts, &cache, &args);
+    ok(&out);
+    let line = copies_line_of(&out);
+    assert_eq!(
+        line,
+        "copies: 4 of 4 unchanged since the last build into this output directory (the files \
+         it left there kept, as hard links, not written again)"
+    );
+    let told = String::from_utf8_lossy(&out.stdout);
+    assert!(!told.contains("compressed: "), "{told}");
+    assert_eq!(inodes(&again), before);
+    same_node_files(&alone, &again, 16, "kept from the build before");
+    assert_eq!(sums(&again), sums(&alone));
+    // A file written to since (one byte of pi-w-3's image): that node is made again, the
+    // others keep theirs, and its image is what it should be again.
+    let w3 = again.join("pi-w-3.img");
+    let first = fs::read(&w3).unwrap()[0];
+    let f = fs::OpenOptions::new().write(true).open(&w3).unwrap();
+    f.write_all_at(&[!first], 0).unwrap();
+    drop(f);
+    let out = build_with(&spec, &again, &arts, &cache, &args);
+    ok(&out);
+    let line = copies_line_of(&out);
+    assert!(
+        line.ends_with(
+            "3 of 4 unchanged since the last build into this output directory (the files it \
+             left there kept, as hard links, not written again)"
+        ),
+        "{line}"
+    );
+    let after = inodes(&again);
+    for ((name, a), (_, b)) in before.iter().zip(&after) {
+        assert_eq!(a == b, !name.starts_with("pi-w-3."), "{name}");
+    }
+    same_node_files(&alone, &again, 16, "a node written to since made again");
+    ok(&Command::new("sha256sum")
+        .args(["-c", "--strict", "SHA256SUMS"])
+        .current_dir(&again)
+        .output()
+        .unwrap());
     // One node alone (`--node`): its three layers written over the upstream image into its
     // own file, one after the other, no role image; its files are those of the same node
     // built from role images (`--test-no-reuse`: the common and role layers on a copy of the

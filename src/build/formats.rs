@@ -132,6 +132,10 @@ impl NodeOutput for Compressed {
         format!("{node}.img.{}", self.store.codec().extension())
     }
 
+    fn kind(&self) -> String {
+        self.store.codec().encoder_id()
+    }
+
     fn use_cache(&self, cache: Option<&Path>) {
         self.store.keep_in(cache);
     }

@@ -32,6 +32,7 @@ mod reuse;
 mod secrets;
 pub mod staging;
 pub mod state;
+mod unchanged;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
@@ -182,7 +183,8 @@ pub struct BuildReport {
     pub token_renewed: Option<PathBuf>,
     /// `dist/manifest.json` as written.
     pub manifest: Option<Manifest>,
-    /// How each node's image was copied from its role's (reflink or sparse copy).
+    /// How each node's image was copied from its role's (reflink or sparse copy); not those taken
+    /// unchanged from the build before ([`Self::taken`]).
     pub copies: Vec<crate::output::CopyKind>,
     /// The build's only node was made from the upstream image itself, all its layers written
     /// over it (no role image).
@@ -193,6 +195,9 @@ pub struct BuildReport {
     /// The node images whose digests were remembered from an earlier build of the same
     /// bytes, not taken ([`digest_memo`]).
     pub remembered: usize,
+    /// The nodes whose files are those the build before left in the output directory, not
+    /// made again ([`unchanged`]).
+    pub taken: usize,
     /// One line per compressed format: its chunks compressed by this build, and all.
     pub compressed: Vec<String>,
     /// One line per role: the container images its cards carry and the bytes they add.

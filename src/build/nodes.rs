@@ -19,6 +19,7 @@ use super::outputs::{
     IMAGE_MODE,
 };
 use super::reuse::{self, RoleImage, Sharing};
+use super::unchanged::Earlier;
 use super::{io_error, BuildError, BuildOptions, BuildReport};
 use crate::apply::Applied;
 use crate::output::{self, CopyKind};
@@ -36,6 +37,12 @@ pub(super) struct StagedNode {
     /// Its digests were remembered from an earlier build of the same bytes
     /// ([`super::digest_memo`]), not taken.
     pub(super) remembered: bool,
+    /// Its files are those the build before left in the output directory ([`super::unchanged`]).
+    pub(super) taken: bool,
+    /// Its image's key ([`digest_memo::key`]), when it has one.
+    pub(super) key: Option<String>,
+    /// The kind of each of `files` ([`super::unchanged::file_key`]).
+    pub(super) kinds: Vec<String>,
 }
 
 /// The number of nodes built at once: `--jobs`, else the CPUs.
@@ -47,21 +54,21 @@ fn jobs(opts: &BuildOptions, nodes: usize) -> usize {
     n.clamp(1, nodes.max(1))
 }
 
-/// The entry of a finished raw image `f` (at `path`); with its block map when `bmap`, the
-/// map's range checksums taken in the same read as the image's digest (the image's data is
-/// read once for both), those of chunks the same as in its role image from there when another
-/// node hashed them ([`reuse`]). With `memo`, its digests are remembered in the cache, and
-/// taken from there when the same bytes were hashed before ([`digest_memo`]); the last value
-/// says whether they were.
-fn raw_entry(
+/// A node image's block map (as it will be once filled in, when `over` says it is being
+/// filled) and, with `memo`, its key ([`digest_memo::key`]) with the cache and its length.
+struct Keyed<'a> {
+    map: Option<crate::bmap::BlockMap>,
+    ranges: Vec<(u64, u64)>,
+    memo: Option<(&'a Path, String, u64)>,
+}
+
+fn keyed<'a>(
     f: &fs::File,
     path: &Path,
-    name: String,
     bmap: bool,
-    sharing: Option<&Sharing<'_>>,
     over: Option<&Over>,
-    memo: Option<Remember<'_>>,
-) -> Result<(FileEntry, Option<String>, bool), BuildError> {
+    memo: Option<Remember<'a>>,
+) -> Result<Keyed<'a>, BuildError> {
     let map = match (bmap, over) {
         (false, _) => None,
         (true, None) => Some(crate::bmap::map_image(path).map_err(io_error(path))?),
@@ -83,6 +90,23 @@ fn raw_entry(
         }
         None => None,
     };
+    Ok(Keyed { map, ranges, memo })
+}
+
+/// The entry of a finished raw image `f` (at `path`, its map and key `keyed`); with its block
+/// map when it has one, the map's range checksums taken in the same read as the image's
+/// digest (the image's data is read once for both), those of chunks the same as in its role
+/// image from there when another node hashed them ([`reuse`]). With a key, its digests are
+/// remembered in the cache, and taken from there when the same bytes were hashed before
+/// ([`digest_memo`]); the last value says whether they were.
+fn raw_entry(
+    f: &fs::File,
+    path: &Path,
+    name: String,
+    keyed: Keyed<'_>,
+    sharing: Option<&Sharing<'_>>,
+) -> Result<(FileEntry, Option<String>, bool), BuildError> {
+    let Keyed { map, ranges, memo } = keyed;
     let known = memo
         .as_ref()
         .and_then(|(cache, key, len)| digest_memo::lookup(cache, key, *len, ranges.len()));
@@ -167,17 +191,31 @@ struct Made {
     written: Option<Vec<(u64, u64)>>,
 }
 
+/// What every node of a build is made with: the staging directory, the files to make, what
+/// the build before left in the output directory ([`Earlier`]), the progress.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    dir: &'a Path,
+    outputs: &'a NodeOutputs,
+    earlier: Option<&'a Earlier>,
+    progress: Option<&'a dyn Progress>,
+}
+
 /// One node: its image made from `source` ([`Source`]), its layer, its files. The raw image,
 /// when it is an output, goes to `syncer` to be written to disk ([`sync_images`]).
 fn build_node(
     node: &NodeLayer,
     source: &Source<'_>,
     memo: Option<(&Path, &str)>,
-    dir: &Path,
-    outputs: &NodeOutputs,
-    progress: Option<&dyn Progress>,
+    job: Job<'_>,
     syncer: &mpsc::Sender<ToDisk>,
 ) -> Result<StagedNode, BuildError> {
+    let Job {
+        dir,
+        outputs,
+        earlier,
+        progress,
+    } = job;
     let name = format!("{}.img", node.name);
     let img = dir.join(&name);
     let key = role_key(node.role);
@@ -258,33 +296,72 @@ fn build_node(
             written,
         })
     };
-    let (raw, bmap, remembered) = match &made.over {
+    let remember_made = || match &made.over {
+        Some(o) => remember(&o.top, &o.written),
+        None => made.written.as_deref().and_then(|w| remember(&file, w)),
+    };
+    // The node's files, as the build before into this output directory left them, when they
+    // are all there unchanged and its key (computed first then, not beside the fill) says the
+    // node did not change either.
+    let names = node_files(&node.name, outputs);
+    let mut known = None;
+    if let Some(e) = earlier.filter(|e| {
+        let plain: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
+        memo.is_some() && e.has_all(&node.name, &plain)
+    }) {
+        let k = keyed(
+            &file,
+            &img,
+            outputs.bmap,
+            made.over.as_ref(),
+            remember_made(),
+        )?;
+        let taken = k
+            .memo
+            .as_ref()
+            .and_then(|(_, key, _)| Some((key.clone(), e.take(&node.name, key, &names, dir)?)));
+        if let Some((key, t)) = taken {
+            if !outputs.raw {
+                fs::remove_file(&img).map_err(io_error(&img))?;
+            }
+            return Ok(StagedNode {
+                kinds: names.into_iter().map(|(_, k)| k).collect(),
+                files: t.files,
+                image_bytes: t.raw_bytes,
+                image_sha256: t.raw_sha256,
+                copy,
+                shared_chunks: (0, 0),
+                remembered: false,
+                taken: true,
+                key: Some(key),
+            });
+        }
+        known = Some(k);
+    }
+    let (raw, bmap, remembered, key) = match &made.over {
         None => {
             written_to_disk()?;
-            let memo = made.written.as_deref().and_then(|w| remember(&file, w));
-            raw_entry(
-                &file,
-                &img,
-                name,
-                outputs.bmap,
-                sharing.as_ref(),
-                None,
-                memo,
-            )?
+            let k = match known {
+                Some(k) => k,
+                None => keyed(&file, &img, outputs.bmap, None, remember_made())?,
+            };
+            let key = k.memo.as_ref().map(|m| m.1.clone());
+            let (raw, bmap, remembered) = raw_entry(&file, &img, name, k, sharing.as_ref())?;
+            (raw, bmap, remembered, key)
         }
         // Filled in from its source on one thread while its digests are taken on the others
         // (from the source where nothing was written).
         Some(o) => std::thread::scope(|s| {
             let fill = s.spawn(|| output::fill_around_direct(&o.from, &o.top, &img, &o.written));
-            let entry = raw_entry(
-                &file,
-                &img,
-                name,
-                outputs.bmap,
-                sharing.as_ref(),
-                Some(o),
-                remember(&o.top, &o.written),
-            );
+            let entry = match known {
+                Some(k) => Ok(k),
+                None => keyed(&file, &img, outputs.bmap, Some(o), remember_made()),
+            }
+            .and_then(|k| {
+                let key = k.memo.as_ref().map(|m| m.1.clone());
+                let (raw, bmap, remembered) = raw_entry(&file, &img, name, k, sharing.as_ref())?;
+                Ok((raw, bmap, remembered, key))
+            });
             let filled = fill
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -294,8 +371,10 @@ fn build_node(
         })?,
     };
     let raw_digest = raw.sha256.clone();
+    let mut kinds = Vec::new();
     if outputs.raw {
         files.push(raw.clone());
+        kinds.push(KIND_RAW.to_string());
     }
     if let Some(text) = bmap {
         let fname = format!("{}.img.bmap", node.name);
@@ -303,6 +382,7 @@ fn build_node(
         let mut out = StagedFile::create(path.clone())?;
         out.write_all(text.as_bytes()).map_err(io_error(&path))?;
         files.push(out.finish(fname)?);
+        kinds.push(KIND_BMAP.to_string());
     }
     if !outputs.extra.is_empty() {
         let image = NodeImage {
@@ -319,6 +399,7 @@ fn build_node(
             let mut out = StagedFile::create(path.clone())?;
             o.write(&image, &mut out).map_err(io_error(&path))?;
             files.push(out.finish(fname)?);
+            kinds.push(o.kind());
         }
     }
     match outputs.raw {
@@ -341,7 +422,30 @@ fn build_node(
             _ => (0, 0),
         },
         remembered,
+        taken: false,
+        key,
+        kinds,
     })
+}
+
+/// The kinds of a node's raw image and block map ([`super::unchanged::file_key`]); the other formats
+/// name their encoder ([`super::outputs::NodeOutput::kind`]).
+const KIND_RAW: &str = "img";
+const KIND_BMAP: &str = "bmap";
+
+/// The files a node gets, with their kinds, in the order the build makes them.
+fn node_files(node: &str, outputs: &NodeOutputs) -> Vec<(String, String)> {
+    let mut names = Vec::new();
+    if outputs.raw {
+        names.push((format!("{node}.img"), KIND_RAW.to_string()));
+    }
+    if outputs.bmap {
+        names.push((format!("{node}.img.bmap"), KIND_BMAP.to_string()));
+    }
+    for o in &outputs.extra {
+        names.push((o.file_name(node), o.kind()));
+    }
+    names
 }
 
 /// The node image `img` made from the image `source` (its role image, or the upstream base)
@@ -485,6 +589,7 @@ pub(super) fn build_nodes(
     images: &Images<'_>,
     dir: &Path,
     opts: &BuildOptions,
+    earlier: Option<&Earlier>,
     progress: Option<&dyn Progress>,
 ) -> Result<Vec<Option<StagedNode>>, BuildError> {
     let (empty, no_keys) = (BTreeMap::new(), BTreeMap::new());
@@ -519,6 +624,12 @@ pub(super) fn build_nodes(
             }
         }
     }
+    let job = Job {
+        dir,
+        outputs: &opts.outputs,
+        earlier,
+        progress,
+    };
     let (tx, rx) = mpsc::channel();
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
@@ -556,7 +667,7 @@ pub(super) fn build_nodes(
                 }
             };
             let memo = named.map(|n| (cache, n));
-            let r = build_node(node, &source, memo, dir, &opts.outputs, progress, &tx);
+            let r = build_node(node, &source, memo, job, &tx);
             if r.is_err() {
                 failed.store(true, Ordering::SeqCst);
             }
@@ -596,6 +707,10 @@ pub(super) fn build_nodes(
     Ok(out)
 }
 
+/// Said of nodes whose files were taken from the build before ([`super::unchanged`]).
+const UNCHANGED: &str = "unchanged since the last build into this output directory (the files \
+                         it left there kept, as hard links, not written again)";
+
 impl BuildReport {
     /// One line on how the node images were made from their role images, when any were.
     pub fn copies_line(&self) -> Option<String> {
@@ -623,6 +738,9 @@ impl BuildReport {
                       partition grows), its layers written into it"
                     .to_string(),
             });
+            if self.taken > 0 {
+                return Some(format!("copies: the only node {UNCHANGED}"));
+            }
             return line.map(|l| match self.remembered {
                 0 => l,
                 _ => format!("{l}; its {remembered}"),
@@ -659,12 +777,15 @@ impl BuildReport {
                 "{renamed} the role image itself (its role's only node)"
             ));
         }
+        let all = self.copies.len() + self.taken;
         if self.remembered > 0 {
             parts.push(format!(
-                "{} of {} with their {remembered}",
-                self.remembered,
-                self.copies.len()
+                "{} of {all} with their {remembered}",
+                self.remembered
             ));
+        }
+        if self.taken > 0 {
+            parts.push(format!("{} of {all} {UNCHANGED}", self.taken));
         }
         (!parts.is_empty()).then(|| format!("copies: {}", parts.join("; ")))
     }

@@ -121,6 +121,10 @@ impl Write for StagedFile {
 pub trait NodeOutput: Send + Sync {
     /// The file's name for `node` (e.g. `pi-cp-1.img.xz`): a plain file name, no `/`.
     fn file_name(&self, node: &str) -> String;
+    /// What makes the file's bytes from the raw image (an encoder with its version and
+    /// settings): a file made by another is never taken for this one
+    /// ([`super::unchanged::file_key`]).
+    fn kind(&self) -> String;
     /// Writes the file for `image.node` from its finished raw image into `out`.
     fn write(&self, image: &NodeImage<'_>, out: &mut StagedFile) -> io::Result<()>;
     /// Every node of the build is written (or the build failed): forget what was kept for
@@ -433,7 +437,14 @@ pub(super) fn apply(
         },
     };
     report.from_base = roles.is_none();
-    let built = super::nodes::build_nodes(plan, &images, &dir, opts, progress);
+    // What the build before left in the output directory, for nodes that did not change to
+    // keep (never for `--verify` or `--test-no-reuse`, which make everything).
+    let earlier = (opts.outputs.remember && opts.outputs.reuse).then(|| {
+        super::unchanged::Earlier::read(&opts.out_dir, &opts.cache_dir, |name| {
+            staging.previous_file(name).map(str::to_string)
+        })
+    });
+    let built = super::nodes::build_nodes(plan, &images, &dir, opts, earlier.as_ref(), progress);
     for o in &opts.outputs.extra {
         report.compressed.extend(o.build_done());
     }
@@ -443,10 +454,29 @@ pub(super) fn apply(
     let mut staged: Vec<String> = Vec::new();
     let mut kept: Vec<String> = Vec::new();
     let mut nodes: Vec<NodeEntry> = Vec::new();
+    // What the record of the output directory will say of each node ([`super::unchanged`]).
+    let mut made: Vec<super::unchanged::Made> = Vec::new();
     for (node, b) in plan.nodes.iter().zip(built) {
         let Some(b) = b else { continue };
         staged.extend(b.files.iter().map(|f| f.name.clone()));
-        report.copies.push(b.copy);
+        if let Some(key) = &b.key {
+            made.push(super::unchanged::Made {
+                node: node.name.clone(),
+                key: key.clone(),
+                raw_sha256: b.image_sha256.clone(),
+                raw_bytes: b.image_bytes,
+                files: b
+                    .files
+                    .iter()
+                    .cloned()
+                    .zip(b.kinds.iter().cloned())
+                    .collect(),
+            });
+        }
+        match b.taken {
+            true => report.taken += 1,
+            false => report.copies.push(b.copy),
+        }
         report.shared_chunks.0 += b.shared_chunks.0;
         report.shared_chunks.1 += b.shared_chunks.1;
         report.remembered += usize::from(b.remembered);
@@ -490,6 +520,7 @@ pub(super) fn apply(
     }
     // Nodes of the spec this build did not make (`--node`) keep the files an earlier build
     // made for them, when they are still there.
+    let mut kept_nodes: Vec<(String, Vec<String>)> = Vec::new();
     for n in &v.spec.nodes {
         if nodes.iter().any(|x| x.name == *n.name) {
             continue;
@@ -521,6 +552,10 @@ pub(super) fn apply(
                 .all(|f| staging.previous_file(&f.name).is_some())
             {
                 kept.extend(e.files.iter().map(|f| f.name.clone()));
+                kept_nodes.push((
+                    e.name.clone(),
+                    e.files.iter().map(|f| f.name.clone()).collect(),
+                ));
                 nodes.push(e);
             }
         }
@@ -578,6 +613,10 @@ pub(super) fn apply(
     staged.push(staging::MANIFEST.to_string());
 
     staging.commit(&staged, &kept)?;
+    // The files as they lie now, for the next build to keep those of nodes that do not change.
+    if let Some(earlier) = &earlier {
+        super::unchanged::record(&opts.out_dir, &opts.cache_dir, &made, earlier, &kept_nodes);
+    }
     report.sha256sums = opts.out_dir.join(staging::SHA256SUMS);
     report.manifest = Some(m);
     Ok(())
