@@ -512,6 +512,24 @@ pub fn apply_in_place(path: &Path, plan: &Plan) -> Result<Applied, ApplyError> {
     ))
 }
 
+/// Grows the root partition of the image file at `path` (a private copy, edited in place) as
+/// `plan` needs it, and nothing else: the growth [`apply_in_place`] makes before the plan's
+/// edits, made on its own so that the edits can then be applied and recorded over the grown
+/// image ([`apply_over`] with the image as its own base: it has room then). The bytes end the
+/// same: the growth rewrites the partition table's entry and the root filesystem, the plan's
+/// disk id is another field. Returns the root partition's new size, `None` when it has room.
+pub fn grow_for(path: &Path, plan: &Plan) -> Result<Option<u64>, ApplyError> {
+    let mut img = Image::open_rw(path)?;
+    let plan = checked_plan(&img, plan, false)?;
+    match room_to_grow(&img, &plan)? {
+        Some(size) => {
+            img.grow_root(size, plan.epoch)?;
+            Ok(Some(align_up(size)))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Applies `plan` to the image at `base` without changing it or copying it: every byte the
 /// edits write goes into `top` instead (set to `base`'s length), at its place in the image,
 /// and the rest of `top` is left a hole for the caller to fill from `base`. `written` are the
@@ -746,6 +764,42 @@ mod tests {
             .is_none());
         assert!(std::fs::read(&node2).unwrap().iter().all(|&b| b == 0));
         assert!(std::fs::read(&base).unwrap() == before, "the base changed");
+
+        // The same plan on a copy: grown on its own (grow_for), then applied over itself with
+        // its writes recorded, it gives the bytes of the plan applied in place, growth and all
+        // (its new disk id included); what differs from the grown image lies in the ranges
+        // recorded.
+        big.disk_id = Some(0x0bad_cafe);
+        let in_place = tmp.path().join("in-place.img");
+        std::fs::copy(&base, &in_place).unwrap();
+        let done = apply_in_place(&in_place, &big).unwrap();
+        assert!(done.grew_root_to.is_some());
+        let split = tmp.path().join("split.img");
+        std::fs::copy(&base, &split).unwrap();
+        let grew = grow_for(&split, &big).unwrap();
+        assert_eq!(grew, done.grew_root_to);
+        let grown = std::fs::read(&split).unwrap();
+        let rw = std::sync::Arc::new(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&split)
+                .unwrap(),
+        );
+        let (_, written) = apply_over(&split, rw, &[], &split, &big)
+            .unwrap()
+            .expect("room after the growth");
+        let after = std::fs::read(&split).unwrap();
+        assert!(after == std::fs::read(&in_place).unwrap(), "split differs");
+        assert_eq!(after.len(), grown.len());
+        for (i, (a, b)) in after.iter().zip(&grown).enumerate() {
+            let at = i as u64;
+            assert!(
+                a == b || written.iter().any(|&(s, e)| s <= at && at < e),
+                "byte {i} changed outside the recorded ranges"
+            );
+        }
+        assert!(grow_for(&split, &big).unwrap().is_none(), "room now");
     }
 
     /// Layers applied one after the other over the same base into one file each see those

@@ -903,3 +903,97 @@ fn xz_on_32_threads_stays_under_300_mb() {
     }
     eprintln!("peak RSS with --threads 32 --format xz: {} MiB", peak >> 20);
 }
+
+/// Images whose root partition grows (an overlay larger than the fixture's free space: the
+/// common layer grows it, resize2fs in place) record the growth and their layers' writes over
+/// the grown image, so they are named as images that do not grow are: built again, the
+/// nodes' digests are remembered, and in place their files are kept; the files are always
+/// those of builds that hashed everything (`--test-no-reuse`), for the cluster (role images)
+/// and for one node alone (its layers over a copy of the upstream image).
+#[test]
+fn images_whose_root_grows_are_remembered_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let arts = stand_in_artifacts(&tmp.path().join("artifacts"), K8S);
+    let input = fixture("trixie.img");
+    let spec = two_node_spec(tmp.path(), "grows", &input);
+    // 40 MiB of data the fixture's 48 MiB root filesystem (about 32 MiB free) has no room for.
+    let blob = tmp.path().join("big/opt/blob");
+    fs::create_dir_all(blob.parent().unwrap()).unwrap();
+    let data: Vec<u8> = (0..40u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 1)
+        .collect();
+    fs::write(&blob, data).unwrap();
+    let mut text = fs::read_to_string(&spec).unwrap();
+    text.push_str(&format!(
+        "overlays: [{}]\n",
+        tmp.path().join("big").display()
+    ));
+    fs::write(&spec, text).unwrap();
+
+    let first = tmp.path().join("first");
+    let out = build_with(&spec, &first, &arts, &cache, &[]);
+    ok(&out);
+    let grown = fs::metadata(first.join("pi-w-1.img")).unwrap().len();
+    let upstream = fs::metadata(&input).unwrap().len();
+    assert!(grown > upstream, "{grown} bytes: the root did not grow");
+    let alone = tmp.path().join("alone");
+    ok(&build_with(
+        &spec,
+        &alone,
+        &arts,
+        &cache,
+        &["--test-no-reuse"],
+    ));
+    same_node_files(&first, &alone, 4, "grown, through role images");
+    let again = tmp.path().join("again");
+    let out = build_with(&spec, &again, &arts, &cache, &[]);
+    ok(&out);
+    let line = copies_line_of(&out);
+    assert!(
+        line.ends_with(
+            "2 of 2 with their digests remembered from an earlier build of the same bytes, \
+             not taken again"
+        ),
+        "{line}"
+    );
+    same_node_files(&alone, &again, 4, "grown, built again");
+    let out = build_with(&spec, &again, &arts, &cache, &[]);
+    ok(&out);
+    assert!(
+        copies_line_of(&out).contains("2 of 2 unchanged since the last build"),
+        "{}",
+        copies_line_of(&out)
+    );
+    same_node_files(&alone, &again, 4, "grown, kept in place");
+
+    // One node alone: its layers written into a copy of the upstream image, the common
+    // layer's growth recorded on the way.
+    let node = ["--node", "pi-w-1"];
+    let one = tmp.path().join("one");
+    let out = build_with(&spec, &one, &arts, &cache, &node);
+    ok(&out);
+    assert!(
+        copies_line_of(&out).contains("(its root partition grows)"),
+        "{}",
+        copies_line_of(&out)
+    );
+    let one_alone = tmp.path().join("one-alone");
+    let no_reuse = [&node[..], &["--test-no-reuse"]].concat();
+    ok(&build_with(&spec, &one_alone, &arts, &cache, &no_reuse));
+    same_node_files(&one, &one_alone, 2, "grown, one node");
+    let one_again = tmp.path().join("one-again");
+    let out = build_with(&spec, &one_again, &arts, &cache, &node);
+    ok(&out);
+    assert!(
+        copies_line_of(&out).contains("its digests remembered"),
+        "{}",
+        copies_line_of(&out)
+    );
+    same_node_files(&one, &one_again, 2, "grown, one node built again");
+    ok(&Command::new("sha256sum")
+        .args(["-c", "--strict", "SHA256SUMS"])
+        .current_dir(&one_again)
+        .output()
+        .unwrap());
+}

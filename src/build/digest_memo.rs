@@ -14,7 +14,11 @@
 //! of kernel and cloud-init settings, up to the common layer's binaries) and of the block map's
 //! ranges, whose checksums are remembered with the image's digest. A role image gets a key the
 //! same way ([`key`] with no ranges), and the nodes made from it take that key where a one-node
-//! build takes the input's digest.
+//! build takes the input's digest. A layer that grows the root partition (resize2fs, in place,
+//! writing where it will) has the image grown on its own first: the grown image is named by
+//! the image before it, what was written into that, and the growth (the new root size, the
+//! clock, resize2fs's version: [`growth`], [`grown`]), and the layers' writes are recorded
+//! over it from there.
 //!
 //! A memo is a file `<cache>/nodes/<key>` naming the image's SHA-256, its size and the range
 //! checksums; one that cannot be read, does not parse or does not fit the image (size, number
@@ -78,6 +82,32 @@ pub fn key(
         h.update(e.to_le_bytes());
     }
     Ok(hex::encode(h.finalize()))
+}
+
+/// A growth of the root partition (`resize2fs`, in place: no range of it is recorded) of an
+/// image into which `delta` was written since its base was named ([`key`] with no base, taken
+/// before the growth), to a root partition of `root_bytes`, the clock at `epoch`, by
+/// `resize2fs` `tool`: the grown image is named by the image before it and this ([`grown`]).
+/// The growth is a function of those (the same growth, the same bytes: `disk::grow`'s test,
+/// and the split growth's in `apply`).
+pub fn growth(delta: &str, root_bytes: u64, epoch: i64, tool: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"piforge root growth v1\0");
+    h.update(delta.as_bytes());
+    h.update(root_bytes.to_le_bytes());
+    h.update(epoch.to_le_bytes());
+    h.update(tool.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// What names the image grown ([`growth`]) from the image named `before`.
+pub fn grown(before: &str, growth: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"piforge grown image v1\0");
+    h.update(before.as_bytes());
+    h.update(b"\0");
+    h.update(growth.as_bytes());
+    hex::encode(h.finalize())
 }
 
 fn memo_path(cache: &Path, key: &str) -> PathBuf {

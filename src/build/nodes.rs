@@ -15,7 +15,7 @@ use super::digest_memo;
 use super::layers::{role_key, BuildPlan, NodeLayer};
 use super::manifest::FileEntry;
 use super::outputs::{
-    edit, edit_over, edit_recorded, step, NodeImage, NodeOutputs, RoleImages, StagedFile,
+    edit, edit_over, edit_recorded, step, NodeImage, NodeOutputs, Record, RoleImages, StagedFile,
     IMAGE_MODE,
 };
 use super::reuse::{self, RoleImage, Sharing};
@@ -182,13 +182,13 @@ struct Over {
 }
 
 /// How a node image was made: the copy, the summary of its last edit, and the fill left to do;
-/// for one edited in place (a reflink, its role's image itself), the ranges its layers wrote
-/// when they were recorded.
+/// for one edited in place (a reflink, its role's image itself, a copy whose root partition
+/// grew), what its layers recorded when they were.
 struct Made {
     copy: CopyKind,
     done: Applied,
     over: Option<Over>,
-    written: Option<Vec<(u64, u64)>>,
+    written: Option<Record>,
 }
 
 /// What every node of a build is made with: the staging directory, the files to make, what
@@ -231,7 +231,7 @@ fn build_node(
         } => match (alone, role) {
             (true, _) => {
                 fs::rename(role_img, &img).map_err(io_error(&img))?;
-                let (done, written) = edit_recorded(&img, Some(&[]), &node.plan)?;
+                let (done, written) = edit_recorded(&img, Some(&Record::default()), &node.plan)?;
                 Ok(Made {
                     copy: CopyKind::Renamed,
                     done,
@@ -296,9 +296,20 @@ fn build_node(
             written,
         })
     };
+    // Made in place, its writes are recorded over the image its growths made, if any.
+    let grown_base = match (&made.over, &made.written, memo) {
+        (None, Some(r), Some((_, base))) if !r.growths.is_empty() => Some(r.named(base)),
+        _ => None,
+    };
     let remember_made = || match &made.over {
         Some(o) => remember(&o.top, &o.written),
-        None => made.written.as_deref().and_then(|w| remember(&file, w)),
+        None => made.written.as_ref().and_then(|r| {
+            let mut m = remember(&file, &r.written)?;
+            if let Some(b) = &grown_base {
+                m.base = b;
+            }
+            Some(m)
+        }),
     };
     // The node's files, as the build before into this output directory left them, when they
     // are all there unchanged and its key (computed first then, not beside the fill) says the
@@ -456,8 +467,8 @@ fn node_files(node: &str, outputs: &NodeOutputs) -> Vec<(String, String)> {
 /// the node's data, which its digests read from the source): the source's bytes are copied
 /// once, and the chunks nothing was written into are known to be the source's without
 /// comparing them. A layer that needs the root partition grown gets the image filled in
-/// first, and it and the layers after it are edited in place. The ranges the layers wrote are
-/// known, but after a growth.
+/// first, and it and the layers after it are edited in place, their growth and writes
+/// recorded ([`Record`]).
 fn made_over(
     source: &Path,
     img: &Path,
@@ -469,18 +480,18 @@ fn made_over(
     let top = output::new_image_file(img, IMAGE_MODE).map_err(io_error(img))?;
     // The layers edited in place, the ranges they write recorded from `written` on (`None`:
     // not recorded).
-    let in_place = |layers: &[&crate::plan::Plan], mut written: Option<Vec<(u64, u64)>>| {
+    let in_place = |layers: &[&crate::plan::Plan], mut written: Option<Record>| {
         let mut done = None;
         for (i, plan) in layers.iter().enumerate() {
             let (d, w) = layer_step(layers.len() - i, role, progress, img, || {
-                edit_recorded(img, written.as_deref(), plan)
+                edit_recorded(img, written.as_ref(), plan)
             })?;
             (done, written) = (Some(d), w);
         }
         Ok::<_, BuildError>((done, written))
     };
     if output::reflink(&from, &top).map_err(io_error(img))? {
-        let (done, written) = in_place(layers, Some(Vec::new()))?;
+        let (done, written) = in_place(layers, Some(Record::default()))?;
         return made(CopyKind::Reflink, done, None, written, img);
     }
     let top = Arc::new(top);
@@ -495,8 +506,12 @@ fn made_over(
             None => {
                 // This layer grows the root partition, which needs the whole image.
                 output::fill_around(&from, &top, &written).map_err(io_error(img))?;
-                let (done, _) = in_place(&layers[i..], None)?;
-                return made(CopyKind::Sparse, done, None, None, img);
+                let record = Record {
+                    growths: Vec::new(),
+                    written,
+                };
+                let (done, record) = in_place(&layers[i..], Some(record))?;
+                return made(CopyKind::Sparse, done, None, record, img);
             }
         }
     }
@@ -529,7 +544,7 @@ fn made(
     copy: CopyKind,
     done: Option<Applied>,
     over: Option<Over>,
-    written: Option<Vec<(u64, u64)>>,
+    written: Option<Record>,
     img: &Path,
 ) -> Result<Made, BuildError> {
     let done = done

@@ -195,35 +195,97 @@ pub(super) fn edit(path: &Path, plan: &crate::plan::Plan) -> Result<apply::Appli
     Ok(apply::apply_in_place(path, plan)?)
 }
 
-/// An edit's summary, and the byte ranges the image's layers wrote when they were recorded
-/// ([`edit_recorded`]).
-pub(super) type Recorded = (apply::Applied, Option<Vec<(u64, u64)>>);
+/// What an image's layers recorded of their writes, so that its bytes can be named
+/// ([`super::digest_memo`]): the growths of its root partition on the way (each rewrites the
+/// image in place through resize2fs; the image after it is named by the image before it, what
+/// was written into that, and the growth: [`super::digest_memo::growth`]), and the byte ranges
+/// written since the last (or since its base) (increasing, disjoint).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Record {
+    pub(super) growths: Vec<String>,
+    pub(super) written: Vec<(u64, u64)>,
+}
+
+impl Record {
+    /// What names the image `written` is recorded over, when its base is named `base`: the
+    /// base itself, or the image its growths made from it.
+    pub(super) fn named(&self, base: &str) -> String {
+        self.growths.iter().fold(base.to_string(), |name, g| {
+            super::digest_memo::grown(&name, g)
+        })
+    }
+}
+
+/// An edit's summary, and what the image's layers recorded when they were ([`edit_recorded`]).
+pub(super) type Recorded = (apply::Applied, Option<Record>);
 
 /// `plan` applied to the image at `path` in place, with the byte ranges it writes recorded: the
 /// image is its own base ([`apply::apply_over`] reading what nothing wrote from the file and
-/// writing into it). `written`: what earlier edits of this file (or of the image it is a
-/// copy of) recorded, all given back with the new ranges (increasing, disjoint) when `Some`.
-/// `None` (not given, or a plan that grows the root partition, which needs an edit of the
-/// whole image) edits it as [`edit`] does, recording nothing: nothing then knows which of its
-/// bytes are the base's.
+/// writing into it). `record`: what earlier edits of this file (or of the image it is a
+/// copy of) recorded, given back with the new ranges when `Some`. A plan that grows the root
+/// partition has the image grown first, on its own ([`apply::grow_for`]; the same bytes as
+/// the growth inside the edit), the growth recorded ([`Record::growths`]: named by what was
+/// written before it), then its edits recorded over the grown image. `None` (not given) edits
+/// it as [`edit`] does, recording nothing: nothing then knows which of its bytes are the
+/// base's.
 pub(super) fn edit_recorded(
     path: &Path,
-    written: Option<&[(u64, u64)]>,
+    record: Option<&Record>,
     plan: &crate::plan::Plan,
 ) -> Result<Recorded, BuildError> {
     use std::os::unix::fs::OpenOptionsExt;
-    if let Some(w) = written {
-        let top = fs::OpenOptions::new()
+    let Some(r) = record else {
+        return Ok((edit(path, plan)?, None));
+    };
+    let open = || {
+        fs::OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)
-            .map_err(io_error(path))?;
-        if let Some((done, w)) = edit_over(path, std::sync::Arc::new(top), w, path, plan)? {
-            return Ok((done, Some(w)));
-        }
+            .map(std::sync::Arc::new)
+            .map_err(io_error(path))
+    };
+    if let Some((done, w)) = edit_over(path, open()?, &r.written, path, plan)? {
+        let growths = r.growths.clone();
+        return Ok((
+            done,
+            Some(Record {
+                growths,
+                written: w,
+            }),
+        ));
     }
-    Ok((edit(path, plan)?, None))
+    // The plan grows the root partition. What was written before is read first: the growth
+    // rewrites the image.
+    let top = open()?;
+    let len = top.metadata().map_err(io_error(path))?.len();
+    let delta = super::digest_memo::key("", len, &top, &r.written, &[]).map_err(io_error(path))?;
+    drop(top);
+    let grown = {
+        let _one_at_a_time = EDITS.lock().unwrap_or_else(|p| p.into_inner());
+        apply::grow_for(path, plan)?
+    };
+    let Some(root_bytes) = grown else {
+        return Ok((edit(path, plan)?, None));
+    };
+    let tool = crate::disk::resize2fs_version();
+    let growth = super::digest_memo::growth(&delta, root_bytes, plan.epoch, tool);
+    match edit_over(path, open()?, &[], path, plan)? {
+        Some((mut done, w)) => {
+            done.grew_root_to = Some(root_bytes);
+            let mut growths = r.growths.clone();
+            growths.push(growth);
+            Ok((
+                done,
+                Some(Record {
+                    growths,
+                    written: w,
+                }),
+            ))
+        }
+        None => Ok((edit(path, plan)?, None)),
+    }
 }
 
 /// [`apply::apply_over`], one edit at a time as [`edit`].
@@ -288,7 +350,7 @@ fn edit_base_copy(
     });
     copied?;
     checked?;
-    edit_recorded(to, Some(&[]), plan)
+    edit_recorded(to, Some(&Record::default()), plan)
 }
 
 /// Runs one step of the apply phase between `begin` and `finish` of `task`, its size that of
@@ -357,13 +419,13 @@ fn role_images(
             } else {
                 copy(&common, &path)?;
             }
-            edit_recorded(&path, common_written.as_deref(), &layer.plan)
+            edit_recorded(&path, common_written.as_ref(), &layer.plan)
         })?;
-        if let (Some(base), Some(written)) = (base_sha256, written) {
+        if let (Some(base), Some(r)) = (base_sha256, written) {
             let f = fs::File::open(&path).map_err(io_error(&path))?;
             let len = f.metadata().map_err(io_error(&path))?.len();
-            let k =
-                super::digest_memo::key(base, len, &f, &written, &[]).map_err(io_error(&path))?;
+            let k = super::digest_memo::key(&r.named(base), len, &f, &r.written, &[])
+                .map_err(io_error(&path))?;
             out.keys.insert(key, k);
         }
         out.paths.insert(key, path);

@@ -131,6 +131,27 @@ fn grow_gpt(
     mbr.write_into(f).map_err(io)
 }
 
+/// The first line `resize2fs` prints of itself (`resize2fs 1.47.2 (1-Jan-2025)`), asked once
+/// per process: what a growth's bytes depend on besides the image, its size and the clock
+/// (the digests of grown images are remembered by it, `build/digest_memo.rs`). `unknown` when
+/// it cannot be run (a growth then fails anyway).
+pub fn resize2fs_version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        Command::new("resize2fs")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .find(|l| l.starts_with("resize2fs "))
+                    .map(|l| l.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".to_string())
+    })
+}
+
 /// Runs `resize2fs 'image?offset=N' SIZEk` with its clock pinned to `epoch`.
 ///
 /// Without `-f`: resize2fs refuses a filesystem marked with errors or not cleanly unmounted,

@@ -23,7 +23,7 @@ mod mbr;
 mod probe;
 
 pub use fsck::{check_ext4, FsckError};
-pub use grow::{align_up, resize2fs, GrowError, ALIGN};
+pub use grow::{align_up, resize2fs, resize2fs_version, GrowError, ALIGN};
 pub use image::{BootFs, BootFsMut, Image, ImageError};
 pub use io::{add_range, around, read_over, split, Device, Overlay, ReadOnly, Slice};
 pub use layout::{
