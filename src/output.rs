@@ -188,6 +188,23 @@ pub struct Bound {
     pub bytes: u64,
 }
 
+/// Writes the cache entry `dest` (its parts, whole, renamed into place: never half-written)
+/// and keeps the newest `keep` entries of its directory ([`remove_oldest`]). Failing to is not
+/// an error: a cache entry missing is work done again.
+pub fn store_newest(dest: &Path, parts: &[&[u8]], keep: usize) {
+    let Some(dir) = dest.parent() else { return };
+    if fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let _ = replace_unsynced(dest, parts);
+    remove_stale_temps(dir);
+    let keep = Bound {
+        files: keep,
+        bytes: u64::MAX,
+    };
+    remove_oldest(dir, keep, keep);
+}
+
 /// Removes the least recently modified entries of the cache directory `dir` (regular files
 /// named by a SHA-256; anything else, temporary files included, is left alone) once they hold
 /// more than `max`, until they hold no more than `to`.

@@ -904,6 +904,14 @@ fn xz_on_32_threads_stays_under_300_mb() {
     eprintln!("peak RSS with --threads 32 --format xz: {} MiB", peak >> 20);
 }
 
+/// A build of `spec` into `out` that succeeds and whose `copies:` line says `what`.
+fn built_saying(spec: &Path, out: &Path, arts: &Path, cache: &Path, extra: &[&str], what: &str) {
+    let r = build_with(spec, out, arts, cache, extra);
+    ok(&r);
+    let line = copies_line_of(&r);
+    assert!(line.contains(what), "{line}");
+}
+
 /// Images whose root partition grows (an overlay larger than the fixture's free space: the
 /// common layer grows it, resize2fs in place) record the growth and their layers' writes over
 /// the grown image, so they are named as images that do not grow are: built again, the
@@ -958,12 +966,13 @@ fn images_whose_root_grows_are_remembered_too() {
         "{line}"
     );
     same_node_files(&alone, &again, 4, "grown, built again");
-    let out = build_with(&spec, &again, &arts, &cache, &[]);
-    ok(&out);
-    assert!(
-        copies_line_of(&out).contains("2 of 2 unchanged since the last build"),
-        "{}",
-        copies_line_of(&out)
+    built_saying(
+        &spec,
+        &again,
+        &arts,
+        &cache,
+        &[],
+        "2 of 2 unchanged since the last build",
     );
     same_node_files(&alone, &again, 4, "grown, kept in place");
 
@@ -971,24 +980,26 @@ fn images_whose_root_grows_are_remembered_too() {
     // layer's growth recorded on the way.
     let node = ["--node", "pi-w-1"];
     let one = tmp.path().join("one");
-    let out = build_with(&spec, &one, &arts, &cache, &node);
-    ok(&out);
-    assert!(
-        copies_line_of(&out).contains("(its root partition grows)"),
-        "{}",
-        copies_line_of(&out)
+    built_saying(
+        &spec,
+        &one,
+        &arts,
+        &cache,
+        &node,
+        "(its root partition grows)",
     );
     let one_alone = tmp.path().join("one-alone");
     let no_reuse = [&node[..], &["--test-no-reuse"]].concat();
     ok(&build_with(&spec, &one_alone, &arts, &cache, &no_reuse));
     same_node_files(&one, &one_alone, 2, "grown, one node");
     let one_again = tmp.path().join("one-again");
-    let out = build_with(&spec, &one_again, &arts, &cache, &node);
-    ok(&out);
-    assert!(
-        copies_line_of(&out).contains("its digests remembered"),
-        "{}",
-        copies_line_of(&out)
+    built_saying(
+        &spec,
+        &one_again,
+        &arts,
+        &cache,
+        &node,
+        "its digests remembered",
     );
     same_node_files(&one, &one_again, 2, "grown, one node built again");
     ok(&Command::new("sha256sum")

@@ -411,15 +411,7 @@ pub fn record(
         return;
     };
     let head = format!("{HEADER}\nstamp {s} {ns}\n");
-    let Some(dir) = path.parent() else { return };
-    if fs::create_dir_all(dir).is_ok() {
-        let _ = crate::output::replace_unsynced(&path, &[head.as_bytes(), text.as_bytes()]);
-        let keep = crate::output::Bound {
-            files: KEEP,
-            bytes: u64::MAX,
-        };
-        crate::output::remove_oldest(dir, keep, keep);
-    }
+    crate::output::store_newest(&path, &[head.as_bytes(), text.as_bytes()], KEEP);
 }
 
 #[cfg(test)]
