@@ -112,11 +112,7 @@ fn every_format_with_bmap_and_os_list_and_the_same_bytes_on_any_thread_count() {
     for l in ["os_list.json", "manifest.json", "sbom.spdx.json"] {
         assert!(sums.contains(&format!("  {l}\n")), "{l}: {sums}");
     }
-    stdout_of(
-        Command::new("sha256sum")
-            .args(["-c", "--strict", "SHA256SUMS"])
-            .current_dir(&dist),
-    );
+    sums_check(&dist);
     let m: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(dist.join("manifest.json")).unwrap()).unwrap();
     for (n, node) in m["nodes"].as_array().unwrap().iter().zip(NODES) {
@@ -198,11 +194,7 @@ fn every_format_with_bmap_and_os_list_and_the_same_bytes_on_any_thread_count() {
             "sbom.spdx.json"
         ]
     );
-    stdout_of(
-        Command::new("sha256sum")
-            .args(["-c", "--strict", "SHA256SUMS"])
-            .current_dir(&dist_xz),
-    );
+    sums_check(&dist_xz);
     assert!(
         fs::read(dist_xz.join("pi-w-1.img.xz")).unwrap()
             == fs::read(dist.join("pi-w-1.img.xz")).unwrap()
@@ -280,11 +272,7 @@ fn every_format_with_bmap_and_os_list_and_the_same_bytes_on_any_thread_count() {
             "sbom.spdx.json"
         ]
     );
-    stdout_of(
-        Command::new("sha256sum")
-            .args(["-c", "--strict", "SHA256SUMS"])
-            .current_dir(&dist_xz),
-    );
+    sums_check(&dist_xz);
 }
 
 /// `piforge build --verify SUMS` of `spec` with the stand-in artifacts, and `extra` options.
@@ -307,6 +295,15 @@ fn verify_build(
     ];
     args.extend_from_slice(extra);
     piforge(&args, cache)
+}
+
+/// `sha256sum -c --strict SHA256SUMS` in `dir` passes: every file is what the build says.
+fn sums_check(dir: &Path) {
+    ok(&Command::new("sha256sum")
+        .args(["-c", "--strict", "SHA256SUMS"])
+        .current_dir(dir)
+        .output()
+        .unwrap());
 }
 
 /// The `copies:` line a build printed.
@@ -487,11 +484,7 @@ fn digests_taken_from_the_role_image_change_no_byte() {
         assert_eq!(a == b, !name.starts_with("pi-w-3."), "{name}");
     }
     same_node_files(&alone, &again, 16, "a node written to since made again");
-    ok(&Command::new("sha256sum")
-        .args(["-c", "--strict", "SHA256SUMS"])
-        .current_dir(&again)
-        .output()
-        .unwrap());
+    sums_check(&again);
     // One node alone (`--node`): its three layers written over the upstream image into its
     // own file, one after the other, no role image; its files are those of the same node
     // built from role images (`--test-no-reuse`: the common and role layers on a copy of the
@@ -521,11 +514,7 @@ fn digests_taken_from_the_role_image_change_no_byte() {
     same_node_files(&one, &again, 4, "its digests are remembered");
     // (Only the node files: os_list.json names the output directory.)
     assert_eq!(sums(&again), sums(&one));
-    ok(&Command::new("sha256sum")
-        .args(["-c", "--strict", "SHA256SUMS"])
-        .current_dir(&again)
-        .output()
-        .unwrap());
+    sums_check(&again);
     // `--verify` hashes what it rebuilds, never a remembered digest: with the memo made to
     // lie, a build believes it (the cache is trusted as its decompressed images are), and
     // --verify of that build's SHA256SUMS finds the image differs.
@@ -1002,9 +991,5 @@ fn images_whose_root_grows_are_remembered_too() {
         "its digests remembered",
     );
     same_node_files(&one, &one_again, 2, "grown, one node built again");
-    ok(&Command::new("sha256sum")
-        .args(["-c", "--strict", "SHA256SUMS"])
-        .current_dir(&one_again)
-        .output()
-        .unwrap());
+    sums_check(&one_again);
 }
