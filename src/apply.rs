@@ -768,38 +768,46 @@ mod tests {
         // The same plan on a copy: grown on its own (grow_for), then applied over itself with
         // its writes recorded, it gives the bytes of the plan applied in place, growth and all
         // (its new disk id included); what differs from the grown image lies in the ranges
-        // recorded.
+        // recorded. On an MBR disk and on a GPT disk (whose backup header moves).
         big.disk_id = Some(0x0bad_cafe);
-        let in_place = tmp.path().join("in-place.img");
-        std::fs::copy(&base, &in_place).unwrap();
-        let done = apply_in_place(&in_place, &big).unwrap();
-        assert!(done.grew_root_to.is_some());
-        let split = tmp.path().join("split.img");
-        std::fs::copy(&base, &split).unwrap();
-        let grew = grow_for(&split, &big).unwrap();
-        assert_eq!(grew, done.grew_root_to);
-        let grown = std::fs::read(&split).unwrap();
-        let rw = std::sync::Arc::new(
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&split)
-                .unwrap(),
-        );
-        let (_, written) = apply_over(&split, rw, &[], &split, &big)
-            .unwrap()
-            .expect("room after the growth");
-        let after = std::fs::read(&split).unwrap();
-        assert!(after == std::fs::read(&in_place).unwrap(), "split differs");
-        assert_eq!(after.len(), grown.len());
-        for (i, (a, b)) in after.iter().zip(&grown).enumerate() {
-            let at = i as u64;
-            assert!(
-                a == b || written.iter().any(|&(s, e)| s <= at && at < e),
-                "byte {i} changed outside the recorded ranges"
+        let gpt_dir = tmp.path().join("gpt");
+        std::fs::create_dir(&gpt_dir).unwrap();
+        for base in [base.clone(), make_disk(&gpt_dir, true)] {
+            let in_place = base.with_extension("in-place");
+            std::fs::copy(&base, &in_place).unwrap();
+            let done = apply_in_place(&in_place, &big).unwrap();
+            assert!(done.grew_root_to.is_some());
+            let split = base.with_extension("split");
+            std::fs::copy(&base, &split).unwrap();
+            let grew = grow_for(&split, &big).unwrap();
+            assert_eq!(grew, done.grew_root_to);
+            let grown = std::fs::read(&split).unwrap();
+            let rw = std::sync::Arc::new(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&split)
+                    .unwrap(),
             );
+            let (_, written) = apply_over(&split, rw, &[], &split, &big)
+                .unwrap()
+                .expect("room after the growth");
+            let after = std::fs::read(&split).unwrap();
+            let name = base.display();
+            assert!(
+                after == std::fs::read(&in_place).unwrap(),
+                "{name}: split differs"
+            );
+            assert_eq!(after.len(), grown.len());
+            for (i, (a, b)) in after.iter().zip(&grown).enumerate() {
+                let at = i as u64;
+                assert!(
+                    a == b || written.iter().any(|&(s, e)| s <= at && at < e),
+                    "{name}: byte {i} changed outside the recorded ranges"
+                );
+            }
+            assert!(grow_for(&split, &big).unwrap().is_none(), "room now");
         }
-        assert!(grow_for(&split, &big).unwrap().is_none(), "room now");
     }
 
     /// Layers applied one after the other over the same base into one file each see those
