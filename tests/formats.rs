@@ -297,15 +297,6 @@ fn verify_build(
     piforge(&args, cache)
 }
 
-/// `sha256sum -c --strict SHA256SUMS` in `dir` passes: every file is what the build says.
-fn sums_check(dir: &Path) {
-    ok(&Command::new("sha256sum")
-        .args(["-c", "--strict", "SHA256SUMS"])
-        .current_dir(dir)
-        .output()
-        .unwrap());
-}
-
 /// The `copies:` line a build printed.
 fn copies_line_of(out: &std::process::Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout);

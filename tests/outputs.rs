@@ -61,19 +61,6 @@ fn ok(r: &Output) {
     );
 }
 
-fn sha256sum_c(dir: &Path) {
-    let check = Command::new("sha256sum")
-        .args(["-c", "--strict", "SHA256SUMS"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "sha256sum -c: {}",
-        String::from_utf8_lossy(&check.stdout)
-    );
-}
-
 #[test]
 fn dist_holds_exactly_the_spec_nodes_and_is_swapped_in_whole() {
     let tmp = tempfile::tempdir().unwrap();
@@ -109,7 +96,7 @@ fn dist_holds_exactly_the_spec_nodes_and_is_swapped_in_whole() {
         .collect();
     want.sort();
     assert_eq!(names(&out), want);
-    sha256sum_c(&out);
+    sums_check(&out);
     // SHA256SUMS lists every file but itself.
     let sums = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
     assert_eq!(sums.lines().count(), want.len() - 1);
@@ -197,7 +184,7 @@ fn dist_holds_exactly_the_spec_nodes_and_is_swapped_in_whole() {
         .collect();
     want.sort();
     assert_eq!(names(&out), want);
-    sha256sum_c(&out);
+    sums_check(&out);
     let before_sums = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
 
     // A --node build keeps the other nodes' images and lists them.
@@ -223,7 +210,7 @@ fn dist_holds_exactly_the_spec_nodes_and_is_swapped_in_whole() {
         line(&before_sums, "pi-cp-1.img")
     );
     assert!(line(&after, "pi-w-9.img").is_some(), "{after}");
-    sha256sum_c(&out);
+    sums_check(&out);
 
     // A file piforge did not write: refused, named, untouched; nothing else changes.
     fs::write(out.join("notes.txt"), "mine").unwrap();
@@ -252,7 +239,7 @@ fn dist_holds_exactly_the_spec_nodes_and_is_swapped_in_whole() {
     );
     assert_eq!(names(&out), want);
     assert_eq!(fs::read_to_string(out.join("SHA256SUMS")).unwrap(), after);
-    sha256sum_c(&out);
+    sums_check(&out);
 }
 
 /// Two builds of one spec in different output directories, working directories and caches,
@@ -322,7 +309,7 @@ fn builds_are_reproducible_and_verify_names_what_differs() {
     let (da, db) = (a.join("dist"), b.join("out/dist"));
     let sums = fs::read_to_string(da.join("SHA256SUMS")).unwrap();
     assert_eq!(sums, fs::read_to_string(db.join("SHA256SUMS")).unwrap());
-    sha256sum_c(&db);
+    sums_check(&db);
 
     // --verify agrees with an untouched build.
     let cache = a.join("cache");

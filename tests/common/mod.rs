@@ -259,6 +259,23 @@ pub const K8S: &str = "1.34.11";
 pub const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyFQ2JzvZ1bq0cJ5i6L3yq0u8ZP0eGq5u3y2Yc8kq9X test@laptop";
 
+/// `sha256sum -c --strict SHA256SUMS` in `dir` passes (the real oracle for an output
+/// directory: every file is what the build says), with sha256sum's complaints on failure.
+pub fn sums_check(dir: &Path) {
+    let check = Command::new("sha256sum")
+        .args(["-c", "--strict", "SHA256SUMS"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "sha256sum -c in {}: {}{}",
+        dir.display(),
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 /// Writes DIR/cluster.yaml: cluster `name` over `image`, Kubernetes [`K8S`] with flannel and the
 /// default subnets, static addresses on eth0 in 192.168.50.0/24, and two nodes: the control
 /// plane pi-cp-1 (.10) and the worker pi-w-1 (.11).
