@@ -882,7 +882,7 @@ mod tests {
             "the layers over the base and in place differ"
         );
         // In place over itself (the image its own base, as the build edits role images and
-        // reflinks: `build::outputs::edit_recorded`): the same bytes, and every byte that
+        // reflinks: `build::edits::edit_recorded`): the same bytes, and every byte that
         // differs from the base inside the ranges recorded (what the remembered digests of
         // `build::digest_memo` rest on).
         let tracked = tmp.path().join("tracked.img");

@@ -8,6 +8,16 @@ use sha2::{Digest, Sha256};
 /// The size of the hashing buffer: 8 KiB buffers spend the time in syscalls.
 const BUF_SIZE: usize = 256 << 10;
 
+/// The SHA-256, in hex, of `parts` one after the other: a key made of a tag and its fields
+/// (the caller puts in whatever separates them).
+pub fn sha256_hex_of(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    hex::encode(h.finalize())
+}
+
 /// SHA-256 (64 lowercase hex digits) and length of everything `r` yields.
 pub fn sha256_reader(mut r: impl Read) -> io::Result<(String, u64)> {
     let mut hasher = Sha256::new();

@@ -3,7 +3,7 @@
 //! hash its whole image again: 1.3 s of SHA-256 per 2 GiB on one core, the larger part of
 //! such a build.
 //!
-//! Every layer of a build records the byte ranges it writes ([`super::outputs::edit_recorded`],
+//! Every layer of a build records the byte ranges it writes ([`super::edits::edit_recorded`],
 //! [`crate::apply::apply_over`]): a node image is, byte for byte, the image it was made from
 //! everywhere except those ranges. The upstream image is named by the input's SHA-256 (the
 //! decompressed image is a function of the input's bytes; a raw input is the base itself, its
@@ -91,23 +91,23 @@ pub fn key(
 /// The growth is a function of those (the same growth, the same bytes: `disk::grow`'s test,
 /// and the split growth's in `apply`).
 pub fn growth(delta: &str, root_bytes: u64, epoch: i64, tool: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"piforge root growth v1\0");
-    h.update(delta.as_bytes());
-    h.update(root_bytes.to_le_bytes());
-    h.update(epoch.to_le_bytes());
-    h.update(tool.as_bytes());
-    hex::encode(h.finalize())
+    crate::digest::sha256_hex_of(&[
+        b"piforge root growth v1\0",
+        delta.as_bytes(),
+        &root_bytes.to_le_bytes(),
+        &epoch.to_le_bytes(),
+        tool.as_bytes(),
+    ])
 }
 
 /// What names the image grown ([`growth`]) from the image named `before`.
 pub fn grown(before: &str, growth: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"piforge grown image v1\0");
-    h.update(before.as_bytes());
-    h.update(b"\0");
-    h.update(growth.as_bytes());
-    hex::encode(h.finalize())
+    crate::digest::sha256_hex_of(&[
+        b"piforge grown image v1\0",
+        before.as_bytes(),
+        b"\0",
+        growth.as_bytes(),
+    ])
 }
 
 fn memo_path(cache: &Path, key: &str) -> PathBuf {

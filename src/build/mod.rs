@@ -22,7 +22,9 @@
 //! Secrets never reach the boot partition, which any local user can read once it is mounted.
 
 mod digest_memo;
+mod edits;
 pub mod formats;
+mod image_digests;
 mod images;
 mod layers;
 pub mod manifest;

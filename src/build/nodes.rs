@@ -11,14 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
-use super::digest_memo;
+use super::edits::{edit, edit_over, edit_recorded, Record};
+use super::image_digests::{keyed, raw_entry, Remember};
 use super::layers::{role_key, BuildPlan, NodeLayer};
 use super::manifest::FileEntry;
-use super::outputs::{
-    edit, edit_over, edit_recorded, step, NodeImage, NodeOutputs, Record, RoleImages, StagedFile,
-    IMAGE_MODE,
-};
-use super::reuse::{self, RoleImage, Sharing};
+use super::outputs::{step, NodeImage, NodeOutputs, RoleImages, StagedFile, IMAGE_MODE};
+use super::reuse::RoleImage;
 use super::unchanged::Earlier;
 use super::{io_error, BuildError, BuildOptions, BuildReport};
 use crate::apply::Applied;
@@ -39,7 +37,7 @@ pub(super) struct StagedNode {
     pub(super) remembered: bool,
     /// Its files are those the build before left in the output directory ([`super::unchanged`]).
     pub(super) taken: bool,
-    /// Its image's key ([`digest_memo::key`]), when it has one.
+    /// Its image's key ([`super::digest_memo::key`]), when it has one.
     pub(super) key: Option<String>,
     /// The kind of each of `files` ([`super::unchanged::file_key`]).
     pub(super) kinds: Vec<String>,
@@ -52,102 +50,6 @@ fn jobs(opts: &BuildOptions, nodes: usize) -> usize {
         n => n,
     };
     n.clamp(1, nodes.max(1))
-}
-
-/// A node image's block map (as it will be once filled in, when `over` says it is being
-/// filled) and, with `memo`, its key ([`digest_memo::key`]) with the cache and its length.
-struct Keyed<'a> {
-    map: Option<crate::bmap::BlockMap>,
-    ranges: Vec<(u64, u64)>,
-    memo: Option<(&'a Path, String, u64)>,
-}
-
-fn keyed<'a>(
-    f: &fs::File,
-    path: &Path,
-    bmap: bool,
-    over: Option<&Over>,
-    memo: Option<Remember<'a>>,
-) -> Result<Keyed<'a>, BuildError> {
-    let map = match (bmap, over) {
-        (false, _) => None,
-        (true, None) => Some(crate::bmap::map_image(path).map_err(io_error(path))?),
-        // The file is being filled in from its source meanwhile: its map as it will be.
-        (true, Some(o)) => {
-            let base = o.from.try_clone().map_err(io_error(&o.source))?;
-            let view = crate::disk::Overlay::new(base, o.top.clone(), &o.written)
-                .map_err(io_error(path))?;
-            Some(crate::bmap::map_over(&view, &o.source).map_err(io_error(path))?)
-        }
-    };
-    let ranges = map.as_ref().map(|m| m.byte_ranges()).unwrap_or_default();
-    let memo = match memo {
-        Some(m) => {
-            let len = f.metadata().map_err(io_error(path))?.len();
-            let key =
-                digest_memo::key(m.base, len, m.top, m.written, &ranges).map_err(io_error(path))?;
-            Some((m.cache, key, len))
-        }
-        None => None,
-    };
-    Ok(Keyed { map, ranges, memo })
-}
-
-/// The entry of a finished raw image `f` (at `path`, its map and key `keyed`); with its block
-/// map when it has one, the map's range checksums taken in the same read as the image's
-/// digest (the image's data is read once for both), those of chunks the same as in its role
-/// image from there when another node hashed them ([`reuse`]). With a key, its digests are
-/// remembered in the cache, and taken from there when the same bytes were hashed before
-/// ([`digest_memo`]); the last value says whether they were.
-fn raw_entry(
-    f: &fs::File,
-    path: &Path,
-    name: String,
-    keyed: Keyed<'_>,
-    sharing: Option<&Sharing<'_>>,
-) -> Result<(FileEntry, Option<String>, bool), BuildError> {
-    let Keyed { map, ranges, memo } = keyed;
-    let known = memo
-        .as_ref()
-        .and_then(|(cache, key, len)| digest_memo::lookup(cache, key, *len, ranges.len()));
-    let remembered = known.is_some();
-    let d = match known {
-        Some(d) => d,
-        None => {
-            let (sha256, bytes, sums) =
-                reuse::digests(f, &ranges, sharing).map_err(io_error(path))?;
-            let d = digest_memo::Digests {
-                sha256,
-                bytes,
-                sums,
-            };
-            if let Some((cache, key, _)) = &memo {
-                digest_memo::store(cache, key, &d);
-            }
-            d
-        }
-    };
-    let text = map.map(|m| crate::bmap::render_sums(&m, &d.sums));
-    Ok((
-        FileEntry {
-            name,
-            bytes: d.bytes,
-            sha256: d.sha256,
-        },
-        text,
-        remembered,
-    ))
-}
-
-/// What a node image's digests are remembered by ([`digest_memo`]): its bytes are those of the
-/// image named `base` (the input's digest for the upstream image, a role image's key), but for
-/// the `written` ranges, read from `top`.
-#[derive(Clone, Copy)]
-struct Remember<'a> {
-    cache: &'a Path,
-    base: &'a str,
-    top: &'a fs::File,
-    written: &'a [(u64, u64)],
 }
 
 /// Where a node image is made from.
@@ -174,11 +76,11 @@ pub(super) enum Source<'a> {
 /// the ranges written into `top`; the rest is the source's, copied by
 /// [`output::fill_around_direct`] while the digests are taken (they read those bytes from the
 /// source).
-struct Over {
-    source: PathBuf,
-    from: fs::File,
-    top: Arc<fs::File>,
-    written: Vec<(u64, u64)>,
+pub(super) struct Over {
+    pub(super) source: PathBuf,
+    pub(super) from: fs::File,
+    pub(super) top: Arc<fs::File>,
+    pub(super) written: Vec<(u64, u64)>,
 }
 
 /// How a node image was made: the copy, the summary of its last edit, and the fill left to do;
@@ -257,7 +159,7 @@ fn build_node(
             cache,
             ..
         } => {
-            super::outputs::check_base(base, layers[0], cache)?;
+            super::edits::check_base(base, layers[0], cache)?;
             made_over(
                 base,
                 &img,

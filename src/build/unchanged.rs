@@ -102,14 +102,14 @@ pub struct Made {
 /// from the node image with key `node_key` by this program: another piforge (or another build
 /// of it) may write the same image into a different file, so its files are never taken.
 pub fn file_key(node_key: &str, kind: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"piforge output file v1\0");
-    h.update(node_key.as_bytes());
-    h.update(b"\0");
-    h.update(kind.as_bytes());
-    h.update(b"\0");
-    h.update(program().as_bytes());
-    hex::encode(h.finalize())
+    crate::digest::sha256_hex_of(&[
+        b"piforge output file v1\0",
+        node_key.as_bytes(),
+        b"\0",
+        kind.as_bytes(),
+        b"\0",
+        program().as_bytes(),
+    ])
 }
 
 /// This program: its version and its executable's size and time (a rebuilt binary is another
