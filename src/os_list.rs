@@ -11,8 +11,12 @@
 //! already in the image, and Imager's own OS customisation would write over it. Imager 2.x
 //! offers no customisation for `"none"` (src/imagewriter.cpp `setSrc` turns it into an empty
 //! format; doc/os_customisation_formats.md: "the OS image doesn't support customisation").
-//! Imager 1.x treats a missing or unknown `init_format` as `systemd` (the same document, "a
-//! bug in Imager 1.x"), so with 1.x the user must decline its customisation prompt.
+//! Imager 1.x (through 1.9.6) honours `"none"` for a download, but sets the format to `auto`
+//! for every local file that is not an `.iso` (v1.9.6 src/imagewriter.cpp `setSrc`): with the
+//! default `file://` URLs it offers its customisation, and, if accepted, finds the node's
+//! `user-data` on the FAT partition and writes its own over it (src/downloadthread.cpp, "user-data
+//! found on FAT partition. Assuming cloudinit support"). With 1.x the user must decline its
+//! customisation prompt, or serve the files over HTTP (`--base-url`).
 //!
 //! `url` must be absolute: Imager fetches a URL without a scheme as a remote one and fails
 //! (src/imagewriter.cpp `onOsListFetchError`; its own doc/local_json/create_local_json.py

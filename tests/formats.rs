@@ -250,11 +250,67 @@ fn every_format_with_bmap_and_os_list_and_the_same_bytes_on_any_thread_count() {
     assert_eq!(r.status.code(), Some(1));
     let text = String::from_utf8_lossy(&r.stdout);
     assert!(
-        text.lines()
-            .any(|l| l.contains("pi-w-1.img.xz") && l.contains("byte 100")),
+        text.lines().any(|l| l.contains("pi-w-1.img.xz")
+            && l.contains("byte 100")
+            && l.contains("decompressing the two")),
         "{text}"
     );
     assert!(!text.contains("pi-cp-1"), "{text}");
+
+    // A valid xz file of an image with one byte of the node's user-data changed: verify, given
+    // no --format (the xz-only directory's manifest says it), decompresses the rebuilt file
+    // (no raw image beside it) and names the file inside the image.
+    let img = tmp.path().join("tampered.img");
+    fs::copy(dist.join("pi-w-1.img"), &img).unwrap();
+    let (boot, root) = offsets(&img, &cache);
+    let data = fs::read(&img).unwrap();
+    let needle = b"\nhostname: pi-w-1";
+    let at = data[boot as usize..root as usize]
+        .windows(needle.len())
+        .position(|x| x == needle)
+        .expect("user-data on the boot partition") as u64
+        + boot
+        + 1;
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.write_all_at(&[data[at as usize] ^ 0x20], at).unwrap();
+    }
+    let packed = stdout_of(Command::new("xz").args(["-q", "-c", "-T1", img.to_str().unwrap()]));
+    let p = dist_xz.join("pi-w-1.img.xz");
+    fs::write(&p, packed).unwrap();
+    let sums = fs::read_to_string(dist_xz.join("SHA256SUMS")).unwrap();
+    let listed: String = sums
+        .lines()
+        .map(|l| match l.split_once("  ") {
+            Some((_, "pi-w-1.img.xz")) => format!("{}  pi-w-1.img.xz\n", sha256(&p)),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    fs::write(dist_xz.join("SHA256SUMS"), listed).unwrap();
+    let r = verify_build(&spec, &arts, &dist_xz.join("SHA256SUMS"), &cache, &[]);
+    assert_eq!(r.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&r.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("pi-w-1.img.xz"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(&format!("decompressed, at byte {at}"))
+            && line.contains("partition 1")
+            && line.contains("/user-data"),
+        "{line}"
+    );
+    assert_eq!(text.matches("differs:").count(), 1, "{text}");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--format xz"));
+    // The decompressed scratch copy went with the rebuild.
+    let left: Vec<_> = fs::read_dir(&dist_xz)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(left.iter().all(|n| n == ".piforge.lock"), "{left:?}");
 
     // Built again without --format xz: the xz files are removed as no longer built, the raw
     // images and bmap files take their place.

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const K8S: &str = "1.34.11";
+/// The epoch both reproducible builds are made at (SOURCE_DATE_EPOCH).
+const EPOCH: &str = "1700000000";
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyFQ2JzvZ1bq0cJ5i6L3yq0u8ZP0eGq5u3y2Yc8kq9X test@laptop";
 
@@ -242,9 +244,11 @@ fn dist_holds_exactly_the_spec_nodes_and_is_swapped_in_whole() {
     sums_check(&out);
 }
 
-/// Two builds of one spec in different output directories, working directories and caches,
-/// with different TZ, locale, umask and --jobs: the same SHA256SUMS. Then `--verify` agrees
-/// with one of them, and names the file inside the image of a byte changed since.
+/// Two builds of one spec in every format, in different output directories, working
+/// directories and caches, with different TZ, locale, umask, --jobs and --threads: the same
+/// SHA256SUMS. Then `--verify` of one of them, given neither the formats, nor the epoch, nor
+/// the URL (taken from the directory checked), agrees; and names the file inside the image of
+/// a byte changed since, in a raw image and inside compressed ones.
 #[test]
 fn builds_are_reproducible_and_verify_names_what_differs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -257,27 +261,29 @@ fn builds_are_reproducible_and_verify_names_what_differs() {
             ("pi-w-2", "worker"),
         ],
     );
-    let run = |cwd: &Path, out: &str, env: &[(&str, &str)], umask: &str, jobs: &str| {
-        fs::create_dir_all(cwd).unwrap();
-        let mut c = Command::new("sh");
-        c.arg("-c")
-            .arg(format!("umask {umask}; exec \"$@\""))
-            .arg("sh")
-            .arg(env!("CARGO_BIN_EXE_piforge"))
-            .args(["build", "--spec", spec.to_str().unwrap(), "--out", out])
-            .args(["--artifacts", arts.to_str().unwrap(), "--allow-unpinned"])
-            .args(["--jobs", jobs])
-            // os_list.json names where the files are published: the same URL for both.
-            .args(["--base-url", "https://example.invalid/dist/"])
-            .current_dir(cwd)
-            .env_remove("SOURCE_DATE_EPOCH")
-            .env_remove("LC_ALL");
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let r = c.output().unwrap();
-        ok(&r);
-    };
+    let run =
+        |cwd: &Path, out: &str, env: &[(&str, &str)], umask: &str, jobs: &str, threads: &str| {
+            fs::create_dir_all(cwd).unwrap();
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!("umask {umask}; exec \"$@\""))
+                .arg("sh")
+                .arg(env!("CARGO_BIN_EXE_piforge"))
+                .args(["build", "--spec", spec.to_str().unwrap(), "--out", out])
+                .args(["--artifacts", arts.to_str().unwrap(), "--allow-unpinned"])
+                .args(["--jobs", jobs, "--threads", threads])
+                .args(["--format", "img", "--format", "xz", "--format", "zst"])
+                // os_list.json names where the files are published: the same URL for both.
+                .args(["--base-url", "https://example.invalid/dist/"])
+                .current_dir(cwd)
+                .env("SOURCE_DATE_EPOCH", EPOCH)
+                .env_remove("LC_ALL");
+            for (k, v) in env {
+                c.env(k, v);
+            }
+            let r = c.output().unwrap();
+            ok(&r);
+        };
     let a = tmp.path().join("a");
     let b = tmp.path().join("elsewhere/b");
     run(
@@ -289,6 +295,7 @@ fn builds_are_reproducible_and_verify_names_what_differs() {
             ("PIFORGE_CACHE", a.join("cache").to_str().unwrap()),
         ],
         "022",
+        "1",
         "1",
     );
     run(
@@ -305,11 +312,18 @@ fn builds_are_reproducible_and_verify_names_what_differs() {
         ],
         "077",
         "3",
+        "3",
     );
     let (da, db) = (a.join("dist"), b.join("out/dist"));
     let sums = fs::read_to_string(da.join("SHA256SUMS")).unwrap();
     assert_eq!(sums, fs::read_to_string(db.join("SHA256SUMS")).unwrap());
     sums_check(&db);
+    for ext in ["img", "img.xz", "img.zst", "img.bmap"] {
+        assert!(sums.contains(&format!("  pi-w-2.{ext}\n")), "{sums}");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(da.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["epoch"].to_string(), EPOCH);
 
     // --verify agrees with an untouched build.
     let cache = a.join("cache");
@@ -321,8 +335,6 @@ fn builds_are_reproducible_and_verify_names_what_differs() {
                 spec.to_str().unwrap(),
                 "--artifacts",
                 arts.to_str().unwrap(),
-                "--base-url",
-                "https://example.invalid/dist/",
                 "--verify",
                 dist.join("SHA256SUMS").to_str().unwrap(),
             ],
@@ -332,6 +344,16 @@ fn builds_are_reproducible_and_verify_names_what_differs() {
     let r = verify(&da);
     ok(&r);
     assert!(String::from_utf8_lossy(&r.stdout).contains("verified"));
+    // SOURCE_DATE_EPOCH unset (`piforge` removes it), no --format, no --base-url: all three
+    // taken from the directory checked, and said.
+    let said = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        said.contains(&format!(
+            "--format img,xz,zst, --base-url https://example.invalid/dist/, \
+             SOURCE_DATE_EPOCH={EPOCH}"
+        )),
+        "{said}"
+    );
     assert_eq!(names(&da), names(&db), "--verify left something behind");
 
     // A byte changed in the control plane's kubeadm.yaml (ext4) and in a worker's user-data
@@ -360,6 +382,17 @@ fn builds_are_reproducible_and_verify_names_what_differs() {
         + wboot;
     flip(&w, seed_at + 1);
     let _ = boot_off;
+    // The same changes inside compressed files: the tampered images compressed anew.
+    let pack = |cmd: &str, img: &Path, out: &Path| {
+        let r = Command::new(cmd)
+            .args(["-q", "-c", img.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{cmd}");
+        fs::write(out, r.stdout).unwrap();
+    };
+    pack("xz", &w, &da.join("pi-w-1.img.xz"));
+    pack("zstd", &cp, &da.join("pi-cp-1.img.zst"));
     // As if an earlier build had made these bytes: SHA256SUMS lists their digests.
     let mut listed = String::new();
     for l in sums.lines() {
@@ -389,6 +422,32 @@ fn builds_are_reproducible_and_verify_names_what_differs() {
             && w_line.contains("partition 1")
             && w_line.contains("/user-data"),
         "{w_line}"
+    );
+    // Inside the compressed files: the byte of the image inside, explained the same way.
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("differs: {name}:")))
+            .unwrap_or_else(|| panic!("{name}: {text}"))
+    };
+    let xz_line = line("pi-w-1.img.xz");
+    assert!(
+        xz_line.contains(&format!("decompressed, at byte {}", seed_at + 1))
+            && xz_line.contains("partition 1")
+            && xz_line.contains("/user-data"),
+        "{xz_line}"
+    );
+    let zst_line = line("pi-cp-1.img.zst");
+    assert!(
+        zst_line.contains(&format!(
+            "decompressed, at byte {}",
+            root_off + block * bs + 3
+        )) && zst_line.contains("/etc/piforge/kubeadm.yaml"),
+        "{zst_line}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("differs:")).count(),
+        4,
+        "{text}"
     );
     assert!(!text.contains("pi-w-2.img"), "{text}");
     assert!(String::from_utf8_lossy(&r.stderr).contains("differs"));

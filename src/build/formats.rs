@@ -24,6 +24,17 @@ pub enum Format {
     Zst,
 }
 
+impl Format {
+    /// The format's name on the command line (`--format`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Img => "img",
+            Format::Xz => "xz",
+            Format::Zst => "zst",
+        }
+    }
+}
+
 /// The file name of the Raspberry Pi Imager list in the output directory.
 pub const OS_LIST: &str = "os_list.json";
 

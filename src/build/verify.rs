@@ -4,13 +4,21 @@
 //! For a file that differs and is still beside that `SHA256SUMS`, the first differing byte is
 //! found and explained: which partition of a node image it falls in, and in that partition's
 //! filesystem which file (ext4: the block's inode and its path, as `debugfs icheck` and
-//! `ncheck` find them; FAT: the file whose cluster chain holds it).
+//! `ncheck` find them; FAT: the file whose cluster chain holds it). A compressed image
+//! (`.img.xz`, `.img.zst`) that differs is decompressed beside the rebuilt one, and the first
+//! byte where the images inside differ is explained the same way.
+//!
+//! What the command line leaves unsaid is taken from the directory checked ([`recorded`]):
+//! the formats its `manifest.json` lists, the epoch it was built at, and the URL its
+//! `os_list.json` names the files under, so `build --verify dist/SHA256SUMS` alone rebuilds
+//! what was built.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::formats::Format;
 use super::{io_error, staging, BuildError, BuildOptions};
 use crate::disk::{Filesystem, Image};
 
@@ -117,6 +125,8 @@ fn explain(name: &str, old: &Path, new: &Path) -> String {
         Ok(Some(off)) => {
             let at = if name.ends_with(".img") {
                 locate(new, off)
+            } else if let Some(codec) = Packed::of(name) {
+                inside_compressed(codec, old, new)
             } else {
                 String::new()
             };
@@ -126,6 +136,146 @@ fn explain(name: &str, old: &Path, new: &Path) -> String {
         Ok(None) => format!("{name}: the digest differs, the bytes now agree (changed meanwhile?)"),
         Err(e) => format!("{name}: the digest differs ({e})"),
     }
+}
+
+/// A compressed image format `explain` looks inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Packed {
+    Xz,
+    Zst,
+}
+
+impl Packed {
+    fn of(name: &str) -> Option<Packed> {
+        if name.ends_with(".img.xz") {
+            Some(Packed::Xz)
+        } else if name.ends_with(".img.zst") {
+            Some(Packed::Zst)
+        } else {
+            None
+        }
+    }
+
+    /// A reader of what `f` decompresses to (every stream or frame).
+    fn reader(self, f: File) -> std::io::Result<Box<dyn Read>> {
+        let r = std::io::BufReader::with_capacity(1 << 20, f);
+        Ok(match self {
+            Packed::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
+            Packed::Zst => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
+        })
+    }
+}
+
+/// `; decompressed, at byte N, in partition ...`: where the images inside two compressed
+/// files first differ, explained in the rebuilt image (the raw one the rebuild kept beside
+/// `new`, else `new` decompressed into a sparse scratch file, removed after).
+fn inside_compressed(codec: Packed, old: &Path, new: &Path) -> String {
+    let open = |p: &Path| File::open(p).and_then(|f| codec.reader(f));
+    let off = match (open(old), open(new)) {
+        (Ok(mut a), Ok(mut b)) => first_difference(&mut a, &mut b),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    let off = match off {
+        Ok(Some(off)) => off,
+        Ok(None) => return "; decompressed, the images inside are the same bytes".into(),
+        Err(e) => return format!("; decompressing the two: {e}"),
+    };
+    let raw = new.with_extension("");
+    let at = if raw.is_file() {
+        locate(&raw, off)
+    } else {
+        let scratch = new.with_extension("verify-raw");
+        let at = match open(new).and_then(|mut r| unpack_sparse(&mut r, &scratch)) {
+            Ok(()) => locate(&scratch, off),
+            Err(_) => String::new(),
+        };
+        let _ = std::fs::remove_file(&scratch);
+        at
+    };
+    format!("; decompressed, at byte {off}{at}")
+}
+
+/// Writes what `r` reads into a new file at `path`, its zero blocks left as holes.
+fn unpack_sparse(r: &mut impl Read, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    loop {
+        let n = read_full(r, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        for (i, block) in buf[..n].chunks(4096).enumerate() {
+            if block.iter().any(|&b| b != 0) {
+                f.write_all_at(block, at + (i as u64) * 4096)?;
+            }
+        }
+        at += n as u64;
+    }
+    f.set_len(at)
+}
+
+/// How the directory `sums` lies in was built, as far as its files say: what
+/// `build --verify` rebuilds with when the command line does not say otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// The formats of the node files `manifest.json` lists (`img`, `xz`, `zst`, in that
+    /// order); empty without a readable manifest.
+    pub formats: Vec<Format>,
+    /// The epoch `manifest.json` records (`SOURCE_DATE_EPOCH` of that build).
+    pub epoch: Option<i64>,
+    /// The URL `os_list.json` names the files under, unless it is a `file://` one (that is
+    /// the directory itself, and the rebuild names wherever it is checked).
+    pub base_url: Option<String>,
+}
+
+/// What the `manifest.json` and `os_list.json` beside `sums` say (each read up to 16 MiB;
+/// anything missing or unreadable is left unsaid).
+pub fn recorded(sums: &Path) -> Recorded {
+    let dir = match sums.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let json = |name: &str| -> Option<serde_json::Value> {
+        let mut text = String::new();
+        File::open(dir.join(name))
+            .ok()?
+            .take(16 << 20)
+            .read_to_string(&mut text)
+            .ok()?;
+        serde_json::from_str(&text).ok()
+    };
+    let mut r = Recorded::default();
+    if let Some(m) = json("manifest.json") {
+        r.epoch = m["epoch"].as_i64();
+        let names: Vec<&str> = m["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|n| n["files"].as_array().into_iter().flatten())
+            .filter_map(|f| f["name"].as_str())
+            .collect();
+        for (format, ext) in [
+            (Format::Img, ".img"),
+            (Format::Xz, ".img.xz"),
+            (Format::Zst, ".img.zst"),
+        ] {
+            if names.iter().any(|n| n.ends_with(ext)) {
+                r.formats.push(format);
+            }
+        }
+    }
+    if let Some(l) = json(super::formats::OS_LIST) {
+        r.base_url = l["os_list"][0]["url"]
+            .as_str()
+            .filter(|u| !u.starts_with("file:"))
+            .and_then(|u| u.rfind('/').map(|i| u[..=i].to_string()));
+    }
+    r
 }
 
 /// The first offset at which the two streams differ (`None`: one is a prefix of the other).
@@ -251,6 +401,55 @@ fn ext4_owner(image: &Path, start: u64, rel: u64, img: &Image) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_directory_records_of_its_build() {
+        let d = tempfile::tempdir().unwrap();
+        let sums = d.path().join("SHA256SUMS");
+        assert_eq!(recorded(&sums), Recorded::default());
+        std::fs::write(
+            d.path().join("manifest.json"),
+            r#"{"epoch": 1700000000, "nodes": [
+                {"name": "a", "files": [{"name": "a.img.zst"}, {"name": "a.img.bmap"}]},
+                {"name": "b", "files": [{"name": "b.img.xz"}]}]}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("os_list.json"),
+            r#"{"os_list": [{"url": "https://example.com/c/a.img.xz"}]}"#,
+        )
+        .unwrap();
+        let r = recorded(&sums);
+        assert_eq!(r.formats, [Format::Xz, Format::Zst]);
+        assert_eq!(r.epoch, Some(1700000000));
+        assert_eq!(r.base_url.as_deref(), Some("https://example.com/c/"));
+        // A file:// list names the directory itself: the rebuild names where it checks.
+        std::fs::write(
+            d.path().join("os_list.json"),
+            r#"{"os_list": [{"url": "file:///srv/dist/a.img.xz"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(recorded(&sums).base_url, None);
+        // Not JSON: nothing recorded, no error (the rebuild then differs, and says where).
+        std::fs::write(d.path().join("manifest.json"), "{").unwrap();
+        assert_eq!(recorded(&sums).formats, []);
+    }
+
+    #[test]
+    fn unpacked_images_keep_their_holes() {
+        let d = tempfile::tempdir().unwrap();
+        let mut data = vec![0u8; 3 << 20];
+        data[5000] = 7;
+        data[(3 << 20) - 1] = 9;
+        let p = d.path().join("raw");
+        unpack_sparse(&mut &data[..], &p).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), data);
+        use std::os::unix::fs::MetadataExt;
+        // Two 4 KiB blocks of data; the rest holes.
+        assert!(std::fs::metadata(&p).unwrap().blocks() * 512 <= 3 * 4096);
+        // Never over an existing file.
+        assert!(unpack_sparse(&mut &data[..], &p).is_err());
+    }
 
     #[test]
     fn first_difference_finds_the_byte() {

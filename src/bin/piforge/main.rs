@@ -481,11 +481,32 @@ pub(crate) fn build_options(
 
 fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
     let spec_path = a.spec();
-    let formats: Vec<build::formats::Format> = a.formats.iter().map(Into::into).collect();
+    let mut formats: Vec<build::formats::Format> = a.formats.iter().map(Into::into).collect();
+    let mut base_url = a.base_url.clone();
+    // `--verify`: what the command line leaves unsaid, as the directory checked was built.
+    let mut took = Vec::new();
+    let recorded = a.verify.as_deref().map(build::verify::recorded);
+    let epoch_set = std::env::var("SOURCE_DATE_EPOCH").is_ok_and(|v| !v.trim().is_empty());
+    if let Some(r) = &recorded {
+        if formats.is_empty() && !r.formats.is_empty() {
+            formats = r.formats.clone();
+            let names: Vec<&str> = formats.iter().map(|f| f.name()).collect();
+            took.push(format!("--format {}", names.join(",")));
+        }
+        if base_url.is_none() {
+            if let Some(u) = &r.base_url {
+                took.push(format!("--base-url {u}"));
+                base_url = Some(u.clone());
+            }
+        }
+        if let (false, Some(e)) = (epoch_set, r.epoch) {
+            took.push(format!("SOURCE_DATE_EPOCH={e}"));
+        }
+    }
     for n in build::formats::threads_notes(&formats, a.threads) {
         eprintln!("piforge: note: {n}");
     }
-    let opts = build::BuildOptions {
+    let mut opts = build::BuildOptions {
         catalog: a.catalog,
         nodes: a.nodes,
         token: match &a.token_file {
@@ -499,10 +520,19 @@ fn cmd_build(a: BuildArgs) -> Result<ExitCode> {
         jobs: a.jobs.map_or(0, usize::from),
         outputs: build::NodeOutputs {
             reuse: !a.test_no_reuse,
-            ..build::formats::node_outputs(&formats, a.threads, a.base_url.as_deref())?
+            ..build::formats::node_outputs(&formats, a.threads, base_url.as_deref())?
         },
         ..build_options(spec_path, a.out, a.cache_dir)?
     };
+    if let (false, Some(e)) = (epoch_set, recorded.as_ref().and_then(|r| r.epoch)) {
+        opts.epoch = e;
+    }
+    if !took.is_empty() {
+        eprintln!(
+            "piforge: verify: as the directory checked was built: {}",
+            took.join(", ")
+        );
+    }
     if a.dry_run {
         let (plan, notes) = build::dry_run(&opts)?;
         for n in &notes {
