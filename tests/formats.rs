@@ -786,7 +786,7 @@ fn names(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn stale_data_in_a_free_ext4_block_is_not_mapped() {
+fn stale_data_in_free_ext4_blocks_and_fat_clusters_is_not_mapped() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     let img = tmp.path().join("stale.img");
@@ -821,6 +821,33 @@ fn stale_data_in_a_free_ext4_block_is_not_mapped() {
     assert!(
         !after.is_mapped(at),
         "a free ext4 block with stale data is mapped"
+    );
+    assert_eq!(before, after);
+    // The same in free clusters of the FAT partition: its middle, past the few files at the
+    // start of the fixture's boot partition (unmapped before; `mdir` lists the same files and
+    // sizes before and after the write).
+    let mid = boot + (root - boot) / 2 / 4096 * 4096;
+    assert!(
+        !before.is_mapped(mid),
+        "the middle of the boot partition is mapped"
+    );
+    let listing = |img: &Path| {
+        run(
+            "mdir",
+            &["-/", "-i", &format!("{}@@{boot}", img.display()), "::"],
+        )
+    };
+    let files_before = listing(&img);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.write_all_at(&[0x5au8; 65536], mid).unwrap();
+    }
+    assert_eq!(listing(&img), files_before);
+    let after = piforge::bmap::map_image(&img).unwrap();
+    assert!(
+        !after.is_mapped(mid) && !after.is_mapped(mid + 65535),
+        "free FAT clusters with stale data are mapped"
     );
     assert_eq!(before, after);
     // The same bytes outside any filesystem's allocation but outside every partition are
