@@ -58,6 +58,31 @@ fn every_format_with_bmap_and_os_list_and_the_same_bytes_on_any_thread_count() {
             stdout_of(Command::new("xz").args(["-T0", "-dc"]).arg(&xz)) == raw,
             "{node}: xz -T0 -dc"
         );
+        // One xz stream of many blocks (what lets readers decompress on several threads):
+        // `xz --robot -lv` says `file <streams> <blocks> ...`.
+        let list = String::from_utf8(stdout_of(
+            Command::new("xz").args(["--robot", "-lv"]).arg(&xz),
+        ))
+        .unwrap();
+        let file: Vec<&str> = list
+            .lines()
+            .find_map(|l| l.strip_prefix("file\t"))
+            .unwrap_or_else(|| panic!("{list}"))
+            .split('\t')
+            .collect();
+        assert_eq!(file[0], "1", "{node}: xz streams: {list}");
+        assert!(
+            file[1].parse::<u64>().unwrap() > 1,
+            "{node}: xz blocks: {list}"
+        );
+        // Many zstd frames (each decompressible on its own), `zstd -lv`.
+        let frames = String::from_utf8(stdout_of(Command::new("zstd").arg("-lv").arg(&zst)))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("# Zstandard Frames:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        assert!(frames > 1, "{node}: zstd frames: {frames}");
         stdout_of(Command::new("zstd").arg("-qt").arg(&zst));
         assert!(
             stdout_of(Command::new("zstd").arg("-qdc").arg(&zst)) == raw,
