@@ -356,6 +356,25 @@ fn builds_are_reproducible_and_verify_names_what_differs() {
     );
     assert_eq!(names(&da), names(&db), "--verify left something behind");
 
+    // A listed file changed since, its line in SHA256SUMS not: the rebuild agrees with the
+    // list, the file does not, and that is a difference too, with where it is.
+    let w2 = da.join("pi-w-2.img");
+    let (_, w2_root) = offsets(&w2, &cache);
+    flip(&w2, w2_root + 1024 + 40);
+    let r = verify(&da);
+    assert_eq!(r.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("differs: pi-w-2.img: the file beside")
+                && l.contains("is not what it lists")
+                && l.contains(&format!("first differs at byte {}", w2_root + 1064))
+                && l.contains("partition 2")),
+        "{text}"
+    );
+    assert_eq!(text.matches("differs:").count(), 1, "{text}");
+    flip(&w2, w2_root + 1024 + 40);
+
     // A byte changed in the control plane's kubeadm.yaml (ext4) and in a worker's user-data
     // (FAT): each is named, with the partition and the file.
     let cp = da.join("pi-cp-1.img");

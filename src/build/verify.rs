@@ -1,6 +1,7 @@
 //! `piforge build --verify dist/SHA256SUMS`: rebuild into a temporary directory and compare.
 //!
-//! Every file the given `SHA256SUMS` lists must come out of the rebuild with the same digest.
+//! Every file the given `SHA256SUMS` lists must come out of the rebuild with the same digest,
+//! and each listed file present beside it must have that digest too.
 //! For a file that differs and is still beside that `SHA256SUMS`, the first differing byte is
 //! found and explained: which partition of a node image it falls in, and in that partition's
 //! filesystem which file (ext4: the block's inode and its path, as `debugfs icheck` and
@@ -91,7 +92,20 @@ pub fn verify(
             None => v
                 .differences
                 .push(format!("{name}: the rebuild does not make this file")),
-            Some(d) if d == want => v.same.push(name.clone()),
+            Some(d) if d == want => match beside(&dir.join(name), want) {
+                // The rebuild agrees with the list, but the file the list is beside does not:
+                // that copy changed since (or was never what the list says).
+                Some(here) => {
+                    let why = explain(name, &dir.join(name), &o.out_dir.join(name));
+                    let why = why.strip_prefix(&format!("{name}: ")).unwrap_or(&why);
+                    v.differences.push(format!(
+                        "{name}: the file beside {} is not what it lists (its SHA-256 is \
+                         {here}; the rebuild's is): {why}",
+                        sums.display()
+                    ))
+                }
+                None => v.same.push(name.clone()),
+            },
             Some(_) => v
                 .differences
                 .push(explain(name, &dir.join(name), &o.out_dir.join(name))),
@@ -104,6 +118,20 @@ pub fn verify(
         ));
     }
     Ok(v)
+}
+
+/// The SHA-256 of the regular file at `path` when it is not `want`; `None` when it is, or
+/// when there is no such file (a list can be checked without the files it lists).
+fn beside(path: &Path, want: &str) -> Option<String> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    match crate::source::sha256_file(path) {
+        Ok(d) if d == want => None,
+        Ok(d) => Some(d),
+        Err(e) => Some(format!("unreadable: {e}")),
+    }
 }
 
 /// One sentence on how `old` and `new` differ.
