@@ -133,6 +133,12 @@ fn plain_lines_off_a_terminal_bars_on_one_and_quiet_silences_both() {
     ] {
         assert!(shown.contains(step), "{step}: {shown}");
     }
+    // Each bar is drawn in its own style from the start: never once in indicatif's default
+    // (a full bar and `0/0`) before it.
+    assert!(
+        !shown.contains("0/0"),
+        "a bar in the default style: {shown:?}"
+    );
     assert!(shown.contains("eta") && shown.contains("/s"), "{shown}");
     assert!(shown.contains('\x1b'), "no terminal drawing: {shown:?}");
     assert!(!shown.contains("piforge: copy cp: "), "{shown}");
