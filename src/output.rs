@@ -40,6 +40,33 @@ pub fn cleanup_pending() -> usize {
     n
 }
 
+/// A temporary file made by someone other than [`AtomicFile`] (the cache's decoded image,
+/// `<cache>/images/.partial-*`, as large as the image), listed for [`cleanup_pending`] until
+/// this is dropped: the owner removes the file itself (or renames it into place) before.
+#[derive(Debug)]
+pub struct ListedTemp(PathBuf);
+
+impl ListedTemp {
+    /// Runs `make`, which creates a file and returns it with its path, under the registry's
+    /// lock, and lists the path: the interrupt handler sees no file or a listed one, never an
+    /// unlisted one it would leave behind (as for [`AtomicFile::create`]).
+    pub fn create<T>(make: impl FnOnce() -> io::Result<(T, PathBuf)>) -> io::Result<(T, Self)> {
+        let mut list = pending().lock().unwrap_or_else(|p| p.into_inner());
+        let (made, path) = make()?;
+        list.push(path.clone());
+        Ok((made, ListedTemp(path)))
+    }
+}
+
+impl Drop for ListedTemp {
+    fn drop(&mut self) {
+        pending()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|p| p != &self.0);
+    }
+}
+
 /// What an unfinished job made, to undo if it fails or is interrupted.
 #[derive(Debug)]
 enum Made {
@@ -63,7 +90,14 @@ impl Made {
     fn undo(&self) {
         match self {
             Made::Dir(d) => {
-                let _ = fs::remove_dir_all(d);
+                // On an interrupt the job's threads still run beside the handler: a file they
+                // make in the directory while it is being removed fails the removal, so it is
+                // tried again.
+                for _ in 0..5 {
+                    if fs::remove_dir_all(d).is_ok() || fs::symlink_metadata(d).is_err() {
+                        break;
+                    }
+                }
             }
             Made::Output { path, before } => {
                 let now = identity(path);
@@ -107,6 +141,15 @@ impl Unfinished {
     /// A directory the job created (a work or staging directory).
     pub fn dir(&self, path: &Path) {
         self.add(Made::Dir(path.to_path_buf()));
+    }
+
+    /// Makes a directory with `make` (which returns its path) and registers it, under the
+    /// registry's lock: an interrupt finds it registered or not yet made.
+    pub fn make_dir(&self, make: impl FnOnce() -> io::Result<PathBuf>) -> io::Result<PathBuf> {
+        let mut all = unfinished().lock().unwrap_or_else(|p| p.into_inner());
+        let d = make()?;
+        all.push((self.id, Made::Dir(d.clone())));
+        Ok(d)
     }
 
     /// A file the job is about to write; register it before writing it.

@@ -921,6 +921,154 @@ fn a_second_build_into_one_out_is_refused_and_an_interrupted_build_leaves_nothin
     }
 }
 
+/// Entries of `dir` whose names start with `prefix`.
+fn named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `build --spec SPEC --out OUT --artifacts ARTS --allow-unpinned EXTRA...`, as arguments.
+fn build_args(spec: &Path, out: &Path, arts: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["build", "--spec"].map(String::from).to_vec();
+    args.push(spec.display().to_string());
+    args.push("--out".into());
+    args.push(out.display().to_string());
+    args.push("--artifacts".into());
+    args.push(arts.display().to_string());
+    args.push("--allow-unpinned".into());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Starts piforge with `args`, waits until `ready()`, stops the process, asks `during()`
+/// whether it is still in the phase under test, sends `signal` and lets it go on. Returns
+/// that answer and how the process ended.
+fn interrupt(
+    args: &[String],
+    cache: &Path,
+    signal: &str,
+    ready: impl Fn() -> bool,
+    during: impl Fn() -> bool,
+) -> (bool, std::process::Output) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_piforge"))
+        .args(args)
+        .env("PIFORGE_CACHE", cache)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !ready() {
+        if child.try_wait().unwrap().is_some() {
+            // Ended before the phase was seen: not in it.
+            return (false, child.wait_with_output().unwrap());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready after 300 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    run("kill", &["-STOP", &pid]);
+    let in_phase = during();
+    run("kill", &[signal, &pid]);
+    run("kill", &["-CONT", &pid]);
+    (in_phase, child.wait_with_output().unwrap())
+}
+
+/// SIGTERM while an xz input is decoded into an empty cache: the partly decoded image
+/// (`<cache>/images/.partial-*`, up to the image's size) goes with the process, not a minute
+/// later with the next run that decodes.
+#[test]
+fn sigterm_while_decompressing_leaves_no_partial_image_in_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Eight fixture images back to back (xz streams concatenate): ~1 GB decoded, sparse, a few
+    // seconds of decoding to land in.
+    let big = tmp.path().join("big.img.xz");
+    fs::write(&big, fs::read(fixture("trixie.img.xz")).unwrap().repeat(8)).unwrap();
+    let spec = write_spec(tmp.path(), &big);
+    let arts = artifacts(tmp.path());
+    for attempt in 0..3 {
+        let cache = tmp.path().join(format!("cache-{attempt}"));
+        let images = cache.join("images");
+        let partials = || named(&images, ".partial-");
+        let named_images = || {
+            named(&images, "")
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "img"))
+                .count()
+        };
+        let (decoding, r) = interrupt(
+            &build_args(&spec, &tmp.path().join("dist"), &arts, &[]),
+            &cache,
+            "-TERM",
+            || !partials().is_empty(),
+            // Decoding still: its temporary file there, no image named yet.
+            || !partials().is_empty() && named_images() == 0,
+        );
+        if !decoding {
+            // The signal would have landed after the phase: again, with a fresh cache.
+            continue;
+        }
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(130), "{err}");
+        assert!(err.contains("interrupted"), "{err}");
+        assert_eq!(partials(), Vec::<PathBuf>::new(), "left in the cache");
+        return;
+    }
+    panic!("the decoding was never caught in 3 attempts; make big.img.xz bigger");
+}
+
+/// SIGINT (Ctrl-C) while `build --verify` rebuilds: its rebuild directory
+/// (`dist/.piforge-verify.*`) goes with the process.
+#[test]
+fn sigint_during_verify_leaves_no_rebuild_directory() {
+    let (_tmp, cache, arts, spec, out) = lab(&fixture("trixie.img"));
+    let r = build(&spec, &out, &arts, &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let sums = out.join("SHA256SUMS");
+    let verifying = || named(&out, ".piforge-verify.");
+    // The rebuild is under way once its own staging directory is there.
+    let rebuilding = || {
+        verifying()
+            .iter()
+            .any(|d| !named(&d.join("dist"), ".piforge-staging.").is_empty())
+    };
+    for _ in 0..3 {
+        let (during, r) = interrupt(
+            &build_args(&spec, &out, &arts, &["--verify", sums.to_str().unwrap()]),
+            &cache,
+            "-INT",
+            rebuilding,
+            rebuilding,
+        );
+        if !during {
+            assert!(verifying().is_empty());
+            continue;
+        }
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(130), "{err}");
+        assert_eq!(
+            verifying(),
+            Vec::<PathBuf>::new(),
+            "left in {}",
+            out.display()
+        );
+        // The outputs the verify compared with are as they were.
+        sums_check(&out);
+        return;
+    }
+    panic!("the rebuild was never caught in 3 attempts");
+}
+
 /// `image.pi5_4k_pages: true` in cluster.yaml: Raspberry Pi OS gets `kernel=kernel8.img` in
 /// its config.txt (in piforge's `[all]` block); Ubuntu, whose config.txt boots its own
 /// `vmlinuz`, is refused at the key before anything is written.

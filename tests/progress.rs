@@ -36,6 +36,11 @@ fn build_args(dir: &Path, arts: &Path, out: &str) -> Vec<String> {
         "--artifacts",
         arts.to_str().unwrap(),
         "--allow-unpinned",
+        // The raw image kept, and a compressed copy for the compress step (zst: the fastest).
+        "--format",
+        "img",
+        "--format",
+        "zst",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -82,6 +87,8 @@ fn plain_lines_off_a_terminal_bars_on_one_and_quiet_silences_both() {
         "payload worker",
         "copy cp",
         "copy w1",
+        "compress cp.img.zst",
+        "compress w1.img.zst",
     ] {
         let lines: Vec<&str> = err
             .lines()
@@ -121,9 +128,17 @@ fn plain_lines_off_a_terminal_bars_on_one_and_quiet_silences_both() {
         "payload init-control-plane",
         "copy cp",
         "copy w1",
+        "compress cp.img.zst",
+        "compress w1.img.zst",
     ] {
         assert!(shown.contains(step), "{step}: {shown}");
     }
+    // Each bar is drawn in its own style from the start: never once in indicatif's default
+    // (a full bar and `0/0`) before it.
+    assert!(
+        !shown.contains("0/0"),
+        "a bar in the default style: {shown:?}"
+    );
     assert!(shown.contains("eta") && shown.contains("/s"), "{shown}");
     assert!(shown.contains('\x1b'), "no terminal drawing: {shown:?}");
     assert!(!shown.contains("piforge: copy cp: "), "{shown}");
@@ -135,7 +150,7 @@ fn plain_lines_off_a_terminal_bars_on_one_and_quiet_silences_both() {
     let (ok, shown) = in_a_terminal(&quiet, &fresh);
     assert!(ok, "{shown}");
     assert!(
-        !shown.contains("copy cp") && !shown.contains("eta"),
+        !shown.contains("copy cp") && !shown.contains("compress cp") && !shown.contains("eta"),
         "{shown}"
     );
 }

@@ -14,6 +14,7 @@ use super::outputs::{NodeImage, NodeOutput, NodeOutputs, StagedFile};
 use super::{io_error, BuildError};
 use crate::compress::{self, BlockStore, Codec};
 use crate::os_list;
+use crate::progress::Task;
 
 /// One output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -152,6 +153,13 @@ impl NodeOutput for Compressed {
     }
 
     fn write(&self, image: &NodeImage<'_>, out: &mut StagedFile) -> io::Result<()> {
+        // `compress <node>.img.xz`: its size the raw image's, its position the raw bytes
+        // compressed so far (xz takes minutes on a real image: the bar's ETA is the point).
+        let name = self.file_name(image.node);
+        let task = Task::Compress(&name);
+        if let Some(p) = image.progress {
+            p.begin(task, Some(image.bytes));
+        }
         let readback = Arc::new(out.reader()?);
         let keys = image
             .sharing
@@ -162,9 +170,17 @@ impl NodeOutput for Compressed {
             out,
             readback,
             keys.as_ref().map(|k| k as &dyn compress::ChunkKeys),
+            &|done| {
+                if let Some(p) = image.progress {
+                    p.advance(task, done);
+                }
+            },
         )?;
         self.fresh.fetch_add(s.fresh_chunks, Ordering::Relaxed);
         self.chunks.fetch_add(s.chunks, Ordering::Relaxed);
+        if let Some(p) = image.progress {
+            p.finish(task);
+        }
         Ok(())
     }
 

@@ -305,6 +305,7 @@ fn build_node(
             bytes: raw.bytes,
             staging_dir: dir,
             sharing: sharing.as_ref(),
+            progress,
         };
         for o in &outputs.extra {
             let fname = o.file_name(&node.name);

@@ -54,6 +54,8 @@ pub struct NodeImage<'a> {
     /// of chunks the node layer left as they were from it ([`super::reuse`]); `None` when the
     /// build does not.
     pub sharing: Option<&'a Sharing<'a>>,
+    /// Where to report a long write ([`Task::Compress`]); shared by the nodes built at once.
+    pub progress: Option<&'a dyn Progress>,
 }
 
 /// A new file in the staging directory, being written by one [`NodeOutput`]. What is written

@@ -70,13 +70,19 @@ pub fn verify(
         _ => PathBuf::from("."),
     };
     // Beside the outputs (same filesystem: reflinks), under a name the output directory's
-    // check treats as piforge's own; removed when done.
-    let tmp = tempfile::Builder::new()
-        .prefix(staging::VERIFY_PREFIX)
-        .tempdir_in(&dir)
+    // check treats as piforge's own; removed when done (`scratch` dropped) and when interrupted
+    // (the handler exits without dropping anything: `output::cleanup_pending` removes it).
+    let scratch = crate::output::Unfinished::new();
+    let tmp_dir = scratch
+        .make_dir(|| {
+            Ok(tempfile::Builder::new()
+                .prefix(staging::VERIFY_PREFIX)
+                .tempdir_in(&dir)?
+                .keep())
+        })
         .map_err(io_error(&dir))?;
     let mut o = opts.clone();
-    o.out_dir = tmp.path().join("dist");
+    o.out_dir = tmp_dir.join("dist");
     // Every digest taken of the rebuilt bytes, none remembered from an earlier build.
     o.outputs.remember = false;
     // os_list.json names the files where they are checked, not where the rebuild writes.

@@ -323,7 +323,7 @@ impl Sink<'_> {
 pub fn compress_file(store: &BlockStore, src: &File, dst: &mut File) -> io::Result<Written> {
     let shared = Arc::new(dst.try_clone()?);
     let mut w = crate::digest::HashingWriter::new(dst);
-    let s = compress_stream(store, src, &mut w, shared, None)?;
+    let s = compress_stream(store, src, &mut w, shared, None, &|_| {})?;
     let (sha256, _, _) = w.finish();
     Ok(Written {
         bytes: s.bytes,
@@ -350,13 +350,16 @@ pub trait ChunkKeys: Sync {
 /// [`compress_file`] into any writer that passes each write through to the start of the file
 /// `readback` reads (unbuffered: once `write` returns the bytes are in that file, where other
 /// images' compressions may read them back with positional reads). Chunk keys come from
-/// `keys` when given (they must be the chunks' SHA-256), else are hashed.
+/// `keys` when given (they must be the chunks' SHA-256), else are hashed. `consumed` is told,
+/// on the calling thread, how many bytes of `src` are compressed and written so far (after
+/// each chunk, in order, ending with the image's size), for a progress bar.
 pub fn compress_stream(
     store: &BlockStore,
     src: &File,
     dst: &mut dyn Write,
     readback: Arc<File>,
     keys: Option<&dyn ChunkKeys>,
+    consumed: &dyn Fn(u64),
 ) -> io::Result<Streamed> {
     let len = src.metadata()?.len();
     let chunks = len.div_ceil(CHUNK as u64);
@@ -424,6 +427,9 @@ pub fn compress_stream(
                 next += 1;
                 state.lock().unwrap_or_else(|p| p.into_inner()).1 = next;
                 cv.notify_all();
+                // Reported from the writer, not the encoders: chunks finish out of order, and
+                // a position must only grow (and match what is in the file).
+                consumed((next * CHUNK as u64).min(len));
             }
         }
         Ok(())

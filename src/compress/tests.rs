@@ -207,3 +207,32 @@ fn chunks_kept_by_an_earlier_build_are_not_compressed_again() {
         assert_eq!(compress(&cold, &a, &out("cold")).fresh_chunks, 5);
     }
 }
+
+/// The progress of a compression: the raw bytes written so far, one report per chunk, in
+/// order, the last the image's size, whatever order the threads finish chunks in.
+#[test]
+fn compression_reports_the_raw_bytes_written_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "a.img", 1);
+    let len = fs::metadata(&img).unwrap().len();
+    let store = BlockStore::new(Codec::Zstd, 3);
+    let dest = dir.path().join("a.img.zst");
+    let mut out = File::create(&dest).unwrap();
+    let readback = Arc::new(File::open(&dest).unwrap());
+    let seen = Mutex::new(Vec::new());
+    let s = compress_stream(
+        &store,
+        &File::open(&img).unwrap(),
+        &mut out,
+        readback,
+        None,
+        &|done| seen.lock().unwrap().push(done),
+    )
+    .unwrap();
+    let seen = seen.into_inner().unwrap();
+    let want: Vec<u64> = (1..=s.chunks)
+        .map(|i| (i * CHUNK as u64).min(len))
+        .collect();
+    assert_eq!(seen, want);
+    assert_eq!(seen.last(), Some(&len));
+}

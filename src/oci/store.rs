@@ -59,10 +59,19 @@ impl BlobStore {
             what: "a descriptor".into(),
             reason: format!("digest {digest:?} is not sha256:<64 lowercase hex>"),
         })?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".blob.")
-            .tempfile_in(&self.tmp)
-            .map_err(|e| Error::io("cannot create a file in", &self.tmp, e))?;
+        // A layer can be hundreds of MB, and nothing sweeps this directory: listed for the
+        // interrupt handler while it is written ([`crate::output::ListedTemp`]).
+        let (made, listed) = crate::output::ListedTemp::create(|| {
+            let t = tempfile::Builder::new()
+                .prefix(".blob.")
+                .tempfile_in(&self.tmp)?;
+            let path = t.path().to_path_buf();
+            Ok((t, path))
+        })
+        .map_err(|e| Error::io("cannot create a file in", &self.tmp, e))?;
+        // Declared in this order so that `tmp` (removing the file on an error) drops first.
+        let _listed = listed;
+        let mut tmp = made;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; BUF_SIZE];
         let mut done = 0u64;

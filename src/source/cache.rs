@@ -91,6 +91,10 @@ pub(crate) struct FillChecks<H, C> {
 pub(crate) struct Filled {
     tmp: tempfile::NamedTempFile,
     size: u64,
+    /// Listed for the interrupt handler while it is written (it can be as large as the
+    /// image; a later run would only sweep it a minute on, [`remove_stale_partials`]). Dropped
+    /// after `tmp`: the file is gone or renamed by then.
+    _listed: crate::output::ListedTemp,
 }
 
 impl Filled {
@@ -128,23 +132,33 @@ where
     fs::create_dir_all(dir).map_err(FillError::Write)?;
     remove_stale_partials(dir);
 
-    let tmp = tempfile::Builder::new()
-        .prefix(PARTIAL_PREFIX)
-        .tempfile_in(dir)
-        .map_err(FillError::Write)?;
+    let (tmp, listed) = crate::output::ListedTemp::create(|| {
+        let t = tempfile::Builder::new()
+            .prefix(PARTIAL_PREFIX)
+            .tempfile_in(dir)?;
+        let path = t.path().to_path_buf();
+        Ok((t, path))
+    })
+    .map_err(FillError::Write)?;
+    // From here on, whatever fails drops `tmp` (removing the file) before `_listed`.
+    let mut filled = Filled {
+        tmp,
+        size: 0,
+        _listed: listed,
+    };
+    let file = filled.tmp.as_file();
     // Held until the file is closed: tells other piforge processes this file is being written.
-    lock(tmp.as_file()).map_err(FillError::Write)?;
+    lock(file).map_err(FillError::Write)?;
 
     let mut head = Some(checks.head);
-    let size = copy_sparse_checked(decoded, tmp.as_file(), checks.max, &mut |chunk| match head
-        .take()
-    {
+    let size = copy_sparse_checked(decoded, file, checks.max, &mut |chunk| match head.take() {
         Some(h) => h(chunk),
         None => Ok(()),
     })?;
     (checks.size)(size).map_err(FillError::Rejected)?;
-    tmp.as_file().set_len(size).map_err(FillError::Write)?;
-    Ok(Filled { tmp, size })
+    file.set_len(size).map_err(FillError::Write)?;
+    filled.size = size;
+    Ok(filled)
 }
 
 /// Copies `src` to `out` from offset 0, leaving a hole wherever a 4 KiB-aligned block is all

@@ -63,7 +63,8 @@ fn main() -> ExitCode {
 }
 
 /// Removes half-written outputs on Ctrl-C and SIGTERM (ctrlc runs the handler on its own
-/// thread), then exits 130.
+/// thread), then exits 130: temporary files (the cache's partly decoded image and container
+/// layers included), a build's staging directory and `build --verify`'s rebuild.
 fn install_interrupt_cleanup() {
     let _ = ctrlc::set_handler(|| {
         let card = flash_cmd::on_interrupt();

@@ -53,12 +53,17 @@ impl Progress for Bars {
     fn begin(&self, task: Task<'_>, total: Option<u64>) {
         let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
         let bar = bars.entry(task.label()).or_insert_with(|| {
-            let b = self.multi.add(ProgressBar::new(0));
-            b.set_message(task.label());
+            // Styled and labelled before it joins the view: set afterwards, the first draw
+            // (set_message draws) showed indicatif's default style, a full bar and `0/0`.
+            let b = ProgressBar::new(total.unwrap_or(0))
+                .with_style(style(total.is_some()))
+                .with_message(task.label());
+            let b = self.multi.add(b);
             // Steps that report no position (a node's copy) still show time passing.
             b.enable_steady_tick(Duration::from_millis(200));
             b
         });
+        // Again for a task begun again (a retried download), whose total may differ.
         bar.set_style(style(total.is_some()));
         bar.set_length(total.unwrap_or(0));
         bar.set_position(0);
