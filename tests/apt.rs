@@ -347,6 +347,43 @@ fn fetch_resolves_verifies_and_pins_and_the_card_installs_offline() {
     }
     let (_, root) = offsets(&img, &l.cache);
     assert_eq!(e2fsck(&img, root).0, 0);
+    // The manifest and the SBOM list the three .debs: upstream URL (the lock's), size and
+    // digest of the repository's files, and the SBOM still validates.
+    let m = read_json(&out.join("manifest.json"));
+    let sbom = read_json(&out.join("sbom.spdx.json"));
+    spdx_check(&out.join("sbom.spdx.json"));
+    let listed = m["debs"].as_array().unwrap();
+    let names: Vec<&str> = listed.iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["iptables", "libpf-xtables", "pf-net"], "{listed:?}");
+    for (d, (version, arch)) in
+        listed
+            .iter()
+            .zip([("1.8.11-2", "arm64"), ("1.8.11-2", "arm64"), ("6.5", "all")])
+    {
+        let name = d["name"].as_str().unwrap();
+        let file = format!("{name}_{version}_{arch}.deb");
+        let pool = l.repo.root.join("debian/pool/main").join(&file);
+        let url = format!("{}/debian/pool/main/{file}", l.server.url);
+        assert_eq!(d["version"], version);
+        assert_eq!(d["arch"], arch);
+        assert_eq!(d["file_name"], file.as_str());
+        assert_eq!(d["url"], url.as_str());
+        assert_eq!(d["sha256"], sha256(&pool).as_str());
+        assert_eq!(d["bytes"], fs::metadata(&pool).unwrap().len());
+        assert!(lock.contains(&format!("url = \"{url}\"")), "{lock}");
+        let p = sbom_package(&sbom, name, version);
+        assert_eq!(p["checksums"][0]["algorithm"], "SHA256");
+        assert_eq!(p["checksums"][0]["checksumValue"], sha256(&pool).as_str());
+        assert_eq!(p["packageFileName"], file.as_str());
+        assert_eq!(
+            p["externalRefs"][0]["referenceLocator"],
+            format!("pkg:deb/debian/{name}@{version}?arch={arch}").as_str()
+        );
+        // The repository is on 127.0.0.1, which SPDX takes for no download location: the
+        // URL is in the comment.
+        assert_eq!(p["downloadLocation"], "NOASSERTION");
+        assert!(p["comment"].as_str().unwrap().contains(&url), "{p}");
+    }
     // check says first boot needs no network for them.
     let c = piforge(&["check", img.to_str().unwrap()], &l.cache);
     let ctext = String::from_utf8_lossy(&c.stdout);

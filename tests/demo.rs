@@ -104,4 +104,50 @@ fn demo_builds_whole_cards_and_warns_only_of_what_a_user_can_change() {
         let (code, text) = e2fsck(&img, root);
         assert_eq!(code, 0, "{node}: e2fsck: {text}");
     }
+
+    // The manifest and the SBOM list the .deb and every image in the cards, with the digests
+    // of the files the demo made (sha256sum of the .deb, of each layout's top manifest).
+    let dist = demo.join("dist");
+    let m = read_json(&dist.join("manifest.json"));
+    let sbom = read_json(&dist.join("sbom.spdx.json"));
+    spdx_check(&dist.join("sbom.spdx.json"));
+    let deb = demo.join("mirror/deb.debian.org/debian/pool/main/iptables_1.8.11-2_arm64.deb");
+    let url = "http://deb.debian.org/debian/pool/main/iptables_1.8.11-2_arm64.deb";
+    assert_eq!(m["debs"].as_array().unwrap().len(), 1, "{}", m["debs"]);
+    let d = &m["debs"][0];
+    assert_eq!(d["name"], "iptables");
+    assert_eq!(d["url"], url);
+    assert_eq!(d["sha256"], sha256(&deb).as_str());
+    let p = sbom_package(&sbom, "iptables", "1.8.11-2");
+    assert_eq!(p["downloadLocation"], url);
+    assert_eq!(p["checksums"][0]["checksumValue"], sha256(&deb).as_str());
+    assert_eq!(
+        p["externalRefs"][0]["referenceLocator"],
+        "pkg:deb/debian/iptables@1.8.11-2?arch=arm64"
+    );
+    let images = m["container_images"].as_array().unwrap();
+    assert_eq!(images.len(), 9, "{images:?}");
+    for e in images {
+        let image = piforge::oci::ImageRef::parse(e["reference"].as_str().unwrap()).unwrap();
+        let layout = demo.join("artifacts/images").join(image.layout_name());
+        let top = read_json(&layout.join("index.json"))["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let hex = top.trim_start_matches("sha256:");
+        assert_eq!(sha256(&layout.join("blobs/sha256").join(hex)), hex);
+        assert_eq!(e["digest"], top.as_str(), "{e}");
+        let p = sbom_package(&sbom, e["name"].as_str().unwrap(), &image.reference);
+        assert_eq!(p["checksums"][0]["checksumValue"], hex);
+        assert!(
+            p["externalRefs"][0]["referenceLocator"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!(
+                    "pkg:oci/{}@{top}?repository_url=",
+                    image.repository.rsplit('/').next().unwrap()
+                )),
+            "{p}"
+        );
+    }
 }

@@ -9,6 +9,7 @@ mod common;
 use common::registry::{digest, tiny_image, Registry, TestImage};
 use common::*;
 use piforge::artifacts::Catalog;
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -224,16 +225,20 @@ fn write_layouts(arts: &Path, imgs: &[(String, TestImage)]) {
     }
 }
 
-/// The bytes of the image archives in a card, as `piforge` prints sizes.
-fn archive_bytes(img: &Path, cache: &Path) -> String {
+/// The image archives in a card and their sizes, by file name (debugfs's `ls -l`).
+fn archive_sizes(img: &Path, cache: &Path) -> BTreeMap<String, u64> {
     let (_, root) = offsets(img, cache);
-    let total: u64 = debugfs(img, root, "ls -l /var/lib/piforge/images")
+    debugfs(img, root, "ls -l /var/lib/piforge/images")
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .filter(|f| f.len() >= 4 && f[f.len() - 1].ends_with(".tar"))
-        .map(|f| f[f.len() - 4].parse::<u64>().unwrap())
-        .sum();
-    piforge::size::human(total)
+        .map(|f| (f[f.len() - 1].to_string(), f[f.len() - 4].parse().unwrap()))
+        .collect()
+}
+
+/// The bytes of the image archives in a card, as `piforge` prints sizes.
+fn archive_bytes(img: &Path, cache: &Path) -> String {
+    piforge::size::human(archive_sizes(img, cache).values().sum())
 }
 
 fn ls_images(img: &Path, cache: &Path) -> Vec<String> {
@@ -243,6 +248,96 @@ fn ls_images(img: &Path, cache: &Path) -> Vec<String> {
         .filter_map(|l| l.split_whitespace().last().map(str::to_string))
         .filter(|n| n.ends_with(".tar"))
         .collect()
+}
+
+/// `out`'s manifest lists every image of `imgs` its cards carry, with the digest its layout's index.json
+/// points at (which the test made: [`TestImage::top_digest`]), the roles whose cards carry it
+/// and the size of its archive in those cards; the SBOM has each as an OCI package with that
+/// digest and its purl, and SPDX's validator accepts it.
+fn assert_manifest_and_sbom_list_the_images(
+    out: &Path,
+    imgs: &[(String, TestImage)],
+    cache: &Path,
+) {
+    let m = read_json(&out.join("manifest.json"));
+    let sbom = read_json(&out.join("sbom.spdx.json"));
+    spdx_check(&out.join("sbom.spdx.json"));
+    let listed = m["container_images"].as_array().unwrap();
+    let (cp, w) = (
+        archive_sizes(&out.join("cp.img"), cache),
+        archive_sizes(&out.join("w.img"), cache),
+    );
+    // The control plane's cards carry every image of the build (kube-vip's only with a VIP).
+    let carried: Vec<&(String, TestImage)> = imgs
+        .iter()
+        .filter(|(r, _)| {
+            let archive = piforge::oci::ImageRef::parse(r)
+                .unwrap()
+                .archive_file_name();
+            cp.contains_key(&archive)
+        })
+        .collect();
+    assert_eq!(carried.len(), 9);
+    assert_eq!(listed.len(), carried.len(), "{listed:?}");
+    let refs: Vec<&str> = listed
+        .iter()
+        .map(|e| e["reference"].as_str().unwrap())
+        .collect();
+    let mut sorted = refs.clone();
+    sorted.sort();
+    assert_eq!(refs, sorted, "sorted by reference");
+    for (r, i) in carried {
+        let image = piforge::oci::ImageRef::parse(r).unwrap();
+        let e = listed
+            .iter()
+            .find(|e| e["reference"] == r.as_str())
+            .unwrap_or_else(|| panic!("{r} not in the manifest"));
+        let name = format!("{}/{}", image.registry, image.repository);
+        let digest = i.top_digest();
+        let archive = image.archive_file_name();
+        assert_eq!(e["name"], name.as_str());
+        assert_eq!(e["tag"], image.reference.as_str());
+        assert_eq!(e["digest"], digest.as_str(), "{r}");
+        let url = format!(
+            "https://{}/v2/{}/manifests/{digest}",
+            image.registry, image.repository
+        );
+        assert_eq!(e["url"], url.as_str());
+        assert_eq!(e["archive"], archive.as_str());
+        assert_eq!(e["bytes"], cp[&archive], "{r}");
+        let roles: Vec<&str> = e["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        if w.contains_key(&archive) {
+            assert_eq!(roles, ["control-plane", "worker"], "{r}");
+            assert_eq!(e["bytes"], w[&archive], "{r}");
+        } else {
+            assert_eq!(roles, ["control-plane"], "{r}");
+        }
+        let p = sbom_package(&sbom, &name, &image.reference);
+        assert_eq!(p["primaryPackagePurpose"], "CONTAINER");
+        assert_eq!(p["downloadLocation"], url.as_str());
+        assert_eq!(p["packageFileName"], archive.as_str());
+        assert_eq!(p["checksums"][0]["algorithm"], "SHA256");
+        assert_eq!(
+            p["checksums"][0]["checksumValue"],
+            digest.trim_start_matches("sha256:")
+        );
+        let last = image.repository.rsplit('/').next().unwrap();
+        assert_eq!(
+            p["externalRefs"][0]["referenceLocator"],
+            format!(
+                "pkg:oci/{last}@{digest}?repository_url={}%2F{}&tag={}",
+                image.registry,
+                image.repository.replace('/', "%2F"),
+                image.reference
+            )
+            .as_str()
+        );
+    }
 }
 
 #[test]
@@ -426,14 +521,20 @@ fn artifacts_layouts_go_into_the_cards_offline_and_reproducibly() {
             "{list}"
         );
     }
-    // Building again gives identical cards.
+    assert_manifest_and_sbom_list_the_images(&out, &imgs, &cache);
+    // Building again gives identical cards, manifest and SBOM.
     let first = sha256(&cp);
     let first_w = sha256(&w);
+    let first_meta = ["manifest.json", "sbom.spdx.json"].map(|f| sha256(&out.join(f)));
     fs::remove_dir_all(&out).unwrap();
     let r = build_with(&spec, &out, &arts, &cache, &[]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(sha256(&out.join("cp.img")), first);
     assert_eq!(sha256(&out.join("w.img")), first_w);
+    assert_eq!(
+        ["manifest.json", "sbom.spdx.json"].map(|f| sha256(&out.join(f))),
+        first_meta
+    );
 
     // A layout whose image differs from the pin is refused, naming the image, and no card
     // is written.

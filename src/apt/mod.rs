@@ -75,6 +75,9 @@ pub struct CardDeb {
     pub file: String,
     /// The verified file on the host (in the cache).
     pub path: PathBuf,
+    /// Where it is downloaded from upstream (the lock's URL, not a `--mirror`'s): the
+    /// manifest and the SBOM name it.
+    pub url: String,
     pub sha256: String,
     pub size: u64,
     pub installed_kib: u64,
@@ -170,7 +173,7 @@ pub fn fetch(base: &BaseApt, wanted: &[String], opts: &FetchOptions) -> Result<F
             version: c.version.clone(),
             arch: c.arch.clone(),
             file: file.clone(),
-            url,
+            url: url.clone(),
             source: c.origin.clone(),
             why: why.clone(),
             sha256: c.sha256.clone(),
@@ -183,6 +186,7 @@ pub fn fetch(base: &BaseApt, wanted: &[String], opts: &FetchOptions) -> Result<F
             arch: c.arch.clone(),
             file,
             path,
+            url,
             sha256: c.sha256.clone(),
             size: c.size,
             installed_kib: c.installed_kib,
@@ -304,6 +308,7 @@ pub fn card_debs(
             arch: d.arch.clone(),
             file: d.file.clone(),
             path,
+            url: d.url.clone(),
             sha256: d.sha256.clone(),
             size: d.size,
             installed_kib: d.installed_kib,

@@ -38,6 +38,8 @@ pub fn cluster_images(spec: &Spec, release: &Release) -> Vec<ImageSpec> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StagedArchive {
     pub reference: String,
+    /// The reference's parts (for the manifest and the SBOM).
+    pub image: crate::oci::ImageRef,
     pub index_digest: String,
     pub file_name: String,
     /// The staged archive (it may not exist on a dry run).
@@ -124,6 +126,7 @@ pub fn stage(
             i.spec.image.to_string(),
             StagedArchive {
                 reference: i.spec.image.to_string(),
+                image: i.spec.image.clone(),
                 index_digest: i.parts.index_digest.clone(),
                 file_name,
                 path,
@@ -205,6 +208,51 @@ pub fn add_role_images(plan: &mut Plan, archives: &[&StagedArchive], pull: &[Str
         owner: owner(0o777),
     });
     bytes
+}
+
+/// The manifest's entries for the images in the cards, sorted by reference, each with the spec
+/// roles (of any node of the spec, built now or kept) whose cards carry it. Both control-plane
+/// kubeadm roles carry the same images ([`role_needs`]), so the spec role says it.
+pub fn manifest_entries(
+    staged: &StagedImages,
+    spec: &Spec,
+    release: &Release,
+) -> Vec<super::manifest::ImageEntry> {
+    let mut roles: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for r in [spec::Role::ControlPlane, spec::Role::Worker] {
+        if !spec.nodes.iter().any(|n| n.role == r) {
+            continue;
+        }
+        let role = match r {
+            spec::Role::ControlPlane => kubeadm::Role::InitControlPlane,
+            spec::Role::Worker => kubeadm::Role::Worker,
+        };
+        for a in staged.for_role(spec, release, role).0 {
+            roles
+                .entry(&a.reference)
+                .or_default()
+                .push(r.as_str().to_string());
+        }
+    }
+    staged
+        .archives
+        .values()
+        .map(|a| {
+            let image = &a.image;
+            let mut r = roles.get(a.reference.as_str()).cloned().unwrap_or_default();
+            r.sort();
+            super::manifest::ImageEntry {
+                name: format!("{}/{}", image.registry, image.repository),
+                tag: image.is_tag().then(|| image.reference.clone()),
+                reference: a.reference.clone(),
+                digest: a.index_digest.clone(),
+                url: image.manifest_url(&a.index_digest),
+                archive: a.file_name.clone(),
+                bytes: a.size,
+                roles: r,
+            }
+        })
+        .collect()
 }
 
 /// One line per role for the build summary and the dry run: what its cards carry.

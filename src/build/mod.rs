@@ -556,10 +556,22 @@ pub fn build(
         &v.release,
         &plan.roles.iter().map(|r| r.role).collect::<Vec<_>>(),
     );
+    let added = manifest::Added {
+        debs: manifest::deb_entries(&debs.debs),
+        container_images: images::manifest_entries(&staged, &v.spec, &v.release),
+    };
     if !debs.debs.is_empty() {
         report.packages = Some(debs);
     }
-    outputs::apply(&v, &plan, &arts, opts, progress.as_deref(), &mut report)?;
+    outputs::apply(
+        &v,
+        &plan,
+        &arts,
+        added,
+        opts,
+        progress.as_deref(),
+        &mut report,
+    )?;
     Ok(report)
 }
 

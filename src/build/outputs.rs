@@ -286,12 +286,13 @@ fn new_file_mode(path: &Path, mode: u32) -> Result<fs::File, BuildError> {
 }
 
 /// Writes a role image per role in use (the common layer once), then each node's files from
-/// its role's image, then `sbom.spdx.json`, `SHA256SUMS` and `manifest.json`, and puts them in
-/// place.
+/// its role's image, then `sbom.spdx.json`, `SHA256SUMS` and `manifest.json` (listing `arts`
+/// and what else was `added` to the cards), and puts them in place.
 pub(super) fn apply(
     v: &Validated,
     plan: &BuildPlan,
     arts: &[FetchedArtifact],
+    added: manifest::Added,
     opts: &BuildOptions,
     progress: Option<&dyn Progress>,
     report: &mut BuildReport,
@@ -481,6 +482,8 @@ pub(super) fn apply(
             sha256: v.base.input_sha256.clone().unwrap_or_default(),
         },
         artifacts: manifest::artifact_entries(v.release.versions(), arts),
+        debs: added.debs,
+        container_images: added.container_images,
         nodes,
         files: Vec::new(),
     };

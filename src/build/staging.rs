@@ -336,6 +336,8 @@ mod tests {
                 sha256: String::new(),
             },
             artifacts: vec![],
+            debs: vec![],
+            container_images: vec![],
             nodes: files
                 .iter()
                 .map(|f| NodeEntry {

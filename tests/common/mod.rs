@@ -276,6 +276,56 @@ pub fn sums_check(dir: &Path) {
     );
 }
 
+/// SPDX's own validator accepts the SBOM at `path` (`pyspdxtools -i`; tests/install-deps.sh
+/// installs spdx-tools): the real oracle for `sbom.spdx.json`.
+pub fn spdx_check(path: &Path) {
+    let v = Command::new("pyspdxtools")
+        .arg("-i")
+        .arg(path)
+        .output()
+        .expect("pyspdxtools (python3 -m pip install spdx-tools) must be installed");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    assert!(
+        v.status.success() && !said.contains("ERROR") && !said.contains("issues"),
+        "pyspdxtools {}: {said}",
+        path.display()
+    );
+}
+
+/// The JSON file at `path`.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The SBOM package whose `name` is `name` and `versionInfo` `version`, with the SPDX ids
+/// the document DESCRIBES (what piforge added is described by the document).
+pub fn sbom_package<'a>(
+    sbom: &'a serde_json::Value,
+    name: &str,
+    version: &str,
+) -> &'a serde_json::Value {
+    let p = sbom["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name && p["versionInfo"] == version)
+        .unwrap_or_else(|| panic!("no package {name} {version} in the SBOM"));
+    assert!(
+        sbom["relationships"].as_array().unwrap().iter().any(|r| {
+            r["spdxElementId"] == "SPDXRef-DOCUMENT"
+                && r["relationshipType"] == "DESCRIBES"
+                && r["relatedSpdxElement"] == p["SPDXID"]
+        }),
+        "the document does not describe {name}"
+    );
+    p
+}
+
 /// Writes DIR/cluster.yaml: cluster `name` over `image`, Kubernetes [`K8S`] with flannel and the
 /// default subnets, static addresses on eth0 in 192.168.50.0/24, and two nodes: the control
 /// plane pi-cp-1 (.10) and the worker pi-w-1 (.11).
