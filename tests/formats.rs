@@ -260,16 +260,7 @@ fn every_format_with_bmap_and_os_list_and_the_same_bytes_on_any_thread_count() {
         f.read_exact_at(&mut b, 100).unwrap();
         f.write_all_at(&[b[0] ^ 1], 100).unwrap();
         // As if an earlier build had made these bytes: SHA256SUMS lists their digest.
-        let sums = fs::read_to_string(dist_xz.join("SHA256SUMS")).unwrap();
-        let listed: String = sums
-            .lines()
-            .map(|l| match l.split_once("  ") {
-                Some((_, "pi-w-1.img.xz")) => format!("{}  pi-w-1.img.xz\n", sha256(&p)),
-                _ => format!("{l}\n"),
-            })
-            .collect();
-        assert_ne!(listed, sums);
-        fs::write(dist_xz.join("SHA256SUMS"), listed).unwrap();
+        relist(&dist_xz, "pi-w-1.img.xz");
     }
     let r = verify();
     assert_eq!(r.status.code(), Some(1));
@@ -302,17 +293,8 @@ fn every_format_with_bmap_and_os_list_and_the_same_bytes_on_any_thread_count() {
         f.write_all_at(&[data[at as usize] ^ 0x20], at).unwrap();
     }
     let packed = stdout_of(Command::new("xz").args(["-q", "-c", "-T1", img.to_str().unwrap()]));
-    let p = dist_xz.join("pi-w-1.img.xz");
-    fs::write(&p, packed).unwrap();
-    let sums = fs::read_to_string(dist_xz.join("SHA256SUMS")).unwrap();
-    let listed: String = sums
-        .lines()
-        .map(|l| match l.split_once("  ") {
-            Some((_, "pi-w-1.img.xz")) => format!("{}  pi-w-1.img.xz\n", sha256(&p)),
-            _ => format!("{l}\n"),
-        })
-        .collect();
-    fs::write(dist_xz.join("SHA256SUMS"), listed).unwrap();
+    fs::write(dist_xz.join("pi-w-1.img.xz"), packed).unwrap();
+    relist(&dist_xz, "pi-w-1.img.xz");
     let r = verify_build(&spec, &arts, &dist_xz.join("SHA256SUMS"), &cache, &[]);
     assert_eq!(r.status.code(), Some(1));
     let text = String::from_utf8_lossy(&r.stdout);
@@ -354,6 +336,21 @@ fn every_format_with_bmap_and_os_list_and_the_same_bytes_on_any_thread_count() {
         ]
     );
     sums_check(&dist_xz);
+}
+
+/// Rewrites `dir/SHA256SUMS`'s line for `name` with the file's digest now (as if an earlier
+/// build had made its bytes); the line must change.
+fn relist(dir: &Path, name: &str) {
+    let sums = fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+    let listed: String = sums
+        .lines()
+        .map(|l| match l.split_once("  ") {
+            Some((_, f)) if f == name => format!("{}  {name}\n", sha256(&dir.join(name))),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    assert_ne!(listed, sums, "{name}: the same digest");
+    fs::write(dir.join("SHA256SUMS"), listed).unwrap();
 }
 
 /// `piforge build --verify SUMS` of `spec` with the stand-in artifacts, and `extra` options.

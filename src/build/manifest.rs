@@ -338,43 +338,51 @@ pub fn sbom(m: &Manifest, distro: &str, packages: &[DebPackage]) -> String {
     };
     let noassert = "NOASSERTION";
     let base_id = "SPDXRef-Base-Image".to_string();
-    let mut pkgs = vec![json!({
-        "SPDXID": base_id,
-        "name": m.base_image.file,
-        "downloadLocation": noassert,
-        "filesAnalyzed": false,
-        "checksums": [{"algorithm": "SHA256", "checksumValue": m.base_image.sha256}],
-        "primaryPackagePurpose": "OPERATING-SYSTEM",
-        "licenseConcluded": noassert,
-        "licenseDeclared": noassert,
-        "copyrightText": noassert,
-    })];
-    let mut rels = vec![json!({
-        "spdxElementId": "SPDXRef-DOCUMENT",
-        "relationshipType": "DESCRIBES",
-        "relatedSpdxElement": base_id,
-    })];
+    let (mut pkgs, mut rels) = (Vec::new(), Vec::new());
+    // A package, with no license or copyright asserted (piforge does not analyse them), and
+    // its relationship `rel` from `from`.
+    let mut add = |mut pkg: serde_json::Value, from: &str, rel: &str| {
+        if let Some(o) = pkg.as_object_mut() {
+            for k in ["licenseConcluded", "licenseDeclared", "copyrightText"] {
+                o.insert(k.into(), noassert.into());
+            }
+        }
+        rels.push(json!({
+            "spdxElementId": from,
+            "relationshipType": rel,
+            "relatedSpdxElement": pkg["SPDXID"].clone(),
+        }));
+        pkgs.push(pkg);
+    };
+    add(
+        json!({
+            "SPDXID": base_id,
+            "name": m.base_image.file,
+            "downloadLocation": noassert,
+            "filesAnalyzed": false,
+            "checksums": [{"algorithm": "SHA256", "checksumValue": m.base_image.sha256}],
+            "primaryPackagePurpose": "OPERATING-SYSTEM",
+        }),
+        "SPDXRef-DOCUMENT",
+        "DESCRIBES",
+    );
     for (i, a) in m.artifacts.iter().enumerate() {
         let id = spdx_id("Artifact", &a.name, i);
-        pkgs.push(json!({
-            "SPDXID": id,
-            "name": a.name,
-            "versionInfo": a.version,
-            "packageFileName": a.file_name,
-            "downloadLocation": a.url,
-            "filesAnalyzed": false,
-            "checksums": [{"algorithm": "SHA256", "checksumValue": a.sha256}],
-            "primaryPackagePurpose": if a.name == "flannel" { "FILE" } else { "APPLICATION" },
-            "comment": "added by piforge",
-            "licenseConcluded": noassert,
-            "licenseDeclared": noassert,
-            "copyrightText": noassert,
-        }));
-        rels.push(json!({
-            "spdxElementId": "SPDXRef-DOCUMENT",
-            "relationshipType": "DESCRIBES",
-            "relatedSpdxElement": id,
-        }));
+        add(
+            json!({
+                "SPDXID": id,
+                "name": a.name,
+                "versionInfo": a.version,
+                "packageFileName": a.file_name,
+                "downloadLocation": a.url,
+                "filesAnalyzed": false,
+                "checksums": [{"algorithm": "SHA256", "checksumValue": a.sha256}],
+                "primaryPackagePurpose": if a.name == "flannel" { "FILE" } else { "APPLICATION" },
+                "comment": "added by piforge",
+            }),
+            "SPDXRef-DOCUMENT",
+            "DESCRIBES",
+        );
     }
     // What piforge added is described by the document, as the artifacts are (the base's own
     // packages are contained in the base).
@@ -388,91 +396,79 @@ pub fn sbom(m: &Manifest, distro: &str, packages: &[DebPackage]) -> String {
                 arch: d.arch.clone(),
             },
         );
-        pkgs.push(json!({
-            "SPDXID": id,
-            "name": d.name,
-            "versionInfo": d.version,
-            "packageFileName": d.file_name,
-            "downloadLocation": download_location(&d.url),
-            "filesAnalyzed": false,
-            "checksums": [{"algorithm": "SHA256", "checksumValue": d.sha256}],
-            "externalRefs": [{
-                "referenceCategory": "PACKAGE-MANAGER",
-                "referenceType": "purl",
-                "referenceLocator": purl,
-            }],
-            "primaryPackagePurpose": "INSTALL",
-            "comment": format!(
-                "added by piforge: in every card, installed on first boot; from {}",
-                d.url
-            ),
-            "licenseConcluded": noassert,
-            "licenseDeclared": noassert,
-            "copyrightText": noassert,
-        }));
-        rels.push(json!({
-            "spdxElementId": "SPDXRef-DOCUMENT",
-            "relationshipType": "DESCRIBES",
-            "relatedSpdxElement": id,
-        }));
+        add(
+            json!({
+                "SPDXID": id,
+                "name": d.name,
+                "versionInfo": d.version,
+                "packageFileName": d.file_name,
+                "downloadLocation": download_location(&d.url),
+                "filesAnalyzed": false,
+                "checksums": [{"algorithm": "SHA256", "checksumValue": d.sha256}],
+                "externalRefs": [{
+                    "referenceCategory": "PACKAGE-MANAGER",
+                    "referenceType": "purl",
+                    "referenceLocator": purl,
+                }],
+                "primaryPackagePurpose": "INSTALL",
+                "comment": format!(
+                    "added by piforge: in every card, installed on first boot; from {}",
+                    d.url
+                ),
+            }),
+            "SPDXRef-DOCUMENT",
+            "DESCRIBES",
+        );
     }
     for (i, c) in m.container_images.iter().enumerate() {
         let id = spdx_id("Image", &c.name, i);
-        pkgs.push(json!({
-            "SPDXID": id,
-            "name": c.name,
-            "versionInfo": c.tag.as_deref().unwrap_or(&c.digest),
-            "packageFileName": c.archive,
-            "downloadLocation": download_location(&c.url),
-            "filesAnalyzed": false,
-            // The digest names the index (or manifest) at the download location.
-            "checksums": [{
-                "algorithm": "SHA256",
-                "checksumValue": c.digest.trim_start_matches("sha256:"),
-            }],
-            "externalRefs": [{
-                "referenceCategory": "PACKAGE-MANAGER",
-                "referenceType": "purl",
-                "referenceLocator": oci_purl(c),
-            }],
-            "primaryPackagePurpose": "CONTAINER",
-            "comment": format!(
-                "added by piforge: in the cards of the roles {}, imported on first boot; {}",
-                c.roles.join(", "),
-                c.reference
-            ),
-            "licenseConcluded": noassert,
-            "licenseDeclared": noassert,
-            "copyrightText": noassert,
-        }));
-        rels.push(json!({
-            "spdxElementId": "SPDXRef-DOCUMENT",
-            "relationshipType": "DESCRIBES",
-            "relatedSpdxElement": id,
-        }));
+        add(
+            json!({
+                "SPDXID": id,
+                "name": c.name,
+                "versionInfo": c.tag.as_deref().unwrap_or(&c.digest),
+                "packageFileName": c.archive,
+                "downloadLocation": download_location(&c.url),
+                "filesAnalyzed": false,
+                // The digest names the index (or manifest) at the download location.
+                "checksums": [{
+                    "algorithm": "SHA256",
+                    "checksumValue": c.digest.trim_start_matches("sha256:"),
+                }],
+                "externalRefs": [{
+                    "referenceCategory": "PACKAGE-MANAGER",
+                    "referenceType": "purl",
+                    "referenceLocator": oci_purl(c),
+                }],
+                "primaryPackagePurpose": "CONTAINER",
+                "comment": format!(
+                    "added by piforge: in the cards of the roles {}, imported on first boot; {}",
+                    c.roles.join(", "),
+                    c.reference
+                ),
+            }),
+            "SPDXRef-DOCUMENT",
+            "DESCRIBES",
+        );
     }
     for (i, p) in packages.iter().enumerate() {
         let id = spdx_id("Deb", &p.name, i);
-        pkgs.push(json!({
-            "SPDXID": id,
-            "name": p.name,
-            "versionInfo": p.version,
-            "downloadLocation": noassert,
-            "filesAnalyzed": false,
-            "externalRefs": [{
-                "referenceCategory": "PACKAGE-MANAGER",
-                "referenceType": "purl",
-                "referenceLocator": deb_purl(distro, p),
-            }],
-            "licenseConcluded": noassert,
-            "licenseDeclared": noassert,
-            "copyrightText": noassert,
-        }));
-        rels.push(json!({
-            "spdxElementId": base_id,
-            "relationshipType": "CONTAINS",
-            "relatedSpdxElement": id,
-        }));
+        add(
+            json!({
+                "SPDXID": id,
+                "name": p.name,
+                "versionInfo": p.version,
+                "downloadLocation": noassert,
+                "filesAnalyzed": false,
+                "externalRefs": [{
+                    "referenceCategory": "PACKAGE-MANAGER",
+                    "referenceType": "purl",
+                    "referenceLocator": deb_purl(distro, p),
+                }],
+            }),
+            &base_id,
+            "CONTAINS",
+        );
     }
     // The namespace must be unique per document: derived from the manifest's content.
     let ns = {
