@@ -164,9 +164,13 @@ fn explain(name: &str, old: &Path, new: &Path) -> String {
             } else {
                 String::new()
             };
-            format!("{name}: first differs at byte {off}{at}")
+            let sizes = if la == lb {
+                String::new()
+            } else {
+                format!(" ({la} bytes, the rebuild {lb})")
+            };
+            format!("{name}: first differs at byte {off}{sizes}{at}")
         }
-        Ok(None) if la != lb => format!("{name}: {la} bytes, the rebuild {lb}"),
         Ok(None) => format!("{name}: the digest differs, the bytes now agree (changed meanwhile?)"),
         Err(e) => format!("{name}: the digest differs ({e})"),
     }
@@ -312,7 +316,8 @@ pub fn recorded(sums: &Path) -> Recorded {
     r
 }
 
-/// The first offset at which the two streams differ (`None`: one is a prefix of the other).
+/// The first offset at which the two streams differ: where a byte differs, or where the
+/// shorter one ends when it is the start of the other (`None`: the same bytes).
 pub fn first_difference(a: &mut impl Read, b: &mut impl Read) -> std::io::Result<Option<u64>> {
     let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     let mut at = 0u64;
@@ -323,7 +328,10 @@ pub fn first_difference(a: &mut impl Read, b: &mut impl Read) -> std::io::Result
         if let Some(i) = ba[..n].iter().zip(&bb[..n]).position(|(x, y)| x != y) {
             return Ok(Some(at + i as u64));
         }
-        if na != nb || n == 0 {
+        if na != nb {
+            return Ok(Some(at + n as u64));
+        }
+        if n == 0 {
             return Ok(None);
         }
         at += n as u64;
@@ -495,6 +503,41 @@ mod tests {
             first_difference(&mut &a[..], &mut &b[..]).unwrap(),
             Some((2 << 20) + 17)
         );
-        assert_eq!(first_difference(&mut &a[..5], &mut &b[..]).unwrap(), None);
+        // One the start of the other: they differ where the shorter ends, either way round.
+        assert_eq!(
+            first_difference(&mut &a[..5], &mut &b[..]).unwrap(),
+            Some(5)
+        );
+        assert_eq!(
+            first_difference(&mut &b[..], &mut &a[..5]).unwrap(),
+            Some(5)
+        );
+        assert_eq!(first_difference(&mut &a[..0], &mut &a[..0]).unwrap(), None);
+    }
+
+    #[test]
+    fn a_file_cut_short_differs_where_it_ends() {
+        let d = tempfile::tempdir().unwrap();
+        let (old, new) = (d.path().join("old"), d.path().join("new"));
+        std::fs::write(&old, b"hello").unwrap();
+        std::fs::write(&new, b"hello world").unwrap();
+        assert_eq!(
+            explain("SBOM", &old, &new),
+            "SBOM: first differs at byte 5 (5 bytes, the rebuild 11)"
+        );
+        // Inside compressed files too: a longer image inside is not "the same bytes".
+        let xz = |p: &Path, data: &[u8]| {
+            let mut e = liblzma::write::XzEncoder::new(File::create(p).unwrap(), 1);
+            std::io::Write::write_all(&mut e, data).unwrap();
+            e.finish().unwrap();
+        };
+        let (old, new) = (d.path().join("a/n.img.xz"), d.path().join("n.img.xz"));
+        std::fs::create_dir(d.path().join("a")).unwrap();
+        xz(&old, &[7u8; 5000]);
+        xz(&new, &[7u8; 6000]);
+        let said = explain("n.img.xz", &old, &new);
+        assert!(said.contains("; decompressed, at byte 5000"), "{said}");
+        // The rebuilt image unpacked to explain it is gone again.
+        assert!(!d.path().join("n.img.verify-raw").exists());
     }
 }
