@@ -374,7 +374,7 @@ pub fn sbom(m: &Manifest, distro: &str, packages: &[DebPackage]) -> String {
                 "name": a.name,
                 "versionInfo": a.version,
                 "packageFileName": a.file_name,
-                "downloadLocation": a.url,
+                "downloadLocation": download_location(&a.url),
                 "filesAnalyzed": false,
                 "checksums": [{"algorithm": "SHA256", "checksumValue": a.sha256}],
                 "primaryPackagePurpose": if a.name == "flannel" { "FILE" } else { "APPLICATION" },
@@ -700,5 +700,16 @@ mod tests {
                 assert!(id == "SPDXRef-DOCUMENT" || ids.contains(id), "{id}");
             }
         }
+        // An artifact fetched from a local mirror (`--catalog` URLs on an address) keeps its
+        // URL in the manifest, but not in the SBOM, whose validators would refuse it.
+        let mut local = m.clone();
+        local.artifacts[0].url = "http://127.0.0.1:8080/kubeadm".into();
+        let doc: serde_json::Value = serde_json::from_str(&sbom(&local, "debian", &[])).unwrap();
+        let kubeadm = doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "kubeadm");
+        assert_eq!(kubeadm.unwrap()["downloadLocation"], "NOASSERTION");
     }
 }
